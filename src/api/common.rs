@@ -1,0 +1,224 @@
+//! Types shared by several kinds and versions of the Tusk API.
+//!
+//! A type lives here only when its shape is identical in every version that uses it, so sharing
+//! it can never hide a schema difference between versions.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A DNS-1123 label: what Kubernetes allows for the name of a Service, and so for a cluster.
+pub const DNS_LABEL_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+
+/// A Kubernetes resource quantity without sign, as used for storage sizes (`10Gi`, `500M`).
+pub const STORAGE_QUANTITY_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$";
+
+/// A container image reference pinned by tag, digest, or both.
+pub const IMAGE_PATTERN: &str = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]+[a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127}|@sha256:[a-f0-9]{64}|:[A-Za-z0-9_][A-Za-z0-9._-]{0,127}@sha256:[a-f0-9]{64})$";
+
+/// A five-field cron expression (minute hour day-of-month month day-of-week) or a macro such as
+/// `@daily`.
+pub const CRON_PATTERN: &str = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|[0-9*/,-]+ [0-9*/,-]+ [0-9*/,?LW-]+ [0-9A-Za-z*/,-]+ [0-9A-Za-z*/,?L#-]+)$";
+
+/// A retention period: a positive number followed by `d` (days), `w` (weeks) or `m` (months).
+pub const RETENTION_PATTERN: &str = r"^[1-9][0-9]*[dwm]$";
+
+/// The lowest PostgreSQL major version Tusk runs.
+pub const MIN_POSTGRES_MAJOR: i32 = 15;
+/// The highest PostgreSQL major version Tusk runs.
+pub const MAX_POSTGRES_MAJOR: i32 = 18;
+/// The most instances (one primary plus replicas) a cluster may have.
+pub const MAX_INSTANCES: i32 = 10;
+
+/// One observation of the object's state, in the shape of Kubernetes `metav1.Condition`.
+///
+/// Times are kept as the RFC 3339 text the writer sent, so converting between API versions
+/// never rewrites them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// Type of the condition in CamelCase, for example `Ready`.
+    #[schemars(length(min = 1, max = 316))]
+    #[schemars(regex(
+        pattern = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+    ))]
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// Status of the condition: `True`, `False` or `Unknown`.
+    pub status: ConditionStatus,
+    /// The `.metadata.generation` this condition was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub observed_generation: Option<i64>,
+    /// When the condition last changed from one status to another, in RFC 3339.
+    #[schemars(extend("format" = "date-time"))]
+    pub last_transition_time: String,
+    /// A machine-readable reason for the last transition, in CamelCase.
+    #[schemars(
+        length(min = 1, max = 1024),
+        regex(pattern = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+    )]
+    pub reason: String,
+    /// A human-readable message about the last transition; may be empty.
+    #[schemars(length(max = 32768))]
+    pub message: String,
+}
+
+/// The status of a [`Condition`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ConditionStatus {
+    /// The condition holds.
+    True,
+    /// The condition does not hold.
+    False,
+    /// Tusk cannot tell yet.
+    Unknown,
+}
+
+/// The Secret that carries connection details, following the servicebinding.io specification.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Binding {
+    /// Name of the binding Secret in the object's namespace.
+    pub name: String,
+}
+
+/// A reference to a `PostgresCluster` in the same namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ClusterReference {
+    /// Name of the `PostgresCluster`, in the same namespace as this object.
+    #[schemars(length(min = 1, max = 63), regex(pattern = DNS_LABEL_PATTERN))]
+    pub name: String,
+}
+
+/// What happens to data when the object that owns it is deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ReclaimPolicy {
+    /// Keep the data after the object is deleted.
+    Retain,
+    /// Delete the data together with the object.
+    Delete,
+}
+
+/// How a backup copies the data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum BackupMethod {
+    /// A physical copy of the whole cluster with `pg_basebackup`; can seed a new cluster.
+    Basebackup,
+    /// A logical dump of every database with `pg_dump`; portable across major versions.
+    Dump,
+}
+
+/// Where backups are written. Set exactly one of `volume` or `s3`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.volume) != has(self.s3)",
+    "message": "backup target: set exactly one of volume or s3"
+}]))]
+pub struct BackupTarget {
+    /// Write backups to a PersistentVolumeClaim in the cluster's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<VolumeTarget>,
+    /// Write backups to an S3-compatible object store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Target>,
+}
+
+/// A PersistentVolumeClaim that receives backups.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeTarget {
+    /// Name of an existing PersistentVolumeClaim in the cluster's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub claim_name: String,
+}
+
+/// An S3-compatible bucket that receives backups.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Target {
+    /// Bucket name.
+    #[schemars(length(min = 3, max = 63), regex(pattern = r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$"))]
+    pub bucket: String,
+    /// Key prefix inside the bucket; backups of one cluster go below it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub path: Option<String>,
+    /// Endpoint URL for stores other than AWS, for example `https://minio.example:9000`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), regex(pattern = r"^https?://[^\s]+$"))]
+    pub endpoint: Option<String>,
+    /// Region of the bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub region: Option<String>,
+    /// Secret in the cluster's namespace with keys `ACCESS_KEY_ID` and `SECRET_ACCESS_KEY`.
+    #[schemars(length(min = 1, max = 253))]
+    pub credentials_secret: String,
+}
+
+/// Size and class of one persistent volume.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",
+    "message": "storageClassName is immutable: a volume cannot move to another storage class; create a new cluster instead"
+}, {
+    "rule": "quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0",
+    "messageExpression": "'size may grow but never shrink: it is ' + oldSelf.size + ', so allowed values are ' + oldSelf.size + ' or more'"
+}]))]
+pub struct VolumeSpec {
+    /// Requested size, a Kubernetes quantity such as `10Gi`. It may grow but never shrink.
+    #[schemars(regex(pattern = STORAGE_QUANTITY_PATTERN))]
+    pub size: String,
+    /// StorageClass for the volume; the cluster default when omitted. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub storage_class_name: Option<String>,
+}
+
+/// Where backups go and how long they stay.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupConfiguration {
+    /// Where backups are written.
+    pub target: BackupTarget,
+    /// How long backups are kept, for example `30d`, `8w` or `6m`. Older ones are deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = RETENTION_PATTERN))]
+    pub retention: Option<String>,
+}
+
+/// CEL rules for a PostgreSQL identifier (a role or database name) that users choose: not a
+/// reserved name, and not in the `pg_` namespace PostgreSQL keeps for itself.
+pub fn identifier_rules(field: &str, reserved: &[&str]) -> serde_json::Value {
+    let list = reserved
+        .iter()
+        .map(|r| format!("'{r}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    serde_json::json!([
+        {
+            "rule": "!self.startsWith('pg_')",
+            "message": format!("{field} may not start with pg_: PostgreSQL reserves that prefix for system roles and objects"),
+        },
+        {
+            "rule": format!("!(self in [{list}])"),
+            "message": format!("{field} may not be one of {}: Tusk or PostgreSQL use these", reserved.join(", ")),
+        },
+    ])
+}
+
+/// Role names a `PostgresUser` may not take.
+pub const RESERVED_ROLES: &[&str] = &[
+    "postgres",
+    "public",
+    "none",
+    "current_user",
+    "session_user",
+    "current_role",
+    "tusk_replication",
+];
+
+/// Database names a `PostgresDatabase` may not take.
+pub const RESERVED_DATABASES: &[&str] = &["postgres", "template0", "template1"];

@@ -1,0 +1,91 @@
+//! The Tusk API: group `tusk.dev`, five kinds, several versions each, and conversion between them.
+
+pub mod common;
+pub mod conversion;
+pub mod postgres_backup;
+pub mod postgres_backup_schedule;
+pub mod postgres_cluster;
+pub mod postgres_database;
+pub mod postgres_user;
+
+use std::sync::LazyLock;
+
+use conversion::{ConversionError, KindConverter};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use serde_json::Value;
+
+/// The API group of every Tusk kind.
+pub const GROUP: &str = "tusk.dev";
+
+/// The version every kind stores, and the hub of conversion.
+pub const STORAGE_VERSION: &str = "v1";
+
+/// Every kind's converter.
+static CONVERTERS: LazyLock<Vec<Box<dyn KindConverter>>> = LazyLock::new(|| {
+    vec![
+        Box::new(postgres_cluster::converter()),
+        Box::new(postgres_user::converter()),
+        Box::new(postgres_database::converter()),
+        Box::new(postgres_backup::converter()),
+        Box::new(postgres_backup_schedule::converter()),
+    ]
+});
+
+/// One CRD per kind, each serving every version of the kind and storing [`STORAGE_VERSION`].
+///
+/// Conversion is left as the apiserver's default; [`crate::crd`] sets the webhook.
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    vec![
+        postgres_cluster::crd(),
+        postgres_user::crd(),
+        postgres_database::crd(),
+        postgres_backup::crd(),
+        postgres_backup_schedule::crd(),
+    ]
+}
+
+/// Converts one object, the `index`th of a request, to `desired_api_version`.
+///
+/// An object already at that version comes back untouched.
+pub fn convert_object(
+    object: Value,
+    desired_api_version: &str,
+    index: usize,
+) -> Result<Value, ConversionError> {
+    let Value::Object(map) = object else {
+        return Err(ConversionError::NotAnObject { index });
+    };
+    let type_field = |field: &'static str| {
+        map.get(field)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or(ConversionError::MissingTypeField { index, field })
+    };
+    let api_version = type_field("apiVersion")?;
+    let kind = type_field("kind")?;
+    let from = in_group(&api_version).ok_or_else(|| ConversionError::ForeignGroup {
+        index,
+        api_version: api_version.clone(),
+        group: GROUP,
+    })?;
+    let converter =
+        CONVERTERS
+            .iter()
+            .find(|c| c.kind() == kind)
+            .ok_or_else(|| ConversionError::UnknownKind {
+                index,
+                kind: kind.clone(),
+                allowed: CONVERTERS.iter().map(|c| c.kind()).collect::<Vec<_>>().join(", "),
+            })?;
+    let to = in_group(desired_api_version).ok_or_else(|| ConversionError::ForeignGroup {
+        index,
+        api_version: desired_api_version.to_owned(),
+        group: GROUP,
+    })?;
+    converter.convert(map, from, to, index)
+}
+
+/// The version part of `api_version` when it is in [`GROUP`].
+fn in_group(api_version: &str) -> Option<&str> {
+    api_version.strip_prefix(GROUP)?.strip_prefix('/')
+}

@@ -1,0 +1,90 @@
+//! The CustomResourceDefinitions as Tusk installs them: every version merged into one CRD per
+//! kind, with conversion through Tusk's webhook wherever a kind serves more than one version.
+
+use k8s_openapi::{
+    ByteString,
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+        CustomResourceConversion, CustomResourceDefinition, ServiceReference, WebhookClientConfig,
+        WebhookConversion,
+    },
+};
+
+use crate::api;
+
+/// The path the conversion webhook serves.
+pub const CONVERT_PATH: &str = "/convert";
+
+/// Where the apiserver sends ConversionReviews.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WebhookEndpoint {
+    /// A Service in the cluster (what a plain install and OLM use).
+    Service {
+        /// Service name.
+        name: String,
+        /// Service namespace.
+        namespace: String,
+        /// Service port.
+        port: i32,
+    },
+    /// A URL the apiserver dials directly (what tests on loopback use).
+    Url(String),
+}
+
+/// How the apiserver reaches the conversion webhook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConversionWebhook {
+    /// The endpoint.
+    pub endpoint: WebhookEndpoint,
+    /// PEM bundle of the CA that signed the webhook's serving certificate; when absent the
+    /// installer (OLM, or a CA injector) fills it in.
+    pub ca_bundle: Option<Vec<u8>>,
+}
+
+/// Every Tusk CRD, converting through `webhook` where a kind serves more than one version.
+pub fn crds(webhook: &ConversionWebhook) -> Vec<CustomResourceDefinition> {
+    let mut crds = api::crds();
+    for crd in &mut crds {
+        if crd.spec.versions.len() > 1 {
+            crd.spec.conversion = Some(conversion(webhook));
+        }
+    }
+    crds
+}
+
+fn conversion(webhook: &ConversionWebhook) -> CustomResourceConversion {
+    let (service, url) = match &webhook.endpoint {
+        WebhookEndpoint::Service {
+            name,
+            namespace,
+            port,
+        } => (
+            Some(ServiceReference {
+                name: name.clone(),
+                namespace: namespace.clone(),
+                path: Some(CONVERT_PATH.to_owned()),
+                port: Some(*port),
+            }),
+            None,
+        ),
+        WebhookEndpoint::Url(url) => (None, Some(url.clone())),
+    };
+    CustomResourceConversion {
+        strategy: "Webhook".to_owned(),
+        webhook: Some(WebhookConversion {
+            client_config: Some(WebhookClientConfig {
+                ca_bundle: webhook.ca_bundle.clone().map(ByteString),
+                service,
+                url,
+            }),
+            conversion_review_versions: vec!["v1".to_owned()],
+        }),
+    }
+}
+
+/// Renders CRDs as one multi-document YAML stream.
+pub fn to_yaml(crds: &[CustomResourceDefinition]) -> String {
+    crds.iter()
+        .map(|crd| serde_saphyr::to_string(crd).expect("CRDs serialize to YAML"))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}

@@ -1,0 +1,10 @@
+//! Tusk: a PostgreSQL operator for Kubernetes and OpenShift.
+//!
+//! - [`api`]: the custom resources, their versions and conversion between them.
+//! - [`webhook`]: the HTTPS conversion webhook the apiserver calls.
+//! - [`crd`]: the CustomResourceDefinitions as Tusk installs them.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod crd;
