@@ -7,4 +7,6 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod cli;
 pub mod crd;
+pub mod webhook;

@@ -1,8 +1,18 @@
-//! The `tusk-operator` binary: see [`tusk::cli`].
-fn main() {
-    let webhook = tusk::crd::ConversionWebhook {
-        endpoint: tusk::crd::WebhookEndpoint::Url("https://127.0.0.1:9443/convert".into()),
-        ca_bundle: None,
-    };
-    print!("{}", tusk::crd::to_yaml(&tusk::crd::crds(&webhook)));
+//! The `tusk-operator` binary; everything it does lives in [`tusk::cli`].
+
+use clap::Parser;
+use tusk::cli::{Cli, init_logging};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match tusk::cli::main(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("tusk-operator: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

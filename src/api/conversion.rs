@@ -44,6 +44,14 @@ pub enum ConversionError {
         /// The group Tusk serves.
         group: &'static str,
     },
+    /// The desired apiVersion is not in Tusk's group.
+    #[error("desiredAPIVersion {desired:?} is not in group {group}; allowed are {group}/<version>")]
+    DesiredVersionNotInGroup {
+        /// The desiredAPIVersion of the request.
+        desired: String,
+        /// The group Tusk serves.
+        group: &'static str,
+    },
     /// The object's kind is not a Tusk kind.
     #[error("object {index}: kind {kind:?} is not a Tusk kind; allowed kinds are {allowed}")]
     UnknownKind {

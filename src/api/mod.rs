@@ -77,12 +77,16 @@ pub fn convert_object(
                 kind: kind.clone(),
                 allowed: CONVERTERS.iter().map(|c| c.kind()).collect::<Vec<_>>().join(", "),
             })?;
-    let to = in_group(desired_api_version).ok_or_else(|| ConversionError::ForeignGroup {
-        index,
-        api_version: desired_api_version.to_owned(),
-        group: GROUP,
-    })?;
+    let to = desired_version(desired_api_version)?;
     converter.convert(map, from, to, index)
+}
+
+/// The version part of a desired apiVersion, which must be in [`GROUP`].
+pub fn desired_version(desired_api_version: &str) -> Result<&str, ConversionError> {
+    in_group(desired_api_version).ok_or_else(|| ConversionError::DesiredVersionNotInGroup {
+        desired: desired_api_version.to_owned(),
+        group: GROUP,
+    })
 }
 
 /// The version part of `api_version` when it is in [`GROUP`].

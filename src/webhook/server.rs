@@ -1,0 +1,230 @@
+//! The HTTPS server in front of [`super::review`].
+//!
+//! - `POST /convert` answers ConversionReviews; `GET /healthz` says the server is up.
+//! - TLS with rustls; the certificate follows its files ([`super::tls`]).
+//! - Bounded everywhere a client could make it wait or grow: TLS handshake and header timeouts,
+//!   a body size limit and a body read timeout.
+//! - On shutdown it stops accepting, lets requests in flight finish (up to a grace period), then
+//!   returns.
+
+use std::{convert::Infallible, future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{
+    Method, Request, Response, StatusCode,
+    body::{Bytes, Incoming},
+    header,
+    service::service_fn,
+};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use super::{
+    Reply, review,
+    tls::{CertFiles, ReloadingCert, TlsError},
+};
+use crate::crd::CONVERT_PATH;
+
+/// Where OLM mounts the webhook's serving certificate.
+pub const DEFAULT_CERT_DIR: &str = "/tmp/k8s-webhook-server/serving-certs";
+
+/// The port the webhook listens on by default; the CSV's `webhookdefinitions` name it too.
+pub const DEFAULT_PORT: u16 = 9443;
+
+/// How the webhook server runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Serving certificate and key.
+    pub cert_files: CertFiles,
+    /// How often the certificate files are checked for a change.
+    pub cert_reload_interval: Duration,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Longest a client may take for the TLS handshake, the headers, or the body.
+    pub client_timeout: Duration,
+    /// Longest shutdown waits for requests in flight.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
+            cert_files: CertFiles {
+                cert: PathBuf::from(DEFAULT_CERT_DIR).join("tls.crt"),
+                key: PathBuf::from(DEFAULT_CERT_DIR).join("tls.key"),
+            },
+            cert_reload_interval: Duration::from_secs(2),
+            max_body_bytes: 32 * 1024 * 1024,
+            client_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The serving certificate could not be loaded at start.
+    #[error("serving certificate: {0}")]
+    Tls(#[from] TlsError),
+    /// The TLS configuration was refused.
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// A webhook server bound to its address, ready to [`run`](Self::run).
+pub struct Server {
+    config: Config,
+    listener: TcpListener,
+    cert: Arc<ReloadingCert>,
+    acceptor: TlsAcceptor,
+}
+
+impl Server {
+    /// Loads the certificate and binds the listener.
+    pub async fn bind(config: Config) -> Result<Self, ServerError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cert = Arc::new(ReloadingCert::load(config.cert_files.clone(), provider.clone())?);
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_cert_resolver(cert.clone());
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        Ok(Self {
+            config,
+            listener,
+            cert,
+            acceptor: TlsAcceptor::from(Arc::new(tls)),
+        })
+    }
+
+    /// The address the server listens on (useful when the configured port was 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` completes, then drains requests in flight for up to the grace
+    /// period.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let Self {
+            config,
+            listener,
+            cert,
+            acceptor,
+        } = self;
+        tracing::info!(addr = %listener.local_addr().expect("bound"), path = CONVERT_PATH, "conversion webhook listening");
+        let reloader = tokio::spawn(cert.watch(config.cert_reload_interval));
+        let graceful = GracefulShutdown::new();
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.client_timeout);
+        let limits = Arc::new(config.clone());
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let acceptor = acceptor.clone();
+            let builder = builder.clone();
+            let limits = limits.clone();
+            let watcher = graceful.watcher();
+            tokio::spawn(async move {
+                let tls = match tokio::time::timeout(limits.client_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                };
+                let service = service_fn(move |request| {
+                    let limits = limits.clone();
+                    async move { Ok::<_, Infallible>(route(request, &limits).await) }
+                });
+                let connection = builder.serve_connection(TokioIo::new(tls), service).into_owned();
+                if let Err(e) = watcher.watch(connection).await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        reloader.abort();
+        tracing::info!("shutting down: waiting for requests in flight");
+        if tokio::time::timeout(config.shutdown_grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(grace = ?config.shutdown_grace, "requests still in flight after the grace period");
+        }
+    }
+}
+
+async fn route(request: Request<Incoming>, config: &Config) -> Response<Full<Bytes>> {
+    let reply = match (request.method(), request.uri().path()) {
+        (&Method::POST, CONVERT_PATH) => convert(request, config).await,
+        (&Method::GET, "/healthz") => Reply::plain(200, "ok"),
+        (_, CONVERT_PATH) => Reply::plain(405, format!("{CONVERT_PATH} takes POST")),
+        (_, path) => Reply::plain(
+            404,
+            format!("no such path {path:?}; the conversion webhook serves POST {CONVERT_PATH}"),
+        ),
+    };
+    Response::builder()
+        .status(StatusCode::from_u16(reply.status).expect("Tusk uses valid status codes"))
+        .header(header::CONTENT_TYPE, reply.content_type)
+        .body(Full::new(reply.body.into()))
+        .expect("a status, one header and a body make a valid response")
+}
+
+async fn convert(request: Request<Incoming>, config: &Config) -> Reply {
+    let limit = config.max_body_bytes;
+    let too_large = || Reply::plain(413, format!("request body is over the {limit}-byte limit"));
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return too_large();
+    }
+    let body = Limited::new(request.into_body(), limit).collect();
+    let body = match tokio::time::timeout(config.client_timeout, body).await {
+        Err(_) => return Reply::plain(408, "request body was not received in time"),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
+        Ok(Err(e)) => return Reply::bad_request(format!("cannot read request body: {e}")),
+        Ok(Ok(collected)) => collected.to_bytes(),
+    };
+    // Conversion is CPU work; keep it off the threads that drive connections.
+    tokio::task::spawn_blocking(move || review(&body))
+        .await
+        .unwrap_or_else(|e| Reply::plain(500, format!("conversion task failed: {e}")))
+}

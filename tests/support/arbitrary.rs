@@ -1,0 +1,826 @@
+//! proptest strategies for valid objects of every kind and version, as the apiserver would send
+//! them: JSON with apiVersion, kind, metadata, spec and sometimes status.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{api::core::v1::ResourceRequirements, apimachinery::pkg::api::resource::Quantity};
+use proptest::{collection::vec, option::of, prelude::*, sample::select};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tusk::api::{
+    common::*, conversion::CONVERSION_DATA_ANNOTATION, postgres_backup as backup,
+    postgres_backup_schedule as schedule, postgres_cluster as cluster, postgres_database as database,
+    postgres_user as user,
+};
+
+pub fn dns_name() -> impl Strategy<Value = String> {
+    "[a-z][a-z0-9-]{0,10}[a-z0-9]"
+}
+
+/// PostgreSQL identifiers: anything but the reserved names, including quotes and spaces.
+pub fn identifier() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-z][a-z0-9_]{0,20}",
+        select(vec![
+            "x\"; DROP TABLE t; --".to_owned(),
+            "Mixed Case".to_owned(),
+            "ünïcödé".to_owned()
+        ]),
+    ]
+}
+
+pub fn timestamp() -> impl Strategy<Value = String> {
+    (2020u32..2030, 1u32..13, 1u32..29, 0u32..24, any::<bool>()).prop_map(|(y, mo, d, h, frac)| {
+        if frac {
+            format!("{y}-{mo:02}-{d:02}T{h:02}:30:00.123456Z")
+        } else {
+            format!("{y}-{mo:02}-{d:02}T{h:02}:00:00Z")
+        }
+    })
+}
+
+fn quantity() -> impl Strategy<Value = String> {
+    select(vec!["1Gi", "500Mi", "10Gi", "1.5Ti", "100G", "2"]).prop_map(str::to_owned)
+}
+
+fn image() -> impl Strategy<Value = String> {
+    select(vec![
+        "postgres:16".to_owned(),
+        "registry.example.com:5000/pg/postgres:17.2".to_owned(),
+        format!("ghcr.io/tusk/postgres@sha256:{}", "a1".repeat(32)),
+    ])
+}
+
+pub fn condition() -> impl Strategy<Value = Condition> {
+    (
+        select(vec!["Ready", "Progressing", "Degraded"]),
+        select(vec![
+            ConditionStatus::True,
+            ConditionStatus::False,
+            ConditionStatus::Unknown,
+        ]),
+        of(0i64..100),
+        timestamp(),
+        "[A-Z][A-Za-z]{0,12}",
+        ".{0,30}",
+    )
+        .prop_map(
+            |(t, status, observed_generation, last_transition_time, reason, message)| Condition {
+                type_: t.to_owned(),
+                status,
+                observed_generation,
+                last_transition_time,
+                reason,
+                message,
+            },
+        )
+}
+
+/// Conditions with distinct types, as the list-map schema demands.
+pub fn conditions() -> impl Strategy<Value = Option<Vec<Condition>>> {
+    of(vec(condition(), 0..3).prop_map(|mut c| {
+        c.sort_by(|a, b| a.type_.cmp(&b.type_));
+        c.dedup_by(|a, b| a.type_ == b.type_);
+        c
+    }))
+}
+
+fn parameters() -> impl Strategy<Value = BTreeMap<String, String>> {
+    proptest::collection::btree_map("[a-z_]{3,20}", "[ -~]{0,12}", 0..4)
+}
+
+fn resources() -> impl Strategy<Value = ResourceRequirements> {
+    let map = || {
+        of(proptest::collection::btree_map(
+            select(vec!["cpu".to_owned(), "memory".to_owned()]),
+            quantity().prop_map(Quantity),
+            0..3,
+        ))
+    };
+    (map(), map()).prop_map(|(limits, requests)| ResourceRequirements {
+        claims: None,
+        limits,
+        requests,
+    })
+}
+
+fn volume() -> impl Strategy<Value = VolumeSpec> {
+    (quantity(), of(dns_name())).prop_map(|(size, storage_class_name)| VolumeSpec {
+        size,
+        storage_class_name,
+    })
+}
+
+fn backup_target() -> impl Strategy<Value = BackupTarget> {
+    prop_oneof![
+        dns_name().prop_map(|claim_name| BackupTarget {
+            volume: Some(VolumeTarget { claim_name }),
+            s3: None
+        }),
+        (
+            dns_name(),
+            of("[a-z/]{1,10}"),
+            of(Just("https://minio.example:9000".to_owned())),
+            of(Just("eu-west-1".to_owned())),
+            dns_name()
+        )
+            .prop_map(
+                |(bucket, path, endpoint, region, credentials_secret)| BackupTarget {
+                    volume: None,
+                    s3: Some(S3Target {
+                        bucket,
+                        path,
+                        endpoint,
+                        region,
+                        credentials_secret
+                    }),
+                }
+            ),
+    ]
+}
+
+fn backup_configuration() -> impl Strategy<Value = BackupConfiguration> {
+    (
+        backup_target(),
+        of(select(vec!["30d".to_owned(), "8w".to_owned(), "6m".to_owned()])),
+    )
+        .prop_map(|(target, retention)| BackupConfiguration { target, retention })
+}
+
+fn major() -> impl Strategy<Value = i32> {
+    MIN_POSTGRES_MAJOR..=MAX_POSTGRES_MAJOR
+}
+
+fn instances() -> impl Strategy<Value = Option<i32>> {
+    of(1..=MAX_INSTANCES)
+}
+
+/// Metadata as the apiserver sends it, sometimes with annotations, and sometimes with a value in
+/// the conversion annotation that Tusk did not write.
+pub fn metadata() -> impl Strategy<Value = Value> {
+    let foreign = select(vec![
+        "not json".to_owned(),
+        "{}".to_owned(),
+        r#"{"previous":"x"}"#.to_owned(),
+        r#"{"spec":{"paused":true}}"#.to_owned(),
+        r#"{"spec":{"image":"postgres:16"}}"#.to_owned(),
+        r#"{"status":{"roleName":"app"}}"#.to_owned(),
+        r#"{"spec": {"paused": true}}"#.to_owned(),
+    ]);
+    let annotations = of(proptest::collection::btree_map(
+        prop_oneof![
+            Just(CONVERSION_DATA_ANNOTATION.to_owned()),
+            "example.com/[a-z]{1,6}"
+        ],
+        prop_oneof![foreign, "[ -~]{0,10}"],
+        1..3,
+    ));
+    let labels = of(proptest::collection::btree_map(
+        "[a-z]{1,6}",
+        "[a-z0-9]{0,6}",
+        1..3,
+    ));
+    (dns_name(), dns_name(), 1i64..50, labels, annotations).prop_map(
+        |(name, namespace, generation, labels, annotations)| {
+            let mut m = json!({
+                "name": name,
+                "namespace": namespace,
+                "uid": "6f1c7a52-0d6b-4a59-9a0e-2b0c0d7f3e11",
+                "resourceVersion": "4711",
+                "generation": generation,
+                "creationTimestamp": "2026-11-21T10:00:00Z",
+            });
+            if let Some(labels) = labels {
+                m["labels"] = json!(labels);
+            }
+            if let Some(annotations) = annotations {
+                m["annotations"] = json!(annotations);
+            }
+            m
+        },
+    )
+}
+
+fn object<S: Serialize, T: Serialize>(
+    kind: &str,
+    version: &str,
+    meta: Value,
+    spec: S,
+    status: Option<T>,
+) -> Value {
+    let mut o = json!({
+        "apiVersion": format!("tusk.dev/{version}"),
+        "kind": kind,
+        "metadata": meta,
+        "spec": spec,
+    });
+    if let Some(status) = status {
+        o["status"] = serde_json::to_value(status).unwrap();
+    }
+    o
+}
+
+// ---------------------------------------------------------------- PostgresCluster
+
+pub fn cluster_v1() -> impl Strategy<Value = Value> {
+    use cluster::v1::*;
+    let postgres =
+        (major(), of(image()), of(parameters())).prop_map(|(version, image, parameters)| PostgresSpec {
+            version,
+            image,
+            parameters,
+        });
+    let storage = (
+        volume(),
+        of(volume()),
+        of(select(vec![ReclaimPolicy::Retain, ReclaimPolicy::Delete])),
+    )
+        .prop_map(|(data, wal, reclaim_policy)| StorageSpec {
+            data,
+            wal,
+            reclaim_policy,
+        });
+    let bootstrap = prop_oneof![
+        (
+            of(identifier()),
+            of(identifier()),
+            of(Just("UTF8".to_owned())),
+            of(Just("C.UTF-8".to_owned())),
+            of(any::<bool>())
+        )
+            .prop_map(|(database, owner, encoding, locale, data_checksums)| Bootstrap {
+                initdb: Some(InitDb {
+                    database,
+                    owner,
+                    encoding,
+                    locale,
+                    data_checksums
+                }),
+                from_backup: None,
+            }),
+        dns_name().prop_map(|backup_name| Bootstrap {
+            initdb: None,
+            from_backup: Some(FromBackup { backup_name })
+        }),
+    ];
+    let tls = prop_oneof![
+        select(vec![TlsMode::Disabled, TlsMode::Operator]).prop_map(|mode| TlsSpec {
+            mode,
+            secret_name: None
+        }),
+        dns_name().prop_map(|s| TlsSpec {
+            mode: TlsMode::Provided,
+            secret_name: Some(s)
+        }),
+    ];
+    let monitoring =
+        (of(any::<bool>()), of(dns_name())).prop_map(|(pod_monitor, custom_queries_config_map)| {
+            MonitoringSpec {
+                pod_monitor,
+                custom_queries_config_map,
+            }
+        });
+    let update = (
+        of(select(vec![
+            PrimaryUpdate::Unsupervised,
+            PrimaryUpdate::Supervised,
+        ])),
+        of(select(vec![
+            PrimaryUpdateMethod::Restart,
+            PrimaryUpdateMethod::Switchover,
+        ])),
+    );
+    let spec = (
+        postgres,
+        instances(),
+        storage,
+        of(resources()),
+        of(bootstrap),
+        of(backup_configuration()),
+        of(tls),
+        of(monitoring),
+        of(update),
+        of(any::<bool>()),
+    )
+        .prop_map(
+            |(
+                postgres,
+                instances,
+                storage,
+                resources,
+                bootstrap,
+                backup,
+                tls,
+                monitoring,
+                update,
+                paused,
+            )| {
+                // Switchover needs two instances (a CEL rule); keep generated objects valid.
+                let instances = match update {
+                    Some((_, Some(PrimaryUpdateMethod::Switchover))) => Some(instances.unwrap_or(2).max(2)),
+                    _ => instances,
+                };
+                PostgresClusterSpec {
+                    postgres,
+                    instances,
+                    storage,
+                    resources,
+                    bootstrap,
+                    backup,
+                    tls,
+                    monitoring,
+                    update_strategy: update.map(|(primary_update, primary_update_method)| UpdateStrategy {
+                        primary_update,
+                        primary_update_method,
+                    }),
+                    paused,
+                }
+            },
+        );
+    let status = of((
+        conditions(),
+        of(1i64..50),
+        instances(),
+        instances(),
+        of(dns_name()),
+        of(major()),
+        of(dns_name()),
+    )
+        .prop_map(
+            |(
+                conditions,
+                observed_generation,
+                instances,
+                ready_instances,
+                current_primary,
+                postgres_version,
+                binding,
+            )| PostgresClusterStatus {
+                conditions,
+                observed_generation,
+                instances,
+                ready_instances,
+                current_primary,
+                postgres_version,
+                binding: binding.map(|name| Binding { name }),
+            },
+        ));
+    (metadata(), spec, status).prop_map(|(m, spec, status)| object("PostgresCluster", "v1", m, spec, status))
+}
+
+pub fn cluster_v1beta1() -> impl Strategy<Value = Value> {
+    use cluster::v1beta1::*;
+    let spec = (
+        major(),
+        instances(),
+        volume(),
+        of(parameters()),
+        of(resources()),
+        of(backup_configuration()),
+    )
+        .prop_map(
+            |(postgres_version, instances, storage, parameters, resources, backup)| PostgresClusterSpec {
+                postgres_version,
+                instances,
+                storage,
+                postgresql: parameters.map(|parameters| PostgresqlSpec { parameters }),
+                resources,
+                backup,
+            },
+        );
+    let status = of((
+        conditions(),
+        of(1i64..50),
+        instances(),
+        instances(),
+        of(dns_name()),
+        of(dns_name()),
+    )
+        .prop_map(
+            |(conditions, observed_generation, instances, ready_instances, current_primary, binding)| {
+                PostgresClusterStatus {
+                    conditions,
+                    observed_generation,
+                    instances,
+                    ready_instances,
+                    current_primary,
+                    binding: binding.map(|name| Binding { name }),
+                }
+            },
+        ));
+    (metadata(), spec, status)
+        .prop_map(|(m, spec, status)| object("PostgresCluster", "v1beta1", m, spec, status))
+}
+
+pub fn cluster_v1alpha1() -> impl Strategy<Value = Value> {
+    use cluster::v1alpha1::*;
+    let spec = (major(), instances(), quantity(), of(dns_name()), of(parameters())).prop_map(
+        |(version, replicas, storage_size, storage_class_name, parameters)| PostgresClusterSpec {
+            version: MajorVersion(version),
+            replicas,
+            storage_size,
+            storage_class_name,
+            parameters,
+        },
+    );
+    let status = of((
+        conditions(),
+        of(1i64..50),
+        instances(),
+        instances(),
+        of(dns_name()),
+    )
+        .prop_map(
+            |(conditions, observed_generation, replicas, ready_replicas, binding)| PostgresClusterStatus {
+                conditions,
+                observed_generation,
+                replicas,
+                ready_replicas,
+                binding: binding.map(|name| Binding { name }),
+            },
+        ));
+    (metadata(), spec, status)
+        .prop_map(|(m, spec, status)| object("PostgresCluster", "v1alpha1", m, spec, status))
+}
+
+// ---------------------------------------------------------------- PostgresUser
+
+pub fn user_v1() -> impl Strategy<Value = Value> {
+    use user::v1::*;
+    let privileges = vec(
+        (
+            identifier(),
+            proptest::sample::subsequence(
+                vec![
+                    DatabasePrivilege::Connect,
+                    DatabasePrivilege::Create,
+                    DatabasePrivilege::Temporary,
+                    DatabasePrivilege::All,
+                ],
+                1..=4,
+            ),
+        )
+            .prop_map(|(database, privileges)| DatabasePrivileges { database, privileges }),
+        0..3,
+    )
+    .prop_map(|mut p| {
+        p.sort_by(|a, b| a.database.cmp(&b.database));
+        p.dedup_by(|a, b| a.database == b.database);
+        p
+    });
+    let secret = (dns_name(), of("[a-z.]{1,8}")).prop_map(|(name, key)| PasswordSecret { name, key });
+    let flags = (
+        of(any::<bool>()),
+        of(any::<bool>()),
+        of(any::<bool>()),
+        of(any::<bool>()),
+    );
+    let spec = (
+        dns_name(),
+        of(identifier()),
+        of(secret),
+        flags,
+        of(-1i32..100),
+        of(timestamp()),
+        of(vec("[a-z]{1,8}", 0..3)),
+        of(privileges),
+        of(select(vec![ReclaimPolicy::Retain, ReclaimPolicy::Delete])),
+    )
+        .prop_map(
+            |(
+                cluster,
+                role_name,
+                password_secret,
+                (login, createdb, createrole, inherit),
+                connection_limit,
+                valid_until,
+                member_of,
+                privileges,
+                reclaim_policy,
+            )| {
+                let member_of = member_of.map(|mut m| {
+                    m.sort();
+                    m.dedup();
+                    m.retain(|r| Some(r) != role_name.as_ref());
+                    m
+                });
+                PostgresUserSpec {
+                    cluster: ClusterReference { name: cluster },
+                    role_name,
+                    password_secret,
+                    login,
+                    createdb,
+                    createrole,
+                    inherit,
+                    connection_limit,
+                    valid_until,
+                    member_of,
+                    privileges,
+                    reclaim_policy,
+                }
+            },
+        );
+    let status = of((
+        conditions(),
+        of(1i64..50),
+        of(dns_name()),
+        of(identifier()),
+        of("[0-9]{1,6}"),
+    )
+        .prop_map(
+            |(conditions, observed_generation, binding, role_name, password_secret_version)| {
+                PostgresUserStatus {
+                    conditions,
+                    observed_generation,
+                    binding: binding.map(|name| Binding { name }),
+                    role_name,
+                    password_secret_version,
+                }
+            },
+        ));
+    (metadata(), spec, status).prop_map(|(m, spec, status)| object("PostgresUser", "v1", m, spec, status))
+}
+
+pub fn user_v1alpha1() -> impl Strategy<Value = Value> {
+    use user::v1alpha1::*;
+    let spec = (
+        dns_name(),
+        of(identifier()),
+        of(dns_name()),
+        of(any::<bool>()),
+        of(-1i32..100),
+    )
+        .prop_map(
+            |(cluster, username, password_secret_name, login, connection_limit)| PostgresUserSpec {
+                cluster,
+                username,
+                password_secret_name,
+                login,
+                connection_limit,
+            },
+        );
+    let status = of((conditions(), of(1i64..50), of(dns_name())).prop_map(
+        |(conditions, observed_generation, binding)| PostgresUserStatus {
+            conditions,
+            observed_generation,
+            binding: binding.map(|name| Binding { name }),
+        },
+    ));
+    (metadata(), spec, status)
+        .prop_map(|(m, spec, status)| object("PostgresUser", "v1alpha1", m, spec, status))
+}
+
+// ---------------------------------------------------------------- PostgresDatabase
+
+fn unique_names(names: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    names.into_iter().filter(|n| seen.insert(n.clone())).collect()
+}
+
+pub fn database_v1() -> impl Strategy<Value = Value> {
+    use database::v1::*;
+    let extension = ("[a-z_]{1,10}", of("[0-9.]{1,4}"), of("[a-z]{1,6}"));
+    let extensions = vec(extension, 0..4).prop_map(|exts| {
+        let mut seen = std::collections::BTreeSet::new();
+        exts.into_iter()
+            .filter(|(n, _, _)| seen.insert(n.clone()))
+            .map(|(name, version, schema)| Extension {
+                name,
+                version,
+                schema,
+            })
+            .collect::<Vec<_>>()
+    });
+    let spec = (
+        dns_name(),
+        of(identifier()),
+        identifier(),
+        of(extensions),
+        of(Just("UTF8".to_owned())),
+        of(Just("C".to_owned())),
+        of(select(vec![ReclaimPolicy::Retain, ReclaimPolicy::Delete])),
+    )
+        .prop_map(
+            |(cluster, database_name, owner, extensions, encoding, locale, reclaim_policy)| {
+                PostgresDatabaseSpec {
+                    cluster: ClusterReference { name: cluster },
+                    database_name,
+                    owner,
+                    extensions,
+                    encoding,
+                    locale,
+                    reclaim_policy,
+                }
+            },
+        );
+    let status = of(
+        (conditions(), of(1i64..50)).prop_map(|(conditions, observed_generation)| PostgresDatabaseStatus {
+            conditions,
+            observed_generation,
+        }),
+    );
+    (metadata(), spec, status).prop_map(|(m, spec, status)| object("PostgresDatabase", "v1", m, spec, status))
+}
+
+pub fn database_v1alpha1() -> impl Strategy<Value = Value> {
+    use database::v1alpha1::*;
+    let spec = (
+        dns_name(),
+        of(identifier()),
+        identifier(),
+        of(vec("[a-z_]{1,10}", 0..4).prop_map(unique_names)),
+    )
+        .prop_map(|(cluster, name, owner, extensions)| PostgresDatabaseSpec {
+            cluster,
+            name,
+            owner,
+            extensions,
+        });
+    let status = of(
+        (conditions(), of(1i64..50)).prop_map(|(conditions, observed_generation)| PostgresDatabaseStatus {
+            conditions,
+            observed_generation,
+        }),
+    );
+    (metadata(), spec, status)
+        .prop_map(|(m, spec, status)| object("PostgresDatabase", "v1alpha1", m, spec, status))
+}
+
+// ---------------------------------------------------------------- PostgresBackup
+
+fn method() -> impl Strategy<Value = BackupMethod> {
+    select(vec![BackupMethod::Basebackup, BackupMethod::Dump])
+}
+
+fn phase() -> impl Strategy<Value = backup::v1::BackupPhase> {
+    use backup::v1::BackupPhase::*;
+    select(vec![Pending, Running, Completed, Failed])
+}
+
+pub fn backup_v1() -> impl Strategy<Value = Value> {
+    use backup::v1::*;
+    let spec = (dns_name(), of(method()), of(backup_target())).prop_map(|(cluster, method, target)| {
+        PostgresBackupSpec {
+            cluster: ClusterReference { name: cluster },
+            method,
+            target,
+        }
+    });
+    let status = of((
+        conditions(),
+        of(1i64..50),
+        of(phase()),
+        of(timestamp()),
+        of(timestamp()),
+        of("s3://[a-z/]{1,12}"),
+        of(0i64..1 << 40),
+        of("[0-9A-F]{24}"),
+        of("[0-9A-F]{24}"),
+    )
+        .prop_map(
+            |(
+                conditions,
+                observed_generation,
+                phase,
+                started_at,
+                completed_at,
+                location,
+                size_bytes,
+                begin_wal,
+                end_wal,
+            )| PostgresBackupStatus {
+                conditions,
+                observed_generation,
+                phase,
+                started_at,
+                completed_at,
+                location,
+                size_bytes,
+                begin_wal,
+                end_wal,
+            },
+        ));
+    (metadata(), spec, status).prop_map(|(m, spec, status)| object("PostgresBackup", "v1", m, spec, status))
+}
+
+pub fn backup_v1alpha1() -> impl Strategy<Value = Value> {
+    use backup::v1alpha1::*;
+    let spec =
+        (dns_name(), of(method())).prop_map(|(cluster, method)| PostgresBackupSpec { cluster, method });
+    let status = of((
+        conditions(),
+        of(1i64..50),
+        of(phase()),
+        of(timestamp()),
+        of(timestamp()),
+        of("s3://[a-z/]{1,12}"),
+    )
+        .prop_map(
+            |(conditions, observed_generation, phase, started_at, completed_at, location)| {
+                PostgresBackupStatus {
+                    conditions,
+                    observed_generation,
+                    phase,
+                    started_at,
+                    completed_at,
+                    location,
+                }
+            },
+        ));
+    (metadata(), spec, status)
+        .prop_map(|(m, spec, status)| object("PostgresBackup", "v1alpha1", m, spec, status))
+}
+
+// ---------------------------------------------------------------- PostgresBackupSchedule
+
+fn cron() -> impl Strategy<Value = String> {
+    select(vec![
+        "@daily",
+        "0 3 * * *",
+        "*/15 * * * 1-5",
+        "30 2 1 JAN,JUL SUN",
+    ])
+    .prop_map(str::to_owned)
+}
+
+pub fn schedule_v1() -> impl Strategy<Value = Value> {
+    use schedule::v1::*;
+    let retention = prop_oneof![
+        (1i32..1000, of(Just("30d".to_owned()))).prop_map(|(k, max_age)| Retention {
+            keep_last: Some(k),
+            max_age
+        }),
+        Just(Retention {
+            keep_last: None,
+            max_age: Some("8w".to_owned())
+        }),
+    ];
+    let spec = (
+        dns_name(),
+        cron(),
+        of(Just("Europe/Paris".to_owned())),
+        of(any::<bool>()),
+        of(method()),
+        of(backup_target()),
+        of(retention),
+    )
+        .prop_map(
+            |(cluster, schedule, time_zone, suspend, method, target, retention)| PostgresBackupScheduleSpec {
+                cluster: ClusterReference { name: cluster },
+                schedule,
+                time_zone,
+                suspend,
+                method,
+                target,
+                retention,
+            },
+        );
+    let status = of((
+        conditions(),
+        of(1i64..50),
+        of(timestamp()),
+        of(timestamp()),
+        of(timestamp()),
+        of(dns_name()),
+    )
+        .prop_map(
+            |(
+                conditions,
+                observed_generation,
+                last_schedule_time,
+                last_successful_time,
+                next_schedule_time,
+                last_backup_name,
+            )| PostgresBackupScheduleStatus {
+                conditions,
+                observed_generation,
+                last_schedule_time,
+                last_successful_time,
+                next_schedule_time,
+                last_backup_name,
+            },
+        ));
+    (metadata(), spec, status)
+        .prop_map(|(m, spec, status)| object("PostgresBackupSchedule", "v1", m, spec, status))
+}
+
+pub fn schedule_v1alpha1() -> impl Strategy<Value = Value> {
+    use schedule::v1alpha1::*;
+    let spec = (dns_name(), cron(), of(any::<bool>()), of(1i32..1000)).prop_map(
+        |(cluster, schedule, suspend, keep_last)| PostgresBackupScheduleSpec {
+            cluster,
+            schedule,
+            suspend,
+            keep_last,
+        },
+    );
+    let status = of((conditions(), of(1i64..50), of(timestamp())).prop_map(
+        |(conditions, observed_generation, last_schedule_time)| PostgresBackupScheduleStatus {
+            conditions,
+            observed_generation,
+            last_schedule_time,
+        },
+    ));
+    (metadata(), spec, status)
+        .prop_map(|(m, spec, status)| object("PostgresBackupSchedule", "v1alpha1", m, spec, status))
+}
