@@ -95,13 +95,13 @@ impl WebhookArgs {
 #[derive(Debug, Args)]
 pub struct CrdArgs {
     /// Name of the Service in front of the webhook.
-    #[arg(long, default_value = "tusk-operator-service")]
+    #[arg(long, default_value = crd::DEFAULT_SERVICE_NAME)]
     pub service_name: String,
     /// Namespace of that Service.
-    #[arg(long, default_value = "tusk-system")]
+    #[arg(long, default_value = crd::DEFAULT_NAMESPACE)]
     pub service_namespace: String,
     /// Port of that Service.
-    #[arg(long, default_value_t = 443)]
+    #[arg(long, default_value_t = crd::DEFAULT_SERVICE_PORT)]
     pub service_port: i32,
     /// Call the webhook at this URL instead of through a Service, such as
     /// `https://127.0.0.1:9443/convert`.

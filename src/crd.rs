@@ -14,6 +14,19 @@ use crate::api;
 /// The path the conversion webhook serves.
 pub const CONVERT_PATH: &str = "/convert";
 
+/// The Service in front of the webhook in a plain install: `<deployment>-service`, the name OLM
+/// also gives it.
+pub const DEFAULT_SERVICE_NAME: &str = "tusk-operator-service";
+
+/// The namespace of a plain install.
+pub const DEFAULT_NAMESPACE: &str = "tusk-system";
+
+/// The port of that Service.
+pub const DEFAULT_SERVICE_PORT: i32 = 443;
+
+/// Where the committed CRDs live, relative to the repository root.
+pub const CRD_DIR: &str = "config/crd";
+
 /// Where the apiserver sends ConversionReviews.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WebhookEndpoint {
@@ -79,6 +92,36 @@ fn conversion(webhook: &ConversionWebhook) -> CustomResourceConversion {
             conversion_review_versions: vec!["v1".to_owned()],
         }),
     }
+}
+
+impl ConversionWebhook {
+    /// The webhook of a plain install, behind [`DEFAULT_SERVICE_NAME`], with `caBundle` left to
+    /// the installer.
+    pub fn default_service() -> Self {
+        Self {
+            endpoint: WebhookEndpoint::Service {
+                name: DEFAULT_SERVICE_NAME.to_owned(),
+                namespace: DEFAULT_NAMESPACE.to_owned(),
+                port: DEFAULT_SERVICE_PORT,
+            },
+            ca_bundle: None,
+        }
+    }
+}
+
+/// The committed CRD files: for each kind, its file name under [`CRD_DIR`] and its YAML, for the
+/// webhook of a plain install.
+pub fn committed_files() -> Vec<(String, String)> {
+    crds(&ConversionWebhook::default_service())
+        .into_iter()
+        .map(|crd| {
+            let name = format!(
+                "{}.yaml",
+                crd.metadata.name.as_deref().expect("derived CRDs are named")
+            );
+            (name, to_yaml(std::slice::from_ref(&crd)))
+        })
+        .collect()
 }
 
 /// Renders CRDs as one multi-document YAML stream.

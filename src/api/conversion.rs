@@ -314,11 +314,14 @@ pub struct Lost<S, T> {
     pub status: T,
 }
 
+/// Reads an object of one version and brings it to the hub.
+type ToHub<HS, HT> = fn(Map<String, Value>, &Location<'_>) -> Result<Object<HS, HT>, ConversionError>;
+
 /// How one served version of a kind goes to and comes from the hub.
 pub struct Version<HS, HT> {
     /// The version name, for example `v1beta1`.
     pub name: String,
-    to_hub: fn(Map<String, Value>, &Location<'_>) -> Result<Object<HS, HT>, ConversionError>,
+    to_hub: ToHub<HS, HT>,
     from_hub: fn(Object<HS, HT>, &str) -> Value,
 }
 

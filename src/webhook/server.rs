@@ -10,6 +10,7 @@
 use std::{convert::Infallible, future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::server::conn::{http1, http2};
 use hyper::{
     Method, Request, Response, StatusCode,
     body::{Bytes, Incoming},
@@ -18,9 +19,9 @@ use hyper::{
 };
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+    server::graceful::{GracefulShutdown, Watcher},
 };
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use super::{
@@ -138,11 +139,6 @@ impl Server {
         tracing::info!(addr = %listener.local_addr().expect("bound"), path = CONVERT_PATH, "conversion webhook listening");
         let reloader = tokio::spawn(cert.watch(config.cert_reload_interval));
         let graceful = GracefulShutdown::new();
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(config.client_timeout);
         let limits = Arc::new(config.clone());
         tokio::pin!(shutdown);
         loop {
@@ -156,25 +152,13 @@ impl Server {
                 },
                 () = &mut shutdown => break,
             };
-            let acceptor = acceptor.clone();
-            let builder = builder.clone();
-            let limits = limits.clone();
-            let watcher = graceful.watcher();
-            tokio::spawn(async move {
-                let tls = match tokio::time::timeout(limits.client_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
-                };
-                let service = service_fn(move |request| {
-                    let limits = limits.clone();
-                    async move { Ok::<_, Infallible>(route(request, &limits).await) }
-                });
-                let connection = builder.serve_connection(TokioIo::new(tls), service).into_owned();
-                if let Err(e) = watcher.watch(connection).await {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
-            });
+            tokio::spawn(serve_connection(
+                stream,
+                peer,
+                acceptor.clone(),
+                limits.clone(),
+                graceful.watcher(),
+            ));
         }
         drop(listener);
         reloader.abort();
@@ -185,6 +169,46 @@ impl Server {
         {
             tracing::warn!(grace = ?config.shutdown_grace, "requests still in flight after the grace period");
         }
+    }
+}
+
+/// Serves one client: TLS, then HTTP/2 or HTTP/1.1 as ALPN chose, each with timeouts so an idle
+/// or slow client cannot hold the connection.
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    limits: Arc<Config>,
+    watcher: Watcher,
+) {
+    let timeout = limits.client_timeout;
+    let tls = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+    };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let service = service_fn(move |request| {
+        let limits = limits.clone();
+        async move { Ok::<_, Infallible>(route(request, &limits).await) }
+    });
+    let io = TokioIo::new(tls);
+    let result = if h2 {
+        let connection = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(timeout)
+            .keep_alive_timeout(timeout)
+            .serve_connection(io, service);
+        watcher.watch(connection).await
+    } else {
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(timeout)
+            .serve_connection(io, service);
+        watcher.watch(connection).await
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }
 

@@ -1,0 +1,311 @@
+//! The real HTTPS conversion server on loopback: conversion over TLS, certificate rotation
+//! without a restart, request limits, and graceful shutdown on SIGTERM.
+
+mod support;
+
+use std::{
+    net::SocketAddr,
+    path::Path,
+    process::{Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, body::Bytes};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::{CertificateDer, ServerName};
+use serde_json::{Value, json};
+use support::certs::{ServingCert, TestCa};
+use tokio::{net::TcpStream, sync::oneshot};
+use tokio_rustls::{TlsConnector, client::TlsStream};
+use tusk::webhook::{
+    server::{Config, Server},
+    tls::CertFiles,
+};
+
+fn write_cert(dir: &Path, cert: &ServingCert) {
+    // Write the key first, then the certificate, as a rotation would: in between, the files do not
+    // match and the server must keep the old pair.
+    std::fs::write(dir.join("tls.key"), &cert.key_pem).unwrap();
+    std::fs::write(dir.join("tls.crt"), &cert.cert_pem).unwrap();
+}
+
+fn connector(ca: &TestCa) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from(ca.cert_der())).unwrap();
+    let mut config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    // A resumed session reports the certificate of the session it resumes; every connection
+    // here must show the certificate served now.
+    config.resumption = rustls::client::Resumption::disabled();
+    TlsConnector::from(Arc::new(config))
+}
+
+async fn connect(connector: &TlsConnector, addr: SocketAddr) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    connector
+        .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+        .await
+}
+
+fn served_cert(tls: &TlsStream<TcpStream>) -> Vec<u8> {
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+/// Sends one HTTP/1.1 request on its own TLS connection; returns status and body.
+async fn request(tls: TlsStream<TcpStream>, method: &str, path: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "127.0.0.1")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        response.into_body().collect().await.unwrap().to_bytes().to_vec(),
+    )
+}
+
+fn review(desired: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "ConversionReview",
+        "request": {
+            "uid": "7b1c2c8e-0000-4000-8000-000000000001",
+            "desiredAPIVersion": desired,
+            "objects": [{
+                "apiVersion": "tusk.dev/v1",
+                "kind": "PostgresCluster",
+                "metadata": {"name": "db", "namespace": "apps"},
+                "spec": {"postgres": {"version": 17, "image": "postgres:17"}, "instances": 3, "storage": {"data": {"size": "5Gi"}}},
+            }],
+        },
+    }))
+    .unwrap()
+}
+
+struct Running {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+async fn start(dir: &Path, max_body_bytes: usize) -> Running {
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        cert_files: CertFiles {
+            cert: dir.join("tls.crt"),
+            key: dir.join("tls.key"),
+        },
+        cert_reload_interval: Duration::from_millis(100),
+        max_body_bytes,
+        client_timeout: Duration::from_secs(2),
+        shutdown_grace: Duration::from_secs(5),
+    };
+    let server = Server::bind(config).await.unwrap();
+    let addr = server.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let done = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    Running { addr, stop, done }
+}
+
+#[tokio::test]
+async fn converts_over_https_and_serves_a_rotated_certificate_without_restart() {
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    let first = ca.serving_cert("first");
+    write_cert(dir.path(), &first);
+    let server = start(dir.path(), 1 << 20).await;
+    let connector = connector(&ca);
+
+    let tls = connect(&connector, server.addr).await.unwrap();
+    assert_eq!(served_cert(&tls), first.cert_der);
+    let (status, body) = request(tls, "POST", "/convert", review("tusk.dev/v1alpha1")).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    let object = &body["response"]["convertedObjects"][0];
+    assert_eq!(object["apiVersion"], "tusk.dev/v1alpha1");
+    assert_eq!(
+        object["spec"],
+        json!({"version": "17", "replicas": 3, "storageSize": "5Gi"})
+    );
+    assert_eq!(
+        object["metadata"]["annotations"]["tusk.dev/conversion-data"],
+        r#"{"spec":{"image":"postgres:17"}}"#
+    );
+
+    // A connection opened before the rotation stays usable after it.
+    let kept = connect(&connector, server.addr).await.unwrap();
+
+    let second = ca.serving_cert("second");
+    assert_ne!(first.cert_der, second.cert_der);
+    write_cert(dir.path(), &second);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let tls = connect(&connector, server.addr)
+            .await
+            .expect("the listener stays up during rotation");
+        if served_cert(&tls) == second.cert_der {
+            let (status, _) = request(tls, "POST", "/convert", review("tusk.dev/v1beta1")).await;
+            assert_eq!(status, 200);
+            break;
+        }
+        assert_eq!(
+            served_cert(&tls),
+            first.cert_der,
+            "only the old or the new certificate is ever served"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate was not served within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, _) = request(kept, "GET", "/healthz", vec![]).await;
+    assert_eq!(status, 200);
+
+    // A broken certificate file is ignored; the last good pair is served.
+    std::fs::write(dir.path().join("tls.crt"), "not a certificate").unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let tls = connect(&connector, server.addr).await.unwrap();
+    assert_eq!(served_cert(&tls), second.cert_der);
+
+    server.stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server.done)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        TcpStream::connect(server.addr).await.is_err(),
+        "the listener is closed after shutdown"
+    );
+}
+
+#[tokio::test]
+async fn refuses_oversized_bodies_wrong_methods_and_unknown_paths() {
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    write_cert(dir.path(), &ca.serving_cert("limits"));
+    let server = start(dir.path(), 1024).await;
+    let connector = connector(&ca);
+
+    let (status, body) = request(
+        connect(&connector, server.addr).await.unwrap(),
+        "POST",
+        "/convert",
+        vec![b' '; 4096],
+    )
+    .await;
+    assert_eq!(
+        (status, String::from_utf8(body).unwrap()),
+        (413, "request body is over the 1024-byte limit\n".to_owned())
+    );
+    let (status, _) = request(
+        connect(&connector, server.addr).await.unwrap(),
+        "GET",
+        "/convert",
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 405);
+    let (status, _) = request(
+        connect(&connector, server.addr).await.unwrap(),
+        "POST",
+        "/mutate",
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, body) = request(
+        connect(&connector, server.addr).await.unwrap(),
+        "POST",
+        "/convert",
+        b"{\"apiVersion\":".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+
+    // A client that opens TLS and never sends a request is cut off instead of holding a task.
+    let mut idle = connect(&connector, server.addr).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 64];
+        idle.read(&mut buf).await
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "an idle connection was not closed by the header timeout"
+    );
+
+    server.stop.send(()).unwrap();
+    server.done.await.unwrap();
+}
+
+/// The binary exits cleanly on SIGTERM, as a pod is stopped.
+#[test]
+fn the_binary_stops_gracefully_on_sigterm() {
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    write_cert(dir.path(), &ca.serving_cert("sigterm"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tusk-operator"))
+        .args(["webhook", "--listen", &format!("127.0.0.1:{port}"), "--cert-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let connector = connector(&ca);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    runtime.block_on(async {
+        loop {
+            if let Ok(tls) = connect(&connector, addr).await {
+                assert_eq!(request(tls, "GET", "/healthz", vec![]).await.0, 200);
+                break;
+            }
+            assert!(Instant::now() < deadline, "the webhook did not come up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the webhook did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "exit {status}: {stderr}");
+    assert!(stderr.contains("SIGTERM received"), "{stderr}");
+}
