@@ -148,6 +148,10 @@ fn a_spec_that_breaks_the_schema_fails_naming_the_field() {
     object["spec"].as_object_mut().unwrap().remove("storageSize");
     let message = failure_message(&review(&review_body("tusk.dev/v1", vec![object])));
     assert!(message.contains("missing field `storageSize`"), "{message}");
+    let mut object = cluster_v1alpha1_object();
+    object["extra"] = json!("dropped?");
+    let message = failure_message(&review(&review_body("tusk.dev/v1", vec![object])));
+    assert!(message.contains("unknown field `extra`"), "{message}");
 }
 
 #[test]
@@ -192,10 +196,33 @@ fn non_json_and_truncated_json_are_bad_requests() {
 fn deeply_nested_json_is_refused_without_overflowing_the_stack() {
     let nested = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
     let body = format!(
-        r#"{{"apiVersion":"apiextensions.k8s.io/v1","kind":"ConversionReview","request":{{"uid":"u","desiredAPIVersion":"tusk.dev/v1","objects":[{nested}]}}}}"#
+        r#"{{"apiVersion":"apiextensions.k8s.io/v1","kind":"ConversionReview","request":{{"uid":"0d7d5b5e-1c7e-4a0a-a1b4-3f5d0a6c9e21","desiredAPIVersion":"tusk.dev/v1","objects":[{nested}]}}}}"#
     );
-    let message = bad_request(body.as_bytes());
-    assert!(message.contains("recursion limit exceeded"), "{message}");
+    assert_eq!(
+        failure_message(&review(body.as_bytes())),
+        "object 0 is not a JSON object"
+    );
+    // The same depth inside a spec is an unknown field, refused by name before it is walked.
+    let object = |spec_extra: &str, metadata: &str| {
+        format!(
+            r#"{{"apiVersion":"tusk.dev/v1alpha1","kind":"PostgresCluster","metadata":{metadata},"spec":{{"version":"16","storageSize":"1Gi"{spec_extra}}}}}"#
+        )
+    };
+    let body = |object: String| {
+        format!(
+            r#"{{"apiVersion":"apiextensions.k8s.io/v1","kind":"ConversionReview","request":{{"uid":"0d7d5b5e-1c7e-4a0a-a1b4-3f5d0a6c9e21","desiredAPIVersion":"tusk.dev/v1","objects":[{object}]}}}}"#
+        )
+    };
+    let message = failure_message(&review(
+        body(object(&format!(r#","deep":{nested}"#), "{}")).as_bytes(),
+    ));
+    assert!(message.contains("unknown field `deep`"), "{message}");
+    // Inside metadata it is carried through as it came, neither parsed nor lost.
+    let metadata = format!(r#"{{"name":"db","labels":{{"x":{nested}}}}}"#);
+    let reply = review(body(object("", &metadata)).as_bytes());
+    assert_eq!(reply.status, 200);
+    let text = String::from_utf8(reply.body).unwrap();
+    assert!(text.contains(&metadata), "metadata came back changed");
 }
 
 /// Arbitrary bytes, and valid reviews with bytes flipped or cut, never panic, and always get a

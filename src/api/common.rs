@@ -34,6 +34,7 @@ pub const MAX_INSTANCES: i32 = 10;
 /// Times are kept as the RFC 3339 text the writer sent, so converting between API versions
 /// never rewrites them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
     /// Type of the condition in CamelCase, for example `Ready`.
@@ -76,6 +77,7 @@ pub enum ConditionStatus {
 
 /// The Secret that carries connection details, following the servicebinding.io specification.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Binding {
     /// Name of the binding Secret in the object's namespace.
     pub name: String,
@@ -83,6 +85,7 @@ pub struct Binding {
 
 /// A reference to a `PostgresCluster` in the same namespace.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ClusterReference {
     /// Name of the `PostgresCluster`, in the same namespace as this object.
     #[schemars(length(min = 1, max = 63), regex(pattern = DNS_LABEL_PATTERN))]
@@ -115,6 +118,7 @@ pub enum BackupMethod {
     "rule": "has(self.volume) != has(self.s3)",
     "message": "backup target: set exactly one of volume or s3"
 }]))]
+#[serde(deny_unknown_fields)]
 pub struct BackupTarget {
     /// Write backups to a PersistentVolumeClaim in the cluster's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -126,6 +130,7 @@ pub struct BackupTarget {
 
 /// A PersistentVolumeClaim that receives backups.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct VolumeTarget {
     /// Name of an existing PersistentVolumeClaim in the cluster's namespace.
@@ -135,6 +140,7 @@ pub struct VolumeTarget {
 
 /// An S3-compatible bucket that receives backups.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct S3Target {
     /// Bucket name.
@@ -167,6 +173,7 @@ pub struct S3Target {
     "rule": "quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0",
     "messageExpression": "'size may grow but never shrink: it is ' + oldSelf.size + ', so allowed values are ' + oldSelf.size + ' or more'"
 }]))]
+#[serde(deny_unknown_fields)]
 pub struct VolumeSpec {
     /// Requested size, a Kubernetes quantity such as `10Gi`. It may grow but never shrink.
     #[schemars(regex(pattern = STORAGE_QUANTITY_PATTERN))]
@@ -179,6 +186,7 @@ pub struct VolumeSpec {
 
 /// Where backups go and how long they stay.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupConfiguration {
     /// Where backups are written.

@@ -5,12 +5,15 @@
 //! what it cannot express travels in one annotation, [`CONVERSION_DATA_ANNOTATION`], and comes back
 //! when the object returns to the hub. The result: `A -> B -> A` gives back the identical object.
 //!
-//! Only `spec` and `status` are read as typed values. Everything else (`metadata` above all) is
-//! carried as the JSON the apiserver sent, so nothing the conversion does not understand is lost.
+//! Only `spec` and `status` are read as typed values. `metadata` is carried as the exact JSON text
+//! the apiserver sent, and only parsed when the conversion annotation has to change. An object
+//! with a top-level field other than `apiVersion`, `kind`, `metadata`, `spec` and `status` is
+//! refused rather than converted without it (the apiserver prunes such fields, so a stored
+//! object never has one).
 
 use kube::Resource;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, value::RawValue};
 
 /// The one annotation that carries what a spoke version cannot express.
 pub const CONVERSION_DATA_ANNOTATION: &str = "tusk.dev/conversion-data";
@@ -74,7 +77,15 @@ pub enum ConversionError {
         /// The versions the kind has, comma-separated.
         allowed: String,
     },
-    /// `spec` or `status` does not match the schema of its version.
+    /// The object's top level is not that of a Kubernetes object.
+    #[error("object {index} is not a Kubernetes object: {reason}")]
+    NotAnObjectOfKubernetes {
+        /// Position of the object in the request.
+        index: usize,
+        /// What serde reported, naming the field.
+        reason: String,
+    },
+    /// The object's spec or status does not match the schema of its version.
     #[error("object {index} ({kind} {version}): {part} does not match the schema: {reason}")]
     Malformed {
         /// Position of the object in the request.
@@ -85,7 +96,7 @@ pub enum ConversionError {
         version: String,
         /// `spec` or `status`.
         part: &'static str,
-        /// What serde reported.
+        /// What serde reported, naming the field.
         reason: String,
     },
 }
@@ -104,7 +115,7 @@ pub struct Parts<Spec, Status> {
 /// Implementations are two pure functions; the annotation bookkeeping around them is shared.
 /// They must satisfy, for every valid value:
 /// - `apply(split(hub)) == hub` (nothing of the hub is lost), and
-/// - `split(apply(spoke, Lost::default())) == (spoke, Lost::default())`.
+/// - `split(apply(spoke, lost)) == (spoke, lost)` for `lost` empty or taken from a `split`.
 pub trait Spoke<HubSpec, HubStatus>: Sized {
     /// This version's spec.
     type Spec: Clone + PartialEq + Serialize + DeserializeOwned;
@@ -130,46 +141,176 @@ struct Stash<L> {
     previous: Option<String>,
 }
 
-/// One object on its way through conversion: its typed parts, plus the rest as JSON.
+/// An object's `metadata`: the text the apiserver sent, until the conversion annotation changes.
+#[derive(Debug)]
+pub enum Metadata {
+    /// The object has no metadata.
+    Absent,
+    /// Untouched JSON text.
+    Raw(Box<RawValue>),
+    /// Parsed, because an annotation changed.
+    Parsed(Map<String, Value>),
+}
+
+#[derive(Deserialize)]
+struct AnnotationsOnly {
+    #[serde(default)]
+    annotations: Option<Map<String, Value>>,
+}
+
+impl Metadata {
+    /// The value of [`CONVERSION_DATA_ANNOTATION`], if present.
+    fn conversion_annotation(&self) -> Option<String> {
+        let annotations = match self {
+            Metadata::Absent => return None,
+            // Most objects never carry the annotation; find that out without parsing.
+            Metadata::Raw(raw) if !raw.get().contains(CONVERSION_DATA_ANNOTATION) => return None,
+            Metadata::Raw(raw) => {
+                serde_json::from_str::<AnnotationsOnly>(raw.get())
+                    .ok()?
+                    .annotations?
+            }
+            Metadata::Parsed(map) => map.get("annotations")?.as_object()?.clone(),
+        };
+        annotations
+            .get(CONVERSION_DATA_ANNOTATION)?
+            .as_str()
+            .map(str::to_owned)
+    }
+
+    fn parsed(&mut self) -> Option<&mut Map<String, Value>> {
+        let map = match std::mem::replace(self, Metadata::Absent) {
+            Metadata::Absent => Map::new(),
+            Metadata::Raw(raw) => match serde_json::from_str::<Value>(raw.get()) {
+                Ok(Value::Object(map)) => map,
+                // Not an object: leave it exactly as it was.
+                _ => {
+                    *self = Metadata::Raw(raw);
+                    return None;
+                }
+            },
+            Metadata::Parsed(map) => map,
+        };
+        *self = Metadata::Parsed(map);
+        match self {
+            Metadata::Parsed(map) => Some(map),
+            _ => unreachable!("just set"),
+        }
+    }
+
+    /// Removes the conversion annotation, and the annotations map if that leaves it empty.
+    fn remove_conversion_annotation(&mut self) {
+        let Some(metadata) = self.parsed() else { return };
+        let Some(Value::Object(annotations)) = metadata.get_mut("annotations") else {
+            return;
+        };
+        annotations.remove(CONVERSION_DATA_ANNOTATION);
+        if annotations.is_empty() {
+            metadata.remove("annotations");
+        }
+    }
+
+    fn set_conversion_annotation(&mut self, value: String) {
+        let Some(metadata) = self.parsed() else { return };
+        let annotations = metadata
+            .entry("annotations")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(annotations) = annotations {
+            annotations.insert(CONVERSION_DATA_ANNOTATION.into(), Value::String(value));
+        }
+    }
+}
+
+impl Serialize for Metadata {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Metadata::Absent => s.serialize_none(),
+            Metadata::Raw(raw) => raw.serialize(s),
+            Metadata::Parsed(map) => map.serialize(s),
+        }
+    }
+}
+
+/// One object on its way through conversion.
 pub struct Object<Spec, Status> {
+    /// `kind`, carried through.
+    pub kind: String,
+    /// `metadata`, carried through.
+    pub metadata: Metadata,
     /// `spec` and `status`.
     pub parts: Parts<Spec, Status>,
-    /// `apiVersion`, `kind`, `metadata` and anything else, untouched.
-    pub rest: Map<String, Value>,
+}
+
+/// The top level of an object, read in one pass without parsing what it holds.
+///
+/// Unknown top-level fields are refused: the apiserver prunes them, so an object that has one did
+/// not come from it, and converting it would drop the field.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope<'a> {
+    /// `apiVersion`.
+    #[serde(rename = "apiVersion", borrow, default)]
+    pub api_version: Option<&'a RawValue>,
+    /// `kind`.
+    #[serde(borrow, default)]
+    pub kind: Option<&'a RawValue>,
+    /// `metadata`.
+    #[serde(borrow, default)]
+    pub metadata: Option<&'a RawValue>,
+    /// `spec`.
+    #[serde(borrow, default)]
+    pub spec: Option<&'a RawValue>,
+    /// `status`.
+    #[serde(borrow, default)]
+    pub status: Option<&'a RawValue>,
+}
+
+#[derive(Serialize)]
+struct Outgoing<'a, Spec, Status> {
+    #[serde(rename = "apiVersion")]
+    api_version: &'a str,
+    kind: &'a str,
+    #[serde(skip_serializing_if = "is_absent")]
+    metadata: &'a Metadata,
+    spec: &'a Spec,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: &'a Option<Status>,
+}
+
+fn is_absent(metadata: &&Metadata) -> bool {
+    matches!(metadata, Metadata::Absent)
 }
 
 impl<Spec: DeserializeOwned, Status: DeserializeOwned> Object<Spec, Status> {
-    /// Reads the typed parts out of a JSON object.
-    pub fn decode(mut rest: Map<String, Value>, at: &Location<'_>) -> Result<Self, ConversionError> {
-        let spec = rest.remove("spec").unwrap_or(Value::Null);
-        let spec = serde_json::from_value(spec).map_err(|e| at.malformed("spec", &e))?;
-        let status = match rest.remove("status") {
+    /// Reads an object of one version: `spec` and `status` typed, the rest carried.
+    pub fn decode(envelope: &Envelope<'_>, kind: &str, at: &Location<'_>) -> Result<Self, ConversionError> {
+        let spec = envelope.spec.map_or("null", RawValue::get);
+        let spec = serde_json::from_str(spec).map_err(|e| at.malformed("spec", &e))?;
+        let status = match envelope.status {
             None => None,
-            Some(v) => Some(serde_json::from_value(v).map_err(|e| at.malformed("status", &e))?),
+            Some(raw) => serde_json::from_str(raw.get()).map_err(|e| at.malformed("status", &e))?,
         };
         Ok(Self {
+            kind: kind.to_owned(),
+            metadata: envelope
+                .metadata
+                .map_or(Metadata::Absent, |m| Metadata::Raw(m.to_owned())),
             parts: Parts { spec, status },
-            rest,
         })
     }
 }
 
 impl<Spec: Serialize, Status: Serialize> Object<Spec, Status> {
-    /// Writes the object back as JSON with the given `apiVersion`.
-    pub fn encode(self, api_version: &str) -> Value {
-        let mut map = self.rest;
-        map.insert("apiVersion".into(), Value::String(api_version.into()));
-        map.insert(
-            "spec".into(),
-            serde_json::to_value(self.parts.spec).expect("API types serialize"),
-        );
-        if let Some(status) = self.parts.status {
-            map.insert(
-                "status".into(),
-                serde_json::to_value(status).expect("API types serialize"),
-            );
-        }
-        Value::Object(map)
+    /// Writes the object as JSON text with the given `apiVersion`.
+    pub fn encode(self, api_version: &str) -> Box<RawValue> {
+        let outgoing = Outgoing {
+            api_version,
+            kind: &self.kind,
+            metadata: &self.metadata,
+            spec: &self.parts.spec,
+            status: &self.parts.status,
+        };
+        serde_json::value::to_raw_value(&outgoing).expect("API types serialize")
     }
 }
 
@@ -195,104 +336,81 @@ impl Location<'_> {
     }
 }
 
-fn annotations(rest: &Map<String, Value>) -> Option<&Map<String, Value>> {
-    rest.get("metadata")?.get("annotations")?.as_object()
-}
-
-fn take_annotation(rest: &mut Map<String, Value>) -> Option<String> {
-    let metadata = rest.get_mut("metadata")?.as_object_mut()?;
-    let annotations = metadata.get_mut("annotations")?.as_object_mut()?;
-    match annotations.get(CONVERSION_DATA_ANNOTATION) {
-        Some(Value::String(_)) => {}
-        _ => return None,
-    }
-    let Some(Value::String(value)) = annotations.remove(CONVERSION_DATA_ANNOTATION) else {
-        unreachable!("checked above")
-    };
-    if annotations.is_empty() {
-        metadata.remove("annotations");
-    }
-    Some(value)
-}
-
-fn put_annotation(rest: &mut Map<String, Value>, value: String) {
-    let metadata = rest
-        .entry("metadata")
-        .or_insert_with(|| Value::Object(Map::new()));
-    let Value::Object(metadata) = metadata else { return };
-    let annotations = metadata
-        .entry("annotations")
-        .or_insert_with(|| Value::Object(Map::new()));
-    if let Value::Object(annotations) = annotations {
-        annotations.insert(CONVERSION_DATA_ANNOTATION.into(), Value::String(value));
-    }
-}
-
-/// Reads `value` as a stash that [`down`] would have written for `spoke`, or returns `None` when
-/// it is something else (then it is a value to keep as it is).
-fn accepted_stash<HS, HT, S: Spoke<HS, HT>>(
-    spoke: &Parts<S::Spec, S::Status>,
-    value: &str,
-) -> Option<(S::Lost, Option<String>)> {
-    let stash: Stash<S::Lost> = serde_json::from_str(value).ok()?;
-    let canonical = serde_json::to_string(&stash).ok()?;
-    if canonical != value {
+/// Reads `value` as a stash in the form [`down`] writes, or returns `None` when it is something
+/// else (a value to keep as it is).
+///
+/// A stash is applied even when the spoke was edited since it was written: what the spoke
+/// expresses wins, and the stash only fills in what the spoke cannot say. So a field only the hub
+/// has survives an edit made through an older version.
+fn read_stash<L>(value: &str) -> Option<(L, Option<String>)>
+where
+    L: Default + PartialEq + Serialize + DeserializeOwned,
+{
+    let stash: Stash<L> = serde_json::from_str(value).ok()?;
+    if serde_json::to_string(&stash).ok()? != value {
         return None;
     }
-    let empty = stash.lost == S::Lost::default();
+    let empty = stash.lost == L::default();
     match &stash.previous {
         // A stash that carries nothing is not one Tusk writes.
-        None if empty => return None,
+        None if empty => None,
         // Tusk wraps an earlier value with nothing lost only when that value itself reads as a
         // stash; otherwise it would have left the value as it was.
-        Some(previous) if empty && accepted_stash::<HS, HT, S>(spoke, previous).is_none() => return None,
-        _ => {}
+        Some(previous) if empty && read_stash::<L>(previous).is_none() => None,
+        _ => Some((stash.lost, stash.previous)),
     }
-    let (again, lost) = S::split(S::apply(spoke.clone(), stash.lost.clone()));
-    (again == *spoke && lost == stash.lost).then_some((stash.lost, stash.previous))
 }
 
 /// Converts a spoke object up to the hub.
 pub fn up<HS, HT, S: Spoke<HS, HT>>(object: Object<S::Spec, S::Status>) -> Object<HS, HT> {
-    let Object { parts, mut rest } = object;
-    let stash = annotations(&rest)
-        .and_then(|a| a.get(CONVERSION_DATA_ANNOTATION))
-        .and_then(Value::as_str)
-        .and_then(|value| accepted_stash::<HS, HT, S>(&parts, value));
+    let Object {
+        kind,
+        mut metadata,
+        parts,
+    } = object;
+    let stash = metadata
+        .conversion_annotation()
+        .and_then(|value| read_stash::<S::Lost>(&value));
     let Some((lost, previous)) = stash else {
         return Object {
+            kind,
+            metadata,
             parts: S::apply(parts, S::Lost::default()),
-            rest,
         };
     };
-    take_annotation(&mut rest);
-    if let Some(previous) = previous {
-        put_annotation(&mut rest, previous);
+    match previous {
+        Some(previous) => metadata.set_conversion_annotation(previous),
+        None => metadata.remove_conversion_annotation(),
     }
     Object {
+        kind,
+        metadata,
         parts: S::apply(parts, lost),
-        rest,
     }
 }
 
 /// Converts a hub object down to a spoke, stashing what the spoke cannot express.
 pub fn down<HS, HT, S: Spoke<HS, HT>>(object: Object<HS, HT>) -> Object<S::Spec, S::Status> {
-    let Object { parts, mut rest } = object;
+    let Object {
+        kind,
+        mut metadata,
+        parts,
+    } = object;
     let (parts, lost) = S::split(parts);
-    let previous = annotations(&rest)
-        .and_then(|a| a.get(CONVERSION_DATA_ANNOTATION))
-        .and_then(Value::as_str);
+    let previous = metadata.conversion_annotation();
     let wrap = lost != S::Lost::default()
-        || previous.is_some_and(|p| accepted_stash::<HS, HT, S>(&parts, p).is_some());
+        || previous
+            .as_deref()
+            .is_some_and(|p| read_stash::<S::Lost>(p).is_some());
     if wrap {
-        let previous = take_annotation(&mut rest);
         let stash = Stash { lost, previous };
-        put_annotation(
-            &mut rest,
-            serde_json::to_string(&stash).expect("stash serializes"),
-        );
+        metadata.set_conversion_annotation(serde_json::to_string(&stash).expect("stash serializes"));
     }
-    Object { parts, rest }
+    Object {
+        kind,
+        metadata,
+        parts,
+    }
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
@@ -315,14 +433,17 @@ pub struct Lost<S, T> {
 }
 
 /// Reads an object of one version and brings it to the hub.
-type ToHub<HS, HT> = fn(Map<String, Value>, &Location<'_>) -> Result<Object<HS, HT>, ConversionError>;
+type ToHub<HS, HT> = fn(&Envelope<'_>, &str, &Location<'_>) -> Result<Object<HS, HT>, ConversionError>;
+
+/// Takes a hub object to one version and writes it as JSON text with the given `apiVersion`.
+type FromHub<HS, HT> = fn(Object<HS, HT>, &str) -> Box<RawValue>;
 
 /// How one served version of a kind goes to and comes from the hub.
 pub struct Version<HS, HT> {
     /// The version name, for example `v1beta1`.
     pub name: String,
     to_hub: ToHub<HS, HT>,
-    from_hub: fn(Object<HS, HT>, &str) -> Value,
+    from_hub: FromHub<HS, HT>,
 }
 
 impl<HS, HT> Version<HS, HT>
@@ -343,7 +464,7 @@ where
     pub fn spoke<S: Spoke<HS, HT> + Resource<DynamicType = ()>>() -> Self {
         Self {
             name: S::version(&()).into_owned(),
-            to_hub: |map, at| Ok(up::<HS, HT, S>(Object::decode(map, at)?)),
+            to_hub: |envelope, kind, at| Ok(up::<HS, HT, S>(Object::decode(envelope, kind, at)?)),
             from_hub: |hub, api_version| down::<HS, HT, S>(hub).encode(api_version),
         }
     }
@@ -355,14 +476,16 @@ pub trait KindConverter: Send + Sync {
     fn kind(&self) -> &'static str;
     /// The versions served, oldest first.
     fn versions(&self) -> Vec<&str>;
-    /// Converts one object from version `from` to version `to`; both must be served.
+    /// Converts one object from version `from` to version `to`; both must be served. `object`
+    /// is the whole object and `envelope` its top level.
     fn convert(
         &self,
-        object: Map<String, Value>,
+        object: &RawValue,
+        envelope: &Envelope<'_>,
         from: &str,
         to: &str,
         index: usize,
-    ) -> Result<Value, ConversionError>;
+    ) -> Result<Box<RawValue>, ConversionError>;
 }
 
 /// A [`KindConverter`] built from a kind's version table.
@@ -415,22 +538,23 @@ impl<HS, HT> KindConverter for Kind<HS, HT> {
 
     fn convert(
         &self,
-        object: Map<String, Value>,
+        object: &RawValue,
+        envelope: &Envelope<'_>,
         from: &str,
         to: &str,
         index: usize,
-    ) -> Result<Value, ConversionError> {
+    ) -> Result<Box<RawValue>, ConversionError> {
         let source = self.version(from, || format!("object {index}"))?;
         let target = self.version(to, || "desiredAPIVersion".to_owned())?;
         if from == to {
-            return Ok(Value::Object(object));
+            return Ok(object.to_owned());
         }
         let at = Location {
             index,
             kind: self.kind,
             version: from,
         };
-        let hub = (source.to_hub)(object, &at)?;
+        let hub = (source.to_hub)(envelope, self.kind, &at)?;
         Ok((target.from_hub)(hub, &format!("{}/{}", self.group, to)))
     }
 }

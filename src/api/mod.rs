@@ -10,9 +10,9 @@ pub mod postgres_user;
 
 use std::sync::LazyLock;
 
-use conversion::{ConversionError, KindConverter};
+use conversion::{ConversionError, Envelope, KindConverter};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use serde_json::Value;
+use serde_json::{Value, value::RawValue};
 
 /// The API group of every Tusk kind.
 pub const GROUP: &str = "tusk.dev";
@@ -46,23 +46,26 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
 
 /// Converts one object, the `index`th of a request, to `desired_api_version`.
 ///
-/// An object already at that version comes back untouched.
-pub fn convert_object(
-    object: Value,
+/// An object already at that version comes back untouched, byte for byte.
+pub fn convert_raw(
+    object: &RawValue,
     desired_api_version: &str,
     index: usize,
-) -> Result<Value, ConversionError> {
-    let Value::Object(map) = object else {
+) -> Result<Box<RawValue>, ConversionError> {
+    if !object.get().trim_start().starts_with('{') {
         return Err(ConversionError::NotAnObject { index });
-    };
-    let type_field = |field: &'static str| {
-        map.get(field)
-            .and_then(Value::as_str)
-            .map(str::to_owned)
+    }
+    let envelope: Envelope<'_> =
+        serde_json::from_str(object.get()).map_err(|e| ConversionError::NotAnObjectOfKubernetes {
+            index,
+            reason: e.to_string(),
+        })?;
+    let string = |raw: Option<&RawValue>, field: &'static str| {
+        raw.and_then(|r| serde_json::from_str::<String>(r.get()).ok())
             .ok_or(ConversionError::MissingTypeField { index, field })
     };
-    let api_version = type_field("apiVersion")?;
-    let kind = type_field("kind")?;
+    let api_version = string(envelope.api_version, "apiVersion")?;
+    let kind = string(envelope.kind, "kind")?;
     let from = in_group(&api_version).ok_or_else(|| ConversionError::ForeignGroup {
         index,
         api_version: api_version.clone(),
@@ -78,7 +81,18 @@ pub fn convert_object(
                 allowed: CONVERTERS.iter().map(|c| c.kind()).collect::<Vec<_>>().join(", "),
             })?;
     let to = desired_version(desired_api_version)?;
-    converter.convert(map, from, to, index)
+    converter.convert(object, &envelope, from, to, index)
+}
+
+/// [`convert_raw`] for an object already parsed.
+pub fn convert_object(
+    object: Value,
+    desired_api_version: &str,
+    index: usize,
+) -> Result<Value, ConversionError> {
+    let raw = serde_json::value::to_raw_value(&object).expect("a JSON value serializes");
+    let converted = convert_raw(&raw, desired_api_version, index)?;
+    Ok(serde_json::from_str(converted.get()).expect("conversion writes valid JSON"))
 }
 
 /// The version part of a desired apiVersion, which must be in [`GROUP`].

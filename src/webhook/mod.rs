@@ -7,8 +7,8 @@
 pub mod server;
 pub mod tls;
 
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::api;
 
@@ -43,13 +43,13 @@ impl Reply {
         }
     }
 
-    fn review(response: Value) -> Self {
-        let review = json!({
-            "apiVersion": REVIEW_API_VERSION,
-            "kind": "ConversionReview",
-            "response": response,
-        });
-        let body = serde_json::to_vec(&review).expect("JSON values serialize");
+    fn review(response: Response<'_>) -> Self {
+        let review = OutgoingReview {
+            api_version: REVIEW_API_VERSION,
+            kind: "ConversionReview",
+            response,
+        };
+        let body = serde_json::to_vec(&review).expect("a ConversionReview serializes");
         Self {
             status: 200,
             content_type: "application/json",
@@ -60,18 +60,49 @@ impl Reply {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Review {
+struct Review<'a> {
     api_version: Option<String>,
     kind: Option<String>,
-    request: Option<Request>,
+    #[serde(borrow)]
+    request: Option<Request<'a>>,
 }
 
+/// The request; objects stay slices of the body until they are converted.
 #[derive(Deserialize)]
-struct Request {
+struct Request<'a> {
     uid: String,
     #[serde(rename = "desiredAPIVersion")]
     desired_api_version: String,
-    objects: Vec<Value>,
+    #[serde(borrow)]
+    objects: Vec<&'a RawValue>,
+}
+
+#[derive(Serialize)]
+struct OutgoingReview<'a> {
+    #[serde(rename = "apiVersion")]
+    api_version: &'static str,
+    kind: &'static str,
+    response: Response<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Response<'a> {
+    uid: &'a str,
+    result: Outcome,
+    converted_objects: Vec<Box<RawValue>>,
+}
+
+/// The `result` of a response, in the shape of `metav1.Status`.
+#[derive(Serialize)]
+struct Outcome {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<u16>,
 }
 
 /// Answers one `ConversionReview` request body.
@@ -80,7 +111,7 @@ struct Request {
 /// whose objects cannot be converted gets a `Failure` result naming the object and the problem;
 /// the apiserver then shows that message to the user.
 pub fn review(body: &[u8]) -> Reply {
-    let review: Review = match serde_json::from_slice(body) {
+    let review: Review<'_> = match serde_json::from_slice(body) {
         Ok(review) => review,
         Err(e) if e.is_eof() => return Reply::bad_request(format!("request body is truncated JSON: {e}")),
         Err(e) if e.is_syntax() => return Reply::bad_request(format!("request body is not JSON: {e}")),
@@ -101,27 +132,37 @@ pub fn review(body: &[u8]) -> Reply {
         return Reply::bad_request("ConversionReview has no request");
     };
     let desired = &request.desired_api_version;
-    let converted: Result<Vec<Value>, _> = api::desired_version(desired).and_then(|_| {
+    let converted: Result<Vec<_>, _> = api::desired_version(desired).and_then(|_| {
         request
             .objects
-            .into_iter()
+            .iter()
             .enumerate()
-            .map(|(index, object)| api::convert_object(object, desired, index))
+            .map(|(index, object)| api::convert_raw(object, desired, index))
             .collect()
     });
     let response = match converted {
-        Ok(objects) => json!({
-            "uid": request.uid,
-            "result": {"status": "Success"},
-            "convertedObjects": objects,
-        }),
+        Ok(converted_objects) => Response {
+            uid: &request.uid,
+            result: Outcome {
+                status: "Success",
+                message: None,
+                reason: None,
+                code: None,
+            },
+            converted_objects,
+        },
         Err(e) => {
             tracing::warn!(uid = %request.uid, error = %e, "conversion failed");
-            json!({
-                "uid": request.uid,
-                "result": {"status": "Failure", "message": e.to_string(), "reason": "BadRequest", "code": 400},
-                "convertedObjects": [],
-            })
+            Response {
+                uid: &request.uid,
+                result: Outcome {
+                    status: "Failure",
+                    message: Some(e.to_string()),
+                    reason: Some("BadRequest"),
+                    code: Some(400),
+                },
+                converted_objects: vec![],
+            }
         }
     };
     Reply::review(response)

@@ -156,7 +156,10 @@ fn instances() -> impl Strategy<Value = Option<i32>> {
 }
 
 /// Metadata as the apiserver sends it, sometimes with annotations, and sometimes with a value in
-/// the conversion annotation that Tusk did not write.
+/// the conversion annotation that Tusk did not write. Those values are either not in Tusk's stash
+/// form (so they must come back untouched), or stashes that fit any object of the kinds they
+/// name (top-level spec fields of a cluster). A stash made stale by an edit at an older version
+/// is a different case, covered by the fixture tests: there the edit wins.
 pub fn metadata() -> impl Strategy<Value = Value> {
     let foreign = select(vec![
         "not json".to_owned(),
@@ -164,7 +167,7 @@ pub fn metadata() -> impl Strategy<Value = Value> {
         r#"{"previous":"x"}"#.to_owned(),
         r#"{"spec":{"paused":true}}"#.to_owned(),
         r#"{"spec":{"image":"postgres:16"}}"#.to_owned(),
-        r#"{"status":{"roleName":"app"}}"#.to_owned(),
+        r#"{"previous":"{\"spec\":{\"paused\":true}}"}"#.to_owned(),
         r#"{"spec": {"paused": true}}"#.to_owned(),
     ]);
     let annotations = of(proptest::collection::btree_map(

@@ -50,6 +50,7 @@ use crate::api::common::{BackupMethod, BackupTarget, ClusterReference, Condition
     "rule": "self == oldSelf",
     "message": "spec is immutable: a PostgresBackup records one run; create a new PostgresBackup to back up again"
 }]))]
+#[serde(deny_unknown_fields)]
 pub struct PostgresBackupSpec {
     /// The cluster to back up.
     pub cluster: ClusterReference,
@@ -77,6 +78,7 @@ pub enum BackupPhase {
 
 /// The observed state of a `PostgresBackup`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct PostgresBackupStatus {
     /// `Ready` (the backup completed) and `Degraded`, each with a reason and a message.

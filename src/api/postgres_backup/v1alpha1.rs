@@ -39,6 +39,7 @@ use crate::api::common::{BackupMethod, Condition, DNS_LABEL_PATTERN};
     "rule": "self == oldSelf",
     "message": "spec is immutable: a PostgresBackup records one run; create a new PostgresBackup to back up again"
 }]))]
+#[serde(deny_unknown_fields)]
 pub struct PostgresBackupSpec {
     /// Name of the `PostgresCluster` to back up, in the same namespace.
     #[schemars(length(min = 1, max = 63), regex(pattern = DNS_LABEL_PATTERN))]
@@ -51,6 +52,7 @@ pub struct PostgresBackupSpec {
 
 /// The observed state of a `PostgresBackup`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct PostgresBackupStatus {
     /// `Ready` and `Degraded`, each with a reason and a message.

@@ -53,6 +53,7 @@ use crate::api::common::{
     "rule": "self.cluster == oldSelf.cluster",
     "message": "cluster is immutable: a schedule cannot move to another cluster; create a new one"
 }]))]
+#[serde(deny_unknown_fields)]
 pub struct PostgresBackupScheduleSpec {
     /// The cluster to back up. Immutable.
     pub cluster: ClusterReference,
@@ -85,6 +86,7 @@ pub struct PostgresBackupScheduleSpec {
     "rule": "has(self.keepLast) || has(self.maxAge)",
     "message": "retention: set keepLast, maxAge or both; omit retention to keep every backup"
 }]))]
+#[serde(deny_unknown_fields)]
 pub struct Retention {
     /// Keep this many of the newest completed backups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -98,6 +100,7 @@ pub struct Retention {
 
 /// The observed state of a `PostgresBackupSchedule`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct PostgresBackupScheduleStatus {
     /// `Ready` and `Degraded`, each with a reason and a message.

@@ -39,6 +39,7 @@ use crate::api::common::{CRON_PATTERN, Condition, DNS_LABEL_PATTERN};
     "rule": "self.cluster == oldSelf.cluster",
     "message": "cluster is immutable: a schedule cannot move to another cluster; create a new one"
 }]))]
+#[serde(deny_unknown_fields)]
 pub struct PostgresBackupScheduleSpec {
     /// Name of the `PostgresCluster` to back up, in the same namespace. Immutable.
     #[schemars(length(min = 1, max = 63), regex(pattern = DNS_LABEL_PATTERN))]
@@ -57,6 +58,7 @@ pub struct PostgresBackupScheduleSpec {
 
 /// The observed state of a `PostgresBackupSchedule`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct PostgresBackupScheduleStatus {
     /// `Ready` and `Degraded`, each with a reason and a message.

@@ -16,6 +16,7 @@ use crate::api::common::{
 /// A PostgreSQL cluster: one primary and zero or more streaming replicas, with their storage,
 /// Services, credentials and backups.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 #[kube(
     group = "tusk.dev",
     version = "v1",
@@ -108,6 +109,7 @@ pub struct PostgresClusterSpec {
 
 /// The PostgreSQL server.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {
@@ -138,6 +140,7 @@ pub struct PostgresSpec {
     "rule": "has(self.wal) == has(oldSelf.wal)",
     "message": "wal cannot be added or removed after the cluster is created; it may only be resized"
 }]))]
+#[serde(deny_unknown_fields)]
 pub struct StorageSpec {
     /// The data volume (`PGDATA`).
     pub data: VolumeSpec,
@@ -158,6 +161,7 @@ pub struct StorageSpec {
     "rule": "has(self.initdb) != has(self.fromBackup)",
     "message": "bootstrap: set exactly one of initdb or fromBackup"
 }]))]
+#[serde(deny_unknown_fields)]
 pub struct Bootstrap {
     /// Start an empty cluster with `initdb`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -169,6 +173,7 @@ pub struct Bootstrap {
 
 /// Options for `initdb`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct InitDb {
     /// An application database to create, owned by `owner`.
@@ -194,6 +199,7 @@ pub struct InitDb {
 
 /// A backup to restore from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct FromBackup {
     /// Name of a completed `PostgresBackup` in the same namespace.
@@ -208,6 +214,7 @@ pub struct FromBackup {
     "rule": "self.mode == 'Provided' ? has(self.secretName) : !has(self.secretName)",
     "message": "tls.secretName is required when tls.mode is Provided, and not allowed with Disabled or Operator"
 }]))]
+#[serde(deny_unknown_fields)]
 pub struct TlsSpec {
     /// `Disabled`: no TLS. `Operator`: Tusk issues a certificate. `Provided`: use `secretName`.
     pub mode: TlsMode,
@@ -231,6 +238,7 @@ pub enum TlsMode {
 
 /// Metrics collection.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct MonitoringSpec {
     /// Create a Prometheus Operator `PodMonitor` for the instances.
@@ -244,6 +252,7 @@ pub struct MonitoringSpec {
 
 /// How changes that restart PostgreSQL are rolled out.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct UpdateStrategy {
     /// `Unsupervised` (the default) updates the primary automatically after the replicas;
@@ -276,6 +285,7 @@ pub enum PrimaryUpdateMethod {
 
 /// The observed state of a `PostgresCluster`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct PostgresClusterStatus {
     /// `Ready`, `Progressing` and `Degraded`, each with a reason and a message.

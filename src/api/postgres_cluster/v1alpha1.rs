@@ -12,6 +12,7 @@ use crate::api::common::{
 
 /// A PostgreSQL cluster: one primary and zero or more streaming replicas.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 #[kube(
     group = "tusk.dev",
     version = "v1alpha1",
@@ -132,6 +133,7 @@ impl JsonSchema for MajorVersion {
 
 /// The observed state of a `PostgresCluster`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct PostgresClusterStatus {
     /// `Ready`, `Progressing` and `Degraded`, each with a reason and a message.

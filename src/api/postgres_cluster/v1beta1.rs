@@ -62,6 +62,7 @@ use crate::api::common::{
     "rule": "self.postgresVersion >= oldSelf.postgresVersion",
     "messageExpression": "'postgresVersion cannot go down from ' + string(oldSelf.postgresVersion) + ' to ' + string(self.postgresVersion) + ': a major-version downgrade is not possible; allowed are ' + string(oldSelf.postgresVersion) + ' or higher'"
 }]))]
+#[serde(deny_unknown_fields)]
 pub struct PostgresClusterSpec {
     /// PostgreSQL major version. It may go up (a major upgrade) but never down.
     #[schemars(range(min = MIN_POSTGRES_MAJOR, max = MAX_POSTGRES_MAJOR))]
@@ -85,6 +86,7 @@ pub struct PostgresClusterSpec {
 
 /// PostgreSQL configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [reserved_parameters_rule()]))]
 pub struct PostgresqlSpec {
@@ -95,6 +97,7 @@ pub struct PostgresqlSpec {
 
 /// The observed state of a `PostgresCluster`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct PostgresClusterStatus {
     /// `Ready`, `Progressing` and `Degraded`, each with a reason and a message.

@@ -10,6 +10,7 @@ use crate::api::common::{
 
 /// A database in a `PostgresCluster`, with its owner and extensions.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 #[kube(
     group = "tusk.dev",
     version = "v1",
@@ -92,6 +93,7 @@ pub struct PostgresDatabaseSpec {
 
 /// A PostgreSQL extension in a database.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct Extension {
     /// Extension name, for example `pg_trgm`.
@@ -109,6 +111,7 @@ pub struct Extension {
 
 /// The observed state of a `PostgresDatabase`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct PostgresDatabaseStatus {
     /// `Ready` and `Degraded`, each with a reason and a message.

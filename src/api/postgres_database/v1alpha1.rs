@@ -10,6 +10,7 @@ use crate::api::common::{
 
 /// A database in a `PostgresCluster`.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 #[kube(
     group = "tusk.dev",
     version = "v1alpha1",
@@ -71,6 +72,7 @@ pub struct PostgresDatabaseSpec {
 
 /// The observed state of a `PostgresDatabase`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct PostgresDatabaseStatus {
     /// `Ready` and `Degraded`, each with a reason and a message.

@@ -11,6 +11,7 @@ use crate::api::common::{
 /// A login role in a `PostgresCluster`, with its password in a Secret and a servicebinding.io
 /// Secret for applications.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 #[kube(
     group = "tusk.dev",
     version = "v1",
@@ -111,6 +112,7 @@ pub struct PostgresUserSpec {
 
 /// A Secret that holds the role's password.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct PasswordSecret {
     /// Name of the Secret, in the same namespace.
@@ -124,6 +126,7 @@ pub struct PasswordSecret {
 
 /// Privileges on one database.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct DatabasePrivileges {
     /// Name of the database.
@@ -150,6 +153,7 @@ pub enum DatabasePrivilege {
 
 /// The observed state of a `PostgresUser`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct PostgresUserStatus {
     /// `Ready` and `Degraded`, each with a reason and a message.

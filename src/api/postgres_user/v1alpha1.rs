@@ -8,6 +8,7 @@ use crate::api::common::{Binding, Condition, DNS_LABEL_PATTERN, RESERVED_ROLES, 
 
 /// A login role in a `PostgresCluster`.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 #[kube(
     group = "tusk.dev",
     version = "v1alpha1",
@@ -67,6 +68,7 @@ pub struct PostgresUserSpec {
 
 /// The observed state of a `PostgresUser`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct PostgresUserStatus {
     /// `Ready` and `Degraded`, each with a reason and a message.
