@@ -161,21 +161,20 @@ struct AnnotationsOnly {
 impl Metadata {
     /// The value of [`CONVERSION_DATA_ANNOTATION`], if present.
     fn conversion_annotation(&self) -> Option<String> {
-        let annotations = match self {
+        let value = match self {
             Metadata::Absent => return None,
             // Most objects never carry the annotation; find that out without parsing.
             Metadata::Raw(raw) if !raw.get().contains(CONVERSION_DATA_ANNOTATION) => return None,
-            Metadata::Raw(raw) => {
-                serde_json::from_str::<AnnotationsOnly>(raw.get())
-                    .ok()?
-                    .annotations?
-            }
-            Metadata::Parsed(map) => map.get("annotations")?.as_object()?.clone(),
+            Metadata::Raw(raw) => serde_json::from_str::<AnnotationsOnly>(raw.get())
+                .ok()?
+                .annotations?
+                .remove(CONVERSION_DATA_ANNOTATION)?,
+            Metadata::Parsed(map) => map.get("annotations")?.get(CONVERSION_DATA_ANNOTATION)?.clone(),
         };
-        annotations
-            .get(CONVERSION_DATA_ANNOTATION)?
-            .as_str()
-            .map(str::to_owned)
+        match value {
+            Value::String(value) => Some(value),
+            _ => None,
+        }
     }
 
     fn parsed(&mut self) -> Option<&mut Map<String, Value>> {
