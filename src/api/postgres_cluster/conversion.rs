@@ -49,14 +49,11 @@ pub struct StatusLost {
 
 /// Splits the hub spec's fields that no spoke has (`v1alpha1` also lacks `resources` and
 /// `backup`; the caller takes those first when the spoke has them).
-fn split_spec_common(
-    spec: &mut v1::PostgresClusterSpec,
-    storage_rest: (Option<VolumeSpec>, Option<ReclaimPolicy>),
-) -> SpecLost {
+fn split_spec_common(spec: &mut v1::PostgresClusterSpec) -> SpecLost {
     SpecLost {
         image: spec.postgres.image.take(),
-        wal: storage_rest.0,
-        reclaim_policy: storage_rest.1,
+        wal: spec.storage.wal.take(),
+        reclaim_policy: spec.storage.reclaim_policy.take(),
         resources: spec.resources.take(),
         bootstrap: spec.bootstrap.take(),
         backup: spec.backup.take(),
@@ -101,13 +98,12 @@ impl Spoke<v1::PostgresClusterSpec, v1::PostgresClusterStatus> for v1alpha1::Pos
 
     fn split(hub: Hub) -> (Parts<Self::Spec, Self::Status>, Self::Lost) {
         let mut spec = hub.spec;
-        let storage = spec.storage.clone();
-        let spec_lost = split_spec_common(&mut spec, (storage.wal, storage.reclaim_policy));
+        let spec_lost = split_spec_common(&mut spec);
         let spoke_spec = v1alpha1::PostgresClusterSpec {
             version: v1alpha1::MajorVersion(spec.postgres.version),
             replicas: spec.instances,
-            storage_size: storage.data.size,
-            storage_class_name: storage.data.storage_class_name,
+            storage_size: spec.storage.data.size,
+            storage_class_name: spec.storage.data.storage_class_name,
             parameters: spec.postgres.parameters,
         };
         let (status, status_lost) = match hub.status {
@@ -172,12 +168,11 @@ impl Spoke<v1::PostgresClusterSpec, v1::PostgresClusterStatus> for v1beta1::Post
         let mut spec = hub.spec;
         let resources = spec.resources.take();
         let backup = spec.backup.take();
-        let storage = spec.storage.clone();
-        let spec_lost = split_spec_common(&mut spec, (storage.wal, storage.reclaim_policy));
+        let spec_lost = split_spec_common(&mut spec);
         let spoke_spec = v1beta1::PostgresClusterSpec {
             postgres_version: spec.postgres.version,
             instances: spec.instances,
-            storage: storage.data,
+            storage: spec.storage.data,
             postgresql: spec
                 .postgres
                 .parameters
