@@ -44,6 +44,20 @@ pub enum Command {
     /// Print every Tusk CRD as YAML, one document per kind, with conversion through the webhook
     /// wherever a kind serves more than one version.
     Crd(CrdArgs),
+    /// Rewrite every stored Tusk object at its CRD's storage version, then trim
+    /// `status.storedVersions` to that version. Run it after an upgrade changed the storage
+    /// version, before a release that stops serving the old one. Uses the kubeconfig or the
+    /// in-cluster service account.
+    MigrateStorage(MigrateArgs),
+}
+
+/// Options of `migrate-storage`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// A CRD to migrate, such as `postgresclusters.tusk.dev`; repeat for more. Default: every
+    /// Tusk CRD.
+    #[arg(long = "crd")]
+    pub crds: Vec<String>,
 }
 
 /// Options of the conversion webhook server.
@@ -174,6 +188,22 @@ pub async fn main(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Command::Crd(args) => {
             print!("{}", crd::to_yaml(&crd::crds(&args.webhook()?)));
+            Ok(())
+        }
+        Command::MigrateStorage(args) => {
+            let client = kube::Client::try_default().await?;
+            let names = if args.crds.is_empty() {
+                crate::api::crds().into_iter().filter_map(|c| c.metadata.name).collect()
+            } else {
+                args.crds
+            };
+            for name in names {
+                let m = crate::migrate::migrate(&client, &name).await?;
+                println!(
+                    "{}: {} objects rewritten at {} ({} deleted meanwhile); storedVersions was {:?}, now [{:?}]",
+                    m.crd, m.rewritten, m.storage_version, m.gone, m.stored_versions_before, m.storage_version
+                );
+            }
             Ok(())
         }
         Command::Run(args) | Command::Webhook(args) => {

@@ -16,7 +16,7 @@ use hyper::{Request, body::Bytes};
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
-use support::certs::{ServingCert, TestCa};
+use tusk_testenv::pki::{Ca, KeyedCert};
 use tokio::{net::TcpStream, sync::oneshot};
 use tokio_rustls::{TlsConnector, client::TlsStream};
 use tusk::webhook::{
@@ -24,14 +24,14 @@ use tusk::webhook::{
     tls::CertFiles,
 };
 
-fn write_cert(dir: &Path, cert: &ServingCert) {
+fn write_cert(dir: &Path, cert: &KeyedCert) {
     // Write the key first, then the certificate, as a rotation would: in between, the files do not
     // match and the server must keep the old pair.
     std::fs::write(dir.join("tls.key"), &cert.key_pem).unwrap();
     std::fs::write(dir.join("tls.crt"), &cert.cert_pem).unwrap();
 }
 
-fn connector(ca: &TestCa) -> TlsConnector {
+fn connector(ca: &Ca) -> TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from(ca.cert_der())).unwrap();
     let mut config =
@@ -125,9 +125,9 @@ async fn start(dir: &Path, max_body_bytes: usize) -> Running {
 
 #[tokio::test]
 async fn converts_over_https_and_serves_a_rotated_certificate_without_restart() {
-    let ca = TestCa::new();
+    let ca = Ca::new("tusk test CA");
     let dir = tempfile::tempdir().unwrap();
-    let first = ca.serving_cert("first");
+    let first = ca.loopback_serving_cert("first");
     write_cert(dir.path(), &first);
     let server = start(dir.path(), 1 << 20).await;
     let connector = connector(&ca);
@@ -151,7 +151,7 @@ async fn converts_over_https_and_serves_a_rotated_certificate_without_restart() 
     // A connection opened before the rotation stays usable after it.
     let kept = connect(&connector, server.addr).await.unwrap();
 
-    let second = ca.serving_cert("second");
+    let second = ca.loopback_serving_cert("second");
     assert_ne!(first.cert_der, second.cert_der);
     write_cert(dir.path(), &second);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -197,9 +197,9 @@ async fn converts_over_https_and_serves_a_rotated_certificate_without_restart() 
 
 #[tokio::test]
 async fn refuses_oversized_bodies_wrong_methods_and_unknown_paths() {
-    let ca = TestCa::new();
+    let ca = Ca::new("tusk test CA");
     let dir = tempfile::tempdir().unwrap();
-    write_cert(dir.path(), &ca.serving_cert("limits"));
+    write_cert(dir.path(), &ca.loopback_serving_cert("limits"));
     let server = start(dir.path(), 1024).await;
     let connector = connector(&ca);
 
@@ -259,9 +259,9 @@ async fn refuses_oversized_bodies_wrong_methods_and_unknown_paths() {
 /// The binary exits cleanly on SIGTERM, as a pod is stopped.
 #[test]
 fn the_binary_stops_gracefully_on_sigterm() {
-    let ca = TestCa::new();
+    let ca = Ca::new("tusk test CA");
     let dir = tempfile::tempdir().unwrap();
-    write_cert(dir.path(), &ca.serving_cert("sigterm"));
+    write_cert(dir.path(), &ca.loopback_serving_cert("sigterm"));
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -1,5 +1,5 @@
 //! Shared test support: generators of random valid Tusk objects at every version.
 #![allow(dead_code, missing_docs)]
 
+pub mod apiserver;
 pub mod arbitrary;
-pub mod certs;

@@ -1,0 +1,254 @@
+#!/usr/bin/env bash
+# Builds the upstream programs Tusk's tests run against (a real control plane, kwok, OLM, opm and a
+# bundle validator) from the Go module proxy with the machine's Go, and caches them by version.
+#
+#   hack/testbin.sh           build what is missing, print what is where, and end with
+#                             TUSK_TESTBIN=<dir>
+#   hack/testbin.sh --dir     only print <dir> (nothing is built); exit 1 if it is incomplete
+#
+# <dir> holds bin/ (every program) and share/ (kwok stages, OLM's CRDs). The cache root is
+# $TUSK_TESTBIN_CACHE, or ~/.cache/tusk/testbin. Each component lives in its own directory keyed on
+# its version, so changing one version rebuilds only that component. A warm run takes seconds.
+set -euo pipefail
+
+K8S_VERSION=1.36.3       # kube-apiserver, kube-controller-manager, kube-scheduler, kubectl
+ETCD_VERSION=3.6.16
+KWOK_VERSION=0.8.0
+OPM_VERSION=1.73.0       # operator-registry
+OLM_VERSION=0.46.0       # operator-lifecycle-manager: olm and catalog
+OF_API_VERSION=0.45.0    # operator-framework/api: OLM's CRDs and the bundle validator
+
+ROOT="${TUSK_TESTBIN_CACHE:-$HOME/.cache/tusk/testbin}"
+KEY="k8s-$K8S_VERSION.etcd-$ETCD_VERSION.kwok-$KWOK_VERSION.opm-$OPM_VERSION.olm-$OLM_VERSION.api-$OF_API_VERSION"
+OUT="$ROOT/$KEY"
+PROGRAMS=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok opm olm catalog
+  bundle-validate)
+
+complete() {
+  local p
+  for p in "${PROGRAMS[@]}"; do [[ -x "$OUT/bin/$p" ]] || return 1; done
+  [[ -d "$OUT/share/kwok-stages" && -d "$OUT/share/olm-crds" ]]
+}
+
+if [[ "${1:-}" == "--dir" ]]; then
+  echo "$OUT"
+  complete
+  exit
+fi
+[[ $# -eq 0 ]] || { echo "usage: hack/testbin.sh [--dir]" >&2; exit 2; }
+
+command -v go >/dev/null || { echo "testbin: go is not installed; Go is needed to build the test programs" >&2; exit 1; }
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-trimpath -mod=mod" GONOSUMDB="" GOPROXY="${GOPROXY:-https://proxy.golang.org}"
+mkdir -p "$ROOT"
+exec 9>"$ROOT/.lock"
+flock 9   # concurrent test binaries may all ask for the toolchain at once
+
+START=$SECONDS
+declare -a REPORT
+
+log() { echo "testbin: $*" >&2; }
+
+# build_component NAME VERSION FUNCTION: runs FUNCTION with a fresh directory as $DEST, unless
+# $ROOT/NAME-VERSION is already complete. The directory is renamed into place only on success.
+build_component() {
+  local name=$1 version=$2 fn=$3 dir="$ROOT/$1-$2"
+  if [[ -f "$dir/.complete" ]]; then
+    REPORT+=("$name $version cached $dir")
+    return
+  fi
+  local t0=$SECONDS
+  log "building $name $version (this takes minutes on a cold cache)"
+  rm -rf "$dir.partial"
+  mkdir -p "$dir.partial"
+  DEST="$dir.partial" "$fn"
+  touch "$dir.partial/.complete"
+  rm -rf "$dir"
+  mv "$dir.partial" "$dir"
+  REPORT+=("$name $version built-in-$((SECONDS - t0))s $dir")
+}
+
+# A throwaway Go module under the cache, so nothing is written into the Tusk repository.
+scratch_module() {
+  local dir="$ROOT/.work/$1"
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  (cd "$dir" && go mod init "tusk.test/$1" >/dev/null 2>&1)
+  echo "$dir"
+}
+
+build_kubernetes() {
+  local m v="v$K8S_VERSION" staging="v0.${K8S_VERSION#1.}"
+  m=$(scratch_module kubernetes)
+  cd "$m"
+  # k8s.io/kubernetes points its staging modules at ./staging with replace lines, which only work
+  # inside its own tree. Point each one it requires at the published module of the same release.
+  go mod edit -require="k8s.io/kubernetes@$v"
+  local gomod
+  gomod=$(go mod download -json "k8s.io/kubernetes@$v" | sed -n 's/^\s*"GoMod": "\(.*\)",\?$/\1/p')
+  local mod
+  for mod in $(awk '/^replace \(/{r=1;next} r&&/^\)/{r=0} r&&/=> \.\/staging/{print $1}' "$gomod"); do
+    if grep -qE "^\s+$mod v0\.0\.0" "$gomod"; then
+      go mod edit -replace="$mod=$mod@$staging"
+    fi
+  done
+  cat >tools.go <<'EOF'
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
+EOF
+  go mod tidy -e >/dev/null 2>&1 || true
+  go get "k8s.io/kubernetes@$v" >/dev/null
+  local ld="-s -w"
+  local pkg
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld+=" -X $pkg.gitVersion=$v -X $pkg.gitMajor=1"
+    ld+=" -X $pkg.gitMinor=$(echo "$K8S_VERSION" | cut -d. -f2) -X $pkg.gitTreeState=clean"
+    ld+=" -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+  local cmd
+  for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+    go build -ldflags "$ld" -o "$DEST/$cmd" "k8s.io/kubernetes/cmd/$cmd"
+  done
+}
+
+build_etcd() {
+  local m
+  m=$(scratch_module etcd)
+  cd "$m"
+  # server/v3 replaces its sibling modules with ../ paths; outside its tree the published ones of
+  # the same release are used.
+  go get "go.etcd.io/etcd/server/v3@v$ETCD_VERSION" >/dev/null
+  go build -ldflags "-s -w" -o "$DEST/etcd" go.etcd.io/etcd/server/v3
+}
+
+build_kwok() {
+  GOBIN="$DEST" go install -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@v$KWOK_VERSION"
+  # kwok fakes nothing without stages: copy the node, pod and volume lifecycles it ships (a
+  # volume stage binds PVCs, which StatefulSets need) and its sample StorageClass.
+  local src d
+  src=$(go mod download -json "sigs.k8s.io/kwok@v$KWOK_VERSION" | sed -n 's/^\s*"Dir": "\(.*\)",\?$/\1/p')
+  mkdir -p "$DEST/stages"
+  for d in node/fast node/heartbeat-with-lease pod/fast volume/fast; do
+    cp "$src/kustomize/stage/$d"/*.yaml "$DEST/stages/"
+  done
+  chmod -R u+w "$DEST/stages"
+  rm -f "$DEST/stages/kustomization.yaml"
+  mv "$DEST/stages/storage-class.yaml" "$DEST/storage-class.yaml"
+}
+
+build_opm() {
+  GOBIN="$DEST" go install -ldflags "-s -w" -tags=json1,containers_image_openpgp \
+    "github.com/operator-framework/operator-registry/cmd/opm@v$OPM_VERSION"
+}
+
+build_olm() {
+  GOBIN="$DEST" go install -ldflags "-s -w" \
+    "github.com/operator-framework/operator-lifecycle-manager/cmd/olm@v$OLM_VERSION" \
+    "github.com/operator-framework/operator-lifecycle-manager/cmd/catalog@v$OLM_VERSION"
+}
+
+build_of_api() {
+  local m src
+  src=$(go mod download -json "github.com/operator-framework/api@v$OF_API_VERSION" | sed -n 's/^\s*"Dir": "\(.*\)",\?$/\1/p')
+  mkdir -p "$DEST/crds"
+  cp "$src"/crds/operators.coreos.com_*.yaml "$DEST/crds/"
+  chmod -R u+w "$DEST/crds"
+  # An external referee for `cargo xtask validate`: operator-framework's own validators over a
+  # bundle directory, the same ones operator-sdk's `bundle validate` runs.
+  m=$(scratch_module bundle-validate)
+  cd "$m"
+  cat >main.go <<'EOF'
+// bundle-validate DIR [--optional]: runs operator-framework's bundle validators over DIR and
+// prints every result; exits 1 if any error was found.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/operator-framework/api/pkg/manifests"
+	"github.com/operator-framework/api/pkg/validation"
+	"github.com/operator-framework/api/pkg/validation/errors"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: bundle-validate BUNDLE_DIR [--optional]")
+		os.Exit(2)
+	}
+	bundle, err := manifests.GetBundleFromDir(os.Args[1])
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "error: cannot read bundle: %v\n", err)
+		os.Exit(1)
+	}
+	objs := []interface{}{bundle}
+	validators := validation.DefaultBundleValidators
+	if len(os.Args) > 2 && os.Args[2] == "--optional" {
+		validators = validators.WithValidators(validation.OperatorHubV2Validator,
+			validation.GoodPracticesValidator, validation.AlphaDeprecatedAPIsValidator)
+		if bundle.CSV != nil {
+			objs = append(objs, bundle.CSV)
+		}
+	}
+	failed := false
+	for _, result := range validators.Validate(objs...) {
+		for _, e := range result.Errors {
+			level := "warning"
+			if e.Level == errors.LevelError {
+				level = "error"
+				failed = true
+			}
+			fmt.Printf("%s: %s: %s\n", level, result.Name, e.Error())
+		}
+	}
+	if failed {
+		os.Exit(1)
+	}
+}
+EOF
+  go get "github.com/operator-framework/api@v$OF_API_VERSION" >/dev/null
+  go mod tidy >/dev/null
+  go build -ldflags "-s -w" -o "$DEST/bundle-validate" .
+}
+
+build_component kwok "$KWOK_VERSION" build_kwok
+build_component operator-framework-api "$OF_API_VERSION" build_of_api
+build_component etcd "$ETCD_VERSION" build_etcd
+build_component kubernetes "$K8S_VERSION" build_kubernetes
+build_component opm "$OPM_VERSION" build_opm
+build_component olm "$OLM_VERSION" build_olm
+
+# One directory per set of versions, made of links into the component directories.
+rm -rf "$OUT.partial"
+mkdir -p "$OUT.partial/bin" "$OUT.partial/share"
+for p in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+  ln -s "$ROOT/kubernetes-$K8S_VERSION/$p" "$OUT.partial/bin/$p"
+done
+ln -s "$ROOT/etcd-$ETCD_VERSION/etcd" "$OUT.partial/bin/etcd"
+ln -s "$ROOT/kwok-$KWOK_VERSION/kwok" "$OUT.partial/bin/kwok"
+ln -s "$ROOT/kwok-$KWOK_VERSION/stages" "$OUT.partial/share/kwok-stages"
+ln -s "$ROOT/opm-$OPM_VERSION/opm" "$OUT.partial/bin/opm"
+ln -s "$ROOT/olm-$OLM_VERSION/olm" "$OUT.partial/bin/olm"
+ln -s "$ROOT/olm-$OLM_VERSION/catalog" "$OUT.partial/bin/catalog"
+ln -s "$ROOT/operator-framework-api-$OF_API_VERSION/bundle-validate" "$OUT.partial/bin/bundle-validate"
+ln -s "$ROOT/operator-framework-api-$OF_API_VERSION/crds" "$OUT.partial/share/olm-crds"
+rm -rf "$OUT"
+mv "$OUT.partial" "$OUT"
+complete || { echo "testbin: $OUT is incomplete after the build" >&2; exit 1; }
+
+{
+  printf '%-24s %-8s %-14s %s\n' component version status path
+  for line in "${REPORT[@]}"; do
+    # shellcheck disable=SC2086
+    printf '%-24s %-8s %-14s %s\n' $line
+  done
+  echo "testbin: done in $((SECONDS - START))s"
+} >&2
+echo "TUSK_TESTBIN=$OUT"

@@ -1,0 +1,508 @@
+//! The control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok.
+
+use std::{
+    fs,
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::core::v1::{Namespace, Node, ServiceAccount};
+use kube::{
+    Api, Client,
+    api::PostParams,
+    config::{KubeConfigOptions, Kubeconfig},
+};
+use serde_json::json;
+
+use crate::{
+    Error, Result, io,
+    pki::{self, Ca},
+    process::{Janitor, Supervised},
+    toolchain::Toolchain,
+};
+
+/// The fake Node kwok manages; plain pods are scheduled onto it.
+pub const NODE_NAME: &str = "kwok-node-0";
+
+/// How long a component may take to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// How the control plane is started.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Where its files go. By default a fresh directory under the system's temp dir, removed when
+    /// the control plane stops.
+    pub dir: Option<PathBuf>,
+    /// An `--egress-selector-config-file` for kube-apiserver.
+    pub egress_selector_config: Option<PathBuf>,
+}
+
+/// A running control plane. Dropping it stops every component and removes its directory.
+pub struct ControlPlane {
+    dir: PathBuf,
+    toolchain: Toolchain,
+    kubeconfig: PathBuf,
+    ca_pem: String,
+    server: String,
+    etcd_port: u16,
+    components: Vec<Supervised>,
+    janitor: Janitor,
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
+    Ok(listener.local_addr().map_err(io("finding a free port"))?.port())
+}
+
+/// The control plane shared by every test of this test binary, started on first use.
+///
+/// It runs until the test binary exits. Each test should make its own [`kube::Client`] with
+/// [`ControlPlane::client`] (a client belongs to the tokio runtime that made it) and its own
+/// namespace with [`ControlPlane::namespace`].
+pub fn shared() -> &'static ControlPlane {
+    static SHARED: OnceLock<ControlPlane> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        // Start on a thread of its own, so that this works from inside any async test.
+        std::thread::spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime")
+                .block_on(ControlPlane::start(Options::default()))
+        })
+        .join()
+        .expect("the control plane start thread panicked")
+        .unwrap_or_else(|e| panic!("the control plane did not start: {e}"))
+    })
+}
+
+fn write(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
+    fs::write(path, contents).map_err(io(format!("writing {}", path.display())))
+}
+
+fn arg(name: &str, value: impl std::fmt::Display) -> String {
+    format!("--{name}={value}")
+}
+
+impl ControlPlane {
+    /// Starts every component in order and waits until each is ready.
+    pub async fn start(options: Options) -> Result<Self> {
+        let toolchain = Toolchain::get()?;
+        let started = Instant::now();
+        let dir = match &options.dir {
+            Some(dir) => {
+                fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+                dir.clone()
+            }
+            None => tempfile::Builder::new()
+                .prefix("tusk-control-plane-")
+                .tempdir()
+                .map_err(io("creating a temp dir"))?
+                .keep(),
+        };
+        let janitor = Janitor::spawn(&dir)?;
+        let pki = dir.join("pki");
+        fs::create_dir_all(&pki).map_err(io("creating the pki dir"))?;
+
+        // Certificates: one CA signs the apiserver's serving certificate and the admin's client
+        // certificate; service-account tokens are signed with a key of their own.
+        let ca = Ca::new("tusk-testenv-ca");
+        let serving = ca.serving_cert(
+            "kube-apiserver",
+            &[
+                "127.0.0.1",
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ],
+        );
+        let admin = ca.client_cert("tusk-admin", &["system:masters"]);
+        let files = [
+            ("ca.crt", ca.cert_pem()),
+            ("apiserver.crt", serving.cert_pem),
+            ("apiserver.key", serving.key_pem),
+            ("admin.crt", admin.cert_pem),
+            ("admin.key", admin.key_pem),
+            ("sa.key", pki::private_key_pem()),
+        ];
+        for (name, contents) in &files {
+            write(&pki.join(name), contents)?;
+        }
+        let p = |name: &str| pki.join(name).display().to_string();
+
+        let apiserver_port = free_port()?;
+        let server = format!("https://127.0.0.1:{apiserver_port}");
+        let kubeconfig = dir.join("kubeconfig");
+        write(
+            &kubeconfig,
+            serde_json::to_vec_pretty(&json!({
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "tusk", "cluster": {"server": server, "certificate-authority": p("ca.crt")}}],
+                "users": [{"name": "tusk-admin", "user": {"client-certificate": p("admin.crt"), "client-key": p("admin.key")}}],
+                "contexts": [{"name": "tusk", "context": {"cluster": "tusk", "user": "tusk-admin", "namespace": "default"}}],
+                "current-context": "tusk",
+            }))
+            .expect("a kubeconfig serializes"),
+        )?;
+
+        let mut plane = Self {
+            dir: dir.clone(),
+            toolchain,
+            kubeconfig: kubeconfig.clone(),
+            ca_pem: ca.cert_pem(),
+            server: server.clone(),
+            etcd_port: 0,
+            components: Vec::new(),
+            janitor,
+        };
+
+        // etcd
+        let etcd_client = free_port()?;
+        let etcd_peer = free_port()?;
+        let etcd_url = format!("http://127.0.0.1:{etcd_client}");
+        plane.etcd_port = etcd_client;
+        let peer_url = format!("http://127.0.0.1:{etcd_peer}");
+        plane.spawn(
+            "etcd",
+            vec![
+                arg("name", "tusk"),
+                arg("data-dir", dir.join("etcd").display()),
+                arg("listen-client-urls", &etcd_url),
+                arg("advertise-client-urls", &etcd_url),
+                arg("listen-peer-urls", &peer_url),
+                arg("initial-advertise-peer-urls", &peer_url),
+                arg("initial-cluster", format!("tusk={peer_url}")),
+                arg("unsafe-no-fsync", true),
+                arg("log-level", "warn"),
+            ],
+        )?;
+        plane.wait("etcd", || async { etcd_healthy(etcd_client).await }).await?;
+
+        // kube-apiserver
+        let mut args = vec![
+            arg("etcd-servers", &etcd_url),
+            arg("bind-address", "127.0.0.1"),
+            arg("advertise-address", "127.0.0.1"),
+            arg("secure-port", apiserver_port),
+            arg("cert-dir", dir.join("apiserver-certs").display()),
+            arg("tls-cert-file", p("apiserver.crt")),
+            arg("tls-private-key-file", p("apiserver.key")),
+            arg("client-ca-file", p("ca.crt")),
+            arg("service-account-key-file", p("sa.key")),
+            arg("service-account-signing-key-file", p("sa.key")),
+            arg("service-account-issuer", "https://kubernetes.default.svc.cluster.local"),
+            arg("authorization-mode", "Node,RBAC"),
+            // Addresses are allocated from this range; nothing ever dials them.
+            arg("service-cluster-ip-range", "10.96.0.0/16"),
+            arg("endpoint-reconciler-type", "none"),
+            arg("allow-privileged", true),
+            arg("profiling", false),
+            arg("v", 1),
+        ];
+        if let Some(egress) = &options.egress_selector_config {
+            args.push(arg("egress-selector-config-file", egress.display()));
+        }
+        plane.spawn("kube-apiserver", args)?;
+        let kc = kubeconfig.display().to_string();
+        plane
+            .wait("kube-apiserver", || async {
+                let client = plane.client().await.ok()?;
+                let request = http::Request::get("/readyz").body(Vec::new()).ok()?;
+                (client.request_text(request).await.ok()? == "ok").then_some(())
+            })
+            .await?;
+
+        // kube-controller-manager and kube-scheduler
+        plane.spawn(
+            "kube-controller-manager",
+            vec![
+                arg("kubeconfig", &kc),
+                arg("authentication-kubeconfig", &kc),
+                arg("authorization-kubeconfig", &kc),
+                arg("leader-elect", false),
+                arg("bind-address", "127.0.0.1"),
+                arg("secure-port", free_port()?),
+                arg("cert-dir", dir.join("controller-manager-certs").display()),
+                arg("service-account-private-key-file", p("sa.key")),
+                arg("root-ca-file", p("ca.crt")),
+                arg("use-service-account-credentials", false),
+                arg("v", 1),
+            ],
+        )?;
+        plane
+            .wait("kube-controller-manager", || async {
+                // The service-account controller made the default namespace's account.
+                let client = plane.client().await.ok()?;
+                Api::<ServiceAccount>::namespaced(client, "default")
+                    .get_opt("default")
+                    .await
+                    .ok()?
+                    .map(|_| ())
+            })
+            .await?;
+        let scheduler_port = free_port()?;
+        plane.spawn(
+            "kube-scheduler",
+            vec![
+                arg("kubeconfig", &kc),
+                arg("authentication-kubeconfig", &kc),
+                arg("authorization-kubeconfig", &kc),
+                arg("leader-elect", false),
+                arg("bind-address", "127.0.0.1"),
+                arg("secure-port", scheduler_port),
+                arg("cert-dir", dir.join("scheduler-certs").display()),
+                arg("v", 1),
+            ],
+        )?;
+        plane
+            .wait("kube-scheduler", || async {
+                tokio::net::TcpStream::connect(("127.0.0.1", scheduler_port)).await.ok().map(|_| ())
+            })
+            .await?;
+
+        // kwok, and the one fake Node it manages.
+        let mut args = vec![
+            arg("kubeconfig", &kc),
+            arg("manage-all-nodes", false),
+            arg("manage-nodes-with-annotation-selector", "kwok.x-k8s.io/node=fake"),
+            arg("server-address", format!("127.0.0.1:{}", free_port()?)),
+            arg("node-ip", "10.244.0.1"),
+            arg("cidr", "10.244.0.0/24"),
+        ];
+        let stages = plane.toolchain.share("kwok-stages");
+        let mut stage_files: Vec<PathBuf> = fs::read_dir(&stages)
+            .map_err(io(format!("reading {}", stages.display())))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+            .collect();
+        stage_files.sort();
+        args.extend(stage_files.iter().map(|f| arg("config", f.display())));
+        plane.spawn("kwok", args)?;
+        let client = plane.client().await?;
+        Api::<Node>::all(client.clone())
+            .create(&PostParams::default(), &fake_node())
+            .await?;
+        plane
+            .wait("kwok", || async {
+                let node = Api::<Node>::all(client.clone()).get(NODE_NAME).await.ok()?;
+                let ready = node
+                    .status?
+                    .conditions?
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                ready.then_some(())
+            })
+            .await?;
+
+        eprintln!(
+            "testenv: control plane ready in {:.1}s at {server} (kubeconfig {})",
+            started.elapsed().as_secs_f64(),
+            kubeconfig.display()
+        );
+        Ok(plane)
+    }
+
+    fn spawn(&mut self, name: &'static str, args: Vec<String>) -> Result<()> {
+        let program = self.toolchain.bin(name);
+        let supervised = Supervised::spawn(&self.dir, name, &program, &args)?;
+        self.components.push(supervised);
+        Ok(())
+    }
+
+    /// Polls `ready` until it gives `Some`, failing early with the component's log if it died.
+    async fn wait<F, Fut>(&self, component: &'static str, ready: F) -> Result<()>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Option<()>>,
+    {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let proc = self
+            .components
+            .iter()
+            .find(|c| c.name() == component)
+            .expect("waiting for a started component");
+        loop {
+            if ready().await.is_some() {
+                return Ok(());
+            }
+            if !proc.alive() {
+                return Err(Error::Component {
+                    component,
+                    message: format!("exited during start\n{}", proc.log_tail(30)),
+                });
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Component {
+                    component,
+                    message: format!("not ready after {READY_TIMEOUT:?}\n{}", proc.log_tail(30)),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// A new client for the admin user, bound to the current tokio runtime.
+    pub async fn client(&self) -> Result<Client> {
+        let config = kube::Config::from_custom_kubeconfig(
+            Kubeconfig::read_from(&self.kubeconfig)?,
+            &KubeConfigOptions::default(),
+        )
+        .await?;
+        Ok(Client::try_from(config)?)
+    }
+
+    /// A new namespace named `<prefix>-<random>`, ready for pods (its default service account
+    /// exists).
+    pub async fn namespace(&self, prefix: &str) -> Result<String> {
+        let client = self.client().await?;
+        let ns: Namespace = serde_json::from_value(json!({
+            "metadata": {"generateName": format!("{prefix}-")}
+        }))
+        .expect("a namespace");
+        let created = Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await?;
+        let name = created.metadata.name.expect("the apiserver names it");
+        let accounts = Api::<ServiceAccount>::namespaced(client, &name);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while accounts.get_opt("default").await?.is_none() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(name)
+    }
+
+    /// `kubectl` with this control plane's kubeconfig.
+    pub fn kubectl(&self) -> Command {
+        let mut command = Command::new(self.toolchain.bin("kubectl"));
+        command.env("KUBECONFIG", &self.kubeconfig);
+        command
+    }
+
+    /// The admin kubeconfig.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// The apiserver's URL.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The CA that signed the apiserver's certificates, PEM.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// The control plane's directory (logs are under `logs/`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The toolchain it runs from.
+    pub fn toolchain(&self) -> &Toolchain {
+        &self.toolchain
+    }
+
+    /// Every key under `prefix` in etcd with its raw value, as kube-apiserver stored it (custom
+    /// resources are JSON). Read through etcd's JSON gateway on loopback.
+    pub async fn etcd_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        use base64::{Engine, engine::general_purpose::STANDARD};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut end = prefix.as_bytes().to_vec();
+        *end.last_mut().expect("a non-empty prefix") += 1;
+        let body = json!({"key": STANDARD.encode(prefix), "range_end": STANDARD.encode(&end)}).to_string();
+        let failed = |e: std::io::Error| Error::Component {
+            component: "etcd",
+            message: format!("range {prefix}: {e}"),
+        };
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.etcd_port)).await.map_err(failed)?;
+        let request = format!(
+            "POST /v3/kv/range HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.map_err(failed)?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.map_err(failed)?;
+        let text = String::from_utf8_lossy(&response);
+        let (_, json_body) = text.split_once("\r\n\r\n").unwrap_or_default();
+        let parsed: serde_json::Value = serde_json::from_str(json_body).map_err(|e| Error::Component {
+            component: "etcd",
+            message: format!("range {prefix}: {e}: {json_body}"),
+        })?;
+        let decode = |v: &serde_json::Value| STANDARD.decode(v.as_str().unwrap_or_default()).unwrap_or_default();
+        Ok(parsed["kvs"]
+            .as_array()
+            .map(|kvs| {
+                kvs.iter()
+                    .map(|kv| (String::from_utf8_lossy(&decode(&kv["key"])).into_owned(), decode(&kv["value"])))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// The process ids of the running components, by name.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        self.components
+            .iter()
+            .filter_map(|c| Some((c.name().to_owned(), c.pid()?)))
+            .collect()
+    }
+
+    /// Stops every component, newest first, and removes the directory.
+    pub fn stop(mut self) {
+        self.stop_all();
+    }
+
+    fn stop_all(&mut self) {
+        while let Some(mut component) = self.components.pop() {
+            component.stop();
+        }
+        self.janitor.finish();
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+async fn etcd_healthy(port: u16) -> Option<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    stream
+        .write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    response.contains(r#""health":"true""#).then_some(())
+}
+
+fn fake_node() -> Node {
+    serde_json::from_value(json!({
+        "metadata": {
+            "name": NODE_NAME,
+            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {
+                "kubernetes.io/hostname": NODE_NAME,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "type": "kwok",
+            },
+        },
+        "status": {
+            "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+            "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+            "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux", "kubeletVersion": "fake"},
+        },
+    }))
+    .expect("a node")
+}

@@ -1,0 +1,60 @@
+//! Tusk's test environment: a real Kubernetes control plane run as local processes on loopback.
+//!
+//! [`ControlPlane::start`] starts etcd, kube-apiserver (RBAC, service-account signing, its own CA
+//! and serving certificates, an admin kubeconfig), kube-controller-manager, kube-scheduler and kwok
+//! with one fake Node, from the programs `hack/testbin.sh` builds. [`shared`] gives every test in a
+//! test binary the same control plane; [`ControlPlane::namespace`] gives each test its own
+//! namespace.
+//!
+//! Every component runs under a small supervisor whose standard input is a pipe held by the test
+//! process. When the test process ends, however it ends (a normal exit, a panic, SIGKILL), the pipe
+//! closes and the supervisor stops its component, so no process outlives the test.
+
+pub mod control_plane;
+pub mod pki;
+mod process;
+pub mod toolchain;
+
+pub use control_plane::{ControlPlane, Options, shared};
+pub use toolchain::Toolchain;
+
+/// Why the environment could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The toolchain from `hack/testbin.sh` is missing or incomplete.
+    #[error("test toolchain: {0}")]
+    Toolchain(String),
+    /// A component did not start or did not become ready.
+    #[error("{component}: {message}")]
+    Component {
+        /// The component, such as `kube-apiserver`.
+        component: &'static str,
+        /// What went wrong, with the tail of its log.
+        message: String,
+    },
+    /// A local file or process operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A request to the apiserver failed.
+    #[error("apiserver: {0}")]
+    Kube(#[from] kube::Error),
+    /// The kubeconfig could not be read.
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(#[from] kube::config::KubeconfigError),
+    /// A certificate could not be made.
+    #[error("certificate: {0}")]
+    Certificate(#[from] rcgen::Error),
+}
+
+/// Result of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let context = context.into();
+    move |source| Error::Io { context, source }
+}

@@ -1,0 +1,157 @@
+//! Child processes that cannot outlive the test process.
+//!
+//! Each program runs under a bash supervisor whose standard input is a pipe that only the test
+//! process holds. End of file on that pipe (the test process let go of it, exited, panicked or was
+//! killed) makes the supervisor stop the program: SIGTERM, then SIGKILL after a grace period.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, Command, Stdio},
+};
+
+use crate::{Result, io};
+
+const SUPERVISOR: &str = r#"
+log=$1; pidfile=$2; shift 2
+"$@" </dev/null >>"$log" 2>&1 &
+child=$!
+echo "$child" >"$pidfile"
+while read -r _; do :; done
+kill -TERM "$child" 2>/dev/null
+for _ in $(seq 100); do kill -0 "$child" 2>/dev/null || break; sleep 0.1; done
+kill -KILL "$child" 2>/dev/null
+wait "$child" 2>/dev/null
+rm -f "$pidfile"
+"#;
+
+/// Waits for end of file, then for every supervised program of the directory to be gone, then
+/// removes the directory.
+const JANITOR: &str = r#"
+dir=$1
+while read -r _; do :; done
+for _ in $(seq 200); do
+  alive=
+  for f in "$dir"/run/*.pid; do
+    [ -e "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && alive=1
+  done
+  [ -z "$alive" ] && break
+  sleep 0.1
+done
+rm -rf "$dir"
+"#;
+
+/// A program under its supervisor.
+pub(crate) struct Supervised {
+    name: String,
+    supervisor: Child,
+    stdin: Option<ChildStdin>,
+    pidfile: PathBuf,
+    log: PathBuf,
+}
+
+impl Supervised {
+    /// Starts `command` with `args`; its output goes to `dir/logs/<name>.log`.
+    pub(crate) fn spawn(dir: &Path, name: &str, program: &Path, args: &[String]) -> Result<Self> {
+        let log = dir.join("logs").join(format!("{name}.log"));
+        let pidfile = dir.join("run").join(format!("{name}.pid"));
+        for d in [log.parent(), pidfile.parent()].into_iter().flatten() {
+            fs::create_dir_all(d).map_err(io(format!("creating {}", d.display())))?;
+        }
+        let mut supervisor = Command::new("bash")
+            .arg("-c")
+            .arg(SUPERVISOR)
+            .arg(format!("supervise-{name}"))
+            .arg(&log)
+            .arg(&pidfile)
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(io(format!("starting {}", program.display())))?;
+        let stdin = supervisor.stdin.take();
+        Ok(Self {
+            name: name.to_owned(),
+            supervisor,
+            stdin,
+            pidfile,
+            log,
+        })
+    }
+
+    /// The program's process id, once the supervisor has started it.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        fs::read_to_string(&self.pidfile).ok()?.trim().parse().ok()
+    }
+
+    /// Whether the program is still running (true until its pid is known).
+    pub(crate) fn alive(&self) -> bool {
+        match self.pid() {
+            Some(pid) => Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid),
+            None => true,
+        }
+    }
+
+    /// The last `lines` lines of the program's log.
+    pub(crate) fn log_tail(&self, lines: usize) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        let start = all.len().saturating_sub(lines);
+        format!("--- last lines of {} ---\n{}", self.log.display(), all[start..].join("\n"))
+    }
+
+    /// The name it was started under.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Stops the program and waits until it is gone.
+    pub(crate) fn stop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.supervisor.wait();
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn is_zombie(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(") ").map(|(_, rest)| rest.starts_with('Z')))
+        .unwrap_or(true)
+}
+
+/// Removes a directory once the test process is gone and every program in it has stopped.
+pub(crate) struct Janitor {
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl Janitor {
+    pub(crate) fn spawn(dir: &Path) -> Result<Self> {
+        let mut child = Command::new("bash")
+            .arg("-c")
+            .arg(JANITOR)
+            .arg("janitor")
+            .arg(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(io("starting the janitor"))?;
+        let stdin = child.stdin.take();
+        Ok(Self { child, stdin })
+    }
+
+    /// Removes the directory now, after the programs are stopped.
+    pub(crate) fn finish(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}

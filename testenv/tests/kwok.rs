@@ -1,0 +1,64 @@
+//! The fake kubelet: kwok runs the pods of a plain Deployment on the fake Node and reports them
+//! Ready, so the Deployment becomes Available. Later tests rely on this for Tusk's workloads.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
+use kube::{
+    Api,
+    api::{ListParams, PostParams},
+};
+use serde_json::json;
+
+#[tokio::test]
+async fn kwok_makes_a_plain_deployment_available() {
+    let plane = tusk_testenv::shared();
+    let client = plane.client().await.unwrap();
+    let ns = plane.namespace("kwok").await.unwrap();
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "registry.invalid/web:1"}]},
+            },
+        },
+    }))
+    .unwrap();
+    let api = Api::<Deployment>::namespaced(client.clone(), &ns);
+    api.create(&PostParams::default(), &deployment).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let d = api.get("web").await.unwrap();
+        let status = d.status.unwrap_or_default();
+        let available = status
+            .conditions
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Available" && c.status == "True");
+        if available && status.ready_replicas == Some(2) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Deployment is not Available with 2 ready replicas after 90 s: {:?}",
+            api.get("web").await.unwrap().status
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let pods = Api::<Pod>::namespaced(client, &ns)
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .unwrap();
+    assert_eq!(pods.items.len(), 2);
+    for pod in pods.items {
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.node_name.as_deref(), Some(tusk_testenv::control_plane::NODE_NAME));
+        let status = pod.status.unwrap();
+        assert_eq!(status.phase.as_deref(), Some("Running"));
+        // kwok hands out addresses from its fake range; nothing ever dials them.
+        assert!(status.pod_ip.unwrap_or_default().starts_with("10.244.0."));
+    }
+}

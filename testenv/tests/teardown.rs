@@ -1,0 +1,93 @@
+//! No process outlives the control plane: stopping it with SIGTERM (what `hack/down.sh` does)
+//! and killing its owner outright with SIGKILL both leave no component running and remove its
+//! directory.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+fn up(dir: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_tusk-testenv"))
+        .args(["up", "--dir"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for the control plane in `dir` to be ready; returns its components' process ids.
+fn wait_ready(dir: &Path, owner: &mut Child) -> Vec<(String, u32)> {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while !dir.join("ready").exists() {
+        assert!(owner.try_wait().unwrap().is_none(), "tusk-testenv up exited early");
+        assert!(Instant::now() < deadline, "not ready after 240 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut pids: Vec<(String, u32)> = std::fs::read_dir(dir.join("run"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| {
+            let name = p.file_stem().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&p).unwrap().trim().parse().unwrap())
+        })
+        .collect();
+    pids.sort();
+    pids
+}
+
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| !stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+fn assert_all_gone(pids: &[(String, u32)], dir: &Path, how: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let alive: Vec<_> = pids.iter().filter(|(_, pid)| running(*pid)).collect();
+        if alive.is_empty() && !dir.exists() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after {how}, 30 s later still running: {alive:?}; directory left: {}",
+            dir.exists()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = tempfile::tempdir().unwrap().keep().join(name);
+    assert!(!dir.exists());
+    dir
+}
+
+#[test]
+fn sigterm_and_sigkill_of_the_owner_both_stop_every_component() {
+    let dir = scratch("term");
+    let mut owner = up(&dir);
+    let pids = wait_ready(&dir, &mut owner);
+    let names: Vec<&str> = pids.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"]
+    );
+    assert!(pids.iter().all(|(_, pid)| running(*pid)));
+    Command::new("kill")
+        .args(["-TERM", &owner.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(owner.wait().unwrap().success());
+    assert_all_gone(&pids, &dir, "SIGTERM");
+
+    let dir = scratch("kill");
+    let mut owner = up(&dir);
+    let pids = wait_ready(&dir, &mut owner);
+    owner.kill().unwrap(); // SIGKILL: no destructor runs
+    owner.wait().unwrap();
+    assert_all_gone(&pids, &dir, "SIGKILL");
+}

@@ -1,0 +1,149 @@
+//! Tusk's CRDs on the real control plane from `tusk-testenv`, converting through Tusk's webhook
+//! server, which runs in the test process on 127.0.0.1.
+
+use std::{
+    path::PathBuf,
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{
+    Api, Client,
+    api::{ApiResource, DynamicObject, PostParams},
+    core::GroupVersionKind,
+};
+use tusk::{
+    crd::{ConversionWebhook, WebhookEndpoint},
+    webhook::{
+        server::{Config, Server},
+        tls::CertFiles,
+    },
+};
+use tusk_testenv::{ControlPlane, pki::Ca};
+
+/// Every kind, its plural, and the versions it serves, oldest first.
+pub const KINDS: &[(&str, &str, &[&str])] = &[
+    ("PostgresCluster", "postgresclusters", &["v1alpha1", "v1beta1", "v1"]),
+    ("PostgresUser", "postgresusers", &["v1alpha1", "v1"]),
+    ("PostgresDatabase", "postgresdatabases", &["v1alpha1", "v1"]),
+    ("PostgresBackup", "postgresbackups", &["v1alpha1", "v1"]),
+    ("PostgresBackupSchedule", "postgresbackupschedules", &["v1alpha1", "v1"]),
+];
+
+/// The URL of Tusk's webhook and the CA that signed its certificate.
+pub struct Webhook {
+    pub url: String,
+    pub ca_pem: String,
+}
+
+/// Starts Tusk's conversion webhook server on 127.0.0.1 for the rest of the test process, on a
+/// thread and runtime of its own, and returns how to reach it.
+pub fn webhook() -> &'static Webhook {
+    static WEBHOOK: OnceLock<Webhook> = OnceLock::new();
+    WEBHOOK.get_or_init(|| {
+        let ca = Ca::new("tusk webhook test CA");
+        let cert = ca.loopback_serving_cert("tusk-webhook");
+        let dir: PathBuf = tempfile::tempdir().unwrap().keep();
+        std::fs::write(dir.join("tls.key"), &cert.key_pem).unwrap();
+        std::fs::write(dir.join("tls.crt"), &cert.cert_pem).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let server = Server::bind(Config {
+                    listen: "127.0.0.1:0".parse().unwrap(),
+                    cert_files: CertFiles {
+                        cert: dir.join("tls.crt"),
+                        key: dir.join("tls.key"),
+                    },
+                    ..Config::default()
+                })
+                .await
+                .unwrap();
+                tx.send(server.local_addr().port()).unwrap();
+                server.run(std::future::pending()).await;
+            });
+        });
+        let port = rx.recv().expect("the webhook server starts");
+        Webhook {
+            url: format!("https://127.0.0.1:{port}{}", tusk::crd::CONVERT_PATH),
+            ca_pem: ca.cert_pem(),
+        }
+    })
+}
+
+/// Tusk's CRDs with conversion pointed at the test's webhook.
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    let webhook = webhook();
+    tusk::crd::crds(&ConversionWebhook {
+        endpoint: WebhookEndpoint::Url(webhook.url.clone()),
+        ca_bundle: Some(webhook.ca_pem.as_bytes().to_vec()),
+    })
+}
+
+/// Creates (or replaces) `crds` and waits until every one is Established.
+pub async fn install(client: &Client, crds: &[CustomResourceDefinition]) {
+    let api = Api::<CustomResourceDefinition>::all(client.clone());
+    for crd in crds {
+        let name = crd.metadata.name.clone().unwrap();
+        match api.get_opt(&name).await.unwrap() {
+            None => {
+                api.create(&PostParams::default(), crd).await.unwrap();
+            }
+            Some(current) => {
+                let mut crd = crd.clone();
+                crd.metadata.resource_version = current.metadata.resource_version;
+                api.replace(&name, &PostParams::default(), &crd).await.unwrap();
+            }
+        }
+    }
+    for crd in crds {
+        wait_established(&api, crd.metadata.name.as_deref().unwrap()).await;
+    }
+}
+
+pub async fn wait_established(api: &Api<CustomResourceDefinition>, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let crd = api.get(name).await.unwrap();
+        let established = crd
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        if established {
+            return;
+        }
+        assert!(Instant::now() < deadline, "CRD {name} not Established in 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The API of `kind` at `version` in `namespace`.
+pub fn api(client: &Client, namespace: &str, kind: &str, version: &str) -> Api<DynamicObject> {
+    let (_, plural, _) = KINDS.iter().find(|(k, _, _)| *k == kind).unwrap();
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(tusk::api::GROUP, version, kind),
+        plural,
+    );
+    Api::namespaced_with(client.clone(), namespace, &resource)
+}
+
+/// The control plane of this test binary with Tusk's CRDs installed, started once.
+pub async fn plane_with_crds() -> &'static ControlPlane {
+    static INSTALLED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    let plane = tusk_testenv::shared();
+    INSTALLED
+        .get_or_init(|| async {
+            let client = plane.client().await.unwrap();
+            install(&client, &crds()).await;
+        })
+        .await;
+    plane
+}
