@@ -143,15 +143,27 @@ build_kwok() {
   mv "$DEST/stages/storage-class.yaml" "$DEST/storage-class.yaml"
 }
 
+# `go install pkg@version` needs the module's version list for its deprecation check, and the
+# proxy refuses that list for operator-framework's modules here (403), so these two build in a
+# throwaway module instead.
 build_opm() {
-  GOBIN="$DEST" go install -ldflags "-s -w" -tags=json1,containers_image_openpgp \
-    "github.com/operator-framework/operator-registry/cmd/opm@v$OPM_VERSION"
+  local m
+  m=$(scratch_module opm)
+  cd "$m"
+  go get "github.com/operator-framework/operator-registry/cmd/opm@v$OPM_VERSION" >/dev/null
+  go build -ldflags "-s -w" -tags=json1,containers_image_openpgp -o "$DEST/opm" \
+    github.com/operator-framework/operator-registry/cmd/opm
 }
 
 build_olm() {
-  GOBIN="$DEST" go install -ldflags "-s -w" \
-    "github.com/operator-framework/operator-lifecycle-manager/cmd/olm@v$OLM_VERSION" \
-    "github.com/operator-framework/operator-lifecycle-manager/cmd/catalog@v$OLM_VERSION"
+  local m cmd
+  m=$(scratch_module olm)
+  cd "$m"
+  go get "github.com/operator-framework/operator-lifecycle-manager/cmd/olm@v$OLM_VERSION" \
+    "github.com/operator-framework/operator-lifecycle-manager/cmd/catalog@v$OLM_VERSION" >/dev/null
+  for cmd in olm catalog; do
+    go build -ldflags "-s -w" -o "$DEST/$cmd" "github.com/operator-framework/operator-lifecycle-manager/cmd/$cmd"
+  done
 }
 
 build_of_api() {

@@ -193,7 +193,10 @@ pub async fn main(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::MigrateStorage(args) => {
             let client = kube::Client::try_default().await?;
             let names = if args.crds.is_empty() {
-                crate::api::crds().into_iter().filter_map(|c| c.metadata.name).collect()
+                crate::api::crds()
+                    .into_iter()
+                    .filter_map(|c| c.metadata.name)
+                    .collect()
             } else {
                 args.crds
             };
@@ -201,7 +204,12 @@ pub async fn main(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 let m = crate::migrate::migrate(&client, &name).await?;
                 println!(
                     "{}: {} objects rewritten at {} ({} deleted meanwhile); storedVersions was {:?}, now [{:?}]",
-                    m.crd, m.rewritten, m.storage_version, m.gone, m.stored_versions_before, m.storage_version
+                    m.crd,
+                    m.rewritten,
+                    m.storage_version,
+                    m.gone,
+                    m.stored_versions_before,
+                    m.storage_version
                 );
             }
             Ok(())

@@ -73,7 +73,11 @@ pub async fn migrate(client: &Client, crd_name: &str) -> Result<Migration, Migra
         .ok_or_else(|| MigrateError::NoStorageVersion(crd_name.to_owned()))?
         .name
         .clone();
-    let before = crd.status.as_ref().and_then(|s| s.stored_versions.clone()).unwrap_or_default();
+    let before = crd
+        .status
+        .as_ref()
+        .and_then(|s| s.stored_versions.clone())
+        .unwrap_or_default();
     let resource = ApiResource {
         group: crd.spec.group.clone(),
         version: storage.clone(),
@@ -98,7 +102,10 @@ pub async fn migrate(client: &Client, crd_name: &str) -> Result<Migration, Migra
                 (true, Some(ns)) => Api::namespaced_with(client.clone(), ns, &resource),
                 _ => all.clone(),
             };
-            if rewrite(&api, object).await.map_err(fail("rewriting an object".into()))? {
+            if rewrite(&api, object)
+                .await
+                .map_err(fail("rewriting an object".into()))?
+            {
                 migration.rewritten += 1;
             } else {
                 migration.gone += 1;

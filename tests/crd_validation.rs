@@ -307,7 +307,7 @@ fn cluster_rules_refuse_with_a_message_naming_the_field() {
     refuse(
         json!({"postgres": {"parameters": {"port": "5433", "work_mem": "4MB"}}}),
         None,
-        "spec.postgres: parameters may not set port: Tusk manages these; all other PostgreSQL parameters are allowed",
+        "spec.postgres: parameters may not set port: Tusk manages it; all other PostgreSQL parameters are allowed",
     );
     refuse(
         json!({"storage": {"data": {"storageClassName": "slow"}}}),

@@ -40,32 +40,65 @@ async fn stored_versions(plane: &ControlPlane) -> BTreeMap<String, String> {
 fn samples(kind: &str) -> Vec<(&'static str, Value)> {
     match kind {
         "PostgresCluster" => vec![
-            ("v1alpha1", json!({"version": "16", "replicas": 2, "storageSize": "1Gi", "parameters": {"work_mem": "8MB"}})),
-            ("v1beta1", json!({"postgresVersion": 17, "instances": 3, "storage": {"size": "5Gi"}})),
-            ("v1", json!({"postgres": {"version": 18, "image": "postgres:18"}, "storage": {"data": {"size": "2Gi"}}, "paused": true, "tls": {"mode": "Operator"}})),
+            (
+                "v1alpha1",
+                json!({"version": "16", "replicas": 2, "storageSize": "1Gi", "parameters": {"work_mem": "8MB"}}),
+            ),
+            (
+                "v1beta1",
+                json!({"postgresVersion": 17, "instances": 3, "storage": {"size": "5Gi"}}),
+            ),
+            (
+                "v1",
+                json!({"postgres": {"version": 18, "image": "postgres:18"}, "storage": {"data": {"size": "2Gi"}}, "paused": true, "tls": {"mode": "Operator"}}),
+            ),
         ],
         "PostgresUser" => vec![
-            ("v1alpha1", json!({"cluster": "db", "username": "app", "connectionLimit": 5})),
-            ("v1", json!({"cluster": {"name": "db"}, "roleName": "reporting", "memberOf": ["readers"], "createdb": true})),
+            (
+                "v1alpha1",
+                json!({"cluster": "db", "username": "app", "connectionLimit": 5}),
+            ),
+            (
+                "v1",
+                json!({"cluster": {"name": "db"}, "roleName": "reporting", "memberOf": ["readers"], "createdb": true}),
+            ),
         ],
         "PostgresDatabase" => vec![
-            ("v1alpha1", json!({"cluster": "db", "owner": "app", "extensions": ["pg_trgm"]})),
-            ("v1", json!({"cluster": {"name": "db"}, "owner": "app", "databaseName": "shop", "locale": "C.UTF-8"})),
+            (
+                "v1alpha1",
+                json!({"cluster": "db", "owner": "app", "extensions": ["pg_trgm"]}),
+            ),
+            (
+                "v1",
+                json!({"cluster": {"name": "db"}, "owner": "app", "databaseName": "shop", "locale": "C.UTF-8"}),
+            ),
         ],
         "PostgresBackup" => vec![
             ("v1alpha1", json!({"cluster": "db", "method": "dump"})),
-            ("v1", json!({"cluster": {"name": "db"}, "target": {"volume": {"claimName": "backups"}}})),
+            (
+                "v1",
+                json!({"cluster": {"name": "db"}, "target": {"volume": {"claimName": "backups"}}}),
+            ),
         ],
         "PostgresBackupSchedule" => vec![
-            ("v1alpha1", json!({"cluster": "db", "schedule": "@daily", "keepLast": 7})),
-            ("v1", json!({"cluster": {"name": "db"}, "schedule": "0 3 * * *", "timeZone": "Europe/Berlin", "retention": {"maxAge": "30d"}})),
+            (
+                "v1alpha1",
+                json!({"cluster": "db", "schedule": "@daily", "keepLast": 7}),
+            ),
+            (
+                "v1",
+                json!({"cluster": {"name": "db"}, "schedule": "0 3 * * *", "timeZone": "Europe/Berlin", "retention": {"maxAge": "30d"}}),
+            ),
         ],
         other => panic!("{other}"),
     }
 }
 
 fn stored(crd: &CustomResourceDefinition) -> Vec<String> {
-    crd.status.as_ref().and_then(|s| s.stored_versions.clone()).unwrap_or_default()
+    crd.status
+        .as_ref()
+        .and_then(|s| s.stored_versions.clone())
+        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,7 +142,14 @@ async fn objects_stored_at_v1alpha1_are_rewritten_at_v1_and_stored_versions_trim
     let mut at_v1 = BTreeMap::new();
     for (kind, name) in &names {
         let o = api(&client, &ns, kind, "v1").get(name).await.unwrap();
-        at_v1.insert(name.clone(), (o.data["spec"].clone(), o.annotations().clone(), o.labels().clone()));
+        at_v1.insert(
+            name.clone(),
+            (
+                o.data["spec"].clone(),
+                o.annotations().clone(),
+                o.labels().clone(),
+            ),
+        );
     }
 
     // The upgrade: v1 becomes the storage version.
@@ -133,7 +173,10 @@ async fn objects_stored_at_v1alpha1_are_rewritten_at_v1_and_stored_versions_trim
         if stored_versions(plane).await.get(&key).map(String::as_str) == Some("tusk.dev/v1") {
             break;
         }
-        assert!(Instant::now() < deadline, "the apiserver never switched its storage version to v1");
+        assert!(
+            Instant::now() < deadline,
+            "the apiserver never switched its storage version to v1"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let old_ones = stored_versions(plane)
@@ -152,7 +195,9 @@ async fn objects_stored_at_v1alpha1_are_rewritten_at_v1_and_stored_versions_trim
         .await
         .expect_err("dropping a stored version must be refused");
     assert!(
-        refused.to_string().contains("status.storedVersions[0]: Invalid value: \"v1alpha1\": missing from spec.versions"),
+        refused
+            .to_string()
+            .contains("status.storedVersions[0]: Invalid value: \"v1alpha1\": missing from spec.versions"),
         "{refused}"
     );
 
@@ -163,9 +208,16 @@ async fn objects_stored_at_v1alpha1_are_rewritten_at_v1_and_stored_versions_trim
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     eprintln!("{stdout}");
-    assert!(stdout.contains("postgresclusters.tusk.dev: 3 objects rewritten at v1"), "{stdout}");
+    assert!(
+        stdout.contains("postgresclusters.tusk.dev: 3 objects rewritten at v1"),
+        "{stdout}"
+    );
 
     let after = stored_versions(plane).await;
     assert!(
@@ -180,7 +232,11 @@ async fn objects_stored_at_v1alpha1_are_rewritten_at_v1_and_stored_versions_trim
     for (kind, name) in &names {
         let o = api(&client, &ns, kind, "v1").get(name).await.unwrap();
         assert_eq!(
-            (o.data["spec"].clone(), o.annotations().clone(), o.labels().clone()),
+            (
+                o.data["spec"].clone(),
+                o.annotations().clone(),
+                o.labels().clone()
+            ),
             at_v1[name],
             "{name}"
         );
@@ -193,6 +249,9 @@ async fn objects_stored_at_v1alpha1_are_rewritten_at_v1_and_stored_versions_trim
         .replace("postgresusers.tusk.dev", &PostParams::default(), &next_release)
         .await
         .expect("dropping v1alpha1 after the migration");
-    let user = api(&client, &ns, "PostgresUser", "v1").get("postgresuser-0").await.unwrap();
+    let user = api(&client, &ns, "PostgresUser", "v1")
+        .get("postgresuser-0")
+        .await
+        .unwrap();
     assert_eq!(user.data["spec"]["roleName"], "app");
 }

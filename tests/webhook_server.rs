@@ -16,13 +16,13 @@ use hyper::{Request, body::Bytes};
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
-use tusk_testenv::pki::{Ca, KeyedCert};
 use tokio::{net::TcpStream, sync::oneshot};
 use tokio_rustls::{TlsConnector, client::TlsStream};
 use tusk::webhook::{
     server::{Config, Server},
     tls::CertFiles,
 };
+use tusk_testenv::pki::{Ca, KeyedCert};
 
 fn write_cert(dir: &Path, cert: &KeyedCert) {
     // Write the key first, then the certificate, as a rotation would: in between, the files do not

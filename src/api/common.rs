@@ -12,6 +12,10 @@ pub const DNS_LABEL_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 /// A Kubernetes resource quantity without sign, as used for storage sizes (`10Gi`, `500M`).
 pub const STORAGE_QUANTITY_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$";
 
+/// Longest storage quantity accepted. The bound also lets kube-apiserver's CEL cost estimator
+/// price the messages that quote a size.
+pub const MAX_QUANTITY_LENGTH: u32 = 64;
+
 /// A container image reference pinned by tag, digest, or both.
 pub const IMAGE_PATTERN: &str = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]+[a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127}|@sha256:[a-f0-9]{64}|:[A-Za-z0-9_][A-Za-z0-9._-]{0,127}@sha256:[a-f0-9]{64})$";
 
@@ -176,7 +180,7 @@ pub struct S3Target {
 #[serde(deny_unknown_fields)]
 pub struct VolumeSpec {
     /// Requested size, a Kubernetes quantity such as `10Gi`. It may grow but never shrink.
-    #[schemars(regex(pattern = STORAGE_QUANTITY_PATTERN))]
+    #[schemars(regex(pattern = STORAGE_QUANTITY_PATTERN), length(max = MAX_QUANTITY_LENGTH))]
     pub size: String,
     /// StorageClass for the volume; the cluster default when omitted. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -123,13 +123,15 @@ impl ControlPlane {
             ],
         );
         let admin = ca.client_cert("tusk-admin", &["system:masters"]);
+        let (sa_key, sa_pub) = pki::key_pair_pem();
         let files = [
             ("ca.crt", ca.cert_pem()),
             ("apiserver.crt", serving.cert_pem),
             ("apiserver.key", serving.key_pem),
             ("admin.crt", admin.cert_pem),
             ("admin.key", admin.key_pem),
-            ("sa.key", pki::private_key_pem()),
+            ("sa.key", sa_key),
+            ("sa.pub", sa_pub),
         ];
         for (name, contents) in &files {
             write(&pki.join(name), contents)?;
@@ -183,7 +185,9 @@ impl ControlPlane {
                 arg("log-level", "warn"),
             ],
         )?;
-        plane.wait("etcd", || async { etcd_healthy(etcd_client).await }).await?;
+        plane
+            .wait("etcd", || async { etcd_healthy(etcd_client).await })
+            .await?;
 
         // kube-apiserver
         let mut args = vec![
@@ -195,9 +199,12 @@ impl ControlPlane {
             arg("tls-cert-file", p("apiserver.crt")),
             arg("tls-private-key-file", p("apiserver.key")),
             arg("client-ca-file", p("ca.crt")),
-            arg("service-account-key-file", p("sa.key")),
+            arg("service-account-key-file", p("sa.pub")),
             arg("service-account-signing-key-file", p("sa.key")),
-            arg("service-account-issuer", "https://kubernetes.default.svc.cluster.local"),
+            arg(
+                "service-account-issuer",
+                "https://kubernetes.default.svc.cluster.local",
+            ),
             arg("authorization-mode", "Node,RBAC"),
             // Addresses are allocated from this range; nothing ever dials them.
             arg("service-cluster-ip-range", "10.96.0.0/16"),
@@ -263,7 +270,10 @@ impl ControlPlane {
         )?;
         plane
             .wait("kube-scheduler", || async {
-                tokio::net::TcpStream::connect(("127.0.0.1", scheduler_port)).await.ok().map(|_| ())
+                tokio::net::TcpStream::connect(("127.0.0.1", scheduler_port))
+                    .await
+                    .ok()
+                    .map(|_| ())
             })
             .await?;
 
@@ -422,7 +432,9 @@ impl ControlPlane {
             component: "etcd",
             message: format!("range {prefix}: {e}"),
         };
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.etcd_port)).await.map_err(failed)?;
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.etcd_port))
+            .await
+            .map_err(failed)?;
         let request = format!(
             "POST /v3/kv/range HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
@@ -436,12 +448,21 @@ impl ControlPlane {
             component: "etcd",
             message: format!("range {prefix}: {e}: {json_body}"),
         })?;
-        let decode = |v: &serde_json::Value| STANDARD.decode(v.as_str().unwrap_or_default()).unwrap_or_default();
+        let decode = |v: &serde_json::Value| {
+            STANDARD
+                .decode(v.as_str().unwrap_or_default())
+                .unwrap_or_default()
+        };
         Ok(parsed["kvs"]
             .as_array()
             .map(|kvs| {
                 kvs.iter()
-                    .map(|kv| (String::from_utf8_lossy(&decode(&kv["key"])).into_owned(), decode(&kv["value"])))
+                    .map(|kv| {
+                        (
+                            String::from_utf8_lossy(&decode(&kv["key"])).into_owned(),
+                            decode(&kv["value"]),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default())

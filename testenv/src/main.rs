@@ -35,8 +35,8 @@ async fn main() -> ExitCode {
         eprintln!("tusk-testenv: writing {}: {e}", ready.display());
         return ExitCode::FAILURE;
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("a SIGTERM handler");
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler");
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}

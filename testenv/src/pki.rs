@@ -27,7 +27,11 @@ impl Ca {
     pub fn new(name: &str) -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("no names to check");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         params.distinguished_name.push(DnType::CommonName, name);
         let key = KeyPair::generate().expect("ECDSA P-256 key generation");
         let issuer = CertifiedIssuer::self_signed(params, key).expect("self-signing a CA");
@@ -77,9 +81,14 @@ impl Ca {
     }
 
     fn sign(&self, mut params: CertificateParams) -> KeyedCert {
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         let key = KeyPair::generate().expect("ECDSA P-256 key generation");
-        let cert = params.signed_by(&key, &self.issuer).expect("signing a certificate");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("signing a certificate");
         KeyedCert {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
@@ -88,7 +97,9 @@ impl Ca {
     }
 }
 
-/// A fresh ECDSA P-256 private key, PKCS#8 PEM (for service-account token signing).
-pub fn private_key_pem() -> String {
-    KeyPair::generate().expect("ECDSA P-256 key generation").serialize_pem()
+/// A fresh ECDSA P-256 key pair as (PKCS#8 private key, SubjectPublicKeyInfo public key), both PEM
+/// (for service-account token signing).
+pub fn key_pair_pem() -> (String, String) {
+    let key = KeyPair::generate().expect("ECDSA P-256 key generation");
+    (key.serialize_pem(), key.public_key_pem())
 }

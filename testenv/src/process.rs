@@ -99,7 +99,11 @@ impl Supervised {
         let text = fs::read_to_string(&self.log).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         let start = all.len().saturating_sub(lines);
-        format!("--- last lines of {} ---\n{}", self.log.display(), all[start..].join("\n"))
+        format!(
+            "--- last lines of {} ---\n{}",
+            self.log.display(),
+            all[start..].join("\n")
+        )
     }
 
     /// The name it was started under.

@@ -55,7 +55,10 @@ async fn kwok_makes_a_plain_deployment_available() {
     assert_eq!(pods.items.len(), 2);
     for pod in pods.items {
         let spec = pod.spec.unwrap();
-        assert_eq!(spec.node_name.as_deref(), Some(tusk_testenv::control_plane::NODE_NAME));
+        assert_eq!(
+            spec.node_name.as_deref(),
+            Some(tusk_testenv::control_plane::NODE_NAME)
+        );
         let status = pod.status.unwrap();
         assert_eq!(status.phase.as_deref(), Some("Running"));
         // kwok hands out addresses from its fake range; nothing ever dials them.

@@ -22,7 +22,10 @@ fn up(dir: &Path) -> Child {
 fn wait_ready(dir: &Path, owner: &mut Child) -> Vec<(String, u32)> {
     let deadline = Instant::now() + Duration::from_secs(240);
     while !dir.join("ready").exists() {
-        assert!(owner.try_wait().unwrap().is_none(), "tusk-testenv up exited early");
+        assert!(
+            owner.try_wait().unwrap().is_none(),
+            "tusk-testenv up exited early"
+        );
         assert!(Instant::now() < deadline, "not ready after 240 s");
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -40,7 +43,11 @@ fn wait_ready(dir: &Path, owner: &mut Child) -> Vec<(String, u32)> {
 
 fn running(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| !stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
+        .map(|stat| {
+            !stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z'))
+        })
         .unwrap_or(false)
 }
 
@@ -60,21 +67,28 @@ fn assert_all_gone(pids: &[(String, u32)], dir: &Path, how: &str) {
     }
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = tempfile::tempdir().unwrap().keep().join(name);
-    assert!(!dir.exists());
-    dir
+/// A path that does not exist yet, inside a temp dir removed when the returned guard drops.
+fn scratch(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join(name);
+    (parent, dir)
 }
 
 #[test]
 fn sigterm_and_sigkill_of_the_owner_both_stop_every_component() {
-    let dir = scratch("term");
+    let (_parent, dir) = scratch("term");
     let mut owner = up(&dir);
     let pids = wait_ready(&dir, &mut owner);
     let names: Vec<&str> = pids.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
-        ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"]
+        [
+            "etcd",
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "kwok"
+        ]
     );
     assert!(pids.iter().all(|(_, pid)| running(*pid)));
     Command::new("kill")
@@ -84,7 +98,7 @@ fn sigterm_and_sigkill_of_the_owner_both_stop_every_component() {
     assert!(owner.wait().unwrap().success());
     assert_all_gone(&pids, &dir, "SIGTERM");
 
-    let dir = scratch("kill");
+    let (_parent, dir) = scratch("kill");
     let mut owner = up(&dir);
     let pids = wait_ready(&dir, &mut owner);
     owner.kill().unwrap(); // SIGKILL: no destructor runs

@@ -24,11 +24,19 @@ use tusk_testenv::{ControlPlane, pki::Ca};
 
 /// Every kind, its plural, and the versions it serves, oldest first.
 pub const KINDS: &[(&str, &str, &[&str])] = &[
-    ("PostgresCluster", "postgresclusters", &["v1alpha1", "v1beta1", "v1"]),
+    (
+        "PostgresCluster",
+        "postgresclusters",
+        &["v1alpha1", "v1beta1", "v1"],
+    ),
     ("PostgresUser", "postgresusers", &["v1alpha1", "v1"]),
     ("PostgresDatabase", "postgresdatabases", &["v1alpha1", "v1"]),
     ("PostgresBackup", "postgresbackups", &["v1alpha1", "v1"]),
-    ("PostgresBackupSchedule", "postgresbackupschedules", &["v1alpha1", "v1"]),
+    (
+        "PostgresBackupSchedule",
+        "postgresbackupschedules",
+        &["v1alpha1", "v1"],
+    ),
 ];
 
 /// The URL of Tusk's webhook and the CA that signed its certificate.
@@ -128,10 +136,8 @@ pub async fn wait_established(api: &Api<CustomResourceDefinition>, name: &str) {
 /// The API of `kind` at `version` in `namespace`.
 pub fn api(client: &Client, namespace: &str, kind: &str, version: &str) -> Api<DynamicObject> {
     let (_, plural, _) = KINDS.iter().find(|(k, _, _)| *k == kind).unwrap();
-    let resource = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk(tusk::api::GROUP, version, kind),
-        plural,
-    );
+    let resource =
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(tusk::api::GROUP, version, kind), plural);
     Api::namespaced_with(client.clone(), namespace, &resource)
 }
 

@@ -118,7 +118,7 @@ fn backup_target() -> impl Strategy<Value = BackupTarget> {
             s3: None
         }),
         (
-            dns_name(),
+            "[a-z0-9][a-z0-9-]{1,20}[a-z0-9]",
             of("[a-z/]{1,10}"),
             of(Just("https://minio.example:9000".to_owned())),
             of(Just("eu-west-1".to_owned())),
@@ -173,7 +173,7 @@ pub fn metadata() -> impl Strategy<Value = Value> {
     let annotations = of(proptest::collection::btree_map(
         prop_oneof![
             Just(CONVERSION_DATA_ANNOTATION.to_owned()),
-            "example.com/[a-z]{1,6}"
+            "example\\.com/[a-z]{1,6}"
         ],
         prop_oneof![foreign, "[ -~]{0,10}"],
         1..3,

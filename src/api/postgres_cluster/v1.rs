@@ -7,7 +7,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::reserved_parameters_rule;
+use super::postgres_rules;
 use crate::api::common::{
     BackupConfiguration, Binding, Condition, IMAGE_PATTERN, MAX_INSTANCES, MAX_POSTGRES_MAJOR,
     MIN_POSTGRES_MAJOR, ReclaimPolicy, VolumeSpec,
@@ -111,13 +111,7 @@ pub struct PostgresClusterSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [
-    {
-        "rule": "self.version >= oldSelf.version",
-        "messageExpression": "'version cannot go down from ' + string(oldSelf.version) + ' to ' + string(self.version) + ': a major-version downgrade is not possible; allowed are ' + string(oldSelf.version) + ' or higher'"
-    },
-    reserved_parameters_rule()
-]))]
+#[schemars(extend("x-kubernetes-validations" = postgres_rules()))]
 pub struct PostgresSpec {
     /// PostgreSQL major version. It may go up (a major upgrade) but never down.
     #[schemars(range(min = MIN_POSTGRES_MAJOR, max = MAX_POSTGRES_MAJOR))]
@@ -150,7 +144,9 @@ pub struct StorageSpec {
     /// What happens to the volumes when the cluster is deleted: `Retain` (the default) keeps them,
     /// `Delete` removes them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("default" = "Retain"))]
+    // Absent means Retain. There is deliberately no schema default: the apiserver would add it to
+    // objects written at older versions, which cannot hold it, so every read at those versions
+    // would carry a conversion annotation the user never wrote.
     pub reclaim_policy: Option<ReclaimPolicy>,
 }
 

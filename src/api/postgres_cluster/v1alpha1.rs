@@ -7,7 +7,8 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::api::common::{
-    Binding, Condition, MAX_INSTANCES, MAX_POSTGRES_MAJOR, MIN_POSTGRES_MAJOR, STORAGE_QUANTITY_PATTERN,
+    Binding, Condition, MAX_INSTANCES, MAX_POSTGRES_MAJOR, MAX_QUANTITY_LENGTH, MIN_POSTGRES_MAJOR,
+    STORAGE_QUANTITY_PATTERN,
 };
 
 /// A PostgreSQL cluster: one primary and zero or more streaming replicas.
@@ -62,9 +63,9 @@ use crate::api::common::{
     {
         "rule": "quantity(self.storageSize).compareTo(quantity(oldSelf.storageSize)) >= 0",
         "messageExpression": "'storageSize may grow but never shrink: it is ' + oldSelf.storageSize + ', so allowed values are ' + oldSelf.storageSize + ' or more'"
-    },
-    super::reserved_parameters_rule()
+    }
 ]))]
+#[schemars(transform = add_reserved_parameter_rules)]
 pub struct PostgresClusterSpec {
     /// PostgreSQL major version as a string, for example `"16"`. It may go up but never down.
     pub version: MajorVersion,
@@ -73,7 +74,7 @@ pub struct PostgresClusterSpec {
     #[schemars(range(min = 1, max = MAX_INSTANCES), extend("default" = 1))]
     pub replicas: Option<i32>,
     /// Size of each instance's data volume, a Kubernetes quantity such as `10Gi`.
-    #[schemars(regex(pattern = STORAGE_QUANTITY_PATTERN))]
+    #[schemars(regex(pattern = STORAGE_QUANTITY_PATTERN), length(max = MAX_QUANTITY_LENGTH))]
     pub storage_size: String,
     /// StorageClass of the data volumes; the cluster default when omitted. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -152,4 +153,11 @@ pub struct PostgresClusterStatus {
     /// The Secret with superuser connection details (servicebinding.io).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binding: Option<Binding>,
+}
+
+/// Appends the reserved-parameter rules to the spec's own rules.
+fn add_reserved_parameter_rules(schema: &mut schemars::Schema) {
+    if let Some(serde_json::Value::Array(rules)) = schema.get_mut("x-kubernetes-validations") {
+        rules.extend(super::reserved_parameter_rules());
+    }
 }

@@ -7,7 +7,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::reserved_parameters_rule;
+use super::{no_downgrade_rule, postgresql_rules};
 use crate::api::common::{
     BackupConfiguration, Binding, Condition, MAX_INSTANCES, MAX_POSTGRES_MAJOR, MIN_POSTGRES_MAJOR,
     VolumeSpec,
@@ -58,10 +58,7 @@ use crate::api::common::{
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "self.postgresVersion >= oldSelf.postgresVersion",
-    "messageExpression": "'postgresVersion cannot go down from ' + string(oldSelf.postgresVersion) + ' to ' + string(self.postgresVersion) + ': a major-version downgrade is not possible; allowed are ' + string(oldSelf.postgresVersion) + ' or higher'"
-}]))]
+#[schemars(extend("x-kubernetes-validations" = [no_downgrade_rule("postgresVersion")]))]
 #[serde(deny_unknown_fields)]
 pub struct PostgresClusterSpec {
     /// PostgreSQL major version. It may go up (a major upgrade) but never down.
@@ -88,7 +85,7 @@ pub struct PostgresClusterSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [reserved_parameters_rule()]))]
+#[schemars(extend("x-kubernetes-validations" = postgresql_rules()))]
 pub struct PostgresqlSpec {
     /// `postgresql.conf` parameters, by name. Tusk-managed parameters such as `port` are refused.
     #[schemars(extend("maxProperties" = 256))]

@@ -87,7 +87,9 @@ pub struct PostgresDatabaseSpec {
     /// What happens to the database when this object is deleted: `Retain` (the default) keeps it,
     /// `Delete` drops it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("default" = "Retain"))]
+    // Absent means Retain. There is deliberately no schema default: the apiserver would add it to
+    // objects written at older versions, which cannot hold it, so every read at those versions
+    // would carry a conversion annotation the user never wrote.
     pub reclaim_policy: Option<ReclaimPolicy>,
 }
 

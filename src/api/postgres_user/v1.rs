@@ -106,7 +106,9 @@ pub struct PostgresUserSpec {
     /// What happens to the role when this object is deleted: `Delete` (the default) drops it after
     /// reassigning what it owns to the database owner, `Retain` keeps it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("default" = "Delete"))]
+    // Absent means Delete. There is deliberately no schema default: the apiserver would add it to
+    // objects written at older versions, which cannot hold it, so every read at those versions
+    // would carry a conversion annotation the user never wrote.
     pub reclaim_policy: Option<ReclaimPolicy>,
 }
 
