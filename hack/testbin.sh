@@ -151,7 +151,8 @@ build_opm() {
   m=$(scratch_module opm)
   cd "$m"
   go get "github.com/operator-framework/operator-registry/cmd/opm@v$OPM_VERSION" >/dev/null
-  go build -ldflags "-s -w" -tags=json1,containers_image_openpgp -o "$DEST/opm" \
+  go build -ldflags "-s -w -X github.com/operator-framework/operator-registry/cmd/opm/version.opmVersion=v$OPM_VERSION" \
+    -tags=json1,containers_image_openpgp -o "$DEST/opm" \
     github.com/operator-framework/operator-registry/cmd/opm
 }
 
@@ -162,7 +163,8 @@ build_olm() {
   go get "github.com/operator-framework/operator-lifecycle-manager/cmd/olm@v$OLM_VERSION" \
     "github.com/operator-framework/operator-lifecycle-manager/cmd/catalog@v$OLM_VERSION" >/dev/null
   for cmd in olm catalog; do
-    go build -ldflags "-s -w" -o "$DEST/$cmd" "github.com/operator-framework/operator-lifecycle-manager/cmd/$cmd"
+    go build -ldflags "-s -w -X github.com/operator-framework/operator-lifecycle-manager/pkg/version.OLMVersion=$OLM_VERSION" \
+      -o "$DEST/$cmd" "github.com/operator-framework/operator-lifecycle-manager/cmd/$cmd"
   done
 }
 

@@ -105,3 +105,24 @@ fn sigterm_and_sigkill_of_the_owner_both_stop_every_component() {
     owner.wait().unwrap();
     assert_all_gone(&pids, &dir, "SIGKILL");
 }
+
+#[test]
+fn under_ci_a_missing_toolchain_fails_instead_of_building_or_skipping() {
+    let empty = tempfile::tempdir().unwrap();
+    let (_parent, dir) = scratch("never");
+    let out = Command::new(env!("CARGO_BIN_EXE_tusk-testenv"))
+        .args(["up", "--dir"])
+        .arg(&dir)
+        .env("CI", "true")
+        .env("TUSK_TESTBIN_CACHE", empty.path())
+        .env_remove("TUSK_TESTBIN")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("is incomplete and CI=true: run hack/testbin.sh before the tests"),
+        "{stderr}"
+    );
+    assert!(!dir.join("ready").exists());
+}
