@@ -1104,3 +1104,33 @@ async fn the_webhook_serves_fifty_concurrent_conversions() {
         assert_eq!(list.items.len(), 50, "{version}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_committed_samples_are_accepted_and_read_at_every_version() {
+    let plane = plane_with_crds().await;
+    let client = plane.client().await.unwrap();
+    let ns = plane.namespace("samples").await.unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/samples");
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let object: Value = serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let kind = object["kind"].as_str().unwrap().to_owned();
+        let (_, _, versions) = KINDS.iter().find(|(k, _, _)| *k == kind).unwrap();
+        let name = object["metadata"]["name"].as_str().unwrap().to_owned();
+        api(&client, &ns, &kind, "v1")
+            .create(&PostParams::default(), &dynamic(object.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for version in *versions {
+            api(&client, &ns, &kind, version).get(&name).await.unwrap();
+        }
+        let back = api(&client, &ns, &kind, "v1").get(&name).await.unwrap();
+        assert_contains(&back.data["spec"], &object["spec"], &path.display().to_string());
+        seen.push(kind);
+    }
+    seen.sort();
+    let mut kinds: Vec<String> = KINDS.iter().map(|(k, _, _)| (*k).to_owned()).collect();
+    kinds.sort();
+    assert_eq!(seen, kinds, "one sample per kind");
+}

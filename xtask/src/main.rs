@@ -2,6 +2,10 @@
 //!
 //! - `cargo xtask crds` writes `config/crd/*.yaml` from the Rust types.
 //! - `cargo xtask crds --check` fails when those files are not what the types generate.
+//! - `cargo xtask demo` runs Tusk on the local control plane with the samples in
+//!   `config/samples`, until Ctrl-C.
+
+mod demo;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -23,6 +27,9 @@ enum Task {
         #[arg(long)]
         check: bool,
     },
+    /// Run Tusk on its embedded default: the local control plane, the CRDs, the operator and the
+    /// sample objects, until Ctrl-C.
+    Demo,
 }
 
 fn repo_root() -> PathBuf {
@@ -62,6 +69,11 @@ fn crds(check: bool) -> Result<(), String> {
 fn main() -> ExitCode {
     let result = match Xtask::parse().command {
         Task::Crds { check } => crds(check),
+        Task::Demo => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+            .and_then(|runtime| runtime.block_on(demo::run(&repo_root()))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
