@@ -40,6 +40,19 @@ pub struct Options {
     pub egress_selector_config: Option<PathBuf>,
 }
 
+/// One TCP connection of a component, from `/proc/net/tcp{,6}`.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    /// The component, such as `kube-apiserver`.
+    pub component: String,
+    /// The remote address and port, in the kernel's hex notation.
+    pub remote: String,
+    /// The kernel's state code (`01` established, `02` SYN sent, `03` SYN received).
+    pub state: String,
+    /// Whether the remote address is in 127.0.0.0/8 or is ::1.
+    pub loopback: bool,
+}
+
 /// A running control plane. Dropping it stops every component and removes its directory.
 pub struct ControlPlane {
     dir: PathBuf,
@@ -466,6 +479,70 @@ impl ControlPlane {
                     .collect()
             })
             .unwrap_or_default())
+    }
+
+    /// Every TCP connection a component has open or is opening to an address outside loopback,
+    /// as `component -> address:port`. It should always be empty.
+    pub fn non_loopback_connections(&self) -> Vec<String> {
+        self.tcp_connections()
+            .into_iter()
+            .filter(|c| !c.loopback)
+            .map(|c| format!("{} -> {} (hex, state {})", c.component, c.remote, c.state))
+            .collect()
+    }
+
+    /// Every TCP connection the components have open or are opening, read from `/proc`.
+    pub fn tcp_connections(&self) -> Vec<Connection> {
+        let mut found = Vec::new();
+        let sockets: Vec<(String, u64)> = self
+            .pids()
+            .into_iter()
+            .flat_map(|(name, pid)| {
+                fs::read_dir(format!("/proc/{pid}/fd"))
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|fd| fs::read_link(fd.ok()?.path()).ok())
+                    .filter_map(|target| {
+                        let t = target.to_string_lossy();
+                        t.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+                    })
+                    .map(move |inode| (name.clone(), inode))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            for line in fs::read_to_string(table).unwrap_or_default().lines().skip(1) {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let (Some(remote), Some(state), Some(inode)) = (fields.get(2), fields.get(3), fields.get(9))
+                else {
+                    continue;
+                };
+                // 01 ESTABLISHED, 02 SYN_SENT, 03 SYN_RECV
+                if !matches!(*state, "01" | "02" | "03") {
+                    continue;
+                }
+                let Ok(inode) = inode.parse::<u64>() else { continue };
+                let Some((name, _)) = sockets.iter().find(|(_, i)| *i == inode) else {
+                    continue;
+                };
+                let (addr, _) = remote.split_once(':').unwrap_or((remote, ""));
+                let loopback = match addr.len() {
+                    8 => addr.ends_with("7F"),
+                    32 => {
+                        addr == "00000000000000000000000001000000"
+                            || (addr.starts_with("0000000000000000FFFF0000") && addr.ends_with("7F"))
+                    }
+                    _ => false,
+                };
+                found.push(Connection {
+                    component: name.clone(),
+                    remote: (*remote).to_owned(),
+                    state: (*state).to_owned(),
+                    loopback,
+                });
+            }
+        }
+        found
     }
 
     /// The process ids of the running components, by name.

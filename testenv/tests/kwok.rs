@@ -64,4 +64,19 @@ async fn kwok_makes_a_plain_deployment_available() {
         // kwok hands out addresses from its fake range; nothing ever dials them.
         assert!(status.pod_ip.unwrap_or_default().starts_with("10.244.0."));
     }
+    // Nothing dials those addresses, nor any other outside loopback. (The scan does see the
+    // components' loopback connections, so an empty answer means something.)
+    let connections = plane.tcp_connections();
+    assert!(
+        connections
+            .iter()
+            .any(|c| c.component == "kube-apiserver" && c.loopback),
+        "{connections:?}"
+    );
+    assert_eq!(plane.non_loopback_connections(), Vec::<String>::new());
+    assert!(
+        plane.pids().len() == 5,
+        "every component is watched: {:?}",
+        plane.pids()
+    );
 }
