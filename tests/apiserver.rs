@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use support::{
     apiserver::{KINDS, api, plane_with_crds},
     arbitrary,
+    samples::{cluster, merge},
 };
 
 fn dynamic(value: Value) -> DynamicObject {
@@ -115,28 +116,6 @@ fn strict(kind: &'static str, version: &'static str, spec: Value, expected: &'st
     Refusal {
         strict: true,
         ..create(kind, version, spec, expected)
-    }
-}
-
-/// A valid v1 cluster spec with `patch` merged in (null removes a field).
-fn cluster(patch: Value) -> Value {
-    let mut spec = json!({"postgres": {"version": 17}, "instances": 3, "storage": {"data": {"size": "10Gi", "storageClassName": "fast"}}});
-    merge(&mut spec, patch);
-    spec
-}
-
-fn merge(base: &mut Value, patch: Value) {
-    match (base, patch) {
-        (Value::Object(b), Value::Object(p)) => {
-            for (k, v) in p {
-                if v.is_null() {
-                    b.remove(&k);
-                } else {
-                    merge(b.entry(k).or_insert(Value::Null), v);
-                }
-            }
-        }
-        (b, p) => *b = p,
     }
 }
 
@@ -682,66 +661,7 @@ async fn the_apiserver_accepts_valid_samples_of_every_kind_and_version() {
     let plane = plane_with_crds().await;
     let client = plane.client().await.unwrap();
     let ns = plane.namespace("valid").await.unwrap();
-    let samples = [
-        (
-            "PostgresCluster",
-            "v1",
-            cluster(json!({
-                "postgres": {"image": "postgres:17", "parameters": {"max_connections": "200"}},
-                "storage": {"wal": {"size": "2Gi"}, "reclaimPolicy": "Delete"},
-                "bootstrap": {"initdb": {"database": "app", "owner": "app"}},
-                "backup": {"target": {"s3": {"bucket": "backups", "credentialsSecret": "s3"}}, "retention": "30d"},
-                "tls": {"mode": "Provided", "secretName": "db-tls"},
-                "updateStrategy": {"primaryUpdateMethod": "Switchover"},
-            })),
-        ),
-        (
-            "PostgresCluster",
-            "v1beta1",
-            json!({"postgresVersion": 16, "storage": {"size": "1Gi"}, "postgresql": {"parameters": {"work_mem": "8MB"}}}),
-        ),
-        (
-            "PostgresCluster",
-            "v1alpha1",
-            json!({"version": "16", "replicas": 2, "storageSize": "1Gi"}),
-        ),
-        (
-            "PostgresUser",
-            "v1",
-            json!({"cluster": {"name": "db"}, "roleName": "x\"; DROP TABLE t; --", "memberOf": ["readers"], "validUntil": "2030-01-01T00:00:00Z"}),
-        ),
-        (
-            "PostgresUser",
-            "v1alpha1",
-            json!({"cluster": "db", "username": "app"}),
-        ),
-        (
-            "PostgresDatabase",
-            "v1",
-            json!({"cluster": {"name": "db"}, "databaseName": "app", "owner": "app", "extensions": [{"name": "pg_trgm"}]}),
-        ),
-        (
-            "PostgresDatabase",
-            "v1alpha1",
-            json!({"cluster": "db", "owner": "app", "extensions": ["pg_trgm"]}),
-        ),
-        (
-            "PostgresBackup",
-            "v1",
-            json!({"cluster": {"name": "db"}, "target": {"volume": {"claimName": "backups"}}}),
-        ),
-        ("PostgresBackup", "v1alpha1", json!({"cluster": "db"})),
-        (
-            "PostgresBackupSchedule",
-            "v1",
-            json!({"cluster": {"name": "db"}, "schedule": "0 3 * * *", "retention": {"keepLast": 7}}),
-        ),
-        (
-            "PostgresBackupSchedule",
-            "v1alpha1",
-            json!({"cluster": "db", "schedule": "@daily", "keepLast": 7}),
-        ),
-    ];
+    let samples = support::samples::valid_specs();
     for (i, (kind, version, spec)) in samples.into_iter().enumerate() {
         let api = api(&client, &ns, kind, version);
         let created = api

@@ -3,9 +3,12 @@
 //! ones with a message that names the field. CEL runs here in kube's client-side evaluator; the
 //! control-plane tests run the same rules in a real kube-apiserver.
 
+mod support;
+
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::core::cel::Validator;
 use serde_json::{Value, json};
+use support::samples::merge;
 use tusk::crd::{CRD_DIR, ConversionWebhook, committed_files, crds};
 
 fn crd(kind: &str) -> CustomResourceDefinition {
@@ -48,21 +51,6 @@ fn cluster_v1(spec: Value) -> Value {
     let mut base = json!({"postgres": {"version": 17}, "instances": 3, "storage": {"data": {"size": "10Gi", "storageClassName": "fast"}}});
     merge(&mut base, spec);
     object("PostgresCluster", "v1", base)
-}
-
-fn merge(base: &mut Value, patch: Value) {
-    match (base, patch) {
-        (Value::Object(b), Value::Object(p)) => {
-            for (k, v) in p {
-                if v.is_null() {
-                    b.remove(&k);
-                } else {
-                    merge(b.entry(k).or_insert(Value::Null), v);
-                }
-            }
-        }
-        (b, p) => *b = p,
-    }
 }
 
 #[test]
@@ -207,14 +195,11 @@ fn every_field_is_described() {
 
 #[test]
 fn valid_samples_pass_every_rule() {
-    let full = cluster_v1(json!({
-        "postgres": {"image": "postgres:17", "parameters": {"max_connections": "200"}},
-        "storage": {"wal": {"size": "2Gi"}, "reclaimPolicy": "Delete"},
-        "bootstrap": {"initdb": {"database": "app", "owner": "app"}},
-        "backup": {"target": {"s3": {"bucket": "backups", "credentialsSecret": "s3"}}, "retention": "30d"},
-        "tls": {"mode": "Provided", "secretName": "db-tls"},
-        "updateStrategy": {"primaryUpdateMethod": "Switchover"},
-    }));
+    let (_, _, full_spec) = support::samples::valid_specs()
+        .into_iter()
+        .find(|(kind, version, _)| *kind == "PostgresCluster" && *version == "v1")
+        .unwrap();
+    let full = object("PostgresCluster", "v1", full_spec);
     assert_eq!(
         cel_errors("PostgresCluster", "v1", &full, None),
         Vec::<String>::new()
@@ -228,54 +213,7 @@ fn valid_samples_pass_every_rule() {
         cel_errors("PostgresCluster", "v1", &upgraded, Some(&full)),
         Vec::<String>::new()
     );
-    let samples = [
-        (
-            "PostgresCluster",
-            "v1beta1",
-            json!({"postgresVersion": 16, "storage": {"size": "1Gi"}, "postgresql": {"parameters": {"work_mem": "8MB"}}}),
-        ),
-        (
-            "PostgresCluster",
-            "v1alpha1",
-            json!({"version": "16", "replicas": 2, "storageSize": "1Gi"}),
-        ),
-        (
-            "PostgresUser",
-            "v1",
-            json!({"cluster": {"name": "db"}, "roleName": "x\"; DROP TABLE t; --", "memberOf": ["readers"]}),
-        ),
-        (
-            "PostgresUser",
-            "v1alpha1",
-            json!({"cluster": "db", "username": "app"}),
-        ),
-        (
-            "PostgresDatabase",
-            "v1",
-            json!({"cluster": {"name": "db"}, "databaseName": "app", "owner": "app"}),
-        ),
-        (
-            "PostgresDatabase",
-            "v1alpha1",
-            json!({"cluster": "db", "owner": "app", "extensions": ["pg_trgm"]}),
-        ),
-        (
-            "PostgresBackup",
-            "v1",
-            json!({"cluster": {"name": "db"}, "target": {"volume": {"claimName": "backups"}}}),
-        ),
-        ("PostgresBackup", "v1alpha1", json!({"cluster": "db"})),
-        (
-            "PostgresBackupSchedule",
-            "v1",
-            json!({"cluster": {"name": "db"}, "schedule": "0 3 * * *", "retention": {"keepLast": 7}}),
-        ),
-        (
-            "PostgresBackupSchedule",
-            "v1alpha1",
-            json!({"cluster": "db", "schedule": "@daily", "keepLast": 7}),
-        ),
-    ];
+    let samples = support::samples::valid_specs();
     for (kind, version, spec) in samples {
         let o = object(kind, version, spec);
         assert_eq!(

@@ -240,22 +240,27 @@ impl ControlPlane {
             .await?;
 
         // kube-controller-manager and kube-scheduler
-        plane.spawn(
-            "kube-controller-manager",
+        // Both talk to the apiserver as the admin, serve their own endpoints on loopback, and run
+        // alone (no leader election).
+        let controller_args = |name: &str, port: u16| {
             vec![
                 arg("kubeconfig", &kc),
                 arg("authentication-kubeconfig", &kc),
                 arg("authorization-kubeconfig", &kc),
                 arg("leader-elect", false),
                 arg("bind-address", "127.0.0.1"),
-                arg("secure-port", free_port()?),
-                arg("cert-dir", dir.join("controller-manager-certs").display()),
-                arg("service-account-private-key-file", p("sa.key")),
-                arg("root-ca-file", p("ca.crt")),
-                arg("use-service-account-credentials", false),
+                arg("secure-port", port),
+                arg("cert-dir", dir.join(format!("{name}-certs")).display()),
                 arg("v", 1),
-            ],
-        )?;
+            ]
+        };
+        let mut args = controller_args("controller-manager", free_port()?);
+        args.extend([
+            arg("service-account-private-key-file", p("sa.key")),
+            arg("root-ca-file", p("ca.crt")),
+            arg("use-service-account-credentials", false),
+        ]);
+        plane.spawn("kube-controller-manager", args)?;
         plane
             .wait("kube-controller-manager", || async {
                 // The service-account controller made the default namespace's account.
@@ -268,19 +273,7 @@ impl ControlPlane {
             })
             .await?;
         let scheduler_port = free_port()?;
-        plane.spawn(
-            "kube-scheduler",
-            vec![
-                arg("kubeconfig", &kc),
-                arg("authentication-kubeconfig", &kc),
-                arg("authorization-kubeconfig", &kc),
-                arg("leader-elect", false),
-                arg("bind-address", "127.0.0.1"),
-                arg("secure-port", scheduler_port),
-                arg("cert-dir", dir.join("scheduler-certs").display()),
-                arg("v", 1),
-            ],
-        )?;
+        plane.spawn("kube-scheduler", controller_args("scheduler", scheduler_port))?;
         plane
             .wait("kube-scheduler", || async {
                 tokio::net::TcpStream::connect(("127.0.0.1", scheduler_port))

@@ -3,3 +3,4 @@
 
 pub mod apiserver;
 pub mod arbitrary;
+pub mod samples;
