@@ -13,11 +13,12 @@ pub struct Toolchain {
     dir: PathBuf,
 }
 
-/// The repository's root: the parent of this crate.
+/// The repository's root: this crate lives in `tests/testenv`.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("testenv lives inside the repository")
+        .ancestors()
+        .nth(2)
+        .expect("testenv lives in tests/testenv of the repository")
         .to_path_buf()
 }
 
