@@ -9,7 +9,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use k8s_openapi::api::core::v1::{Namespace, Node, ServiceAccount};
+use k8s_openapi::api::{
+    core::v1::{Namespace, Node, ServiceAccount},
+    storage::v1::StorageClass,
+};
 use kube::{
     Api, Client,
     api::PostParams,
@@ -23,6 +26,9 @@ use crate::{
     process::{Janitor, Supervised},
     toolchain::Toolchain,
 };
+
+/// The default StorageClass; kwok provisions and binds its volumes.
+pub const STORAGE_CLASS: &str = "kwok-volume";
 
 /// The fake Node kwok manages; plain pods are scheduled onto it.
 pub const NODE_NAME: &str = "kwok-node-0";
@@ -315,6 +321,23 @@ impl ControlPlane {
                     .any(|c| c.type_ == "Ready" && c.status == "True");
                 ready.then_some(())
             })
+            .await?;
+
+        // The default StorageClass, provisioned by kwok's volume stages: PVCs bind, so pods that
+        // mount them are scheduled and StatefulSets become Ready.
+        let class: StorageClass = serde_json::from_value(json!({
+            "metadata": {
+                "name": STORAGE_CLASS,
+                "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+            },
+            "provisioner": "kwok.x-k8s.io/volume",
+            "reclaimPolicy": "Delete",
+            "volumeBindingMode": "Immediate",
+            "allowVolumeExpansion": true,
+        }))
+        .expect("a storage class");
+        Api::<StorageClass>::all(client.clone())
+            .create(&PostParams::default(), &class)
             .await?;
 
         eprintln!(

@@ -1,5 +1,6 @@
 //! The fake kubelet: kwok runs the pods of a plain Deployment on the fake Node and reports them
-//! Ready, so the Deployment becomes Available. Later tests rely on this for Tusk's workloads.
+//! Ready, so the Deployment becomes Available; it also provisions and binds PVCs of the default
+//! StorageClass. Later tests rely on both for Tusk's workloads.
 
 use std::time::{Duration, Instant};
 
@@ -79,4 +80,32 @@ async fn kwok_makes_a_plain_deployment_available() {
         "every component is watched: {:?}",
         plane.pids()
     );
+}
+
+#[tokio::test]
+async fn a_pvc_of_the_default_storage_class_is_bound() {
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    let plane = tusk_testenv::shared();
+    let client = plane.client().await.unwrap();
+    let ns = plane.namespace("pvc").await.unwrap();
+    let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }))
+    .unwrap();
+    let api = Api::<PersistentVolumeClaim>::namespaced(client, &ns);
+    api.create(&PostParams::default(), &claim).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pvc = api.get("data").await.unwrap();
+        assert_eq!(
+            pvc.spec.as_ref().unwrap().storage_class_name.as_deref(),
+            Some(tusk_testenv::control_plane::STORAGE_CLASS)
+        );
+        if pvc.status.and_then(|s| s.phase).as_deref() == Some("Bound") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the PVC is not Bound after 60 s");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
