@@ -36,9 +36,9 @@ pub enum LogFormat {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the operator. Today that is the conversion webhook; controllers join it in later
-    /// releases.
-    Run(WebhookArgs),
+    /// Run the operator: the controllers and the conversion webhook. Uses the kubeconfig or the
+    /// in-cluster service account.
+    Run(RunArgs),
     /// Run only the conversion webhook server (HTTPS, POST /convert).
     Webhook(WebhookArgs),
     /// Print every Tusk CRD as YAML, one document per kind, with conversion through the webhook
@@ -49,6 +49,66 @@ pub enum Command {
     /// version, before a release that stops serving the old one. Uses the kubeconfig or the
     /// in-cluster service account.
     MigrateStorage(MigrateArgs),
+    /// Copy this binary to another path (what the init container of each PostgreSQL pod runs,
+    /// so that any standard PostgreSQL image can run the instance manager).
+    CopyBinary(CopyBinaryArgs),
+    /// Run the instance manager, PID 1 of each PostgreSQL pod.
+    Instance(InstanceArgs),
+}
+
+/// Options of `run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The conversion webhook.
+    #[command(flatten)]
+    pub webhook: WebhookArgs,
+    /// The operator image; PostgreSQL pods copy the instance manager from it.
+    #[arg(long, default_value = crate::DEFAULT_OPERATOR_IMAGE, env = "TUSK_OPERATOR_IMAGE")]
+    pub operator_image: String,
+    /// The PostgreSQL image for clusters that name none; `{major}` becomes the major version.
+    #[arg(long, default_value = crate::DEFAULT_POSTGRES_IMAGE, env = "TUSK_POSTGRES_IMAGE")]
+    pub postgres_image: String,
+}
+
+/// Options of `copy-binary`.
+#[derive(Debug, Args)]
+pub struct CopyBinaryArgs {
+    /// Where to put the copy (made executable).
+    #[arg(long)]
+    pub to: PathBuf,
+}
+
+/// Options of `instance`: the contract between the pod the operator builds and the instance
+/// manager.
+#[derive(Debug, Args)]
+pub struct InstanceArgs {
+    /// The `PostgresCluster` this pod belongs to.
+    #[arg(long)]
+    pub cluster: String,
+    /// The pod's name (the Downward API sets it).
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: String,
+    /// The pod's namespace (the Downward API sets it).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub namespace: String,
+    /// The PostgreSQL data directory, on the data volume.
+    #[arg(long)]
+    pub pgdata: PathBuf,
+    /// The WAL directory, on its own volume, when the cluster has one.
+    #[arg(long)]
+    pub waldir: Option<PathBuf>,
+    /// The directory of the mounted ConfigMap (`postgresql.conf`, `pg_hba.conf`).
+    #[arg(long)]
+    pub config_dir: PathBuf,
+    /// File with the superuser's password (from the mounted superuser Secret).
+    #[arg(long)]
+    pub superuser_password_file: PathBuf,
+    /// The primary's Service, which a new replica copies its data from.
+    #[arg(long)]
+    pub primary_host: String,
+    /// Port of `/healthz`, `/readyz` and `/metrics`.
+    #[arg(long, default_value_t = 8000)]
+    pub status_port: u16,
 }
 
 /// Options of `migrate-storage`.
@@ -214,7 +274,42 @@ pub async fn main(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             }
             Ok(())
         }
-        Command::Run(args) | Command::Webhook(args) => {
+        Command::CopyBinary(args) => {
+            let me = std::env::current_exe()?;
+            std::fs::copy(&me, &args.to)
+                .map_err(|e| format!("copying {} to {}: {e}", me.display(), args.to.display()))?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&args.to, std::fs::Permissions::from_mode(0o755))?;
+            Ok(())
+        }
+        Command::Instance(args) => Err(format!(
+            "the instance manager is not part of this build of tusk-operator (pod {}/{}, cluster {})",
+            args.namespace, args.pod_name, args.cluster
+        )
+        .into()),
+        Command::Run(args) => {
+            let client = kube::Client::try_default().await?;
+            let server = Server::bind(args.webhook.config()).await?;
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            };
+            let config = crate::controller::postgres_cluster::build::BuildConfig {
+                operator_image: args.operator_image,
+                postgres_image: args.postgres_image,
+            };
+            let controllers = tokio::spawn(crate::controller::run(
+                client,
+                config,
+                until_stopped(stopped.clone()),
+            ));
+            let webhook = tokio::spawn(server.run(until_stopped(stopped)));
+            shutdown_signal().await;
+            let _ = stop.send(true);
+            let _ = tokio::join!(controllers, webhook);
+            Ok(())
+        }
+        Command::Webhook(args) => {
             let server = Server::bind(args.config()).await?;
             server.run(shutdown_signal()).await;
             Ok(())

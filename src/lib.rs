@@ -4,11 +4,20 @@
 //! - [`webhook`]: the HTTPS conversion webhook the apiserver calls.
 //! - [`crd`]: the CustomResourceDefinitions as Tusk installs them.
 //! - [`migrate`]: storage-version migration of stored objects.
+//! - [`controller`]: the controllers `tusk-operator run` hosts.
 
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod cli;
+pub mod controller;
 pub mod crd;
 pub mod migrate;
 pub mod webhook;
+
+/// The operator image this build of Tusk ships as; pods copy the instance manager from it.
+pub const DEFAULT_OPERATOR_IMAGE: &str =
+    concat!("ghcr.io/tusk-operator/tusk-operator:", env!("CARGO_PKG_VERSION"));
+
+/// The PostgreSQL image a cluster runs when it names none; `{major}` becomes its major version.
+pub const DEFAULT_POSTGRES_IMAGE: &str = "docker.io/library/postgres:{major}";

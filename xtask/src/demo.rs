@@ -45,6 +45,8 @@ pub async fn run(root: &Path) -> Result<(), String> {
     let log = std::fs::File::create(dir.join("logs/tusk-operator.log")).map_err(|e| e.to_string())?;
     let mut operator = tokio::process::Command::new(root.join("target/debug/tusk-operator"))
         .arg("run")
+        .env("KUBECONFIG", plane.kubeconfig())
+        .env("TUSK_LOG_FORMAT", "json")
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
         .arg("--cert-dir")
@@ -135,7 +137,7 @@ pub async fn run(root: &Path) -> Result<(), String> {
     println!(
         "\nTry it from another shell:\n\n  export KUBECONFIG={}\n  export PATH={}:$PATH\n  \
          kubectl get postgresclusters.v1alpha1.tusk.dev demo -o yaml\n\n\
-         Logs are in {}/logs. Controllers come in a later release: the cluster has no pods yet.\n\
+         Logs are in {}/logs.\n\
          Press Ctrl-C to stop everything.",
         plane.kubeconfig().display(),
         testbin

@@ -12,7 +12,7 @@
 
 pub mod control_plane;
 pub mod pki;
-mod process;
+pub mod process;
 pub mod toolchain;
 
 pub use control_plane::{ControlPlane, Options, shared};

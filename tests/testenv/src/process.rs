@@ -1,4 +1,5 @@
-//! Child processes that cannot outlive the test process.
+//! Child processes that cannot outlive the test process (the control plane's components, and
+//! programs tests start beside them, such as the operator).
 //!
 //! Each program runs under a bash supervisor whose standard input is a pipe that only the test
 //! process holds. End of file on that pipe (the test process let go of it, exited, panicked or was
@@ -42,7 +43,7 @@ rm -rf "$dir"
 "#;
 
 /// A program under its supervisor.
-pub(crate) struct Supervised {
+pub struct Supervised {
     name: String,
     supervisor: Child,
     stdin: Option<ChildStdin>,
@@ -51,8 +52,19 @@ pub(crate) struct Supervised {
 }
 
 impl Supervised {
-    /// Starts `command` with `args`; its output goes to `dir/logs/<name>.log`.
-    pub(crate) fn spawn(dir: &Path, name: &str, program: &Path, args: &[String]) -> Result<Self> {
+    /// Starts `program` with `args`; its output goes to `dir/logs/<name>.log`.
+    pub fn spawn(dir: &Path, name: &str, program: &Path, args: &[String]) -> Result<Self> {
+        Self::spawn_with_env(dir, name, program, args, &[])
+    }
+
+    /// Like [`spawn`](Self::spawn), with extra environment variables.
+    pub fn spawn_with_env(
+        dir: &Path,
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Result<Self> {
         let log = dir.join("logs").join(format!("{name}.log"));
         let pidfile = dir.join("run").join(format!("{name}.pid"));
         for d in [log.parent(), pidfile.parent()].into_iter().flatten() {
@@ -66,6 +78,7 @@ impl Supervised {
             .arg(&pidfile)
             .arg(program)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -82,12 +95,12 @@ impl Supervised {
     }
 
     /// The program's process id, once the supervisor has started it.
-    pub(crate) fn pid(&self) -> Option<u32> {
+    pub fn pid(&self) -> Option<u32> {
         fs::read_to_string(&self.pidfile).ok()?.trim().parse().ok()
     }
 
     /// Whether the program is still running (true until its pid is known).
-    pub(crate) fn alive(&self) -> bool {
+    pub fn alive(&self) -> bool {
         match self.pid() {
             Some(pid) => Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid),
             None => true,
@@ -95,7 +108,7 @@ impl Supervised {
     }
 
     /// The last `lines` lines of the program's log.
-    pub(crate) fn log_tail(&self, lines: usize) -> String {
+    pub fn log_tail(&self, lines: usize) -> String {
         let text = fs::read_to_string(&self.log).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         let start = all.len().saturating_sub(lines);
@@ -107,12 +120,12 @@ impl Supervised {
     }
 
     /// The name it was started under.
-    pub(crate) fn name(&self) -> &str {
+    pub fn name(&self) -> &str {
         &self.name
     }
 
     /// Stops the program and waits until it is gone.
-    pub(crate) fn stop(&mut self) {
+    pub fn stop(&mut self) {
         drop(self.stdin.take());
         let _ = self.supervisor.wait();
     }

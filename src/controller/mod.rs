@@ -1,0 +1,156 @@
+//! The controllers `tusk-operator run` hosts. One module per kind; each reconcile reads, builds
+//! (pure), applies (server-side apply, no request when nothing changed) and writes status.
+
+pub mod apply;
+pub mod password;
+pub mod postgres_cluster;
+
+use std::{collections::HashMap, sync::Arc, sync::Mutex, time::Duration};
+
+use futures::StreamExt;
+use k8s_openapi::api::{
+    apps::v1::StatefulSet,
+    core::v1::{ConfigMap, Secret, Service, ServiceAccount},
+    policy::v1::PodDisruptionBudget,
+};
+use kube::{
+    Api, Client, ResourceExt,
+    runtime::{Controller, controller::Action, watcher},
+};
+use tracing::warn;
+
+use self::postgres_cluster::build::BuildConfig;
+use crate::api::postgres_cluster::v1::PostgresCluster;
+
+/// Shared by every reconcile.
+pub struct Context {
+    /// The client, with the operator's own credentials.
+    pub client: Client,
+    /// Images and other settings of the objects Tusk builds.
+    pub config: BuildConfig,
+    /// Consecutive failures per object, for backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// A context for `client`.
+    pub fn new(client: Client, config: BuildConfig) -> Self {
+        Self {
+            client,
+            config,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request to the apiserver failed.
+    #[error("{step}: {source}")]
+    Kube {
+        /// What reconcile was doing.
+        step: &'static str,
+        /// The error.
+        source: kube::Error,
+    },
+    /// A cluster-scoped object where a namespaced one is expected.
+    #[error("the object has no namespace")]
+    NotNamespaced,
+    /// The superuser Secret holds a password that is not UTF-8.
+    #[error("Secret {secret}: data.password is not UTF-8; delete the Secret to have a new password made")]
+    InvalidSecret {
+        /// The Secret.
+        secret: String,
+    },
+}
+
+impl Error {
+    /// Wraps a client error with the step it happened in.
+    pub fn kube(step: &'static str) -> impl FnOnce(kube::Error) -> Self {
+        move |source| Self::Kube { step, source }
+    }
+
+    /// A short label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Kube { .. } => "kube",
+            Self::NotNamespaced => "not_namespaced",
+            Self::InvalidSecret { .. } => "invalid_secret",
+        }
+    }
+}
+
+/// The delay before retry `n` (1-based): 1 s, doubling, at most 5 minutes.
+pub fn backoff(failures: u32) -> Duration {
+    let secs = 1u64 << failures.saturating_sub(1).min(9);
+    Duration::from_secs(secs.min(300))
+}
+
+fn key(cluster: &PostgresCluster) -> String {
+    format!(
+        "{}/{}",
+        cluster.namespace().unwrap_or_default(),
+        cluster.name_any()
+    )
+}
+
+fn error_policy(cluster: Arc<PostgresCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+    let mut failures = ctx.failures.lock().expect("the failure map is never poisoned");
+    let count = failures.entry(key(&cluster)).or_insert(0);
+    *count += 1;
+    let delay = backoff(*count);
+    warn!(name = %cluster.name_any(), error = %error, label = error.metric_label(), retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Runs every controller until `shutdown` completes.
+pub async fn run(
+    client: Client,
+    config: BuildConfig,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let ctx = Arc::new(Context::new(client.clone(), config));
+    // Children are watched only when Tusk manages them, so the operator caches nothing else.
+    let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=tusk-operator");
+    Controller::new(
+        Api::<PostgresCluster>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<StatefulSet>::all(client.clone()), managed.clone())
+    .owns(Api::<ConfigMap>::all(client.clone()), managed.clone())
+    .owns(Api::<Secret>::all(client.clone()), managed.clone())
+    .owns(Api::<Service>::all(client.clone()), managed.clone())
+    .owns(Api::<ServiceAccount>::all(client.clone()), managed.clone())
+    .owns(Api::<PodDisruptionBudget>::all(client.clone()), managed)
+    .graceful_shutdown_on(shutdown)
+    .run(
+        |cluster, ctx: Arc<Context>| async move {
+            let key = key(&cluster);
+            let result = postgres_cluster::reconcile(cluster, ctx.clone()).await;
+            if result.is_ok() {
+                ctx.failures
+                    .lock()
+                    .expect("the failure map is never poisoned")
+                    .remove(&key);
+            }
+            result
+        },
+        error_policy,
+        ctx,
+    )
+    .for_each(|_| async {})
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_starts_at_one_second_doubles_and_stops_at_five_minutes() {
+        let delays: Vec<u64> = (1..=12).map(|n| super::backoff(n).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+        assert_eq!(super::backoff(1000), Duration::from_secs(300));
+    }
+}

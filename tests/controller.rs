@@ -1,0 +1,297 @@
+//! The `PostgresCluster` controller on the real control plane: the real `tusk-operator run`
+//! binary creates every child with owner references, kwok runs the pods, the status goes Ready,
+//! scaling and a parameter change roll through, and deletion keeps or removes the volumes as the
+//! cluster's reclaim policy says.
+
+mod support;
+
+use std::{
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::{
+    apps::v1::StatefulSet,
+    core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount},
+    policy::v1::PodDisruptionBudget,
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams, PostParams},
+};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use support::apiserver::plane_with_crds;
+use tusk::api::postgres_cluster::v1::PostgresCluster;
+use tusk_testenv::{control_plane::free_port, pki::Ca, process::Supervised};
+
+/// Starts the operator once for this test binary, as a supervised process that cannot outlive it.
+fn operator(plane: &tusk_testenv::ControlPlane) -> &'static Supervised {
+    static OPERATOR: OnceLock<Supervised> = OnceLock::new();
+    OPERATOR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let cert = Ca::new("operator test CA").loopback_serving_cert("tusk-operator");
+        std::fs::write(dir.join("tls.crt"), cert.cert_pem).unwrap();
+        std::fs::write(dir.join("tls.key"), cert.key_pem).unwrap();
+        let args = vec![
+            "run".to_owned(),
+            format!("--listen=127.0.0.1:{}", free_port().unwrap()),
+            format!("--cert-dir={}", dir.display()),
+        ];
+        Supervised::spawn_with_env(
+            &dir,
+            "tusk-operator",
+            env!("CARGO_BIN_EXE_tusk-operator").as_ref(),
+            &args,
+            &[
+                ("KUBECONFIG", plane.kubeconfig().as_os_str()),
+                ("RUST_LOG", "info,kube=warn".as_ref()),
+            ],
+        )
+        .unwrap()
+    })
+}
+
+async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn cluster(name: &str, instances: i32, reclaim: &str) -> PostgresCluster {
+    serde_json::from_value(json!({
+        "apiVersion": "tusk.dev/v1", "kind": "PostgresCluster",
+        "metadata": {"name": name},
+        "spec": {
+            "postgres": {"version": 17, "parameters": {"work_mem": "8MB"}},
+            "instances": instances,
+            "storage": {"data": {"size": "1Gi"}, "reclaimPolicy": reclaim},
+        },
+    }))
+    .unwrap()
+}
+
+/// Waits until the cluster is Ready with `instances` ready instances and its status is current.
+async fn wait_ready(api: &Api<PostgresCluster>, name: &str, instances: i32) -> PostgresCluster {
+    eventually(
+        &format!("{name} Ready with {instances} instances"),
+        Duration::from_secs(180),
+        || async {
+            let c = api.get(name).await.ok()?;
+            let status = c.status.clone()?;
+            let ready = status
+                .conditions
+                .as_ref()?
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == tusk::api::common::ConditionStatus::True);
+            (ready
+                && status.ready_instances == Some(instances)
+                && status.instances == Some(instances)
+                && status.observed_generation == c.metadata.generation)
+                .then_some(c)
+        },
+    )
+    .await
+}
+
+async fn owned_by<K>(client: &Client, ns: &str, name: &str, owner: &PostgresCluster) -> K
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let child = Api::<K>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .unwrap_or_else(|e| panic!("{} {name}: {e}", K::kind(&())));
+    let refs = child.meta().owner_references.clone().unwrap_or_default();
+    assert!(
+        refs.iter().any(|r| r.uid == owner.uid().unwrap()
+            && r.controller == Some(true)
+            && r.kind == "PostgresCluster"),
+        "{} {name} is not controlled by the cluster: {refs:?}",
+        K::kind(&())
+    );
+    child
+}
+
+async fn password(client: &Client, ns: &str, name: &str) -> Vec<u8> {
+    let secret = Api::<Secret>::namespaced(client.clone(), ns)
+        .get(&format!("{name}-superuser"))
+        .await
+        .unwrap();
+    secret.data.unwrap()["password"].0.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_is_created_scaled_reconfigured_and_deleted() {
+    let plane = plane_with_crds().await;
+    let operator = operator(plane);
+    let client = plane.client().await.unwrap();
+    let ns = plane.namespace("lifecycle").await.unwrap();
+    let clusters = Api::<PostgresCluster>::namespaced(client.clone(), &ns);
+    clusters
+        .create(&PostParams::default(), &cluster("db", 1, "Delete"))
+        .await
+        .unwrap();
+
+    // Create: every child, controlled by the cluster, and Ready.
+    let db = wait_ready(&clusters, "db", 1).await;
+    assert!(operator.alive(), "{}", operator.log_tail(40));
+    owned_by::<Secret>(&client, &ns, "db-superuser", &db).await;
+    let config: ConfigMap = owned_by(&client, &ns, "db-config", &db).await;
+    owned_by::<ServiceAccount>(&client, &ns, "db", &db).await;
+    for service in ["db-rw", "db-ro", "db-pods"] {
+        owned_by::<Service>(&client, &ns, service, &db).await;
+    }
+    owned_by::<PodDisruptionBudget>(&client, &ns, "db", &db).await;
+    let sts: StatefulSet = owned_by(&client, &ns, "db", &db).await;
+    assert!(config.data.unwrap()["postgresql.conf"].contains("work_mem = '8MB'"));
+    assert_eq!(
+        db.status.as_ref().unwrap().current_primary.as_deref(),
+        Some("db-0")
+    );
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+    let primary = pods.get("db-0").await.unwrap();
+    assert_eq!(
+        primary.labels().get("tusk.dev/role").map(String::as_str),
+        Some("primary")
+    );
+    let first_password = password(&client, &ns, "db").await;
+    assert_eq!(first_password.len(), 32);
+
+    // Scale 1 -> 3 -> 1.
+    let scale = |n: i32| json!({"spec": {"instances": n}});
+    clusters
+        .patch("db", &PatchParams::default(), &Patch::Merge(scale(3)))
+        .await
+        .unwrap();
+    wait_ready(&clusters, "db", 3).await;
+    for replica in ["db-1", "db-2"] {
+        let pod = pods.get(replica).await.unwrap();
+        assert_eq!(
+            pod.labels().get("tusk.dev/role").map(String::as_str),
+            Some("replica"),
+            "{replica}"
+        );
+    }
+    clusters
+        .patch("db", &PatchParams::default(), &Patch::Merge(scale(1)))
+        .await
+        .unwrap();
+    wait_ready(&clusters, "db", 1).await;
+
+    // A parameter change rewrites the ConfigMap and rolls the pods.
+    let before = pods.get("db-0").await.unwrap().uid();
+    let hash_before = sts
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .annotations
+        .clone();
+    clusters
+        .patch(
+            "db",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"postgres": {"parameters": {"work_mem": "64MB"}}}})),
+        )
+        .await
+        .unwrap();
+    let configs = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+    eventually("the ConfigMap to change", Duration::from_secs(60), || async {
+        let c = configs.get("db-config").await.ok()?;
+        c.data?["postgresql.conf"]
+            .contains("work_mem = '64MB'")
+            .then_some(())
+    })
+    .await;
+    eventually("pod db-0 to be replaced", Duration::from_secs(120), || async {
+        let pod = pods.get_opt("db-0").await.ok()??;
+        (pod.uid() != before).then_some(())
+    })
+    .await;
+    let db = wait_ready(&clusters, "db", 1).await;
+    let sts: StatefulSet = owned_by(&client, &ns, "db", &db).await;
+    assert_ne!(
+        sts.spec.unwrap().template.metadata.unwrap().annotations,
+        hash_before
+    );
+    assert_eq!(
+        password(&client, &ns, "db").await,
+        first_password,
+        "the password never changes"
+    );
+
+    // Delete with reclaimPolicy Delete: the children and the volume go.
+    clusters.delete("db", &DeleteParams::default()).await.unwrap();
+    let statefulsets = Api::<StatefulSet>::namespaced(client.clone(), &ns);
+    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns);
+    eventually(
+        "the children and the PVC to be gone",
+        Duration::from_secs(120),
+        || async {
+            let sts_gone = statefulsets.get_opt("db").await.ok()?.is_none();
+            let secret_gone = Api::<Secret>::namespaced(client.clone(), &ns)
+                .get_opt("db-superuser")
+                .await
+                .ok()?
+                .is_none();
+            let pvc_gone = claims.get_opt("data-db-0").await.ok()?.is_none();
+            (sts_gone && secret_gone && pvc_gone).then_some(())
+        },
+    )
+    .await;
+    assert!(operator.alive(), "{}", operator.log_tail(40));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_cluster_with_reclaim_policy_retain_keeps_its_volumes() {
+    let plane = plane_with_crds().await;
+    operator(plane);
+    let client = plane.client().await.unwrap();
+    let ns = plane.namespace("retain").await.unwrap();
+    let clusters = Api::<PostgresCluster>::namespaced(client.clone(), &ns);
+    clusters
+        .create(&PostParams::default(), &cluster("keep", 2, "Retain"))
+        .await
+        .unwrap();
+    wait_ready(&clusters, "keep", 2).await;
+    clusters.delete("keep", &DeleteParams::default()).await.unwrap();
+    let statefulsets = Api::<StatefulSet>::namespaced(client.clone(), &ns);
+    eventually(
+        "the StatefulSet to be collected",
+        Duration::from_secs(120),
+        || async { statefulsets.get_opt("keep").await.ok()?.is_none().then_some(()) },
+    )
+    .await;
+    // Give the garbage collector time to do anything it would do to the claims.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns);
+    for claim in ["data-keep-0", "data-keep-1"] {
+        let pvc = claims
+            .get(claim)
+            .await
+            .unwrap_or_else(|e| panic!("{claim} was removed: {e}"));
+        assert!(
+            pvc.metadata.deletion_timestamp.is_none(),
+            "{claim} is being deleted"
+        );
+    }
+}
