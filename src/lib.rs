@@ -5,6 +5,7 @@
 //! - [`crd`]: the CustomResourceDefinitions as Tusk installs them.
 //! - [`migrate`]: storage-version migration of stored objects.
 //! - [`controller`]: the controllers `tusk-operator run` hosts.
+//! - [`rbac`]: the permissions the operator needs.
 
 #![forbid(unsafe_code)]
 
@@ -13,6 +14,7 @@ pub mod cli;
 pub mod controller;
 pub mod crd;
 pub mod migrate;
+pub mod rbac;
 pub mod webhook;
 
 /// The operator image this build of Tusk ships as; pods copy the instance manager from it.

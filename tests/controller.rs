@@ -1,14 +1,12 @@
 //! The `PostgresCluster` controller on the real control plane: the real `tusk-operator run`
 //! binary creates every child with owner references, kwok runs the pods, the status goes Ready,
 //! scaling and a parameter change roll through, and deletion keeps or removes the volumes as the
-//! cluster's reclaim policy says.
+//! cluster's reclaim policy says. The operator runs with only its generated RBAC, and the pods
+//! are admitted at the `restricted` Pod Security level.
 
 mod support;
 
-use std::{
-    sync::OnceLock,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
@@ -21,35 +19,72 @@ use kube::{
 };
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use support::apiserver::plane_with_crds;
+use support::apiserver::{operator_kubeconfig, plane_with_crds};
 use tusk::api::postgres_cluster::v1::PostgresCluster;
 use tusk_testenv::{control_plane::free_port, pki::Ca, process::Supervised};
 
-/// Starts the operator once for this test binary, as a supervised process that cannot outlive it.
-fn operator(plane: &tusk_testenv::ControlPlane) -> &'static Supervised {
-    static OPERATOR: OnceLock<Supervised> = OnceLock::new();
-    OPERATOR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap().keep();
-        let cert = Ca::new("operator test CA").loopback_serving_cert("tusk-operator");
-        std::fs::write(dir.join("tls.crt"), cert.cert_pem).unwrap();
-        std::fs::write(dir.join("tls.key"), cert.key_pem).unwrap();
-        let args = vec![
-            "run".to_owned(),
-            format!("--listen=127.0.0.1:{}", free_port().unwrap()),
-            format!("--cert-dir={}", dir.display()),
-        ];
-        Supervised::spawn_with_env(
-            &dir,
-            "tusk-operator",
-            env!("CARGO_BIN_EXE_tusk-operator").as_ref(),
-            &args,
-            &[
-                ("KUBECONFIG", plane.kubeconfig().as_os_str()),
-                ("RUST_LOG", "info,kube=warn".as_ref()),
-            ],
+/// Starts the operator once for this test binary, as a supervised process that cannot outlive it,
+/// with the generated RBAC through its own ServiceAccount's token.
+async fn operator(plane: &tusk_testenv::ControlPlane) -> &'static Supervised {
+    static OPERATOR: tokio::sync::OnceCell<Supervised> = tokio::sync::OnceCell::const_new();
+    OPERATOR
+        .get_or_init(|| async {
+            let kubeconfig = operator_kubeconfig(plane).await;
+            let dir = tempfile::tempdir().unwrap().keep();
+            let cert = Ca::new("operator test CA").loopback_serving_cert("tusk-operator");
+            std::fs::write(dir.join("tls.crt"), cert.cert_pem).unwrap();
+            std::fs::write(dir.join("tls.key"), cert.key_pem).unwrap();
+            let args = vec![
+                "run".to_owned(),
+                format!("--listen=127.0.0.1:{}", free_port().unwrap()),
+                format!("--cert-dir={}", dir.display()),
+            ];
+            Supervised::spawn_with_env(
+                &dir,
+                "tusk-operator",
+                env!("CARGO_BIN_EXE_tusk-operator").as_ref(),
+                &args,
+                &[
+                    ("KUBECONFIG", kubeconfig.as_os_str()),
+                    ("RUST_LOG", "info,kube=warn".as_ref()),
+                ],
+            )
+            .unwrap()
+        })
+        .await
+}
+
+/// A namespace for one test, where pods must meet the `restricted` Pod Security level.
+async fn restricted_namespace(plane: &tusk_testenv::ControlPlane, prefix: &str) -> String {
+    let ns = plane.namespace(prefix).await.unwrap();
+    let client = plane.client().await.unwrap();
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client)
+        .patch(
+            &ns,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}),
+            ),
         )
-        .unwrap()
-    })
+        .await
+        .unwrap();
+    // The level is enforced: a pod that ignores it is refused.
+    let bare: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "bare"},
+        "spec": {"containers": [{"name": "c", "image": "registry.invalid/c:1"}]},
+    }))
+    .unwrap();
+    let refused = Api::<Pod>::namespaced(plane.client().await.unwrap(), &ns)
+        .create(&PostParams::default(), &bare)
+        .await
+        .expect_err("a pod without a restricted security context is refused");
+    assert!(
+        refused
+            .to_string()
+            .contains("violates PodSecurity \"restricted:latest\""),
+        "{refused}"
+    );
+    ns
 }
 
 async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
@@ -139,9 +174,9 @@ async fn password(client: &Client, ns: &str, name: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_is_created_scaled_reconfigured_and_deleted() {
     let plane = plane_with_crds().await;
-    let operator = operator(plane);
+    let operator = operator(plane).await;
     let client = plane.client().await.unwrap();
-    let ns = plane.namespace("lifecycle").await.unwrap();
+    let ns = restricted_namespace(plane, "lifecycle").await;
     let clusters = Api::<PostgresCluster>::namespaced(client.clone(), &ns);
     clusters
         .create(&PostParams::default(), &cluster("db", 1, "Delete"))
@@ -264,9 +299,9 @@ async fn a_cluster_is_created_scaled_reconfigured_and_deleted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_cluster_with_reclaim_policy_retain_keeps_its_volumes() {
     let plane = plane_with_crds().await;
-    operator(plane);
+    operator(plane).await;
     let client = plane.client().await.unwrap();
-    let ns = plane.namespace("retain").await.unwrap();
+    let ns = restricted_namespace(plane, "retain").await;
     let clusters = Api::<PostgresCluster>::namespaced(client.clone(), &ns);
     clusters
         .create(&PostParams::default(), &cluster("keep", 2, "Retain"))

@@ -1,0 +1,121 @@
+//! The permissions the operator needs, as data, in one place. They build the ClusterRole of a
+//! plain install and of the OLM bundle, and the tests run the operator with exactly these. No
+//! wildcards.
+
+use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
+use kube::api::ObjectMeta;
+
+use crate::api::GROUP;
+
+/// One rule: these verbs on these resources of these API groups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// API groups (`""` is the core group).
+    pub api_groups: &'static [&'static str],
+    /// Resources, with `/subresource` where one is meant.
+    pub resources: &'static [&'static str],
+    /// Verbs.
+    pub verbs: &'static [&'static str],
+}
+
+const READ: &[&str] = &["get", "list", "watch"];
+const OWN: &[&str] = &["get", "list", "watch", "create", "patch", "update"];
+
+/// Everything `tusk-operator run` does, and why.
+pub const OPERATOR_RULES: &[Rule] = &[
+    // Watch every Tusk object.
+    Rule {
+        api_groups: &[GROUP],
+        resources: &[
+            "postgresclusters",
+            "postgresusers",
+            "postgresdatabases",
+            "postgresbackups",
+            "postgresbackupschedules",
+        ],
+        verbs: READ,
+    },
+    // Write their status.
+    Rule {
+        api_groups: &[GROUP],
+        resources: &[
+            "postgresclusters/status",
+            "postgresusers/status",
+            "postgresdatabases/status",
+            "postgresbackups/status",
+            "postgresbackupschedules/status",
+        ],
+        verbs: &["get", "patch", "update"],
+    },
+    // Owner references that block deletion need this where OwnerReferencesPermissionEnforcement
+    // is on (as on OpenShift).
+    Rule {
+        api_groups: &[GROUP],
+        resources: &["postgresclusters/finalizers"],
+        verbs: &["update"],
+    },
+    // A cluster's children. Server-side apply creates what is missing, so it needs create too.
+    Rule {
+        api_groups: &[""],
+        resources: &["secrets", "configmaps", "services", "serviceaccounts"],
+        verbs: OWN,
+    },
+    Rule {
+        api_groups: &["apps"],
+        resources: &["statefulsets"],
+        verbs: OWN,
+    },
+    Rule {
+        api_groups: &["policy"],
+        resources: &["poddisruptionbudgets"],
+        verbs: OWN,
+    },
+    // The role labels the -rw and -ro Services select on.
+    Rule {
+        api_groups: &[""],
+        resources: &["pods"],
+        verbs: &["get", "list", "watch", "patch"],
+    },
+    // Leader election.
+    Rule {
+        api_groups: &["coordination.k8s.io"],
+        resources: &["leases"],
+        verbs: &["get", "create", "update"],
+    },
+];
+
+/// The ClusterRole named `name` that grants [`OPERATOR_RULES`].
+pub fn cluster_role(name: &str) -> ClusterRole {
+    ClusterRole {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..ObjectMeta::default()
+        },
+        rules: Some(
+            OPERATOR_RULES
+                .iter()
+                .map(|rule| PolicyRule {
+                    api_groups: Some(rule.api_groups.iter().map(|s| (*s).to_owned()).collect()),
+                    resources: Some(rule.resources.iter().map(|s| (*s).to_owned()).collect()),
+                    verbs: rule.verbs.iter().map(|s| (*s).to_owned()).collect(),
+                    ..PolicyRule::default()
+                })
+                .collect(),
+        ),
+        ..ClusterRole::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OPERATOR_RULES;
+
+    #[test]
+    fn no_rule_has_a_wildcard() {
+        for rule in OPERATOR_RULES {
+            for word in rule.api_groups.iter().chain(rule.resources).chain(rule.verbs) {
+                assert!(!word.contains('*'), "{rule:?}");
+            }
+        }
+    }
+}
