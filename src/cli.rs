@@ -68,6 +68,9 @@ pub struct RunArgs {
     /// The PostgreSQL image for clusters that name none; `{major}` becomes the major version.
     #[arg(long, default_value = crate::DEFAULT_POSTGRES_IMAGE, env = "TUSK_POSTGRES_IMAGE")]
     pub postgres_image: String,
+    /// How often every object is reconciled again without any event, such as `5m`.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub resync_interval: Duration,
 }
 
 /// Options of `copy-binary`.
@@ -301,6 +304,7 @@ pub async fn main(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let controllers = tokio::spawn(crate::controller::run(
                 client,
                 config,
+                args.resync_interval,
                 until_stopped(stopped.clone()),
             ));
             let webhook = tokio::spawn(server.run(until_stopped(stopped)));

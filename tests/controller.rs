@@ -19,9 +19,12 @@ use kube::{
 };
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use support::apiserver::{operator_kubeconfig, plane_with_crds};
+use support::apiserver::{OPERATOR_ACCOUNT, OPERATOR_NAMESPACE, operator_kubeconfig, plane_with_crds};
 use tusk::api::postgres_cluster::v1::PostgresCluster;
 use tusk_testenv::{control_plane::free_port, pki::Ca, process::Supervised};
+
+/// The operator's resync interval in these tests, short so that steady state can be watched.
+const RESYNC_SECONDS: u64 = 3;
 
 /// Starts the operator once for this test binary, as a supervised process that cannot outlive it,
 /// with the generated RBAC through its own ServiceAccount's token.
@@ -38,6 +41,7 @@ async fn operator(plane: &tusk_testenv::ControlPlane) -> &'static Supervised {
                 "run".to_owned(),
                 format!("--listen=127.0.0.1:{}", free_port().unwrap()),
                 format!("--cert-dir={}", dir.display()),
+                format!("--resync-interval={}s", RESYNC_SECONDS),
             ];
             Supervised::spawn_with_env(
                 &dir,
@@ -329,4 +333,49 @@ async fn deleting_a_cluster_with_reclaim_policy_retain_keeps_its_volumes() {
             "{claim} is being deleted"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_converged_cluster_costs_reads_but_no_writes_on_resync() {
+    let plane = plane_with_crds().await;
+    operator(plane).await;
+    let client = plane.client().await.unwrap();
+    let ns = restricted_namespace(plane, "steady").await;
+    let clusters = Api::<PostgresCluster>::namespaced(client.clone(), &ns);
+    clusters
+        .create(&PostParams::default(), &cluster("calm", 2, "Delete"))
+        .await
+        .unwrap();
+    wait_ready(&clusters, "calm", 2).await;
+    // Let events from getting there settle, then watch several resyncs.
+    tokio::time::sleep(Duration::from_secs(2 * RESYNC_SECONDS)).await;
+    let mark = plane.audit_events().len();
+    tokio::time::sleep(Duration::from_secs(4 * RESYNC_SECONDS)).await;
+    let operator_user = format!("system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_ACCOUNT}");
+    let mut by_verb = std::collections::BTreeMap::<String, usize>::new();
+    let mut writes = Vec::new();
+    for event in &plane.audit_events()[mark..] {
+        if event["user"]["username"] != operator_user.as_str()
+            || event["objectRef"]["namespace"] != ns.as_str()
+        {
+            continue;
+        }
+        let verb = event["verb"].as_str().unwrap_or_default().to_owned();
+        if matches!(
+            verb.as_str(),
+            "create" | "update" | "patch" | "delete" | "deletecollection"
+        ) {
+            writes.push(format!("{verb} {}", event["objectRef"]));
+        }
+        *by_verb.entry(verb).or_default() += 1;
+    }
+    eprintln!(
+        "operator requests in {} s of steady state: {by_verb:?}",
+        4 * RESYNC_SECONDS
+    );
+    assert!(writes.is_empty(), "writes in steady state: {writes:#?}");
+    assert!(
+        by_verb.get("get").copied().unwrap_or(0) >= 2 * 7,
+        "at least two resyncs read the children: {by_verb:?}"
+    );
 }

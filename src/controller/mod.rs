@@ -28,16 +28,19 @@ pub struct Context {
     pub client: Client,
     /// Images and other settings of the objects Tusk builds.
     pub config: BuildConfig,
+    /// How often a converged object is reconciled again without any event.
+    pub resync: Duration,
     /// Consecutive failures per object, for backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
     /// A context for `client`.
-    pub fn new(client: Client, config: BuildConfig) -> Self {
+    pub fn new(client: Client, config: BuildConfig, resync: Duration) -> Self {
         Self {
             client,
             config,
+            resync,
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -108,9 +111,10 @@ fn error_policy(cluster: Arc<PostgresCluster>, error: &Error, ctx: Arc<Context>)
 pub async fn run(
     client: Client,
     config: BuildConfig,
+    resync: Duration,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let ctx = Arc::new(Context::new(client.clone(), config));
+    let ctx = Arc::new(Context::new(client.clone(), config, resync));
     // Children are watched only when Tusk manages them, so the operator caches nothing else.
     let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=tusk-operator");
     Controller::new(

@@ -3,7 +3,7 @@
 pub mod build;
 pub mod status;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
@@ -23,9 +23,6 @@ use self::{
 };
 use super::{Context, Error, apply::ensure};
 use crate::api::postgres_cluster::v1::PostgresCluster;
-
-/// How often a converged cluster is checked again without any event.
-pub const RESYNC: Duration = Duration::from_secs(300);
 
 /// One reconcile of one cluster.
 #[instrument(skip_all, fields(namespace = %cluster.namespace().unwrap_or_default(), name = %cluster.name_any()))]
@@ -100,7 +97,7 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
             .map_err(Error::kube("writing the status"))?;
         info!(ready = ?status.ready_instances, "status updated");
     }
-    Ok(Action::requeue(RESYNC))
+    Ok(Action::requeue(ctx.resync))
 }
 
 /// Labels pod 0 `primary` and the others `replica`, so the `-rw` and `-ro` Services find them.

@@ -232,6 +232,23 @@ impl ControlPlane {
             arg("profiling", false),
             arg("v", 1),
         ];
+        // An audit log of every request's metadata, so tests can count what a client wrote.
+        let audit_policy = dir.join("audit-policy.json");
+        write(
+            &audit_policy,
+            json!({
+                "apiVersion": "audit.k8s.io/v1", "kind": "Policy",
+                "omitStages": ["RequestReceived"],
+                "rules": [{"level": "Metadata"}],
+            })
+            .to_string(),
+        )?;
+        args.extend([
+            arg("audit-policy-file", audit_policy.display()),
+            arg("audit-log-path", dir.join("audit.log").display()),
+            arg("audit-log-format", "json"),
+            arg("audit-log-mode", "blocking"),
+        ]);
         if let Some(egress) = &options.egress_selector_config {
             args.push(arg("egress-selector-config-file", egress.display()));
         }
@@ -559,6 +576,16 @@ impl ControlPlane {
             }
         }
         found
+    }
+
+    /// Every request the apiserver has completed so far, from its audit log (JSON objects with
+    /// `user.username`, `verb`, `objectRef` and `responseStatus`).
+    pub fn audit_events(&self) -> Vec<serde_json::Value> {
+        fs::read_to_string(self.dir.join("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
     }
 
     /// The process ids of the running components, by name.
