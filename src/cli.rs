@@ -71,6 +71,18 @@ pub struct RunArgs {
     /// How often every object is reconciled again without any event, such as `5m`.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub resync_interval: Duration,
+    /// Address of `/healthz`, `/readyz` and `/metrics`.
+    #[arg(long, default_value = "0.0.0.0:8081", env = "TUSK_STATUS_LISTEN")]
+    pub status_listen: SocketAddr,
+    /// Namespace of the leader-election Lease (the operator's own namespace).
+    #[arg(long, default_value = crate::crd::DEFAULT_NAMESPACE, env = "POD_NAMESPACE")]
+    pub leader_election_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "tusk-operator")]
+    pub leader_election_id: String,
+    /// This replica's name in the Lease (the pod's name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
 }
 
 /// Options of `copy-binary`.
@@ -290,33 +302,87 @@ pub async fn main(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             args.namespace, args.pod_name, args.cluster
         )
         .into()),
-        Command::Run(args) => {
-            let client = kube::Client::try_default().await?;
-            let server = Server::bind(args.webhook.config()).await?;
-            let (stop, stopped) = tokio::sync::watch::channel(false);
-            let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-                let _ = rx.wait_for(|stop| *stop).await;
-            };
-            let config = crate::controller::postgres_cluster::build::BuildConfig {
-                operator_image: args.operator_image,
-                postgres_image: args.postgres_image,
-            };
-            let controllers = tokio::spawn(crate::controller::run(
-                client,
-                config,
-                args.resync_interval,
-                until_stopped(stopped.clone()),
-            ));
-            let webhook = tokio::spawn(server.run(until_stopped(stopped)));
-            shutdown_signal().await;
-            let _ = stop.send(true);
-            let _ = tokio::join!(controllers, webhook);
-            Ok(())
-        }
+        Command::Run(args) => run(args).await,
         Command::Webhook(args) => {
             let server = Server::bind(args.config()).await?;
             server.run(shutdown_signal()).await;
             Ok(())
         }
     }
+}
+
+/// `tusk-operator run`: the webhook and the admin endpoints on every replica, the controllers on
+/// the leader only.
+async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
+    use std::sync::{Arc, atomic::Ordering};
+
+    use crate::controller::leader::Elector;
+
+    let client = kube::Client::try_default().await?;
+    let state = Arc::new(crate::admin::State::default());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let admin = crate::admin::bind(args.status_listen).await.map_err(|e| {
+        format!(
+            "cannot listen on {} for /healthz and /metrics: {e}",
+            args.status_listen
+        )
+    })?;
+    let admin = tokio::spawn(crate::admin::serve(
+        admin,
+        state.clone(),
+        until_stopped(stopped.clone()),
+    ));
+    let server = Server::bind(args.webhook.config()).await?;
+    let webhook = tokio::spawn(server.run(until_stopped(stopped.clone())));
+    state.ready.store(true, Ordering::Relaxed);
+    tracing::info!(status = %args.status_listen, webhook = %args.webhook.listen, "serving");
+
+    let identity = args
+        .identity
+        .unwrap_or_else(|| format!("tusk-operator-{}", std::process::id()));
+    let elector = Elector::new(
+        client.clone(),
+        &args.leader_election_namespace,
+        &args.leader_election_id,
+        &identity,
+    );
+    let config = crate::controller::postgres_cluster::build::BuildConfig {
+        operator_image: args.operator_image,
+        postgres_image: args.postgres_image,
+    };
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    let lost = tokio::select! {
+        () = elector.acquire() => {
+            let controllers = tokio::spawn(crate::controller::run(
+                client,
+                config,
+                args.resync_interval,
+                state,
+                until_stopped(stopped.clone()),
+            ));
+            let lost = tokio::select! {
+                () = elector.hold() => true,
+                () = &mut signal => false,
+            };
+            let _ = stop.send(true);
+            let _ = controllers.await;
+            if !lost {
+                elector.release().await;
+            }
+            lost
+        }
+        () = &mut signal => {
+            let _ = stop.send(true);
+            false
+        }
+    };
+    let _ = tokio::join!(admin, webhook);
+    if lost {
+        return Err("lost the leader-election lease; exiting so that a fresh start competes again".into());
+    }
+    Ok(())
 }

@@ -1,5 +1,6 @@
 //! Tusk: a PostgreSQL operator for Kubernetes and OpenShift.
 //!
+//! - [`admin`]: `/healthz`, `/readyz` and `/metrics`.
 //! - [`api`]: the custom resources, their versions and conversion between them.
 //! - [`webhook`]: the HTTPS conversion webhook the apiserver calls.
 //! - [`crd`]: the CustomResourceDefinitions as Tusk installs them.
@@ -9,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod api;
 pub mod cli;
 pub mod controller;

@@ -42,6 +42,8 @@ async fn operator(plane: &tusk_testenv::ControlPlane) -> &'static Supervised {
                 format!("--listen=127.0.0.1:{}", free_port().unwrap()),
                 format!("--cert-dir={}", dir.display()),
                 format!("--resync-interval={}s", RESYNC_SECONDS),
+                format!("--status-listen=127.0.0.1:{}", free_port().unwrap()),
+                format!("--leader-election-namespace={OPERATOR_NAMESPACE}"),
             ];
             Supervised::spawn_with_env(
                 &dir,

@@ -2,6 +2,8 @@
 //! (pure), applies (server-side apply, no request when nothing changed) and writes status.
 
 pub mod apply;
+pub mod leader;
+pub mod metrics;
 pub mod password;
 pub mod postgres_cluster;
 
@@ -30,17 +32,25 @@ pub struct Context {
     pub config: BuildConfig,
     /// How often a converged object is reconciled again without any event.
     pub resync: Duration,
+    /// Health and metrics.
+    pub state: Arc<crate::admin::State>,
     /// Consecutive failures per object, for backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
     /// A context for `client`.
-    pub fn new(client: Client, config: BuildConfig, resync: Duration) -> Self {
+    pub fn new(
+        client: Client,
+        config: BuildConfig,
+        resync: Duration,
+        state: Arc<crate::admin::State>,
+    ) -> Self {
         Self {
             client,
             config,
             resync,
+            state,
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -112,12 +122,13 @@ pub async fn run(
     client: Client,
     config: BuildConfig,
     resync: Duration,
+    state: Arc<crate::admin::State>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let ctx = Arc::new(Context::new(client.clone(), config, resync));
+    let ctx = Arc::new(Context::new(client.clone(), config, resync, state));
     // Children are watched only when Tusk manages them, so the operator caches nothing else.
     let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=tusk-operator");
-    Controller::new(
+    let controller = Controller::new(
         Api::<PostgresCluster>::all(client.clone()),
         watcher::Config::default(),
     )
@@ -126,25 +137,38 @@ pub async fn run(
     .owns(Api::<Secret>::all(client.clone()), managed.clone())
     .owns(Api::<Service>::all(client.clone()), managed.clone())
     .owns(Api::<ServiceAccount>::all(client.clone()), managed.clone())
-    .owns(Api::<PodDisruptionBudget>::all(client.clone()), managed)
-    .graceful_shutdown_on(shutdown)
-    .run(
-        |cluster, ctx: Arc<Context>| async move {
-            let key = key(&cluster);
-            let result = postgres_cluster::reconcile(cluster, ctx.clone()).await;
-            if result.is_ok() {
-                ctx.failures
-                    .lock()
-                    .expect("the failure map is never poisoned")
-                    .remove(&key);
-            }
-            result
-        },
-        error_policy,
-        ctx,
-    )
-    .for_each(|_| async {})
-    .await;
+    .owns(Api::<PodDisruptionBudget>::all(client.clone()), managed);
+    let clusters = controller.store();
+    controller
+        .graceful_shutdown_on(shutdown)
+        .run(
+            move |cluster, ctx: Arc<Context>| {
+                let clusters = clusters.clone();
+                async move {
+                    let key = key(&cluster);
+                    let started = std::time::Instant::now();
+                    let result = postgres_cluster::reconcile(cluster, ctx.clone()).await;
+                    let metrics = &ctx.state.metrics;
+                    metrics.reconciled(
+                        "PostgresCluster",
+                        started.elapsed(),
+                        result.as_ref().err().map(Error::metric_label),
+                    );
+                    metrics.managing("PostgresCluster", clusters.state().len());
+                    if result.is_ok() {
+                        ctx.failures
+                            .lock()
+                            .expect("the failure map is never poisoned")
+                            .remove(&key);
+                    }
+                    result
+                }
+            },
+            error_policy,
+            ctx,
+        )
+        .for_each(|_| async {})
+        .await;
 }
 
 #[cfg(test)]

@@ -51,6 +51,11 @@ pub async fn run(root: &Path) -> Result<(), String> {
         .arg(format!("127.0.0.1:{port}"))
         .arg("--cert-dir")
         .arg(&cert_dir)
+        .arg(format!(
+            "--status-listen=127.0.0.1:{}",
+            free_port().map_err(|e| e.to_string())?
+        ))
+        .arg("--leader-election-namespace=default")
         .stdout(Stdio::null())
         .stderr(log)
         .kill_on_drop(true)

@@ -1,0 +1,342 @@
+//! Running the operator: two replicas elect a leader on a Lease and the other takes over within
+//! 15 s when the leader is killed; `/healthz`, `/readyz` and `/metrics` answer; logs are JSON on
+//! request and never carry a secret; SIGKILL in the middle of reconciles leaves no duplicate, keeps
+//! the password and converges. This binary has its own control plane: it kills operators.
+
+mod support;
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::{
+    ByteString,
+    api::{apps::v1::StatefulSet, coordination::v1::Lease, core::v1::Secret},
+};
+use kube::{
+    Api,
+    api::{ListParams, Patch, PatchParams, PostParams},
+};
+use serde_json::{Value, json};
+use support::apiserver::{OPERATOR_NAMESPACE, operator_kubeconfig, plane_with_crds};
+use tusk::api::{common::ConditionStatus, postgres_cluster::v1::PostgresCluster};
+use tusk_testenv::{ControlPlane, control_plane::free_port, pki::Ca, process::Supervised};
+
+/// The tests of this binary run one at a time: an operator manages every namespace, so one test's
+/// operators would reconcile the other's clusters.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A known password a user provides in the superuser Secret; it must never reach a log.
+const KNOWN_PASSWORD: &str = "Sup3rSecretKnownPasswordForLogTest";
+
+struct Operator {
+    process: Supervised,
+    status_port: u16,
+    log: PathBuf,
+}
+
+async fn start_operator(plane: &ControlPlane, identity: &str, lease: &str) -> Operator {
+    let kubeconfig = operator_kubeconfig(plane).await;
+    let dir = tempfile::tempdir().unwrap().keep();
+    let cert = Ca::new("operator test CA").loopback_serving_cert("tusk-operator");
+    std::fs::write(dir.join("tls.crt"), cert.cert_pem).unwrap();
+    std::fs::write(dir.join("tls.key"), cert.key_pem).unwrap();
+    let status_port = free_port().unwrap();
+    let args = vec![
+        "run".to_owned(),
+        format!("--listen=127.0.0.1:{}", free_port().unwrap()),
+        format!("--cert-dir={}", dir.display()),
+        format!("--status-listen=127.0.0.1:{status_port}"),
+        format!("--leader-election-namespace={OPERATOR_NAMESPACE}"),
+        format!("--identity={identity}"),
+        format!("--leader-election-id={lease}"),
+        "--resync-interval=5s".to_owned(),
+        "--log-format=json".to_owned(),
+    ];
+    let process = Supervised::spawn_with_env(
+        &dir,
+        identity,
+        env!("CARGO_BIN_EXE_tusk-operator").as_ref(),
+        &args,
+        &[
+            ("KUBECONFIG", kubeconfig.as_os_str()),
+            // Everything Tusk logs, at every level.
+            ("RUST_LOG", "debug".as_ref()),
+        ],
+    )
+    .unwrap();
+    Operator {
+        process,
+        status_port,
+        log: dir.join("logs").join(format!("{identity}.log")),
+    }
+}
+
+/// GET `path` on 127.0.0.1:`port`; the status code and body.
+async fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((code, body))
+}
+
+async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn cluster(name: &str, instances: i32) -> PostgresCluster {
+    serde_json::from_value(json!({
+        "apiVersion": "tusk.dev/v1", "kind": "PostgresCluster",
+        "metadata": {"name": name},
+        "spec": {"postgres": {"version": 16}, "instances": instances, "storage": {"data": {"size": "1Gi"}}},
+    }))
+    .unwrap()
+}
+
+async fn ready(api: &Api<PostgresCluster>, name: &str, instances: i32) -> bool {
+    let Ok(c) = api.get(name).await else { return false };
+    let Some(status) = c.status.clone() else {
+        return false;
+    };
+    status.ready_instances == Some(instances)
+        && status.observed_generation == c.metadata.generation
+        && status
+            .conditions
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == ConditionStatus::True)
+}
+
+async fn holder(plane: &ControlPlane) -> Option<String> {
+    let client = plane.client().await.ok()?;
+    Api::<Lease>::namespaced(client, OPERATOR_NAMESPACE)
+        .get_opt("ha")
+        .await
+        .ok()??
+        .spec?
+        .holder_identity
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_elect_a_leader_serve_health_and_metrics_and_fail_over() {
+    let _serial = SERIAL.lock().await;
+    let plane = plane_with_crds().await;
+    let client = plane.client().await.unwrap();
+    let ns = plane.namespace("ha").await.unwrap();
+    // The user brings the superuser Secret, with a password Tusk must keep and never log.
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "db-superuser"},
+        "type": "kubernetes.io/basic-auth",
+        "data": {"username": ByteString(b"postgres".to_vec()), "password": ByteString(KNOWN_PASSWORD.as_bytes().to_vec())},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+
+    let a = start_operator(plane, "replica-a", "ha").await;
+    let leader = eventually("a leader", Duration::from_secs(30), || holder(plane)).await;
+    assert_eq!(leader, "replica-a");
+    let b = start_operator(plane, "replica-b", "ha").await;
+    for op in [&a, &b] {
+        eventually("/healthz and /readyz", Duration::from_secs(30), || async {
+            let (h, _) = get(op.status_port, "/healthz").await?;
+            let (r, _) = get(op.status_port, "/readyz").await?;
+            (h == 200 && r == 200).then_some(())
+        })
+        .await;
+    }
+    let clusters = Api::<PostgresCluster>::namespaced(client.clone(), &ns);
+    clusters
+        .create(&PostParams::default(), &cluster("db", 1))
+        .await
+        .unwrap();
+    eventually("db Ready", Duration::from_secs(120), || async {
+        ready(&clusters, "db", 1).await.then_some(())
+    })
+    .await;
+    let kept = Api::<Secret>::namespaced(client.clone(), &ns)
+        .get("db-superuser")
+        .await
+        .unwrap();
+    assert_eq!(
+        kept.data.unwrap()["password"].0,
+        KNOWN_PASSWORD.as_bytes(),
+        "the user's password is kept"
+    );
+
+    // Only the leader reconciles; its metrics say so.
+    let (_, metrics) = get(a.status_port, "/metrics").await.unwrap();
+    for line in [
+        "tusk_reconciles_total{kind=\"PostgresCluster\"}",
+        "tusk_reconcile_duration_seconds_bucket{",
+        "tusk_managed_objects{kind=\"PostgresCluster\"} ",
+    ] {
+        assert!(metrics.contains(line), "leader /metrics lacks {line}:\n{metrics}");
+    }
+    let (_, standby) = get(b.status_port, "/metrics").await.unwrap();
+    assert!(
+        !standby.contains("tusk_reconciles_total{"),
+        "the standby reconciled:\n{standby}"
+    );
+
+    // Kill the leader outright; the standby takes over within 15 s and reconciles.
+    let killed = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-KILL", &a.process.pid().unwrap().to_string()])
+        .status()
+        .unwrap();
+    eventually("replica-b to lead", Duration::from_secs(15), || async {
+        (holder(plane).await.as_deref() == Some("replica-b")).then_some(())
+    })
+    .await;
+    clusters
+        .create(&PostParams::default(), &cluster("after", 1))
+        .await
+        .unwrap();
+    eventually(
+        "the new leader to reconcile",
+        Duration::from_secs(120),
+        || async { ready(&clusters, "after", 1).await.then_some(()) },
+    )
+    .await;
+    eprintln!(
+        "replica-b led {:.1} s after replica-a was killed",
+        killed.elapsed().as_secs_f64()
+    );
+
+    // Logs: JSON lines, and no secret anywhere.
+    for op in [&a, &b] {
+        let text = std::fs::read_to_string(&op.log).unwrap();
+        assert!(
+            !text.contains(KNOWN_PASSWORD),
+            "{} logged the password",
+            op.log.display()
+        );
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert!(!lines.is_empty(), "{} is empty", op.log.display());
+        for line in lines {
+            serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_reconciles_leaves_no_duplicates_keeps_the_password_and_converges() {
+    let _serial = SERIAL.lock().await;
+    let plane = plane_with_crds().await;
+    let client = plane.client().await.unwrap();
+    let ns = plane.namespace("restarts").await.unwrap();
+    let clusters = Api::<PostgresCluster>::namespaced(client.clone(), &ns);
+    for name in ["r1", "r2", "r3"] {
+        clusters
+            .create(&PostParams::default(), &cluster(name, 1))
+            .await
+            .unwrap();
+    }
+    let mut passwords = None;
+    for round in 0..10 {
+        // A lease of its own each round: the killed one's lease would otherwise hold for 10 s.
+        let op = start_operator(plane, &format!("restart-{round}"), &format!("restarts-{round}")).await;
+        // Change something on every round so the operator is mid-reconcile when it dies.
+        for name in ["r1", "r2", "r3"] {
+            clusters
+                .patch(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"postgres": {"parameters": {"work_mem": format!("{}MB", round + 1)}}}})),
+                )
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(300 + 150 * round)).await;
+        let pid = op.process.pid().unwrap();
+        std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .unwrap();
+        eventually(
+            "the killed operator to be gone",
+            Duration::from_secs(10),
+            || async {
+                (!std::path::Path::new(&format!("/proc/{pid}")).exists()
+                    || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z")))
+                .then_some(())
+            },
+        )
+        .await;
+        drop(op);
+        let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+        let now: Vec<Option<Vec<u8>>> = superuser_passwords(&secrets).await;
+        match &passwords {
+            None if now.iter().all(Option::is_some) => passwords = Some(now),
+            None => {}
+            Some(before) => assert_eq!(before, &now, "round {round}: a password changed"),
+        }
+    }
+    // A final operator, left running: everything converges.
+    let _op = start_operator(plane, "restart-final", "restarts-final").await;
+    for name in ["r1", "r2", "r3"] {
+        eventually(&format!("{name} Ready"), Duration::from_secs(180), || async {
+            let c = clusters.get(name).await.ok()?;
+            let conf = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), &ns)
+                .get(&format!("{name}-config"))
+                .await
+                .ok()?;
+            let current = conf.data?["postgresql.conf"].contains("work_mem = '10MB'");
+            (current && ready(&clusters, name, 1).await && c.status.is_some()).then_some(())
+        })
+        .await;
+    }
+    // Exactly one of each child per cluster.
+    let statefulsets = Api::<StatefulSet>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(statefulsets.items.len(), 3);
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=tusk-operator"))
+        .await
+        .unwrap();
+    assert_eq!(secrets.items.len(), 3);
+    if let Some(before) = passwords {
+        let now = superuser_passwords(&Api::<Secret>::namespaced(client.clone(), &ns)).await;
+        assert_eq!(before, now, "a password changed");
+    }
+}
+
+/// The three clusters' superuser passwords (None where the Secret does not exist yet).
+async fn superuser_passwords(secrets: &Api<Secret>) -> Vec<Option<Vec<u8>>> {
+    let mut out = Vec::new();
+    for name in ["r1", "r2", "r3"] {
+        let secret = secrets.get_opt(&format!("{name}-superuser")).await.unwrap();
+        out.push(secret.and_then(|s| s.data).map(|d| d["password"].0.clone()));
+    }
+    out
+}
