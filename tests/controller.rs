@@ -381,3 +381,123 @@ async fn a_converged_cluster_costs_reads_but_no_writes_on_resync() {
         "at least two resyncs read the children: {by_verb:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_freezes_the_children_until_unpaused() {
+    let plane = plane_with_crds().await;
+    operator(plane).await;
+    let client = plane.client().await.unwrap();
+    let ns = restricted_namespace(plane, "paused").await;
+    let clusters = Api::<PostgresCluster>::namespaced(client.clone(), &ns);
+    clusters
+        .create(&PostParams::default(), &cluster("frozen", 1, "Delete"))
+        .await
+        .unwrap();
+    wait_ready(&clusters, "frozen", 1).await;
+    let set = |patch: serde_json::Value| {
+        let clusters = clusters.clone();
+        async move {
+            clusters
+                .patch(
+                    "frozen",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": patch})),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    set(json!({"paused": true, "postgres": {"parameters": {"work_mem": "99MB"}}})).await;
+    let reason = |c: &PostgresCluster, t: &str| {
+        c.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == t).map(|c| c.reason.clone()))
+    };
+    eventually("Progressing=Paused", Duration::from_secs(30), || async {
+        let c = clusters.get("frozen").await.ok()?;
+        (reason(&c, "Progressing").as_deref() == Some("Paused")
+            && c.status.as_ref()?.observed_generation == c.metadata.generation)
+            .then_some(())
+    })
+    .await;
+    // Several resyncs later the ConfigMap still has the old value.
+    tokio::time::sleep(Duration::from_secs(3 * RESYNC_SECONDS)).await;
+    let configs = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+    let conf = configs.get("frozen-config").await.unwrap().data.unwrap()["postgresql.conf"].clone();
+    assert!(
+        conf.contains("work_mem = '8MB'") && !conf.contains("99MB"),
+        "{conf}"
+    );
+    set(json!({"paused": false})).await;
+    eventually(
+        "the change to apply once unpaused",
+        Duration::from_secs(30),
+        || async {
+            let c = configs.get("frozen-config").await.ok()?;
+            c.data?["postgresql.conf"]
+                .contains("work_mem = '99MB'")
+                .then_some(())
+        },
+    )
+    .await;
+    wait_ready(&clusters, "frozen", 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_superuser_secret_tusk_cannot_use_shows_as_degraded_until_fixed() {
+    let plane = plane_with_crds().await;
+    operator(plane).await;
+    let client = plane.client().await.unwrap();
+    let ns = restricted_namespace(plane, "badsecret").await;
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    let bad: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "odd-superuser"},
+        "data": {"username": "cG9zdGdyZXM=", "password": "/w=="},
+    }))
+    .unwrap();
+    secrets.create(&PostParams::default(), &bad).await.unwrap();
+    let clusters = Api::<PostgresCluster>::namespaced(client.clone(), &ns);
+    clusters
+        .create(&PostParams::default(), &cluster("odd", 1, "Delete"))
+        .await
+        .unwrap();
+    let degraded = eventually("Degraded=InvalidSecret", Duration::from_secs(30), || async {
+        let c = clusters.get("odd").await.ok()?;
+        c.status?.conditions?.into_iter().find(|c| {
+            c.type_ == "Degraded"
+                && c.status == tusk::api::common::ConditionStatus::True
+                && c.reason == "InvalidSecret"
+        })
+    })
+    .await;
+    assert!(
+        degraded
+            .message
+            .contains("Secret odd-superuser: data.password is not UTF-8"),
+        "{}",
+        degraded.message
+    );
+    assert!(
+        Api::<StatefulSet>::namespaced(client.clone(), &ns)
+            .get_opt("odd")
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing is built on a Secret Tusk cannot read"
+    );
+    secrets
+        .delete("odd-superuser", &DeleteParams::default())
+        .await
+        .unwrap();
+    let c = wait_ready(&clusters, "odd", 1).await;
+    let degraded = c
+        .status
+        .unwrap()
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "Degraded")
+        .unwrap();
+    assert_eq!(degraded.reason, "AsExpected");
+}

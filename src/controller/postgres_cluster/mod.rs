@@ -19,7 +19,7 @@ use tracing::{info, instrument};
 
 use self::{
     build::{CLUSTER_LABEL, ROLE_LABEL, pod_name, superuser_secret_name},
-    status::{Observed, desired_status},
+    status::{Observed, Problem, desired_status},
 };
 use super::{Context, Error, apply::ensure};
 use crate::api::postgres_cluster::v1::PostgresCluster;
@@ -38,45 +38,24 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
     let mut observed = Observed::default();
     let statefulsets = Api::<StatefulSet>::namespaced(client.clone(), &namespace);
 
-    if cluster.spec.paused != Some(true) {
-        // Read: the one value Tusk keeps from an earlier reconcile is the superuser password.
-        let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
-        let password = match secrets
-            .get_opt(&superuser_secret_name(&name))
-            .await
-            .map_err(Error::kube("reading the superuser Secret"))?
-            .and_then(|s| s.data?.remove("password"))
-        {
-            Some(existing) => String::from_utf8(existing.0).map_err(|_| Error::InvalidSecret {
-                secret: superuser_secret_name(&name),
-            })?,
-            None => super::password::generate(),
-        };
-        // Build, then apply.
-        let children = build::children(&cluster, &password, &ctx.config);
-        ensure(client, &children.superuser)
-            .await
-            .map_err(Error::kube("applying the superuser Secret"))?;
-        ensure(client, &children.config)
-            .await
-            .map_err(Error::kube("applying the ConfigMap"))?;
-        ensure(client, &children.service_account)
-            .await
-            .map_err(Error::kube("applying the ServiceAccount"))?;
-        for service in &children.services {
-            ensure(client, service)
-                .await
-                .map_err(Error::kube("applying a Service"))?;
-        }
-        ensure(client, &children.pdb)
-            .await
-            .map_err(Error::kube("applying the PodDisruptionBudget"))?;
-        ensure(client, &children.statefulset)
-            .await
-            .map_err(Error::kube("applying the StatefulSet"))?;
-        observed.primary = label_roles(&ctx, &namespace, &name).await?;
-    } else {
+    if cluster.spec.paused == Some(true) {
         observed.primary = cluster.status.as_ref().and_then(|s| s.current_primary.clone());
+    } else {
+        match apply_children(&cluster, &ctx, &namespace).await {
+            Ok(primary) => observed.primary = primary,
+            Err(Error::InvalidSecret { secret }) => {
+                // Only the user can fix this, so there is no fast retry. The Secret may be the
+                // user's own (not labelled as Tusk's, so not watched): look again at resync.
+                observed.problem = Some(Problem {
+                    reason: "InvalidSecret".to_owned(),
+                    message: format!(
+                        "Secret {secret}: data.password is not UTF-8; set a UTF-8 password, or delete \
+                         the Secret to have a new one made"
+                    ),
+                });
+            }
+            Err(e) => return Err(e),
+        }
     }
     observed.statefulset = statefulsets
         .get_opt(&name)
@@ -98,6 +77,53 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
         info!(ready = ?status.ready_instances, "status updated");
     }
     Ok(Action::requeue(ctx.resync))
+}
+
+/// Reads the superuser password, builds every child and applies what differs; returns the
+/// primary's pod once it exists.
+async fn apply_children(
+    cluster: &PostgresCluster,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<Option<String>, Error> {
+    let name = cluster.name_any();
+    let client = &ctx.client;
+    // Read: the one value Tusk keeps from an earlier reconcile is the superuser password.
+    let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
+    let password = match secrets
+        .get_opt(&superuser_secret_name(&name))
+        .await
+        .map_err(Error::kube("reading the superuser Secret"))?
+        .and_then(|s| s.data?.remove("password"))
+    {
+        Some(existing) => String::from_utf8(existing.0).map_err(|_| Error::InvalidSecret {
+            secret: superuser_secret_name(&name),
+        })?,
+        None => super::password::generate(),
+    };
+    // Build, then apply.
+    let children = build::children(cluster, &password, &ctx.config);
+    ensure(client, &children.superuser)
+        .await
+        .map_err(Error::kube("applying the superuser Secret"))?;
+    ensure(client, &children.config)
+        .await
+        .map_err(Error::kube("applying the ConfigMap"))?;
+    ensure(client, &children.service_account)
+        .await
+        .map_err(Error::kube("applying the ServiceAccount"))?;
+    for service in &children.services {
+        ensure(client, service)
+            .await
+            .map_err(Error::kube("applying a Service"))?;
+    }
+    ensure(client, &children.pdb)
+        .await
+        .map_err(Error::kube("applying the PodDisruptionBudget"))?;
+    ensure(client, &children.statefulset)
+        .await
+        .map_err(Error::kube("applying the StatefulSet"))?;
+    label_roles(ctx, namespace, &name).await
 }
 
 /// Labels pod 0 `primary` and the others `replica`, so the `-rw` and `-ro` Services find them.
