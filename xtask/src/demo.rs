@@ -1,7 +1,8 @@
 //! `cargo xtask demo`: Tusk on its embedded default. It starts the local control plane, runs
-//! `tusk-operator` (today: its conversion webhook) on 127.0.0.1 with a certificate from a fresh
-//! CA, installs the CRDs pointing at it, applies the samples under `config/samples`, shows them
-//! at every version, and runs until Ctrl-C.
+//! `tusk-operator run` (controllers and conversion webhook) on 127.0.0.1 with a certificate from
+//! a fresh CA, installs the CRDs pointing at it, applies the samples under `config/samples`, waits
+//! for the sample cluster to be Ready, shows it at every version with its children and status,
+//! and runs until Ctrl-C.
 
 use std::{path::Path, process::Stdio, time::Duration};
 
@@ -128,6 +129,15 @@ pub async fn run(root: &Path) -> Result<(), String> {
             .map_err(|e| format!("{}: {e}", file.display()))?;
     }
 
+    // The operator reconciles the sample cluster; kwok runs its pods.
+    println!("Waiting for PostgresCluster demo to be Ready...");
+    let waited = kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "postgresclusters.v1.tusk.dev/demo",
+        "--timeout=180s",
+    ])?;
+    print!("{waited}");
     println!("\nTusk is running on the local control plane. Its objects (kubectl get tusk):\n");
     print!("{}", kubectl(&["get", "tusk"])?);
     println!("\nThe same PostgresCluster read through each version (converted by Tusk's webhook):\n");
@@ -138,6 +148,28 @@ pub async fn run(root: &Path) -> Result<(), String> {
             kubectl(&["get", &format!("postgresclusters.{version}.tusk.dev"), "demo"])?
         );
     }
+    println!("\nThe cluster's children and pods (kwok plays the kubelet):\n");
+    print!(
+        "{}",
+        kubectl(&[
+            "get",
+            "statefulsets,services,configmaps,secrets,pdb,pods,pvc",
+            "-l",
+            "tusk.dev/cluster=demo"
+        ])?
+    );
+    println!("\nIts status:\n");
+    print!(
+        "{}",
+        kubectl(&[
+            "get",
+            "postgresclusters.v1.tusk.dev",
+            "demo",
+            "-o",
+            "jsonpath={.status}"
+        ])?
+    );
+    println!();
     let testbin = plane.toolchain().bin("kubectl");
     println!(
         "\nTry it from another shell:\n\n  export KUBECONFIG={}\n  export PATH={}:$PATH\n  \
