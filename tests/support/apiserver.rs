@@ -162,59 +162,12 @@ pub const OPERATOR_ACCOUNT: &str = "tusk-operator";
 /// A kubeconfig for the operator's ServiceAccount, bound to exactly the ClusterRole built from
 /// `tusk::rbac`, so tests run the operator with least privilege, never as admin.
 pub async fn operator_kubeconfig(plane: &ControlPlane) -> PathBuf {
-    use k8s_openapi::api::{
-        authentication::v1::TokenRequest,
-        core::v1::{Namespace, ServiceAccount},
-        rbac::v1::{ClusterRole, ClusterRoleBinding},
-    };
-    use kube::api::{Patch, PatchParams};
-    let client = plane.client().await.unwrap();
-    let apply = PatchParams::apply("tusk-tests").force();
-    let ns: Namespace =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": OPERATOR_NAMESPACE}})).unwrap();
-    Api::<Namespace>::all(client.clone())
-        .patch(OPERATOR_NAMESPACE, &apply, &Patch::Apply(&ns))
-        .await
-        .unwrap();
-    let accounts = Api::<ServiceAccount>::namespaced(client.clone(), OPERATOR_NAMESPACE);
-    let account: ServiceAccount =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": OPERATOR_ACCOUNT}})).unwrap();
-    accounts
-        .patch(OPERATOR_ACCOUNT, &apply, &Patch::Apply(&account))
-        .await
-        .unwrap();
-    let role = tusk::rbac::cluster_role(OPERATOR_ACCOUNT);
-    Api::<ClusterRole>::all(client.clone())
-        .patch(OPERATOR_ACCOUNT, &apply, &Patch::Apply(&role))
-        .await
-        .unwrap();
-    let binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": OPERATOR_ACCOUNT},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": OPERATOR_ACCOUNT},
-        "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_ACCOUNT, "namespace": OPERATOR_NAMESPACE}],
-    }))
-    .unwrap();
-    Api::<ClusterRoleBinding>::all(client.clone())
-        .patch(OPERATOR_ACCOUNT, &apply, &Patch::Apply(&binding))
-        .await
-        .unwrap();
-    let request: TokenRequest =
-        serde_json::from_value(serde_json::json!({"spec": {"expirationSeconds": 86400}})).unwrap();
-    let token = accounts
-        .create_token_request(OPERATOR_ACCOUNT, &PostParams::default(), &request)
+    plane
+        .service_account_kubeconfig(
+            OPERATOR_NAMESPACE,
+            OPERATOR_ACCOUNT,
+            &tusk::rbac::cluster_role(OPERATOR_ACCOUNT),
+        )
         .await
         .unwrap()
-        .status
-        .unwrap()
-        .token;
-    let path = plane.dir().join("operator.kubeconfig");
-    let kubeconfig = serde_json::json!({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "tusk", "cluster": {"server": plane.server(), "certificate-authority": plane.dir().join("pki/ca.crt")}}],
-        "users": [{"name": OPERATOR_ACCOUNT, "user": {"token": token}}],
-        "contexts": [{"name": "tusk", "context": {"cluster": "tusk", "user": OPERATOR_ACCOUNT, "namespace": OPERATOR_NAMESPACE}}],
-        "current-context": "tusk",
-    });
-    std::fs::write(&path, serde_json::to_vec_pretty(&kubeconfig).unwrap()).unwrap();
-    path
 }

@@ -2,9 +2,11 @@
 //!
 //! - `cargo xtask crds` writes `config/crd/*.yaml` from the Rust types.
 //! - `cargo xtask crds --check` fails when those files are not what the types generate.
+//! - `cargo xtask bench-controller` measures the controller with many clusters.
 //! - `cargo xtask demo` runs Tusk on the local control plane with the samples in
 //!   `config/samples`, until Ctrl-C.
 
+mod bench;
 mod demo;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -26,6 +28,16 @@ enum Task {
         /// Write nothing; fail if a file differs from what the types generate.
         #[arg(long)]
         check: bool,
+    },
+    /// Create many PostgresClusters at once on the local control plane and print the time to
+    /// Ready, the operator's peak RSS, its API requests by verb and its steady-state writes.
+    BenchController {
+        /// How many clusters.
+        #[arg(long, default_value_t = 1000)]
+        clusters: usize,
+        /// How long to watch steady state, in seconds (the operator resyncs every half of it).
+        #[arg(long, default_value_t = 60)]
+        steady_seconds: u64,
     },
     /// Run Tusk on its embedded default: the local control plane, the CRDs, the operator and the
     /// sample objects, until Ctrl-C.
@@ -74,6 +86,14 @@ fn main() -> ExitCode {
             .build()
             .map_err(|e| e.to_string())
             .and_then(|runtime| runtime.block_on(demo::run(&repo_root()))),
+        Task::BenchController {
+            clusters,
+            steady_seconds,
+        } => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+            .and_then(|runtime| runtime.block_on(bench::run(&repo_root(), clusters, steady_seconds))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

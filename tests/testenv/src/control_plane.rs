@@ -10,12 +10,14 @@ use std::{
 };
 
 use k8s_openapi::api::{
+    authentication::v1::TokenRequest,
     core::v1::{Namespace, Node, ServiceAccount},
+    rbac::v1::{ClusterRole, ClusterRoleBinding},
     storage::v1::StorageClass,
 };
 use kube::{
     Api, Client,
-    api::PostParams,
+    api::{Patch, PatchParams, PostParams},
     config::{KubeConfigOptions, Kubeconfig},
 };
 use serde_json::json;
@@ -274,6 +276,9 @@ impl ControlPlane {
                 arg("bind-address", "127.0.0.1"),
                 arg("secure-port", port),
                 arg("cert-dir", dir.join(format!("{name}-certs")).display()),
+                // The default 20 requests/s makes large tests wait on the test environment.
+                arg("kube-api-qps", 200),
+                arg("kube-api-burst", 400),
                 arg("v", 1),
             ]
         };
@@ -576,6 +581,63 @@ impl ControlPlane {
             }
         }
         found
+    }
+
+    /// A kubeconfig that authenticates as ServiceAccount `namespace/name` (created if missing) with
+    /// a token, bound to `role` (applied as a ClusterRole of the same name as the account). Use it
+    /// to run a program with exactly the permissions it declares, never as admin.
+    pub async fn service_account_kubeconfig(
+        &self,
+        namespace: &str,
+        name: &str,
+        role: &ClusterRole,
+    ) -> Result<PathBuf> {
+        let client = self.client().await?;
+        let apply = PatchParams::apply("tusk-testenv").force();
+        let ns: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": namespace}})).expect("a namespace");
+        Api::<Namespace>::all(client.clone())
+            .patch(namespace, &apply, &Patch::Apply(&ns))
+            .await?;
+        let accounts = Api::<ServiceAccount>::namespaced(client.clone(), namespace);
+        let account: ServiceAccount =
+            serde_json::from_value(json!({"metadata": {"name": name}})).expect("an account");
+        accounts.patch(name, &apply, &Patch::Apply(&account)).await?;
+        let mut role = role.clone();
+        role.metadata.name = Some(name.to_owned());
+        Api::<ClusterRole>::all(client.clone())
+            .patch(name, &apply, &Patch::Apply(&role))
+            .await?;
+        let binding: ClusterRoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+        }))
+        .expect("a binding");
+        Api::<ClusterRoleBinding>::all(client.clone())
+            .patch(name, &apply, &Patch::Apply(&binding))
+            .await?;
+        let request: TokenRequest =
+            serde_json::from_value(json!({"spec": {"expirationSeconds": 86400}})).expect("a token request");
+        let token = accounts
+            .create_token_request(name, &PostParams::default(), &request)
+            .await?
+            .status
+            .map(|s| s.token)
+            .unwrap_or_default();
+        let path = self.dir.join(format!("{namespace}-{name}.kubeconfig"));
+        let kubeconfig = json!({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "tusk", "cluster": {"server": self.server, "certificate-authority": self.dir.join("pki/ca.crt")}}],
+            "users": [{"name": name, "user": {"token": token}}],
+            "contexts": [{"name": "tusk", "context": {"cluster": "tusk", "user": name, "namespace": namespace}}],
+            "current-context": "tusk",
+        });
+        write(
+            &path,
+            serde_json::to_vec_pretty(&kubeconfig).expect("a kubeconfig serializes"),
+        )?;
+        Ok(path)
     }
 
     /// Every request the apiserver has completed so far, from its audit log (JSON objects with
