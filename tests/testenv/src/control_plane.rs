@@ -702,8 +702,9 @@ fn fake_node() -> Node {
             },
         },
         "status": {
-            "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
-            "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+            // Room for benchmarks with thousands of pods; nothing runs for real.
+            "allocatable": {"cpu": "1000", "memory": "4Ti", "pods": "10000"},
+            "capacity": {"cpu": "1000", "memory": "4Ti", "pods": "10000"},
             "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux", "kubeletVersion": "fake"},
         },
     }))

@@ -15,21 +15,30 @@ use crate::{Result, io};
 
 const SUPERVISOR: &str = r#"
 log=$1; pidfile=$2; shift 2
+stop() {
+  kill -TERM "$child" 2>/dev/null
+  for _ in $(seq 100); do kill -0 "$child" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$child" 2>/dev/null
+  wait "$child" 2>/dev/null
+  rm -f "$pidfile"
+  exit 0
+}
+# A signal to the whole process group (Ctrl-C, timeout(1)) stops the program too: background
+# programs of a non-interactive shell ignore SIGINT, so it must be passed on.
+trap stop INT TERM HUP
 "$@" </dev/null >>"$log" 2>&1 &
 child=$!
 echo "$child" >"$pidfile"
 while read -r _; do :; done
-kill -TERM "$child" 2>/dev/null
-for _ in $(seq 100); do kill -0 "$child" 2>/dev/null || break; sleep 0.1; done
-kill -KILL "$child" 2>/dev/null
-wait "$child" 2>/dev/null
-rm -f "$pidfile"
+stop
 "#;
 
 /// Waits for end of file, then for every supervised program of the directory to be gone, then
 /// removes the directory.
 const JANITOR: &str = r#"
 dir=$1
+# Outlive a signal to the process group: the directory goes once the owner is gone.
+trap '' INT TERM HUP
 while read -r _; do :; done
 for _ in $(seq 200); do
   alive=

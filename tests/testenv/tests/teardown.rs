@@ -126,3 +126,25 @@ fn under_ci_a_missing_toolchain_fails_instead_of_building_or_skipping() {
     );
     assert!(!dir.join("ready").exists());
 }
+
+#[test]
+fn a_signal_to_the_whole_process_group_stops_every_component() {
+    // What Ctrl-C in a terminal or timeout(1) does: SIGINT to every process of the group.
+    let (_parent, dir) = scratch("group");
+    let mut owner = Command::new("setsid")
+        .arg(env!("CARGO_BIN_EXE_tusk-testenv"))
+        .args(["up", "--dir"])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let pids = wait_ready(&dir, &mut owner);
+    // setsid made the owner the leader of a new group, whose id is its pid.
+    Command::new("kill")
+        .args(["-INT", "--", &format!("-{}", owner.id())])
+        .status()
+        .unwrap();
+    owner.wait().unwrap();
+    assert_all_gone(&pids, &dir, "SIGINT to the process group");
+}
