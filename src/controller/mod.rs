@@ -17,7 +17,8 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Client, ResourceExt,
-    runtime::{Controller, controller::Action, watcher},
+    core::PartialObjectMeta,
+    runtime::{Controller, WatchStreamExt, controller::Action, watcher},
 };
 use tracing::warn;
 
@@ -126,18 +127,37 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let ctx = Arc::new(Context::new(client.clone(), config, resync, state));
-    // Children are watched only when Tusk manages them, so the operator caches nothing else.
+    // Children only trigger reconciles of their owner; reconcile reads what it needs. So they are
+    // watched as metadata only, only when Tusk manages them, and not cached: the operator's
+    // memory then grows with the number of clusters, not with the number of their children.
     let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=tusk-operator");
+    fn children<K>(
+        client: &Client,
+        config: &watcher::Config,
+    ) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+    where
+        K: kube::Resource<DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), config.clone())
+            .default_backoff()
+            .touched_objects()
+    }
     let controller = Controller::new(
         Api::<PostgresCluster>::all(client.clone()),
         watcher::Config::default(),
     )
-    .owns(Api::<StatefulSet>::all(client.clone()), managed.clone())
-    .owns(Api::<ConfigMap>::all(client.clone()), managed.clone())
-    .owns(Api::<Secret>::all(client.clone()), managed.clone())
-    .owns(Api::<Service>::all(client.clone()), managed.clone())
-    .owns(Api::<ServiceAccount>::all(client.clone()), managed.clone())
-    .owns(Api::<PodDisruptionBudget>::all(client.clone()), managed);
+    .owns_stream(children::<StatefulSet>(&client, &managed))
+    .owns_stream(children::<ConfigMap>(&client, &managed))
+    .owns_stream(children::<Secret>(&client, &managed))
+    .owns_stream(children::<Service>(&client, &managed))
+    .owns_stream(children::<ServiceAccount>(&client, &managed))
+    .owns_stream(children::<PodDisruptionBudget>(&client, &managed));
     let clusters = controller.store();
     controller
         .graceful_shutdown_on(shutdown)
