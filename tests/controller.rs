@@ -501,3 +501,50 @@ async fn a_superuser_secret_tusk_cannot_use_shows_as_degraded_until_fixed() {
         .unwrap();
     assert_eq!(degraded.reason, "AsExpected");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kinds_without_a_controller_yet_say_so_in_their_status() {
+    let plane = plane_with_crds().await;
+    operator(plane).await;
+    let client = plane.client().await.unwrap();
+    let ns = plane.namespace("pending").await.unwrap();
+    for (kind, spec) in [
+        (
+            "PostgresUser",
+            json!({"cluster": {"name": "db"}, "roleName": "app"}),
+        ),
+        (
+            "PostgresDatabase",
+            json!({"cluster": {"name": "db"}, "owner": "app"}),
+        ),
+        ("PostgresBackup", json!({"cluster": {"name": "db"}})),
+        (
+            "PostgresBackupSchedule",
+            json!({"cluster": {"name": "db"}, "schedule": "@daily"}),
+        ),
+    ] {
+        let api = support::apiserver::api(&client, &ns, kind, "v1");
+        let object = serde_json::from_value(json!({
+            "apiVersion": "tusk.dev/v1", "kind": kind, "metadata": {"name": "x"}, "spec": spec.clone(),
+        }))
+        .unwrap();
+        api.create(&PostParams::default(), &object).await.unwrap();
+        let status = eventually(&format!("{kind} status"), Duration::from_secs(30), || async {
+            let o = api.get("x").await.ok()?;
+            let status = o.data.get("status")?.clone();
+            (status["observedGeneration"] == json!(1)).then_some(status)
+        })
+        .await;
+        let ready = &status["conditions"][0];
+        assert_eq!(
+            (ready["type"].as_str(), ready["status"].as_str()),
+            (Some("Ready"), Some("Unknown")),
+            "{kind}"
+        );
+        assert_eq!(ready["reason"], "NotReconciled", "{kind}");
+        let spec_after = api.get("x").await.unwrap().data["spec"].clone();
+        for (field, value) in spec.as_object().unwrap() {
+            assert_eq!(&spec_after[field], value, "{kind}: spec.{field} is untouched");
+        }
+    }
+}

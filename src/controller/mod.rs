@@ -5,6 +5,7 @@ pub mod apply;
 pub mod leader;
 pub mod metrics;
 pub mod password;
+pub mod pending;
 pub mod postgres_cluster;
 
 use std::{collections::HashMap, sync::Arc, sync::Mutex, time::Duration};
@@ -23,7 +24,11 @@ use kube::{
 use tracing::warn;
 
 use self::postgres_cluster::build::BuildConfig;
-use crate::api::postgres_cluster::v1::PostgresCluster;
+use crate::api::{
+    postgres_backup::v1::PostgresBackup, postgres_backup_schedule::v1::PostgresBackupSchedule,
+    postgres_cluster::v1::PostgresCluster, postgres_database::v1::PostgresDatabase,
+    postgres_user::v1::PostgresUser,
+};
 
 /// Shared by every reconcile.
 pub struct Context {
@@ -159,6 +164,32 @@ pub async fn run(
     .owns_stream(children::<ServiceAccount>(&client, &managed))
     .owns_stream(children::<PodDisruptionBudget>(&client, &managed));
     let clusters = controller.store();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let pending = [
+        tokio::spawn(pending::run::<PostgresUser>(
+            ctx.clone(),
+            until_stopped(stopped.clone()),
+        )),
+        tokio::spawn(pending::run::<PostgresDatabase>(
+            ctx.clone(),
+            until_stopped(stopped.clone()),
+        )),
+        tokio::spawn(pending::run::<PostgresBackup>(
+            ctx.clone(),
+            until_stopped(stopped.clone()),
+        )),
+        tokio::spawn(pending::run::<PostgresBackupSchedule>(
+            ctx.clone(),
+            until_stopped(stopped),
+        )),
+    ];
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
     controller
         .graceful_shutdown_on(shutdown)
         .run(
@@ -189,6 +220,9 @@ pub async fn run(
         )
         .for_each(|_| async {})
         .await;
+    for task in pending {
+        let _ = task.await;
+    }
 }
 
 #[cfg(test)]

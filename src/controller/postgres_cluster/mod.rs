@@ -157,7 +157,7 @@ async fn label_roles(ctx: &Context, namespace: &str, cluster: &str) -> Result<Op
 }
 
 /// The current time as RFC 3339 with seconds, as conditions carry it.
-fn now_rfc3339() -> String {
+pub fn now_rfc3339() -> String {
     k8s_openapi::jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
         .to_string()

@@ -1,0 +1,130 @@
+//! The kinds whose controllers are not in this build yet (`PostgresUser`, `PostgresDatabase`,
+//! `PostgresBackup`, `PostgresBackupSchedule`). They are watched, counted in the metrics, and
+//! told so in their status: `Ready` is `Unknown` with reason `NotReconciled`, at the object's
+//! generation. Nothing else is touched.
+
+use std::{fmt::Debug, sync::Arc};
+
+use futures::StreamExt;
+use k8s_openapi::NamespaceResourceScope;
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{Controller, controller::Action, watcher},
+};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::{Value, json};
+
+use super::{Context, Error};
+
+/// The status a pending kind gets; `previous` is its current status, if any.
+pub fn desired_status(kind: &str, generation: Option<i64>, previous: &Value, now: &str) -> Value {
+    let message =
+        format!("this build of Tusk does not reconcile {kind} objects yet; the object is kept as it is");
+    let since = previous["conditions"]
+        .as_array()
+        .and_then(|cs| {
+            cs.iter()
+                .find(|c| c["type"] == "Ready" && c["status"] == "Unknown")
+        })
+        .and_then(|c| c["lastTransitionTime"].as_str())
+        .unwrap_or(now)
+        .to_owned();
+    json!({
+        "observedGeneration": generation,
+        "conditions": [{
+            "type": "Ready",
+            "status": "Unknown",
+            "observedGeneration": generation,
+            "lastTransitionTime": since,
+            "reason": "NotReconciled",
+            "message": message,
+        }],
+    })
+}
+
+async fn acknowledge<K>(object: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug,
+{
+    let kind = K::kind(&()).into_owned();
+    let namespace = object.namespace().ok_or(Error::NotNamespaced)?;
+    let previous = serde_json::to_value(object.as_ref()).expect("objects serialize")["status"].clone();
+    let now = super::postgres_cluster::now_rfc3339();
+    let status = desired_status(&kind, object.meta().generation, &previous, &now);
+    let current = json!({
+        "observedGeneration": previous["observedGeneration"],
+        "conditions": previous["conditions"],
+    });
+    if current != status {
+        Api::<K>::namespaced(ctx.client.clone(), &namespace)
+            .patch_status(
+                &object.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": status})),
+            )
+            .await
+            .map_err(Error::kube("writing the status"))?;
+    }
+    Ok(Action::requeue(ctx.resync))
+}
+
+/// Runs the acknowledging controller for `K` until `shutdown` completes.
+pub async fn run<K>(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static)
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let kind = K::kind(&()).into_owned();
+    let controller = Controller::new(Api::<K>::all(ctx.client.clone()), watcher::Config::default());
+    let store = controller.store();
+    controller
+        .graceful_shutdown_on(shutdown)
+        .run(
+            move |object, ctx: Arc<Context>| {
+                let store = store.clone();
+                let kind = kind.clone();
+                async move {
+                    let started = std::time::Instant::now();
+                    let result = acknowledge(object, ctx.clone()).await;
+                    let metrics = &ctx.state.metrics;
+                    metrics.reconciled(
+                        &kind,
+                        started.elapsed(),
+                        result.as_ref().err().map(Error::metric_label),
+                    );
+                    metrics.managing(&kind, store.state().len());
+                    result
+                }
+            },
+            |_, _, _| Action::requeue(std::time::Duration::from_secs(30)),
+            ctx,
+        )
+        .for_each(|_| async {})
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    #[test]
+    fn the_status_says_what_is_missing_and_keeps_its_transition_time() {
+        let first = super::desired_status("PostgresUser", Some(3), &Value::Null, "t1");
+        assert_eq!(first["conditions"][0]["reason"], "NotReconciled");
+        assert_eq!(first["observedGeneration"], 3);
+        let again = super::desired_status("PostgresUser", Some(4), &first, "t2");
+        assert_eq!(again["conditions"][0]["lastTransitionTime"], "t1");
+        assert_eq!(again["observedGeneration"], json!(4));
+    }
+}
