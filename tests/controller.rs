@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
@@ -20,6 +20,7 @@ use kube::{
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use support::apiserver::{OPERATOR_ACCOUNT, OPERATOR_NAMESPACE, operator_kubeconfig, plane_with_crds};
+use support::eventually;
 use tusk::api::postgres_cluster::v1::PostgresCluster;
 use tusk_testenv::{control_plane::free_port, pki::Ca, process::Supervised};
 
@@ -91,24 +92,6 @@ async fn restricted_namespace(plane: &tusk_testenv::ControlPlane, prefix: &str) 
         "{refused}"
     );
     ns
-}
-
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 fn cluster(name: &str, instances: i32, reclaim: &str) -> PostgresCluster {

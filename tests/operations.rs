@@ -20,6 +20,7 @@ use kube::{
 };
 use serde_json::{Value, json};
 use support::apiserver::{OPERATOR_NAMESPACE, operator_kubeconfig, plane_with_crds};
+use support::eventually;
 use tusk::api::{common::ConditionStatus, postgres_cluster::v1::PostgresCluster};
 use tusk_testenv::{ControlPlane, control_plane::free_port, pki::Ca, process::Supervised};
 
@@ -89,24 +90,6 @@ async fn get(port: u16, path: &str) -> Option<(u16, String)> {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     Some((code, body))
-}
-
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 fn cluster(name: &str, instances: i32) -> PostgresCluster {

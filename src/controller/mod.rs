@@ -30,6 +30,10 @@ use crate::api::{
     postgres_user::v1::PostgresUser,
 };
 
+/// Reconciles run at once per kind. Each holds a few objects in flight; without a bound, a
+/// thousand new clusters would all reconcile at once and hold a thousand responses in memory.
+pub const MAX_CONCURRENT_RECONCILES: u16 = 16;
+
 /// Shared by every reconcile.
 pub struct Context {
     /// The client, with the operator's own credentials.
@@ -191,6 +195,7 @@ pub async fn run(
         let _ = stop.send(true);
     };
     controller
+        .with_config(kube::runtime::controller::Config::default().concurrency(MAX_CONCURRENT_RECONCILES))
         .graceful_shutdown_on(shutdown)
         .run(
             move |cluster, ctx: Arc<Context>| {

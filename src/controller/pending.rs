@@ -89,6 +89,9 @@ where
     let controller = Controller::new(Api::<K>::all(ctx.client.clone()), watcher::Config::default());
     let store = controller.store();
     controller
+        .with_config(
+            kube::runtime::controller::Config::default().concurrency(super::MAX_CONCURRENT_RECONCILES),
+        )
         .graceful_shutdown_on(shutdown)
         .run(
             move |object, ctx: Arc<Context>| {

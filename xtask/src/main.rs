@@ -38,6 +38,9 @@ enum Task {
         /// How long to watch steady state, in seconds (the operator resyncs every half of it).
         #[arg(long, default_value_t = 60)]
         steady_seconds: u64,
+        /// Stop waiting for every cluster to be Ready after this many seconds, and report.
+        #[arg(long, default_value_t = 1800)]
+        ready_timeout: u64,
     },
     /// Run Tusk on its embedded default: the local control plane, the CRDs, the operator and the
     /// sample objects, until Ctrl-C.
@@ -89,11 +92,14 @@ fn main() -> ExitCode {
         Task::BenchController {
             clusters,
             steady_seconds,
+            ready_timeout,
         } => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .map_err(|e| e.to_string())
-            .and_then(|runtime| runtime.block_on(bench::run(&repo_root(), clusters, steady_seconds))),
+            .and_then(|runtime| {
+                runtime.block_on(bench::run(&repo_root(), clusters, steady_seconds, ready_timeout))
+            }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

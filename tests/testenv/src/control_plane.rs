@@ -284,6 +284,9 @@ impl ControlPlane {
         };
         let mut args = controller_args("controller-manager", free_port()?);
         args.extend([
+            // kwok's heartbeats lag when the machine is saturated (a benchmark on 2 cores); the
+            // fake Node must not be declared dead and its pods marked unready for that.
+            arg("node-monitor-grace-period", "5m"),
             arg("service-account-private-key-file", p("sa.key")),
             arg("root-ca-file", p("ca.crt")),
             arg("use-service-account-credentials", false),
@@ -318,6 +321,7 @@ impl ControlPlane {
             arg("manage-nodes-with-annotation-selector", "kwok.x-k8s.io/node=fake"),
             arg("server-address", format!("127.0.0.1:{}", free_port()?)),
             arg("node-ip", "10.244.0.1"),
+            arg("node-lease-duration-seconds", 40),
             arg("cidr", "10.244.0.0/24"),
         ];
         let stages = plane.toolchain.share("kwok-stages");
