@@ -646,11 +646,32 @@ impl ControlPlane {
 
     /// Every request the apiserver has completed so far, from its audit log (JSON objects with
     /// `user.username`, `verb`, `objectRef` and `responseStatus`).
+    ///
+    /// kube-apiserver rotates the log every 100 MB into `audit-<time>.log`; the rotated files are
+    /// read first, oldest first, then the current one.
     pub fn audit_events(&self) -> Vec<serde_json::Value> {
-        fs::read_to_string(self.dir.join("audit.log"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|line| serde_json::from_str(line).ok())
+        let mut files: Vec<PathBuf> = fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("audit-") && n.ends_with(".log"))
+            })
+            .collect();
+        files.sort();
+        files.push(self.dir.join("audit.log"));
+        files
+            .iter()
+            .flat_map(|f| {
+                fs::read_to_string(f)
+                    .unwrap_or_default()
+                    .lines()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .filter_map(|line| serde_json::from_str(&line).ok())
             .collect()
     }
 
