@@ -188,6 +188,30 @@ async fn a_cluster_is_created_scaled_reconfigured_and_deleted() {
         db.status.as_ref().unwrap().current_primary.as_deref(),
         Some("db-0")
     );
+    // The superuser Secret is the cluster's servicebinding.io binding.
+    assert_eq!(
+        db.status
+            .as_ref()
+            .unwrap()
+            .binding
+            .as_ref()
+            .map(|b| b.name.as_str()),
+        Some("db-superuser")
+    );
+    let binding = Api::<Secret>::namespaced(client.clone(), &ns)
+        .get("db-superuser")
+        .await
+        .unwrap();
+    let entry = |k: &str| String::from_utf8(binding.data.as_ref().unwrap()[k].0.clone()).unwrap();
+    assert_eq!(
+        (entry("type"), entry("host"), entry("port"), entry("username")),
+        (
+            "postgresql".to_owned(),
+            format!("db-rw.{ns}.svc"),
+            "5432".to_owned(),
+            "postgres".to_owned()
+        )
+    );
     let pods = Api::<Pod>::namespaced(client.clone(), &ns);
     let primary = pods.get("db-0").await.unwrap();
     assert_eq!(

@@ -141,15 +141,27 @@ fn meta(cluster: &PostgresCluster, name: String) -> ObjectMeta {
     }
 }
 
-/// The superuser Secret, in the `kubernetes.io/basic-auth` shape.
+/// The superuser Secret, in the `kubernetes.io/basic-auth` shape, with the entries of a
+/// servicebinding.io binding (`type`, `provider`, `host`, `port`, `database`) so that
+/// `status.binding.name` can name it.
 pub fn desired_superuser_secret(cluster: &PostgresCluster, password: &str) -> Secret {
     let name = name_of(cluster);
+    let host = format!(
+        "{name}-rw.{}.svc",
+        cluster.metadata.namespace.as_deref().unwrap_or("default")
+    );
+    let entry = |key: &str, value: &str| (key.to_owned(), ByteString(value.as_bytes().to_vec()));
     Secret {
         metadata: meta(cluster, superuser_secret_name(&name)),
         type_: Some("kubernetes.io/basic-auth".to_owned()),
         data: Some(BTreeMap::from([
-            ("username".to_owned(), ByteString(SUPERUSER.as_bytes().to_vec())),
-            ("password".to_owned(), ByteString(password.as_bytes().to_vec())),
+            entry("username", SUPERUSER),
+            entry("password", password),
+            entry("type", "postgresql"),
+            entry("provider", "tusk"),
+            entry("host", &host),
+            entry("port", &POSTGRES_PORT.to_string()),
+            entry("database", "postgres"),
         ])),
         ..Secret::default()
     }

@@ -42,7 +42,10 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
         observed.primary = cluster.status.as_ref().and_then(|s| s.current_primary.clone());
     } else {
         match apply_children(&cluster, &ctx, &namespace).await {
-            Ok(primary) => observed.primary = primary,
+            Ok(primary) => {
+                observed.primary = primary;
+                observed.binding = Some(superuser_secret_name(&name));
+            }
             Err(Error::InvalidSecret { secret }) => {
                 // Only the user can fix this, so there is no fast retry. The Secret may be the
                 // user's own (not labelled as Tusk's, so not watched): look again at resync.

@@ -17,6 +17,8 @@ pub struct Observed {
     pub primary: Option<String>,
     /// Why reconcile could not finish, if it could not.
     pub problem: Option<Problem>,
+    /// The binding Secret, once it exists.
+    pub binding: Option<String>,
 }
 
 /// A reason the cluster is Degraded.
@@ -139,7 +141,11 @@ pub fn desired_status(cluster: &PostgresCluster, observed: &Observed, now: &str)
         ready_instances: Some(ready),
         current_primary: observed.primary.clone(),
         postgres_version: previous_status.postgres_version,
-        binding: previous_status.binding,
+        binding: observed
+            .binding
+            .clone()
+            .map(|name| crate::api::common::Binding { name })
+            .or(previous_status.binding),
     }
 }
 
@@ -184,6 +190,7 @@ mod tests {
             statefulset: Some(sts(3, 3, 3)),
             primary: Some("db-0".into()),
             problem: None,
+            binding: Some("db-superuser".into()),
         };
         let s = desired_status(&cluster(3, None), &observed, "2026-11-22T00:00:00Z");
         assert_eq!(get(&s, "Ready").status, ConditionStatus::True);
@@ -194,6 +201,7 @@ mod tests {
             (Some(3), Some(3), Some(4))
         );
         assert_eq!(s.current_primary.as_deref(), Some("db-0"));
+        assert_eq!(s.binding.map(|b| b.name).as_deref(), Some("db-superuser"));
     }
 
     #[test]
