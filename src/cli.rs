@@ -321,9 +321,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let client = kube::Client::try_default().await?;
     let state = Arc::new(crate::admin::State::default());
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
+    let until_stopped = crate::controller::until_stopped;
     let admin = crate::admin::bind(args.status_listen).await.map_err(|e| {
         format!(
             "cannot listen on {} for /healthz and /metrics: {e}",

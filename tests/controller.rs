@@ -19,46 +19,24 @@ use kube::{
 };
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use support::apiserver::{OPERATOR_ACCOUNT, OPERATOR_NAMESPACE, operator_kubeconfig, plane_with_crds};
+use support::apiserver::{OPERATOR_ACCOUNT, OPERATOR_NAMESPACE, Operator, plane_with_crds, start_operator};
 use support::eventually;
 use tusk::api::postgres_cluster::v1::PostgresCluster;
-use tusk_testenv::{control_plane::free_port, pki::Ca, process::Supervised};
+use tusk_testenv::process::Supervised;
 
 /// The operator's resync interval in these tests, short so that steady state can be watched.
 const RESYNC_SECONDS: u64 = 3;
 
-/// Starts the operator once for this test binary, as a supervised process that cannot outlive it,
-/// with the generated RBAC through its own ServiceAccount's token.
+/// Starts the operator once for this test binary, with only its generated RBAC.
 async fn operator(plane: &tusk_testenv::ControlPlane) -> &'static Supervised {
-    static OPERATOR: tokio::sync::OnceCell<Supervised> = tokio::sync::OnceCell::const_new();
-    OPERATOR
+    static OPERATOR: tokio::sync::OnceCell<Operator> = tokio::sync::OnceCell::const_new();
+    let operator = OPERATOR
         .get_or_init(|| async {
-            let kubeconfig = operator_kubeconfig(plane).await;
-            let dir = tempfile::tempdir().unwrap().keep();
-            let cert = Ca::new("operator test CA").loopback_serving_cert("tusk-operator");
-            std::fs::write(dir.join("tls.crt"), cert.cert_pem).unwrap();
-            std::fs::write(dir.join("tls.key"), cert.key_pem).unwrap();
-            let args = vec![
-                "run".to_owned(),
-                format!("--listen=127.0.0.1:{}", free_port().unwrap()),
-                format!("--cert-dir={}", dir.display()),
-                format!("--resync-interval={}s", RESYNC_SECONDS),
-                format!("--status-listen=127.0.0.1:{}", free_port().unwrap()),
-                format!("--leader-election-namespace={OPERATOR_NAMESPACE}"),
-            ];
-            Supervised::spawn_with_env(
-                &dir,
-                "tusk-operator",
-                env!("CARGO_BIN_EXE_tusk-operator").as_ref(),
-                &args,
-                &[
-                    ("KUBECONFIG", kubeconfig.as_os_str()),
-                    ("RUST_LOG", "info,kube=warn".as_ref()),
-                ],
-            )
-            .unwrap()
+            let args = [format!("--resync-interval={RESYNC_SECONDS}s")];
+            start_operator(plane, "tusk-operator", &args, "info,kube=warn").await
         })
-        .await
+        .await;
+    &operator.process
 }
 
 /// A namespace for one test, where pods must meet the `restricted` Pod Security level.

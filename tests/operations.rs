@@ -5,10 +5,7 @@
 
 mod support;
 
-use std::{
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::{
     ByteString,
@@ -19,10 +16,10 @@ use kube::{
     api::{ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::{Value, json};
-use support::apiserver::{OPERATOR_NAMESPACE, operator_kubeconfig, plane_with_crds};
+use support::apiserver::{OPERATOR_NAMESPACE, Operator, plane_with_crds, start_operator};
 use support::eventually;
 use tusk::api::{common::ConditionStatus, postgres_cluster::v1::PostgresCluster};
-use tusk_testenv::{ControlPlane, control_plane::free_port, pki::Ca, process::Supervised};
+use tusk_testenv::ControlPlane;
 
 /// The tests of this binary run one at a time: an operator manages every namespace, so one test's
 /// operators would reconcile the other's clusters.
@@ -31,47 +28,16 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// A known password a user provides in the superuser Secret; it must never reach a log.
 const KNOWN_PASSWORD: &str = "Sup3rSecretKnownPasswordForLogTest";
 
-struct Operator {
-    process: Supervised,
-    status_port: u16,
-    log: PathBuf,
-}
-
-async fn start_operator(plane: &ControlPlane, identity: &str, lease: &str) -> Operator {
-    let kubeconfig = operator_kubeconfig(plane).await;
-    let dir = tempfile::tempdir().unwrap().keep();
-    let cert = Ca::new("operator test CA").loopback_serving_cert("tusk-operator");
-    std::fs::write(dir.join("tls.crt"), cert.cert_pem).unwrap();
-    std::fs::write(dir.join("tls.key"), cert.key_pem).unwrap();
-    let status_port = free_port().unwrap();
-    let args = vec![
-        "run".to_owned(),
-        format!("--listen=127.0.0.1:{}", free_port().unwrap()),
-        format!("--cert-dir={}", dir.display()),
-        format!("--status-listen=127.0.0.1:{status_port}"),
-        format!("--leader-election-namespace={OPERATOR_NAMESPACE}"),
+/// Starts a replica named `identity` competing for Lease `lease`, logging JSON at debug level.
+async fn start(plane: &ControlPlane, identity: &str, lease: &str) -> Operator {
+    let args = [
         format!("--identity={identity}"),
         format!("--leader-election-id={lease}"),
         "--resync-interval=5s".to_owned(),
         "--log-format=json".to_owned(),
     ];
-    let process = Supervised::spawn_with_env(
-        &dir,
-        identity,
-        env!("CARGO_BIN_EXE_tusk-operator").as_ref(),
-        &args,
-        &[
-            ("KUBECONFIG", kubeconfig.as_os_str()),
-            // Everything Tusk logs, at every level.
-            ("RUST_LOG", "debug".as_ref()),
-        ],
-    )
-    .unwrap();
-    Operator {
-        process,
-        status_port,
-        log: dir.join("logs").join(format!("{identity}.log")),
-    }
+    // Everything Tusk logs, at every level.
+    start_operator(plane, identity, &args, "debug").await
 }
 
 /// GET `path` on 127.0.0.1:`port`; the status code and body.
@@ -143,10 +109,10 @@ async fn two_replicas_elect_a_leader_serve_health_and_metrics_and_fail_over() {
         .await
         .unwrap();
 
-    let a = start_operator(plane, "replica-a", "ha").await;
+    let a = start(plane, "replica-a", "ha").await;
     let leader = eventually("a leader", Duration::from_secs(30), || holder(plane)).await;
     assert_eq!(leader, "replica-a");
-    let b = start_operator(plane, "replica-b", "ha").await;
+    let b = start(plane, "replica-b", "ha").await;
     for op in [&a, &b] {
         eventually("/healthz and /readyz", Duration::from_secs(30), || async {
             let (h, _) = get(op.status_port, "/healthz").await?;
@@ -246,7 +212,7 @@ async fn sigkill_during_reconciles_leaves_no_duplicates_keeps_the_password_and_c
     let mut passwords = None;
     for round in 0..10 {
         // A lease of its own each round: the killed one's lease would otherwise hold for 10 s.
-        let op = start_operator(plane, &format!("restart-{round}"), &format!("restarts-{round}")).await;
+        let op = start(plane, &format!("restart-{round}"), &format!("restarts-{round}")).await;
         // Change something on every round so the operator is mid-reconcile when it dies.
         for name in ["r1", "r2", "r3"] {
             clusters
@@ -284,7 +250,7 @@ async fn sigkill_during_reconciles_leaves_no_duplicates_keeps_the_password_and_c
         }
     }
     // A final operator, left running: everything converges.
-    let _op = start_operator(plane, "restart-final", "restarts-final").await;
+    let _op = start(plane, "restart-final", "restarts-final").await;
     for name in ["r1", "r2", "r3"] {
         eventually(&format!("{name} Ready"), Duration::from_secs(180), || async {
             let c = clusters.get(name).await.ok()?;

@@ -127,6 +127,12 @@ fn error_policy(cluster: Arc<PostgresCluster>, error: &Error, ctx: Arc<Context>)
     Action::requeue(delay)
 }
 
+/// Completes once `true` is sent on the channel `stop` belongs to, or its sender is gone: how one
+/// shutdown reaches every task.
+pub async fn until_stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
 /// Runs every controller until `shutdown` completes.
 pub async fn run(
     client: Client,
@@ -169,9 +175,6 @@ pub async fn run(
     .owns_stream(children::<PodDisruptionBudget>(&client, &managed));
     let clusters = controller.store();
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
     let pending = [
         tokio::spawn(pending::run::<PostgresUser>(
             ctx.clone(),

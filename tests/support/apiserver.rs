@@ -171,3 +171,55 @@ pub async fn operator_kubeconfig(plane: &ControlPlane) -> PathBuf {
         .await
         .unwrap()
 }
+
+/// A `tusk-operator run` the test started, with its status port and log file.
+pub struct Operator {
+    /// The supervised process; it cannot outlive the test binary.
+    pub process: tusk_testenv::process::Supervised,
+    /// Port of `/healthz`, `/readyz` and `/metrics` on 127.0.0.1.
+    pub status_port: u16,
+    /// Its log.
+    pub log: PathBuf,
+}
+
+/// Starts the real operator binary as `name` on loopback with its generated RBAC (never admin),
+/// a serving certificate from a fresh CA, `RUST_LOG=rust_log`, and `extra_args` after the common
+/// ones.
+pub async fn start_operator(
+    plane: &ControlPlane,
+    name: &str,
+    extra_args: &[String],
+    rust_log: &str,
+) -> Operator {
+    use tusk_testenv::control_plane::free_port;
+    let kubeconfig = operator_kubeconfig(plane).await;
+    let dir = tempfile::tempdir().unwrap().keep();
+    let cert = Ca::new("operator test CA").loopback_serving_cert("tusk-operator");
+    std::fs::write(dir.join("tls.crt"), cert.cert_pem).unwrap();
+    std::fs::write(dir.join("tls.key"), cert.key_pem).unwrap();
+    let status_port = free_port().unwrap();
+    let mut args = vec![
+        "run".to_owned(),
+        format!("--listen=127.0.0.1:{}", free_port().unwrap()),
+        format!("--cert-dir={}", dir.display()),
+        format!("--status-listen=127.0.0.1:{status_port}"),
+        format!("--leader-election-namespace={OPERATOR_NAMESPACE}"),
+    ];
+    args.extend_from_slice(extra_args);
+    let process = tusk_testenv::process::Supervised::spawn_with_env(
+        &dir,
+        name,
+        env!("CARGO_BIN_EXE_tusk-operator").as_ref(),
+        &args,
+        &[
+            ("KUBECONFIG", kubeconfig.as_os_str()),
+            ("RUST_LOG", rust_log.as_ref()),
+        ],
+    )
+    .unwrap();
+    Operator {
+        process,
+        status_port,
+        log: dir.join("logs").join(format!("{name}.log")),
+    }
+}
