@@ -17,9 +17,10 @@ KWOK_VERSION=0.8.0
 OPM_VERSION=1.73.0       # operator-registry
 OLM_VERSION=0.46.0       # operator-lifecycle-manager: olm and catalog
 OF_API_VERSION=0.45.0    # operator-framework/api: OLM's CRDs and the bundle validator
+OF_API_TOOL_REV=2        # bump when the bundle-validate program below changes
 
 ROOT="${TUSK_TESTBIN_CACHE:-$HOME/.cache/tusk/testbin}"
-KEY="k8s-$K8S_VERSION.etcd-$ETCD_VERSION.kwok-$KWOK_VERSION.opm-$OPM_VERSION.olm-$OLM_VERSION.api-$OF_API_VERSION"
+KEY="k8s-$K8S_VERSION.etcd-$ETCD_VERSION.kwok-$KWOK_VERSION.opm-$OPM_VERSION.olm-$OLM_VERSION.api-$OF_API_VERSION-r$OF_API_TOOL_REV"
 OUT="$ROOT/$KEY"
 PROGRAMS=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok opm olm catalog
   bundle-validate)
@@ -179,8 +180,9 @@ build_of_api() {
   m=$(scratch_module bundle-validate)
   cd "$m"
   cat >main.go <<'EOF'
-// bundle-validate DIR [--optional]: runs operator-framework's bundle validators over DIR and
-// prints every result; exits 1 if any error was found.
+// bundle-validate DIR [--optional]: runs operator-framework's bundle validators over DIR (with
+// --optional, also the suite operator-sdk calls "operatorframework") and prints every result;
+// exits 1 if any error was found.
 package main
 
 import (
@@ -205,8 +207,10 @@ func main() {
 	objs := []interface{}{bundle}
 	validators := validation.DefaultBundleValidators
 	if len(os.Args) > 2 && os.Args[2] == "--optional" {
+		// operator-sdk's `--select-optional suite=operatorframework`.
 		validators = validators.WithValidators(validation.OperatorHubV2Validator,
-			validation.GoodPracticesValidator, validation.AlphaDeprecatedAPIsValidator)
+			validation.StandardCapabilitiesValidator, validation.StandardCategoriesValidator,
+			validation.AlphaDeprecatedAPIsValidator, validation.GoodPracticesValidator)
 		if bundle.CSV != nil {
 			objs = append(objs, bundle.CSV)
 		}
@@ -233,7 +237,7 @@ EOF
 }
 
 build_component kwok "$KWOK_VERSION" build_kwok
-build_component operator-framework-api "$OF_API_VERSION" build_of_api
+build_component operator-framework-api "$OF_API_VERSION-r$OF_API_TOOL_REV" build_of_api
 build_component etcd "$ETCD_VERSION" build_etcd
 build_component kubernetes "$K8S_VERSION" build_kubernetes
 build_component opm "$OPM_VERSION" build_opm
@@ -251,8 +255,8 @@ ln -s "$ROOT/kwok-$KWOK_VERSION/stages" "$OUT.partial/share/kwok-stages"
 ln -s "$ROOT/opm-$OPM_VERSION/opm" "$OUT.partial/bin/opm"
 ln -s "$ROOT/olm-$OLM_VERSION/olm" "$OUT.partial/bin/olm"
 ln -s "$ROOT/olm-$OLM_VERSION/catalog" "$OUT.partial/bin/catalog"
-ln -s "$ROOT/operator-framework-api-$OF_API_VERSION/bundle-validate" "$OUT.partial/bin/bundle-validate"
-ln -s "$ROOT/operator-framework-api-$OF_API_VERSION/crds" "$OUT.partial/share/olm-crds"
+ln -s "$ROOT/operator-framework-api-$OF_API_VERSION-r$OF_API_TOOL_REV/bundle-validate" "$OUT.partial/bin/bundle-validate"
+ln -s "$ROOT/operator-framework-api-$OF_API_VERSION-r$OF_API_TOOL_REV/crds" "$OUT.partial/share/olm-crds"
 rm -rf "$OUT"
 mv "$OUT.partial" "$OUT"
 complete || { echo "testbin: $OUT is incomplete after the build" >&2; exit 1; }

@@ -62,6 +62,10 @@ pub struct RunArgs {
     /// The conversion webhook.
     #[command(flatten)]
     pub webhook: WebhookArgs,
+    /// Serve no conversion webhook: for an install whose CRDs each serve one version, where
+    /// nothing calls it and no serving certificate is mounted.
+    #[arg(long)]
+    pub no_webhook: bool,
     /// The operator image; PostgreSQL pods copy the instance manager from it.
     #[arg(long, default_value = crate::DEFAULT_OPERATOR_IMAGE, env = "TUSK_OPERATOR_IMAGE")]
     pub operator_image: String,
@@ -333,10 +337,14 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         state.clone(),
         until_stopped(stopped.clone()),
     ));
-    let server = Server::bind(args.webhook.config()).await?;
-    let webhook = tokio::spawn(server.run(until_stopped(stopped.clone())));
+    let webhook = if args.no_webhook {
+        None
+    } else {
+        let server = Server::bind(args.webhook.config()).await?;
+        Some(tokio::spawn(server.run(until_stopped(stopped.clone()))))
+    };
     state.ready.store(true, Ordering::Relaxed);
-    tracing::info!(status = %args.status_listen, webhook = %args.webhook.listen, "serving");
+    tracing::info!(status = %args.status_listen, webhook = ?webhook.as_ref().map(|_| args.webhook.listen), "serving");
 
     let identity = args
         .identity
@@ -378,7 +386,10 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             false
         }
     };
-    let _ = tokio::join!(admin, webhook);
+    let _ = admin.await;
+    if let Some(webhook) = webhook {
+        let _ = webhook.await;
+    }
     if lost {
         return Err("lost the leader-election lease; exiting so that a fresh start competes again".into());
     }

@@ -64,7 +64,8 @@ pub fn crds(webhook: &ConversionWebhook) -> Vec<CustomResourceDefinition> {
     crds
 }
 
-fn conversion(webhook: &ConversionWebhook) -> CustomResourceConversion {
+/// Conversion of a multi-version CRD through `webhook`.
+pub fn conversion(webhook: &ConversionWebhook) -> CustomResourceConversion {
     let (service, url) = match &webhook.endpoint {
         WebhookEndpoint::Service {
             name,

@@ -21,7 +21,7 @@ pub struct Rule {
 const READ: &[&str] = &["get", "list", "watch"];
 const OWN: &[&str] = &["get", "list", "watch", "create", "patch", "update"];
 
-/// Everything `tusk-operator run` does, and why.
+/// Everything `tusk-operator run` does across namespaces, and why.
 pub const OPERATOR_RULES: &[Rule] = &[
     // Watch every Tusk object.
     Rule {
@@ -76,15 +76,18 @@ pub const OPERATOR_RULES: &[Rule] = &[
         resources: &["pods"],
         verbs: &["get", "list", "watch", "patch"],
     },
-    // Leader election.
-    Rule {
-        api_groups: &["coordination.k8s.io"],
-        resources: &["leases"],
-        verbs: &["get", "create", "update"],
-    },
 ];
 
-/// The ClusterRole named `name` that grants [`OPERATOR_RULES`].
+/// What leader election needs, in the operator's own namespace only: an OLM bundle grants these
+/// through a Role there.
+pub const LEADER_ELECTION_RULES: &[Rule] = &[Rule {
+    api_groups: &["coordination.k8s.io"],
+    resources: &["leases"],
+    verbs: &["get", "create", "update"],
+}];
+
+/// The ClusterRole named `name` that grants [`OPERATOR_RULES`] and [`LEADER_ELECTION_RULES`]: a
+/// plain install and the tests bind this one role.
 pub fn cluster_role(name: &str) -> ClusterRole {
     ClusterRole {
         metadata: ObjectMeta {
@@ -94,6 +97,7 @@ pub fn cluster_role(name: &str) -> ClusterRole {
         rules: Some(
             OPERATOR_RULES
                 .iter()
+                .chain(LEADER_ELECTION_RULES)
                 .map(|rule| PolicyRule {
                     api_groups: Some(rule.api_groups.iter().map(|s| (*s).to_owned()).collect()),
                     resources: Some(rule.resources.iter().map(|s| (*s).to_owned()).collect()),
@@ -108,11 +112,11 @@ pub fn cluster_role(name: &str) -> ClusterRole {
 
 #[cfg(test)]
 mod tests {
-    use super::OPERATOR_RULES;
+    use super::{LEADER_ELECTION_RULES, OPERATOR_RULES};
 
     #[test]
     fn no_rule_has_a_wildcard() {
-        for rule in OPERATOR_RULES {
+        for rule in OPERATOR_RULES.iter().chain(LEADER_ELECTION_RULES) {
             for word in rule.api_groups.iter().chain(rule.resources).chain(rule.verbs) {
                 assert!(!word.contains('*'), "{rule:?}");
             }

@@ -1,5 +1,13 @@
 //! `cargo xtask`: Tusk's generator and task runner.
 //!
+//! - `cargo xtask generate` writes `bundle/` and `catalog/` from the Rust types and
+//!   `config/releases.yaml`; released bundles are frozen and only compared.
+//! - `cargo xtask validate` checks them as operator-framework's validators would, plus upgrade
+//!   safety.
+//! - `cargo xtask graph` writes the upgrade graph, `catalog/graph.svg`.
+//! - `cargo xtask check` (CI) fails when anything generated differs from what is committed, or
+//!   when validation finds an error.
+//! - `cargo xtask bench-generate` prints how long generating everything takes.
 //! - `cargo xtask crds` writes `config/crd/*.yaml` from the Rust types.
 //! - `cargo xtask crds --check` fails when those files are not what the types generate.
 //! - `cargo xtask bench-controller` measures the controller with many clusters.
@@ -13,6 +21,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use tusk::crd::{CRD_DIR, committed_files};
+use xtask::olm::{self, Inputs, validate::Level};
 
 /// Tusk's generator and task runner.
 #[derive(Parser)]
@@ -28,6 +37,36 @@ enum Task {
         /// Write nothing; fail if a file differs from what the types generate.
         #[arg(long)]
         check: bool,
+    },
+    /// Write bundle/ and catalog/ from the Rust types and config/releases.yaml.
+    Generate {
+        /// Write nothing; fail if a file differs from what would be generated.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Check bundle/ and catalog/ as operator-framework's validators do, plus upgrade safety.
+    Validate {
+        /// The repository root to check (default: this repository).
+        #[arg(long)]
+        root: Option<PathBuf>,
+    },
+    /// Write the test variant of the catalog (every manifest inlined, no bundle images) to
+    /// `<out>/<package>/catalog.yaml`, for `opm serve` in tests without a registry.
+    InlineCatalog {
+        /// The directory to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write the upgrade graph, catalog/graph.svg.
+    Graph,
+    /// Everything CI checks on generated files: CRDs, bundles, catalog and graph are what the
+    /// generator makes, and validation finds no error.
+    Check,
+    /// Regenerate every bundle and the catalog in memory, and print how long it takes.
+    BenchGenerate {
+        /// How many rounds.
+        #[arg(long, default_value_t = 20)]
+        rounds: u32,
     },
     /// Create many PostgresClusters at once on the local control plane and print the time to
     /// Ready, the operator's peak RSS, its API requests by verb and its steady-state writes.
@@ -81,9 +120,118 @@ fn crds(check: bool) -> Result<(), String> {
     }
 }
 
+fn generate(check: bool) -> Result<(), String> {
+    let root = repo_root();
+    let inputs = Inputs::load(&root)?;
+    let files = olm::generate(&inputs);
+    let sync = olm::sync(&root, &files, check)?;
+    if check {
+        let mut problems: Vec<String> = sync.changed.iter().map(|f| format!("{f} differs")).collect();
+        problems.extend(sync.stale.iter().map(|f| format!("{f} is not generated")));
+        if !problems.is_empty() {
+            return Err(format!(
+                "generated files are out of date (run `cargo xtask generate`):\n  {}",
+                problems.join("\n  ")
+            ));
+        }
+    } else {
+        for file in &sync.changed {
+            println!("wrote {file}");
+        }
+        for file in &sync.stale {
+            println!("removed {file}");
+        }
+    }
+    Ok(())
+}
+
+fn validate(root: Option<PathBuf>) -> Result<(), String> {
+    let root = root.unwrap_or_else(repo_root);
+    let findings = olm::validate::validate(&root);
+    for finding in &findings {
+        println!("{finding}");
+    }
+    let errors = findings.iter().filter(|f| f.level == Level::Error).count();
+    let warnings = findings.len() - errors;
+    println!("validate: {errors} errors, {warnings} warnings");
+    if errors > 0 {
+        Err(format!("{errors} validation errors"))
+    } else {
+        Ok(())
+    }
+}
+
+fn inline_catalog(out: &std::path::Path) -> Result<(), String> {
+    let inputs = Inputs::load(&repo_root())?;
+    let path = out.join(olm::catalog::catalog_file(&inputs.plan.package));
+    std::fs::create_dir_all(path.parent().expect("a file in a directory"))
+        .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    std::fs::write(&path, olm::catalog::to_yaml(&olm::catalog::blobs(&inputs, true)))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+fn graph() -> Result<(), String> {
+    let root = repo_root();
+    let inputs = Inputs::load(&root)?;
+    let path = root.join(olm::CATALOG_DIR).join("graph.svg");
+    std::fs::write(&path, olm::graph::svg(&inputs.plan))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+fn bench_generate(rounds: u32) -> Result<(), String> {
+    let root = repo_root();
+    let mut load = std::time::Duration::ZERO;
+    let mut build = std::time::Duration::ZERO;
+    let mut files = 0;
+    let mut bytes = 0;
+    for _ in 0..rounds.max(1) {
+        let start = std::time::Instant::now();
+        let inputs = Inputs::load(&root)?;
+        load += start.elapsed();
+        let start = std::time::Instant::now();
+        let generated = olm::generate(&inputs);
+        build += start.elapsed();
+        files = generated.len();
+        bytes = generated.iter().map(|f| f.contents.len()).sum::<usize>();
+    }
+    let n = f64::from(rounds.max(1));
+    println!("| step | mean per round |");
+    println!("|---|---|");
+    println!(
+        "| read the plan, icon, descriptions, samples | {:.1} ms |",
+        load.as_secs_f64() * 1e3 / n
+    );
+    println!(
+        "| generate {} releases: {files} files, {bytes} bytes | {:.1} ms |",
+        Inputs::load(&root)?.plan.releases.len(),
+        build.as_secs_f64() * 1e3 / n
+    );
+    println!(
+        "| total | {:.1} ms (target: under 1000 ms) |",
+        (load + build).as_secs_f64() * 1e3 / n
+    );
+    Ok(())
+}
+
+fn check() -> Result<(), String> {
+    crds(true)?;
+    generate(true)?;
+    validate(None)
+}
+
 fn main() -> ExitCode {
     let result = match Xtask::parse().command {
         Task::Crds { check } => crds(check),
+        Task::Generate { check } => generate(check),
+        Task::Validate { root } => validate(root),
+        Task::Graph => graph(),
+        Task::InlineCatalog { out } => inline_catalog(&out),
+        Task::Check => check(),
+        Task::BenchGenerate { rounds } => bench_generate(rounds),
         Task::Demo => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()

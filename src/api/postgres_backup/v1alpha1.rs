@@ -19,7 +19,7 @@ use crate::api::common::{BackupMethod, Condition, DNS_LABEL_PATTERN};
     shortname = "pgbackup",
     category = "tusk",
     deprecated = "tusk.dev/v1alpha1 PostgresBackup is deprecated; use tusk.dev/v1 PostgresBackup",
-    doc = "One backup run of a PostgresCluster (v1alpha1, deprecated: use v1).",
+    doc = "One backup run of a PostgresCluster (v1alpha1).",
     printcolumn(
         name = "Cluster",
         type_ = "string",

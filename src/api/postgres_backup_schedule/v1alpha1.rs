@@ -19,7 +19,7 @@ use crate::api::common::{CRON_PATTERN, Condition, DNS_LABEL_PATTERN};
     shortname = "pgbs",
     category = "tusk",
     deprecated = "tusk.dev/v1alpha1 PostgresBackupSchedule is deprecated; use tusk.dev/v1 PostgresBackupSchedule",
-    doc = "Backups of a PostgresCluster on a cron schedule (v1alpha1, deprecated: use v1).",
+    doc = "Backups of a PostgresCluster on a cron schedule (v1alpha1).",
     printcolumn(
         name = "Cluster",
         type_ = "string",

@@ -25,7 +25,7 @@ use crate::api::common::{
     shortname = "pgcluster",
     category = "tusk",
     deprecated = "tusk.dev/v1alpha1 PostgresCluster is deprecated; use tusk.dev/v1 PostgresCluster",
-    doc = "A PostgreSQL cluster: one primary and zero or more streaming replicas (v1alpha1, deprecated: use v1).",
+    doc = "A PostgreSQL cluster: one primary and zero or more streaming replicas (v1alpha1).",
     scale(
         spec_replicas_path = ".spec.replicas",
         status_replicas_path = ".status.replicas"

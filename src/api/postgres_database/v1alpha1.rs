@@ -21,7 +21,7 @@ use crate::api::common::{
     shortname = "pgdb",
     category = "tusk",
     deprecated = "tusk.dev/v1alpha1 PostgresDatabase is deprecated; use tusk.dev/v1 PostgresDatabase",
-    doc = "A database in a PostgresCluster (v1alpha1, deprecated: use v1).",
+    doc = "A database in a PostgresCluster (v1alpha1).",
     printcolumn(
         name = "Cluster",
         type_ = "string",

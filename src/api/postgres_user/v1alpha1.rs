@@ -19,7 +19,7 @@ use crate::api::common::{Binding, Condition, DNS_LABEL_PATTERN, RESERVED_ROLES, 
     shortname = "pguser",
     category = "tusk",
     deprecated = "tusk.dev/v1alpha1 PostgresUser is deprecated; use tusk.dev/v1 PostgresUser",
-    doc = "A login role in a PostgresCluster (v1alpha1, deprecated: use v1).",
+    doc = "A login role in a PostgresCluster (v1alpha1).",
     printcolumn(
         name = "Cluster",
         type_ = "string",

@@ -1,0 +1,3 @@
+//! Tusk's generator and task runner, as a library so that tests can drive it.
+
+pub mod olm;

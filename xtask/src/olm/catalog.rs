@@ -1,0 +1,207 @@
+//! The file-based catalog: one `olm.package`, one `olm.channel` per channel, one `olm.bundle`
+//! per release and `olm.deprecations`; and its test variant, whose bundles carry every manifest
+//! inline (`olm.bundle.object`, `image: ""`) so that OLM installs them with no unpack Job.
+
+use base64::Engine;
+use serde_json::{Value, json};
+
+use super::{
+    Inputs,
+    bundle::manifests,
+    crds::release_crds,
+    csv::{csv_name, postgres_images},
+    plan::Release,
+};
+
+/// The catalog file, relative to `catalog/`.
+pub fn catalog_file(package: &str) -> String {
+    format!("{package}/catalog.yaml")
+}
+
+fn bundle_image(inputs: &Inputs, release: &Release) -> String {
+    format!("{}:v{}", inputs.plan.images.bundle, release.version)
+}
+
+/// JSON as Go's `encoding/json` writes an object it decoded from YAML: keys sorted, compact,
+/// and `<`, `>`, `&`, U+2028 and U+2029 escaped. `olm.bundle.object` holds exactly this.
+/// Numbers follow Go too: a float with no fraction is written as an integer (`10`, not `10.0`).
+pub fn go_json(value: &Value) -> String {
+    serde_json::to_string(&go_numbers(value.clone()))
+        .expect("JSON values serialize")
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+        .replace('\u{2028}', "\\u2028")
+        .replace('\u{2029}', "\\u2029")
+}
+
+fn go_numbers(value: Value) -> Value {
+    match value {
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e15 => json!(f as i64),
+            _ => Value::Number(n),
+        },
+        Value::Array(items) => Value::Array(items.into_iter().map(go_numbers).collect()),
+        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (k, go_numbers(v))).collect()),
+        other => other,
+    }
+}
+
+/// The properties of `release`'s `olm.bundle`, in the order `opm render` writes them: sorted by
+/// type and value, with the inlined objects last.
+pub fn properties(inputs: &Inputs, release: &Release, inline: bool) -> Vec<Value> {
+    let mut properties: Vec<(String, Value)> = vec![(
+        "olm.package".to_owned(),
+        json!({"packageName": inputs.plan.package, "version": release.version.to_string()}),
+    )];
+    for crd in release_crds(release) {
+        for version in &crd.spec.versions {
+            properties.push((
+                "olm.gvk".to_owned(),
+                json!({"group": crd.spec.group, "kind": crd.spec.names.kind, "version": version.name}),
+            ));
+        }
+    }
+    let key = |(kind, value): &(String, Value)| (kind.clone(), go_json(value));
+    properties.sort_by_key(key);
+    let mut objects: Vec<(String, Value)> = Vec::new();
+    if inline {
+        for (_, manifest) in manifests(inputs, release) {
+            let data = base64::engine::general_purpose::STANDARD.encode(go_json(&manifest));
+            objects.push(("olm.bundle.object".to_owned(), json!({"data": data})));
+        }
+        objects.sort_by_key(key);
+    }
+    properties
+        .into_iter()
+        .chain(objects)
+        .map(|(kind, value)| json!({"type": kind, "value": value}))
+        .collect()
+}
+
+/// The images of `release`, as `opm render` lists them: the CSV's `relatedImages`, then the
+/// bundle image and the deployment's images without a name, sorted by image.
+fn related_images(inputs: &Inputs, release: &Release, bundle_image: &str) -> Vec<Value> {
+    let operator = super::csv::operator_image(inputs, release);
+    let mut images = vec![("tusk-operator".to_owned(), operator)];
+    images.extend(postgres_images(inputs));
+    if !bundle_image.is_empty() {
+        images.push((String::new(), bundle_image.to_owned()));
+    }
+    images.sort_by(|a, b| a.1.cmp(&b.1));
+    images
+        .into_iter()
+        .map(|(name, image)| json!({"name": name, "image": image}))
+        .collect()
+}
+
+/// `release`'s `olm.bundle`; `inline` makes the test variant.
+pub fn bundle(inputs: &Inputs, release: &Release, inline: bool) -> Value {
+    let image = if inline {
+        String::new()
+    } else {
+        bundle_image(inputs, release)
+    };
+    json!({
+        "schema": "olm.bundle",
+        "name": csv_name(&inputs.plan.package, &release.version),
+        "package": inputs.plan.package,
+        "image": image,
+        "properties": properties(inputs, release, inline),
+        "relatedImages": related_images(inputs, release, &image),
+    })
+}
+
+/// Every blob of the catalog, in file order; `inline` makes the test variant.
+pub fn blobs(inputs: &Inputs, inline: bool) -> Vec<Value> {
+    let plan = &inputs.plan;
+    let icon = base64::engine::general_purpose::STANDARD.encode(&inputs.icon);
+    let newest = plan.releases.last().expect("the plan has a release");
+    let mut blobs = vec![json!({
+        "schema": "olm.package",
+        "name": plan.package,
+        "defaultChannel": plan.default_channel,
+        "icon": {"base64data": icon, "mediatype": "image/svg+xml"},
+        "description": inputs.descriptions[&newest.description],
+    })];
+    for channel in &plan.channels {
+        let entries: Vec<Value> = plan
+            .releases
+            .iter()
+            .filter(|r| r.channels.contains(channel))
+            .map(|r| {
+                let mut entry = json!({"name": csv_name(&plan.package, &r.version)});
+                if let Some(replaces) = &r.replaces {
+                    entry["replaces"] = json!(csv_name(&plan.package, replaces));
+                }
+                if !r.skips.is_empty() {
+                    entry["skips"] = r.skips.iter().map(|v| csv_name(&plan.package, v)).collect();
+                }
+                if let Some(range) = &r.skip_range {
+                    entry["skipRange"] = json!(range);
+                }
+                entry
+            })
+            .collect();
+        blobs.push(json!({
+            "schema": "olm.channel",
+            "name": channel,
+            "package": plan.package,
+            "entries": entries,
+        }));
+    }
+    for release in &plan.releases {
+        blobs.push(bundle(inputs, release, inline));
+    }
+    let deprecations: Vec<Value> = plan
+        .releases
+        .iter()
+        .flat_map(|r| &r.deprecations)
+        .map(|d| {
+            json!({
+                "reference": {"schema": "olm.bundle", "name": csv_name(&plan.package, &d.bundle)},
+                "message": d.message,
+            })
+        })
+        .collect();
+    if !deprecations.is_empty() {
+        blobs.push(json!({
+            "schema": "olm.deprecations",
+            "package": plan.package,
+            "entries": deprecations,
+        }));
+    }
+    blobs
+}
+
+/// Blobs as one YAML stream.
+pub fn to_yaml(blobs: &[Value]) -> String {
+    blobs
+        .iter()
+        .map(|b| serde_saphyr::to_string(b).expect("JSON values serialize to YAML"))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+/// The files under `catalog/`: the catalog itself and the Dockerfile that serves it.
+pub fn files(inputs: &Inputs) -> Vec<(String, String)> {
+    let package = &inputs.plan.package;
+    let dockerfile = format!(
+        "# The catalog image: opm serving the file-based catalog beside this file.\n\
+         FROM quay.io/operator-framework/opm:v1.73.0\n\
+         ENTRYPOINT [\"/bin/opm\"]\n\
+         CMD [\"serve\", \"/configs\", \"--cache-dir=/tmp/cache\"]\n\
+         ADD {package} /configs/{package}\n\
+         RUN [\"/bin/opm\", \"serve\", \"/configs\", \"--cache-dir=/tmp/cache\", \"--cache-only\"]\n\
+         LABEL operators.operatorframework.io.index.configs.v1=/configs\n"
+    );
+    vec![
+        (catalog_file(package), to_yaml(&blobs(inputs, false))),
+        ("catalog.Dockerfile".to_owned(), dockerfile),
+        // opm reads every other file under catalog/ as catalog objects.
+        (
+            ".indexignore".to_owned(),
+            "# Not catalog objects: opm skips these.\ncatalog.Dockerfile\ngraph.svg\n".to_owned(),
+        ),
+    ]
+}

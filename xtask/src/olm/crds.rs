@@ -1,0 +1,64 @@
+//! The CRDs of one release: the versions it serves, its storage version, its deprecations, and
+//! conversion through the webhook wherever more than one version is served.
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use tusk::crd::{ConversionWebhook, WebhookEndpoint, conversion};
+
+use super::{DEPLOYMENT, plan::Release};
+
+/// The Service OLM creates in front of a deployment with webhooks; the CRDs name it as a
+/// placeholder, since the apiserver refuses `strategy: Webhook` without a client config, and OLM
+/// overwrites it with the install namespace and its CA.
+fn placeholder_webhook() -> ConversionWebhook {
+    ConversionWebhook {
+        endpoint: WebhookEndpoint::Service {
+            name: format!("{DEPLOYMENT}-service"),
+            namespace: tusk::crd::DEFAULT_NAMESPACE.to_owned(),
+            port: tusk::crd::DEFAULT_SERVICE_PORT,
+        },
+        ca_bundle: None,
+    }
+}
+
+/// The CRDs `release` ships, in the order of [`tusk::api::crds`].
+pub fn release_crds(release: &Release) -> Vec<CustomResourceDefinition> {
+    let mut crds = tusk::api::crds();
+    for crd in &mut crds {
+        let plan = &release.crds[&crd.spec.names.kind];
+        let kind = crd.spec.names.kind.clone();
+        crd.spec.versions.retain(|v| plan.served.contains(&v.name));
+        let current = plan.storage.clone();
+        for version in &mut crd.spec.versions {
+            version.storage = version.name == plan.storage;
+            if plan.deprecated.contains(&version.name) {
+                version.deprecated = Some(true);
+                if let Some(description) = version
+                    .schema
+                    .as_mut()
+                    .and_then(|s| s.open_api_v3_schema.as_mut())
+                    .and_then(|s| s.description.as_mut())
+                {
+                    description.push_str(&format!(" Deprecated: use tusk.dev/{current}."));
+                }
+                version.deprecation_warning = Some(format!(
+                    "tusk.dev/{} {kind} is deprecated; use tusk.dev/{current}",
+                    version.name
+                ));
+            } else {
+                version.deprecated = None;
+                version.deprecation_warning = None;
+            }
+        }
+        crd.spec.conversion = if crd.spec.versions.len() > 1 {
+            Some(conversion(&placeholder_webhook()))
+        } else {
+            None
+        };
+    }
+    crds
+}
+
+/// The file name a CRD has in a bundle: `<group>_<plural>.yaml`.
+pub fn file_name(crd: &CustomResourceDefinition) -> String {
+    format!("{}_{}.yaml", crd.spec.group, crd.spec.names.plural)
+}

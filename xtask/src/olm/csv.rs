@@ -1,0 +1,289 @@
+//! The ClusterServiceVersion of one release: everything OperatorHub, the OpenShift console and
+//! OLM read about Tusk.
+
+use base64::Engine;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use serde_json::{Value, json};
+use tusk::rbac::{LEADER_ELECTION_RULES, OPERATOR_RULES, Rule};
+
+use super::{
+    DEPLOYMENT, Inputs, METRICS_PORT, PROJECT_URL, WEBHOOK_PORT,
+    descriptors::{spec_descriptors, status_descriptors},
+    plan::Release,
+};
+
+/// The CSV's name for `version`: `<package>.v<version>`.
+pub fn csv_name(package: &str, version: &semver::Version) -> String {
+    format!("{package}.v{version}")
+}
+
+/// The operator image of `release`.
+pub fn operator_image(inputs: &Inputs, release: &Release) -> String {
+    format!("{}:{}", inputs.plan.images.operator, release.version)
+}
+
+/// The PostgreSQL images a cluster may run, one per supported major.
+pub fn postgres_images(inputs: &Inputs) -> Vec<(String, String)> {
+    (tusk::api::common::MIN_POSTGRES_MAJOR..=tusk::api::common::MAX_POSTGRES_MAJOR)
+        .map(|major| {
+            (
+                format!("postgres-{major}"),
+                format!("{}:{major}", inputs.plan.images.postgres),
+            )
+        })
+        .collect()
+}
+
+fn rules(rules: &[Rule]) -> Value {
+    rules
+        .iter()
+        .map(|r| json!({"apiGroups": r.api_groups, "resources": r.resources, "verbs": r.verbs}))
+        .collect()
+}
+
+fn words(kind: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in kind.chars().enumerate() {
+        if i > 0 && c.is_uppercase() {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The children a kind's controller creates, for the console's resource view.
+fn resources(kind: &str) -> Value {
+    match kind {
+        "PostgresCluster" => json!([
+            {"kind": "StatefulSet", "name": "", "version": "v1"},
+            {"kind": "Service", "name": "", "version": "v1"},
+            {"kind": "Secret", "name": "", "version": "v1"},
+            {"kind": "ConfigMap", "name": "", "version": "v1"},
+            {"kind": "ServiceAccount", "name": "", "version": "v1"},
+            {"kind": "PodDisruptionBudget", "name": "", "version": "v1"},
+        ]),
+        _ => json!([]),
+    }
+}
+
+fn owned(crds: &[CustomResourceDefinition]) -> Value {
+    let mut owned = Vec::new();
+    for crd in crds {
+        let kind = &crd.spec.names.kind;
+        for version in crd.spec.versions.iter().rev() {
+            let description = version
+                .schema
+                .as_ref()
+                .and_then(|s| s.open_api_v3_schema.as_ref())
+                .and_then(|s| s.description.clone())
+                .unwrap_or_default();
+            owned.push(json!({
+                "name": crd.metadata.name,
+                "version": version.name,
+                "kind": kind,
+                "displayName": words(kind),
+                "description": description,
+                "resources": resources(kind),
+                "specDescriptors": spec_descriptors(kind, &version.name),
+                "statusDescriptors": status_descriptors(kind, &version.name),
+            }));
+        }
+    }
+    Value::Array(owned)
+}
+
+fn deployment(inputs: &Inputs, release: &Release, webhook: bool) -> Value {
+    let image = operator_image(inputs, release);
+    let mut args = vec!["run".to_owned(), "--log-format=json".to_owned()];
+    if !webhook {
+        args.push("--no-webhook".to_owned());
+    }
+    let mut ports = vec![json!({"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"})];
+    if webhook {
+        ports.push(json!({"name": "webhook", "containerPort": WEBHOOK_PORT, "protocol": "TCP"}));
+    }
+    let field = |path: &str| json!({"fieldRef": {"fieldPath": path}});
+    let labels = json!({"app.kubernetes.io/name": DEPLOYMENT});
+    json!({
+        "name": DEPLOYMENT,
+        "label": labels,
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "strategy": {"type": "Recreate"},
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {"kubectl.kubernetes.io/default-container": "manager"},
+                },
+                "spec": {
+                    "serviceAccountName": DEPLOYMENT,
+                    "terminationGracePeriodSeconds": 30,
+                    "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [{
+                        "name": "manager",
+                        "image": image,
+                        "imagePullPolicy": "IfNotPresent",
+                        "command": ["/usr/local/bin/tusk-operator"],
+                        "args": args,
+                        "env": [
+                            {"name": "POD_NAMESPACE", "valueFrom": field("metadata.namespace")},
+                            {"name": "POD_NAME", "valueFrom": field("metadata.name")},
+                            {"name": "TUSK_OPERATOR_IMAGE", "value": image},
+                            {"name": "TUSK_POSTGRES_IMAGE", "value": format!("{}:{{major}}", inputs.plan.images.postgres)},
+                            {"name": "TUSK_STATUS_LISTEN", "value": format!("0.0.0.0:{METRICS_PORT}")},
+                            {"name": "TUSK_WEBHOOK_LISTEN", "value": format!("0.0.0.0:{WEBHOOK_PORT}")},
+                            {"name": "HTTP_PROXY", "value": ""},
+                            {"name": "HTTPS_PROXY", "value": ""},
+                            {"name": "NO_PROXY", "value": ""},
+                        ],
+                        "ports": ports,
+                        "livenessProbe": {
+                            "httpGet": {"path": "/healthz", "port": "metrics"},
+                            "initialDelaySeconds": 5, "periodSeconds": 10, "failureThreshold": 3,
+                        },
+                        "readinessProbe": {
+                            "httpGet": {"path": "/readyz", "port": "metrics"},
+                            "initialDelaySeconds": 2, "periodSeconds": 5,
+                        },
+                        "resources": {
+                            "requests": {"cpu": "100m", "memory": "64Mi"},
+                            "limits": {"cpu": "1", "memory": "256Mi"},
+                        },
+                        "securityContext": {
+                            "allowPrivilegeEscalation": false,
+                            "readOnlyRootFilesystem": true,
+                            "runAsNonRoot": true,
+                            "capabilities": {"drop": ["ALL"]},
+                        },
+                    }],
+                },
+            },
+        },
+    })
+}
+
+/// The conversion webhook, for every CRD that serves more than one version.
+fn webhook_definitions(crds: &[CustomResourceDefinition]) -> Vec<Value> {
+    let converted: Vec<&str> = crds
+        .iter()
+        .filter(|c| c.spec.versions.len() > 1)
+        .filter_map(|c| c.metadata.name.as_deref())
+        .collect();
+    if converted.is_empty() {
+        return vec![];
+    }
+    vec![json!({
+        "type": "ConversionWebhook",
+        "generateName": "cpostgres.tusk.dev",
+        "deploymentName": DEPLOYMENT,
+        "containerPort": tusk::crd::DEFAULT_SERVICE_PORT,
+        "targetPort": WEBHOOK_PORT,
+        "webhookPath": tusk::crd::CONVERT_PATH,
+        "conversionCRDs": converted,
+        "admissionReviewVersions": ["v1"],
+        "sideEffects": "None",
+        "timeoutSeconds": 10,
+    })]
+}
+
+/// `release`'s CSV.
+pub fn csv(
+    inputs: &Inputs,
+    release: &Release,
+    crds: &[CustomResourceDefinition],
+    examples: &[Value],
+) -> Value {
+    let plan = &inputs.plan;
+    let image = operator_image(inputs, release);
+    let webhooks = webhook_definitions(crds);
+    let mut annotations = json!({
+        "alm-examples": serde_json::to_string_pretty(examples).expect("examples serialize"),
+        "capabilities": release.capabilities,
+        "categories": "Database",
+        "certified": "false",
+        "containerImage": image,
+        "description": "PostgreSQL clusters, users, databases and backups, with API upgrades that never lose a field.",
+        "repository": PROJECT_URL,
+        "support": "Tusk",
+        "operatorframework.io/suggested-namespace": "tusk-system",
+        "operators.openshift.io/valid-subscription": "[\"No subscription required: Tusk is open source (Apache-2.0)\"]",
+        // Answered for what this build does: images are pinned by tag, not digest; TLS is rustls
+        // with ring, not a FIPS-validated module; the operator neither reads the cluster proxy
+        // nor the cluster TLS profile; it needs no cloud credentials.
+        "features.operators.openshift.io/disconnected": "false",
+        "features.operators.openshift.io/fips-compliant": "false",
+        "features.operators.openshift.io/proxy-aware": "false",
+        "features.operators.openshift.io/tls-profiles": "false",
+        "features.operators.openshift.io/token-auth-aws": "false",
+        "features.operators.openshift.io/token-auth-azure": "false",
+        "features.operators.openshift.io/token-auth-gcp": "false",
+        "features.operators.openshift.io/cnf": "false",
+        "features.operators.openshift.io/cni": "false",
+        "features.operators.openshift.io/csi": "false",
+    });
+    if let Some(range) = &release.skip_range {
+        annotations["olm.skipRange"] = json!(range);
+    }
+    let mut related = vec![json!({"name": "tusk-operator", "image": image})];
+    related.extend(
+        postgres_images(inputs)
+            .into_iter()
+            .map(|(name, image)| json!({"name": name, "image": image})),
+    );
+    let icon = base64::engine::general_purpose::STANDARD.encode(&inputs.icon);
+    let mut spec = json!({
+        "displayName": plan.display_name,
+        "description": inputs.descriptions[&release.description],
+        "version": release.version.to_string(),
+        "minKubeVersion": plan.min_kube_version,
+        "maturity": release.maturity,
+        "provider": {"name": "Tusk", "url": PROJECT_URL},
+        "maintainers": [{"name": "Tusk maintainers", "email": "maintainers@tusk.dev"}],
+        "links": [
+            {"name": "Source", "url": PROJECT_URL},
+            {"name": "Documentation", "url": format!("{PROJECT_URL}#readme")},
+        ],
+        "keywords": ["postgresql", "postgres", "database", "sql", "operator", "backup"],
+        "icon": [{"base64data": icon, "mediatype": "image/svg+xml"}],
+        "installModes": [
+            {"type": "OwnNamespace", "supported": false},
+            {"type": "SingleNamespace", "supported": false},
+            {"type": "MultiNamespace", "supported": false},
+            {"type": "AllNamespaces", "supported": true},
+        ],
+        "install": {
+            "strategy": "deployment",
+            "spec": {
+                "deployments": [deployment(inputs, release, !webhooks.is_empty())],
+                "clusterPermissions": [{"serviceAccountName": DEPLOYMENT, "rules": rules(OPERATOR_RULES)}],
+                "permissions": [{"serviceAccountName": DEPLOYMENT, "rules": rules(LEADER_ELECTION_RULES)}],
+            },
+        },
+        "customresourcedefinitions": {"owned": owned(crds)},
+        "relatedImages": related,
+    });
+    if !webhooks.is_empty() {
+        spec["webhookdefinitions"] = Value::Array(webhooks);
+    }
+    if let Some(replaces) = &release.replaces {
+        spec["replaces"] = json!(csv_name(&plan.package, replaces));
+    }
+    if !release.skips.is_empty() {
+        spec["skips"] = release.skips.iter().map(|v| csv_name(&plan.package, v)).collect();
+    }
+    json!({
+        "apiVersion": "operators.coreos.com/v1alpha1",
+        "kind": "ClusterServiceVersion",
+        "metadata": {
+            "name": csv_name(&plan.package, &release.version),
+            "annotations": annotations,
+            "labels": {
+                "operatorframework.io/arch.amd64": "supported",
+                "operatorframework.io/os.linux": "supported",
+            },
+        },
+        "spec": spec,
+    })
+}

@@ -1,0 +1,262 @@
+//! Tusk's OLM packaging, generated from the Rust types and the release plan: per release the
+//! CRDs, the ClusterServiceVersion and the bundle around them; the file-based catalog with its
+//! channels; the upgrade graph; and checks that mirror operator-framework's validators.
+//!
+//! Nothing under `bundle/` or `catalog/` is written by hand.
+
+pub mod bundle;
+pub mod catalog;
+pub mod crds;
+pub mod csv;
+pub mod descriptors;
+pub mod graph;
+pub mod plan;
+pub mod range;
+pub mod schema;
+pub mod validate;
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use serde_json::Value;
+
+use plan::Plan;
+
+/// The operator's Deployment, ServiceAccount and (with `-service`) webhook Service name.
+pub const DEPLOYMENT: &str = "tusk-operator";
+/// Where the operator serves `/healthz`, `/readyz` and `/metrics`.
+pub const METRICS_PORT: i32 = 8081;
+/// Where the operator serves the conversion webhook.
+pub const WEBHOOK_PORT: i32 = 9443;
+/// The project's home.
+pub const PROJECT_URL: &str = "https://github.com/tusk-operator/tusk";
+/// The capability levels OperatorHub knows.
+pub const CAPABILITY_LEVELS: &[&str] = &[
+    "Basic Install",
+    "Seamless Upgrades",
+    "Full Lifecycle",
+    "Deep Insights",
+    "Auto Pilot",
+];
+/// The categories OperatorHub knows.
+pub const CATEGORIES: &[&str] = &[
+    "AI/Machine Learning",
+    "Application Runtime",
+    "Big Data",
+    "Cloud Provider",
+    "Developer Tools",
+    "Database",
+    "Integration & Delivery",
+    "Logging & Tracing",
+    "Monitoring",
+    "Modernization & Migration",
+    "Networking",
+    "OpenShift Optional",
+    "Security",
+    "Storage",
+    "Streaming & Messaging",
+    "Observability",
+];
+/// Where the bundles go, one directory per release.
+pub const BUNDLE_DIR: &str = "bundle";
+/// Where the catalog goes.
+pub const CATALOG_DIR: &str = "catalog";
+/// Where the sample objects are; they become `alm-examples`.
+pub const SAMPLES_DIR: &str = "config/samples";
+
+/// Everything the generator reads.
+#[derive(Clone, Debug)]
+pub struct Inputs {
+    /// The release plan.
+    pub plan: Plan,
+    /// The SVG icon.
+    pub icon: Vec<u8>,
+    /// Each description file a release names, by its path.
+    pub descriptions: BTreeMap<String, String>,
+    /// The sample objects, at the newest version of each kind.
+    pub samples: Vec<Value>,
+}
+
+impl Inputs {
+    /// Reads the plan and everything it names under `root`.
+    pub fn load(root: &Path) -> Result<Self, String> {
+        let plan = Plan::load(root)?;
+        let read =
+            |path: &str| std::fs::read(root.join(path)).map_err(|e| format!("{path}: cannot read: {e}"));
+        let icon = read(&plan.icon)?;
+        let mut descriptions = BTreeMap::new();
+        for release in &plan.releases {
+            let text = String::from_utf8(read(&release.description)?)
+                .map_err(|e| format!("{}: not UTF-8: {e}", release.description))?;
+            descriptions.insert(release.description.clone(), text);
+        }
+        let mut samples = Vec::new();
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(root.join(SAMPLES_DIR))
+            .map_err(|e| format!("{SAMPLES_DIR}: {e}"))?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let sample: Value =
+                serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            samples.push(sample);
+        }
+        Ok(Self {
+            plan,
+            icon,
+            descriptions,
+            samples,
+        })
+    }
+}
+
+/// One generated file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct File {
+    /// Its path relative to the repository root.
+    pub path: String,
+    /// Its contents.
+    pub contents: String,
+    /// Part of a released bundle: it may never change.
+    pub frozen: bool,
+}
+
+/// Every file of `bundle/` and `catalog/`.
+pub fn generate(inputs: &Inputs) -> Vec<File> {
+    let mut files = Vec::new();
+    for release in &inputs.plan.releases {
+        for (path, contents) in bundle::files(inputs, release) {
+            files.push(File {
+                path: format!("{BUNDLE_DIR}/{}/{path}", release.version),
+                contents,
+                frozen: release.released,
+            });
+        }
+    }
+    for (path, contents) in catalog::files(inputs) {
+        files.push(File {
+            path: format!("{CATALOG_DIR}/{path}"),
+            contents,
+            frozen: false,
+        });
+    }
+    files.push(File {
+        path: format!("{CATALOG_DIR}/graph.svg"),
+        contents: graph::svg(&inputs.plan),
+        frozen: false,
+    });
+    files
+}
+
+/// What [`sync`] found.
+#[derive(Debug, Default)]
+pub struct Sync {
+    /// Files written (or, when checking, that would be).
+    pub changed: Vec<String>,
+    /// Files under `bundle/` or `catalog/` that the generator does not make, removed (or, when
+    /// checking, that would be).
+    pub stale: Vec<String>,
+}
+
+fn first_difference(old: &str, new: &str) -> String {
+    let line = old
+        .lines()
+        .zip(new.lines())
+        .position(|(a, b)| a != b)
+        .unwrap_or_else(|| old.lines().count().min(new.lines().count()));
+    format!(
+        "line {}: committed {:?}, generated {:?}",
+        line + 1,
+        old.lines().nth(line).unwrap_or("<end of file>"),
+        new.lines().nth(line).unwrap_or("<end of file>")
+    )
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+}
+
+/// Brings `root`'s `bundle/` and `catalog/` to `files`, or with `check` only reports what
+/// differs. A frozen file that differs, is missing or is not generated any more is an error
+/// either way: a released bundle is never rewritten.
+pub fn sync(root: &Path, files: &[File], check: bool) -> Result<Sync, String> {
+    let mut result = Sync::default();
+    let mut frozen_errors = Vec::new();
+    let frozen_dirs: Vec<String> = files
+        .iter()
+        .filter(|f| f.frozen)
+        .filter_map(|f| {
+            f.path
+                .rsplit_once('/')
+                .map(|_| f.path.split('/').take(2).collect::<Vec<_>>().join("/"))
+        })
+        .collect();
+    for file in files {
+        let path = root.join(&file.path);
+        let current = std::fs::read_to_string(&path).ok();
+        if current.as_deref() == Some(file.contents.as_str()) {
+            continue;
+        }
+        if file.frozen {
+            frozen_errors.push(match &current {
+                Some(old) => format!(
+                    "{}: released and frozen, but regenerating changes it ({}); a released bundle may not change, so give the release its own copy of what changed",
+                    file.path,
+                    first_difference(old, &file.contents)
+                ),
+                None => format!("{}: released and frozen, but missing", file.path),
+            });
+            continue;
+        }
+        result.changed.push(file.path.clone());
+        if !check {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+            }
+            std::fs::write(&path, &file.contents)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
+    }
+    let mut existing = Vec::new();
+    walk(&root.join(BUNDLE_DIR), &mut existing);
+    walk(&root.join(CATALOG_DIR), &mut existing);
+    for path in existing {
+        let relative = path
+            .strip_prefix(root)
+            .expect("walked under root")
+            .to_string_lossy()
+            .replace('\\', "/");
+        if files.iter().any(|f| f.path == relative) {
+            continue;
+        }
+        if frozen_dirs.iter().any(|d| relative.starts_with(&format!("{d}/"))) {
+            frozen_errors.push(format!(
+                "{relative}: in a released and frozen bundle, but the generator does not make it"
+            ));
+            continue;
+        }
+        result.stale.push(relative);
+        if !check {
+            std::fs::remove_file(&path).map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+        }
+    }
+    if frozen_errors.is_empty() {
+        Ok(result)
+    } else {
+        Err(frozen_errors.join("\n"))
+    }
+}

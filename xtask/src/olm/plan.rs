@@ -1,0 +1,229 @@
+//! The release plan, `config/releases.yaml`: every release, its channels, its upgrade edges, the
+//! CRD versions it serves and stores, and what it deprecates.
+
+use std::{collections::BTreeMap, path::Path};
+
+use semver::Version;
+use serde::Deserialize;
+
+use super::range::Range;
+
+/// Where the plan lives, relative to the repository root.
+pub const PLAN_FILE: &str = "config/releases.yaml";
+
+/// The whole plan.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Plan {
+    /// The OLM package name.
+    pub package: String,
+    /// The name OperatorHub shows.
+    pub display_name: String,
+    /// The channel a Subscription without one follows.
+    pub default_channel: String,
+    /// Every channel, in display order.
+    pub channels: Vec<String>,
+    /// Image repositories.
+    pub images: Images,
+    /// The OpenShift releases the bundles are offered to.
+    pub openshift_versions: String,
+    /// The SVG icon, relative to the repository root.
+    pub icon: String,
+    /// The oldest Kubernetes the operator runs on.
+    pub min_kube_version: String,
+    /// Every release, oldest first.
+    pub releases: Vec<Release>,
+}
+
+/// Image repositories (without tags).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Images {
+    /// The operator; release `X` runs `<operator>:X`.
+    pub operator: String,
+    /// The bundle images; release `X` is `<bundle>:vX`.
+    pub bundle: String,
+    /// The catalog image.
+    pub catalog: String,
+    /// The PostgreSQL image clusters run by default, `<postgres>:<major>`.
+    pub postgres: String,
+}
+
+/// One release.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Release {
+    /// Its semantic version.
+    pub version: Version,
+    /// Frozen: regenerating its bundle must not change a byte.
+    #[serde(default)]
+    pub released: bool,
+    /// The channels it is in.
+    pub channels: Vec<String>,
+    /// The release it replaces.
+    #[serde(default)]
+    pub replaces: Option<Version>,
+    /// Releases it skips.
+    #[serde(default)]
+    pub skips: Vec<Version>,
+    /// The range of releases it upgrades from directly (`olm.skipRange`).
+    #[serde(default)]
+    pub skip_range: Option<String>,
+    /// `alpha`, `beta` or `stable`.
+    pub maturity: String,
+    /// The Markdown file with its long description, relative to the repository root.
+    pub description: String,
+    /// The operator capability level it reaches.
+    pub capabilities: String,
+    /// For each kind, what this release serves and stores.
+    pub crds: BTreeMap<String, CrdVersions>,
+    /// What this release deprecates in the catalog.
+    #[serde(default)]
+    pub deprecations: Vec<Deprecation>,
+}
+
+/// The versions of one kind a release serves.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CrdVersions {
+    /// Served versions, oldest first.
+    pub served: Vec<String>,
+    /// The storage version.
+    pub storage: String,
+    /// Served versions marked deprecated.
+    #[serde(default)]
+    pub deprecated: Vec<String>,
+}
+
+/// A catalog deprecation.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deprecation {
+    /// The deprecated release.
+    pub bundle: Version,
+    /// What OLM tells the user.
+    pub message: String,
+}
+
+impl Plan {
+    /// Reads and checks the plan at `root`/[`PLAN_FILE`].
+    pub fn load(root: &Path) -> Result<Self, String> {
+        let path = root.join(PLAN_FILE);
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| format!("{PLAN_FILE}: {e}"))
+    }
+
+    /// Parses and checks a plan.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let plan: Plan = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
+        plan.check()?;
+        Ok(plan)
+    }
+
+    /// The release with `version`.
+    pub fn release(&self, version: &Version) -> Option<&Release> {
+        self.releases.iter().find(|r| &r.version == version)
+    }
+
+    /// Checks what the types cannot: every reference resolves, every value is one OLM allows.
+    fn check(&self) -> Result<(), String> {
+        let mut errors = Vec::new();
+        if !self.channels.contains(&self.default_channel) {
+            errors.push(format!(
+                "defaultChannel: {:?} is not in channels {:?}",
+                self.default_channel, self.channels
+            ));
+        }
+        let all = tusk::api::crds();
+        let kinds: Vec<&str> = all.iter().map(|c| c.spec.names.kind.as_str()).collect();
+        for (i, release) in self.releases.iter().enumerate() {
+            let at = format!("releases[{i}] ({})", release.version);
+            if i > 0 && self.releases[i - 1].version >= release.version {
+                errors.push(format!("{at}.version: releases must be listed oldest first"));
+            }
+            for channel in &release.channels {
+                if !self.channels.contains(channel) {
+                    errors.push(format!(
+                        "{at}.channels: {channel:?} is not one of the plan's channels {:?}",
+                        self.channels
+                    ));
+                }
+            }
+            for edge in release.replaces.iter().chain(&release.skips) {
+                if self.release(edge).is_none() {
+                    errors.push(format!(
+                        "{at}: {edge} is replaced or skipped but is not a release in the plan"
+                    ));
+                }
+            }
+            if let Some(range) = &release.skip_range
+                && let Err(e) = Range::parse(range)
+            {
+                errors.push(format!("{at}.skipRange: {e}"));
+            }
+            if !["alpha", "beta", "stable"].contains(&release.maturity.as_str()) {
+                errors.push(format!(
+                    "{at}.maturity: {:?} is not one of alpha, beta, stable",
+                    release.maturity
+                ));
+            }
+            if !super::CAPABILITY_LEVELS.contains(&release.capabilities.as_str()) {
+                errors.push(format!(
+                    "{at}.capabilities: {:?} is not one of {}",
+                    release.capabilities,
+                    super::CAPABILITY_LEVELS.join(", ")
+                ));
+            }
+            for kind in &kinds {
+                if !release.crds.contains_key(*kind) {
+                    errors.push(format!(
+                        "{at}.crds: {kind} is missing; every release owns every kind"
+                    ));
+                }
+            }
+            for (kind, versions) in &release.crds {
+                let Some(known) = all.iter().find(|c| &c.spec.names.kind == kind) else {
+                    errors.push(format!(
+                        "{at}.crds.{kind}: not a Tusk kind; allowed: {}",
+                        kinds.join(", ")
+                    ));
+                    continue;
+                };
+                let names: Vec<String> = known.spec.versions.iter().map(|v| v.name.clone()).collect();
+                for version in versions.served.iter().chain(&versions.deprecated) {
+                    if !names.contains(version) {
+                        errors.push(format!(
+                            "{at}.crds.{kind}: {version} is not a version of {kind}; allowed: {}",
+                            names.join(", ")
+                        ));
+                    }
+                }
+                if !versions.served.contains(&versions.storage) {
+                    errors.push(format!(
+                        "{at}.crds.{kind}.storage: {} is not served",
+                        versions.storage
+                    ));
+                }
+                for version in &versions.deprecated {
+                    if !versions.served.contains(version) {
+                        errors.push(format!("{at}.crds.{kind}.deprecated: {version} is not served"));
+                    }
+                }
+            }
+            for (j, deprecation) in release.deprecations.iter().enumerate() {
+                if deprecation.bundle >= release.version || self.release(&deprecation.bundle).is_none() {
+                    errors.push(format!(
+                        "{at}.deprecations[{j}].bundle: {} must be an earlier release in the plan",
+                        deprecation.bundle
+                    ));
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("\n"))
+        }
+    }
+}
