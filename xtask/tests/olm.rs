@@ -1,0 +1,711 @@
+//! The OLM generator and `cargo xtask validate`, checked three ways: what is committed is what
+//! the generator makes (and released bundles stay frozen); operator-framework's own tools (opm
+//! and the operator-framework/api validators) accept every bundle and the catalog; and copies
+//! broken by hand, each in a different way, are refused by `validate` with the file and field
+//! named, and by opm too where opm checks the same thing.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use serde_json::{Value, json};
+use tusk_testenv::Toolchain;
+use xtask::olm::{
+    self, Inputs,
+    validate::{Finding, Level, validate},
+};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A copy of the committed `bundle/` and `catalog/`.
+fn copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for sub in [olm::BUNDLE_DIR, olm::CATALOG_DIR] {
+        copy_dir(&root().join(sub), &dir.path().join(sub));
+    }
+    dir
+}
+
+fn errors(findings: &[Finding]) -> Vec<&Finding> {
+    findings.iter().filter(|f| f.level == Level::Error).collect()
+}
+
+const CSV_100: &str = "bundle/1.0.0/manifests/tusk-operator.clusterserviceversion.yaml";
+const CLUSTERS_100: &str = "bundle/1.0.0/manifests/tusk.dev_postgresclusters.yaml";
+const CATALOG: &str = "catalog/tusk-operator/catalog.yaml";
+
+fn edit_yaml(root: &Path, file: &str, edit: impl FnOnce(&mut Value)) {
+    let path = root.join(file);
+    let mut value: Value = serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut value);
+    std::fs::write(&path, serde_saphyr::to_string(&value).unwrap()).unwrap();
+}
+
+fn edit_catalog(root: &Path, edit: impl FnOnce(&mut Vec<Value>)) {
+    let path = root.join(CATALOG);
+    let mut blobs: Vec<Value> =
+        serde_saphyr::from_multiple(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut blobs);
+    std::fs::write(&path, olm::catalog::to_yaml(&blobs)).unwrap();
+}
+
+fn channel<'a>(blobs: &'a mut [Value], name: &str) -> &'a mut Value {
+    blobs
+        .iter_mut()
+        .find(|b| b["schema"] == "olm.channel" && b["name"] == name)
+        .unwrap()
+}
+
+fn entry<'a>(channel: &'a mut Value, version: &str) -> &'a mut Value {
+    let name = format!("tusk-operator.v{version}");
+    channel["entries"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|e| e["name"] == name.as_str())
+        .unwrap()
+}
+
+fn annotation(csv: &mut Value, key: &str, value: &str) {
+    csv["metadata"]["annotations"][key] = json!(value);
+}
+
+/// One way to break a copy, and the error `validate` must report for it.
+struct Breakage {
+    name: &'static str,
+    breaks: fn(&Path),
+    file: &'static str,
+    field: &'static str,
+    message: &'static str,
+    /// opm refuses the broken catalog too.
+    opm_refuses: bool,
+}
+
+fn breakages() -> Vec<Breakage> {
+    vec![
+        Breakage {
+            name: "a missing owned CRD",
+            breaks: |r| {
+                std::fs::remove_file(r.join("bundle/1.0.0/manifests/tusk.dev_postgresusers.yaml")).unwrap()
+            },
+            file: CSV_100,
+            field: "spec.customresourcedefinitions.owned[",
+            message: "owned CRD postgresusers.tusk.dev v1 PostgresUser not found in the bundle's manifests",
+            opm_refuses: false,
+        },
+        Breakage {
+            name: "a dropped stored version",
+            breaks: |r| {
+                edit_yaml(r, CLUSTERS_100, |crd| {
+                    crd["spec"]["versions"]
+                        .as_array_mut()
+                        .unwrap()
+                        .retain(|v| v["name"] != "v1beta1");
+                })
+            },
+            file: CLUSTERS_100,
+            field: "spec.versions",
+            message: "drops postgresclusters.tusk.dev v1beta1, which objects may still be stored in after upgrading from tusk-operator.v0.2.0",
+            opm_refuses: false,
+        },
+        Breakage {
+            name: "two channel heads",
+            breaks: |r| {
+                edit_catalog(r, |blobs| {
+                    let head = entry(channel(blobs, "candidate"), "1.0.0");
+                    let map = head.as_object_mut().unwrap();
+                    map.remove("replaces");
+                    map.remove("skipRange");
+                })
+            },
+            file: CATALOG,
+            field: ".entries",
+            message: "multiple channel heads found in graph",
+            opm_refuses: true,
+        },
+        Breakage {
+            name: "a bad skipRange",
+            breaks: |r| {
+                edit_catalog(r, |blobs| {
+                    entry(channel(blobs, "stable"), "1.0.0")["skipRange"] = json!(">=0.1 <1.0.0");
+                })
+            },
+            file: CATALOG,
+            field: ".entries[0].skipRange",
+            message: "\">=0.1\" is not a comparator and a semantic version",
+            opm_refuses: true,
+        },
+        Breakage {
+            name: "an unknown category",
+            breaks: |r| {
+                edit_yaml(r, CSV_100, |csv| {
+                    annotation(csv, "categories", "Database,Databases")
+                })
+            },
+            file: CSV_100,
+            field: "metadata.annotations.categories",
+            message: "\"Databases\" is not in the set of standard categories",
+            opm_refuses: false,
+        },
+        Breakage {
+            name: "an unknown capability level",
+            breaks: |r| {
+                edit_yaml(r, CSV_100, |csv| {
+                    annotation(csv, "capabilities", "Fully Automatic")
+                })
+            },
+            file: CSV_100,
+            field: "metadata.annotations.capabilities",
+            message: "\"Fully Automatic\" is not a valid capabilities level",
+            opm_refuses: false,
+        },
+        Breakage {
+            name: "a replaced CSV that does not exist",
+            breaks: |r| {
+                edit_catalog(r, |blobs| {
+                    entry(channel(blobs, "fast"), "0.2.0")["replaces"] = json!("tusk-operator.v0.0.9");
+                })
+            },
+            file: CATALOG,
+            field: ".entries[1].replaces",
+            message: "tusk-operator.v0.0.9 is replaced but is not a bundle in the catalog",
+            opm_refuses: false,
+        },
+        Breakage {
+            name: "a cycle",
+            breaks: |r| {
+                edit_catalog(r, |blobs| {
+                    entry(channel(blobs, "candidate"), "0.1.0")["replaces"] = json!("tusk-operator.v1.0.0");
+                })
+            },
+            file: CATALOG,
+            field: ".entries",
+            message: "no channel head found in graph",
+            opm_refuses: true,
+        },
+        Breakage {
+            name: "a bundle in no channel",
+            breaks: |r| {
+                edit_catalog(r, |blobs| {
+                    for name in ["candidate", "fast"] {
+                        let c = channel(blobs, name);
+                        c["entries"]
+                            .as_array_mut()
+                            .unwrap()
+                            .retain(|e| e["name"] != "tusk-operator.v0.1.0");
+                    }
+                })
+            },
+            file: CATALOG,
+            field: "olm.channel",
+            message: "bundle tusk-operator.v0.1.0 is not in any channel",
+            opm_refuses: true,
+        },
+        Breakage {
+            name: "a conversion webhook with a namespaced install mode",
+            breaks: |r| {
+                edit_yaml(r, CSV_100, |csv| {
+                    csv["spec"]["installModes"][0]["supported"] = json!(true);
+                })
+            },
+            file: CSV_100,
+            field: "spec.installModes",
+            message: "only AllNamespaces InstallModeType is supported when conversionCRDs is present",
+            opm_refuses: false,
+        },
+        Breakage {
+            name: "a multi-version CRD with no conversion webhook",
+            breaks: |r| {
+                edit_yaml(r, CSV_100, |csv| {
+                    csv["spec"].as_object_mut().unwrap().remove("webhookdefinitions");
+                })
+            },
+            file: CLUSTERS_100,
+            field: "spec.conversion",
+            message: "no ConversionWebhook in the CSV lists it in conversionCRDs",
+            opm_refuses: false,
+        },
+        Breakage {
+            name: "alm-examples that are not JSON",
+            breaks: |r| edit_yaml(r, CSV_100, |csv| annotation(csv, "alm-examples", "[{\"kind\": ")),
+            file: CSV_100,
+            field: "metadata.annotations.alm-examples",
+            message: "invalid example",
+            opm_refuses: false,
+        },
+        Breakage {
+            name: "an example of an API the bundle does not provide",
+            breaks: |r| {
+                edit_yaml(r, CSV_100, |csv| {
+                    let mut examples: Vec<Value> = serde_json::from_str(
+                        csv["metadata"]["annotations"]["alm-examples"].as_str().unwrap(),
+                    )
+                    .unwrap();
+                    examples[0]["apiVersion"] = json!("tusk.dev/v2");
+                    annotation(csv, "alm-examples", &serde_json::to_string(&examples).unwrap());
+                })
+            },
+            file: CSV_100,
+            field: "metadata.annotations.alm-examples[0]",
+            message: "example tusk.dev/v2 PostgresCluster must have a provided API",
+            opm_refuses: false,
+        },
+        Breakage {
+            name: "a newer CRD that refuses an older release's example",
+            breaks: |r| {
+                edit_yaml(r, CLUSTERS_100, |crd| {
+                    let v1alpha1 = crd["spec"]["versions"]
+                        .as_array_mut()
+                        .unwrap()
+                        .iter_mut()
+                        .find(|v| v["name"] == "v1alpha1")
+                        .unwrap();
+                    v1alpha1["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["replicas"]["maximum"] =
+                        json!(2);
+                })
+            },
+            file: CLUSTERS_100,
+            field: "spec.versions[v1alpha1].schema",
+            message: "tusk-operator.v1.0.0 refuses tusk-operator.v0.2.0's alm-examples",
+            opm_refuses: false,
+        },
+        Breakage {
+            name: "an API Kubernetes removed",
+            breaks: |r| {
+                edit_yaml(r, CLUSTERS_100, |crd| {
+                    crd["apiVersion"] = json!("apiextensions.k8s.io/v1beta1")
+                })
+            },
+            file: CLUSTERS_100,
+            field: "apiVersion",
+            message: "apiextensions.k8s.io/v1beta1 CustomResourceDefinition was removed in Kubernetes 1.22",
+            opm_refuses: false,
+        },
+        Breakage {
+            name: "a maintainer without an email",
+            breaks: |r| {
+                edit_yaml(r, CSV_100, |csv| {
+                    csv["spec"]["maintainers"][0]["email"] = json!("")
+                })
+            },
+            file: CSV_100,
+            field: "spec.maintainers[0]",
+            message: "should contain both name and email",
+            opm_refuses: false,
+        },
+        Breakage {
+            name: "an icon of a type OperatorHub cannot show",
+            breaks: |r| {
+                edit_yaml(r, CSV_100, |csv| {
+                    csv["spec"]["icon"][0]["mediatype"] = json!("image/bmp")
+                })
+            },
+            file: CSV_100,
+            field: "spec.icon[0].mediatype",
+            message: "image/bmp is not one of image/gif, image/jpeg, image/png, image/svg+xml",
+            opm_refuses: false,
+        },
+        Breakage {
+            name: "a minKubeVersion that is not a version",
+            breaks: |r| edit_yaml(r, CSV_100, |csv| csv["spec"]["minKubeVersion"] = json!("1.33")),
+            file: CSV_100,
+            field: "spec.minKubeVersion",
+            message: "\"1.33\" has an invalid value",
+            opm_refuses: false,
+        },
+        Breakage {
+            name: "a manifest of a kind OLM does not install",
+            breaks: |r| {
+                std::fs::write(
+                    r.join("bundle/1.0.0/manifests/extra_deployment.yaml"),
+                    "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: extra\n",
+                )
+                .unwrap()
+            },
+            file: "bundle/1.0.0/manifests/extra_deployment.yaml",
+            field: "kind",
+            message: "Deployment is not a kind OLM installs from a bundle",
+            opm_refuses: false,
+        },
+        Breakage {
+            name: "a default channel that does not exist",
+            breaks: |r| edit_catalog(r, |blobs| blobs[0]["defaultChannel"] = json!("lts")),
+            file: CATALOG,
+            field: "[0].defaultChannel",
+            message: "default channel \"lts\" not found in channels",
+            opm_refuses: true,
+        },
+        Breakage {
+            name: "a descriptor for a field the version does not have",
+            breaks: |r| {
+                edit_yaml(r, CSV_100, |csv| {
+                    csv["spec"]["customresourcedefinitions"]["owned"][0]["specDescriptors"][0]["path"] =
+                        json!("replicaz");
+                })
+            },
+            file: CSV_100,
+            field: "spec.customresourcedefinitions.owned[0].specDescriptors[0].path",
+            message: "\"replicaz\" is not a field of postgresclusters.tusk.dev v1alpha1 spec",
+            opm_refuses: false,
+        },
+        Breakage {
+            name: "a catalog entry that leaves out a served version",
+            breaks: |r| {
+                edit_catalog(r, |blobs| {
+                    let bundle = blobs
+                        .iter_mut()
+                        .find(|b| b["name"] == "tusk-operator.v1.0.0")
+                        .unwrap();
+                    bundle["properties"].as_array_mut().unwrap().retain(|p| {
+                        !(p["type"] == "olm.gvk"
+                            && p["value"]["kind"] == "PostgresUser"
+                            && p["value"]["version"] == "v1alpha1")
+                    });
+                })
+            },
+            file: CATALOG,
+            field: ".properties",
+            message: "no olm.gvk for tusk.dev/v1alpha1 PostgresUser",
+            opm_refuses: false,
+        },
+        Breakage {
+            name: "a deprecation of a bundle that does not exist",
+            breaks: |r| {
+                edit_catalog(r, |blobs| {
+                    let deprecations = blobs
+                        .iter_mut()
+                        .find(|b| b["schema"] == "olm.deprecations")
+                        .unwrap();
+                    deprecations["entries"][0]["reference"]["name"] = json!("tusk-operator.v0.0.1");
+                })
+            },
+            file: CATALOG,
+            field: ".entries[0].reference.name",
+            message: "cannot deprecate bundle \"tusk-operator.v0.0.1\": bundle not found",
+            opm_refuses: true,
+        },
+        Breakage {
+            name: "an OpenShift feature left unanswered",
+            breaks: |r| {
+                edit_yaml(r, CSV_100, |csv| {
+                    csv["metadata"]["annotations"]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("features.operators.openshift.io/fips-compliant");
+                })
+            },
+            file: CSV_100,
+            field: "metadata.annotations.features.operators.openshift.io/fips-compliant",
+            message: "missing",
+            opm_refuses: false,
+        },
+        Breakage {
+            name: "a bundle over the size limit",
+            breaks: |r| {
+                let mut noise = vec![0u8; 1_200_000];
+                let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+                for byte in &mut noise {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    *byte = state as u8;
+                }
+                std::fs::write(r.join("bundle/1.0.0/metadata/noise.bin"), noise).unwrap();
+            },
+            file: "bundle/1.0.0",
+            field: "-",
+            message: "maximum bundle compressed size with gzip size exceeded",
+            opm_refuses: false,
+        },
+    ]
+}
+
+#[test]
+fn the_committed_bundles_and_catalog_validate_cleanly() {
+    let findings = validate(&root());
+    assert!(findings.is_empty(), "{findings:#?}");
+}
+
+#[test]
+fn validate_catches_each_way_of_breaking_a_copy() {
+    let toolchain = Toolchain::get().unwrap();
+    let breakages = breakages();
+    assert!(breakages.len() >= 15);
+    let mut missed = Vec::new();
+    for breakage in &breakages {
+        let dir = copy();
+        assert!(
+            errors(&validate(dir.path())).is_empty(),
+            "the unbroken copy is clean"
+        );
+        (breakage.breaks)(dir.path());
+        let findings = validate(dir.path());
+        let hit = errors(&findings).into_iter().any(|f| {
+            f.file == breakage.file
+                && f.field.contains(breakage.field)
+                && f.message.contains(breakage.message)
+        });
+        if !hit {
+            missed.push(format!(
+                "{}: expected an error in {} at {} saying {:?}; got:\n  {}",
+                breakage.name,
+                breakage.file,
+                breakage.field,
+                breakage.message,
+                findings
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n  ")
+            ));
+        }
+        if breakage.opm_refuses {
+            let opm = Command::new(toolchain.bin("opm"))
+                .arg("validate")
+                .arg(dir.path().join(olm::CATALOG_DIR))
+                .output()
+                .unwrap();
+            if opm.status.success() {
+                missed.push(format!("{}: opm validate accepted it", breakage.name));
+            }
+        }
+    }
+    assert!(missed.is_empty(), "{}", missed.join("\n\n"));
+}
+
+#[test]
+fn regenerating_matches_what_is_committed_and_released_bundles_are_frozen() {
+    let inputs = Inputs::load(&root()).unwrap();
+    let files = olm::generate(&inputs);
+    let sync = olm::sync(&root(), &files, true).unwrap();
+    assert!(
+        sync.changed.is_empty() && sync.stale.is_empty(),
+        "run `cargo xtask generate`: {sync:?}"
+    );
+    assert!(
+        files
+            .iter()
+            .any(|f| f.frozen && f.path.starts_with("bundle/0.1.0/"))
+    );
+    assert!(
+        !files
+            .iter()
+            .any(|f| f.frozen && f.path.starts_with("bundle/1.0.0/"))
+    );
+
+    // An unreleased bundle is rewritten; a released one is never, whatever changed.
+    let dir = copy();
+    let open = dir.path().join(CSV_100);
+    std::fs::write(&open, "edited by hand\n").unwrap();
+    let sync = olm::sync(dir.path(), &files, false).unwrap();
+    assert_eq!(sync.changed, vec![CSV_100.to_owned()]);
+    assert_ne!(std::fs::read_to_string(&open).unwrap(), "edited by hand\n");
+
+    let frozen = "bundle/0.1.0/manifests/tusk-operator.clusterserviceversion.yaml";
+    let edited = std::fs::read_to_string(dir.path().join(frozen))
+        .unwrap()
+        .replace("maturity: alpha", "maturity: beta");
+    std::fs::write(dir.path().join(frozen), &edited).unwrap();
+    std::fs::write(
+        dir.path().join("bundle/0.2.0/manifests/extra.yaml"),
+        "kind: ConfigMap\n",
+    )
+    .unwrap();
+    let error = olm::sync(dir.path(), &files, false).unwrap_err();
+    assert!(
+        error.contains(&format!(
+            "{frozen}: released and frozen, but regenerating changes it"
+        )),
+        "{error}"
+    );
+    assert!(
+        error.contains("committed \"  maturity: beta\", generated \"  maturity: alpha\""),
+        "{error}"
+    );
+    assert!(error.contains("bundle/0.2.0/manifests/extra.yaml: in a released and frozen bundle, but the generator does not make it"), "{error}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(frozen)).unwrap(),
+        edited,
+        "never rewritten"
+    );
+}
+
+#[test]
+fn the_plan_refuses_bad_input_by_field() {
+    let plan = std::fs::read_to_string(root().join(olm::plan::PLAN_FILE)).unwrap();
+    let cases = [
+        (
+            "defaultChannel: stable",
+            "defaultChannel: lts",
+            "defaultChannel: \"lts\" is not in channels",
+        ),
+        (
+            "    channels: [candidate, fast]\n    maturity: alpha",
+            "    channels: [candidate, nightly]\n    maturity: alpha",
+            "releases[0] (0.1.0).channels: \"nightly\" is not one of the plan's channels",
+        ),
+        (
+            "skipRange: \">=0.1.0 <1.0.0\"",
+            "skipRange: \">=0.1.0 <1.0\"",
+            "releases[2] (1.0.0).skipRange: \">=0.1.0 <1.0\" is not a version range",
+        ),
+        (
+            "    replaces: 0.1.0",
+            "    replaces: 0.0.9",
+            "releases[1] (0.2.0): 0.0.9 is replaced or skipped but is not a release in the plan",
+        ),
+        (
+            "capabilities: Basic Install\n    crds:\n      PostgresCluster: { served: [v1alpha1], storage: v1alpha1 }",
+            "capabilities: Basic Install\n    crds:\n      PostgresCluster: { served: [v1alpha1], storage: v1 }",
+            "releases[0] (0.1.0).crds.PostgresCluster.storage: v1 is not served",
+        ),
+        (
+            "PostgresUser: { served: [v1alpha1, v1], storage: v1, deprecated: [v1alpha1] }",
+            "PostgresUser: { served: [v1alpha1, v2], storage: v1, deprecated: [v1alpha1] }",
+            "releases[2] (1.0.0).crds.PostgresUser: v2 is not a version of PostgresUser; allowed: v1, v1alpha1",
+        ),
+        (
+            "    maturity: beta",
+            "    maturity: gamma",
+            "releases[1] (0.2.0).maturity: \"gamma\" is not one of alpha, beta, stable",
+        ),
+        (
+            "package: tusk-operator",
+            "package: tusk-operator\nowner: me",
+            "unknown field `owner`, expected one of",
+        ),
+    ];
+    for (from, to, expected) in cases {
+        assert!(plan.contains(from), "the plan has {from:?}");
+        let broken = plan.replacen(from, to, 1);
+        let error = olm::plan::Plan::parse(&broken).unwrap_err();
+        assert!(
+            error.contains(expected),
+            "{to:?}: expected {expected:?} in {error}"
+        );
+    }
+    olm::plan::Plan::parse(&plan).unwrap();
+}
+
+#[test]
+fn operator_framework_tools_accept_every_bundle_and_the_catalog() {
+    let toolchain = Toolchain::get().unwrap();
+    let opm = toolchain.bin("opm");
+    let validator = toolchain.bin("bundle-validate");
+    let inputs = Inputs::load(&root()).unwrap();
+
+    let status = Command::new(&opm)
+        .arg("validate")
+        .arg(root().join(olm::CATALOG_DIR))
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "opm validate catalog/: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+
+    // The test variant, with every manifest inlined.
+    let inline = tempfile::tempdir().unwrap();
+    let file = inline
+        .path()
+        .join(olm::catalog::catalog_file(&inputs.plan.package));
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let blobs = olm::catalog::blobs(&inputs, true);
+    std::fs::write(&file, olm::catalog::to_yaml(&blobs)).unwrap();
+    let status = Command::new(&opm)
+        .arg("validate")
+        .arg(inline.path())
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "opm validate of the inlined catalog: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+
+    for release in &inputs.plan.releases {
+        let dir = root().join(olm::BUNDLE_DIR).join(release.version.to_string());
+        // operator-framework/api's validators, with operator-sdk's operatorframework suite:
+        // nothing at all, not even a warning.
+        let out = Command::new(&validator)
+            .arg(&dir)
+            .arg("--optional")
+            .output()
+            .unwrap();
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && report.trim().is_empty(),
+            "bundle-validate {}: {report}",
+            dir.display()
+        );
+
+        // opm render of the directory gives the generator's inlined entry, property for property.
+        let out = Command::new(&opm)
+            .arg("render")
+            .arg(&dir)
+            .arg("-o")
+            .arg("json")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "opm render {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rendered: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let generated = blobs.iter().find(|b| b["name"] == rendered["name"]).unwrap();
+        assert_eq!(rendered["image"], json!(""));
+        assert_eq!(rendered["image"], generated["image"]);
+        assert_eq!(
+            rendered["properties"].as_array().unwrap().len(),
+            generated["properties"].as_array().unwrap().len()
+        );
+        for (r, g) in rendered["properties"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(generated["properties"].as_array().unwrap())
+        {
+            assert_eq!(r, g, "{}: opm render and the generator differ", release.version);
+        }
+        assert_eq!(rendered["relatedImages"], generated["relatedImages"]);
+    }
+
+    // The referee can fail: a broken copy is refused.
+    let dir = copy();
+    edit_yaml(dir.path(), CSV_100, |csv| {
+        annotation(csv, "categories", "Databases")
+    });
+    let out = Command::new(&validator)
+        .arg(dir.path().join("bundle/1.0.0"))
+        .arg("--optional")
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success() && report.contains("is not in the set of standard categories"),
+        "{report}"
+    );
+}
