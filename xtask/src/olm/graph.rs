@@ -83,16 +83,37 @@ pub fn svg(plan: &Plan) -> String {
             }
             for from in release.skips.iter().filter_map(index) {
                 if members.contains(&from) {
-                    edge(&mut out, from, r##" stroke-dasharray="2,4""##, 22);
+                    edge(&mut out, from, r##" stroke-dasharray="2,4""##, 56);
                 }
             }
             if let Some(range) = release.skip_range.as_deref().and_then(|r| Range::parse(r).ok()) {
                 for &from in &members {
                     let replaced = release.replaces.as_ref().and_then(index) == Some(from);
                     if from < i && !replaced && range.contains(&plan.releases[from].version) {
-                        edge(&mut out, from, r##" stroke-dasharray="7,4""##, 34);
+                        edge(&mut out, from, r##" stroke-dasharray="7,4""##, 72);
                     }
                 }
+            }
+            // Edges whose source is in no earlier column of this lane: say them in words.
+            let mut outside = Vec::new();
+            if let Some(replaced) = &release.replaces
+                && !members.iter().any(|&m| &plan.releases[m].version == replaced)
+            {
+                outside.push(format!("replaces {replaced}"));
+            }
+            if let Some(range) = &release.skip_range
+                && !members.iter().any(|&m| m < i)
+            {
+                outside.push(format!("skipRange {range}"));
+            }
+            if !outside.is_empty() {
+                let _ = writeln!(
+                    out,
+                    r##"<text x="{}" y="{}" fill="#555" font-size="11" text-anchor="end">{}</text>"##,
+                    x(i) - 32,
+                    y(lane) + 4,
+                    escape(&outside.join(" · "))
+                );
             }
             let fill = if release.released { "#1f3a5f" } else { "#6fa8dc" };
             let _ = writeln!(
@@ -113,4 +134,28 @@ pub fn svg(plan: &Plan) -> String {
     );
     out.push_str("</svg>\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lanes_nodes_and_edges_follow_the_plan() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let plan = Plan::load(root).unwrap();
+        let svg = svg(&plan);
+        // 0.1.0 and 0.2.0 in two channels, 1.0.0 in four.
+        assert_eq!(svg.matches("<circle").count(), 8);
+        // replaces 0.1.0 -> 0.2.0 -> 1.0.0 in candidate and fast.
+        assert_eq!(svg.matches(r#"stroke-width="1.5" marker-end"#).count(), 4);
+        // skipRange 0.1.0 -> 1.0.0 in candidate and fast (0.2.0 is the replaced one).
+        assert_eq!(svg.matches(r#"stroke-dasharray="7,4""#).count(), 2);
+        assert_eq!(
+            svg.matches("replaces 0.2.0 · skipRange &gt;=0.1.0 &lt;1.0.0")
+                .count(),
+            2
+        );
+        assert!(svg.contains(r#"font-weight="bold">stable<"#));
+    }
 }
