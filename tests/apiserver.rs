@@ -12,14 +12,10 @@ use kube::{
     Api,
     api::{DynamicObject, Patch, PatchParams, PostParams},
 };
-use proptest::{
-    strategy::{Strategy, ValueTree},
-    test_runner::{Config as ProptestConfig, RngAlgorithm, TestRng, TestRunner},
-};
 use serde_json::{Value, json};
 use support::{
     apiserver::{KINDS, api, plane_with_crds},
-    arbitrary,
+    objects::{assert_contains, random_objects, user_view},
     samples::{cluster, merge},
 };
 
@@ -677,58 +673,6 @@ async fn the_apiserver_accepts_valid_samples_of_every_kind_and_version() {
 
 /// Fails unless every field of `sent` is in `stored` with the same value (the apiserver may add
 /// defaults, but must drop and change nothing).
-fn assert_contains(stored: &Value, sent: &Value, context: &str) {
-    match (stored, sent) {
-        (Value::Object(stored_map), Value::Object(sent_map)) => {
-            for (k, v) in sent_map {
-                let Some(s) = stored_map.get(k) else {
-                    panic!("{context}: {k} was dropped\nsent {sent:#}\nstored {stored:#}");
-                };
-                assert_contains(s, v, &format!("{context}.{k}"));
-            }
-        }
-        _ => assert_eq!(stored, sent, "{context}"),
-    }
-}
-
-/// Random valid objects of `kind` at `version`, the same on every run.
-fn random_objects(kind: &str, version: &str, count: usize) -> Vec<Value> {
-    use arbitrary::*;
-    let strategy = match (kind, version) {
-        ("PostgresCluster", "v1") => cluster_v1().boxed(),
-        ("PostgresCluster", "v1beta1") => cluster_v1beta1().boxed(),
-        ("PostgresCluster", "v1alpha1") => cluster_v1alpha1().boxed(),
-        ("PostgresUser", "v1") => user_v1().boxed(),
-        ("PostgresUser", "v1alpha1") => user_v1alpha1().boxed(),
-        ("PostgresDatabase", "v1") => database_v1().boxed(),
-        ("PostgresDatabase", "v1alpha1") => database_v1alpha1().boxed(),
-        ("PostgresBackup", "v1") => backup_v1().boxed(),
-        ("PostgresBackup", "v1alpha1") => backup_v1alpha1().boxed(),
-        ("PostgresBackupSchedule", "v1") => schedule_v1().boxed(),
-        ("PostgresBackupSchedule", "v1alpha1") => schedule_v1alpha1().boxed(),
-        other => panic!("no generator for {other:?}"),
-    };
-    let seed = format!("{kind}/{version}/tusk-apiserver-roundtrip-seed-32");
-    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &seed.as_bytes()[..32]);
-    let mut runner = TestRunner::new_with_rng(ProptestConfig::default(), rng);
-    (0..count)
-        .map(|_| strategy.new_tree(&mut runner).unwrap().current())
-        .collect()
-}
-
-/// What a user wrote, as the apiserver gives it back: no server-set metadata.
-fn user_view(object: &Value) -> Value {
-    let mut o = object.clone();
-    let meta = o["metadata"].as_object_mut().unwrap();
-    meta.retain(|k, _| matches!(k.as_str(), "name" | "namespace" | "labels" | "annotations"));
-    if let Some(status) = o.get("status")
-        && status.as_object().is_some_and(|s| s.is_empty())
-    {
-        o.as_object_mut().unwrap().remove("status");
-    }
-    o
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_objects_read_back_identically_at_every_version_through_the_apiserver() {
     let plane = plane_with_crds().await;

@@ -3,6 +3,7 @@
 
 pub mod apiserver;
 pub mod arbitrary;
+pub mod objects;
 pub mod samples;
 
 use std::time::{Duration, Instant};

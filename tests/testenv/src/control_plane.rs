@@ -621,6 +621,14 @@ impl ControlPlane {
         Api::<ClusterRoleBinding>::all(client.clone())
             .patch(name, &apply, &Patch::Apply(&binding))
             .await?;
+        self.token_kubeconfig(namespace, name).await
+    }
+
+    /// A kubeconfig that authenticates as the existing ServiceAccount `namespace/name`, with a
+    /// token valid for a day: a program run with it has exactly that account's permissions.
+    pub async fn token_kubeconfig(&self, namespace: &str, name: &str) -> Result<PathBuf> {
+        let client = self.client().await?;
+        let accounts = Api::<ServiceAccount>::namespaced(client, namespace);
         let request: TokenRequest =
             serde_json::from_value(json!({"spec": {"expirationSeconds": 86400}})).expect("a token request");
         let token = accounts

@@ -10,11 +10,14 @@
 //! process. When the test process ends, however it ends (a normal exit, a panic, SIGKILL), the pipe
 //! closes and the supervisor stops its component, so no process outlives the test.
 
+pub mod connect;
 pub mod control_plane;
+pub mod olm;
 pub mod pki;
 pub mod process;
 pub mod toolchain;
 
+pub use connect::ConnectProxy;
 pub use control_plane::{ControlPlane, Options, shared};
 pub use toolchain::Toolchain;
 

@@ -60,6 +60,15 @@ pub struct Supervised {
     log: PathBuf,
 }
 
+impl std::fmt::Debug for Supervised {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervised")
+            .field("name", &self.name)
+            .field("pid", &self.pid())
+            .finish()
+    }
+}
+
 impl Supervised {
     /// Starts `program` with `args`; its output goes to `dir/logs/<name>.log`.
     pub fn spawn(dir: &Path, name: &str, program: &Path, args: &[String]) -> Result<Self> {

@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod crds;
 pub mod csv;
 pub mod descriptors;
+pub mod fixture;
 pub mod graph;
 pub mod plan;
 pub mod range;

@@ -1,0 +1,1014 @@
+//! Tusk installed and upgraded by real OLM: the `olm` and `catalog` operators from
+//! operator-lifecycle-manager run as local processes against the local control plane, `opm serve`
+//! serves the generator's inlined test catalog, and a CatalogSource reaches it by address. OLM
+//! creates the operator's Deployment (kwok runs its pods), its Service, certificate and RBAC;
+//! the real `tusk-operator` then runs as a local process with that certificate and the
+//! ServiceAccount OLM made, and the apiserver reaches its conversion webhook through the Service,
+//! tunnelled by an egress-selector CONNECT proxy to loopback.
+//!
+//! The operator binary is this build (1.0.0). The controllers of 0.1.0 and 0.2.0 watched the
+//! versions those releases stored; this build's controllers watch `v1`, which those releases do
+//! not serve. So at 0.2.0 the local process serves only the conversion webhook, and the
+//! controllers run from 1.0.0 on.
+
+mod support;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use kube::{
+    Api, Client,
+    api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams},
+};
+use serde_json::{Value, json};
+use support::{
+    apiserver::KINDS,
+    eventually,
+    objects::{random_objects, user_view},
+};
+use tusk_testenv::{
+    ConnectProxy, ControlPlane, Options,
+    control_plane::free_port,
+    olm::{CatalogServer, OLM_NAMESPACE, OPERATORS_NAMESPACE, Olm, catalog_source},
+    process::Supervised,
+};
+use xtask::olm::{Inputs, catalog, fixture, plan::Release};
+
+const CATALOG: &str = "tusk-catalog";
+const PACKAGE: &str = "tusk-operator";
+const SERVICE: &str = "tusk-operator-service";
+const INSTALL: Duration = Duration::from_secs(300);
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn csv_name(version: &str) -> String {
+    format!("{PACKAGE}.v{version}")
+}
+
+fn olm_api(client: &Client, namespace: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("operators.coreos.com", "v1alpha1", kind),
+        plural,
+    );
+    Api::namespaced_with(client.clone(), namespace, &resource)
+}
+
+fn tusk_api(client: &Client, namespace: &str, kind: &str, version: &str) -> Api<DynamicObject> {
+    support::apiserver::api(client, namespace, kind, version)
+}
+
+fn value(object: &DynamicObject) -> Value {
+    serde_json::to_value(object).unwrap()
+}
+
+/// The plan with a hypothetical next release 1.1.0 that replaces 1.0.0 and no longer serves
+/// `v1alpha1`: what a team would publish once storage was migrated.
+fn inputs_with_drop(replaces: &str) -> Inputs {
+    let mut inputs = Inputs::load(&repo()).unwrap();
+    let next: Release = serde_saphyr::from_str(&format!(
+        r#"
+version: 1.1.0
+channels: [candidate, fast, stable, stable-v1]
+replaces: {replaces}
+maturity: stable
+capabilities: Seamless Upgrades
+description: config/olm/description.md
+crds:
+  PostgresCluster: {{ served: [v1beta1, v1], storage: v1, deprecated: [v1beta1] }}
+  PostgresUser: {{ served: [v1], storage: v1 }}
+  PostgresDatabase: {{ served: [v1], storage: v1 }}
+  PostgresBackup: {{ served: [v1], storage: v1 }}
+  PostgresBackupSchedule: {{ served: [v1], storage: v1 }}
+"#
+    ))
+    .unwrap();
+    inputs.plan.releases.push(next);
+    inputs
+}
+
+/// Writes `inputs`' bundles and catalog under `root`, as `cargo xtask generate` would.
+fn write_generated(inputs: &Inputs, root: &Path) {
+    for file in xtask::olm::generate(inputs) {
+        let path = root.join(&file.path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, file.contents).unwrap();
+    }
+}
+
+/// One control plane with OLM, the egress proxy and a catalog; the local operator on demand.
+struct Env {
+    proxy: ConnectProxy,
+    plane: ControlPlane,
+    olm: Olm,
+    client: Client,
+    work: tempfile::TempDir,
+    catalogs: Vec<CatalogServer>,
+    operator: Option<Supervised>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    /// `tusk-operator webhook`: conversion only.
+    Webhook,
+    /// `tusk-operator run`: webhook, controllers, leader election.
+    Run,
+}
+
+impl Env {
+    async fn start() -> Self {
+        let proxy = ConnectProxy::start().unwrap();
+        let plane = ControlPlane::start(Options {
+            egress_selector_config: Some(proxy.config_file()),
+            ..Options::default()
+        })
+        .await
+        .unwrap();
+        let olm = Olm::start(&plane).await.unwrap();
+        let client = plane.client().await.unwrap();
+        Self {
+            proxy,
+            plane,
+            olm,
+            client,
+            work: tempfile::tempdir().unwrap(),
+            catalogs: Vec::new(),
+            operator: None,
+        }
+    }
+
+    /// Serves a catalog of `packages` (each a list of FBC blobs) with opm and points the
+    /// CatalogSource at it, then waits until OLM is connected to it.
+    async fn serve(&mut self, packages: &[Vec<Value>]) {
+        let dir = self.work.path().join(format!("catalog-{}", self.catalogs.len()));
+        for blobs in packages {
+            let package = blobs[0]["name"].as_str().unwrap();
+            let file = dir.join(catalog::catalog_file(package));
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(&file, catalog::to_yaml(blobs)).unwrap();
+        }
+        let server = CatalogServer::start(&self.plane, &format!("opm-{}", self.catalogs.len()), &dir)
+            .await
+            .unwrap();
+        let address = server.address();
+        tusk_testenv::olm::apply(&self.plane, &catalog_source(CATALOG, &address)).unwrap();
+        self.catalogs.push(server);
+        let sources = olm_api(&self.client, OLM_NAMESPACE, "CatalogSource", "catalogsources");
+        eventually(
+            "the CatalogSource to connect",
+            Duration::from_secs(120),
+            || async {
+                let source = value(&sources.get(CATALOG).await.ok()?);
+                let state = &source["status"]["connectionState"];
+                (state["lastObservedState"] == "READY" && state["address"] == address.as_str()).then_some(())
+            },
+        )
+        .await;
+    }
+
+    async fn subscribe(&self, package: &str, channel: &str, manual: bool, starting: Option<&str>) {
+        let mut spec = json!({
+            "channel": channel,
+            "name": package,
+            "source": CATALOG,
+            "sourceNamespace": OLM_NAMESPACE,
+            "installPlanApproval": if manual { "Manual" } else { "Automatic" },
+        });
+        if let Some(csv) = starting {
+            spec["startingCSV"] = json!(csv);
+        }
+        let subscription = json!({
+            "apiVersion": "operators.coreos.com/v1alpha1",
+            "kind": "Subscription",
+            "metadata": {"name": package, "namespace": OPERATORS_NAMESPACE},
+            "spec": spec,
+        });
+        olm_api(&self.client, OPERATORS_NAMESPACE, "Subscription", "subscriptions")
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(subscription).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Waits for the InstallPlan that installs `csv`, checks that it installs only that CSV, and
+    /// approves it; returns the plan once OLM has finished it.
+    async fn approve(&self, csv: &str) -> Value {
+        let plans = olm_api(&self.client, OPERATORS_NAMESPACE, "InstallPlan", "installplans");
+        let plan = eventually(&format!("an InstallPlan for {csv}"), INSTALL, || async {
+            let list = plans.list(&Default::default()).await.ok()?;
+            list.items.into_iter().map(|p| value(&p)).find(|p| {
+                p["spec"]["clusterServiceVersionNames"]
+                    .as_array()
+                    .is_some_and(|names| names.iter().any(|n| n == csv))
+            })
+        })
+        .await;
+        let name = plan["metadata"]["name"].as_str().unwrap().to_owned();
+        assert_eq!(
+            plan["spec"]["clusterServiceVersionNames"],
+            json!([csv]),
+            "{plan:#}"
+        );
+        assert_eq!(plan["spec"]["approval"], "Manual");
+        eventually(&format!("{name} to require approval"), INSTALL, || async {
+            let plan = value(&plans.get(&name).await.ok()?);
+            (plan["status"]["phase"] == "RequiresApproval").then_some(())
+        })
+        .await;
+        plans
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"approved": true}})),
+            )
+            .await
+            .unwrap();
+        self.finished_plan(&name).await
+    }
+
+    /// Waits until InstallPlan `name` is Complete or Failed.
+    async fn finished_plan(&self, name: &str) -> Value {
+        let plans = olm_api(&self.client, OPERATORS_NAMESPACE, "InstallPlan", "installplans");
+        eventually(&format!("{name} to finish"), INSTALL, || async {
+            let plan = value(&plans.get(name).await.ok()?);
+            matches!(plan["status"]["phase"].as_str(), Some("Complete" | "Failed")).then_some(plan)
+        })
+        .await
+    }
+
+    async fn csv(&self, name: &str) -> Option<Value> {
+        olm_api(
+            &self.client,
+            OPERATORS_NAMESPACE,
+            "ClusterServiceVersion",
+            "clusterserviceversions",
+        )
+        .get(name)
+        .await
+        .ok()
+        .map(|c| value(&c))
+    }
+
+    /// Waits until CSV `name` is Succeeded; on timeout, says what OLM reported.
+    async fn succeeded(&self, name: &str) -> Value {
+        let deadline = std::time::Instant::now() + INSTALL;
+        loop {
+            let csv = self.csv(name).await;
+            if let Some(csv) = &csv
+                && csv["status"]["phase"] == "Succeeded"
+            {
+                return csv.clone();
+            }
+            if std::time::Instant::now() > deadline {
+                panic!(
+                    "{name} never Succeeded; OLM says {}\n{}",
+                    csv.map(|c| c["status"].to_string())
+                        .unwrap_or_else(|| "no CSV".into()),
+                    self.olm.log_tail(40)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    async fn gone(&self, name: &str) {
+        eventually(&format!("{name} to be gone"), INSTALL, || async {
+            self.csv(name).await.is_none().then_some(())
+        })
+        .await;
+    }
+
+    /// (Re)starts the local operator with the certificate OLM made and OLM's ServiceAccount, and
+    /// routes the webhook Service's address to it.
+    async fn operator(&mut self, mode: Mode) {
+        if let Some(mut old) = self.operator.take() {
+            old.stop();
+        }
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+            Api::namespaced(self.client.clone(), OPERATORS_NAMESPACE);
+        let secret = eventually("OLM's serving certificate", INSTALL, || async {
+            secrets.get(&format!("{SERVICE}-cert")).await.ok()
+        })
+        .await;
+        let data = secret.data.unwrap();
+        let dir = tempfile::tempdir_in(self.work.path()).unwrap().keep();
+        std::fs::write(dir.join("tls.crt"), &data["tls.crt"].0).unwrap();
+        std::fs::write(dir.join("tls.key"), &data["tls.key"].0).unwrap();
+        let port = free_port().unwrap();
+        let status = free_port().unwrap();
+        let kubeconfig = self
+            .plane
+            .token_kubeconfig(OPERATORS_NAMESPACE, PACKAGE)
+            .await
+            .unwrap();
+        let args: Vec<String> = match mode {
+            Mode::Webhook => vec![
+                "webhook".into(),
+                format!("--listen=127.0.0.1:{port}"),
+                format!("--cert-dir={}", dir.display()),
+            ],
+            Mode::Run => vec![
+                "run".into(),
+                format!("--listen=127.0.0.1:{port}"),
+                format!("--cert-dir={}", dir.display()),
+                format!("--status-listen=127.0.0.1:{status}"),
+                format!("--leader-election-namespace={OPERATORS_NAMESPACE}"),
+                "--resync-interval=30s".into(),
+            ],
+        };
+        let process = Supervised::spawn_with_env(
+            &dir,
+            "tusk-operator",
+            env!("CARGO_BIN_EXE_tusk-operator").as_ref(),
+            &args,
+            &[("KUBECONFIG", kubeconfig.as_os_str())],
+        )
+        .unwrap();
+        eventually(
+            "the local operator to listen",
+            Duration::from_secs(60),
+            || async {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .ok()
+                    .map(|_| ())
+            },
+        )
+        .await;
+        let services: Api<k8s_openapi::api::core::v1::Service> =
+            Api::namespaced(self.client.clone(), OPERATORS_NAMESPACE);
+        let service = services.get(SERVICE).await.unwrap();
+        let ip = service.spec.unwrap().cluster_ip.unwrap();
+        self.proxy
+            .route(&format!("{ip}:443"), ([127, 0, 0, 1], port).into());
+        self.operator = Some(process);
+    }
+
+    async fn stored_versions(&self) -> BTreeMap<String, BTreeSet<String>> {
+        let crds: Api<
+            k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+        > = Api::all(self.client.clone());
+        let mut out = BTreeMap::new();
+        for (kind, plural, _) in KINDS {
+            let crd = crds.get(&format!("{plural}.tusk.dev")).await.unwrap();
+            out.insert(
+                (*kind).to_owned(),
+                crd.status
+                    .unwrap()
+                    .stored_versions
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
+            );
+        }
+        out
+    }
+}
+
+/// Objects written at some version, and what was written.
+struct Written {
+    namespace: String,
+    objects: Vec<(&'static str, String, Value)>,
+}
+
+impl Written {
+    /// 20 random valid objects of each kind at `v1alpha1`, the same on every run.
+    async fn create(env: &Env) -> Self {
+        let namespace = env.plane.namespace("upgraded").await.unwrap();
+        let mut objects = Vec::new();
+        for (kind, _, _) in KINDS {
+            for (i, mut object) in random_objects(kind, "v1alpha1", 20).into_iter().enumerate() {
+                let name = format!("{}-{i}", kind.to_lowercase());
+                object["metadata"]["name"] = json!(name);
+                object["metadata"]["namespace"] = json!(namespace);
+                object.as_object_mut().unwrap().remove("status");
+                let created = tusk_api(&env.client, &namespace, kind, "v1alpha1")
+                    .create(
+                        &PostParams::default(),
+                        &serde_json::from_value(user_view(&object)).unwrap(),
+                    )
+                    .await
+                    .unwrap_or_else(|e| panic!("{name} refused: {e}"));
+                objects.push((*kind, name, spec_view(&value(&created))));
+            }
+        }
+        Self { namespace, objects }
+    }
+
+    /// Every object reads back at every version `served` says, equal to Tusk's own conversion
+    /// of what was written.
+    async fn check(&self, env: &Env, served: &BTreeMap<String, Vec<String>>) -> usize {
+        let mut reads = 0;
+        for (kind, name, written) in &self.objects {
+            for version in &served[*kind] {
+                let read = tusk_api(&env.client, &self.namespace, kind, version)
+                    .get(name)
+                    .await
+                    .unwrap_or_else(|e| panic!("{name} at {version}: {e}"));
+                let expected =
+                    tusk::api::convert_object(written.clone(), &format!("tusk.dev/{version}"), 0).unwrap();
+                assert_eq!(
+                    spec_view(&value(&read)),
+                    spec_view(&expected),
+                    "{name} read at {version}"
+                );
+                reads += 1;
+            }
+        }
+        reads
+    }
+}
+
+/// What a user wrote, without the status the operator owns.
+fn spec_view(object: &Value) -> Value {
+    let mut view = user_view(object);
+    view.as_object_mut().unwrap().remove("status");
+    view
+}
+
+fn served(inputs: &Inputs, version: &str) -> BTreeMap<String, Vec<String>> {
+    let release = inputs
+        .plan
+        .release(&semver::Version::parse(version).unwrap())
+        .unwrap();
+    release
+        .crds
+        .iter()
+        .map(|(k, v)| (k.clone(), v.served.clone()))
+        .collect()
+}
+
+/// Each kind's storage versions along `path`: what `status.storedVersions` must hold.
+fn predicted_stored(inputs: &Inputs, path: &[&str]) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for version in path {
+        let release = inputs
+            .plan
+            .release(&semver::Version::parse(version).unwrap())
+            .unwrap();
+        for (kind, versions) in &release.crds {
+            out.entry(kind.clone())
+                .or_default()
+                .insert(versions.storage.clone());
+        }
+    }
+    out
+}
+
+/// Waits until the operator has reconciled every object's current generation.
+async fn reconciled(env: &Env, written: &Written) {
+    for (kind, name, _) in &written.objects {
+        let api = tusk_api(&env.client, &written.namespace, kind, "v1");
+        eventually(
+            &format!("{kind} {name} reconciled"),
+            Duration::from_secs(180),
+            || async {
+                let object = value(&api.get(name).await.ok()?);
+                let generation = object["metadata"]["generation"].as_i64()?;
+                let ready = object["status"]["conditions"]
+                    .as_array()?
+                    .iter()
+                    .find(|c| c["type"] == "Ready")?
+                    .clone();
+                (object["status"]["observedGeneration"] == generation
+                    && (*kind == "PostgresCluster" || ready["reason"] == "NotReconciled"))
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+fn crd_conversion(crd: &Value) -> &Value {
+    &crd["spec"]["conversion"]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operatorhub_install_from_the_stable_channel() {
+    let mut env = Env::start().await;
+    let inputs = Inputs::load(&repo()).unwrap();
+    env.serve(&[catalog::blobs(&inputs, true)]).await;
+    env.subscribe(PACKAGE, "stable", false, None).await;
+    let csv = env.succeeded(&csv_name("1.0.0")).await;
+    println!(
+        "OLM: {} {}: {}",
+        csv_name("1.0.0"),
+        csv["status"]["phase"],
+        csv["status"]["message"]
+    );
+    let subscription = value(
+        &olm_api(&env.client, OPERATORS_NAMESPACE, "Subscription", "subscriptions")
+            .get(PACKAGE)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(subscription["status"]["installedCSV"], csv_name("1.0.0"));
+    let plan = env
+        .finished_plan(subscription["status"]["installPlanRef"]["name"].as_str().unwrap())
+        .await;
+    assert_eq!(plan["status"]["phase"], "Complete", "{:#}", plan["status"]);
+
+    // The CRDs convert through the Service OLM made, with OLM's CA.
+    let crds: Api<DynamicObject> = Api::all_with(
+        env.client.clone(),
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("apiextensions.k8s.io", "v1", "CustomResourceDefinition"),
+            "customresourcedefinitions",
+        ),
+    );
+    for (_, plural, versions) in KINDS {
+        let crd = value(&crds.get(&format!("{plural}.tusk.dev")).await.unwrap());
+        let conversion = crd_conversion(&crd);
+        assert_eq!(conversion["strategy"], "Webhook", "{plural}");
+        let service = &conversion["webhook"]["clientConfig"]["service"];
+        assert_eq!(service["name"], SERVICE);
+        assert_eq!(service["namespace"], OPERATORS_NAMESPACE);
+        assert_eq!(service["path"], "/convert");
+        assert_eq!(service["port"], 443);
+        assert!(
+            !conversion["webhook"]["clientConfig"]["caBundle"]
+                .as_str()
+                .unwrap_or_default()
+                .is_empty()
+        );
+        assert_eq!(crd["spec"]["versions"].as_array().unwrap().len(), versions.len());
+    }
+
+    // The RBAC OLM created is exactly what the CSV declares.
+    let declared = |field: &str| -> BTreeSet<String> {
+        csv["spec"]["install"]["spec"][field][0]["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| canonical_rule(r))
+            .collect()
+    };
+    let owned_by_csv = |items: Vec<Value>| -> Vec<Value> {
+        items
+            .into_iter()
+            .filter(|o| {
+                o["metadata"]["labels"]["olm.owner"] == csv_name("1.0.0").as_str()
+                    || o["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_some_and(|r| r.iter().any(|r| r["name"] == csv_name("1.0.0").as_str()))
+            })
+            .collect()
+    };
+    let cluster_roles: Vec<Value> = owned_by_csv(
+        Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(env.client.clone())
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|r| serde_json::to_value(r).unwrap())
+            .collect(),
+    );
+    let roles: Vec<Value> = owned_by_csv(
+        Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(env.client.clone(), OPERATORS_NAMESPACE)
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|r| serde_json::to_value(r).unwrap())
+            .collect(),
+    );
+    let granted = |roles: &[Value]| -> BTreeSet<String> {
+        roles
+            .iter()
+            .flat_map(|r| r["rules"].as_array().cloned().unwrap_or_default())
+            .map(|r| canonical_rule(&r))
+            .collect()
+    };
+    // The CSV's two permission sets, exactly, plus what OLM adds on its own: for an
+    // AllNamespaces install it also grants `permissions` cluster-wide with read access to
+    // namespaces, and it lets the account read its serving certificate and update its
+    // OperatorCondition.
+    let mut made: Vec<(String, BTreeSet<String>)> = Vec::new();
+    for role in cluster_roles.iter().chain(&roles) {
+        let rules = granted(std::slice::from_ref(role));
+        println!(
+            "OLM made {} {}: {rules:?}",
+            role["kind"], role["metadata"]["name"]
+        );
+        made.push((role["kind"].as_str().unwrap().to_owned(), rules));
+    }
+    let rule = |groups: &[&str], resources: &[&str], verbs: &[&str], names: &[&str]| {
+        canonical_rule(
+            &json!({"apiGroups": groups, "resources": resources, "verbs": verbs, "resourceNames": names}),
+        )
+    };
+    let mut lifted = declared("permissions");
+    lifted.insert(rule(&[""], &["namespaces"], &["get", "list", "watch"], &[]));
+    let mut expected = vec![
+        ("ClusterRole".to_owned(), declared("clusterPermissions")),
+        ("ClusterRole".to_owned(), lifted),
+        ("Role".to_owned(), declared("permissions")),
+        (
+            "Role".to_owned(),
+            [rule(&[""], &["secrets"], &["get"], &[&format!("{SERVICE}-cert")])].into(),
+        ),
+        (
+            "Role".to_owned(),
+            [rule(
+                &["operators.coreos.com"],
+                &["operatorconditions"],
+                &["get", "patch", "update"],
+                &[&csv_name("1.0.0")],
+            )]
+            .into(),
+        ),
+    ];
+    made.sort();
+    expected.sort();
+    assert_eq!(made, expected);
+    assert!(
+        made.iter().flat_map(|(_, rules)| rules).all(|r| !r.contains('*')),
+        "no wildcards"
+    );
+
+    // The real operator, as OLM's ServiceAccount, with OLM's certificate.
+    env.operator(Mode::Run).await;
+    let examples: Vec<Value> =
+        serde_json::from_str(csv["metadata"]["annotations"]["alm-examples"].as_str().unwrap()).unwrap();
+    let example = examples
+        .iter()
+        .find(|e| e["kind"] == "PostgresCluster" && e["apiVersion"] == "tusk.dev/v1")
+        .unwrap()
+        .clone();
+    let namespace = env.plane.namespace("hub").await.unwrap();
+    let clusters = tusk_api(&env.client, &namespace, "PostgresCluster", "v1");
+    clusters
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(example.clone()).unwrap(),
+        )
+        .await
+        .unwrap();
+    let name = example["metadata"]["name"].as_str().unwrap().to_owned();
+    eventually(
+        "the alm-examples PostgresCluster to be Ready",
+        Duration::from_secs(180),
+        || async {
+            let cluster = value(&clusters.get(&name).await.ok()?);
+            cluster["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                .then_some(())
+        },
+    )
+    .await;
+    // Reading it at v1alpha1 goes apiserver -> Service -> egress proxy -> the local webhook.
+    let old = tusk_api(&env.client, &namespace, "PostgresCluster", "v1alpha1")
+        .get(&name)
+        .await
+        .unwrap();
+    assert_eq!(value(&old)["spec"]["replicas"], example["spec"]["instances"]);
+    let ip = Api::<k8s_openapi::api::core::v1::Service>::namespaced(env.client.clone(), OPERATORS_NAMESPACE)
+        .get(SERVICE)
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .cluster_ip
+        .unwrap();
+    assert!(
+        env.proxy.connects().contains(&(format!("{ip}:443"), true)),
+        "{:?}",
+        env.proxy.connects()
+    );
+    assert!(
+        env.plane.non_loopback_connections().is_empty(),
+        "{:?}",
+        env.plane.non_loopback_connections()
+    );
+}
+
+fn canonical_rule(rule: &Value) -> String {
+    let list = |field: &str| -> Vec<String> {
+        let mut v: Vec<String> = rule[field]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|s| s.as_str().unwrap_or_default().to_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    format!(
+        "{:?} {:?} {:?} {:?}",
+        list("apiGroups"),
+        list("resources"),
+        list("verbs"),
+        list("resourceNames")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_upgrades_across_crd_versions_keep_every_object() {
+    let mut env = Env::start().await;
+    let inputs = Inputs::load(&repo()).unwrap();
+    env.serve(&[catalog::blobs(&inputs, true)]).await;
+    env.subscribe(PACKAGE, "candidate", true, Some(&csv_name("0.1.0")))
+        .await;
+
+    // 0.1.0: every kind at v1alpha1 only.
+    let plan = env.approve(&csv_name("0.1.0")).await;
+    assert_eq!(plan["status"]["phase"], "Complete", "{:#}", plan["status"]);
+    env.succeeded(&csv_name("0.1.0")).await;
+    let written = Written::create(&env).await;
+    let reads = written.check(&env, &served(&inputs, "0.1.0")).await;
+    assert_eq!(env.stored_versions().await, predicted_stored(&inputs, &["0.1.0"]));
+    println!("0.1.0: {} objects, {reads} reads", written.objects.len());
+
+    // 0.2.0: PostgresCluster stores v1beta1 and converts through the webhook.
+    let plan = env.approve(&csv_name("0.2.0")).await;
+    assert_eq!(plan["status"]["phase"], "Complete", "{:#}", plan["status"]);
+    let csv = env.succeeded(&csv_name("0.2.0")).await;
+    println!(
+        "OLM: {} {}: {}",
+        csv_name("0.2.0"),
+        csv["status"]["phase"],
+        csv["status"]["message"]
+    );
+    env.gone(&csv_name("0.1.0")).await;
+    env.operator(Mode::Webhook).await;
+    let reads = written.check(&env, &served(&inputs, "0.2.0")).await;
+    assert_eq!(
+        env.stored_versions().await,
+        predicted_stored(&inputs, &["0.1.0", "0.2.0"])
+    );
+    println!("0.2.0: {reads} reads");
+
+    // 1.0.0: v1 everywhere; the controllers run.
+    let plan = env.approve(&csv_name("1.0.0")).await;
+    assert_eq!(plan["status"]["phase"], "Complete", "{:#}", plan["status"]);
+    let csv = env.succeeded(&csv_name("1.0.0")).await;
+    println!(
+        "OLM: {} {}: {}",
+        csv_name("1.0.0"),
+        csv["status"]["phase"],
+        csv["status"]["message"]
+    );
+    env.gone(&csv_name("0.2.0")).await;
+    env.operator(Mode::Run).await;
+    let reads = written.check(&env, &served(&inputs, "1.0.0")).await;
+    assert_eq!(
+        env.stored_versions().await,
+        predicted_stored(&inputs, &["0.1.0", "0.2.0", "1.0.0"])
+    );
+    reconciled(&env, &written).await;
+    // A change made through v1alpha1 is reconciled too.
+    let (_, first, _) = &written.objects[0];
+    tusk_api(&env.client, &written.namespace, "PostgresCluster", "v1alpha1")
+        .patch(first, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"touched": "yes"}}, "spec": {"parameters": {"work_mem": "8MB"}}})))
+        .await
+        .unwrap();
+    reconciled(&env, &written).await;
+    println!("1.0.0: {reads} reads, every object reconciled");
+
+    // Before migration, the next release may not drop v1alpha1: `cargo xtask validate` says so.
+    let next = inputs_with_drop("1.0.0");
+    let root = tempfile::tempdir().unwrap();
+    write_generated(&next, root.path());
+    let refused: Vec<String> = xtask::olm::validate::validate(root.path())
+        .into_iter()
+        .filter(|f| f.level == xtask::olm::validate::Level::Error)
+        .map(|f| f.to_string())
+        .collect();
+    assert!(
+        refused.iter().any(|f| f.contains("tusk-operator.v1.1.0 drops postgresclusters.tusk.dev v1alpha1, which objects may still be stored in after upgrading from tusk-operator.v1.0.0")),
+        "{refused:#?}"
+    );
+    println!("validate before migration: {}", refused[0]);
+
+    // Migrate storage; storedVersions becomes [v1] and the drop is safe.
+    let migrate = std::process::Command::new(env!("CARGO_BIN_EXE_tusk-operator"))
+        .arg("migrate-storage")
+        .env("KUBECONFIG", env.plane.kubeconfig())
+        .output()
+        .unwrap();
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+    let v1: BTreeSet<String> = ["v1".to_owned()].into();
+    assert!(env.stored_versions().await.values().all(|s| s == &v1));
+    env.serve(&[catalog::blobs(&next, true)]).await;
+    let plan = env.approve(&csv_name("1.1.0")).await;
+    assert_eq!(plan["status"]["phase"], "Complete", "{:#}", plan["status"]);
+    env.succeeded(&csv_name("1.1.0")).await;
+    env.gone(&csv_name("1.0.0")).await;
+    env.operator(Mode::Run).await;
+    let reads = written.check(&env, &served(&next, "1.1.0")).await;
+    println!("1.1.0 (drops v1alpha1 after migration): {reads} reads");
+    let crds: Api<
+        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    > = Api::all(env.client.clone());
+    let clusters = crds.get("postgresclusters.tusk.dev").await.unwrap();
+    assert!(!clusters.spec.versions.iter().any(|v| v.name == "v1alpha1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skip_range_upgrades_straight_to_the_head() {
+    let mut env = Env::start().await;
+    let inputs = Inputs::load(&repo()).unwrap();
+    env.serve(&[catalog::blobs(&inputs, true)]).await;
+    env.subscribe(PACKAGE, "fast", true, Some(&csv_name("0.1.0")))
+        .await;
+    env.approve(&csv_name("0.1.0")).await;
+    env.succeeded(&csv_name("0.1.0")).await;
+    // The next plan is for 1.0.0 itself: its skipRange covers 0.1.0.
+    let plan = env.approve(&csv_name("1.0.0")).await;
+    assert_eq!(plan["status"]["phase"], "Complete", "{:#}", plan["status"]);
+    let csv = env.succeeded(&csv_name("1.0.0")).await;
+    println!("OLM: {} {} from 0.1.0", csv_name("1.0.0"), csv["status"]["phase"]);
+    env.gone(&csv_name("0.1.0")).await;
+    assert!(
+        env.csv(&csv_name("0.2.0")).await.is_none(),
+        "0.2.0 was never installed"
+    );
+    let plans = olm_api(&env.client, OPERATORS_NAMESPACE, "InstallPlan", "installplans")
+        .list(&Default::default())
+        .await
+        .unwrap();
+    let installed: BTreeSet<String> = plans
+        .items
+        .iter()
+        .flat_map(|p| {
+            value(p)["spec"]["clusterServiceVersionNames"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .map(|n| n.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        installed,
+        [csv_name("0.1.0"), csv_name("1.0.0")].into_iter().collect()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_package_that_requires_tusk_brings_it_in() {
+    let mut env = Env::start().await;
+    let inputs = Inputs::load(&repo()).unwrap();
+    env.serve(&[catalog::blobs(&inputs, true), fixture::blobs(PACKAGE, ">=1.0.0")])
+        .await;
+    env.subscribe(fixture::PACKAGE, "stable", false, None).await;
+    env.succeeded(&format!("{}.v{}", fixture::PACKAGE, fixture::VERSION))
+        .await;
+    let csv = env.succeeded(&csv_name("1.0.0")).await;
+    println!(
+        "OLM: {} {} as a dependency of {}",
+        csv_name("1.0.0"),
+        csv["status"]["phase"],
+        fixture::PACKAGE
+    );
+    let subscriptions = olm_api(&env.client, OPERATORS_NAMESPACE, "Subscription", "subscriptions")
+        .list(&Default::default())
+        .await
+        .unwrap();
+    let packages: BTreeSet<String> = subscriptions
+        .items
+        .iter()
+        .map(|s| value(s)["spec"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        packages,
+        [fixture::PACKAGE.to_owned(), PACKAGE.to_owned()]
+            .into_iter()
+            .collect()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uninstall_keeps_crds_and_objects_and_unhooks_conversion() {
+    let mut env = Env::start().await;
+    let inputs = Inputs::load(&repo()).unwrap();
+    env.serve(&[catalog::blobs(&inputs, true)]).await;
+    env.subscribe(PACKAGE, "stable", false, None).await;
+    env.succeeded(&csv_name("1.0.0")).await;
+    env.operator(Mode::Run).await;
+    let namespace = env.plane.namespace("kept").await.unwrap();
+    let sample: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(repo().join("config/samples/postgrescluster.yaml")).unwrap(),
+    )
+    .unwrap();
+    tusk_api(&env.client, &namespace, "PostgresCluster", "v1")
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(sample.clone()).unwrap(),
+        )
+        .await
+        .unwrap();
+
+    olm_api(&env.client, OPERATORS_NAMESPACE, "Subscription", "subscriptions")
+        .delete(PACKAGE, &DeleteParams::default())
+        .await
+        .unwrap();
+    olm_api(
+        &env.client,
+        OPERATORS_NAMESPACE,
+        "ClusterServiceVersion",
+        "clusterserviceversions",
+    )
+    .delete(&csv_name("1.0.0"), &DeleteParams::default())
+    .await
+    .unwrap();
+    env.gone(&csv_name("1.0.0")).await;
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(env.client.clone(), OPERATORS_NAMESPACE);
+    eventually("the operator Deployment to be removed", INSTALL, || async {
+        deployments.get(PACKAGE).await.is_err().then_some(())
+    })
+    .await;
+    if let Some(mut operator) = env.operator.take() {
+        operator.stop();
+    }
+
+    let crds: Api<
+        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    > = Api::all(env.client.clone());
+    for (_, plural, _) in KINDS {
+        let name = format!("{plural}.tusk.dev");
+        let crd = eventually(
+            &format!("{name} to stop converting through the removed Service"),
+            INSTALL,
+            || async {
+                let crd = crds.get(&name).await.ok()?;
+                let strategy = crd
+                    .spec
+                    .conversion
+                    .as_ref()
+                    .map(|c| c.strategy.clone())
+                    .unwrap_or_default();
+                (strategy != "Webhook").then_some(crd)
+            },
+        )
+        .await;
+        println!(
+            "{name} after uninstall: conversion {:?}",
+            crd.spec.conversion.map(|c| c.strategy)
+        );
+    }
+    let kept = tusk_api(&env.client, &namespace, "PostgresCluster", "v1")
+        .get(sample["metadata"]["name"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(value(&kept)["spec"], sample["spec"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn olm_refuses_an_upgrade_that_drops_a_stored_version() {
+    let mut env = Env::start().await;
+    // 0.1.0 stores v1alpha1; the next release replaces it and serves v1alpha1 no more.
+    let next = inputs_with_drop("0.1.0");
+    env.serve(&[catalog::blobs(&next, true)]).await;
+    env.subscribe(PACKAGE, "candidate", true, Some(&csv_name("0.1.0")))
+        .await;
+    env.approve(&csv_name("0.1.0")).await;
+    env.succeeded(&csv_name("0.1.0")).await;
+    let written = Written::create(&env).await;
+
+    // `cargo xtask validate` refuses that catalog before it is published...
+    let root = tempfile::tempdir().unwrap();
+    write_generated(&next, root.path());
+    let refused: Vec<String> = xtask::olm::validate::validate(root.path())
+        .into_iter()
+        .filter(|f| f.level == xtask::olm::validate::Level::Error)
+        .map(|f| f.to_string())
+        .collect();
+    let expected = "tusk-operator.v1.1.0 drops postgresclusters.tusk.dev v1alpha1, which objects may still be stored in after upgrading from tusk-operator.v0.1.0";
+    assert!(refused.iter().any(|f| f.contains(expected)), "{refused:#?}");
+
+    // ...and OLM refuses the upgrade.
+    let plan = env.approve(&csv_name("1.1.0")).await;
+    assert_eq!(plan["status"]["phase"], "Failed", "{:#}", plan["status"]);
+    let message = plan["status"]["message"].as_str().unwrap_or_default().to_owned()
+        + &plan["status"]["conditions"].to_string();
+    assert!(
+        message.contains("risk of data loss updating")
+            && message.contains(
+                "new CRD removes version v1alpha1 that is listed as a stored version on the existing CRD"
+            ),
+        "{message}"
+    );
+    println!("OLM: {message}");
+    // Nothing was lost: 0.1.0 still runs and every object reads back.
+    assert_eq!(
+        env.csv(&csv_name("0.1.0")).await.unwrap()["status"]["phase"],
+        "Succeeded"
+    );
+    written.check(&env, &served(&next, "0.1.0")).await;
+}

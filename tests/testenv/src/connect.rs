@@ -1,0 +1,156 @@
+//! An HTTP CONNECT proxy on a Unix socket, for kube-apiserver's `cluster` egress selector.
+//!
+//! kube-apiserver reaches a webhook that names a Service by dialing `<ClusterIP>:<port>`. Here no
+//! ClusterIP leads anywhere, so the apiserver is configured to tunnel those dials through this
+//! proxy, which forwards each target the test has [routed](ConnectProxy::route) to a process on
+//! loopback and refuses everything else. It never dials anything but loopback.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpStream, UnixListener, UnixStream},
+};
+
+use crate::{Error, Result};
+
+/// A running proxy. It stops when dropped.
+#[derive(Debug)]
+pub struct ConnectProxy {
+    dir: tempfile::TempDir,
+    routes: Arc<Mutex<HashMap<String, SocketAddr>>>,
+    log: Arc<Mutex<Vec<(String, bool)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ConnectProxy {
+    /// Starts the proxy on a fresh socket, with an egress selector configuration beside it.
+    pub fn start() -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("tusk-egress")
+            .tempdir()
+            .map_err(|e| Error::Component {
+                component: "egress proxy",
+                message: format!("cannot create its directory: {e}"),
+            })?;
+        let socket = dir.path().join("egress.sock");
+        let listener = UnixListener::bind(&socket).map_err(|e| Error::Component {
+            component: "egress proxy",
+            message: format!("cannot listen on {}: {e}", socket.display()),
+        })?;
+        let config = format!(
+            "apiVersion: apiserver.k8s.io/v1beta1\nkind: EgressSelectorConfiguration\negressSelections:\n- name: cluster\n  connection:\n    proxyProtocol: HTTPConnect\n    transport:\n      uds:\n        udsName: {}\n",
+            socket.display()
+        );
+        std::fs::write(dir.path().join("egress.yaml"), config).map_err(|e| Error::Component {
+            component: "egress proxy",
+            message: format!("cannot write its configuration: {e}"),
+        })?;
+        let routes: Arc<Mutex<HashMap<String, SocketAddr>>> = Arc::default();
+        let log: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
+        let task = tokio::spawn(serve(listener, routes.clone(), log.clone()));
+        Ok(Self {
+            dir,
+            routes,
+            log,
+            task,
+        })
+    }
+
+    /// The `--egress-selector-config-file` that sends the apiserver's `cluster` traffic here.
+    pub fn config_file(&self) -> PathBuf {
+        self.dir.path().join("egress.yaml")
+    }
+
+    /// The socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("egress.sock")
+    }
+
+    /// Tunnels CONNECTs to `target` (`host:port`, as the apiserver dials it) to `to`, which must
+    /// be on loopback.
+    ///
+    /// # Panics
+    /// If `to` is not a loopback address.
+    pub fn route(&self, target: &str, to: SocketAddr) {
+        assert!(
+            to.ip().is_loopback(),
+            "the egress proxy only forwards to loopback, not {to}"
+        );
+        self.routes.lock().expect("routes").insert(target.to_owned(), to);
+    }
+
+    /// Every CONNECT so far: its target, and whether it was forwarded.
+    pub fn connects(&self) -> Vec<(String, bool)> {
+        self.log.lock().expect("log").clone()
+    }
+}
+
+impl Drop for ConnectProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(
+    listener: UnixListener,
+    routes: Arc<Mutex<HashMap<String, SocketAddr>>>,
+    log: Arc<Mutex<Vec<(String, bool)>>>,
+) {
+    while let Ok((stream, _)) = listener.accept().await {
+        let routes = routes.clone();
+        let log = log.clone();
+        tokio::spawn(async move {
+            let _ = tunnel(stream, &routes, &log).await;
+        });
+    }
+}
+
+async fn tunnel(
+    mut client: UnixStream,
+    routes: &Mutex<HashMap<String, SocketAddr>>,
+    log: &Mutex<Vec<(String, bool)>>,
+) -> std::io::Result<()> {
+    // The request head: `CONNECT <target> HTTP/1.1`, headers, an empty line. Nothing follows it
+    // until the proxy answers.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 8192 || client.read(&mut byte).await? == 0 {
+            return Ok(());
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    let mut words = head.lines().next().unwrap_or_default().split_whitespace();
+    let (method, target) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
+    let to = (method == "CONNECT")
+        .then(|| routes.lock().expect("routes").get(target).copied())
+        .flatten();
+    log.lock().expect("log").push((target.to_owned(), to.is_some()));
+    let Some(to) = to else {
+        client
+            .write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+            .await?;
+        return Ok(());
+    };
+    let mut upstream = match TcpStream::connect(to).await {
+        Ok(upstream) => upstream,
+        Err(_) => {
+            client
+                .write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+                .await?;
+            return Ok(());
+        }
+    };
+    client
+        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        .await?;
+    tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
+    Ok(())
+}
