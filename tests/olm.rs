@@ -546,7 +546,7 @@ async fn operatorhub_install_from_the_stable_channel() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|r| canonical_rule(r))
+            .map(canonical_rule)
             .collect()
     };
     let owned_by_csv = |items: Vec<Value>| -> Vec<Value> {
