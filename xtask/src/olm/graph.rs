@@ -86,7 +86,8 @@ pub fn svg(plan: &Plan) -> String {
                     edge(&mut out, from, r##" stroke-dasharray="2,4""##, 56);
                 }
             }
-            if let Some(range) = release.skip_range.as_deref().and_then(|r| Range::parse(r).ok()) {
+            let skip_range = Plan::skip_range_in(release, channel);
+            if let Some(range) = skip_range.and_then(|r| Range::parse(r).ok()) {
                 for &from in &members {
                     let replaced = release.replaces.as_ref().and_then(index) == Some(from);
                     if from < i && !replaced && range.contains(&plan.releases[from].version) {
@@ -101,7 +102,7 @@ pub fn svg(plan: &Plan) -> String {
             {
                 outside.push(format!("replaces {replaced}"));
             }
-            if let Some(range) = &release.skip_range
+            if let Some(range) = skip_range
                 && !members.iter().any(|&m| m < i)
             {
                 outside.push(format!("skipRange {range}"));
@@ -149,8 +150,8 @@ mod tests {
         assert_eq!(svg.matches("<circle").count(), 8);
         // replaces 0.1.0 -> 0.2.0 -> 1.0.0 in candidate and fast.
         assert_eq!(svg.matches(r#"stroke-width="1.5" marker-end"#).count(), 4);
-        // skipRange 0.1.0 -> 1.0.0 in candidate and fast (0.2.0 is the replaced one).
-        assert_eq!(svg.matches(r#"stroke-dasharray="7,4""#).count(), 2);
+        // skipRange 0.1.0 -> 1.0.0 in fast only: candidate upgrades one release at a time.
+        assert_eq!(svg.matches(r#"stroke-dasharray="7,4""#).count(), 1);
         assert_eq!(
             svg.matches("replaces 0.2.0 · skipRange &gt;=0.1.0 &lt;1.0.0")
                 .count(),

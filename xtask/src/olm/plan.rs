@@ -69,6 +69,10 @@ pub struct Release {
     /// The range of releases it upgrades from directly (`olm.skipRange`).
     #[serde(default)]
     pub skip_range: Option<String>,
+    /// The channels whose entry for this release carries `skipRange`; absent means all of its
+    /// channels. A channel without it upgrades one release at a time.
+    #[serde(default)]
+    pub skip_range_channels: Option<Vec<String>>,
     /// `alpha`, `beta` or `stable`.
     pub maturity: String,
     /// The Markdown file with its long description, relative to the repository root.
@@ -121,6 +125,16 @@ impl Plan {
         Ok(plan)
     }
 
+    /// The `skipRange` of `release`'s entry in `channel`, if that entry has one.
+    pub fn skip_range_in<'a>(release: &'a Release, channel: &str) -> Option<&'a str> {
+        let everywhere = release.skip_range_channels.is_none();
+        let here = release
+            .skip_range_channels
+            .as_ref()
+            .is_some_and(|c| c.iter().any(|c| c == channel));
+        release.skip_range.as_deref().filter(|_| everywhere || here)
+    }
+
     /// The release with `version`.
     pub fn release(&self, version: &Version) -> Option<&Release> {
         self.releases.iter().find(|r| &r.version == version)
@@ -161,6 +175,17 @@ impl Plan {
                 && let Err(e) = Range::parse(range)
             {
                 errors.push(format!("{at}.skipRange: {e}"));
+            }
+            for channel in release.skip_range_channels.iter().flatten() {
+                if !release.channels.contains(channel) {
+                    errors.push(format!(
+                        "{at}.skipRangeChannels: {channel:?} is not one of the release's channels {:?}",
+                        release.channels
+                    ));
+                }
+            }
+            if release.skip_range_channels.is_some() && release.skip_range.is_none() {
+                errors.push(format!("{at}.skipRangeChannels: set, but the release has no skipRange"));
             }
             if !["alpha", "beta", "stable"].contains(&release.maturity.as_str()) {
                 errors.push(format!(
