@@ -108,7 +108,107 @@ struct Env {
     client: Client,
     work: tempfile::TempDir,
     catalogs: Vec<CatalogServer>,
-    operator: Option<Supervised>,
+    pod: Pod,
+}
+
+/// What the local operator process should be: a mode and, to run the controllers, the
+/// kubeconfig of OLM's ServiceAccount.
+type Desired = Option<(Mode, Option<PathBuf>)>;
+
+/// The local operator, started and restarted the way a kubelet would run the Deployment's pod:
+/// as soon as OLM has made the webhook Service and its certificate, again whenever either
+/// changes or the process dies, and in whatever mode the test asks for.
+struct Pod {
+    desired: std::sync::Arc<std::sync::Mutex<Desired>>,
+    running: std::sync::Arc<std::sync::Mutex<Option<Mode>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn keep_pod(
+    client: Client,
+    proxy: tusk_testenv::connect::Router,
+    work: PathBuf,
+    desired: std::sync::Arc<std::sync::Mutex<Desired>>,
+    running: std::sync::Arc<std::sync::Mutex<Option<Mode>>>,
+) {
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), OPERATORS_NAMESPACE);
+    let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client, OPERATORS_NAMESPACE);
+    let mut current: Option<(Desired, String, String, Supervised)> = None;
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let want = desired.lock().unwrap().clone();
+        let (Ok(secret), Ok(service)) = (
+            secrets.get(&format!("{SERVICE}-cert")).await,
+            services.get(SERVICE).await,
+        ) else {
+            continue;
+        };
+        let version = secret.metadata.resource_version.clone().unwrap_or_default();
+        let ip = service.spec.and_then(|s| s.cluster_ip).unwrap_or_default();
+        if let Some((d, v, i, process)) = &current
+            && d == &want
+            && v == &version
+            && i == &ip
+            && process.alive()
+        {
+            continue;
+        }
+        if let Some((_, _, _, mut old)) = current.take() {
+            old.stop();
+            *running.lock().unwrap() = None;
+        }
+        let Some((mode, kubeconfig)) = want.clone() else {
+            continue;
+        };
+        let data = secret.data.unwrap_or_default();
+        let dir = tempfile::tempdir_in(&work).unwrap().keep();
+        std::fs::write(dir.join("tls.crt"), &data["tls.crt"].0).unwrap();
+        std::fs::write(dir.join("tls.key"), &data["tls.key"].0).unwrap();
+        let port = free_port().unwrap();
+        let args: Vec<String> = match mode {
+            Mode::Webhook => vec![
+                "webhook".into(),
+                format!("--listen=127.0.0.1:{port}"),
+                format!("--cert-dir={}", dir.display()),
+            ],
+            Mode::Run => vec![
+                "run".into(),
+                format!("--listen=127.0.0.1:{port}"),
+                format!("--cert-dir={}", dir.display()),
+                format!("--status-listen=127.0.0.1:{}", free_port().unwrap()),
+                format!("--leader-election-namespace={OPERATORS_NAMESPACE}"),
+                "--resync-interval=30s".into(),
+            ],
+        };
+        let mut env: Vec<(&str, &std::ffi::OsStr)> = Vec::new();
+        if let Some(kubeconfig) = &kubeconfig {
+            env.push(("KUBECONFIG", kubeconfig.as_os_str()));
+        }
+        let process = Supervised::spawn_with_env(
+            &dir,
+            "tusk-operator",
+            env!("CARGO_BIN_EXE_tusk-operator").as_ref(),
+            &args,
+            &env,
+        )
+        .unwrap();
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        proxy.route(&format!("{ip}:443"), ([127, 0, 0, 1], port).into());
+        *running.lock().unwrap() = Some(mode);
+        current = Some((want, version, ip, process));
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -130,14 +230,28 @@ impl Env {
         .unwrap();
         let olm = Olm::start(&plane).await.unwrap();
         let client = plane.client().await.unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let desired = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let running = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let task = tokio::spawn(keep_pod(
+            client.clone(),
+            proxy.router(),
+            work.path().to_owned(),
+            desired.clone(),
+            running.clone(),
+        ));
         Self {
             proxy,
             plane,
             olm,
             client,
-            work: tempfile::tempdir().unwrap(),
+            work,
             catalogs: Vec::new(),
-            operator: None,
+            pod: Pod {
+                desired,
+                running,
+                task,
+            },
         }
     }
 
@@ -284,70 +398,57 @@ impl Env {
         .await;
     }
 
-    /// (Re)starts the local operator with the certificate OLM made and OLM's ServiceAccount, and
-    /// routes the webhook Service's address to it.
-    async fn operator(&mut self, mode: Mode) {
-        if let Some(mut old) = self.operator.take() {
-            old.stop();
-        }
-        let secrets: Api<k8s_openapi::api::core::v1::Secret> =
-            Api::namespaced(self.client.clone(), OPERATORS_NAMESPACE);
-        let secret = eventually("OLM's serving certificate", INSTALL, || async {
-            secrets.get(&format!("{SERVICE}-cert")).await.ok()
-        })
-        .await;
-        let data = secret.data.unwrap();
-        let dir = tempfile::tempdir_in(self.work.path()).unwrap().keep();
-        std::fs::write(dir.join("tls.crt"), &data["tls.crt"].0).unwrap();
-        std::fs::write(dir.join("tls.key"), &data["tls.key"].0).unwrap();
-        let port = free_port().unwrap();
-        let status = free_port().unwrap();
-        let kubeconfig = self
-            .plane
-            .token_kubeconfig(OPERATORS_NAMESPACE, PACKAGE)
-            .await
-            .unwrap();
-        let args: Vec<String> = match mode {
-            Mode::Webhook => vec![
-                "webhook".into(),
-                format!("--listen=127.0.0.1:{port}"),
-                format!("--cert-dir={}", dir.display()),
-            ],
-            Mode::Run => vec![
-                "run".into(),
-                format!("--listen=127.0.0.1:{port}"),
-                format!("--cert-dir={}", dir.display()),
-                format!("--status-listen=127.0.0.1:{status}"),
-                format!("--leader-election-namespace={OPERATORS_NAMESPACE}"),
-                "--resync-interval=30s".into(),
-            ],
-        };
-        let process = Supervised::spawn_with_env(
-            &dir,
-            "tusk-operator",
-            env!("CARGO_BIN_EXE_tusk-operator").as_ref(),
-            &args,
-            &[("KUBECONFIG", kubeconfig.as_os_str())],
-        )
-        .unwrap();
-        eventually(
-            "the local operator to listen",
-            Duration::from_secs(60),
-            || async {
-                tokio::net::TcpStream::connect(("127.0.0.1", port))
+    /// Asks for the local operator in `mode` (the controllers run as OLM's ServiceAccount) and
+    /// waits until it runs. Before OLM has made the Service, it only records the wish.
+    async fn want(&self, mode: Option<Mode>) {
+        let kubeconfig = match mode {
+            Some(Mode::Run) => Some(
+                self.plane
+                    .token_kubeconfig(OPERATORS_NAMESPACE, PACKAGE)
                     .await
-                    .ok()
-                    .map(|_| ())
-            },
+                    .unwrap(),
+            ),
+            _ => None,
+        };
+        *self.pod.desired.lock().unwrap() = mode.map(|m| (m, kubeconfig));
+    }
+
+    async fn operator(&self, mode: Mode) {
+        self.want(Some(mode)).await;
+        eventually(
+            &format!("the local operator to run in {mode:?} mode"),
+            INSTALL,
+            || async { (*self.pod.running.lock().unwrap() == Some(mode)).then_some(()) },
         )
         .await;
-        let services: Api<k8s_openapi::api::core::v1::Service> =
-            Api::namespaced(self.client.clone(), OPERATORS_NAMESPACE);
-        let service = services.get(SERVICE).await.unwrap();
-        let ip = service.spec.unwrap().cluster_ip.unwrap();
-        self.proxy
-            .route(&format!("{ip}:443"), ([127, 0, 0, 1], port).into());
-        self.operator = Some(process);
+    }
+
+    /// Waits until every CRD that serves more than one version converts through the Service OLM
+    /// made, with OLM's CA. OLM rewrites the bundle's placeholder asynchronously, after the CSV
+    /// may already be Succeeded.
+    async fn conversion_through_olm(&self) {
+        let crds: Api<
+            k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+        > = Api::all(self.client.clone());
+        for (_, plural, _) in KINDS {
+            let name = format!("{plural}.tusk.dev");
+            eventually(
+                &format!("{name} to convert through OLM's Service"),
+                INSTALL,
+                || async {
+                    let crd = serde_json::to_value(crds.get(&name).await.ok()?).ok()?;
+                    if crd["spec"]["versions"].as_array()?.len() < 2 {
+                        return Some(());
+                    }
+                    let config = &crd["spec"]["conversion"]["webhook"]["clientConfig"];
+                    (config["service"]["namespace"] == OPERATORS_NAMESPACE
+                        && config["service"]["name"] == SERVICE
+                        && config["caBundle"].as_str().is_some_and(|c| !c.is_empty()))
+                    .then_some(())
+                },
+            )
+            .await;
+        }
     }
 
     async fn stored_versions(&self) -> BTreeMap<String, BTreeSet<String>> {
@@ -375,6 +476,8 @@ impl Env {
 struct Written {
     namespace: String,
     objects: Vec<(&'static str, String, Value)>,
+    /// Reads retried because conversion failed while OLM settled the CRDs.
+    retried: std::sync::atomic::AtomicUsize,
 }
 
 impl Written {
@@ -398,31 +501,78 @@ impl Written {
                 objects.push((*kind, name, spec_view(&value(&created))));
             }
         }
-        Self { namespace, objects }
+        Self {
+            namespace,
+            objects,
+            retried: Default::default(),
+        }
     }
 
-    /// Every object reads back at every version `served` says, equal to Tusk's own conversion
-    /// of what was written.
-    async fn check(&self, env: &Env, served: &BTreeMap<String, Vec<String>>) -> usize {
+    /// Every object reads back, at the storage version, as what was written (converted by
+    /// Tusk's own conversion); and at every other served version as Tusk's conversion of the
+    /// stored object, status included (the operator writes status at `v1`, and what an older
+    /// version cannot hold of it travels in the conversion annotation).
+    async fn check(&self, env: &Env, versions: &Versions) -> usize {
         let mut reads = 0;
         for (kind, name, written) in &self.objects {
-            for version in &served[*kind] {
-                let read = tusk_api(&env.client, &self.namespace, kind, version)
-                    .get(name)
-                    .await
-                    .unwrap_or_else(|e| panic!("{name} at {version}: {e}"));
-                let expected =
-                    tusk::api::convert_object(written.clone(), &format!("tusk.dev/{version}"), 0).unwrap();
-                assert_eq!(
-                    spec_view(&value(&read)),
-                    spec_view(&expected),
-                    "{name} read at {version}"
-                );
+            let (served, storage) = &versions[*kind];
+            // OLM may still be settling the CRDs' conversion config for a moment after an
+            // upgrade (it re-applies the bundle's placeholder Service, then its own): a read that
+            // fails in the conversion webhook is retried for up to two minutes and counted.
+            let read = |version: String| async move {
+                let started = std::time::Instant::now();
+                loop {
+                    match tusk_api(&env.client, &self.namespace, kind, &version)
+                        .get(name)
+                        .await
+                    {
+                        Ok(read) => return value(&read),
+                        Err(e)
+                            if e.to_string().contains("conversion webhook")
+                                && started.elapsed() < Duration::from_secs(120) =>
+                        {
+                            self.retried.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                        Err(e) => panic!("{name} at {version}: {e}"),
+                    }
+                }
+            };
+            let stored = read(storage.clone()).await;
+            let expected =
+                tusk::api::convert_object(written.clone(), &format!("tusk.dev/{storage}"), 0).unwrap();
+            assert_eq!(
+                spec_view(&stored),
+                spec_view(&expected),
+                "{name} read at {storage}"
+            );
+            reads += 1;
+            for version in served {
+                let got = read(version.clone()).await;
+                let expected = tusk::api::convert_object(
+                    user_view_with_status(&stored),
+                    &format!("tusk.dev/{version}"),
+                    0,
+                )
+                .unwrap();
+                assert_eq!(spec_view(&got), spec_view(&expected), "{name} read at {version}");
                 reads += 1;
             }
         }
         reads
     }
+}
+
+/// For each kind, the versions served and the storage version.
+type Versions = BTreeMap<String, (Vec<String>, String)>;
+
+/// An object as read, without server-set metadata but with its status.
+fn user_view_with_status(object: &Value) -> Value {
+    let mut view = user_view(object);
+    if let Some(status) = object.get("status") {
+        view["status"] = status.clone();
+    }
+    view
 }
 
 /// What a user wrote, without the status the operator owns.
@@ -432,7 +582,7 @@ fn spec_view(object: &Value) -> Value {
     view
 }
 
-fn served(inputs: &Inputs, version: &str) -> BTreeMap<String, Vec<String>> {
+fn served(inputs: &Inputs, version: &str) -> Versions {
     let release = inputs
         .plan
         .release(&semver::Version::parse(version).unwrap())
@@ -440,7 +590,7 @@ fn served(inputs: &Inputs, version: &str) -> BTreeMap<String, Vec<String>> {
     release
         .crds
         .iter()
-        .map(|(k, v)| (k.clone(), v.served.clone()))
+        .map(|(k, v)| (k.clone(), (v.served.clone(), v.storage.clone())))
         .collect()
 }
 
@@ -725,12 +875,14 @@ async fn channel_upgrades_across_crd_versions_keep_every_object() {
     let plan = env.approve(&csv_name("0.1.0")).await;
     assert_eq!(plan["status"]["phase"], "Complete", "{:#}", plan["status"]);
     env.succeeded(&csv_name("0.1.0")).await;
-    let written = Written::create(&env).await;
+    let mut written = Written::create(&env).await;
     let reads = written.check(&env, &served(&inputs, "0.1.0")).await;
     assert_eq!(env.stored_versions().await, predicted_stored(&inputs, &["0.1.0"]));
     println!("0.1.0: {} objects, {reads} reads", written.objects.len());
 
-    // 0.2.0: PostgresCluster stores v1beta1 and converts through the webhook.
+    // 0.2.0: PostgresCluster stores v1beta1 and converts through the webhook, served from the
+    // moment OLM makes its Service (OLM lists the existing objects through it while upgrading).
+    env.want(Some(Mode::Webhook)).await;
     let plan = env.approve(&csv_name("0.2.0")).await;
     assert_eq!(plan["status"]["phase"], "Complete", "{:#}", plan["status"]);
     let csv = env.succeeded(&csv_name("0.2.0")).await;
@@ -741,6 +893,7 @@ async fn channel_upgrades_across_crd_versions_keep_every_object() {
         csv["status"]["message"]
     );
     env.gone(&csv_name("0.1.0")).await;
+    env.conversion_through_olm().await;
     env.operator(Mode::Webhook).await;
     let reads = written.check(&env, &served(&inputs, "0.2.0")).await;
     assert_eq!(
@@ -750,6 +903,7 @@ async fn channel_upgrades_across_crd_versions_keep_every_object() {
     println!("0.2.0: {reads} reads");
 
     // 1.0.0: v1 everywhere; the controllers run.
+    env.want(Some(Mode::Run)).await;
     let plan = env.approve(&csv_name("1.0.0")).await;
     assert_eq!(plan["status"]["phase"], "Complete", "{:#}", plan["status"]);
     let csv = env.succeeded(&csv_name("1.0.0")).await;
@@ -760,6 +914,7 @@ async fn channel_upgrades_across_crd_versions_keep_every_object() {
         csv["status"]["message"]
     );
     env.gone(&csv_name("0.2.0")).await;
+    env.conversion_through_olm().await;
     env.operator(Mode::Run).await;
     let reads = written.check(&env, &served(&inputs, "1.0.0")).await;
     assert_eq!(
@@ -768,13 +923,21 @@ async fn channel_upgrades_across_crd_versions_keep_every_object() {
     );
     reconciled(&env, &written).await;
     // A change made through v1alpha1 is reconciled too.
-    let (_, first, _) = &written.objects[0];
-    tusk_api(&env.client, &written.namespace, "PostgresCluster", "v1alpha1")
-        .patch(first, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"touched": "yes"}}, "spec": {"parameters": {"work_mem": "8MB"}}})))
+    let first = written.objects[0].1.clone();
+    let patched = tusk_api(&env.client, &written.namespace, "PostgresCluster", "v1alpha1")
+        .patch(
+            &first,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"touched": "yes"}}, "spec": {"parameters": {"work_mem": "8MB"}}})),
+        )
         .await
         .unwrap();
+    written.objects[0].2 = spec_view(&value(&patched));
     reconciled(&env, &written).await;
-    println!("1.0.0: {reads} reads, every object reconciled");
+    println!(
+        "1.0.0: {reads} reads, every object reconciled; reads retried while OLM settled the CRDs so far: {}",
+        written.retried.load(std::sync::atomic::Ordering::Relaxed)
+    );
 
     // Before migration, the next release may not drop v1alpha1: `cargo xtask validate` says so.
     let next = inputs_with_drop("1.0.0");
@@ -809,6 +972,7 @@ async fn channel_upgrades_across_crd_versions_keep_every_object() {
     assert_eq!(plan["status"]["phase"], "Complete", "{:#}", plan["status"]);
     env.succeeded(&csv_name("1.1.0")).await;
     env.gone(&csv_name("1.0.0")).await;
+    env.conversion_through_olm().await;
     env.operator(Mode::Run).await;
     let reads = written.check(&env, &served(&next, "1.1.0")).await;
     println!("1.1.0 (drops v1alpha1 after migration): {reads} reads");
@@ -933,9 +1097,7 @@ async fn uninstall_keeps_crds_and_objects_and_unhooks_conversion() {
         deployments.get(PACKAGE).await.is_err().then_some(())
     })
     .await;
-    if let Some(mut operator) = env.operator.take() {
-        operator.stop();
-    }
+    env.want(None).await;
 
     let crds: Api<
         k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,

@@ -85,9 +85,36 @@ impl ConnectProxy {
         self.routes.lock().expect("routes").insert(target.to_owned(), to);
     }
 
+    /// A handle that adds routes, for a task that outlives a borrow of the proxy.
+    pub fn router(&self) -> Router {
+        Router {
+            routes: self.routes.clone(),
+        }
+    }
+
     /// Every CONNECT so far: its target, and whether it was forwarded.
     pub fn connects(&self) -> Vec<(String, bool)> {
         self.log.lock().expect("log").clone()
+    }
+}
+
+/// Adds routes to a [`ConnectProxy`].
+#[derive(Clone, Debug)]
+pub struct Router {
+    routes: Arc<Mutex<HashMap<String, SocketAddr>>>,
+}
+
+impl Router {
+    /// See [`ConnectProxy::route`].
+    ///
+    /// # Panics
+    /// If `to` is not a loopback address.
+    pub fn route(&self, target: &str, to: SocketAddr) {
+        assert!(
+            to.ip().is_loopback(),
+            "the egress proxy only forwards to loopback, not {to}"
+        );
+        self.routes.lock().expect("routes").insert(target.to_owned(), to);
     }
 }
 

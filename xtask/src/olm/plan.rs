@@ -185,7 +185,9 @@ impl Plan {
                 }
             }
             if release.skip_range_channels.is_some() && release.skip_range.is_none() {
-                errors.push(format!("{at}.skipRangeChannels: set, but the release has no skipRange"));
+                errors.push(format!(
+                    "{at}.skipRangeChannels: set, but the release has no skipRange"
+                ));
             }
             if !["alpha", "beta", "stable"].contains(&release.maturity.as_str()) {
                 errors.push(format!(
