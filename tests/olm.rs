@@ -70,6 +70,10 @@ fn value(object: &DynamicObject) -> Value {
 /// `v1alpha1`: what a team would publish once storage was migrated.
 fn inputs_with_drop(replaces: &str) -> Inputs {
     let mut inputs = Inputs::load(&repo()).unwrap();
+    if replaces == "0.1.0" {
+        // A catalog of 0.1.0 and the drop alone: 0.2.0 and 1.0.0 would be second heads.
+        inputs.plan.releases.retain(|r| r.version.to_string() == "0.1.0");
+    }
     let next: Release = serde_saphyr::from_str(&format!(
         r#"
 version: 1.1.0
@@ -1093,10 +1097,23 @@ async fn uninstall_keeps_crds_and_objects_and_unhooks_conversion() {
     env.gone(&csv_name("1.0.0")).await;
     let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
         Api::namespaced(env.client.clone(), OPERATORS_NAMESPACE);
-    eventually("the operator Deployment to be removed", INSTALL, || async {
-        deployments.get(PACKAGE).await.is_err().then_some(())
-    })
-    .await;
+    let deadline = std::time::Instant::now() + INSTALL;
+    while let Ok(deployment) = deployments.get(PACKAGE).await {
+        if std::time::Instant::now() > deadline {
+            let log = std::fs::read_to_string(env.plane.dir().join("logs/kube-controller-manager.log"))
+                .unwrap_or_default();
+            let tail: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("garbage") || l.contains("tusk-operator"))
+                .collect();
+            panic!(
+                "the operator Deployment outlived its CSV: {:?}\n{}",
+                deployment.metadata.owner_references,
+                tail[tail.len().saturating_sub(30)..].join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     env.want(None).await;
 
     let crds: Api<
@@ -1167,10 +1184,24 @@ async fn olm_refuses_an_upgrade_that_drops_a_stored_version() {
         "{message}"
     );
     println!("OLM: {message}");
-    // Nothing was lost: 0.1.0 still runs and every object reads back.
-    assert_eq!(
-        env.csv(&csv_name("0.1.0")).await.unwrap()["status"]["phase"],
-        "Succeeded"
+    // Nothing was lost: 0.1.0 is still installed (OLM marks it as being replaced), 1.1.0 never
+    // succeeded, the CRDs still serve v1alpha1, and every object reads back.
+    let old = env.csv(&csv_name("0.1.0")).await.unwrap();
+    let new = env.csv(&csv_name("1.1.0")).await;
+    println!(
+        "OLM: {} is {}, {} is {}",
+        csv_name("0.1.0"),
+        old["status"]["phase"],
+        csv_name("1.1.0"),
+        new.as_ref()
+            .map(|c| c["status"]["phase"].to_string())
+            .unwrap_or_else(|| "absent".into())
     );
+    assert!(
+        matches!(old["status"]["phase"].as_str(), Some("Succeeded" | "Replacing")),
+        "{:#}",
+        old["status"]
+    );
+    assert!(new.is_none_or(|c| c["status"]["phase"] != "Succeeded"));
     written.check(&env, &served(&next, "0.1.0")).await;
 }
