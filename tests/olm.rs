@@ -1081,6 +1081,18 @@ async fn uninstall_keeps_crds_and_objects_and_unhooks_conversion() {
         .await
         .unwrap();
 
+    // OLM re-creates a deleted CSV while the InstallPlan that made it is still executing, so
+    // the uninstall starts once the plan is Complete, as an administrator's would.
+    let subscription = value(
+        &olm_api(&env.client, OPERATORS_NAMESPACE, "Subscription", "subscriptions")
+            .get(PACKAGE)
+            .await
+            .unwrap(),
+    );
+    let plan = env
+        .finished_plan(subscription["status"]["installPlanRef"]["name"].as_str().unwrap())
+        .await;
+    assert_eq!(plan["status"]["phase"], "Complete", "{:#}", plan["status"]);
     olm_api(&env.client, OPERATORS_NAMESPACE, "Subscription", "subscriptions")
         .delete(PACKAGE, &DeleteParams::default())
         .await

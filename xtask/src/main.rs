@@ -56,6 +56,9 @@ enum Task {
         /// The directory to write.
         #[arg(long)]
         out: PathBuf,
+        /// Also write the fixture package `tusk-fixture`, which requires Tusk >=1.0.0.
+        #[arg(long)]
+        with_fixture: bool,
     },
     /// Write the upgrade graph, catalog/graph.svg.
     Graph,
@@ -161,14 +164,23 @@ fn validate(root: Option<PathBuf>) -> Result<(), String> {
     }
 }
 
-fn inline_catalog(out: &std::path::Path) -> Result<(), String> {
+fn inline_catalog(out: &std::path::Path, with_fixture: bool) -> Result<(), String> {
     let inputs = Inputs::load(&repo_root())?;
-    let path = out.join(olm::catalog::catalog_file(&inputs.plan.package));
-    std::fs::create_dir_all(path.parent().expect("a file in a directory"))
-        .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-    std::fs::write(&path, olm::catalog::to_yaml(&olm::catalog::blobs(&inputs, true)))
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    println!("wrote {}", path.display());
+    let mut packages = vec![(inputs.plan.package.clone(), olm::catalog::blobs(&inputs, true))];
+    if with_fixture {
+        packages.push((
+            olm::fixture::PACKAGE.to_owned(),
+            olm::fixture::blobs(&inputs.plan.package, ">=1.0.0"),
+        ));
+    }
+    for (package, blobs) in packages {
+        let path = out.join(olm::catalog::catalog_file(&package));
+        std::fs::create_dir_all(path.parent().expect("a file in a directory"))
+            .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+        std::fs::write(&path, olm::catalog::to_yaml(&blobs))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
     Ok(())
 }
 
@@ -229,7 +241,7 @@ fn main() -> ExitCode {
         Task::Generate { check } => generate(check),
         Task::Validate { root } => validate(root),
         Task::Graph => graph(),
-        Task::InlineCatalog { out } => inline_catalog(&out),
+        Task::InlineCatalog { out, with_fixture } => inline_catalog(&out, with_fixture),
         Task::Check => check(),
         Task::BenchGenerate { rounds } => bench_generate(rounds),
         Task::Demo => tokio::runtime::Builder::new_multi_thread()

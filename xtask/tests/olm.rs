@@ -629,6 +629,16 @@ fn operator_framework_tools_accept_every_bundle_and_the_catalog() {
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
     let blobs = olm::catalog::blobs(&inputs, true);
     std::fs::write(&file, olm::catalog::to_yaml(&blobs)).unwrap();
+    // With the fixture package that requires Tusk beside it.
+    let fixture = inline
+        .path()
+        .join(olm::catalog::catalog_file(olm::fixture::PACKAGE));
+    std::fs::create_dir_all(fixture.parent().unwrap()).unwrap();
+    std::fs::write(
+        &fixture,
+        olm::catalog::to_yaml(&olm::fixture::blobs(&inputs.plan.package, ">=1.0.0")),
+    )
+    .unwrap();
     let status = Command::new(&opm)
         .arg("validate")
         .arg(inline.path())

@@ -6,6 +6,10 @@
 //! test binary the same control plane; [`ControlPlane::namespace`] gives each test its own
 //! namespace.
 //!
+//! [`olm`] adds a real OLM (its `olm` and `catalog` operators as local processes) and `opm serve`
+//! of a catalog. [`ConnectProxy`] lets kube-apiserver reach a webhook behind a Service: it
+//! tunnels the apiserver's `cluster` egress to processes on loopback.
+//!
 //! Every component runs under a small supervisor whose standard input is a pipe held by the test
 //! process. When the test process ends, however it ends (a normal exit, a panic, SIGKILL), the pipe
 //! closes and the supervisor stops its component, so no process outlives the test.
