@@ -402,6 +402,25 @@ impl Env {
         .await;
     }
 
+    /// One approved upgrade from `from` to `to`, with the local operator in `mode` from the
+    /// moment OLM makes the webhook Service: the plan completes, `to` succeeds, `from` is gone
+    /// and the CRDs convert through OLM's Service.
+    async fn upgrade(&self, from: &str, to: &str, mode: Mode) {
+        self.want(Some(mode)).await;
+        let plan = self.approve(&csv_name(to)).await;
+        assert_eq!(plan["status"]["phase"], "Complete", "{:#}", plan["status"]);
+        let csv = self.succeeded(&csv_name(to)).await;
+        println!(
+            "OLM: {} {}: {}",
+            csv_name(to),
+            csv["status"]["phase"],
+            csv["status"]["message"]
+        );
+        self.gone(&csv_name(from)).await;
+        self.conversion_through_olm().await;
+        self.operator(mode).await;
+    }
+
     /// Asks for the local operator in `mode` (the controllers run as OLM's ServiceAccount) and
     /// waits until it runs. Before OLM has made the Service, it only records the wish.
     async fn want(&self, mode: Option<Mode>) {
@@ -886,19 +905,7 @@ async fn channel_upgrades_across_crd_versions_keep_every_object() {
 
     // 0.2.0: PostgresCluster stores v1beta1 and converts through the webhook, served from the
     // moment OLM makes its Service (OLM lists the existing objects through it while upgrading).
-    env.want(Some(Mode::Webhook)).await;
-    let plan = env.approve(&csv_name("0.2.0")).await;
-    assert_eq!(plan["status"]["phase"], "Complete", "{:#}", plan["status"]);
-    let csv = env.succeeded(&csv_name("0.2.0")).await;
-    println!(
-        "OLM: {} {}: {}",
-        csv_name("0.2.0"),
-        csv["status"]["phase"],
-        csv["status"]["message"]
-    );
-    env.gone(&csv_name("0.1.0")).await;
-    env.conversion_through_olm().await;
-    env.operator(Mode::Webhook).await;
+    env.upgrade("0.1.0", "0.2.0", Mode::Webhook).await;
     let reads = written.check(&env, &served(&inputs, "0.2.0")).await;
     assert_eq!(
         env.stored_versions().await,
@@ -907,19 +914,7 @@ async fn channel_upgrades_across_crd_versions_keep_every_object() {
     println!("0.2.0: {reads} reads");
 
     // 1.0.0: v1 everywhere; the controllers run.
-    env.want(Some(Mode::Run)).await;
-    let plan = env.approve(&csv_name("1.0.0")).await;
-    assert_eq!(plan["status"]["phase"], "Complete", "{:#}", plan["status"]);
-    let csv = env.succeeded(&csv_name("1.0.0")).await;
-    println!(
-        "OLM: {} {}: {}",
-        csv_name("1.0.0"),
-        csv["status"]["phase"],
-        csv["status"]["message"]
-    );
-    env.gone(&csv_name("0.2.0")).await;
-    env.conversion_through_olm().await;
-    env.operator(Mode::Run).await;
+    env.upgrade("0.2.0", "1.0.0", Mode::Run).await;
     let reads = written.check(&env, &served(&inputs, "1.0.0")).await;
     assert_eq!(
         env.stored_versions().await,
@@ -972,12 +967,7 @@ async fn channel_upgrades_across_crd_versions_keep_every_object() {
     let v1: BTreeSet<String> = ["v1".to_owned()].into();
     assert!(env.stored_versions().await.values().all(|s| s == &v1));
     env.serve(&[catalog::blobs(&next, true)]).await;
-    let plan = env.approve(&csv_name("1.1.0")).await;
-    assert_eq!(plan["status"]["phase"], "Complete", "{:#}", plan["status"]);
-    env.succeeded(&csv_name("1.1.0")).await;
-    env.gone(&csv_name("1.0.0")).await;
-    env.conversion_through_olm().await;
-    env.operator(Mode::Run).await;
+    env.upgrade("1.0.0", "1.1.0", Mode::Run).await;
     let reads = written.check(&env, &served(&next, "1.1.0")).await;
     println!("1.1.0 (drops v1alpha1 after migration): {reads} reads");
     let crds: Api<

@@ -137,7 +137,7 @@ pub fn blobs(inputs: &Inputs, inline: bool) -> Vec<Value> {
                 if !r.skips.is_empty() {
                     entry["skips"] = r.skips.iter().map(|v| csv_name(&plan.package, v)).collect();
                 }
-                if let Some(range) = super::plan::Plan::skip_range_in(r, channel) {
+                if let Some(range) = r.skip_range_in(channel) {
                     entry["skipRange"] = json!(range);
                 }
                 entry

@@ -86,7 +86,7 @@ pub fn svg(plan: &Plan) -> String {
                     edge(&mut out, from, r##" stroke-dasharray="2,4""##, 56);
                 }
             }
-            let skip_range = Plan::skip_range_in(release, channel);
+            let skip_range = release.skip_range_in(channel);
             if let Some(range) = skip_range.and_then(|r| Range::parse(r).ok()) {
                 for &from in &members {
                     let replaced = release.replaces.as_ref().and_then(index) == Some(from);

@@ -109,6 +109,18 @@ pub struct Deprecation {
     pub message: String,
 }
 
+impl Release {
+    /// The `skipRange` of this release's entry in `channel`, if that entry has one.
+    pub fn skip_range_in(&self, channel: &str) -> Option<&str> {
+        let everywhere = self.skip_range_channels.is_none();
+        let here = self
+            .skip_range_channels
+            .as_ref()
+            .is_some_and(|c| c.iter().any(|c| c == channel));
+        self.skip_range.as_deref().filter(|_| everywhere || here)
+    }
+}
+
 impl Plan {
     /// Reads and checks the plan at `root`/[`PLAN_FILE`].
     pub fn load(root: &Path) -> Result<Self, String> {
@@ -123,16 +135,6 @@ impl Plan {
         let plan: Plan = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
         plan.check()?;
         Ok(plan)
-    }
-
-    /// The `skipRange` of `release`'s entry in `channel`, if that entry has one.
-    pub fn skip_range_in<'a>(release: &'a Release, channel: &str) -> Option<&'a str> {
-        let everywhere = release.skip_range_channels.is_none();
-        let here = release
-            .skip_range_channels
-            .as_ref()
-            .is_some_and(|c| c.iter().any(|c| c == channel));
-        release.skip_range.as_deref().filter(|_| everywhere || here)
     }
 
     /// The release with `version`.

@@ -549,12 +549,7 @@ fn check_csv(bundle: &LoadedBundle, file: &str, csv: &Value, report: &mut Report
             ),
             Ok(examples) => {
                 for (i, example) in examples.iter().enumerate() {
-                    let (group, version) = example["apiVersion"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .split_once('/')
-                        .unwrap_or_default();
-                    let kind = example["kind"].as_str().unwrap_or_default();
+                    let (group, version, kind) = super::gvk(example);
                     if !owned
                         .iter()
                         .any(|(_, g, v, k)| g == group && v == version && k == kind)

@@ -106,6 +106,16 @@ impl LoadedBundle {
     }
 }
 
+/// The group, version and kind of an object, empty where missing.
+pub(crate) fn gvk(object: &Value) -> (&str, &str, &str) {
+    let (group, version) = object["apiVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .split_once('/')
+        .unwrap_or_default();
+    (group, version, object["kind"].as_str().unwrap_or_default())
+}
+
 fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         let mut entries: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();

@@ -486,12 +486,7 @@ pub(super) fn check(file: &str, blobs: &[Value], bundles: &[LoadedBundle], repor
         let older = &releases[from];
         let Some(next_bundle) = &next.bundle else { continue };
         for (i, example) in older.examples.iter().enumerate() {
-            let (group, version) = example["apiVersion"]
-                .as_str()
-                .unwrap_or_default()
-                .split_once('/')
-                .unwrap_or_default();
-            let kind = example["kind"].as_str().unwrap_or_default();
+            let (group, version, kind) = super::gvk(example);
             let Some((crd_file, crd)) = next_bundle
                 .crds()
                 .find(|(_, c)| c["spec"]["group"] == group && c["spec"]["names"]["kind"] == kind)
