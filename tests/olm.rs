@@ -570,15 +570,31 @@ impl Written {
                 "{name} read at {storage}"
             );
             reads += 1;
+            // The operator may write status between the two reads; then the pair is read again.
             for version in served {
-                let got = read(version.clone()).await;
-                let expected = tusk::api::convert_object(
-                    user_view_with_status(&stored),
-                    &format!("tusk.dev/{version}"),
-                    0,
-                )
-                .unwrap();
-                assert_eq!(spec_view(&got), spec_view(&expected), "{name} read at {version}");
+                let mut stored = stored.clone();
+                let mut attempts = 0;
+                loop {
+                    let got = read(version.clone()).await;
+                    let expected = tusk::api::convert_object(
+                        user_view_with_status(&stored),
+                        &format!("tusk.dev/{version}"),
+                        0,
+                    )
+                    .unwrap();
+                    if spec_view(&got) == spec_view(&expected) {
+                        break;
+                    }
+                    attempts += 1;
+                    assert!(
+                        attempts < 10,
+                        "{name} read at {version}: {:#}\nexpected {:#}",
+                        spec_view(&got),
+                        spec_view(&expected)
+                    );
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    stored = read(storage.clone()).await;
+                }
                 reads += 1;
             }
         }
@@ -655,6 +671,30 @@ async fn reconciled(env: &Env, written: &Written) {
             },
         )
         .await;
+    }
+}
+
+/// Retries `call` while it fails in the conversion webhook, for up to two minutes: OLM re-applies
+/// the bundle's placeholder conversion config for a moment after it installs or upgrades, before
+/// writing its own again.
+async fn while_olm_settles<T, F, Fut>(what: &str, mut call: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        match call().await {
+            Ok(result) => return result,
+            Err(e)
+                if e.to_string().contains("conversion webhook")
+                    && started.elapsed() < Duration::from_secs(120) =>
+            {
+                println!("{what}: retrying while OLM settles the CRDs: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("{what}: {e}"),
+        }
     }
 }
 
@@ -818,13 +858,12 @@ async fn operatorhub_install_from_the_stable_channel() {
         .clone();
     let namespace = env.plane.namespace("hub").await.unwrap();
     let clusters = tusk_api(&env.client, &namespace, "PostgresCluster", "v1");
-    clusters
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(example.clone()).unwrap(),
-        )
-        .await
-        .unwrap();
+    let object: DynamicObject = serde_json::from_value(example.clone()).unwrap();
+    let post = PostParams::default();
+    while_olm_settles("creating the alm-examples cluster", || {
+        clusters.create(&post, &object)
+    })
+    .await;
     let name = example["metadata"]["name"].as_str().unwrap().to_owned();
     eventually(
         "the alm-examples PostgresCluster to be Ready",
@@ -840,10 +879,8 @@ async fn operatorhub_install_from_the_stable_channel() {
     )
     .await;
     // Reading it at v1alpha1 goes apiserver -> Service -> egress proxy -> the local webhook.
-    let old = tusk_api(&env.client, &namespace, "PostgresCluster", "v1alpha1")
-        .get(&name)
-        .await
-        .unwrap();
+    let old_api = tusk_api(&env.client, &namespace, "PostgresCluster", "v1alpha1");
+    let old = while_olm_settles("reading it at v1alpha1", || old_api.get(&name)).await;
     assert_eq!(value(&old)["spec"]["replicas"], example["spec"]["instances"]);
     let ip = Api::<k8s_openapi::api::core::v1::Service>::namespaced(env.client.clone(), OPERATORS_NAMESPACE)
         .get(SERVICE)
@@ -1063,13 +1100,10 @@ async fn uninstall_keeps_crds_and_objects_and_unhooks_conversion() {
         &std::fs::read_to_string(repo().join("config/samples/postgrescluster.yaml")).unwrap(),
     )
     .unwrap();
-    tusk_api(&env.client, &namespace, "PostgresCluster", "v1")
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(sample.clone()).unwrap(),
-        )
-        .await
-        .unwrap();
+    let clusters = tusk_api(&env.client, &namespace, "PostgresCluster", "v1");
+    let object: DynamicObject = serde_json::from_value(sample.clone()).unwrap();
+    let post = PostParams::default();
+    while_olm_settles("creating the sample cluster", || clusters.create(&post, &object)).await;
 
     // OLM re-creates a deleted CSV while the InstallPlan that made it is still executing, so
     // the uninstall starts once the plan is Complete, as an administrator's would.
@@ -1123,21 +1157,38 @@ async fn uninstall_keeps_crds_and_objects_and_unhooks_conversion() {
     > = Api::all(env.client.clone());
     for (_, plural, _) in KINDS {
         let name = format!("{plural}.tusk.dev");
-        let crd = eventually(
-            &format!("{name} to stop converting through the removed Service"),
-            INSTALL,
-            || async {
-                let crd = crds.get(&name).await.ok()?;
-                let strategy = crd
-                    .spec
-                    .conversion
-                    .as_ref()
-                    .map(|c| c.strategy.clone())
-                    .unwrap_or_default();
-                (strategy != "Webhook").then_some(crd)
-            },
-        )
-        .await;
+        let deadline = std::time::Instant::now() + INSTALL;
+        let crd = loop {
+            let crd = crds.get(&name).await.unwrap();
+            let strategy = crd
+                .spec
+                .conversion
+                .as_ref()
+                .map(|c| c.strategy.clone())
+                .unwrap_or_default();
+            if strategy != "Webhook" {
+                break crd;
+            }
+            if std::time::Instant::now() > deadline {
+                let writers: Vec<String> = crd
+                    .metadata
+                    .managed_fields
+                    .iter()
+                    .flatten()
+                    .map(|m| format!("{:?} {:?} {:?}", m.manager, m.operation, m.time))
+                    .collect();
+                panic!(
+                    "{name} still converts through {:?} after uninstall; written by {writers:#?}\n{}",
+                    crd.spec
+                        .conversion
+                        .and_then(|c| c.webhook)
+                        .and_then(|w| w.client_config)
+                        .and_then(|c| c.service),
+                    env.olm.log_tail(20)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
         println!(
             "{name} after uninstall: conversion {:?}",
             crd.spec.conversion.map(|c| c.strategy)
