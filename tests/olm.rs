@@ -727,7 +727,9 @@ async fn operatorhub_install_from_the_stable_channel() {
         .await;
     assert_eq!(plan["status"]["phase"], "Complete", "{:#}", plan["status"]);
 
-    // The CRDs convert through the Service OLM made, with OLM's CA.
+    // The CRDs convert through the Service OLM made, with OLM's CA, once OLM has settled them
+    // (it may re-apply the bundle's placeholder after the CSV is Succeeded).
+    env.conversion_through_olm().await;
     let crds: Api<DynamicObject> = Api::all_with(
         env.client.clone(),
         &ApiResource::from_gvk_with_plural(
@@ -1117,10 +1119,18 @@ async fn uninstall_keeps_crds_and_objects_and_unhooks_conversion() {
         .finished_plan(subscription["status"]["installPlanRef"]["name"].as_str().unwrap())
         .await;
     assert_eq!(plan["status"]["phase"], "Complete", "{:#}", plan["status"]);
-    olm_api(&env.client, OPERATORS_NAMESPACE, "Subscription", "subscriptions")
+    let subscriptions = olm_api(&env.client, OPERATORS_NAMESPACE, "Subscription", "subscriptions");
+    subscriptions
         .delete(PACKAGE, &DeleteParams::default())
         .await
         .unwrap();
+    // The CSV goes only once the Subscription is gone: while OLM still sees the Subscription it
+    // may install its CSV again.
+    eventually("the Subscription to be gone", INSTALL, || async {
+        subscriptions.get(PACKAGE).await.is_err().then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     olm_api(
         &env.client,
         OPERATORS_NAMESPACE,
