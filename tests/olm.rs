@@ -15,7 +15,7 @@ mod support;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::Duration,
 };
 
@@ -95,13 +95,19 @@ crds:
     inputs
 }
 
-/// Writes `inputs`' bundles and catalog under `root`, as `cargo xtask generate` would.
-fn write_generated(inputs: &Inputs, root: &Path) {
+/// What `cargo xtask validate` finds wrong with the bundles and catalog `inputs` generate.
+fn validation_errors(inputs: &Inputs) -> Vec<String> {
+    let root = tempfile::tempdir().unwrap();
     for file in xtask::olm::generate(inputs) {
-        let path = root.join(&file.path);
+        let path = root.path().join(&file.path);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, file.contents).unwrap();
     }
+    xtask::olm::validate::validate(root.path())
+        .into_iter()
+        .filter(|f| f.level == xtask::olm::validate::Level::Error)
+        .map(|f| f.to_string())
+        .collect()
 }
 
 /// One control plane with OLM, the egress proxy and a catalog; the local operator on demand.
@@ -979,13 +985,7 @@ async fn channel_upgrades_across_crd_versions_keep_every_object() {
 
     // Before migration, the next release may not drop v1alpha1: `cargo xtask validate` says so.
     let next = inputs_with_drop("1.0.0");
-    let root = tempfile::tempdir().unwrap();
-    write_generated(&next, root.path());
-    let refused: Vec<String> = xtask::olm::validate::validate(root.path())
-        .into_iter()
-        .filter(|f| f.level == xtask::olm::validate::Level::Error)
-        .map(|f| f.to_string())
-        .collect();
+    let refused = validation_errors(&next);
     assert!(
         refused.iter().any(|f| f.contains("tusk-operator.v1.1.0 drops postgresclusters.tusk.dev v1alpha1, which objects may still be stored in after upgrading from tusk-operator.v1.0.0")),
         "{refused:#?}"
@@ -1224,13 +1224,7 @@ async fn olm_refuses_an_upgrade_that_drops_a_stored_version() {
     let written = Written::create(&env).await;
 
     // `cargo xtask validate` refuses that catalog before it is published...
-    let root = tempfile::tempdir().unwrap();
-    write_generated(&next, root.path());
-    let refused: Vec<String> = xtask::olm::validate::validate(root.path())
-        .into_iter()
-        .filter(|f| f.level == xtask::olm::validate::Level::Error)
-        .map(|f| f.to_string())
-        .collect();
+    let refused = validation_errors(&next);
     let expected = "tusk-operator.v1.1.0 drops postgresclusters.tusk.dev v1alpha1, which objects may still be stored in after upgrading from tusk-operator.v0.1.0";
     assert!(refused.iter().any(|f| f.contains(expected)), "{refused:#?}");
 
