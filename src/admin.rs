@@ -26,7 +26,8 @@ pub struct State {
     pub metrics: Metrics,
 }
 
-fn answer(status: StatusCode, body: String, content_type: &str) -> Response<Full<Bytes>> {
+/// A response with `body`.
+pub fn answer(status: StatusCode, body: String, content_type: &str) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
         .header("content-type", content_type)
@@ -36,6 +37,33 @@ fn answer(status: StatusCode, body: String, content_type: &str) -> Response<Full
 
 /// Serves the admin endpoints on `listener` until `shutdown` completes.
 pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: impl Future<Output = ()>) {
+    let handler = move |path: String| {
+        let state = state.clone();
+        async move {
+            match path.as_str() {
+                "/healthz" => answer(StatusCode::OK, "ok\n".into(), "text/plain"),
+                "/readyz" if state.ready.load(Ordering::Relaxed) => {
+                    answer(StatusCode::OK, "ok\n".into(), "text/plain")
+                }
+                "/readyz" => answer(StatusCode::SERVICE_UNAVAILABLE, "starting\n".into(), "text/plain"),
+                "/metrics" => answer(StatusCode::OK, state.metrics.render(), OPENMETRICS),
+                _ => answer(StatusCode::NOT_FOUND, "not found\n".into(), "text/plain"),
+            }
+        }
+    };
+    serve_http(listener, handler, shutdown).await;
+}
+
+/// The content type of `/metrics`.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Serves plain HTTP on `listener`, answering each request by its path with `handler`, until
+/// `shutdown` completes.
+pub async fn serve_http<H, F>(listener: TcpListener, handler: H, shutdown: impl Future<Output = ()>)
+where
+    H: Fn(String) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -45,27 +73,11 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: impl Futu
             },
             () = &mut shutdown => return,
         };
-        let state = state.clone();
+        let handler = handler.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-                let state = state.clone();
-                async move {
-                    Ok::<_, Infallible>(match request.uri().path() {
-                        "/healthz" => answer(StatusCode::OK, "ok\n".into(), "text/plain"),
-                        "/readyz" if state.ready.load(Ordering::Relaxed) => {
-                            answer(StatusCode::OK, "ok\n".into(), "text/plain")
-                        }
-                        "/readyz" => {
-                            answer(StatusCode::SERVICE_UNAVAILABLE, "starting\n".into(), "text/plain")
-                        }
-                        "/metrics" => answer(
-                            StatusCode::OK,
-                            state.metrics.render(),
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        ),
-                        _ => answer(StatusCode::NOT_FOUND, "not found\n".into(), "text/plain"),
-                    })
-                }
+                let answer = handler(request.uri().path().to_owned());
+                async move { Ok::<_, Infallible>(answer.await) }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)

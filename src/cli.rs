@@ -54,6 +54,20 @@ pub enum Command {
     CopyBinary(CopyBinaryArgs),
     /// Run the instance manager, PID 1 of each PostgreSQL pod.
     Instance(InstanceArgs),
+    /// Promote the replica whose data directory is `--pgdata` to primary, and wait until it
+    /// accepts writes. Run it in the pod (`kubectl exec`), as the user PostgreSQL runs as.
+    Promote(PromoteArgs),
+}
+
+/// Options of `promote`.
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    /// The replica's data directory.
+    #[arg(long, default_value = crate::instance::DEFAULT_PGDATA)]
+    pub pgdata: PathBuf,
+    /// How long to wait for the promotion, such as `60s`.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 /// Options of `run`.
@@ -72,6 +86,10 @@ pub struct RunArgs {
     /// The PostgreSQL image for clusters that name none; `{major}` becomes the major version.
     #[arg(long, default_value = crate::DEFAULT_POSTGRES_IMAGE, env = "TUSK_POSTGRES_IMAGE")]
     pub postgres_image: String,
+    /// The user PostgreSQL pods run as (also their group and `fsGroup`): the `postgres` user of
+    /// the PostgreSQL image. -1 leaves it to the platform (OpenShift's `restricted-v2` SCC).
+    #[arg(long, default_value_t = crate::controller::postgres_cluster::build::DEFAULT_POSTGRES_UID, env = "TUSK_POSTGRES_UID", allow_negative_numbers = true)]
+    pub postgres_uid: i64,
     /// How often every object is reconciled again without any event, such as `5m`.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub resync_interval: Duration,
@@ -99,7 +117,7 @@ pub struct CopyBinaryArgs {
 
 /// Options of `instance`: the contract between the pod the operator builds and the instance
 /// manager.
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 pub struct InstanceArgs {
     /// The `PostgresCluster` this pod belongs to.
     #[arg(long)]
@@ -128,6 +146,33 @@ pub struct InstanceArgs {
     /// Port of `/healthz`, `/readyz` and `/metrics`.
     #[arg(long, default_value_t = 8000)]
     pub status_port: u16,
+    /// The PostgreSQL port.
+    #[arg(long, default_value_t = 5432)]
+    pub postgres_port: u16,
+    /// The pod's IP addresses, comma-separated (the Downward API's `status.podIPs`). PostgreSQL
+    /// and the status endpoints listen on them; without any, on every address.
+    #[arg(long, env = "POD_IPS", value_delimiter = ',')]
+    pub pod_ips: Vec<std::net::IpAddr>,
+    /// Directory of PostgreSQL's Unix socket, shared only within the pod.
+    #[arg(long, default_value = "/var/run/postgresql")]
+    pub socket_dir: PathBuf,
+    /// A replica is ready while it streams and has replayed all but this many bytes of the WAL it
+    /// received.
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    pub max_lag_bytes: u64,
+    /// On SIGTERM, how long a fast shutdown may take before an immediate one. Keep it below the
+    /// pod's termination grace period.
+    #[arg(long, default_value = "45s", value_parser = parse_duration)]
+    pub fast_stop_timeout: Duration,
+    /// `initdb --encoding` for the first primary.
+    #[arg(long, default_value = "UTF8")]
+    pub initdb_encoding: String,
+    /// `initdb --locale` for the first primary.
+    #[arg(long, default_value = "C.UTF-8")]
+    pub initdb_locale: String,
+    /// `initdb --data-checksums` for the first primary.
+    #[arg(long)]
+    pub data_checksums: bool,
 }
 
 /// Options of `migrate-storage`.
@@ -243,8 +288,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    // Colors only on a terminal: a container's log is a file.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -301,11 +349,8 @@ pub async fn main(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             std::fs::set_permissions(&args.to, std::fs::Permissions::from_mode(0o755))?;
             Ok(())
         }
-        Command::Instance(args) => Err(format!(
-            "the instance manager is not part of this build of tusk-operator (pod {}/{}, cluster {})",
-            args.namespace, args.pod_name, args.cluster
-        )
-        .into()),
+        Command::Instance(args) => Ok(crate::instance::run(args).await?),
+        Command::Promote(args) => Ok(crate::instance::promote(&args.pgdata, args.timeout).await?),
         Command::Run(args) => run(args).await,
         Command::Webhook(args) => {
             let server = Server::bind(args.config()).await?;
@@ -358,6 +403,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let config = crate::controller::postgres_cluster::build::BuildConfig {
         operator_image: args.operator_image,
         postgres_image: args.postgres_image,
+        postgres_uid: (args.postgres_uid >= 0).then_some(args.postgres_uid),
     };
     let signal = shutdown_signal();
     tokio::pin!(signal);

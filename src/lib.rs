@@ -4,6 +4,7 @@
 //! - [`api`]: the custom resources, their versions and conversion between them.
 //! - [`webhook`]: the HTTPS conversion webhook the apiserver calls.
 //! - [`crd`]: the CustomResourceDefinitions as Tusk installs them.
+//! - [`instance`]: the instance manager, PID 1 of each PostgreSQL pod.
 //! - [`migrate`]: storage-version migration of stored objects.
 //! - [`controller`]: the controllers `tusk-operator run` hosts.
 //! - [`rbac`]: the permissions the operator needs.
@@ -15,6 +16,7 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod crd;
+pub mod instance;
 pub mod migrate;
 pub mod rbac;
 pub mod webhook;

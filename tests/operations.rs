@@ -40,24 +40,6 @@ async fn start(plane: &ControlPlane, identity: &str, lease: &str) -> Operator {
     start_operator(plane, identity, &args, "debug").await
 }
 
-/// GET `path` on 127.0.0.1:`port`; the status code and body.
-async fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.ok()?;
-    let code = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Some((code, body))
-}
-
 fn cluster(name: &str, instances: i32) -> PostgresCluster {
     serde_json::from_value(json!({
         "apiVersion": "tusk.dev/v1", "kind": "PostgresCluster",
@@ -115,8 +97,8 @@ async fn two_replicas_elect_a_leader_serve_health_and_metrics_and_fail_over() {
     let b = start(plane, "replica-b", "ha").await;
     for op in [&a, &b] {
         eventually("/healthz and /readyz", Duration::from_secs(30), || async {
-            let (h, _) = get(op.status_port, "/healthz").await?;
-            let (r, _) = get(op.status_port, "/readyz").await?;
+            let (h, _) = support::http_get("127.0.0.1", op.status_port, "/healthz").await?;
+            let (r, _) = support::http_get("127.0.0.1", op.status_port, "/readyz").await?;
             (h == 200 && r == 200).then_some(())
         })
         .await;
@@ -141,7 +123,9 @@ async fn two_replicas_elect_a_leader_serve_health_and_metrics_and_fail_over() {
     );
 
     // Only the leader reconciles; its metrics say so.
-    let (_, metrics) = get(a.status_port, "/metrics").await.unwrap();
+    let (_, metrics) = support::http_get("127.0.0.1", a.status_port, "/metrics")
+        .await
+        .unwrap();
     for line in [
         "tusk_reconciles_total{kind=\"PostgresCluster\"}",
         "tusk_reconcile_duration_seconds_bucket{",
@@ -149,7 +133,9 @@ async fn two_replicas_elect_a_leader_serve_health_and_metrics_and_fail_over() {
     ] {
         assert!(metrics.contains(line), "leader /metrics lacks {line}:\n{metrics}");
     }
-    let (_, standby) = get(b.status_port, "/metrics").await.unwrap();
+    let (_, standby) = support::http_get("127.0.0.1", b.status_port, "/metrics")
+        .await
+        .unwrap();
     assert!(
         !standby.contains("tusk_reconciles_total{"),
         "the standby reconciled:\n{standby}"

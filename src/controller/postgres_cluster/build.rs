@@ -49,13 +49,20 @@ pub struct BuildConfig {
     pub operator_image: String,
     /// The PostgreSQL image when a cluster names none; `{major}` is replaced by the version.
     pub postgres_image: String,
+    /// The user (and group, and `fsGroup`) PostgreSQL pods run as: the image's `postgres` user.
+    /// `None` leaves it to the platform, as OpenShift's `restricted-v2` SCC assigns one.
+    pub postgres_uid: Option<i64>,
 }
+
+/// The `postgres` user of the default image (`docker.io/library/postgres`).
+pub const DEFAULT_POSTGRES_UID: i64 = 999;
 
 impl Default for BuildConfig {
     fn default() -> Self {
         Self {
             operator_image: crate::DEFAULT_OPERATOR_IMAGE.to_owned(),
             postgres_image: crate::DEFAULT_POSTGRES_IMAGE.to_owned(),
+            postgres_uid: Some(DEFAULT_POSTGRES_UID),
         }
     }
 }
@@ -167,13 +174,12 @@ pub fn desired_superuser_secret(cluster: &PostgresCluster, password: &str) -> Se
     }
 }
 
-/// Parameters Tusk sets itself. The CRD refuses them in `spec.postgres.parameters`.
+/// Parameters Tusk sets in the ConfigMap. The CRD refuses them in `spec.postgres.parameters`,
+/// together with those the instance manager sets on `postgres`'s command line for its pod
+/// (`listen_addresses`, `port`, `unix_socket_directories`) and the files it places
+/// (`hba_file`, `config_file`, `data_directory`).
 fn managed_parameters() -> BTreeMap<&'static str, String> {
     BTreeMap::from([
-        ("listen_addresses", "'*'".to_owned()),
-        ("port", POSTGRES_PORT.to_string()),
-        ("unix_socket_directories", "'/var/run/postgresql'".to_owned()),
-        ("hba_file", "'/etc/tusk/config/pg_hba.conf'".to_owned()),
         ("password_encryption", "'scram-sha-256'".to_owned()),
         ("wal_level", "'replica'".to_owned()),
         ("hot_standby", "'on'".to_owned()),
@@ -181,7 +187,7 @@ fn managed_parameters() -> BTreeMap<&'static str, String> {
 }
 
 /// Quotes a parameter value for `postgresql.conf`.
-fn conf_value(value: &str) -> String {
+pub fn conf_value(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
 }
 
@@ -195,8 +201,10 @@ pub fn desired_config(cluster: &PostgresCluster) -> ConfigMap {
     for (key, value) in cluster.spec.postgres.parameters.iter().flatten() {
         conf.push_str(&format!("{key} = {}\n", conf_value(value)));
     }
+    // Local connections need the password too: the instance manager has it, and the user a
+    // process in the pod runs as need not be called postgres (OpenShift assigns any UID).
     let hba = "# Written by Tusk.\n\
-               local all all peer\n\
+               local all all scram-sha-256\n\
                host replication all all scram-sha-256\n\
                host all all all scram-sha-256\n";
     ConfigMap {
@@ -277,8 +285,21 @@ pub fn desired_statefulset(
         "--config-dir=/etc/tusk/config".to_owned(),
         "--superuser-password-file=/etc/tusk/superuser/password".to_owned(),
         format!("--primary-host={name}-rw"),
+        format!("--postgres-port={POSTGRES_PORT}"),
         format!("--status-port={STATUS_PORT}"),
+        "--socket-dir=/var/run/postgresql".to_owned(),
     ];
+    if let Some(initdb) = spec.bootstrap.as_ref().and_then(|b| b.initdb.as_ref()) {
+        if let Some(encoding) = &initdb.encoding {
+            instance_args.push(format!("--initdb-encoding={encoding}"));
+        }
+        if let Some(locale) = &initdb.locale {
+            instance_args.push(format!("--initdb-locale={locale}"));
+        }
+        if initdb.data_checksums == Some(true) {
+            instance_args.push("--data-checksums".to_owned());
+        }
+    }
     if spec.storage.wal.is_some() {
         instance_args.push("--waldir=/var/lib/postgresql/wal/pg_wal".to_owned());
     }
@@ -294,6 +315,15 @@ pub fn desired_statefulset(
             "failureThreshold": failures,
         })
     };
+    let mut pod_security = json!({
+        "runAsNonRoot": true,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    });
+    if let Some(uid) = config.postgres_uid {
+        pod_security["runAsUser"] = json!(uid);
+        pod_security["runAsGroup"] = json!(uid);
+        pod_security["fsGroup"] = json!(uid);
+    }
     let mut statefulset: StatefulSet = serde_json::from_value(json!({
         "spec": {
             "replicas": spec.instances.unwrap_or(1),
@@ -312,10 +342,7 @@ pub fn desired_statefulset(
                     "automountServiceAccountToken": false,
                     "enableServiceLinks": false,
                     "terminationGracePeriodSeconds": 60,
-                    "securityContext": {
-                        "runAsNonRoot": true,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
+                    "securityContext": pod_security,
                     "initContainers": [{
                         "name": "install-tusk",
                         "image": config.operator_image,
@@ -332,6 +359,7 @@ pub fn desired_statefulset(
                         "env": [
                             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                             {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                            {"name": "POD_IPS", "valueFrom": {"fieldRef": {"fieldPath": "status.podIPs"}}},
                         ],
                         "ports": [
                             {"name": "postgres", "containerPort": POSTGRES_PORT},

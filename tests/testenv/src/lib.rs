@@ -10,6 +10,8 @@
 //! of a catalog. [`ConnectProxy`] lets kube-apiserver reach a webhook behind a Service: it
 //! tunnels the apiserver's `cluster` egress to processes on loopback.
 //!
+//! [`postgres`] runs real PostgreSQL servers (15 and 18, from `hack/postgres.sh`) on loopback.
+//!
 //! Every component runs under a small supervisor whose standard input is a pipe held by the test
 //! process. When the test process ends, however it ends (a normal exit, a panic, SIGKILL), the pipe
 //! closes and the supervisor stops its component, so no process outlives the test.
@@ -18,6 +20,8 @@ pub mod connect;
 pub mod control_plane;
 pub mod olm;
 pub mod pki;
+pub mod pod;
+pub mod postgres;
 pub mod process;
 pub mod toolchain;
 

@@ -1,0 +1,320 @@
+//! The data plane for real: the real operator builds a cluster's StatefulSet on the real control
+//! plane, and its pods run as local processes (`tusk_testenv::pod`): the init container copies
+//! `tusk-operator`, the main container runs `tusk-operator instance` with the image's PostgreSQL
+//! mapped to PostgreSQL 15 from Debian or PostgreSQL 18 from registry binaries. The primary runs
+//! `initdb`, two replicas `pg_basebackup` from it and stream; restarts reuse the data directory;
+//! a replica is promoted on request; a foreign or damaged data directory is refused and kept.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use kube::{Api, api::PostParams};
+use serde_json::json;
+use support::{
+    apiserver::{plane_with_crds, start_operator},
+    eventually,
+    local_cluster::LocalCluster,
+};
+use tusk::api::postgres_cluster::v1::PostgresCluster;
+use tusk_testenv::postgres::Postgres;
+
+/// Starts the operator once for this test binary.
+async fn operator(plane: &tusk_testenv::ControlPlane) {
+    static OPERATOR: tokio::sync::OnceCell<support::apiserver::Operator> = tokio::sync::OnceCell::const_new();
+    OPERATOR
+        .get_or_init(|| async {
+            let args = ["--resync-interval=5s".to_owned()];
+            start_operator(plane, "tusk-operator", &args, "info,kube=warn").await
+        })
+        .await;
+}
+
+/// A namespace with a cluster of `instances` running PostgreSQL `major`; no pod runs yet.
+async fn cluster(prefix: &str, major: u32, instances: i32) -> LocalCluster {
+    let postgres = Postgres::get(major).unwrap_or_else(|e| panic!("PostgreSQL {major}: {e}"));
+    let plane = plane_with_crds().await;
+    operator(plane).await;
+    let client = plane.client().await.unwrap();
+    let ns = plane.namespace(prefix).await.unwrap();
+    let cluster: PostgresCluster = serde_json::from_value(json!({
+        "apiVersion": "tusk.dev/v1", "kind": "PostgresCluster",
+        "metadata": {"name": "db"},
+        "spec": {
+            "postgres": {"version": major, "parameters": {"wal_keep_size": "64MB"}},
+            "instances": instances,
+            "storage": {"data": {"size": "1Gi"}},
+        },
+    }))
+    .unwrap();
+    Api::<PostgresCluster>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &cluster)
+        .await
+        .unwrap();
+    LocalCluster::new(&client, &ns, "db", postgres).await
+}
+
+async fn count(db: &tokio_postgres::Client, marker: &str) -> i64 {
+    db.query_one("SELECT count(*) FROM rows WHERE marker = $1", &[&marker])
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or(0)
+}
+
+/// Inserts a row on `primary` and waits for every replica to show it; returns the slowest delay.
+async fn replicate(c: &LocalCluster, primary: i32, replicas: &[i32], marker: &str) -> Duration {
+    let db = c.connect(primary).await.unwrap();
+    db.execute("INSERT INTO rows (marker) VALUES ($1)", &[&marker])
+        .await
+        .unwrap();
+    let written = Instant::now();
+    let mut slowest = Duration::ZERO;
+    for &r in replicas {
+        let replica = c.connect(r).await.unwrap();
+        while count(&replica, marker).await == 0 {
+            assert!(
+                written.elapsed() < Duration::from_secs(5),
+                "row {marker} not on replica {r} within 5 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        slowest = slowest.max(written.elapsed());
+    }
+    slowest
+}
+
+async fn primary_and_two_replicas(major: u32) {
+    let mut c = cluster(&format!("stream{major}"), major, 3).await;
+    let ready = Duration::from_secs(120);
+    c.start(0).await;
+    c.wait_ready(0, ready).await;
+    let primary = c.connect(0).await.unwrap();
+    let version: String = primary
+        .query_one("SHOW server_version", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(version.starts_with(&major.to_string()), "{version}");
+    // The superuser password is the Secret's, checked with SCRAM.
+    let verifier: String = primary
+        .query_one(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = 'postgres'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(verifier.starts_with("SCRAM-SHA-256$"), "{verifier}");
+    let wrong = tokio_postgres::Config::new()
+        .host(c.ip(0).to_string())
+        .port(5432)
+        .user("postgres")
+        .password("not-the-password")
+        .dbname("postgres")
+        .connect(tokio_postgres::NoTls)
+        .await;
+    assert!(wrong.is_err(), "a wrong password is refused");
+    primary
+        .batch_execute("CREATE TABLE rows (id serial PRIMARY KEY, marker text NOT NULL)")
+        .await
+        .unwrap();
+    primary
+        .execute("INSERT INTO rows (marker) VALUES ('before replicas')", &[])
+        .await
+        .unwrap();
+
+    for r in [1, 2] {
+        c.start(r).await;
+    }
+    for r in [1, 2] {
+        c.wait_ready(r, ready).await;
+        let replica = c.connect(r).await.unwrap();
+        assert_eq!(
+            count(&replica, "before replicas").await,
+            1,
+            "replica {r} copied the primary"
+        );
+        let writable = replica.batch_execute("CREATE TABLE nope (i int)").await;
+        let refused = writable.unwrap_err();
+        let message = refused
+            .as_db_error()
+            .map(|e| e.message().to_owned())
+            .unwrap_or_default();
+        assert!(message.contains("read-only transaction"), "{refused:?}");
+    }
+    let streams: i64 = primary
+        .query_one(
+            "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(streams, 2, "both replicas stream from the primary");
+    let slowest = replicate(&c, 0, &[1, 2], "streamed").await;
+    println!("PostgreSQL {major}: a row written on the primary was on both replicas after {slowest:?}");
+
+    // Endpoints: liveness, and metrics with the role, lag, connections, sizes and transactions.
+    assert_eq!(c.status(1, "/healthz").await.unwrap().0, 200);
+    let (_, metrics) = c.status(1, "/metrics").await.unwrap();
+    for line in [
+        "tusk_instance_up 1",
+        "tusk_instance_role{role=\"replica\"} 1",
+        "tusk_instance_streaming 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
+    assert!(
+        metrics.contains("tusk_instance_replication_lag_bytes "),
+        "{metrics}"
+    );
+    let (_, metrics) = c.status(0, "/metrics").await.unwrap();
+    for line in [
+        "tusk_instance_role{role=\"primary\"} 1",
+        "tusk_instance_connections{state=",
+        "tusk_instance_database_size_bytes{database=\"postgres\"}",
+        "tusk_instance_transactions_total{database=\"postgres\",outcome=\"commit\"}",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
+
+    // A replica restarts on its data directory and catches up.
+    let stopped = c.stop(1);
+    let log = stopped.main.log_tail(200);
+    assert!(
+        log.contains("fast shutdown") && log.contains("postgres stopped"),
+        "{log}"
+    );
+    primary
+        .execute("INSERT INTO rows (marker) VALUES ('while 1 was down')", &[])
+        .await
+        .unwrap();
+    c.start(1).await;
+    c.wait_ready(1, ready).await;
+    let log = c.pods[&1].main.log_tail(200);
+    let log = log.rsplit("instance manager started").next().unwrap();
+    assert!(
+        log.contains("reusing the data directory") && !log.contains("pg_basebackup"),
+        "{log}"
+    );
+    let replica = c.connect(1).await.unwrap();
+    eventually(
+        "the restarted replica to catch up",
+        Duration::from_secs(10),
+        || async { (count(&replica, "while 1 was down").await == 1).then_some(()) },
+    )
+    .await;
+    replicate(&c, 0, &[1, 2], "after restart").await;
+
+    // The primary goes away; replica 2 is promoted on request and takes writes.
+    c.stop(0);
+    let pgdata = c.claim_dir(2, "data").join("pgdata");
+    let mut promote = std::process::Command::new(env!("CARGO_BIN_EXE_tusk-operator"));
+    promote.args(["promote", &format!("--pgdata={}", pgdata.display())]);
+    promote.env("PATH", c.postgres.bin_dir());
+    if let Some((uid, gid)) = tusk_testenv::postgres::unprivileged_user() {
+        use std::os::unix::process::CommandExt;
+        promote.uid(uid).gid(gid);
+    }
+    let out = promote.output().unwrap();
+    assert!(
+        out.status.success(),
+        "promote: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let promoted = c.connect(2).await.unwrap();
+    promoted
+        .execute("INSERT INTO rows (marker) VALUES ('on the new primary')", &[])
+        .await
+        .unwrap();
+    assert_eq!(count(&promoted, "after restart").await, 1);
+    let (_, metrics) = c.status(2, "/metrics").await.unwrap();
+    assert!(
+        metrics.contains("tusk_instance_role{role=\"primary\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        !pgdata.join("standby.signal").exists(),
+        "a promoted instance restarts as a primary"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_15_primary_and_two_replicas_stream() {
+    primary_and_two_replicas(15).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_18_primary_and_two_replicas_stream() {
+    primary_and_two_replicas(18).await;
+}
+
+/// Waits for the pod's instance manager to exit, and returns its log.
+async fn exits(c: &LocalCluster, ordinal: i32) -> String {
+    let pod = &c.pods[&ordinal];
+    eventually(
+        "the instance manager to refuse the data directory",
+        Duration::from_secs(30),
+        || async { (!pod.main.alive()).then_some(()) },
+    )
+    .await;
+    pod.main.log_tail(50)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_foreign_or_damaged_data_directory_is_refused_and_kept() {
+    let mut c = cluster("foreign", 15, 1).await;
+    // Something that is not a data directory.
+    let pgdata = c.claim_dir(0, "data").join("pgdata");
+    std::fs::create_dir_all(&pgdata).unwrap();
+    std::fs::write(pgdata.join("notes.txt"), "mine").unwrap();
+    tusk_testenv::postgres::chown_for_postgres(&c.claim_dir(0, "data")).unwrap();
+    c.start(0).await;
+    let log = exits(&c, 0).await;
+    assert!(
+        log.contains("is not a PostgreSQL data directory (it has no PG_VERSION)"),
+        "{log}"
+    );
+    assert_eq!(std::fs::read_to_string(pgdata.join("notes.txt")).unwrap(), "mine");
+    assert_eq!(
+        std::fs::read_dir(&pgdata).unwrap().count(),
+        1,
+        "nothing was added or removed"
+    );
+    c.stop(0);
+
+    // A real data directory, then another cluster's, then a damaged one.
+    std::fs::remove_dir_all(&pgdata).unwrap();
+    c.start(0).await;
+    c.wait_ready(0, Duration::from_secs(60)).await;
+    c.stop(0);
+    let marker = pgdata.join("tusk.cluster");
+    std::fs::write(&marker, "other\n").unwrap();
+    c.start(0).await;
+    let log = exits(&c, 0).await;
+    assert!(
+        log.contains("belongs to PostgresCluster \"other\", not \"db\""),
+        "{log}"
+    );
+    c.stop(0);
+    std::fs::write(&marker, "db\n").unwrap();
+
+    let control = pgdata.join("global/pg_control");
+    let mut bytes = std::fs::read(&control).unwrap();
+    bytes[40] ^= 0xff;
+    std::fs::write(&control, &bytes).unwrap();
+    c.start(0).await;
+    let log = exits(&c, 0).await;
+    assert!(log.contains("is damaged: pg_controldata"), "{log}");
+    assert_eq!(
+        std::fs::read(&control).unwrap(),
+        bytes,
+        "the damaged file is kept as it was"
+    );
+    c.stop(0);
+    bytes[40] ^= 0xff;
+    std::fs::write(&control, &bytes).unwrap();
+    c.start(0).await;
+    c.wait_ready(0, Duration::from_secs(60)).await;
+}

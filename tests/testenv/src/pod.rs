@@ -1,0 +1,389 @@
+//! A pod of a workload the operator built, run as local processes, without a kubelet or a
+//! container runtime: the way to check a pod spec for real on a machine with neither.
+//!
+//! [`LocalPod::start`] takes the pod template as the apiserver stores it and:
+//! - gives each volume a local directory: an `emptyDir` is new at each start; a claim from the
+//!   StatefulSet's `volumeClaimTemplates` lives in the pod's state directory and survives
+//!   restarts (as a PersistentVolume would); a `configMap` or `secret` volume holds the object's
+//!   keys, read from the apiserver;
+//! - resolves each container's `env` (values, the Downward API's `metadata.name`,
+//!   `metadata.namespace`, `status.podIP(s)`, and Secret or ConfigMap keys read from the apiserver);
+//! - maps each image to local programs ([`Image`]): the files the image would have at a path, and
+//!   the `PATH` the image sets;
+//! - rewrites every mount path in the command, arguments and env to its local directory, and every
+//!   Service name given in [`PodRun::hosts`] to the loopback address that stands for it;
+//! - runs the init containers in order, each to success, then the first container in the
+//!   background with only the env the pod spec gives it (and the image's `PATH`), as
+//!   [`PodRun::run_as`] (PostgreSQL refuses to run as root).
+//!
+//! Each pod has its own loopback address ([`PodRun::ip`]), its "pod IP": programs in different
+//! pods can listen on the same port, as in a cluster.
+
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use k8s_openapi::{
+    ByteString,
+    api::core::v1::{ConfigMap, Container, PodTemplateSpec, Secret},
+};
+use kube::{Api, Client};
+
+use crate::{Error, Result, io, process::Supervised};
+
+/// What an image provides, mapped to local files.
+#[derive(Clone, Debug, Default)]
+pub struct Image {
+    /// Absolute paths in the image, and the local files that stand for them.
+    pub files: BTreeMap<String, PathBuf>,
+    /// The image's `PATH`, as local directories.
+    pub path: Vec<PathBuf>,
+}
+
+/// One pod to run.
+#[derive(Clone, Debug)]
+pub struct PodRun {
+    /// The pod's name, such as `db-0`.
+    pub name: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// The template the workload stamps pods from.
+    pub template: PodTemplateSpec,
+    /// Names of the workload's volume claim templates.
+    pub claims: Vec<String>,
+    /// The pod's IP: a loopback address of its own, such as `127.0.10.1`.
+    pub ip: IpAddr,
+    /// The images, by the name the pod spec uses.
+    pub images: BTreeMap<String, Image>,
+    /// Service names (as the pod spec writes them) and the loopback address standing for each.
+    pub hosts: BTreeMap<String, String>,
+    /// Where the pod's claims and logs live; a later run with the same directory reuses them.
+    pub state_dir: PathBuf,
+    /// The user and group to run as, when the test runs as root.
+    pub run_as: Option<(u32, u32)>,
+}
+
+/// A running pod: its main container under a supervisor.
+#[derive(Debug)]
+pub struct LocalPod {
+    /// The main container.
+    pub main: Supervised,
+    /// Mount paths of the main container and their local directories.
+    pub mounts: BTreeMap<String, PathBuf>,
+}
+
+fn component(message: impl Into<String>) -> Error {
+    Error::Component {
+        component: "local pod",
+        message: message.into(),
+    }
+}
+
+fn bytes_of(data: Option<BTreeMap<String, ByteString>>) -> BTreeMap<String, Vec<u8>> {
+    data.unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect()
+}
+
+fn strings_of(data: Option<BTreeMap<String, String>>) -> BTreeMap<String, Vec<u8>> {
+    data.unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.into_bytes()))
+        .collect()
+}
+
+fn chown_tree(path: &Path, owner: Option<(u32, u32)>) -> Result<()> {
+    let Some((uid, gid)) = owner else { return Ok(()) };
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(io(format!("chown {}", path.display())))?;
+    if path.is_dir() && !path.is_symlink() {
+        for entry in std::fs::read_dir(path).map_err(io(format!("reading {}", path.display())))? {
+            let entry = entry.map_err(io(format!("reading {}", path.display())))?;
+            chown_tree(&entry.path(), owner)?;
+        }
+    }
+    Ok(())
+}
+
+fn fresh_dir(path: &Path) -> Result<()> {
+    if path.exists() {
+        std::fs::remove_dir_all(path).map_err(io(format!("removing {}", path.display())))?;
+    }
+    std::fs::create_dir_all(path).map_err(io(format!("creating {}", path.display())))
+}
+
+/// Replaces the longest mount path that `value` starts with by its local directory.
+pub fn map_paths(value: &str, mounts: &BTreeMap<String, PathBuf>) -> String {
+    let hit = mounts
+        .iter()
+        .filter(|(mount, _)| {
+            value
+                .strip_prefix(mount.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+        .max_by_key(|(mount, _)| mount.len());
+    match hit {
+        Some((mount, local)) => format!("{}{}", local.display(), &value[mount.len()..]),
+        None => value.to_owned(),
+    }
+}
+
+/// Maps one argument: `--flag=VALUE` or `VALUE`, where VALUE may start with a mount path or be
+/// a mapped Service name.
+fn map_arg(arg: &str, mounts: &BTreeMap<String, PathBuf>, hosts: &BTreeMap<String, String>) -> String {
+    let (prefix, value) = match arg.split_once('=') {
+        Some((flag, value)) if flag.starts_with("--") => (format!("{flag}="), value),
+        _ => (String::new(), arg),
+    };
+    let value = match hosts.get(value) {
+        Some(ip) => ip.clone(),
+        None => map_paths(value, mounts),
+    };
+    format!("{prefix}{value}")
+}
+
+impl LocalPod {
+    /// Prepares the volumes, runs the init containers, and starts the main container.
+    pub async fn start(client: &Client, run: &PodRun) -> Result<Self> {
+        let spec = run
+            .template
+            .spec
+            .as_ref()
+            .ok_or_else(|| component("the template has no spec"))?;
+        let pod_dir = run.state_dir.join(&run.name);
+        std::fs::create_dir_all(&pod_dir).map_err(io(format!("creating {}", pod_dir.display())))?;
+        // The pod's user must reach its volumes below these directories.
+        for dir in [&run.state_dir, &pod_dir] {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+                .map_err(io(format!("chmod {}", dir.display())))?;
+        }
+        let mut volumes: BTreeMap<String, PathBuf> = BTreeMap::new();
+        for claim in &run.claims {
+            let dir = pod_dir.join("claims").join(claim);
+            std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+            chown_tree(&dir, run.run_as)?;
+            volumes.insert(claim.clone(), dir);
+        }
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &run.namespace);
+        let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &run.namespace);
+        for volume in spec.volumes.iter().flatten() {
+            let dir = pod_dir.join("volumes").join(&volume.name);
+            let data = if volume.empty_dir.is_some() {
+                None
+            } else if let Some(source) = &volume.secret {
+                let name = source.secret_name.clone().unwrap_or_default();
+                Some(bytes_of(secrets.get(&name).await?.data))
+            } else if let Some(source) = &volume.config_map {
+                let cm = configmaps.get(&source.name).await?;
+                Some(strings_of(cm.data))
+            } else {
+                return Err(component(format!(
+                    "volume {}: only emptyDir, secret and configMap volumes (and claim templates) can run locally",
+                    volume.name
+                )));
+            };
+            fresh_dir(&dir)?;
+            for (key, value) in data.into_iter().flatten() {
+                std::fs::write(dir.join(&key), value).map_err(io(format!("writing {key}")))?;
+            }
+            chown_tree(&dir, run.run_as)?;
+            volumes.insert(volume.name.clone(), dir);
+        }
+        let logs = pod_dir.join("logs");
+        for (index, init) in spec.init_containers.iter().flatten().enumerate() {
+            let (program, args, env, _) = Self::prepare(client, run, init, &volumes).await?;
+            let log = logs.join(format!("init-{index}-{}.log", init.name));
+            std::fs::create_dir_all(&logs).map_err(io("creating the log directory"))?;
+            let out = std::fs::File::create(&log).map_err(io(format!("creating {}", log.display())))?;
+            let status = Command::new(&program)
+                .args(&args)
+                .env_clear()
+                .envs(env)
+                .stdout(out.try_clone().map_err(io("log"))?)
+                .stderr(out)
+                .status()
+                .map_err(io(format!("running init container {}", init.name)))?;
+            if !status.success() {
+                return Err(component(format!(
+                    "init container {} failed ({status}): {}",
+                    init.name,
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )));
+            }
+            // The init container ran as root here; the pod's user owns what it wrote.
+            for dir in volumes.values() {
+                chown_tree(dir, run.run_as)?;
+            }
+        }
+        let main = spec
+            .containers
+            .first()
+            .ok_or_else(|| component("the pod has no container"))?;
+        let (program, args, env, mounts) = Self::prepare(client, run, main, &volumes).await?;
+        let mut wrapped = vec!["-i".to_owned()];
+        wrapped.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
+        if let Some((uid, gid)) = run.run_as {
+            wrapped.extend([
+                "/usr/bin/setpriv".to_owned(),
+                format!("--reuid={uid}"),
+                format!("--regid={gid}"),
+                "--clear-groups".to_owned(),
+                "--".to_owned(),
+            ]);
+        }
+        wrapped.push(program.display().to_string());
+        wrapped.extend(args);
+        let main = Supervised::spawn(&pod_dir, &main.name, Path::new("/usr/bin/env"), &wrapped)?;
+        Ok(Self { main, mounts })
+    }
+
+    /// The local program, arguments, environment and mounts of `container`.
+    #[allow(clippy::type_complexity)]
+    async fn prepare(
+        client: &Client,
+        run: &PodRun,
+        container: &Container,
+        volumes: &BTreeMap<String, PathBuf>,
+    ) -> Result<(
+        PathBuf,
+        Vec<String>,
+        Vec<(String, String)>,
+        BTreeMap<String, PathBuf>,
+    )> {
+        let image_name = container.image.clone().unwrap_or_default();
+        let image = run.images.get(&image_name).ok_or_else(|| {
+            component(format!(
+                "container {}: no local mapping for image {image_name}",
+                container.name
+            ))
+        })?;
+        let mut mounts = BTreeMap::new();
+        for mount in container.volume_mounts.iter().flatten() {
+            let local = volumes.get(&mount.name).ok_or_else(|| {
+                component(format!("container {}: no volume {}", container.name, mount.name))
+            })?;
+            mounts.insert(mount.mount_path.clone(), local.clone());
+        }
+        let mut line: Vec<String> = container.command.clone().unwrap_or_default();
+        line.extend(container.args.clone().unwrap_or_default());
+        if line.is_empty() {
+            return Err(component(format!(
+                "container {}: no command (the image's entrypoint is not known here)",
+                container.name
+            )));
+        }
+        let first = line.remove(0);
+        let program = match image.files.get(&first) {
+            Some(local) => local.clone(),
+            None if first.starts_with('/') => PathBuf::from(map_paths(&first, &mounts)),
+            None => image
+                .path
+                .iter()
+                .map(|d| d.join(&first))
+                .find(|p| p.is_file())
+                .ok_or_else(|| {
+                    component(format!(
+                        "container {}: {first} is not in the image",
+                        container.name
+                    ))
+                })?,
+        };
+        let args = line.iter().map(|a| map_arg(a, &mounts, &run.hosts)).collect();
+        let path = std::env::join_paths(&image.path).map_err(|e| component(e.to_string()))?;
+        let mut env = vec![("PATH".to_owned(), path.to_string_lossy().into_owned())];
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &run.namespace);
+        let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &run.namespace);
+        for var in container.env.iter().flatten() {
+            let value = if let Some(value) = &var.value {
+                value.clone()
+            } else if let Some(from) = &var.value_from {
+                if let Some(field) = &from.field_ref {
+                    match field.field_path.as_str() {
+                        "metadata.name" => run.name.clone(),
+                        "metadata.namespace" => run.namespace.clone(),
+                        "status.podIP" | "status.podIPs" => run.ip.to_string(),
+                        other => {
+                            return Err(component(format!(
+                                "env {}: fieldRef {other} is not supported locally",
+                                var.name
+                            )));
+                        }
+                    }
+                } else if let Some(key) = &from.secret_key_ref {
+                    let data = bytes_of(secrets.get(&key.name).await?.data);
+                    String::from_utf8_lossy(data.get(&key.key).ok_or_else(|| {
+                        component(format!(
+                            "env {}: Secret {} has no key {}",
+                            var.name, key.name, key.key
+                        ))
+                    })?)
+                    .into_owned()
+                } else if let Some(key) = &from.config_map_key_ref {
+                    let data = strings_of(configmaps.get(&key.name).await?.data);
+                    String::from_utf8_lossy(data.get(&key.key).ok_or_else(|| {
+                        component(format!(
+                            "env {}: ConfigMap {} has no key {}",
+                            var.name, key.name, key.key
+                        ))
+                    })?)
+                    .into_owned()
+                } else {
+                    return Err(component(format!(
+                        "env {}: this valueFrom is not supported locally",
+                        var.name
+                    )));
+                }
+            } else {
+                String::new()
+            };
+            env.push((var.name.clone(), map_paths(&value, &mounts)));
+        }
+        Ok((program, args, env, mounts))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_hosts_are_mapped_by_longest_mount_and_exact_name() {
+        let mounts = BTreeMap::from([
+            (
+                "/var/lib/postgresql/data".to_owned(),
+                PathBuf::from("/tmp/p/data"),
+            ),
+            (
+                "/var/lib/postgresql/data/extra".to_owned(),
+                PathBuf::from("/tmp/p/extra"),
+            ),
+            ("/etc/tusk/config".to_owned(), PathBuf::from("/tmp/p/config")),
+        ]);
+        let hosts = BTreeMap::from([("db-rw".to_owned(), "127.0.10.1".to_owned())]);
+        assert_eq!(
+            map_arg("--pgdata=/var/lib/postgresql/data/pgdata", &mounts, &hosts),
+            "--pgdata=/tmp/p/data/pgdata"
+        );
+        assert_eq!(
+            map_arg("--x=/var/lib/postgresql/data/extra/a", &mounts, &hosts),
+            "--x=/tmp/p/extra/a"
+        );
+        assert_eq!(
+            map_arg("--x=/var/lib/postgresql/database", &mounts, &hosts),
+            "--x=/var/lib/postgresql/database"
+        );
+        assert_eq!(
+            map_arg("--primary-host=db-rw", &mounts, &hosts),
+            "--primary-host=127.0.10.1"
+        );
+        assert_eq!(
+            map_arg("--primary-host=db-ro", &mounts, &hosts),
+            "--primary-host=db-ro"
+        );
+        assert_eq!(map_arg("/etc/tusk/config", &mounts, &hosts), "/tmp/p/config");
+    }
+}
