@@ -90,6 +90,11 @@ pub struct RunArgs {
     /// the PostgreSQL image. -1 leaves it to the platform (OpenShift's `restricted-v2` SCC).
     #[arg(long, default_value_t = crate::controller::postgres_cluster::build::DEFAULT_POSTGRES_UID, env = "TUSK_POSTGRES_UID", allow_negative_numbers = true)]
     pub postgres_uid: i64,
+    /// A file of `namespace/cluster address:port` lines that maps clusters to SQL endpoints on
+    /// loopback, for an operator run outside Kubernetes (tests, a workstation). Without it, a
+    /// cluster is reached at its `-rw` Service.
+    #[arg(long, env = "TUSK_SQL_ENDPOINTS")]
+    pub sql_endpoints: Option<PathBuf>,
     /// How often every object is reconciled again without any event, such as `5m`.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub resync_interval: Duration,
@@ -409,9 +414,14 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     tokio::pin!(signal);
     let lost = tokio::select! {
         () = elector.acquire() => {
+            let endpoints = match args.sql_endpoints {
+                Some(path) => crate::sql::endpoint::Endpoints::Mapped(path),
+                None => crate::sql::endpoint::Endpoints::InCluster,
+            };
             let controllers = tokio::spawn(crate::controller::run(
                 client,
                 config,
+                endpoints,
                 args.resync_interval,
                 state,
                 until_stopped(stopped.clone()),

@@ -7,6 +7,7 @@
 //! - [`instance`]: the instance manager, PID 1 of each PostgreSQL pod.
 //! - [`migrate`]: storage-version migration of stored objects.
 //! - [`controller`]: the controllers `tusk-operator run` hosts.
+//! - [`sql`]: how the operator reaches clusters over SQL and converges roles and databases.
 //! - [`rbac`]: the permissions the operator needs.
 
 #![forbid(unsafe_code)]
@@ -19,6 +20,7 @@ pub mod crd;
 pub mod instance;
 pub mod migrate;
 pub mod rbac;
+pub mod sql;
 pub mod webhook;
 
 /// The operator image this build of Tusk ships as; pods copy the instance manager from it.

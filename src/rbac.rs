@@ -47,11 +47,17 @@ pub const OPERATOR_RULES: &[Rule] = &[
         ],
         verbs: &["get", "patch", "update"],
     },
-    // Owner references that block deletion need this where OwnerReferencesPermissionEnforcement
-    // is on (as on OpenShift).
+    // Tusk's finalizer on users and databases, so it can drop the role or database first.
     Rule {
         api_groups: &[GROUP],
-        resources: &["postgresclusters/finalizers"],
+        resources: &["postgresusers", "postgresdatabases"],
+        verbs: &["patch"],
+    },
+    // Owner references that block deletion need this where OwnerReferencesPermissionEnforcement
+    // is on (as on OpenShift): clusters own their children, users their binding Secrets.
+    Rule {
+        api_groups: &[GROUP],
+        resources: &["postgresclusters/finalizers", "postgresusers/finalizers"],
         verbs: &["update"],
     },
     // A cluster's children. Server-side apply creates what is missing, so it needs create too.

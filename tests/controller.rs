@@ -494,14 +494,6 @@ async fn kinds_without_a_controller_yet_say_so_in_their_status() {
     let client = plane.client().await.unwrap();
     let ns = plane.namespace("pending").await.unwrap();
     for (kind, spec) in [
-        (
-            "PostgresUser",
-            json!({"cluster": {"name": "db"}, "roleName": "app"}),
-        ),
-        (
-            "PostgresDatabase",
-            json!({"cluster": {"name": "db"}, "owner": "app"}),
-        ),
         ("PostgresBackup", json!({"cluster": {"name": "db"}})),
         (
             "PostgresBackupSchedule",

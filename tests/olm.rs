@@ -195,6 +195,13 @@ async fn keep_pod(
                 format!("--status-listen=127.0.0.1:{}", free_port().unwrap()),
                 format!("--leader-election-namespace={OPERATORS_NAMESPACE}"),
                 "--resync-interval=30s".into(),
+                // No cluster here serves SQL: an empty map keeps the operator from looking up
+                // in-cluster Service names.
+                format!("--sql-endpoints={}", {
+                    let map = dir.join("sql-endpoints");
+                    std::fs::write(&map, "").unwrap();
+                    map.display().to_string()
+                }),
             ],
         };
         let mut env: Vec<(&str, &std::ffi::OsStr)> = Vec::new();

@@ -1,5 +1,5 @@
 //! The operator's Prometheus metrics: reconciles, errors by kind, a reconcile duration histogram
-//! and the number of objects managed, per kind of object.
+//! and the number of objects managed, per kind of object; SQL statements sent to clusters.
 
 use std::time::Duration;
 
@@ -23,6 +23,7 @@ pub struct Metrics {
     errors: Family<Labels, Counter>,
     duration: Family<Labels, Histogram, fn() -> Histogram>,
     managed: Family<Labels, Gauge>,
+    sql_statements: Family<Labels, Counter>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -38,6 +39,12 @@ impl Default for Metrics {
         let duration =
             Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(duration_histogram);
         let managed = Family::<Labels, Gauge>::default();
+        let sql_statements = Family::<Labels, Counter>::default();
+        registry.register(
+            "sql_statements",
+            "SQL statements sent to clusters, by kind: read (queries) or write (anything that changes something)",
+            sql_statements.clone(),
+        );
         registry.register(
             "reconciles",
             "Reconciles run, by kind of object",
@@ -64,6 +71,7 @@ impl Default for Metrics {
             errors,
             duration,
             managed,
+            sql_statements,
         }
     }
 }
@@ -91,6 +99,11 @@ impl Metrics {
         self.managed
             .get_or_create(&kind_label(kind))
             .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// The counter of SQL statements, by kind (`read` or `write`), shared with the connections.
+    pub fn sql_statements(&self) -> Family<Labels, Counter> {
+        self.sql_statements.clone()
     }
 
     /// The metrics in Prometheus' text format.

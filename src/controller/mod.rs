@@ -2,11 +2,15 @@
 //! (pure), applies (server-side apply, no request when nothing changed) and writes status.
 
 pub mod apply;
+pub mod condition;
 pub mod leader;
 pub mod metrics;
 pub mod password;
 pub mod pending;
 pub mod postgres_cluster;
+pub mod postgres_database;
+pub mod postgres_user;
+pub mod sql_target;
 
 use std::{collections::HashMap, sync::Arc, sync::Mutex, time::Duration};
 
@@ -34,6 +38,9 @@ use crate::api::{
 /// thousand new clusters would all reconcile at once and hold a thousand responses in memory.
 pub const MAX_CONCURRENT_RECONCILES: u16 = 16;
 
+/// A role on a cluster endpoint.
+pub type VerifiedKey = (crate::sql::endpoint::Endpoint, String);
+
 /// Shared by every reconcile.
 pub struct Context {
     /// The client, with the operator's own credentials.
@@ -44,6 +51,14 @@ pub struct Context {
     pub resync: Duration,
     /// Health and metrics.
     pub state: Arc<crate::admin::State>,
+    /// How the operator reaches each cluster's SQL endpoint.
+    pub endpoints: crate::sql::endpoint::Endpoints,
+    /// Open connections to clusters.
+    pub connections: crate::sql::connections::Connections,
+    /// Roles whose stored verifier was checked against their password: (endpoint, role) to
+    /// (verifier, SHA-256 of the password). A role whose verifier and password are unchanged
+    /// is not checked again (a check costs 4096 HMAC rounds).
+    pub verified: Mutex<HashMap<VerifiedKey, (String, [u8; 32])>>,
     /// Consecutive failures per object, for backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -53,14 +68,19 @@ impl Context {
     pub fn new(
         client: Client,
         config: BuildConfig,
+        endpoints: crate::sql::endpoint::Endpoints,
         resync: Duration,
         state: Arc<crate::admin::State>,
     ) -> Self {
+        let connections = crate::sql::connections::Connections::new(state.metrics.sql_statements());
         Self {
             client,
             config,
             resync,
             state,
+            endpoints,
+            connections,
+            verified: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -86,6 +106,12 @@ pub enum Error {
         /// The Secret.
         secret: String,
     },
+    /// SQL failed in a way a retry may fix (the cluster did not answer, or refused a statement).
+    #[error(transparent)]
+    Sql(#[from] crate::sql::connections::SqlError),
+    /// Adding or removing Tusk's finalizer failed.
+    #[error("finalizer: {0}")]
+    Finalizer(String),
 }
 
 impl Error {
@@ -100,6 +126,8 @@ impl Error {
             Self::Kube { .. } => "kube",
             Self::NotNamespaced => "not_namespaced",
             Self::InvalidSecret { .. } => "invalid_secret",
+            Self::Sql(_) => "sql",
+            Self::Finalizer(_) => "finalizer",
         }
     }
 }
@@ -110,21 +138,77 @@ pub fn backoff(failures: u32) -> Duration {
     Duration::from_secs(secs.min(300))
 }
 
-fn key(cluster: &PostgresCluster) -> String {
-    format!(
-        "{}/{}",
-        cluster.namespace().unwrap_or_default(),
-        cluster.name_any()
-    )
+fn key<K: kube::Resource>(object: &K) -> String {
+    format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any())
 }
 
-fn error_policy(cluster: Arc<PostgresCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy<K: kube::Resource<DynamicType = ()>>(
+    object: Arc<K>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
     let mut failures = ctx.failures.lock().expect("the failure map is never poisoned");
-    let count = failures.entry(key(&cluster)).or_insert(0);
+    let count = failures
+        .entry(format!("{}/{}", K::kind(&()), key(object.as_ref())))
+        .or_insert(0);
     *count += 1;
     let delay = backoff(*count);
-    warn!(name = %cluster.name_any(), error = %error, label = error.metric_label(), retry_in = ?delay, "reconcile failed");
+    warn!(name = %object.name_any(), error = %error, label = error.metric_label(), retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
+}
+
+/// Runs `controller` with `reconcile` until `shutdown`: at most [`MAX_CONCURRENT_RECONCILES`]
+/// at once, each counted in the metrics, failures retried with [`backoff`].
+async fn drive<K, R, Fut>(
+    controller: Controller<K>,
+    ctx: Arc<Context>,
+    reconcile: R,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    R: Fn(Arc<K>, Arc<Context>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Action, Error>> + Send + 'static,
+{
+    let store = controller.store();
+    let reconcile = Arc::new(reconcile);
+    let kind = K::kind(&()).into_owned();
+    controller
+        .with_config(kube::runtime::controller::Config::default().concurrency(MAX_CONCURRENT_RECONCILES))
+        .graceful_shutdown_on(shutdown)
+        .run(
+            move |object, ctx: Arc<Context>| {
+                let (store, reconcile, kind) = (store.clone(), reconcile.clone(), kind.clone());
+                async move {
+                    let key = format!("{kind}/{}", key(object.as_ref()));
+                    let started = std::time::Instant::now();
+                    let result = reconcile(object, ctx.clone()).await;
+                    let metrics = &ctx.state.metrics;
+                    metrics.reconciled(
+                        &kind,
+                        started.elapsed(),
+                        result.as_ref().err().map(Error::metric_label),
+                    );
+                    metrics.managing(&kind, store.state().len());
+                    if result.is_ok() {
+                        ctx.failures
+                            .lock()
+                            .expect("the failure map is never poisoned")
+                            .remove(&key);
+                    }
+                    result
+                }
+            },
+            error_policy,
+            ctx,
+        )
+        .for_each(|_| async {})
+        .await;
 }
 
 /// Completes once `true` is sent on the channel `stop` belongs to, or its sender is gone: how one
@@ -137,11 +221,12 @@ pub async fn until_stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
 pub async fn run(
     client: Client,
     config: BuildConfig,
+    endpoints: crate::sql::endpoint::Endpoints,
     resync: Duration,
     state: Arc<crate::admin::State>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let ctx = Arc::new(Context::new(client.clone(), config, resync, state));
+    let ctx = Arc::new(Context::new(client.clone(), config, endpoints, resync, state));
     // Children only trigger reconciles of their owner; reconcile reads what it needs. So they are
     // watched as metadata only, only when Tusk manages them, and not cached: the operator's
     // memory then grows with the number of clusters, not with the number of their children.
@@ -163,7 +248,7 @@ pub async fn run(
             .default_backoff()
             .touched_objects()
     }
-    let controller = Controller::new(
+    let clusters = Controller::new(
         Api::<PostgresCluster>::all(client.clone()),
         watcher::Config::default(),
     )
@@ -173,61 +258,75 @@ pub async fn run(
     .owns_stream(children::<Service>(&client, &managed))
     .owns_stream(children::<ServiceAccount>(&client, &managed))
     .owns_stream(children::<PodDisruptionBudget>(&client, &managed));
-    let clusters = controller.store();
+    let users = Controller::new(
+        Api::<PostgresUser>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns_stream(children::<Secret>(&client, &managed));
+    // A user's own password Secret is not Tusk's: every Secret's metadata is watched, and a change
+    // reconciles the PostgresUsers that name it.
+    let user_store = users.store();
+    let users = users.watches_stream(
+        watcher(
+            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .touched_objects(),
+        move |secret| {
+            let namespace = secret.namespace();
+            let name = secret.name_any();
+            user_store
+                .state()
+                .into_iter()
+                .filter(|u| {
+                    u.namespace() == namespace
+                        && u.spec.password_secret.as_ref().is_some_and(|p| p.name == name)
+                })
+                .map(|u| kube::runtime::reflector::ObjectRef::from_obj(u.as_ref()))
+                .collect::<Vec<_>>()
+        },
+    );
+    let databases = Controller::new(
+        Api::<PostgresDatabase>::all(client.clone()),
+        watcher::Config::default(),
+    );
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let pending = [
-        tokio::spawn(pending::run::<PostgresUser>(
-            ctx.clone(),
-            until_stopped(stopped.clone()),
-        )),
-        tokio::spawn(pending::run::<PostgresDatabase>(
-            ctx.clone(),
-            until_stopped(stopped.clone()),
-        )),
         tokio::spawn(pending::run::<PostgresBackup>(
             ctx.clone(),
             until_stopped(stopped.clone()),
         )),
         tokio::spawn(pending::run::<PostgresBackupSchedule>(
             ctx.clone(),
-            until_stopped(stopped),
+            until_stopped(stopped.clone()),
         )),
     ];
     let shutdown = async move {
         shutdown.await;
         let _ = stop.send(true);
     };
-    controller
-        .with_config(kube::runtime::controller::Config::default().concurrency(MAX_CONCURRENT_RECONCILES))
-        .graceful_shutdown_on(shutdown)
-        .run(
-            move |cluster, ctx: Arc<Context>| {
-                let clusters = clusters.clone();
-                async move {
-                    let key = key(&cluster);
-                    let started = std::time::Instant::now();
-                    let result = postgres_cluster::reconcile(cluster, ctx.clone()).await;
-                    let metrics = &ctx.state.metrics;
-                    metrics.reconciled(
-                        "PostgresCluster",
-                        started.elapsed(),
-                        result.as_ref().err().map(Error::metric_label),
-                    );
-                    metrics.managing("PostgresCluster", clusters.state().len());
-                    if result.is_ok() {
-                        ctx.failures
-                            .lock()
-                            .expect("the failure map is never poisoned")
-                            .remove(&key);
-                    }
-                    result
-                }
-            },
-            error_policy,
-            ctx,
-        )
-        .for_each(|_| async {})
-        .await;
+    tokio::join!(
+        drive(
+            clusters,
+            ctx.clone(),
+            postgres_cluster::reconcile,
+            until_stopped(stopped.clone())
+        ),
+        drive(
+            users,
+            ctx.clone(),
+            postgres_user::reconcile,
+            until_stopped(stopped.clone())
+        ),
+        drive(
+            databases,
+            ctx.clone(),
+            postgres_database::reconcile,
+            until_stopped(stopped)
+        ),
+        shutdown,
+    );
     for task in pending {
         let _ = task.await;
     }

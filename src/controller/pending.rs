@@ -1,5 +1,5 @@
-//! The kinds whose controllers are not in this build yet (`PostgresUser`, `PostgresDatabase`,
-//! `PostgresBackup`, `PostgresBackupSchedule`). They are watched, counted in the metrics, and
+//! The kinds whose controllers are not in this build yet (`PostgresBackup`,
+//! `PostgresBackupSchedule`). They are watched, counted in the metrics, and
 //! told so in their status: `Ready` is `Unknown` with reason `NotReconciled`, at the object's
 //! generation. Nothing else is touched.
 

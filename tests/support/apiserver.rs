@@ -180,6 +180,20 @@ pub struct Operator {
     pub status_port: u16,
     /// Its log.
     pub log: PathBuf,
+    /// Its `--sql-endpoints` file; [`Operator::map_cluster`] adds to it.
+    pub sql_endpoints: PathBuf,
+}
+
+impl Operator {
+    /// Makes the operator reach `namespace`/`cluster` at `address` (loopback).
+    pub fn map_cluster(&self, namespace: &str, cluster: &str, address: std::net::SocketAddr) {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.sql_endpoints)
+            .unwrap();
+        writeln!(file, "{namespace}/{cluster} {address}").unwrap();
+    }
 }
 
 /// Starts the real operator binary as `name` on loopback with its generated RBAC (never admin),
@@ -198,12 +212,17 @@ pub async fn start_operator(
     std::fs::write(dir.join("tls.crt"), cert.cert_pem).unwrap();
     std::fs::write(dir.join("tls.key"), cert.key_pem).unwrap();
     let status_port = free_port().unwrap();
+    // Clusters whose pods run locally are added as tests start their PostgreSQL; until then the
+    // map is empty, and the operator never looks up in-cluster Service names.
+    let sql_endpoints = dir.join("sql-endpoints");
+    std::fs::write(&sql_endpoints, "").unwrap();
     let mut args = vec![
         "run".to_owned(),
         format!("--listen=127.0.0.1:{}", free_port().unwrap()),
         format!("--cert-dir={}", dir.display()),
         format!("--status-listen=127.0.0.1:{status_port}"),
         format!("--leader-election-namespace={OPERATOR_NAMESPACE}"),
+        format!("--sql-endpoints={}", sql_endpoints.display()),
     ];
     args.extend_from_slice(extra_args);
     let process = tusk_testenv::process::Supervised::spawn_with_env(
@@ -221,5 +240,6 @@ pub async fn start_operator(
         process,
         status_port,
         log: dir.join("logs").join(format!("{name}.log")),
+        sql_endpoints,
     }
 }

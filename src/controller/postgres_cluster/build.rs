@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::{
-    ByteString,
     api::{
         apps::v1::StatefulSet,
         core::v1::{ConfigMap, Secret, Service, ServiceAccount},
@@ -149,27 +148,23 @@ fn meta(cluster: &PostgresCluster, name: String) -> ObjectMeta {
 }
 
 /// The superuser Secret, in the `kubernetes.io/basic-auth` shape, with the entries of a
-/// servicebinding.io binding (`type`, `provider`, `host`, `port`, `database`) so that
+/// servicebinding.io binding (`type`, `provider`, `host`, `port`, `database`, `uri`) so that
 /// `status.binding.name` can name it.
 pub fn desired_superuser_secret(cluster: &PostgresCluster, password: &str) -> Secret {
     let name = name_of(cluster);
-    let host = format!(
-        "{name}-rw.{}.svc",
-        cluster.metadata.namespace.as_deref().unwrap_or("default")
-    );
-    let entry = |key: &str, value: &str| (key.to_owned(), ByteString(value.as_bytes().to_vec()));
+    let namespace = cluster.metadata.namespace.as_deref().unwrap_or("default");
+    let entries =
+        crate::controller::sql_target::binding_entries(&crate::controller::sql_target::BindingData {
+            cluster: &name,
+            namespace,
+            username: SUPERUSER,
+            password,
+            database: "postgres",
+        });
     Secret {
         metadata: meta(cluster, superuser_secret_name(&name)),
         type_: Some("kubernetes.io/basic-auth".to_owned()),
-        data: Some(BTreeMap::from([
-            entry("username", SUPERUSER),
-            entry("password", password),
-            entry("type", "postgresql"),
-            entry("provider", "tusk"),
-            entry("host", &host),
-            entry("port", &POSTGRES_PORT.to_string()),
-            entry("database", "postgres"),
-        ])),
+        data: Some(entries),
         ..Secret::default()
     }
 }

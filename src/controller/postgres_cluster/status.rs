@@ -4,7 +4,7 @@
 use k8s_openapi::api::apps::v1::StatefulSet;
 
 use crate::api::{
-    common::{Condition, ConditionStatus},
+    common::ConditionStatus,
     postgres_cluster::v1::{PostgresCluster, PostgresClusterStatus},
 };
 
@@ -109,20 +109,7 @@ pub fn desired_status(cluster: &PostgresCluster, observed: &Observed, now: &str)
         .and_then(|s| s.conditions.clone())
         .unwrap_or_default();
     let condition = |type_: &str, status: ConditionStatus, reason: &str, message: String| {
-        // The transition time moves only when the status does.
-        let last_transition_time = previous
-            .iter()
-            .find(|c| c.type_ == type_ && c.status == status)
-            .map(|c| c.last_transition_time.clone())
-            .unwrap_or_else(|| now.to_owned());
-        Condition {
-            type_: type_.to_owned(),
-            status,
-            observed_generation: generation,
-            last_transition_time,
-            reason: reason.to_owned(),
-            message,
-        }
+        crate::controller::condition::condition(&previous, generation, now, type_, status, reason, message)
     };
     let previous_status = cluster.status.clone().unwrap_or_default();
     PostgresClusterStatus {
@@ -175,7 +162,7 @@ mod tests {
         .unwrap()
     }
 
-    fn get<'a>(s: &'a PostgresClusterStatus, t: &str) -> &'a Condition {
+    fn get<'a>(s: &'a PostgresClusterStatus, t: &str) -> &'a crate::api::common::Condition {
         s.conditions
             .as_ref()
             .unwrap()

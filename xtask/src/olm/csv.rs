@@ -34,6 +34,74 @@ pub fn postgres_images(inputs: &Inputs) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The cluster permissions of the releases before 1.0.0, as they were released: their operators
+/// reconciled clusters only. Released bundles are frozen, so they keep this copy while
+/// [`OPERATOR_RULES`] grows with the operator.
+const RULES_BEFORE_1_0: &[Rule] = &[
+    // Watch every Tusk object.
+    Rule {
+        api_groups: &["tusk.dev"],
+        resources: &[
+            "postgresclusters",
+            "postgresusers",
+            "postgresdatabases",
+            "postgresbackups",
+            "postgresbackupschedules",
+        ],
+        verbs: &["get", "list", "watch"],
+    },
+    // Write their status.
+    Rule {
+        api_groups: &["tusk.dev"],
+        resources: &[
+            "postgresclusters/status",
+            "postgresusers/status",
+            "postgresdatabases/status",
+            "postgresbackups/status",
+            "postgresbackupschedules/status",
+        ],
+        verbs: &["get", "patch", "update"],
+    },
+    // Owner references that block deletion need this where OwnerReferencesPermissionEnforcement
+    // is on (as on OpenShift).
+    Rule {
+        api_groups: &["tusk.dev"],
+        resources: &["postgresclusters/finalizers"],
+        verbs: &["update"],
+    },
+    // A cluster's children. Server-side apply creates what is missing, so it needs create too.
+    Rule {
+        api_groups: &[""],
+        resources: &["secrets", "configmaps", "services", "serviceaccounts"],
+        verbs: &["get", "list", "watch", "create", "patch", "update"],
+    },
+    Rule {
+        api_groups: &["apps"],
+        resources: &["statefulsets"],
+        verbs: &["get", "list", "watch", "create", "patch", "update"],
+    },
+    Rule {
+        api_groups: &["policy"],
+        resources: &["poddisruptionbudgets"],
+        verbs: &["get", "list", "watch", "create", "patch", "update"],
+    },
+    // The role labels the -rw and -ro Services select on.
+    Rule {
+        api_groups: &[""],
+        resources: &["pods"],
+        verbs: &["get", "list", "watch", "patch"],
+    },
+];
+
+/// The cluster permissions `release`'s operator needs.
+fn operator_rules(release: &Release) -> &'static [Rule] {
+    if release.version.major < 1 {
+        RULES_BEFORE_1_0
+    } else {
+        OPERATOR_RULES
+    }
+}
+
 fn rules(rules: &[Rule]) -> Value {
     rules
         .iter()
@@ -257,7 +325,7 @@ pub fn csv(
             "strategy": "deployment",
             "spec": {
                 "deployments": [deployment(inputs, release, !webhooks.is_empty())],
-                "clusterPermissions": [{"serviceAccountName": DEPLOYMENT, "rules": rules(OPERATOR_RULES)}],
+                "clusterPermissions": [{"serviceAccountName": DEPLOYMENT, "rules": rules(operator_rules(release))}],
                 "permissions": [{"serviceAccountName": DEPLOYMENT, "rules": rules(LEADER_ELECTION_RULES)}],
             },
         },

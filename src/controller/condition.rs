@@ -1,0 +1,29 @@
+//! Conditions in the shape of `metav1.Condition`, whose transition time moves only when their
+//! status does.
+
+use crate::api::common::{Condition, ConditionStatus};
+
+/// The condition `type_` with `status`, `reason` and `message`, keeping the transition time of
+/// the same condition in `previous` when its status did not change; `now` otherwise.
+pub fn condition(
+    previous: &[Condition],
+    generation: Option<i64>,
+    now: &str,
+    type_: &str,
+    status: ConditionStatus,
+    reason: &str,
+    message: String,
+) -> Condition {
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map_or_else(|| now.to_owned(), |c| c.last_transition_time.clone());
+    Condition {
+        type_: type_.to_owned(),
+        status,
+        observed_generation: generation,
+        last_transition_time,
+        reason: reason.to_owned(),
+        message,
+    }
+}
