@@ -47,11 +47,12 @@ pub const OPERATOR_RULES: &[Rule] = &[
         ],
         verbs: &["get", "patch", "update"],
     },
-    // Tusk's finalizer on users and databases, so it can drop the role or database first.
+    // Tusk's finalizer on users and databases, so it can drop the role or database first; and
+    // the user and database a cluster's `bootstrap.initdb` asks for (server-side apply).
     Rule {
         api_groups: &[GROUP],
         resources: &["postgresusers", "postgresdatabases"],
-        verbs: &["patch"],
+        verbs: &["create", "patch"],
     },
     // Owner references that block deletion need this where OwnerReferencesPermissionEnforcement
     // is on (as on OpenShift): clusters own their children, users their binding Secrets.

@@ -678,8 +678,11 @@ async fn reconciled(env: &Env, written: &Written) {
                     .iter()
                     .find(|c| c["type"] == "Ready")?
                     .clone();
+                // Kinds without a controller say so; the others report whatever they found
+                // (users and databases here have no SQL endpoint to reach).
+                let pending = matches!(*kind, "PostgresBackup" | "PostgresBackupSchedule");
                 (object["status"]["observedGeneration"] == generation
-                    && (*kind == "PostgresCluster" || ready["reason"] == "NotReconciled"))
+                    && (!pending || ready["reason"] == "NotReconciled"))
                     .then_some(())
             },
         )

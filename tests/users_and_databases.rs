@@ -43,15 +43,29 @@ async fn operator(plane: &tusk_testenv::ControlPlane) -> &'static Operator {
 
 /// A one-instance cluster running PostgreSQL `major` locally, mapped for the operator.
 async fn cluster(prefix: &str, major: u32) -> (LocalCluster, &'static Operator, Client) {
+    cluster_with(prefix, major, json!(null)).await
+}
+
+/// Like [`cluster`], with `spec.bootstrap` when it is not null.
+async fn cluster_with(
+    prefix: &str,
+    major: u32,
+    bootstrap: Value,
+) -> (LocalCluster, &'static Operator, Client) {
     let postgres = Postgres::get(major).unwrap_or_else(|e| panic!("PostgreSQL {major}: {e}"));
     let plane = plane_with_crds().await;
     let op = operator(plane).await;
     let client = plane.client().await.unwrap();
     let ns = plane.namespace(prefix).await.unwrap();
+    let mut spec =
+        json!({"postgres": {"version": major}, "instances": 1, "storage": {"data": {"size": "1Gi"}}});
+    if !bootstrap.is_null() {
+        spec["bootstrap"] = bootstrap;
+    }
     let cluster: PostgresCluster = serde_json::from_value(json!({
         "apiVersion": "tusk.dev/v1", "kind": "PostgresCluster",
         "metadata": {"name": "db"},
-        "spec": {"postgres": {"version": major}, "instances": 1, "storage": {"data": {"size": "1Gi"}}},
+        "spec": spec,
     }))
     .unwrap();
     Api::<PostgresCluster>::namespaced(client.clone(), &ns)
@@ -571,4 +585,34 @@ async fn a_user_or_database_tusk_cannot_make_says_why() {
     )
     .await;
     ready(&client, &ns, "PostgresDatabase", "orphan").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bootstrap_initdb_gives_an_application_role_and_database() {
+    let bootstrap = json!({"initdb": {"database": "app", "owner": "app_owner"}});
+    let (c, _op, client) = cluster_with("bootstrap", 15, bootstrap).await;
+    let ns = c.namespace.clone();
+    ready(&client, &ns, "PostgresUser", "db-owner").await;
+    ready(&client, &ns, "PostgresDatabase", "db-database").await;
+    let binding = secret_data(&client, &ns, "db-owner-binding").await;
+    assert_eq!(
+        (binding["username"].as_str(), binding["database"].as_str()),
+        ("app_owner", "app")
+    );
+    let app = login(&c, "app_owner", &binding["password"], "app").await.unwrap();
+    let owner: String = app
+        .query_one(
+            "SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = current_database()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(owner, "app_owner");
+    let su = c.connect(0).await.unwrap();
+    let checksums: String = su.query_one("SHOW data_checksums", &[]).await.unwrap().get(0);
+    assert_eq!(
+        checksums, "on",
+        "data checksums are on unless the cluster turns them off"
+    );
 }

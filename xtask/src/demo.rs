@@ -1,8 +1,10 @@
 //! `cargo xtask demo`: Tusk on its embedded default. It starts the local control plane, runs
 //! `tusk-operator run` (controllers and conversion webhook) on 127.0.0.1 with a certificate from
-//! a fresh CA, installs the CRDs pointing at it, applies the samples under `config/samples`, waits
-//! for the sample cluster to be Ready, shows it at every version with its children and status,
-//! and runs until Ctrl-C.
+//! a fresh CA, installs the CRDs pointing at it, applies the samples under `config/samples`, runs
+//! the sample cluster's pods as local processes with real PostgreSQL (the operator reaches the
+//! primary through `--sql-endpoints`), waits for the cluster, its users and databases to be
+//! Ready, shows them at every version, prints a connection string from a binding Secret, and runs
+//! until Ctrl-C.
 
 use std::{path::Path, process::Stdio, time::Duration};
 
@@ -12,7 +14,118 @@ use kube::{
     core::GroupVersionKind,
 };
 use tusk::crd::{ConversionWebhook, WebhookEndpoint};
-use tusk_testenv::{ControlPlane, Options, control_plane::free_port, pki::Ca};
+use tusk_testenv::{
+    ControlPlane, Options,
+    control_plane::free_port,
+    pki::Ca,
+    pod::{Image, LocalPod, PodRun},
+    postgres::Postgres,
+};
+
+/// The PostgreSQL major the demo runs: the newest with local binaries (`hack/postgres.sh`). The
+/// sample cluster asks for 17; the demo sets 18 on it, and maps the image to PostgreSQL 18.
+const DEMO_MAJOR: u32 = 18;
+
+/// The sample cluster's pods as local processes, each on a loopback address of its own.
+async fn run_pods(
+    client: &kube::Client,
+    dir: &Path,
+    postgres: &Postgres,
+    instances: i32,
+) -> Result<Vec<LocalPod>, String> {
+    use std::collections::BTreeMap;
+    let sts = Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(client.clone(), "default");
+    let spec = loop {
+        if let Some(s) = sts
+            .get_opt("demo")
+            .await
+            .map_err(|e| e.to_string())?
+            .and_then(|s| s.spec)
+        {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let pod = spec
+        .template
+        .spec
+        .clone()
+        .ok_or("the StatefulSet has no pod spec")?;
+    let ip = |ordinal: i32| std::net::IpAddr::from([127, 77, 0, u8::try_from(ordinal + 1).unwrap_or(1)]);
+    let operator_binary = std::env::current_dir()
+        .map_err(|e| e.to_string())?
+        .join("target/debug/tusk-operator");
+    let images = BTreeMap::from([
+        (
+            pod.init_containers
+                .as_ref()
+                .and_then(|c| c[0].image.clone())
+                .unwrap_or_default(),
+            Image {
+                files: BTreeMap::from([("/usr/local/bin/tusk-operator".to_owned(), operator_binary)]),
+                path: vec![],
+            },
+        ),
+        (
+            pod.containers[0].image.clone().unwrap_or_default(),
+            Image {
+                files: BTreeMap::new(),
+                path: vec![postgres.bin_dir().to_path_buf(), "/usr/bin".into(), "/bin".into()],
+            },
+        ),
+    ]);
+    let mut pods = Vec::new();
+    for ordinal in 0..instances {
+        let run = PodRun {
+            name: format!("demo-{ordinal}"),
+            namespace: "default".to_owned(),
+            template: spec.template.clone(),
+            claims: spec
+                .volume_claim_templates
+                .iter()
+                .flatten()
+                .filter_map(|c| c.metadata.name.clone())
+                .collect(),
+            ip: ip(ordinal),
+            images: images.clone(),
+            hosts: BTreeMap::from([("demo-rw".to_owned(), ip(0).to_string())]),
+            state_dir: dir.join("pods"),
+            run_as: tusk_testenv::postgres::unprivileged_user(),
+        };
+        pods.push(LocalPod::start(client, &run).await.map_err(|e| e.to_string())?);
+        // Each replica copies the primary: wait for the pod to be ready before the next.
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            if ready(ip(ordinal)).await {
+                break;
+            }
+            let last = pods.last().expect("just pushed");
+            if !last.main.alive() || std::time::Instant::now() > deadline {
+                return Err(format!(
+                    "pod demo-{ordinal} did not become ready:\n{}",
+                    last.main.log_tail(30)
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        println!("  demo-{ordinal} is ready on {}:5432", ip(ordinal));
+    }
+    Ok(pods)
+}
+
+/// Whether the instance manager at `ip` answers `/readyz` with 200.
+async fn ready(ip: std::net::IpAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect((ip, 8000)).await else {
+        return false;
+    };
+    if stream.write_all(b"GET /readyz HTTP/1.0\r\n\r\n").await.is_err() {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer).await;
+    answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200")
+}
 
 const FIELD_MANAGER: &str = "tusk-demo";
 
@@ -25,6 +138,7 @@ pub async fn run(root: &Path) -> Result<(), String> {
     if !status.success() {
         return Err("cargo build --bin tusk-operator failed".into());
     }
+    let postgres = Postgres::get(DEMO_MAJOR).map_err(|e| e.to_string())?;
     let dir = root.join("target/tusk-demo");
     let _ = std::fs::remove_dir_all(&dir);
     println!("Starting the local control plane (the first run builds it; see hack/testbin.sh)...");
@@ -43,6 +157,9 @@ pub async fn run(root: &Path) -> Result<(), String> {
     std::fs::write(cert_dir.join("tls.crt"), &cert.cert_pem).map_err(|e| e.to_string())?;
     std::fs::write(cert_dir.join("tls.key"), &cert.key_pem).map_err(|e| e.to_string())?;
     let port = free_port().map_err(|e| e.to_string())?;
+    // The sample cluster's primary runs locally on 127.77.0.1 (see run_pods).
+    let sql_endpoints = dir.join("sql-endpoints");
+    std::fs::write(&sql_endpoints, "default/demo 127.77.0.1:5432\n").map_err(|e| e.to_string())?;
     let log = std::fs::File::create(dir.join("logs/tusk-operator.log")).map_err(|e| e.to_string())?;
     let mut operator = tokio::process::Command::new(root.join("target/debug/tusk-operator"))
         .arg("run")
@@ -57,6 +174,7 @@ pub async fn run(root: &Path) -> Result<(), String> {
             free_port().map_err(|e| e.to_string())?
         ))
         .arg("--leader-election-namespace=default")
+        .arg(format!("--sql-endpoints={}", sql_endpoints.display()))
         .stdout(Stdio::null())
         .stderr(log)
         .kill_on_drop(true)
@@ -124,19 +242,38 @@ pub async fn run(root: &Path) -> Result<(), String> {
         let resource = ApiResource::from_gvk_with_plural(&gvk, &plural);
         let api = Api::<DynamicObject>::namespaced_with(client.clone(), "default", &resource);
         let name = object.metadata.name.clone().unwrap_or_default();
+        let mut object = object;
+        if gvk.kind == "PostgresCluster" {
+            object.data["spec"]["postgres"]["version"] = serde_json::json!(DEMO_MAJOR);
+        }
         api.patch(&name, &apply, &Patch::Apply(&object))
             .await
             .map_err(|e| format!("{}: {e}", file.display()))?;
     }
 
-    // The operator reconciles the sample cluster; kwok runs its pods.
-    println!("Waiting for PostgresCluster demo to be Ready...");
-    let waited = kubectl(&[
-        "wait",
-        "--for=condition=Ready",
+    // The operator builds the sample cluster; kwok plays the kubelet for the apiserver, and the
+    // pods' containers run here as local processes with PostgreSQL 18.
+    println!(
+        "Running the sample cluster's pods locally ({})...",
+        postgres.version()
+    );
+    let pods = run_pods(&client, &dir, &postgres, 3).await?;
+    println!("Waiting for the cluster, its users and its databases to be Ready...");
+    let mut waited = String::new();
+    for object in [
         "postgresclusters.v1.tusk.dev/demo",
-        "--timeout=180s",
-    ])?;
+        "postgresusers.v1.tusk.dev/demo-owner",
+        "postgresdatabases.v1.tusk.dev/demo-database",
+        "postgresusers.v1.tusk.dev/reporting",
+        "postgresdatabases.v1.tusk.dev/shop",
+    ] {
+        waited.push_str(&kubectl(&[
+            "wait",
+            "--for=condition=Ready",
+            object,
+            "--timeout=180s",
+        ])?);
+    }
     print!("{waited}");
     println!("\nTusk is running on the local control plane. Its objects (kubectl get tusk):\n");
     print!("{}", kubectl(&["get", "tusk"])?);
@@ -170,6 +307,18 @@ pub async fn run(root: &Path) -> Result<(), String> {
         ])?
     );
     println!();
+    let uri = kubectl(&["get", "secret", "reporting-binding", "-o", "jsonpath={.data.uri}"])?;
+    let uri = String::from_utf8(
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, uri.trim())
+            .map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    println!("\nThe PostgresUser reporting's binding Secret gives this connection string:\n\n  {uri}\n");
+    println!(
+        "Here, where demo-rw is 127.77.0.1, connect with:\n\n  {} \"{}\"\n",
+        postgres.bin("psql").display(),
+        uri.replace("demo-rw.default.svc", "127.77.0.1")
+    );
     let testbin = plane.toolchain().bin("kubectl");
     println!(
         "\nTry it from another shell:\n\n  export KUBECONFIG={}\n  export PATH={}:$PATH\n  \
@@ -191,6 +340,7 @@ pub async fn run(root: &Path) -> Result<(), String> {
         exit = operator.wait() => println!("tusk-operator exited: {exit:?}"),
     }
     println!("Stopping...");
+    drop(pods);
     let _ = operator.kill().await;
     plane.stop();
     Ok(())

@@ -15,6 +15,7 @@
 //!   `config/samples`, until Ctrl-C.
 
 mod bench;
+mod bench_users;
 mod demo;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -83,6 +84,19 @@ enum Task {
         /// Stop waiting for every cluster to be Ready after this many seconds, and report.
         #[arg(long, default_value_t = 1800)]
         ready_timeout: u64,
+    },
+    /// Reconcile many PostgresUser objects against one local PostgreSQL server and print the time
+    /// taken and the SQL statements per object, converging and in steady state.
+    BenchUsers {
+        /// How many users.
+        #[arg(long, default_value_t = 500)]
+        users: usize,
+        /// The operator's resync interval, in seconds.
+        #[arg(long, default_value_t = 20)]
+        resync: u64,
+        /// How many resync periods of steady state to watch.
+        #[arg(long, default_value_t = 3)]
+        periods: u64,
     },
     /// Run Tusk on its embedded default: the local control plane, the CRDs, the operator and the
     /// sample objects, until Ctrl-C.
@@ -249,6 +263,15 @@ fn main() -> ExitCode {
             .build()
             .map_err(|e| e.to_string())
             .and_then(|runtime| runtime.block_on(demo::run(&repo_root()))),
+        Task::BenchUsers {
+            users,
+            resync,
+            periods,
+        } => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+            .and_then(|runtime| runtime.block_on(bench_users::run(&repo_root(), users, resync, periods))),
         Task::BenchController {
             clusters,
             steady_seconds,

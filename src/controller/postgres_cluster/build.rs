@@ -22,7 +22,10 @@ use k8s_openapi::{
 use kube::Resource;
 use serde_json::json;
 
-use crate::api::{common::ReclaimPolicy, postgres_cluster::v1::PostgresCluster};
+use crate::api::{
+    common::ReclaimPolicy, postgres_cluster::v1::PostgresCluster, postgres_database::v1::PostgresDatabase,
+    postgres_user::v1::PostgresUser,
+};
 
 /// The field manager of everything the operator writes.
 pub const FIELD_MANAGER: &str = "tusk-operator";
@@ -81,6 +84,9 @@ pub struct Children {
     pub services: [Service; 3],
     /// Keeps voluntary disruptions to one pod at a time.
     pub pdb: PodDisruptionBudget,
+    /// The application role and database `spec.bootstrap.initdb` asks for, as a `PostgresUser`
+    /// and a `PostgresDatabase` the SQL controllers converge like any other.
+    pub bootstrap: Option<(PostgresUser, PostgresDatabase)>,
 }
 
 /// Names of a cluster's children.
@@ -111,7 +117,37 @@ pub fn children(cluster: &PostgresCluster, password: &str, config: &BuildConfig)
         service_account: desired_service_account(cluster),
         services: desired_services(cluster),
         pdb: desired_pdb(cluster),
+        bootstrap: desired_bootstrap(cluster),
     }
+}
+
+/// The `PostgresUser` `<cluster>-owner` and `PostgresDatabase` `<cluster>-database` for
+/// `spec.bootstrap.initdb.database` and its `owner` (the database's name when absent). The
+/// user's binding Secret, `<cluster>-owner-binding`, is how applications connect.
+pub fn desired_bootstrap(cluster: &PostgresCluster) -> Option<(PostgresUser, PostgresDatabase)> {
+    let initdb = cluster.spec.bootstrap.as_ref()?.initdb.as_ref()?;
+    let database = initdb.database.clone()?;
+    let owner = initdb.owner.clone().unwrap_or_else(|| database.clone());
+    let name = name_of(cluster);
+    let mut user: PostgresUser = serde_json::from_value(json!({
+        "apiVersion": "tusk.dev/v1", "kind": "PostgresUser",
+        "metadata": {},
+        "spec": {
+            "cluster": {"name": name},
+            "roleName": owner,
+            "privileges": [{"database": database, "privileges": ["CONNECT"]}],
+        },
+    }))
+    .expect("a PostgresUser is well-formed");
+    user.metadata = meta(cluster, format!("{name}-owner"));
+    let mut db: PostgresDatabase = serde_json::from_value(json!({
+        "apiVersion": "tusk.dev/v1", "kind": "PostgresDatabase",
+        "metadata": {},
+        "spec": {"cluster": {"name": name}, "databaseName": database, "owner": owner},
+    }))
+    .expect("a PostgresDatabase is well-formed");
+    db.metadata = meta(cluster, format!("{name}-database"));
+    Some((user, db))
 }
 
 fn name_of(cluster: &PostgresCluster) -> String {
@@ -284,16 +320,16 @@ pub fn desired_statefulset(
         format!("--status-port={STATUS_PORT}"),
         "--socket-dir=/var/run/postgresql".to_owned(),
     ];
-    if let Some(initdb) = spec.bootstrap.as_ref().and_then(|b| b.initdb.as_ref()) {
-        if let Some(encoding) = &initdb.encoding {
-            instance_args.push(format!("--initdb-encoding={encoding}"));
-        }
-        if let Some(locale) = &initdb.locale {
-            instance_args.push(format!("--initdb-locale={locale}"));
-        }
-        if initdb.data_checksums == Some(true) {
-            instance_args.push("--data-checksums".to_owned());
-        }
+    let initdb = spec.bootstrap.as_ref().and_then(|b| b.initdb.as_ref());
+    if let Some(encoding) = initdb.and_then(|i| i.encoding.as_ref()) {
+        instance_args.push(format!("--initdb-encoding={encoding}"));
+    }
+    if let Some(locale) = initdb.and_then(|i| i.locale.as_ref()) {
+        instance_args.push(format!("--initdb-locale={locale}"));
+    }
+    // Checksums are on unless the cluster turns them off.
+    if initdb.and_then(|i| i.data_checksums) != Some(false) {
+        instance_args.push("--data-checksums".to_owned());
     }
     if spec.storage.wal.is_some() {
         instance_args.push("--waldir=/var/lib/postgresql/wal/pg_wal".to_owned());

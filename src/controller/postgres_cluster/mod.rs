@@ -123,6 +123,14 @@ async fn apply_children(
     ensure(client, &children.pdb)
         .await
         .map_err(Error::kube("applying the PodDisruptionBudget"))?;
+    if let Some((user, database)) = &children.bootstrap {
+        ensure(client, user)
+            .await
+            .map_err(Error::kube("applying the bootstrap PostgresUser"))?;
+        ensure(client, database)
+            .await
+            .map_err(Error::kube("applying the bootstrap PostgresDatabase"))?;
+    }
     ensure(client, &children.statefulset)
         .await
         .map_err(Error::kube("applying the StatefulSet"))?;

@@ -1,0 +1,289 @@
+//! `cargo xtask bench-users`: reconciles many `PostgresUser` objects against one real PostgreSQL
+//! server and prints a table: the time until all are Ready, and the SQL statements the operator
+//! sent per object, while converging and in steady state. The operator is the release binary
+//! with only its generated RBAC; it counts every statement it sends in
+//! `tusk_sql_statements_total{kind="read"|"write"}`, and every reconcile in
+//! `tusk_reconciles_total{kind="PostgresUser"}`. The server is PostgreSQL 15 from Debian on
+//! loopback; `pg_stat_database` gives its own count of transactions as a cross-check.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::{
+    Api,
+    api::{ListParams, PostParams},
+};
+use serde_json::json;
+use tusk::api::{common::ConditionStatus, postgres_user::v1::PostgresUser};
+use tusk_testenv::{
+    ControlPlane, Options,
+    control_plane::free_port,
+    pki::Ca,
+    postgres::{LocalServer, Postgres},
+    process::Supervised,
+};
+
+const NAMESPACE: &str = "bench";
+const CLUSTER: &str = "bench";
+const OPERATOR_NAMESPACE: &str = "tusk-system";
+const OPERATOR_ACCOUNT: &str = "tusk-operator";
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// The operator's counters that matter here.
+#[derive(Clone, Copy, Debug, Default)]
+struct Counters {
+    reads: f64,
+    writes: f64,
+    reconciles: f64,
+}
+
+async fn counters(status_port: u16) -> Result<Counters, String> {
+    let body = reqwest_free_get(status_port, "/metrics").await?;
+    let value = |prefix: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Ok(Counters {
+        reads: value("tusk_sql_statements_total{kind=\"read\"} "),
+        writes: value("tusk_sql_statements_total{kind=\"write\"} "),
+        reconciles: value("tusk_reconciles_total{kind=\"PostgresUser\"} "),
+    })
+}
+
+/// GET over plain HTTP/1.0 on loopback.
+async fn reqwest_free_get(port: u16, path: &str) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(err)?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .await
+        .map_err(err)?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.map_err(err)?;
+    Ok(response)
+}
+
+fn transactions(server: &LocalServer) -> Result<f64, String> {
+    let out = server
+        .psql("SELECT sum(xact_commit + xact_rollback) FROM pg_stat_database")
+        .map_err(err)?;
+    out.trim().parse().map_err(err)
+}
+
+pub async fn run(root: &std::path::Path, users: usize, resync: u64, periods: u64) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "--quiet", "--release", "--bin", "tusk-operator"])
+        .current_dir(root)
+        .status()
+        .map_err(err)?;
+    if !status.success() {
+        return Err("cargo build --release --bin tusk-operator failed".into());
+    }
+    let postgres = Postgres::get(15).map_err(err)?;
+    let server = LocalServer::start(&postgres).await.map_err(err)?;
+    server.psql("CREATE ROLE bench_readers NOLOGIN").map_err(err)?;
+    let plane = ControlPlane::start(Options::default()).await.map_err(err)?;
+    let client = plane.client().await.map_err(err)?;
+
+    let ca = Ca::new("bench CA");
+    let cert = ca.loopback_serving_cert("tusk-operator");
+    let dir = plane.dir().join("operator");
+    std::fs::create_dir_all(&dir).map_err(err)?;
+    std::fs::write(dir.join("tls.crt"), &cert.cert_pem).map_err(err)?;
+    std::fs::write(dir.join("tls.key"), &cert.key_pem).map_err(err)?;
+    let port = free_port().map_err(err)?;
+    let crd_api = Api::<
+        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    >::all(client.clone());
+    for crd in tusk::crd::crds(&tusk::crd::ConversionWebhook {
+        endpoint: tusk::crd::WebhookEndpoint::Url(format!(
+            "https://127.0.0.1:{port}{}",
+            tusk::crd::CONVERT_PATH
+        )),
+        ca_bundle: Some(ca.cert_pem().into_bytes()),
+    }) {
+        crd_api.create(&PostParams::default(), &crd).await.map_err(err)?;
+    }
+    let kubeconfig = plane
+        .service_account_kubeconfig(
+            OPERATOR_NAMESPACE,
+            OPERATOR_ACCOUNT,
+            &tusk::rbac::cluster_role(OPERATOR_ACCOUNT),
+        )
+        .await
+        .map_err(err)?;
+    let endpoints = dir.join("sql-endpoints");
+    std::fs::write(
+        &endpoints,
+        format!("{NAMESPACE}/{CLUSTER} 127.0.0.1:{}\n", server.port()),
+    )
+    .map_err(err)?;
+    let status_port = free_port().map_err(err)?;
+    let args = vec![
+        "run".to_owned(),
+        format!("--listen=127.0.0.1:{port}"),
+        format!("--cert-dir={}", dir.display()),
+        format!("--status-listen=127.0.0.1:{status_port}"),
+        format!("--leader-election-namespace={OPERATOR_NAMESPACE}"),
+        format!("--resync-interval={resync}s"),
+        format!("--sql-endpoints={}", endpoints.display()),
+    ];
+    let operator = Supervised::spawn_with_env(
+        &dir,
+        "tusk-operator",
+        &root.join("target/release/tusk-operator"),
+        &args,
+        &[
+            ("KUBECONFIG", kubeconfig.as_os_str()),
+            ("RUST_LOG", "warn".as_ref()),
+        ],
+    )
+    .map_err(err)?;
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NAMESPACE}})).map_err(err)?;
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .map_err(err)?;
+    // The cluster's superuser Secret holds the local server's password; the operator adopts it.
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": format!("{CLUSTER}-superuser")},
+        "stringData": {"username": "postgres", "password": server.password()},
+    }))
+    .map_err(err)?;
+    Api::<Secret>::namespaced(client.clone(), NAMESPACE)
+        .create(&PostParams::default(), &secret)
+        .await
+        .map_err(err)?;
+    let cluster: tusk::api::postgres_cluster::v1::PostgresCluster = serde_json::from_value(json!({
+        "apiVersion": "tusk.dev/v1", "kind": "PostgresCluster",
+        "metadata": {"name": CLUSTER},
+        "spec": {"postgres": {"version": 15}, "instances": 1, "storage": {"data": {"size": "1Gi"}}},
+    }))
+    .map_err(err)?;
+    Api::<tusk::api::postgres_cluster::v1::PostgresCluster>::namespaced(client.clone(), NAMESPACE)
+        .create(&PostParams::default(), &cluster)
+        .await
+        .map_err(err)?;
+
+    println!(
+        "Creating {users} PostgresUser objects against PostgreSQL {} on loopback...",
+        postgres.version()
+    );
+    let api = Api::<PostgresUser>::namespaced(client.clone(), NAMESPACE);
+    let before = counters(status_port).await?;
+    let started = Instant::now();
+    let mut creates = tokio::task::JoinSet::new();
+    for i in 0..users {
+        if creates.len() >= 32 {
+            creates
+                .join_next()
+                .await
+                .expect("a create in flight")
+                .map_err(err)??;
+        }
+        let api = api.clone();
+        creates.spawn(async move {
+            let user: PostgresUser = serde_json::from_value(json!({
+                "apiVersion": "tusk.dev/v1", "kind": "PostgresUser",
+                "metadata": {"name": format!("user-{i:04}")},
+                "spec": {
+                    "cluster": {"name": CLUSTER},
+                    "connectionLimit": 10,
+                    "memberOf": ["bench_readers"],
+                    "privileges": [{"database": "postgres", "privileges": ["CONNECT"]}],
+                },
+            }))
+            .map_err(err)?;
+            api.create(&PostParams::default(), &user)
+                .await
+                .map(|_| ())
+                .map_err(err)
+        });
+    }
+    while let Some(done) = creates.join_next().await {
+        done.map_err(err)??;
+    }
+    let ready_after = loop {
+        let list = api.list(&ListParams::default()).await.map_err(err)?;
+        let ready = list
+            .items
+            .iter()
+            .filter(|u| {
+                u.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c.type_ == "Ready" && c.status == ConditionStatus::True)
+                    })
+            })
+            .count();
+        if ready == users {
+            break started.elapsed();
+        }
+        if !operator.alive() {
+            return Err(format!("the operator exited:\n{}", operator.log_tail(30)));
+        }
+        if started.elapsed() > Duration::from_secs(1800) {
+            return Err(format!("only {ready} of {users} Ready after 30 min"));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let converged = counters(status_port).await?;
+    let roles = server
+        .psql("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'user-%'")
+        .map_err(err)?;
+
+    // Steady state: let the last converging reconciles finish, then watch whole resync periods.
+    tokio::time::sleep(Duration::from_secs(resync)).await;
+    let mark = counters(status_port).await?;
+    let mark_xacts = transactions(&server)?;
+    tokio::time::sleep(Duration::from_secs(resync * periods)).await;
+    let end = counters(status_port).await?;
+    let end_xacts = transactions(&server)?;
+
+    let n = users as f64;
+    let steady_reconciles = end.reconciles - mark.reconciles;
+    let per = |v: f64, d: f64| if d > 0.0 { v / d } else { f64::NAN };
+    println!();
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!(
+        "| PostgresUser objects | {users} (roles in PostgreSQL: {}) |",
+        roles.trim()
+    );
+    println!("| all Ready after | {:.1} s |", ready_after.as_secs_f64());
+    println!(
+        "| converging: SQL reads / writes per object | {:.2} / {:.2} |",
+        (converged.reads - before.reads) / n,
+        (converged.writes - before.writes) / n
+    );
+    println!("| steady state: watched | {periods} resync periods of {resync} s |");
+    println!(
+        "| steady state: reconciles per object per resync | {:.2} |",
+        steady_reconciles / n / periods as f64
+    );
+    println!(
+        "| steady state: SQL reads per reconcile | {:.2} (target 1, read-only) |",
+        per(end.reads - mark.reads, steady_reconciles)
+    );
+    println!(
+        "| steady state: SQL writes | {} (target 0) |",
+        end.writes - mark.writes
+    );
+    println!(
+        "| steady state: server transactions per reconcile (pg_stat_database) | {:.2} |",
+        per(end_xacts - mark_xacts, steady_reconciles)
+    );
+    drop(operator);
+    plane.stop();
+    Ok(())
+}
