@@ -144,12 +144,13 @@ async fn secret_data(client: &Client, ns: &str, name: &str) -> std::collections:
         .collect()
 }
 
-/// One row of the role as PostgreSQL has it: login, createdb, connection limit, groups, and
-/// explicit privileges on `reports`.
+/// One row of the role as PostgreSQL has it: login, createdb, connection limit (-2 when its
+/// validity is not 2030-01-01T00:00:00Z), groups, and explicit privileges on `reports`.
 async fn role_row(su: &tokio_postgres::Client, role: &str) -> (bool, bool, i32, Vec<String>, Vec<String>) {
     let row = su
         .query_one(
-            "SELECT r.rolcanlogin, r.rolcreatedb, r.rolconnlimit,
+            "SELECT r.rolcanlogin, r.rolcreatedb,
+                    CASE WHEN r.rolvaliduntil = '2030-01-01T00:00:00Z' THEN r.rolconnlimit ELSE -2 END,
                     ARRAY(SELECT g.rolname::text FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
                           WHERE m.member = r.oid ORDER BY 1),
                     ARRAY(SELECT x.privilege_type FROM pg_database d, aclexplode(d.datacl) x
@@ -190,6 +191,7 @@ async fn users_and_databases(major: u32) {
         json!({
             "cluster": {"name": "db"},
             "connectionLimit": 5,
+            "validUntil": "2030-01-01T00:00:00Z",
             "memberOf": ["readers"],
             "privileges": [{"database": "reports", "privileges": ["CONNECT", "CREATE"]}],
         }),
@@ -293,7 +295,7 @@ async fn users_and_databases(major: u32) {
 
     // Drift is repaired: attributes, membership, privileges and the password.
     su.batch_execute(
-        "ALTER ROLE app CREATEDB CONNECTION LIMIT 1 PASSWORD 'changed by hand'; REVOKE readers FROM app; \
+        "ALTER ROLE app CREATEDB CONNECTION LIMIT 1 VALID UNTIL 'infinity' PASSWORD 'changed by hand'; REVOKE readers FROM app; \
          GRANT TEMPORARY ON DATABASE reports TO app",
     )
     .await

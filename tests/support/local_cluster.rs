@@ -3,7 +3,7 @@
 
 use std::{
     collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr},
+    net::IpAddr,
     path::PathBuf,
     sync::atomic::{AtomicU8, Ordering},
     time::Duration,
@@ -12,7 +12,7 @@ use std::{
 use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Secret};
 use kube::{Api, Client};
 use tusk_testenv::{
-    pod::{Image, LocalPod, PodRun},
+    pod::{ClusterPods, LocalPod},
     postgres::Postgres,
 };
 
@@ -79,8 +79,7 @@ impl LocalCluster {
 
     /// The pod IP of `ordinal`.
     pub fn ip(&self, ordinal: i32) -> IpAddr {
-        let last = u8::try_from(ordinal + 1).expect("few pods");
-        IpAddr::V4(Ipv4Addr::new(127, self.block.0, self.block.1, last))
+        self.pods().ip(ordinal)
     }
 
     /// The local directory of `ordinal`'s `claim` (such as `data`).
@@ -92,53 +91,19 @@ impl LocalCluster {
             .join(claim)
     }
 
-    fn run(&self, ordinal: i32) -> PodRun {
-        let spec = self.template.spec.clone().unwrap();
-        let pod = spec.template.spec.as_ref().unwrap();
-        let images = BTreeMap::from([
-            (
-                pod.init_containers.as_ref().unwrap()[0].image.clone().unwrap(),
-                Image {
-                    files: BTreeMap::from([(
-                        "/usr/local/bin/tusk-operator".to_owned(),
-                        PathBuf::from(env!("CARGO_BIN_EXE_tusk-operator")),
-                    )]),
-                    path: vec![],
-                },
-            ),
-            (
-                pod.containers[0].image.clone().unwrap(),
-                Image {
-                    files: BTreeMap::new(),
-                    path: vec![
-                        self.postgres.bin_dir().to_path_buf(),
-                        "/usr/bin".into(),
-                        "/bin".into(),
-                    ],
-                },
-            ),
-        ]);
-        PodRun {
-            name: format!("{}-{ordinal}", self.name),
-            namespace: self.namespace.clone(),
-            template: spec.template,
-            claims: spec
-                .volume_claim_templates
-                .iter()
-                .flatten()
-                .map(|c| c.metadata.name.clone().unwrap())
-                .collect(),
-            ip: self.ip(ordinal),
-            images,
-            hosts: BTreeMap::from([(format!("{}-rw", self.name), self.ip(0).to_string())]),
+    fn pods(&self) -> ClusterPods {
+        ClusterPods {
+            statefulset: self.template.clone(),
+            operator_binary: PathBuf::from(env!("CARGO_BIN_EXE_tusk-operator")),
+            postgres_bin: self.postgres.bin_dir().to_path_buf(),
+            ip_prefix: [self.block.0, self.block.1, 1],
             state_dir: self.state.path().to_path_buf(),
-            run_as: tusk_testenv::postgres::unprivileged_user(),
         }
     }
 
     /// Starts pod `ordinal` (again, reusing its claims, if it ran before).
     pub async fn start(&mut self, ordinal: i32) {
-        let pod = LocalPod::start(&self.client, &self.run(ordinal))
+        let pod = LocalPod::start(&self.client, &self.pods().run(ordinal).unwrap())
             .await
             .unwrap_or_else(|e| panic!("starting pod {ordinal}: {e}"));
         self.pods.insert(ordinal, pod);

@@ -18,7 +18,7 @@ use tusk_testenv::{
     ControlPlane, Options,
     control_plane::free_port,
     pki::Ca,
-    pod::{Image, LocalPod, PodRun},
+    pod::{ClusterPods, LocalPod},
     postgres::Postgres,
 };
 
@@ -26,72 +26,33 @@ use tusk_testenv::{
 /// sample cluster asks for 17; the demo sets 18 on it, and maps the image to PostgreSQL 18.
 const DEMO_MAJOR: u32 = 18;
 
-/// The sample cluster's pods as local processes, each on a loopback address of its own.
+/// The sample cluster's pods as local processes, each on a loopback address of its own
+/// (`127.77.0.1` is the primary).
 async fn run_pods(
     client: &kube::Client,
+    root: &Path,
     dir: &Path,
     postgres: &Postgres,
     instances: i32,
 ) -> Result<Vec<LocalPod>, String> {
-    use std::collections::BTreeMap;
     let sts = Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(client.clone(), "default");
-    let spec = loop {
-        if let Some(s) = sts
-            .get_opt("demo")
-            .await
-            .map_err(|e| e.to_string())?
-            .and_then(|s| s.spec)
-        {
+    let statefulset = loop {
+        if let Some(s) = sts.get_opt("demo").await.map_err(|e| e.to_string())? {
             break s;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let pod = spec
-        .template
-        .spec
-        .clone()
-        .ok_or("the StatefulSet has no pod spec")?;
-    let ip = |ordinal: i32| std::net::IpAddr::from([127, 77, 0, u8::try_from(ordinal + 1).unwrap_or(1)]);
-    let operator_binary = std::env::current_dir()
-        .map_err(|e| e.to_string())?
-        .join("target/debug/tusk-operator");
-    let images = BTreeMap::from([
-        (
-            pod.init_containers
-                .as_ref()
-                .and_then(|c| c[0].image.clone())
-                .unwrap_or_default(),
-            Image {
-                files: BTreeMap::from([("/usr/local/bin/tusk-operator".to_owned(), operator_binary)]),
-                path: vec![],
-            },
-        ),
-        (
-            pod.containers[0].image.clone().unwrap_or_default(),
-            Image {
-                files: BTreeMap::new(),
-                path: vec![postgres.bin_dir().to_path_buf(), "/usr/bin".into(), "/bin".into()],
-            },
-        ),
-    ]);
+    let cluster = ClusterPods {
+        statefulset,
+        operator_binary: root.join("target/debug/tusk-operator"),
+        postgres_bin: postgres.bin_dir().to_path_buf(),
+        ip_prefix: [77, 0, 1],
+        state_dir: dir.join("pods"),
+    };
+    let ip = |ordinal: i32| cluster.ip(ordinal);
     let mut pods = Vec::new();
     for ordinal in 0..instances {
-        let run = PodRun {
-            name: format!("demo-{ordinal}"),
-            namespace: "default".to_owned(),
-            template: spec.template.clone(),
-            claims: spec
-                .volume_claim_templates
-                .iter()
-                .flatten()
-                .filter_map(|c| c.metadata.name.clone())
-                .collect(),
-            ip: ip(ordinal),
-            images: images.clone(),
-            hosts: BTreeMap::from([("demo-rw".to_owned(), ip(0).to_string())]),
-            state_dir: dir.join("pods"),
-            run_as: tusk_testenv::postgres::unprivileged_user(),
-        };
+        let run = cluster.run(ordinal).map_err(|e| e.to_string())?;
         pods.push(LocalPod::start(client, &run).await.map_err(|e| e.to_string())?);
         // Each replica copies the primary: wait for the pod to be ready before the next.
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
@@ -257,7 +218,7 @@ pub async fn run(root: &Path) -> Result<(), String> {
         "Running the sample cluster's pods locally ({})...",
         postgres.version()
     );
-    let pods = run_pods(&client, &dir, &postgres, 3).await?;
+    let pods = run_pods(&client, root, &dir, &postgres, 3).await?;
     println!("Waiting for the cluster, its users and its databases to be Ready...");
     let mut waited = String::new();
     for object in [

@@ -28,7 +28,10 @@ use std::{
 
 use k8s_openapi::{
     ByteString,
-    api::core::v1::{ConfigMap, Container, PodTemplateSpec, Secret},
+    api::{
+        apps::v1::StatefulSet,
+        core::v1::{ConfigMap, Container, PodTemplateSpec, Secret},
+    },
 };
 use kube::{Api, Client};
 
@@ -64,6 +67,92 @@ pub struct PodRun {
     pub state_dir: PathBuf,
     /// The user and group to run as, when the test runs as root.
     pub run_as: Option<(u32, u32)>,
+}
+
+/// How the pods of a Tusk cluster's StatefulSet run here.
+#[derive(Clone, Debug)]
+pub struct ClusterPods {
+    /// The StatefulSet the operator built.
+    pub statefulset: StatefulSet,
+    /// The local `tusk-operator` that stands for the one in the operator image.
+    pub operator_binary: PathBuf,
+    /// The local PostgreSQL programs that stand for the PostgreSQL image's.
+    pub postgres_bin: PathBuf,
+    /// The first three octets of the pods' loopback IPs: pod `n` is `<prefix>.<n + 1>`.
+    pub ip_prefix: [u8; 3],
+    /// Where the pods' claims and logs live.
+    pub state_dir: PathBuf,
+}
+
+impl ClusterPods {
+    /// The pod IP of `ordinal`.
+    pub fn ip(&self, ordinal: i32) -> IpAddr {
+        let [a, b, c] = self.ip_prefix;
+        IpAddr::from([
+            127,
+            a,
+            b,
+            c.saturating_add(u8::try_from(ordinal).unwrap_or(u8::MAX)),
+        ])
+    }
+
+    /// What to run for pod `ordinal`: the operator image's `/usr/local/bin/tusk-operator` is
+    /// [`operator_binary`](Self::operator_binary), the PostgreSQL image's `PATH` starts with
+    /// [`postgres_bin`](Self::postgres_bin), and `<cluster>-rw` is pod 0 (the first primary).
+    pub fn run(&self, ordinal: i32) -> Result<PodRun> {
+        let name = self
+            .statefulset
+            .metadata
+            .name
+            .clone()
+            .ok_or_else(|| component("the StatefulSet has no name"))?;
+        let spec = self
+            .statefulset
+            .spec
+            .clone()
+            .ok_or_else(|| component("the StatefulSet has no spec"))?;
+        let pod = spec
+            .template
+            .spec
+            .as_ref()
+            .ok_or_else(|| component("the template has no spec"))?;
+        let image = |c: Option<&Container>| c.and_then(|c| c.image.clone()).unwrap_or_default();
+        let images = BTreeMap::from([
+            (
+                image(pod.init_containers.iter().flatten().next()),
+                Image {
+                    files: BTreeMap::from([(
+                        "/usr/local/bin/tusk-operator".to_owned(),
+                        self.operator_binary.clone(),
+                    )]),
+                    path: vec![],
+                },
+            ),
+            (
+                image(pod.containers.first()),
+                Image {
+                    files: BTreeMap::new(),
+                    path: vec![self.postgres_bin.clone(), "/usr/bin".into(), "/bin".into()],
+                },
+            ),
+        ]);
+        Ok(PodRun {
+            name: format!("{name}-{ordinal}"),
+            namespace: self.statefulset.metadata.namespace.clone().unwrap_or_default(),
+            template: spec.template,
+            claims: spec
+                .volume_claim_templates
+                .iter()
+                .flatten()
+                .filter_map(|c| c.metadata.name.clone())
+                .collect(),
+            ip: self.ip(ordinal),
+            images,
+            hosts: BTreeMap::from([(format!("{name}-rw"), self.ip(0).to_string())]),
+            state_dir: self.state_dir.clone(),
+            run_as: crate::postgres::unprivileged_user(),
+        })
+    }
 }
 
 /// A running pod: its main container under a supervisor.
