@@ -174,7 +174,7 @@ pub async fn run(root: &std::path::Path, users: usize, resync: u64, periods: u64
         .map_err(err)?;
 
     println!(
-        "Creating {users} PostgresUser objects against PostgreSQL {} on loopback...",
+        "Creating {users} PostgresUser objects against {} on loopback...",
         postgres.version()
     );
     let api = Api::<PostgresUser>::namespaced(client.clone(), NAMESPACE);
