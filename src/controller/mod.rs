@@ -159,7 +159,7 @@ fn error_policy<K: kube::Resource<DynamicType = ()>>(
 
 /// Runs `controller` with `reconcile` until `shutdown`: at most [`MAX_CONCURRENT_RECONCILES`]
 /// at once, each counted in the metrics, failures retried with [`backoff`].
-async fn drive<K, R, Fut>(
+pub(crate) async fn drive<K, R, Fut>(
     controller: Controller<K>,
     ctx: Arc<Context>,
     reconcile: R,

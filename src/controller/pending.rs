@@ -5,7 +5,6 @@
 
 use std::{fmt::Debug, sync::Arc};
 
-use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
 use kube::{
     Api, Resource, ResourceExt,
@@ -85,36 +84,8 @@ where
         + Sync
         + 'static,
 {
-    let kind = K::kind(&()).into_owned();
     let controller = Controller::new(Api::<K>::all(ctx.client.clone()), watcher::Config::default());
-    let store = controller.store();
-    controller
-        .with_config(
-            kube::runtime::controller::Config::default().concurrency(super::MAX_CONCURRENT_RECONCILES),
-        )
-        .graceful_shutdown_on(shutdown)
-        .run(
-            move |object, ctx: Arc<Context>| {
-                let store = store.clone();
-                let kind = kind.clone();
-                async move {
-                    let started = std::time::Instant::now();
-                    let result = acknowledge(object, ctx.clone()).await;
-                    let metrics = &ctx.state.metrics;
-                    metrics.reconciled(
-                        &kind,
-                        started.elapsed(),
-                        result.as_ref().err().map(Error::metric_label),
-                    );
-                    metrics.managing(&kind, store.state().len());
-                    result
-                }
-            },
-            |_, _, _| Action::requeue(std::time::Duration::from_secs(30)),
-            ctx,
-        )
-        .for_each(|_| async {})
-        .await;
+    super::drive(controller, ctx, acknowledge::<K>, shutdown).await;
 }
 
 #[cfg(test)]

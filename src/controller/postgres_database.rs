@@ -4,23 +4,14 @@
 
 use std::{sync::Arc, time::Duration};
 
-use kube::{
-    Api, ResourceExt,
-    api::{Patch, PatchParams},
-    runtime::{
-        controller::Action,
-        finalizer::{Event, finalizer},
-    },
-};
-use serde_json::json;
+use kube::{ResourceExt, runtime::controller::Action};
 use tracing::{info, instrument};
 
 use super::{
     Context, Error,
     condition::condition,
     postgres_cluster::now_rfc3339,
-    postgres_user::FINALIZER,
-    sql_target::{cluster_gone, session},
+    sql_target::{cluster_gone, session, with_finalizer, write_status},
 };
 use crate::{
     api::{
@@ -39,20 +30,13 @@ const RETRY: Duration = Duration::from_secs(15);
 /// One reconcile of one database.
 #[instrument(skip_all, fields(namespace = %db.namespace().unwrap_or_default(), name = %db.name_any()))]
 pub async fn reconcile(db: Arc<PostgresDatabase>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let namespace = db.namespace().ok_or(Error::NotNamespaced)?;
-    let api: Api<PostgresDatabase> = Api::namespaced(ctx.client.clone(), &namespace);
-    finalizer(&api, FINALIZER, db, |event| async {
-        match event {
-            Event::Apply(db) => apply(&db, &ctx, &namespace).await,
-            Event::Cleanup(db) => cleanup(&db, &ctx, &namespace).await,
-        }
-    })
+    with_finalizer(
+        db,
+        ctx,
+        |db, ctx, namespace| async move { apply(&db, &ctx, &namespace).await },
+        |db, ctx, namespace| async move { cleanup(&db, &ctx, &namespace).await },
+    )
     .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e)
-        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(other.to_string()),
-    })
 }
 
 /// Converges the database; `Err` is a reason and message for the status.
@@ -142,16 +126,7 @@ async fn apply(db: &PostgresDatabase, ctx: &Context, namespace: &str) -> Result<
         )]),
         observed_generation: generation,
     };
-    if db.status.as_ref() != Some(&status) {
-        Api::<PostgresDatabase>::namespaced(ctx.client.clone(), namespace)
-            .patch_status(
-                &db.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": status})),
-            )
-            .await
-            .map_err(Error::kube("writing the status"))?;
-    }
+    write_status(ctx, db, db.status.as_ref(), &status).await?;
     Ok(Action::requeue(requeue))
 }
 

@@ -10,15 +10,7 @@
 use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::{
-    Api, ResourceExt,
-    api::{Patch, PatchParams},
-    runtime::{
-        controller::Action,
-        finalizer::{Event, finalizer},
-    },
-};
-use serde_json::json;
+use kube::{Api, ResourceExt, runtime::controller::Action};
 use sha2::{Digest, Sha256};
 use tracing::{info, instrument};
 
@@ -27,7 +19,10 @@ use super::{
     apply::ensure,
     condition::condition,
     postgres_cluster::now_rfc3339,
-    sql_target::{BindingData, binding_entries, binding_secret, cluster_gone, controlled_by, session},
+    sql_target::{
+        BindingData, binding_entries, binding_secret, cluster_gone, controlled_by, session, with_finalizer,
+        write_status,
+    },
 };
 use crate::{
     api::{
@@ -41,9 +36,6 @@ use crate::{
     },
 };
 
-/// The finalizer that lets Tusk drop the role before the object goes.
-pub const FINALIZER: &str = "tusk.dev/sql";
-
 /// How soon a user whose SQL failed is tried again.
 const RETRY: Duration = Duration::from_secs(15);
 
@@ -55,20 +47,13 @@ pub fn binding_name(user: &PostgresUser) -> String {
 /// One reconcile of one user.
 #[instrument(skip_all, fields(namespace = %user.namespace().unwrap_or_default(), name = %user.name_any()))]
 pub async fn reconcile(user: Arc<PostgresUser>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let namespace = user.namespace().ok_or(Error::NotNamespaced)?;
-    let api: Api<PostgresUser> = Api::namespaced(ctx.client.clone(), &namespace);
-    finalizer(&api, FINALIZER, user, |event| async {
-        match event {
-            Event::Apply(user) => apply(&user, &ctx, &namespace).await,
-            Event::Cleanup(user) => cleanup(&user, &ctx, &namespace).await,
-        }
-    })
+    with_finalizer(
+        user,
+        ctx,
+        |user, ctx, namespace| async move { apply(&user, &ctx, &namespace).await },
+        |user, ctx, namespace| async move { cleanup(&user, &ctx, &namespace).await },
+    )
     .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e)
-        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(other.to_string()),
-    })
 }
 
 /// Why the role is not as specified, for the status.
@@ -266,16 +251,7 @@ async fn apply(user: &PostgresUser, ctx: &Context, namespace: &str) -> Result<Ac
             previous.password_secret_version.clone()
         }),
     };
-    if user.status.as_ref() != Some(&status) {
-        Api::<PostgresUser>::namespaced(ctx.client.clone(), namespace)
-            .patch_status(
-                &user.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": status})),
-            )
-            .await
-            .map_err(Error::kube("writing the status"))?;
-    }
+    write_status(ctx, user, user.status.as_ref(), &status).await?;
     Ok(Action::requeue(requeue))
 }
 

@@ -1,10 +1,21 @@
 //! What the SQL controllers share: a session on a cluster's primary, and the servicebinding.io
 //! Secret they give applications.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::BTreeMap, fmt::Debug, sync::Arc};
 
-use k8s_openapi::{ByteString, api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta};
-use kube::{Api, Resource, ResourceExt};
+use k8s_openapi::{
+    ByteString, NamespaceResourceScope, api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{
+        controller::Action,
+        finalizer::{Event, finalizer},
+    },
+};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::json;
 
 use super::{
     Context, Error,
@@ -17,6 +28,72 @@ use crate::{
         endpoint::{Endpoint, Endpoints},
     },
 };
+
+/// The finalizer that lets Tusk drop a role or database before its object goes.
+pub const FINALIZER: &str = "tusk.dev/sql";
+
+/// Reconciles `object` under [`FINALIZER`]: `apply` while it lives, `cleanup` once when it is
+/// deleted (the finalizer goes when `cleanup` succeeds). Both get the object's namespace.
+pub async fn with_finalizer<K, A, AF, C, CF>(
+    object: Arc<K>,
+    ctx: Arc<Context>,
+    apply: A,
+    cleanup: C,
+) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+    A: FnOnce(Arc<K>, Arc<Context>, String) -> AF,
+    AF: Future<Output = Result<Action, Error>>,
+    C: FnOnce(Arc<K>, Arc<Context>, String) -> CF,
+    CF: Future<Output = Result<Action, Error>>,
+{
+    let namespace = object.namespace().ok_or(Error::NotNamespaced)?;
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+    finalizer(&api, FINALIZER, object, |event| async move {
+        match event {
+            Event::Apply(object) => apply(object, ctx, namespace).await,
+            Event::Cleanup(object) => cleanup(object, ctx, namespace).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    })
+}
+
+/// Writes `status` on `object` when it differs from the status it has.
+pub async fn write_status<K, S>(
+    ctx: &Context,
+    object: &K,
+    current: Option<&S>,
+    status: &S,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+    S: PartialEq + Serialize,
+{
+    if current == Some(status) {
+        return Ok(());
+    }
+    Api::<K>::namespaced(ctx.client.clone(), &object.namespace().unwrap_or_default())
+        .patch_status(
+            &object.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": status})),
+        )
+        .await
+        .map_err(Error::kube("writing the status"))?;
+    Ok(())
+}
 
 /// A session on `database` of the primary of `namespace`/`cluster`, as the superuser, whose
 /// password is read from the cluster's superuser Secret when a new connection is made.

@@ -62,12 +62,25 @@ fn is_write(verb: &str) -> bool {
     )
 }
 
-pub async fn run(
+/// The release build of the operator, running with only its generated RBAC on a fresh local
+/// control plane that has Tusk's CRDs (converted by the operator's webhook).
+pub struct Operator {
+    /// The control plane.
+    pub plane: ControlPlane,
+    /// The operator's process.
+    pub process: Supervised,
+    /// Its `/metrics` port on 127.0.0.1.
+    pub status_port: u16,
+}
+
+/// Builds the release operator, starts the control plane, installs the CRDs, and runs the
+/// operator with `--resync-interval` and the arguments `extra_args` returns; it gets the
+/// operator's directory, to write files such as a `--sql-endpoints` map.
+pub async fn start_operator(
     root: &Path,
-    clusters: usize,
-    steady_seconds: u64,
-    ready_timeout: u64,
-) -> Result<(), String> {
+    resync: u64,
+    extra_args: impl FnOnce(&Path) -> Result<Vec<String>, String>,
+) -> Result<Operator, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = std::process::Command::new(cargo)
         .args(["build", "--quiet", "--release", "--bin", "tusk-operator"])
@@ -109,16 +122,17 @@ pub async fn run(
         )
         .await
         .map_err(err)?;
-    let resync = steady_seconds / 2;
-    let args = vec![
+    let status_port = free_port().map_err(err)?;
+    let mut args = vec![
         "run".to_owned(),
         format!("--listen=127.0.0.1:{port}"),
         format!("--cert-dir={}", dir.display()),
-        format!("--status-listen=127.0.0.1:{}", free_port().map_err(err)?),
+        format!("--status-listen=127.0.0.1:{status_port}"),
         format!("--leader-election-namespace={OPERATOR_NAMESPACE}"),
         format!("--resync-interval={resync}s"),
     ];
-    let operator = Supervised::spawn_with_env(
+    args.extend(extra_args(&dir)?);
+    let process = Supervised::spawn_with_env(
         &dir,
         "tusk-operator",
         &root.join("target/release/tusk-operator"),
@@ -129,6 +143,26 @@ pub async fn run(
         ],
     )
     .map_err(err)?;
+    Ok(Operator {
+        plane,
+        process,
+        status_port,
+    })
+}
+
+pub async fn run(
+    root: &Path,
+    clusters: usize,
+    steady_seconds: u64,
+    ready_timeout: u64,
+) -> Result<(), String> {
+    let resync = steady_seconds / 2;
+    let Operator {
+        plane,
+        process: operator,
+        ..
+    } = start_operator(root, resync, |_| Ok(vec![])).await?;
+    let client = plane.client().await.map_err(err)?;
     let ns: k8s_openapi::api::core::v1::Namespace =
         serde_json::from_value(json!({"metadata": {"name": NAMESPACE}})).map_err(err)?;
     Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())

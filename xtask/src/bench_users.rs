@@ -15,18 +15,10 @@ use kube::{
 };
 use serde_json::json;
 use tusk::api::{common::ConditionStatus, postgres_user::v1::PostgresUser};
-use tusk_testenv::{
-    ControlPlane, Options,
-    control_plane::free_port,
-    pki::Ca,
-    postgres::{LocalServer, Postgres},
-    process::Supervised,
-};
+use tusk_testenv::postgres::{LocalServer, Postgres};
 
 const NAMESPACE: &str = "bench";
 const CLUSTER: &str = "bench";
-const OPERATOR_NAMESPACE: &str = "tusk-system";
-const OPERATOR_ACCOUNT: &str = "tusk-operator";
 
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
@@ -78,75 +70,22 @@ fn transactions(server: &LocalServer) -> Result<f64, String> {
 }
 
 pub async fn run(root: &std::path::Path, users: usize, resync: u64, periods: u64) -> Result<(), String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .args(["build", "--quiet", "--release", "--bin", "tusk-operator"])
-        .current_dir(root)
-        .status()
-        .map_err(err)?;
-    if !status.success() {
-        return Err("cargo build --release --bin tusk-operator failed".into());
-    }
     let postgres = Postgres::get(15).map_err(err)?;
     let server = LocalServer::start(&postgres).await.map_err(err)?;
     server.psql("CREATE ROLE bench_readers NOLOGIN").map_err(err)?;
-    let plane = ControlPlane::start(Options::default()).await.map_err(err)?;
+    let sql_endpoint = format!("{NAMESPACE}/{CLUSTER} 127.0.0.1:{}\n", server.port());
+    let crate::bench::Operator {
+        plane,
+        process: operator,
+        status_port,
+        ..
+    } = crate::bench::start_operator(root, resync, |dir| {
+        let endpoints = dir.join("sql-endpoints");
+        std::fs::write(&endpoints, sql_endpoint).map_err(err)?;
+        Ok(vec![format!("--sql-endpoints={}", endpoints.display())])
+    })
+    .await?;
     let client = plane.client().await.map_err(err)?;
-
-    let ca = Ca::new("bench CA");
-    let cert = ca.loopback_serving_cert("tusk-operator");
-    let dir = plane.dir().join("operator");
-    std::fs::create_dir_all(&dir).map_err(err)?;
-    std::fs::write(dir.join("tls.crt"), &cert.cert_pem).map_err(err)?;
-    std::fs::write(dir.join("tls.key"), &cert.key_pem).map_err(err)?;
-    let port = free_port().map_err(err)?;
-    let crd_api = Api::<
-        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-    >::all(client.clone());
-    for crd in tusk::crd::crds(&tusk::crd::ConversionWebhook {
-        endpoint: tusk::crd::WebhookEndpoint::Url(format!(
-            "https://127.0.0.1:{port}{}",
-            tusk::crd::CONVERT_PATH
-        )),
-        ca_bundle: Some(ca.cert_pem().into_bytes()),
-    }) {
-        crd_api.create(&PostParams::default(), &crd).await.map_err(err)?;
-    }
-    let kubeconfig = plane
-        .service_account_kubeconfig(
-            OPERATOR_NAMESPACE,
-            OPERATOR_ACCOUNT,
-            &tusk::rbac::cluster_role(OPERATOR_ACCOUNT),
-        )
-        .await
-        .map_err(err)?;
-    let endpoints = dir.join("sql-endpoints");
-    std::fs::write(
-        &endpoints,
-        format!("{NAMESPACE}/{CLUSTER} 127.0.0.1:{}\n", server.port()),
-    )
-    .map_err(err)?;
-    let status_port = free_port().map_err(err)?;
-    let args = vec![
-        "run".to_owned(),
-        format!("--listen=127.0.0.1:{port}"),
-        format!("--cert-dir={}", dir.display()),
-        format!("--status-listen=127.0.0.1:{status_port}"),
-        format!("--leader-election-namespace={OPERATOR_NAMESPACE}"),
-        format!("--resync-interval={resync}s"),
-        format!("--sql-endpoints={}", endpoints.display()),
-    ];
-    let operator = Supervised::spawn_with_env(
-        &dir,
-        "tusk-operator",
-        &root.join("target/release/tusk-operator"),
-        &args,
-        &[
-            ("KUBECONFIG", kubeconfig.as_os_str()),
-            ("RUST_LOG", "warn".as_ref()),
-        ],
-    )
-    .map_err(err)?;
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NAMESPACE}})).map_err(err)?;
     Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &ns)
