@@ -3,6 +3,7 @@
 //! `tusk-operator`, the main container runs `tusk-operator instance` with the image's PostgreSQL
 //! mapped to PostgreSQL 15 from Debian or PostgreSQL 18 from registry binaries. The primary runs
 //! `initdb`, two replicas `pg_basebackup` from it and stream; restarts reuse the data directory;
+//! a fast shutdown that hangs becomes an immediate one;
 //! a replica is promoted on request; a foreign or damaged data directory is refused and kept.
 
 mod support;
@@ -317,4 +318,52 @@ async fn a_foreign_or_damaged_data_directory_is_refused_and_kept() {
     std::fs::write(&control, &bytes).unwrap();
     c.start(0).await;
     c.wait_ready(0, Duration::from_secs(60)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fast_shutdown_that_hangs_becomes_an_immediate_one() {
+    let mut c = cluster("stop", 15, 1).await;
+    // The pod's 45 s would outlast the supervisor's 10 s before SIGKILL.
+    c.add_instance_arg("--fast-stop-timeout=2s");
+    c.start(0).await;
+    c.wait_ready(0, Duration::from_secs(60)).await;
+    let db = c.connect(0).await.unwrap();
+    db.batch_execute("CREATE TABLE kept (i int); INSERT INTO kept VALUES (1)")
+        .await
+        .unwrap();
+    // A fast shutdown waits for the checkpointer's shutdown checkpoint: freeze it.
+    let checkpointer: i32 = db
+        .query_one(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    drop(db);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(checkpointer),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    let stopped = c.stop(0);
+    let log = stopped.main.log_tail(100);
+    assert!(log.contains("stopping postgres: fast shutdown"), "{log}");
+    assert!(
+        log.contains("the fast shutdown took too long: immediate shutdown"),
+        "{log}"
+    );
+    assert!(log.contains("postgres stopped"), "{log}");
+    // The data survives an immediate shutdown: the restart recovers it.
+    c.start(0).await;
+    c.wait_ready(0, Duration::from_secs(60)).await;
+    let kept: i64 = c
+        .connect(0)
+        .await
+        .unwrap()
+        .query_one("SELECT count(*) FROM kept", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 1);
 }

@@ -16,6 +16,7 @@ pub mod datadir;
 pub mod status;
 
 use std::{
+    os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Command, ExitStatus, Stdio},
     sync::Arc,
@@ -453,9 +454,16 @@ async fn supervise(args: &InstanceArgs, programs: &Programs, state: &status::Sta
             &format!("unix_socket_directories={}", args.socket_dir.display()),
         ])
         .stdin(Stdio::null())
+        // Its own process group: a last-resort SIGKILL reaches every backend, not only the
+        // postmaster (a backend left behind keeps the shared memory and blocks a restart).
+        .process_group(0)
         .spawn()
         .map_err(io("starting postgres"))?;
     let pid = Pid::from_raw(i32::try_from(postgres.id()).expect("a pid fits in i32"));
+    let kill_group = || match kill(Pid::from_raw(-pid.as_raw()), Signal::SIGKILL) {
+        Ok(()) | Err(nix::Error::ESRCH) => {}
+        Err(e) => warn!(error = %e, "could not kill postgres's process group"),
+    };
     state.set_running(true);
     info!(pid = postgres.id(), listen = %listen, "postgres started");
     let send = |sig: Signal| {
@@ -481,6 +489,8 @@ async fn supervise(args: &InstanceArgs, programs: &Programs, state: &status::Sta
         };
         if let Some(status) = reap(pid)? {
             state.set_running(false);
+            // Nothing of a postmaster that is gone may linger.
+            kill_group();
             return match stopping {
                 Some(_) => {
                     info!(status = %status, "postgres stopped");
@@ -499,11 +509,13 @@ async fn supervise(args: &InstanceArgs, programs: &Programs, state: &status::Sta
             Some((Signal::SIGINT, at)) if now >= at => {
                 warn!("the fast shutdown took too long: immediate shutdown");
                 send(Signal::SIGQUIT);
-                Some((Signal::SIGQUIT, now + Duration::from_secs(5)))
+                // PostgreSQL itself SIGKILLs the children that outlast an immediate shutdown by
+                // 5 s; give it that, and a margin.
+                Some((Signal::SIGQUIT, now + Duration::from_secs(10)))
             }
             Some((Signal::SIGQUIT, at)) if now >= at => {
-                warn!("the immediate shutdown took too long: killing postgres");
-                send(Signal::SIGKILL);
+                warn!("the immediate shutdown took too long: killing postgres and its children");
+                kill_group();
                 Some((Signal::SIGKILL, now + Duration::from_secs(3600)))
             }
             other => other,

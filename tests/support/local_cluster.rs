@@ -77,6 +77,21 @@ impl LocalCluster {
         }
     }
 
+    /// Adds `arg` to the instance manager's arguments of the pods started from now on (the
+    /// StatefulSet in the apiserver is not changed).
+    pub fn add_instance_arg(&mut self, arg: &str) {
+        let spec = self
+            .template
+            .spec
+            .as_mut()
+            .and_then(|s| s.template.spec.as_mut())
+            .unwrap();
+        spec.containers[0]
+            .args
+            .get_or_insert_with(Vec::new)
+            .push(arg.to_owned());
+    }
+
     /// The pod IP of `ordinal`.
     pub fn ip(&self, ordinal: i32) -> IpAddr {
         self.pods().ip(ordinal)
