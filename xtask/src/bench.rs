@@ -55,6 +55,22 @@ fn requests_by_verb(events: &[Value], user: &str) -> BTreeMap<String, usize> {
     by_verb
 }
 
+/// How many of `items` have a `Ready` condition that is `True`.
+pub fn count_ready<K>(
+    items: &[K],
+    conditions: impl Fn(&K) -> Option<&Vec<tusk::api::common::Condition>>,
+) -> usize {
+    items
+        .iter()
+        .filter(|item| {
+            conditions(item).is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.type_ == "Ready" && c.status == ConditionStatus::True)
+            })
+        })
+        .count()
+}
+
 fn is_write(verb: &str) -> bool {
     matches!(
         verb,
@@ -206,19 +222,7 @@ pub async fn run(
     let mut last_report = Instant::now();
     let ready_after = loop {
         let list = api.list(&ListParams::default()).await.map_err(err)?;
-        let ready = list
-            .items
-            .iter()
-            .filter(|c| {
-                c.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|cs| {
-                        cs.iter()
-                            .any(|c| c.type_ == "Ready" && c.status == ConditionStatus::True)
-                    })
-            })
-            .count();
+        let ready = count_ready(&list.items, |c| c.status.as_ref()?.conditions.as_ref());
         if ready == clusters {
             break Some(started.elapsed());
         }

@@ -14,7 +14,7 @@ use kube::{
     api::{ListParams, PostParams},
 };
 use serde_json::json;
-use tusk::api::{common::ConditionStatus, postgres_user::v1::PostgresUser};
+use tusk::api::postgres_user::v1::PostgresUser;
 use tusk_testenv::postgres::{LocalServer, Postgres};
 
 const NAMESPACE: &str = "bench";
@@ -152,19 +152,7 @@ pub async fn run(root: &std::path::Path, users: usize, resync: u64, periods: u64
     }
     let ready_after = loop {
         let list = api.list(&ListParams::default()).await.map_err(err)?;
-        let ready = list
-            .items
-            .iter()
-            .filter(|u| {
-                u.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|cs| {
-                        cs.iter()
-                            .any(|c| c.type_ == "Ready" && c.status == ConditionStatus::True)
-                    })
-            })
-            .count();
+        let ready = crate::bench::count_ready(&list.items, |u| u.status.as_ref()?.conditions.as_ref());
         if ready == users {
             break started.elapsed();
         }

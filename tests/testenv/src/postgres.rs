@@ -24,7 +24,7 @@ use crate::{
     control_plane::free_port,
     io,
     process::{Janitor, Supervised},
-    toolchain::{in_ci, repo_root},
+    toolchain::find_or_install,
 };
 
 /// The programs of one PostgreSQL major.
@@ -45,7 +45,11 @@ impl Postgres {
     pub fn get(major: u32) -> Result<Self> {
         let bin_dir = match std::env::var_os(format!("TUSK_PG{major}_BIN")) {
             Some(dir) => PathBuf::from(dir),
-            None => find_or_install(major)?,
+            None => find_or_install(
+                "postgres.sh",
+                &["--dir", &major.to_string()],
+                &format!("PostgreSQL {major}"),
+            )?,
         };
         let out = Command::new(bin_dir.join("postgres"))
             .arg("--version")
@@ -126,51 +130,6 @@ impl Postgres {
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
-    }
-}
-
-/// `hack/postgres.sh --dir <major>`, and a full `hack/postgres.sh` when that finds it missing.
-fn find_or_install(major: u32) -> Result<PathBuf> {
-    let script = repo_root().join("hack/postgres.sh");
-    let probe = || -> Result<(bool, PathBuf)> {
-        let out = Command::new(&script)
-            .args(["--dir", &major.to_string()])
-            .stderr(Stdio::inherit())
-            .output()
-            .map_err(io(format!("running {}", script.display())))?;
-        Ok((
-            out.status.success(),
-            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()),
-        ))
-    };
-    let (found, dir) = probe()?;
-    if found {
-        return Ok(dir);
-    }
-    if in_ci() {
-        return Err(Error::Toolchain(format!(
-            "PostgreSQL {major} is missing or incomplete in {} and CI=true: run hack/postgres.sh \
-             before the tests (.ci/run does)",
-            dir.display()
-        )));
-    }
-    eprintln!("testenv: PostgreSQL {major} is missing; installing it with hack/postgres.sh");
-    let install = Command::new(&script)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .status()
-        .map_err(io(format!("running {}", script.display())))?;
-    if !install.success() {
-        return Err(Error::Toolchain(format!(
-            "hack/postgres.sh failed with {install}"
-        )));
-    }
-    match probe()? {
-        (true, dir) => Ok(dir),
-        (false, dir) => Err(Error::Toolchain(format!(
-            "PostgreSQL {major} is still incomplete in {} after hack/postgres.sh",
-            dir.display()
-        ))),
     }
 }
 

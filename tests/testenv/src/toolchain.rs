@@ -38,31 +38,7 @@ impl Toolchain {
         if let Some(dir) = std::env::var_os("TUSK_TESTBIN") {
             return Ok(Self { dir: dir.into() });
         }
-        let script = repo_root().join("hack/testbin.sh");
-        let probe = Command::new(&script)
-            .arg("--dir")
-            .stderr(Stdio::inherit())
-            .output()
-            .map_err(io(format!("running {}", script.display())))?;
-        let dir = PathBuf::from(String::from_utf8_lossy(&probe.stdout).trim());
-        if probe.status.success() {
-            return Ok(Self { dir });
-        }
-        if in_ci() {
-            return Err(Error::Toolchain(format!(
-                "{} is incomplete and CI=true: run hack/testbin.sh before the tests (.ci/run does)",
-                dir.display()
-            )));
-        }
-        eprintln!("testenv: the toolchain is missing; building it with hack/testbin.sh (minutes when cold)");
-        let build = Command::new(&script)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .status()
-            .map_err(io(format!("running {}", script.display())))?;
-        if !build.success() {
-            return Err(Error::Toolchain(format!("hack/testbin.sh failed with {build}")));
-        }
+        let dir = find_or_install("testbin.sh", &["--dir"], "the test toolchain")?;
         Ok(Self { dir })
     }
 
@@ -74,5 +50,50 @@ impl Toolchain {
     /// A shared file or directory, such as `kwok-stages` or `olm-crds`.
     pub fn share(&self, name: &str) -> PathBuf {
         self.dir.join("share").join(name)
+    }
+}
+
+/// The directory `hack/<script> <dir_args>` prints, which exits 1 while it is incomplete. Then,
+/// under `CI=true`, an error: `.ci/run` installs it before any test runs, so a missing piece there
+/// is a broken build, never a reason to skip. Otherwise `hack/<script>` (no arguments) installs
+/// what is missing, and the directory is asked for again. `what` names it in messages.
+pub(crate) fn find_or_install(script: &str, dir_args: &[&str], what: &str) -> Result<PathBuf> {
+    let path = repo_root().join("hack").join(script);
+    let probe = || -> Result<(bool, PathBuf)> {
+        let out = Command::new(&path)
+            .args(dir_args)
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(io(format!("running {}", path.display())))?;
+        Ok((
+            out.status.success(),
+            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()),
+        ))
+    };
+    let (found, dir) = probe()?;
+    if found {
+        return Ok(dir);
+    }
+    if in_ci() {
+        return Err(Error::Toolchain(format!(
+            "{what}: {} is incomplete and CI=true: run hack/{script} before the tests (.ci/run does)",
+            dir.display()
+        )));
+    }
+    eprintln!("testenv: {what} is missing; installing it with hack/{script} (minutes when cold)");
+    let install = Command::new(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .status()
+        .map_err(io(format!("running {}", path.display())))?;
+    if !install.success() {
+        return Err(Error::Toolchain(format!("hack/{script} failed with {install}")));
+    }
+    match probe()? {
+        (true, dir) => Ok(dir),
+        (false, dir) => Err(Error::Toolchain(format!(
+            "{what} is still incomplete in {} after hack/{script}",
+            dir.display()
+        ))),
     }
 }
