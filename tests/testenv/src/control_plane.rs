@@ -111,7 +111,26 @@ fn arg(name: &str, value: impl std::fmt::Display) -> String {
 
 impl ControlPlane {
     /// Starts every component in order and waits until each is ready.
+    ///
+    /// Ports come from [`free_port`], which cannot reserve them: another process may bind one
+    /// before the component does. A start that fails that way is tried again, up to 3 times, in
+    /// a fresh directory (only when [`Options::dir`] is not given).
     pub async fn start(options: Options) -> Result<Self> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(&options).await {
+                Err(Error::Component { component, message })
+                    if attempt < 3 && options.dir.is_none() && message.contains("address already in use") =>
+                {
+                    eprintln!("testenv: {component} lost its port to another process; starting again");
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn start_once(options: &Options) -> Result<Self> {
         let toolchain = Toolchain::get()?;
         let started = Instant::now();
         let dir = match &options.dir {
