@@ -6,18 +6,19 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
     crd::{self, ConversionWebhook, WebhookEndpoint},
+    facts::operator::{self, env},
     webhook::{
-        server::{self, DEFAULT_CERT_DIR, Server},
+        server::{self, Server},
         tls::CertFiles,
     },
 };
 
 /// Tusk: a PostgreSQL operator for Kubernetes and OpenShift.
 #[derive(Debug, Parser)]
-#[command(name = "tusk-operator", version, propagate_version = true)]
+#[command(name = operator::NAME, version, propagate_version = true)]
 pub struct Cli {
     /// Log format: `text` for people, `json` for log collectors.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "TUSK_LOG_FORMAT")]
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = env::LOG_FORMAT)]
     pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
@@ -53,7 +54,7 @@ pub enum Command {
     /// so that any standard PostgreSQL image can run the instance manager).
     CopyBinary(CopyBinaryArgs),
     /// Run the instance manager, PID 1 of each PostgreSQL pod.
-    Instance(InstanceArgs),
+    Instance(crate::instance::args::InstanceArgs),
     /// Promote the replica whose data directory is `--pgdata` to primary, and wait until it
     /// accepts writes. Run it in the pod (`kubectl exec`), as the user PostgreSQL runs as.
     Promote(PromoteArgs),
@@ -63,7 +64,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct PromoteArgs {
     /// The replica's data directory.
-    #[arg(long, default_value = crate::instance::DEFAULT_PGDATA)]
+    #[arg(long, default_value = crate::facts::cluster::paths::PGDATA)]
     pub pgdata: PathBuf,
     /// How long to wait for the promotion, such as `60s`.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
@@ -81,34 +82,34 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_webhook: bool,
     /// The operator image; PostgreSQL pods copy the instance manager from it.
-    #[arg(long, default_value = crate::DEFAULT_OPERATOR_IMAGE, env = "TUSK_OPERATOR_IMAGE")]
+    #[arg(long, default_value = operator::DEFAULT_IMAGE, env = env::OPERATOR_IMAGE)]
     pub operator_image: String,
     /// The PostgreSQL image for clusters that name none; `{major}` becomes the major version.
-    #[arg(long, default_value = crate::DEFAULT_POSTGRES_IMAGE, env = "TUSK_POSTGRES_IMAGE")]
+    #[arg(long, default_value = operator::DEFAULT_POSTGRES_IMAGE, env = env::POSTGRES_IMAGE)]
     pub postgres_image: String,
     /// The user PostgreSQL pods run as (also their group and `fsGroup`): the `postgres` user of
     /// the PostgreSQL image. -1 leaves it to the platform (OpenShift's `restricted-v2` SCC).
-    #[arg(long, default_value_t = crate::controller::postgres_cluster::build::DEFAULT_POSTGRES_UID, env = "TUSK_POSTGRES_UID", allow_negative_numbers = true)]
+    #[arg(long, default_value_t = crate::facts::cluster::DEFAULT_POSTGRES_UID, env = env::POSTGRES_UID, allow_negative_numbers = true)]
     pub postgres_uid: i64,
     /// A file of `namespace/cluster address:port` lines that maps clusters to SQL endpoints on
     /// loopback, for an operator run outside Kubernetes (tests, a workstation). Without it, a
     /// cluster is reached at its `-rw` Service.
-    #[arg(long, env = "TUSK_SQL_ENDPOINTS")]
+    #[arg(long, env = env::SQL_ENDPOINTS)]
     pub sql_endpoints: Option<PathBuf>,
     /// How often every object is reconciled again without any event, such as `5m`.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub resync_interval: Duration,
     /// Address of `/healthz`, `/readyz` and `/metrics`.
-    #[arg(long, default_value = "0.0.0.0:8081", env = "TUSK_STATUS_LISTEN")]
+    #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], operator::STATUS_PORT)), env = env::STATUS_LISTEN)]
     pub status_listen: SocketAddr,
     /// Namespace of the leader-election Lease (the operator's own namespace).
-    #[arg(long, default_value = crate::crd::DEFAULT_NAMESPACE, env = "POD_NAMESPACE")]
+    #[arg(long, default_value = operator::NAMESPACE, env = env::POD_NAMESPACE)]
     pub leader_election_namespace: String,
     /// Name of the leader-election Lease.
-    #[arg(long, default_value = "tusk-operator")]
+    #[arg(long, default_value = operator::NAME)]
     pub leader_election_id: String,
     /// This replica's name in the Lease (the pod's name in a cluster).
-    #[arg(long, env = "POD_NAME")]
+    #[arg(long, env = env::POD_NAME)]
     pub identity: Option<String>,
 }
 
@@ -118,66 +119,6 @@ pub struct CopyBinaryArgs {
     /// Where to put the copy (made executable).
     #[arg(long)]
     pub to: PathBuf,
-}
-
-/// Options of `instance`: the contract between the pod the operator builds and the instance
-/// manager.
-#[derive(Clone, Debug, Args)]
-pub struct InstanceArgs {
-    /// The `PostgresCluster` this pod belongs to.
-    #[arg(long)]
-    pub cluster: String,
-    /// The pod's name (the Downward API sets it).
-    #[arg(long, env = "POD_NAME")]
-    pub pod_name: String,
-    /// The pod's namespace (the Downward API sets it).
-    #[arg(long, env = "POD_NAMESPACE")]
-    pub namespace: String,
-    /// The PostgreSQL data directory, on the data volume.
-    #[arg(long)]
-    pub pgdata: PathBuf,
-    /// The WAL directory, on its own volume, when the cluster has one.
-    #[arg(long)]
-    pub waldir: Option<PathBuf>,
-    /// The directory of the mounted ConfigMap (`postgresql.conf`, `pg_hba.conf`).
-    #[arg(long)]
-    pub config_dir: PathBuf,
-    /// File with the superuser's password (from the mounted superuser Secret).
-    #[arg(long)]
-    pub superuser_password_file: PathBuf,
-    /// The primary's Service, which a new replica copies its data from.
-    #[arg(long)]
-    pub primary_host: String,
-    /// Port of `/healthz`, `/readyz` and `/metrics`.
-    #[arg(long, default_value_t = 8000)]
-    pub status_port: u16,
-    /// The PostgreSQL port.
-    #[arg(long, default_value_t = 5432)]
-    pub postgres_port: u16,
-    /// The pod's IP addresses, comma-separated (the Downward API's `status.podIPs`). PostgreSQL
-    /// and the status endpoints listen on them; without any, on every address.
-    #[arg(long, env = "POD_IPS", value_delimiter = ',')]
-    pub pod_ips: Vec<std::net::IpAddr>,
-    /// Directory of PostgreSQL's Unix socket, shared only within the pod.
-    #[arg(long, default_value = "/var/run/postgresql")]
-    pub socket_dir: PathBuf,
-    /// A replica is ready while it streams and has replayed all but this many bytes of the WAL it
-    /// received.
-    #[arg(long, default_value_t = 16 * 1024 * 1024)]
-    pub max_lag_bytes: u64,
-    /// On SIGTERM, how long a fast shutdown may take before an immediate one. Keep it below the
-    /// pod's termination grace period.
-    #[arg(long, default_value = "45s", value_parser = parse_duration)]
-    pub fast_stop_timeout: Duration,
-    /// `initdb --encoding` for the first primary.
-    #[arg(long, default_value = "UTF8")]
-    pub initdb_encoding: String,
-    /// `initdb --locale` for the first primary.
-    #[arg(long, default_value = "C.UTF-8")]
-    pub initdb_locale: String,
-    /// `initdb --data-checksums` for the first primary.
-    #[arg(long)]
-    pub data_checksums: bool,
 }
 
 /// Options of `migrate-storage`.
@@ -193,10 +134,10 @@ pub struct MigrateArgs {
 #[derive(Debug, Args)]
 pub struct WebhookArgs {
     /// Address and port to listen on.
-    #[arg(long, default_value = "0.0.0.0:9443", env = "TUSK_WEBHOOK_LISTEN")]
+    #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], operator::WEBHOOK_PORT)), env = env::WEBHOOK_LISTEN)]
     pub listen: SocketAddr,
     /// Directory with `tls.crt` and `tls.key`; OLM mounts the serving certificate here.
-    #[arg(long, default_value = DEFAULT_CERT_DIR, env = "TUSK_WEBHOOK_CERT_DIR")]
+    #[arg(long, default_value = operator::CERT_DIR, env = env::WEBHOOK_CERT_DIR)]
     pub cert_dir: PathBuf,
     /// Certificate file, instead of `<cert-dir>/tls.crt`.
     #[arg(long)]
@@ -238,14 +179,14 @@ impl WebhookArgs {
 #[derive(Debug, Args)]
 pub struct CrdArgs {
     /// Name of the Service in front of the webhook.
-    #[arg(long, default_value = crd::DEFAULT_SERVICE_NAME)]
+    #[arg(long, default_value = operator::WEBHOOK_SERVICE)]
     pub service_name: String,
     /// Namespace of that Service.
-    #[arg(long, default_value = crd::DEFAULT_NAMESPACE)]
+    #[arg(long, default_value = operator::NAMESPACE)]
     pub service_namespace: String,
     /// Port of that Service.
-    #[arg(long, default_value_t = crd::DEFAULT_SERVICE_PORT)]
-    pub service_port: i32,
+    #[arg(long, default_value_t = operator::WEBHOOK_SERVICE_PORT)]
+    pub service_port: u16,
     /// Call the webhook at this URL instead of through a Service, such as
     /// `https://127.0.0.1:9443/convert`.
     #[arg(long, conflicts_with_all = ["service_name", "service_namespace", "service_port"])]
@@ -264,7 +205,7 @@ impl CrdArgs {
             None => WebhookEndpoint::Service {
                 name: self.service_name.clone(),
                 namespace: self.service_namespace.clone(),
-                port: self.service_port,
+                port: i32::from(self.service_port),
             },
         };
         let ca_bundle = self.ca_bundle_file.as_deref().map(std::fs::read).transpose()?;
@@ -366,13 +307,17 @@ pub async fn main(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// `tusk-operator run`: the webhook and the admin endpoints on every replica, the controllers on
-/// the leader only.
+/// the leader only. The process exits non-zero when it loses the lease or when the controllers
+/// stop for any reason, so the kubelet restarts it and it competes again.
 async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     use std::sync::{Arc, atomic::Ordering};
 
-    use crate::controller::leader::Elector;
+    use crate::controller::leader::{Elector, guarded};
 
-    let client = kube::Client::try_default().await?;
+    let identity = args
+        .identity
+        .unwrap_or_else(|| format!("{}-{}", operator::NAME, std::process::id()));
+    let kube_config = kube::Config::infer().await?;
     let state = Arc::new(crate::admin::State::default());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = crate::controller::until_stopped;
@@ -396,15 +341,14 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     state.ready.store(true, Ordering::Relaxed);
     tracing::info!(status = %args.status_listen, webhook = ?webhook.as_ref().map(|_| args.webhook.listen), "serving");
 
-    let identity = args
-        .identity
-        .unwrap_or_else(|| format!("tusk-operator-{}", std::process::id()));
     let elector = Elector::new(
-        client.clone(),
+        guarded(kube_config.clone(), &identity, None)?,
         &args.leader_election_namespace,
         &args.leader_election_id,
         &identity,
     );
+    // The controllers' client refuses every write once leadership has ended.
+    let client = guarded(kube_config, &identity, Some(elector.leadership()))?;
     let config = crate::controller::postgres_cluster::build::BuildConfig {
         operator_image: args.operator_image,
         postgres_image: args.postgres_image,
@@ -412,13 +356,13 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     let signal = shutdown_signal();
     tokio::pin!(signal);
-    let lost = tokio::select! {
+    let ended = tokio::select! {
         () = elector.acquire() => {
             let endpoints = match args.sql_endpoints {
                 Some(path) => crate::sql::endpoint::Endpoints::Mapped(path),
                 None => crate::sql::endpoint::Endpoints::InCluster,
             };
-            let controllers = tokio::spawn(crate::controller::run(
+            let mut controllers = tokio::spawn(crate::controller::run(
                 client,
                 config,
                 endpoints,
@@ -426,28 +370,34 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
                 state,
                 until_stopped(stopped.clone()),
             ));
-            let lost = tokio::select! {
-                () = elector.hold() => true,
-                () = &mut signal => false,
+            let ended = tokio::select! {
+                () = elector.hold() => Some("lost the leader-election lease".to_owned()),
+                () = &mut signal => None,
+                finished = &mut controllers => Some(match finished {
+                    Ok(()) => "the controllers stopped".to_owned(),
+                    Err(e) => format!("the controllers stopped: {e}"),
+                }),
             };
             let _ = stop.send(true);
-            let _ = controllers.await;
-            if !lost {
+            if !controllers.is_finished() {
+                let _ = controllers.await;
+            }
+            if ended.is_none() {
                 elector.release().await;
             }
-            lost
+            ended
         }
         () = &mut signal => {
             let _ = stop.send(true);
-            false
+            None
         }
     };
     let _ = admin.await;
     if let Some(webhook) = webhook {
         let _ = webhook.await;
     }
-    if lost {
-        return Err("lost the leader-election lease; exiting so that a fresh start competes again".into());
+    match ended {
+        Some(why) => Err(format!("{why}; exiting so that a fresh start competes again").into()),
+        None => Ok(()),
     }
-    Ok(())
 }

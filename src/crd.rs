@@ -9,20 +9,10 @@ use k8s_openapi::{
     },
 };
 
-use crate::api;
-
-/// The path the conversion webhook serves.
-pub const CONVERT_PATH: &str = "/convert";
-
-/// The Service in front of the webhook in a plain install: `<deployment>-service`, the name OLM
-/// also gives it.
-pub const DEFAULT_SERVICE_NAME: &str = "tusk-operator-service";
-
-/// The namespace of a plain install.
-pub const DEFAULT_NAMESPACE: &str = "tusk-system";
-
-/// The port of that Service.
-pub const DEFAULT_SERVICE_PORT: i32 = 443;
+use crate::{
+    api,
+    facts::operator::{self, CONVERT_PATH},
+};
 
 /// Where the committed CRDs live, relative to the repository root.
 pub const CRD_DIR: &str = "config/crd";
@@ -96,14 +86,14 @@ pub fn conversion(webhook: &ConversionWebhook) -> CustomResourceConversion {
 }
 
 impl ConversionWebhook {
-    /// The webhook of a plain install, behind [`DEFAULT_SERVICE_NAME`], with `caBundle` left to
-    /// the installer.
+    /// The webhook of a plain install, behind [`operator::WEBHOOK_SERVICE`], with `caBundle` left
+    /// to the installer.
     pub fn default_service() -> Self {
         Self {
             endpoint: WebhookEndpoint::Service {
-                name: DEFAULT_SERVICE_NAME.to_owned(),
-                namespace: DEFAULT_NAMESPACE.to_owned(),
-                port: DEFAULT_SERVICE_PORT,
+                name: operator::WEBHOOK_SERVICE.to_owned(),
+                namespace: operator::NAMESPACE.to_owned(),
+                port: i32::from(operator::WEBHOOK_SERVICE_PORT),
             },
             ca_bundle: None,
         }

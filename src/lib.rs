@@ -1,5 +1,6 @@
 //! Tusk: a PostgreSQL operator for Kubernetes and OpenShift.
 //!
+//! - [`facts`]: names, ports, labels, paths and kinds every other module shares (imports nothing).
 //! - [`admin`]: `/healthz`, `/readyz` and `/metrics`.
 //! - [`api`]: the custom resources, their versions and conversion between them.
 //! - [`webhook`]: the HTTPS conversion webhook the apiserver calls.
@@ -17,15 +18,10 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod crd;
+pub mod facts;
 pub mod instance;
 pub mod migrate;
+pub mod password;
 pub mod rbac;
 pub mod sql;
 pub mod webhook;
-
-/// The operator image this build of Tusk ships as; pods copy the instance manager from it.
-pub const DEFAULT_OPERATOR_IMAGE: &str =
-    concat!("ghcr.io/tusk-operator/tusk-operator:", env!("CARGO_PKG_VERSION"));
-
-/// The PostgreSQL image a cluster runs when it names none; `{major}` becomes its major version.
-pub const DEFAULT_POSTGRES_IMAGE: &str = "docker.io/library/postgres:{major}";

@@ -5,7 +5,7 @@
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
 use kube::api::ObjectMeta;
 
-use crate::api::GROUP;
+use crate::facts::kinds::GROUP;
 
 /// One rule: these verbs on these resources of these API groups.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,6 +83,13 @@ pub const OPERATOR_RULES: &[Rule] = &[
         resources: &["pods"],
         verbs: &["get", "list", "watch", "patch"],
     },
+    // Events on the objects it reconciles: created, changed, drift repaired, failed. A repeated
+    // Event is a patch of its series.
+    Rule {
+        api_groups: &["events.k8s.io"],
+        resources: &["events"],
+        verbs: &["create", "patch"],
+    },
 ];
 
 /// What leader election needs, in the operator's own namespace only: an OLM bundle grants these
@@ -120,6 +127,41 @@ pub fn cluster_role(name: &str) -> ClusterRole {
 #[cfg(test)]
 mod tests {
     use super::{LEADER_ELECTION_RULES, OPERATOR_RULES};
+    use crate::facts::kinds::{CLUSTER_CHILDREN, EVENT, Kind, POD, TUSK_KINDS, USER_CHILDREN};
+
+    fn allows(kind: &Kind, resource: &str, verbs: &[&str]) -> bool {
+        verbs.iter().all(|verb| {
+            OPERATOR_RULES.iter().any(|r| {
+                r.api_groups.contains(&kind.group)
+                    && r.resources.contains(&resource)
+                    && r.verbs.contains(verb)
+            })
+        })
+    }
+
+    #[test]
+    fn every_kind_in_the_registry_is_granted() {
+        for kind in TUSK_KINDS {
+            assert!(
+                allows(&kind, kind.plural, &["get", "list", "watch"]),
+                "{kind:?}: read"
+            );
+            let status = format!("{}/status", kind.plural);
+            assert!(
+                allows(&kind, &status, &["get", "patch", "update"]),
+                "{kind:?}: status"
+            );
+        }
+        // Everything a controller applies, it must read, create and patch.
+        for kind in CLUSTER_CHILDREN.iter().chain(&USER_CHILDREN) {
+            assert!(
+                allows(kind, kind.plural, &["get", "list", "watch", "create", "patch"]),
+                "{kind:?} is a child kind the operator's RBAC does not cover"
+            );
+        }
+        assert!(allows(&POD, POD.plural, &["get", "list", "watch", "patch"]));
+        assert!(allows(&EVENT, EVENT.plural, &["create", "patch"]));
+    }
 
     #[test]
     fn no_rule_has_a_wildcard() {

@@ -14,11 +14,7 @@ use conversion::{ConversionError, Envelope, KindConverter};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::{Value, value::RawValue};
 
-/// The API group of every Tusk kind.
-pub const GROUP: &str = "tusk.dev";
-
-/// The version every kind stores, and the hub of conversion.
-pub const STORAGE_VERSION: &str = "v1";
+pub use crate::facts::kinds::{GROUP, STORAGE_VERSION};
 
 /// Every kind's converter.
 static CONVERTERS: LazyLock<Vec<Box<dyn KindConverter>>> = LazyLock::new(|| {

@@ -11,14 +11,16 @@ use kube::{
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
-use super::postgres_cluster::build::FIELD_MANAGER;
+use crate::facts::cluster::FIELD_MANAGER;
 
 /// What [`ensure`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// The live object already matched; nothing was sent.
     Unchanged,
-    /// The object was created or changed.
+    /// The object did not exist and was created.
+    Created,
+    /// The object differed and was changed.
     Applied,
 }
 
@@ -51,8 +53,9 @@ where
     let namespace = meta.namespace.as_deref().expect("desired objects are namespaced");
     let api = Api::<K>::namespaced(client.clone(), namespace);
     let wanted = serde_json::to_value(desired).expect("Kubernetes objects serialize");
-    if let Some(live) = api.get_opt(name).await? {
-        let live = serde_json::to_value(&live).expect("Kubernetes objects serialize");
+    let live = api.get_opt(name).await?;
+    if let Some(live) = &live {
+        let live = serde_json::to_value(live).expect("Kubernetes objects serialize");
         if contains(&live, &wanted) {
             return Ok(Outcome::Unchanged);
         }
@@ -63,7 +66,11 @@ where
         &Patch::Apply(desired),
     )
     .await?;
-    Ok(Outcome::Applied)
+    Ok(if live.is_some() {
+        Outcome::Applied
+    } else {
+        Outcome::Created
+    })
 }
 
 #[cfg(test)]

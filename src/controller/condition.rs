@@ -27,3 +27,10 @@ pub fn condition(
         message,
     }
 }
+
+/// The current time as RFC 3339 with seconds, as conditions carry it.
+pub fn now_rfc3339() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}

@@ -5,8 +5,16 @@
 //! been renewed for [`LEASE_DURATION`], so a new leader runs within about
 //! `LEASE_DURATION + RENEW` of the old one dying. Every write carries the resourceVersion it read,
 //! so two replicas can never both win.
+//!
+//! Two leaders must never overlap, even when the holder is frozen (a stopped process, a paused
+//! VM, a long GC-like stall) and wakes up after another replica took over. So the holder stops
+//! leading at [`RENEW_DEADLINE`], well before anyone else may take over at [`LEASE_DURATION`]
+//! (client-go's leader election does the same): [`Leadership`] says whether the last successful
+//! renewal *started* less than `RENEW_DEADLINE` ago, on the monotonic clock, which keeps running
+//! while a process is stopped. The controllers' client ([`guarded`]) refuses every write when it
+//! does not, so a replica that wakes up late cannot write even once before it notices.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::{
     api::coordination::v1::Lease,
@@ -17,18 +25,48 @@ use kube::{
     Api, Client,
     api::{ObjectMeta, PostParams},
 };
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 /// How long a Lease holds without renewal.
 pub const LEASE_DURATION: Duration = Duration::from_secs(10);
 /// How often the holder renews, and how often the others look.
 pub const RENEW: Duration = Duration::from_secs(2);
+/// How long the holder keeps leading without a successful renewal: shorter than
+/// [`LEASE_DURATION`] by enough for a write already sent to land.
+pub const RENEW_DEADLINE: Duration = Duration::from_secs(6);
+
+/// Whether this replica may act as the leader right now.
+#[derive(Debug, Default)]
+pub struct Leadership {
+    /// When the last successful acquisition or renewal was sent.
+    renewed: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Leadership {
+    /// True while the last successful renewal started less than [`RENEW_DEADLINE`] ago.
+    pub fn current(&self) -> bool {
+        self.renewed
+            .lock()
+            .expect("never poisoned")
+            .is_some_and(|at| at.elapsed() < RENEW_DEADLINE)
+    }
+
+    fn renewed_at(&self, at: Instant) {
+        *self.renewed.lock().expect("never poisoned") = Some(at);
+    }
+
+    fn end(&self) {
+        *self.renewed.lock().expect("never poisoned") = None;
+    }
+}
 
 /// One replica's side of the election.
 pub struct Elector {
     api: Api<Lease>,
     name: String,
     identity: String,
+    leadership: Arc<Leadership>,
 }
 
 impl Elector {
@@ -38,14 +76,22 @@ impl Elector {
             api: Api::namespaced(client, namespace),
             name: name.to_owned(),
             identity: identity.to_owned(),
+            leadership: Arc::default(),
         }
+    }
+
+    /// Whether this replica may lead now; give it to [`guarded`].
+    pub fn leadership(&self) -> Arc<Leadership> {
+        self.leadership.clone()
     }
 
     /// Waits until this replica holds the Lease.
     pub async fn acquire(&self) {
         loop {
+            let attempt = Instant::now();
             match self.try_acquire().await {
                 Ok(true) => {
+                    self.leadership.renewed_at(attempt);
                     info!(lease = %self.name, identity = %self.identity, "became the leader");
                     return;
                 }
@@ -56,29 +102,33 @@ impl Elector {
         }
     }
 
-    /// Renews the Lease every [`RENEW`]; returns when it could not be renewed for longer than
-    /// [`LEASE_DURATION`] (another replica may have it by then), so the caller must stop leading.
+    /// Renews the Lease every [`RENEW`]; returns when it was not renewed within
+    /// [`RENEW_DEADLINE`] (or another replica holds it), and leadership has ended, so the caller
+    /// must stop leading.
     pub async fn hold(&self) {
-        let mut last_renewal = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(RENEW).await;
+            // Woken up past the deadline (the process was stopped, or starved): leadership has
+            // already ended, whatever a renewal would say now.
+            if !self.leadership.current() {
+                break warn!(lease = %self.name, deadline = ?RENEW_DEADLINE, "the lease was not renewed in time");
+            }
+            let attempt = Instant::now();
             match self.try_acquire().await {
-                Ok(true) => last_renewal = tokio::time::Instant::now(),
-                Ok(false) => {
-                    warn!(lease = %self.name, "another replica holds the lease");
-                    return;
-                }
+                Ok(true) => self.leadership.renewed_at(attempt),
+                Ok(false) => break warn!(lease = %self.name, "another replica holds the lease"),
                 Err(e) => warn!(lease = %self.name, error = %e, "renewing the lease"),
             }
-            if last_renewal.elapsed() > LEASE_DURATION {
-                warn!(lease = %self.name, "the lease was not renewed in time");
-                return;
+            if !self.leadership.current() {
+                break warn!(lease = %self.name, deadline = ?RENEW_DEADLINE, "the lease was not renewed in time");
             }
         }
+        self.leadership.end();
     }
 
     /// Gives the Lease up, so another replica need not wait for it to expire.
     pub async fn release(&self) {
+        self.leadership.end();
         if let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await {
             let spec = lease.spec.get_or_insert_with(Default::default);
             if spec.holder_identity.as_deref() == Some(&self.identity) {
@@ -145,5 +195,116 @@ impl Elector {
             lease_transitions: Some(transitions),
             ..Default::default()
         }
+    }
+}
+
+/// A client for `config` whose every request says which replica sent it (its `User-Agent`,
+/// `tusk-operator/<version> (<identity>)`, which the apiserver's audit log records), and which,
+/// given a [`Leadership`], refuses every write while this replica is not the leader.
+pub fn guarded(
+    config: kube::Config,
+    identity: &str,
+    leadership: Option<Arc<Leadership>>,
+) -> Result<Client, kube::Error> {
+    let user_agent = format!(
+        "{}/{} ({identity})",
+        crate::facts::operator::NAME,
+        env!("CARGO_PKG_VERSION")
+    );
+    let user_agent = http::HeaderValue::from_str(&user_agent)
+        .unwrap_or_else(|_| http::HeaderValue::from_static("tusk-operator"));
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&GuardLayer {
+            leadership,
+            user_agent,
+        })
+        .build())
+}
+
+/// See [`guarded`].
+#[derive(Clone)]
+struct GuardLayer {
+    leadership: Option<Arc<Leadership>>,
+    user_agent: http::HeaderValue,
+}
+
+impl<S> tower::Layer<S> for GuardLayer {
+    type Service = Guard<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Guard {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// See [`guarded`].
+#[derive(Clone)]
+struct Guard<S> {
+    inner: S,
+    layer: GuardLayer,
+}
+
+/// A write refused because this replica is not the leader.
+#[derive(Debug, thiserror::Error)]
+#[error("{method} {path} refused: this replica is no longer the leader")]
+pub struct NotLeader {
+    method: http::Method,
+    path: String,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Guard<S>
+where
+    S: tower::Service<http::Request<B>>,
+    S::Error: Into<tower::BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = tower::BoxError;
+    type Future = futures::future::BoxFuture<'static, Result<S::Response, tower::BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        request
+            .headers_mut()
+            .insert(http::header::USER_AGENT, self.layer.user_agent.clone());
+        let reads = matches!(*request.method(), http::Method::GET | http::Method::HEAD);
+        if !reads && self.layer.leadership.as_ref().is_some_and(|l| !l.current()) {
+            let refused = NotLeader {
+                method: request.method().clone(),
+                path: request.uri().path().to_owned(),
+            };
+            return Box::pin(async move { Err(refused.into()) });
+        }
+        let response = self.inner.call(request);
+        Box::pin(async move { response.await.map_err(Into::into) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_deadline_comes_before_anyone_may_take_over() {
+        assert!(RENEW < RENEW_DEADLINE);
+        // A write sent just before the deadline has LEASE_DURATION - RENEW_DEADLINE to land.
+        assert!(LEASE_DURATION - RENEW_DEADLINE >= Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn leadership_ends_at_the_deadline() {
+        let leadership = Leadership::default();
+        assert!(!leadership.current());
+        leadership.renewed_at(Instant::now());
+        assert!(leadership.current());
+        tokio::time::advance(RENEW_DEADLINE - Duration::from_millis(1)).await;
+        assert!(leadership.current());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(!leadership.current());
     }
 }

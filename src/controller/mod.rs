@@ -1,20 +1,22 @@
-//! The controllers `tusk-operator run` hosts. One module per kind; each reconcile reads, builds
-//! (pure), applies (server-side apply, no request when nothing changed) and writes status.
+//! The controllers `tusk-operator run` hosts. One module per kind; each reconcile observes what
+//! it needs, builds what it wants (pure), applies only what differs (server-side apply) and writes
+//! status only when it changed. What they share (errors and problems, backoff, panics, status,
+//! finalizers, Events) is [`runtime`].
 
 pub mod apply;
 pub mod condition;
 pub mod leader;
-pub mod metrics;
-pub mod password;
 pub mod pending;
 pub mod postgres_cluster;
 pub mod postgres_database;
 pub mod postgres_user;
+pub mod runtime;
 pub mod sql_target;
+
+pub use self::runtime::{Error, Problem};
 
 use std::{collections::HashMap, sync::Arc, sync::Mutex, time::Duration};
 
-use futures::StreamExt;
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
     core::v1::{ConfigMap, Secret, Service, ServiceAccount},
@@ -23,20 +25,20 @@ use k8s_openapi::api::{
 use kube::{
     Api, Client, ResourceExt,
     core::PartialObjectMeta,
-    runtime::{Controller, WatchStreamExt, controller::Action, watcher},
+    runtime::{
+        Controller, WatchStreamExt,
+        events::{Recorder, Reporter},
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
 };
-use tracing::warn;
 
-use self::postgres_cluster::build::BuildConfig;
+use self::{postgres_cluster::build::BuildConfig, runtime::drive};
 use crate::api::{
     postgres_backup::v1::PostgresBackup, postgres_backup_schedule::v1::PostgresBackupSchedule,
     postgres_cluster::v1::PostgresCluster, postgres_database::v1::PostgresDatabase,
     postgres_user::v1::PostgresUser,
 };
-
-/// Reconciles run at once per kind. Each holds a few objects in flight; without a bound, a
-/// thousand new clusters would all reconcile at once and hold a thousand responses in memory.
-pub const MAX_CONCURRENT_RECONCILES: u16 = 16;
 
 /// A role on a cluster endpoint.
 pub type VerifiedKey = (crate::sql::endpoint::Endpoint, String);
@@ -59,6 +61,8 @@ pub struct Context {
     /// (verifier, SHA-256 of the password). A role whose verifier and password are unchanged
     /// is not checked again (a check costs 4096 HMAC rounds).
     pub verified: Mutex<HashMap<VerifiedKey, (String, [u8; 32])>>,
+    /// Records Events on the objects Tusk reconciles.
+    pub recorder: Recorder,
     /// Consecutive failures per object, for backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -73,7 +77,15 @@ impl Context {
         state: Arc<crate::admin::State>,
     ) -> Self {
         let connections = crate::sql::connections::Connections::new(state.metrics.sql_statements());
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: crate::facts::operator::NAME.to_owned(),
+                instance: std::env::var(crate::facts::operator::env::POD_NAME).ok(),
+            },
+        );
         Self {
+            recorder,
             client,
             config,
             resync,
@@ -84,131 +96,6 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
         }
     }
-}
-
-/// Why a reconcile failed.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// A request to the apiserver failed.
-    #[error("{step}: {source}")]
-    Kube {
-        /// What reconcile was doing.
-        step: &'static str,
-        /// The error.
-        source: kube::Error,
-    },
-    /// A cluster-scoped object where a namespaced one is expected.
-    #[error("the object has no namespace")]
-    NotNamespaced,
-    /// The superuser Secret holds a password that is not UTF-8.
-    #[error("Secret {secret}: data.password is not UTF-8; delete the Secret to have a new password made")]
-    InvalidSecret {
-        /// The Secret.
-        secret: String,
-    },
-    /// SQL failed in a way a retry may fix (the cluster did not answer, or refused a statement).
-    #[error(transparent)]
-    Sql(#[from] crate::sql::connections::SqlError),
-    /// Adding or removing Tusk's finalizer failed.
-    #[error("finalizer: {0}")]
-    Finalizer(String),
-}
-
-impl Error {
-    /// Wraps a client error with the step it happened in.
-    pub fn kube(step: &'static str) -> impl FnOnce(kube::Error) -> Self {
-        move |source| Self::Kube { step, source }
-    }
-
-    /// A short label for metrics.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            Self::Kube { .. } => "kube",
-            Self::NotNamespaced => "not_namespaced",
-            Self::InvalidSecret { .. } => "invalid_secret",
-            Self::Sql(_) => "sql",
-            Self::Finalizer(_) => "finalizer",
-        }
-    }
-}
-
-/// The delay before retry `n` (1-based): 1 s, doubling, at most 5 minutes.
-pub fn backoff(failures: u32) -> Duration {
-    let secs = 1u64 << failures.saturating_sub(1).min(9);
-    Duration::from_secs(secs.min(300))
-}
-
-fn key<K: kube::Resource>(object: &K) -> String {
-    format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any())
-}
-
-fn error_policy<K: kube::Resource<DynamicType = ()>>(
-    object: Arc<K>,
-    error: &Error,
-    ctx: Arc<Context>,
-) -> Action {
-    let mut failures = ctx.failures.lock().expect("the failure map is never poisoned");
-    let count = failures
-        .entry(format!("{}/{}", K::kind(&()), key(object.as_ref())))
-        .or_insert(0);
-    *count += 1;
-    let delay = backoff(*count);
-    warn!(name = %object.name_any(), error = %error, label = error.metric_label(), retry_in = ?delay, "reconcile failed");
-    Action::requeue(delay)
-}
-
-/// Runs `controller` with `reconcile` until `shutdown`: at most [`MAX_CONCURRENT_RECONCILES`]
-/// at once, each counted in the metrics, failures retried with [`backoff`].
-pub(crate) async fn drive<K, R, Fut>(
-    controller: Controller<K>,
-    ctx: Arc<Context>,
-    reconcile: R,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-    R: Fn(Arc<K>, Arc<Context>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Action, Error>> + Send + 'static,
-{
-    let store = controller.store();
-    let reconcile = Arc::new(reconcile);
-    let kind = K::kind(&()).into_owned();
-    controller
-        .with_config(kube::runtime::controller::Config::default().concurrency(MAX_CONCURRENT_RECONCILES))
-        .graceful_shutdown_on(shutdown)
-        .run(
-            move |object, ctx: Arc<Context>| {
-                let (store, reconcile, kind) = (store.clone(), reconcile.clone(), kind.clone());
-                async move {
-                    let key = format!("{kind}/{}", key(object.as_ref()));
-                    let started = std::time::Instant::now();
-                    let result = reconcile(object, ctx.clone()).await;
-                    let metrics = &ctx.state.metrics;
-                    metrics.reconciled(
-                        &kind,
-                        started.elapsed(),
-                        result.as_ref().err().map(Error::metric_label),
-                    );
-                    metrics.managing(&kind, store.state().len());
-                    if result.is_ok() {
-                        ctx.failures
-                            .lock()
-                            .expect("the failure map is never poisoned")
-                            .remove(&key);
-                    }
-                    result
-                }
-            },
-            error_policy,
-            ctx,
-        )
-        .for_each(|_| async {})
-        .await;
 }
 
 /// Completes once `true` is sent on the channel `stop` belongs to, or its sender is gone: how one
@@ -230,7 +117,7 @@ pub async fn run(
     // Children only trigger reconciles of their owner; reconcile reads what it needs. So they are
     // watched as metadata only, only when Tusk manages them, and not cached: the operator's
     // memory then grows with the number of clusters, not with the number of their children.
-    let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=tusk-operator");
+    let managed = watcher::Config::default().labels(&crate::facts::cluster::managed_selector());
     fn children<K>(
         client: &Client,
         config: &watcher::Config,
@@ -266,6 +153,7 @@ pub async fn run(
     // A user's own password Secret is not Tusk's: every Secret's metadata is watched, and a change
     // reconciles the PostgresUsers that name it.
     let user_store = users.store();
+    let password_users = user_store.clone();
     let users = users.watches_stream(
         watcher(
             Api::<PartialObjectMeta<Secret>>::all(client.clone()),
@@ -276,21 +164,57 @@ pub async fn run(
         move |secret| {
             let namespace = secret.namespace();
             let name = secret.name_any();
-            user_store
+            password_users
                 .state()
                 .into_iter()
                 .filter(|u| {
                     u.namespace() == namespace
                         && u.spec.password_secret.as_ref().is_some_and(|p| p.name == name)
                 })
-                .map(|u| kube::runtime::reflector::ObjectRef::from_obj(u.as_ref()))
+                .map(|u| ObjectRef::from_obj(u.as_ref()))
                 .collect::<Vec<_>>()
         },
     );
+    // A user or database that waits for its cluster (not up yet, not reachable) tries again as
+    // soon as the cluster changes, rather than when its backoff runs out.
+    let users = {
+        let store = users.store();
+        users.watches_stream(metadata::<PostgresCluster>(&client), move |cluster| {
+            in_cluster(&store, &cluster, |u| &u.spec.cluster.name)
+        })
+    };
     let databases = Controller::new(
         Api::<PostgresDatabase>::all(client.clone()),
         watcher::Config::default(),
     );
+    let databases = {
+        let store = databases.store();
+        databases.watches_stream(metadata::<PostgresCluster>(&client), move |cluster| {
+            in_cluster(&store, &cluster, |d| &d.spec.cluster.name)
+        })
+    };
+    // A database whose owner role is missing tries again as soon as a user in its cluster changes.
+    let databases = {
+        let (store, users) = (databases.store(), user_store.clone());
+        databases.watches_stream(metadata::<PostgresUser>(&client), move |user| {
+            let Some(user) =
+                users.get(&ObjectRef::new(&user.name_any()).within(&user.namespace().unwrap_or_default()))
+            else {
+                return Vec::new();
+            };
+            let role = crate::sql::role::role_name(&user);
+            store
+                .state()
+                .into_iter()
+                .filter(|d| {
+                    d.namespace() == user.namespace()
+                        && d.spec.cluster.name == user.spec.cluster.name
+                        && d.spec.owner == role
+                })
+                .map(|d| ObjectRef::from_obj(d.as_ref()))
+                .collect()
+        })
+    };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let pending = [
         tokio::spawn(pending::run::<PostgresBackup>(
@@ -332,14 +256,41 @@ pub async fn run(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
+/// Every change of any `K`, as metadata only (nothing else is kept).
+fn metadata<K>(
+    client: &Client,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    watcher(
+        Api::<PartialObjectMeta<K>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .touched_objects()
+}
 
-    #[test]
-    fn backoff_starts_at_one_second_doubles_and_stops_at_five_minutes() {
-        let delays: Vec<u64> = (1..=12).map(|n| super::backoff(n).as_secs()).collect();
-        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
-        assert_eq!(super::backoff(1000), Duration::from_secs(300));
-    }
+/// The objects in `store` that belong to `cluster` (in its namespace, naming it).
+fn in_cluster<K>(
+    store: &Store<K>,
+    cluster: &PartialObjectMeta<PostgresCluster>,
+    cluster_of: impl Fn(&K) -> &String,
+) -> Vec<ObjectRef<K>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
+{
+    let (namespace, name) = (cluster.namespace(), cluster.name_any());
+    store
+        .state()
+        .into_iter()
+        .filter(|o| o.meta().namespace == namespace && *cluster_of(o) == name)
+        .map(|o| ObjectRef::from_obj(o.as_ref()))
+        .collect()
 }

@@ -8,7 +8,6 @@ use std::{fmt::Debug, sync::Arc};
 use k8s_openapi::NamespaceResourceScope;
 use kube::{
     Api, Resource, ResourceExt,
-    api::{Patch, PatchParams},
     runtime::{Controller, controller::Action, watcher},
 };
 use serde::{Serialize, de::DeserializeOwned};
@@ -51,24 +50,15 @@ where
         + Debug,
 {
     let kind = K::kind(&()).into_owned();
-    let namespace = object.namespace().ok_or(Error::NotNamespaced)?;
+    object.namespace().ok_or(Error::NotNamespaced)?;
     let previous = serde_json::to_value(object.as_ref()).expect("objects serialize")["status"].clone();
-    let now = super::postgres_cluster::now_rfc3339();
+    let now = super::condition::now_rfc3339();
     let status = desired_status(&kind, object.meta().generation, &previous, &now);
     let current = json!({
         "observedGeneration": previous["observedGeneration"],
         "conditions": previous["conditions"],
     });
-    if current != status {
-        Api::<K>::namespaced(ctx.client.clone(), &namespace)
-            .patch_status(
-                &object.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": status})),
-            )
-            .await
-            .map_err(Error::kube("writing the status"))?;
-    }
+    super::runtime::write_status(&ctx, object.as_ref(), Some(&current), &status).await?;
     Ok(Action::requeue(ctx.resync))
 }
 
@@ -85,7 +75,7 @@ where
         + 'static,
 {
     let controller = Controller::new(Api::<K>::all(ctx.client.clone()), watcher::Config::default());
-    super::drive(controller, ctx, acknowledge::<K>, shutdown).await;
+    super::runtime::drive(controller, ctx, acknowledge::<K>, shutdown).await;
 }
 
 #[cfg(test)]

@@ -1,13 +1,17 @@
 //! The `PostgresUser` controller: a role in a cluster, converged over SQL, and a servicebinding.io
-//! Secret for applications.
+//! Secret for applications. observe → build → apply → status:
 //!
-//! Each reconcile reads the password (from the user's Secret, or the one Tusk generated into the
-//! binding Secret), reads the role in one query, and sends only the statements that close the
-//! gap ([`crate::sql::role::plan`]): nothing when the role is as specified. A role changed by
-//! hand is brought back; a password changed in its Secret is set on the role. On delete, the
-//! reclaim policy says whether the role is dropped (`Delete`, the default) or kept.
+//! - *observe* reads the password (from the user's Secret, or the one Tusk generated into the
+//!   binding Secret) and the role, in one query;
+//! - *build* plans only the statements that close the gap ([`crate::sql::role::plan`]) and the
+//!   binding Secret;
+//! - *apply* sends them (nothing when the role is as specified) and applies the Secret;
+//! - *status* ([`desired_status`], pure) is written only when it changed.
+//!
+//! A role changed by hand is brought back; a password changed in its Secret is set on the role. On
+//! delete, the reclaim policy says whether the role is dropped (`Delete`, the default) or kept.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, ResourceExt, runtime::controller::Action};
@@ -15,20 +19,18 @@ use sha2::{Digest, Sha256};
 use tracing::{info, instrument};
 
 use super::{
-    Context, Error,
+    Context, Error, Problem,
     apply::ensure,
-    condition::condition,
-    postgres_cluster::now_rfc3339,
-    sql_target::{
-        BindingData, binding_entries, binding_secret, cluster_gone, controlled_by, session, with_finalizer,
-        write_status,
-    },
+    condition::{condition, now_rfc3339},
+    runtime::{Happened, record, with_finalizer, write_status},
+    sql_target::{BindingData, binding_entries, binding_secret, cluster_gone, controlled_by, session},
 };
 use crate::{
     api::{
         common::{Binding, ConditionStatus, ReclaimPolicy},
         postgres_user::v1::{PostgresUser, PostgresUserStatus},
     },
+    facts::cluster::{MAINTENANCE_DATABASE, PASSWORD_KEY, binding_secret as binding_secret_name},
     sql::{
         connections::SqlError,
         role::{self, RoleSpec},
@@ -36,18 +38,19 @@ use crate::{
     },
 };
 
-/// How soon a user whose SQL failed is tried again.
-const RETRY: Duration = Duration::from_secs(15);
+/// The finalizer that lets Tusk drop a role or database before its object goes.
+pub const FINALIZER: &str = "tusk.dev/sql";
 
 /// The binding Secret's name.
 pub fn binding_name(user: &PostgresUser) -> String {
-    format!("{}-binding", user.name_any())
+    binding_secret_name(&user.name_any())
 }
 
 /// One reconcile of one user.
 #[instrument(skip_all, fields(namespace = %user.namespace().unwrap_or_default(), name = %user.name_any()))]
 pub async fn reconcile(user: Arc<PostgresUser>, ctx: Arc<Context>) -> Result<Action, Error> {
     with_finalizer(
+        FINALIZER,
         user,
         ctx,
         |user, ctx, namespace| async move { apply(&user, &ctx, &namespace).await },
@@ -56,30 +59,31 @@ pub async fn reconcile(user: Arc<PostgresUser>, ctx: Arc<Context>) -> Result<Act
     .await
 }
 
-/// Why the role is not as specified, for the status.
-struct Problem {
-    reason: &'static str,
-    message: String,
+/// The password, and the `resourceVersion` of the user's own Secret it came from (none when
+/// Tusk generated it).
+struct Password {
+    value: String,
+    source_version: Option<String>,
 }
 
-/// The password, and the `resourceVersion` of the Secret it came from.
+/// Observes the password.
 async fn password(
     user: &PostgresUser,
     ctx: &Context,
     namespace: &str,
-) -> Result<Result<(String, Option<String>), Problem>, Error> {
+) -> Result<Result<Password, Problem>, Error> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     if let Some(source) = &user.spec.password_secret {
-        let key = source.key.as_deref().unwrap_or("password");
+        let key = source.key.as_deref().unwrap_or(PASSWORD_KEY);
         let Some(secret) = secrets
             .get_opt(&source.name)
             .await
             .map_err(Error::kube("reading the password Secret"))?
         else {
-            return Ok(Err(Problem {
-                reason: "PasswordSecretMissing",
-                message: format!("spec.passwordSecret: Secret {} does not exist", source.name),
-            }));
+            return Ok(Err(Problem::new(
+                "PasswordSecretMissing",
+                format!("spec.passwordSecret: Secret {} does not exist", source.name),
+            )));
         };
         let version = secret.resource_version();
         return Ok(
@@ -88,14 +92,17 @@ async fn password(
                 .and_then(|mut d| d.remove(key))
                 .map(|v| String::from_utf8(v.0))
             {
-                Some(Ok(p)) if !p.is_empty() => Ok((p, version)),
-                _ => Err(Problem {
-                    reason: "PasswordSecretInvalid",
-                    message: format!(
+                Some(Ok(value)) if !value.is_empty() => Ok(Password {
+                    value,
+                    source_version: version,
+                }),
+                _ => Err(Problem::new(
+                    "PasswordSecretInvalid",
+                    format!(
                         "spec.passwordSecret: Secret {} has no key {key} with a non-empty UTF-8 password",
                         source.name
                     ),
-                }),
+                )),
             },
         );
     }
@@ -104,23 +111,28 @@ async fn password(
         .get_opt(&name)
         .await
         .map_err(Error::kube("reading the binding Secret"))?;
+    let generated = |value: String| {
+        Ok(Ok(Password {
+            value,
+            source_version: None,
+        }))
+    };
     match existing {
-        Some(secret) if !controlled_by(&secret, user) => Ok(Err(Problem {
-            reason: "BindingSecretConflict",
-            message: format!(
+        Some(secret) if !controlled_by(&secret, user) => Ok(Err(Problem::new(
+            "BindingSecretConflict",
+            format!(
                 "Secret {name} exists and is not this PostgresUser's; Tusk leaves it alone: rename or delete it"
             ),
-        })),
+        ))),
         Some(secret) => {
-            let version = secret.resource_version();
             let kept = secret
                 .data
-                .and_then(|mut d| d.remove("password"))
+                .and_then(|mut d| d.remove(PASSWORD_KEY))
                 .and_then(|p| String::from_utf8(p.0).ok())
                 .filter(|p| !p.is_empty());
-            Ok(Ok((kept.unwrap_or_else(super::password::generate), version)))
+            generated(kept.unwrap_or_else(crate::password::generate))
         }
-        None => Ok(Ok((super::password::generate(), None))),
+        None => generated(crate::password::generate()),
     }
 }
 
@@ -128,14 +140,23 @@ fn digest(password: &str) -> [u8; 32] {
     Sha256::digest(password.as_bytes()).into()
 }
 
+/// What converging the role did.
+struct Converged {
+    /// The role did not exist.
+    created: bool,
+    /// Statements sent.
+    statements: usize,
+}
+
+/// Observes the role, plans the statements that close the gap, and sends them.
 async fn converge(
     user: &PostgresUser,
     ctx: &Context,
     namespace: &str,
     password: &str,
-) -> Result<usize, SqlError> {
+) -> Result<Converged, SqlError> {
     let spec = RoleSpec::of(user);
-    let (endpoint, session) = session(ctx, namespace, &user.spec.cluster.name, "postgres").await?;
+    let (endpoint, session) = session(ctx, namespace, &user.spec.cluster.name, MAINTENANCE_DATABASE).await?;
     let state = role::read(&session, &spec).await?;
     let key = (endpoint, spec.name.clone());
     let stored = state.as_ref().and_then(|s| s.verifier.clone());
@@ -162,97 +183,153 @@ async fn converge(
             .expect("never poisoned")
             .insert(key, (v, digest(password)));
     }
-    Ok(statements.len())
+    Ok(Converged {
+        created: state.is_none(),
+        statements: statements.len(),
+    })
 }
 
-async fn apply(user: &PostgresUser, ctx: &Context, namespace: &str) -> Result<Action, Error> {
+/// What the last reconcile of a user found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Observed {
+    /// The role is as specified; the binding Secret exists; the password came from the user's
+    /// Secret at this `resourceVersion`, if it came from there.
+    Converged {
+        /// `resourceVersion` of the user's password Secret.
+        source_version: Option<String>,
+    },
+    /// The role is not as specified.
+    Failed(Problem),
+}
+
+/// The status `user` should have after `observed`; `now` is an RFC 3339 time for conditions that
+/// change.
+pub fn desired_status(user: &PostgresUser, observed: &Observed, now: &str) -> PostgresUserStatus {
     let role_name = role::role_name(user);
-    let cluster = &user.spec.cluster.name;
-    let mut binding = None;
-    let mut version = None;
-    let outcome = match password(user, ctx, namespace).await? {
-        Err(problem) => Err(problem),
-        Ok((password, source_version)) => match converge(user, ctx, namespace, &password).await {
-            Ok(changes) => {
-                if changes > 0 {
-                    info!(role = %role_name, statements = changes, "role converged");
-                }
-                let database = user
-                    .spec
-                    .privileges
-                    .iter()
-                    .flatten()
-                    .next()
-                    .map_or("postgres", |p| p.database.as_str());
-                let entries = binding_entries(&BindingData {
-                    cluster,
-                    namespace,
-                    username: &role_name,
-                    password: &password,
-                    database,
-                });
-                let secret = binding_secret(user, &binding_name(user), cluster, entries);
-                ensure(&ctx.client, &secret)
-                    .await
-                    .map_err(Error::kube("applying the binding Secret"))?;
-                binding = Some(binding_name(user));
-                version = if user.spec.password_secret.is_some() {
-                    source_version
-                } else {
-                    None
-                };
-                Ok(())
-            }
-            Err(e) => Err(Problem {
-                reason: match e {
-                    SqlError::Endpoint(_) | SqlError::Connect { .. } | SqlError::Password(_) => {
-                        "ClusterUnreachable"
-                    }
-                    SqlError::Statement { .. } => "SqlFailed",
-                },
-                message: e.to_string(),
-            }),
-        },
-    };
     let previous = user.status.clone().unwrap_or_default();
     let conditions = previous.conditions.clone().unwrap_or_default();
     let generation = user.metadata.generation;
-    let now = now_rfc3339();
-    let (status, reason, message, requeue) = match &outcome {
-        Ok(()) => (
+    let (status, reason, message) = match observed {
+        Observed::Converged { .. } => (
             ConditionStatus::True,
-            "Reconciled",
+            "Reconciled".into(),
             format!("role {role_name} is as specified"),
-            ctx.resync,
         ),
-        Err(p) => (
-            ConditionStatus::False,
-            p.reason,
-            p.message.clone(),
-            RETRY.min(ctx.resync),
-        ),
+        Observed::Failed(p) => (ConditionStatus::False, p.reason.clone(), p.message.clone()),
     };
-    let status = PostgresUserStatus {
+    let (binding, version) = match observed {
+        Observed::Converged { source_version } => (
+            Some(Binding {
+                name: binding_name(user),
+            }),
+            source_version.clone(),
+        ),
+        Observed::Failed(_) => (previous.binding.clone(), previous.password_secret_version.clone()),
+    };
+    PostgresUserStatus {
         conditions: Some(vec![condition(
             &conditions,
             generation,
-            &now,
+            now,
             "Ready",
             status,
-            reason,
+            &reason,
             message,
         )]),
         observed_generation: generation,
-        binding: binding.map(|name| Binding { name }).or(previous.binding.clone()),
+        binding,
         role_name: Some(role_name),
-        password_secret_version: version.or(if outcome.is_ok() {
-            None
-        } else {
-            previous.password_secret_version.clone()
-        }),
+        password_secret_version: version,
+    }
+}
+
+async fn apply(user: &PostgresUser, ctx: &Context, namespace: &str) -> Result<Action, Error> {
+    let (observed, failure) = match observe_and_apply(user, ctx, namespace).await? {
+        Ok(source_version) => (Observed::Converged { source_version }, None),
+        Err(e) => (Observed::Failed(e.problem()), Some(e)),
     };
+    let status = desired_status(user, &observed, &now_rfc3339());
     write_status(ctx, user, user.status.as_ref(), &status).await?;
-    Ok(Action::requeue(requeue))
+    match failure {
+        // The status says what is wrong; the one backoff decides when to look again.
+        Some(e) => {
+            let was_ready = user
+                .status
+                .as_ref()
+                .is_some_and(|s| is_ready(s.conditions.as_deref()));
+            if was_ready || user.status.is_none() {
+                record(ctx, user, Happened::Failed(e.problem())).await;
+            }
+            Err(e)
+        }
+        None => Ok(Action::requeue(ctx.resync)),
+    }
+}
+
+fn is_ready(conditions: Option<&[crate::api::common::Condition]>) -> bool {
+    conditions
+        .unwrap_or_default()
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == ConditionStatus::True)
+}
+
+/// Converges the role and applies the binding Secret. `Ok(Err(..))` is a failure for the status
+/// (and a retry); `Err` an apiserver failure.
+async fn observe_and_apply(
+    user: &PostgresUser,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<Result<Option<String>, Error>, Error> {
+    let role_name = role::role_name(user);
+    let cluster = &user.spec.cluster.name;
+    let password = match password(user, ctx, namespace).await? {
+        Ok(password) => password,
+        Err(problem) => return Ok(Err(Error::Reported(problem))),
+    };
+    let converged = match converge(user, ctx, namespace, &password.value).await {
+        Ok(converged) => converged,
+        Err(e) => return Ok(Err(Error::Sql(e))),
+    };
+    if converged.statements > 0 {
+        info!(role = %role_name, statements = converged.statements, "role converged");
+        let spec_unchanged =
+            user.status.as_ref().and_then(|s| s.observed_generation) == user.metadata.generation;
+        let happened = if converged.created {
+            Happened::Created(format!("created role {role_name}"))
+        } else if spec_unchanged
+            && password.source_version
+                == user
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.password_secret_version.clone())
+        {
+            Happened::DriftRepaired(format!(
+                "role {role_name} was changed outside Tusk; put back as the spec says"
+            ))
+        } else {
+            Happened::Changed(format!("updated role {role_name}"))
+        };
+        record(ctx, user, happened).await;
+    }
+    let database = user
+        .spec
+        .privileges
+        .iter()
+        .flatten()
+        .next()
+        .map_or(MAINTENANCE_DATABASE, |p| p.database.as_str());
+    let entries = binding_entries(&BindingData {
+        cluster,
+        namespace,
+        username: &role_name,
+        password: &password.value,
+        database,
+    });
+    let secret = binding_secret(user, &binding_name(user), cluster, entries);
+    ensure(&ctx.client, &secret)
+        .await
+        .map_err(Error::kube("applying the binding Secret"))?;
+    Ok(Ok(password.source_version))
 }
 
 async fn cleanup(user: &PostgresUser, ctx: &Context, namespace: &str) -> Result<Action, Error> {
@@ -265,7 +342,7 @@ async fn cleanup(user: &PostgresUser, ctx: &Context, namespace: &str) -> Result<
         return Ok(Action::await_change());
     }
     let role_name = role::role_name(user);
-    let (endpoint, main) = session(ctx, namespace, cluster, "postgres").await?;
+    let (endpoint, main) = session(ctx, namespace, cluster, MAINTENANCE_DATABASE).await?;
     let mut visited = Vec::new();
     let dropped = role::drop_role(
         &main,
@@ -276,7 +353,7 @@ async fn cleanup(user: &PostgresUser, ctx: &Context, namespace: &str) -> Result<
     .await;
     // Connections to other databases are closed again: an idle one would keep users from
     // dropping that database or copying it as a template.
-    for database in visited.iter().filter(|d| *d != "postgres") {
+    for database in visited.iter().filter(|d| *d != MAINTENANCE_DATABASE) {
         ctx.connections.forget(&endpoint, database);
     }
     dropped?;
@@ -286,4 +363,68 @@ async fn cleanup(user: &PostgresUser, ctx: &Context, namespace: &str) -> Result<
         .remove(&(endpoint, role_name.clone()));
     info!(role = %role_name, "role dropped");
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn user(status: Option<serde_json::Value>) -> PostgresUser {
+        let mut u: PostgresUser = serde_json::from_value(json!({
+            "apiVersion": "tusk.dev/v1", "kind": "PostgresUser",
+            "metadata": {"name": "app", "namespace": "shop", "uid": "u", "generation": 2},
+            "spec": {"cluster": {"name": "db"}, "passwordSecret": {"name": "mine"}},
+        }))
+        .unwrap();
+        u.status = status.map(|s| serde_json::from_value(s).unwrap());
+        u
+    }
+
+    #[test]
+    fn converged_names_the_binding_and_the_secrets_version() {
+        let s = desired_status(
+            &user(None),
+            &Observed::Converged {
+                source_version: Some("42".into()),
+            },
+            "t",
+        );
+        let ready = &s.conditions.as_ref().unwrap()[0];
+        assert_eq!(
+            (ready.status, ready.reason.as_str()),
+            (ConditionStatus::True, "Reconciled")
+        );
+        assert_eq!(s.binding.unwrap().name, "app-binding");
+        assert_eq!(s.password_secret_version.as_deref(), Some("42"));
+        assert_eq!(
+            (s.role_name.as_deref(), s.observed_generation),
+            (Some("app"), Some(2))
+        );
+    }
+
+    #[test]
+    fn a_failure_keeps_what_the_last_success_found() {
+        let before = desired_status(
+            &user(None),
+            &Observed::Converged {
+                source_version: Some("42".into()),
+            },
+            "t1",
+        );
+        let after = desired_status(
+            &user(Some(serde_json::to_value(&before).unwrap())),
+            &Observed::Failed(Problem::new("ClusterUnreachable", "connecting: refused")),
+            "t2",
+        );
+        let ready = &after.conditions.as_ref().unwrap()[0];
+        assert_eq!(
+            (ready.status, ready.reason.as_str()),
+            (ConditionStatus::False, "ClusterUnreachable")
+        );
+        assert_eq!(ready.last_transition_time, "t2");
+        assert_eq!(after.binding, before.binding);
+        assert_eq!(after.password_secret_version.as_deref(), Some("42"));
+    }
 }

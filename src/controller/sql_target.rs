@@ -1,99 +1,20 @@
 //! What the SQL controllers share: a session on a cluster's primary, and the servicebinding.io
 //! Secret they give applications.
 
-use std::{collections::BTreeMap, fmt::Debug, sync::Arc};
+use std::{collections::BTreeMap, sync::Arc};
 
-use k8s_openapi::{
-    ByteString, NamespaceResourceScope, api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta,
-};
-use kube::{
-    Api, Resource, ResourceExt,
-    api::{Patch, PatchParams},
-    runtime::{
-        controller::Action,
-        finalizer::{Event, finalizer},
-    },
-};
-use serde::{Serialize, de::DeserializeOwned};
-use serde_json::json;
+use k8s_openapi::{ByteString, api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta};
+use kube::{Api, Resource, ResourceExt};
 
-use super::{
-    Context, Error,
-    postgres_cluster::build::{POSTGRES_PORT, superuser_secret_name},
-};
+use super::{Context, Error};
 use crate::{
     api::postgres_cluster::v1::PostgresCluster,
+    facts::cluster::{COMPONENT_LABEL, Names, PASSWORD_KEY, POSTGRES_PORT, labels},
     sql::{
         connections::{Session, SqlError},
         endpoint::{Endpoint, Endpoints},
     },
 };
-
-/// The finalizer that lets Tusk drop a role or database before its object goes.
-pub const FINALIZER: &str = "tusk.dev/sql";
-
-/// Reconciles `object` under [`FINALIZER`]: `apply` while it lives, `cleanup` once when it is
-/// deleted (the finalizer goes when `cleanup` succeeds). Both get the object's namespace.
-pub async fn with_finalizer<K, A, AF, C, CF>(
-    object: Arc<K>,
-    ctx: Arc<Context>,
-    apply: A,
-    cleanup: C,
-) -> Result<Action, Error>
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static,
-    A: FnOnce(Arc<K>, Arc<Context>, String) -> AF,
-    AF: Future<Output = Result<Action, Error>>,
-    C: FnOnce(Arc<K>, Arc<Context>, String) -> CF,
-    CF: Future<Output = Result<Action, Error>>,
-{
-    let namespace = object.namespace().ok_or(Error::NotNamespaced)?;
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
-    finalizer(&api, FINALIZER, object, |event| async move {
-        match event {
-            Event::Apply(object) => apply(object, ctx, namespace).await,
-            Event::Cleanup(object) => cleanup(object, ctx, namespace).await,
-        }
-    })
-    .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e)
-        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(other.to_string()),
-    })
-}
-
-/// Writes `status` on `object` when it differs from the status it has.
-pub async fn write_status<K, S>(
-    ctx: &Context,
-    object: &K,
-    current: Option<&S>,
-    status: &S,
-) -> Result<(), Error>
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
-    S: PartialEq + Serialize,
-{
-    if current == Some(status) {
-        return Ok(());
-    }
-    Api::<K>::namespaced(ctx.client.clone(), &object.namespace().unwrap_or_default())
-        .patch_status(
-            &object.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": status})),
-        )
-        .await
-        .map_err(Error::kube("writing the status"))?;
-    Ok(())
-}
 
 /// A session on `database` of the primary of `namespace`/`cluster`, as the superuser, whose
 /// password is read from the cluster's superuser Secret when a new connection is made.
@@ -105,7 +26,7 @@ pub async fn session(
 ) -> Result<(Endpoint, Arc<Session>), SqlError> {
     let endpoint = ctx.endpoints.endpoint(namespace, cluster)?;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let name = superuser_secret_name(cluster);
+    let name = Names(cluster).superuser_secret();
     let password = || async move {
         let secret = secrets
             .get_opt(&name)
@@ -114,7 +35,7 @@ pub async fn session(
             .ok_or_else(|| SqlError::Password(format!("Secret {name} does not exist yet")))?;
         secret
             .data
-            .and_then(|mut d| d.remove("password"))
+            .and_then(|mut d| d.remove(PASSWORD_KEY))
             .and_then(|p| String::from_utf8(p.0).ok())
             .ok_or_else(|| SqlError::Password(format!("Secret {name} has no UTF-8 data.password")))
     };
@@ -194,8 +115,8 @@ pub fn binding_secret<K: Resource<DynamicType = ()>>(
     cluster: &str,
     data: BTreeMap<String, ByteString>,
 ) -> Secret {
-    let mut labels = super::postgres_cluster::build::labels(cluster);
-    labels.insert("app.kubernetes.io/component".to_owned(), "binding".to_owned());
+    let mut labels = labels(cluster);
+    labels.insert(COMPONENT_LABEL.to_owned(), "binding".to_owned());
     Secret {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),

@@ -12,6 +12,8 @@
 //! PostgreSQL's programs (`postgres`, `initdb`, `pg_basebackup`, `pg_controldata`, `pg_ctl`) are
 //! found on `PATH`, as the PostgreSQL image sets it.
 
+pub mod args;
+pub mod conf;
 pub mod datadir;
 pub mod status;
 
@@ -33,14 +35,9 @@ use nix::{
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
+use self::args::InstanceArgs;
 use self::datadir::{CLUSTER_MARKER, DataDir, DataDirError, STANDBY_SIGNAL};
-use crate::{
-    cli::InstanceArgs,
-    controller::postgres_cluster::build::{SUPERUSER, conf_value},
-};
-
-/// Where the pod mounts the data directory.
-pub const DEFAULT_PGDATA: &str = "/var/lib/postgresql/data/pgdata";
+use crate::facts::cluster::{MAINTENANCE_DATABASE, Names, PG_HBA_CONF, POSTGRESQL_CONF, SUPERUSER};
 
 /// Why the instance manager stopped.
 #[derive(Debug, thiserror::Error)]
@@ -187,7 +184,7 @@ impl LocalConnection {
             .port(self.port)
             .user(SUPERUSER)
             .password(&self.password)
-            .dbname("postgres")
+            .dbname(MAINTENANCE_DATABASE)
             .application_name("tusk-instance")
             .connect_timeout(Duration::from_secs(3))
             .connect(tokio_postgres::NoTls)
@@ -200,18 +197,14 @@ impl LocalConnection {
 /// Reads the superuser's password from the mounted Secret.
 fn read_password(path: &Path) -> Result<String, Error> {
     let password = std::fs::read_to_string(path).map_err(io(format!("reading {}", path.display())))?;
-    if password.is_empty() || password.contains(['\n', '\r', '\0']) {
-        return Err(Error::Config(format!(
-            "{}: the superuser password must be one line, not empty",
-            path.display()
-        )));
-    }
+    crate::password::check(&password)
+        .map_err(|broken| Error::Config(format!("{}: the superuser password {broken}", path.display())))?;
     Ok(password)
 }
 
 /// True for the pod that bootstraps the cluster with `initdb`: the StatefulSet's ordinal 0.
 pub fn bootstraps_with_initdb(cluster: &str, pod_name: &str) -> bool {
-    pod_name == format!("{cluster}-0")
+    pod_name == Names(cluster).first_primary()
 }
 
 /// Quotes a value for a libpq connection string.
@@ -243,7 +236,7 @@ pub fn postgresql_conf(from_configmap: &str, config_dir: &Path, primary_conninfo
         conf.push('\n');
     }
     if let Some(conninfo) = primary_conninfo {
-        conf.push_str(&format!("primary_conninfo = {}\n", conf_value(conninfo)));
+        conf.push_str(&format!("primary_conninfo = {}\n", conf::conf_value(conninfo)));
     }
     conf
 }
@@ -264,7 +257,7 @@ fn write_private(path: &Path, contents: &str) -> Result<(), Error> {
 
 fn write_config(args: &InstanceArgs, replica: bool, password: &str) -> Result<(), Error> {
     let read = |name: &str| {
-        let path = args.config_dir.join(name);
+        let path = args.spec.config_dir.join(name);
         std::fs::read_to_string(&path).map_err(|e| {
             Error::Config(format!(
                 "{}: {e}; the cluster's ConfigMap must have {name}",
@@ -272,34 +265,50 @@ fn write_config(args: &InstanceArgs, replica: bool, password: &str) -> Result<()
             ))
         })
     };
-    let conninfo =
-        replica.then(|| primary_conninfo(&args.primary_host, args.postgres_port, password, &args.pod_name));
+    let conninfo = replica.then(|| {
+        primary_conninfo(
+            &args.spec.primary_host,
+            args.spec.postgres_port,
+            password,
+            &args.pod.pod_name,
+        )
+    });
     write_private(
-        &args.pgdata.join("postgresql.conf"),
-        &postgresql_conf(&read("postgresql.conf")?, &args.config_dir, conninfo.as_deref()),
+        &args.spec.pgdata.join(POSTGRESQL_CONF),
+        &postgresql_conf(
+            &read(POSTGRESQL_CONF)?,
+            &args.spec.config_dir,
+            conninfo.as_deref(),
+        ),
     )?;
-    write_private(&args.pgdata.join("pg_hba.conf"), &read("pg_hba.conf")?)
+    write_private(&args.spec.pgdata.join(PG_HBA_CONF), &read(PG_HBA_CONF)?)
 }
 
 fn initdb(args: &InstanceArgs, programs: &Programs) -> Result<(), Error> {
-    info!(pgdata = %args.pgdata.display(), "initdb: bootstrapping the first primary");
+    info!(pgdata = %args.spec.pgdata.display(), "initdb: bootstrapping the first primary");
     let mut command = Command::new(&programs.initdb);
     command
-        .arg(format!("--pgdata={}", args.pgdata.display()))
+        .arg(format!("--pgdata={}", args.spec.pgdata.display()))
         .arg(format!("--username={SUPERUSER}"))
-        .arg(format!("--pwfile={}", args.superuser_password_file.display()))
+        .arg(format!(
+            "--pwfile={}",
+            args.spec.superuser_password_file.display()
+        ))
         .args(["--auth-local=scram-sha-256", "--auth-host=scram-sha-256"])
-        .arg(format!("--encoding={}", args.initdb_encoding))
-        .arg(format!("--locale={}", args.initdb_locale));
-    if args.data_checksums {
+        .arg(format!("--encoding={}", args.spec.encoding()))
+        .arg(format!("--locale={}", args.spec.locale()));
+    if args.spec.data_checksums {
         command.arg("--data-checksums");
     }
-    if let Some(waldir) = &args.waldir {
+    if let Some(waldir) = &args.spec.waldir {
         command.arg(format!("--waldir={}", waldir.display()));
     }
     run_program("initdb", &mut command)?;
-    std::fs::write(args.pgdata.join(CLUSTER_MARKER), format!("{}\n", args.cluster))
-        .map_err(io("writing the cluster marker"))
+    std::fs::write(
+        args.spec.pgdata.join(CLUSTER_MARKER),
+        format!("{}\n", args.spec.cluster),
+    )
+    .map_err(io("writing the cluster marker"))
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
@@ -311,8 +320,8 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 /// One `pg_basebackup` attempt into a temporary directory beside `--pgdata`, renamed into place
 /// only when complete: an interrupted copy never looks like a data directory.
 fn basebackup_once(args: &InstanceArgs, programs: &Programs, password: &str) -> Result<(), Error> {
-    let tmp = with_suffix(&args.pgdata, ".tusk-tmp");
-    let tmp_wal = args.waldir.as_ref().map(|w| with_suffix(w, ".tusk-tmp"));
+    let tmp = with_suffix(&args.spec.pgdata, ".tusk-tmp");
+    let tmp_wal = args.spec.waldir.as_ref().map(|w| with_suffix(w, ".tusk-tmp"));
     // Only Tusk's own interrupted copies are removed; they were never a data directory.
     for dir in [Some(&tmp), tmp_wal.as_ref()].into_iter().flatten() {
         if dir.exists() {
@@ -324,8 +333,8 @@ fn basebackup_once(args: &InstanceArgs, programs: &Programs, password: &str) -> 
         .env("PGPASSWORD", password)
         .env("PGCONNECT_TIMEOUT", "5")
         .arg(format!("--pgdata={}", tmp.display()))
-        .arg(format!("--host={}", args.primary_host))
-        .arg(format!("--port={}", args.postgres_port))
+        .arg(format!("--host={}", args.spec.primary_host))
+        .arg(format!("--port={}", args.spec.postgres_port))
         .arg(format!("--username={SUPERUSER}"))
         .args(["--wal-method=stream", "--checkpoint=fast", "--no-password"]);
     if let Some(wal) = &tmp_wal {
@@ -333,13 +342,14 @@ fn basebackup_once(args: &InstanceArgs, programs: &Programs, password: &str) -> 
     }
     run_program("pg_basebackup", &mut command)?;
     std::fs::write(tmp.join(STANDBY_SIGNAL), "").map_err(io("writing standby.signal"))?;
-    if let (Some(waldir), Some(tmp_wal)) = (&args.waldir, &tmp_wal) {
+    if let (Some(waldir), Some(tmp_wal)) = (&args.spec.waldir, &tmp_wal) {
         std::fs::rename(tmp_wal, waldir).map_err(io(format!("moving the WAL to {}", waldir.display())))?;
         let link = tmp.join("pg_wal");
         std::fs::remove_file(&link).map_err(io("replacing the pg_wal link"))?;
         std::os::unix::fs::symlink(waldir, &link).map_err(io("linking pg_wal"))?;
     }
-    std::fs::rename(&tmp, &args.pgdata).map_err(io(format!("moving the copy to {}", args.pgdata.display())))
+    std::fs::rename(&tmp, &args.spec.pgdata)
+        .map_err(io(format!("moving the copy to {}", args.spec.pgdata.display())))
 }
 
 /// Copies the primary's data, retrying until the primary answers or SIGTERM arrives.
@@ -347,7 +357,7 @@ async fn basebackup(args: &InstanceArgs, programs: &Programs, password: &str) ->
     let mut term = signal(SignalKind::terminate()).map_err(io("handling SIGTERM"))?;
     let mut delay = Duration::from_secs(1);
     loop {
-        info!(primary = %args.primary_host, "pg_basebackup: copying the primary's data");
+        info!(primary = %args.spec.primary_host, "pg_basebackup: copying the primary's data");
         let attempt = {
             let (args, programs, password) = (args.clone(), programs.clone(), password.to_owned());
             tokio::task::spawn_blocking(move || basebackup_once(&args, &programs, &password))
@@ -369,7 +379,7 @@ async fn basebackup(args: &InstanceArgs, programs: &Programs, password: &str) ->
 
 fn check_control_file(args: &InstanceArgs, programs: &Programs) -> Result<(), Error> {
     let output = Command::new(&programs.pg_controldata)
-        .arg(&args.pgdata)
+        .arg(&args.spec.pgdata)
         .env("LC_ALL", "C")
         .stdin(Stdio::null())
         .output()
@@ -379,7 +389,7 @@ fn check_control_file(args: &InstanceArgs, programs: &Programs) -> Result<(), Er
     match datadir::control_data_problem(output.status.success(), &text) {
         None => Ok(()),
         Some(detail) => Err(DataDirError::Corrupt {
-            path: args.pgdata.clone(),
+            path: args.spec.pgdata.clone(),
             detail,
         }
         .into()),
@@ -388,21 +398,27 @@ fn check_control_file(args: &InstanceArgs, programs: &Programs) -> Result<(), Er
 
 /// `tusk-operator instance`.
 pub async fn run(args: InstanceArgs) -> Result<(), Error> {
-    let password = read_password(&args.superuser_password_file)?;
+    let password = read_password(&args.spec.superuser_password_file)?;
     let programs = Programs::find()?;
     let local = LocalConnection {
-        socket_dir: args.socket_dir.clone(),
-        port: args.postgres_port,
+        socket_dir: args.spec.socket_dir.clone(),
+        port: args.spec.postgres_port,
         password: password.clone(),
     };
-    let state = Arc::new(status::State::new(local, args.max_lag_bytes));
+    let state = Arc::new(status::State::new(local, args.spec.max_lag_bytes));
     let (stop_status, status_stopped) = tokio::sync::watch::channel(false);
-    let servers = status::serve(&args.pod_ips, args.status_port, state.clone(), status_stopped).await?;
-    info!(pod = %args.pod_name, cluster = %args.cluster, major = programs.major, "instance manager started");
+    let servers = status::serve(
+        &args.pod.pod_ips,
+        args.spec.status_port,
+        state.clone(),
+        status_stopped,
+    )
+    .await?;
+    info!(pod = %args.pod.pod_name, cluster = %args.spec.cluster, major = programs.major, "instance manager started");
 
-    let found = datadir::inspect(&args.pgdata, &args.cluster, programs.major)?;
+    let found = datadir::inspect(&args.spec.pgdata, &args.spec.cluster, programs.major)?;
     let replica = match found {
-        DataDir::Empty if bootstraps_with_initdb(&args.cluster, &args.pod_name) => {
+        DataDir::Empty if bootstraps_with_initdb(&args.spec.cluster, &args.pod.pod_name) => {
             initdb(&args, &programs)?;
             false
         }
@@ -415,7 +431,7 @@ pub async fn run(args: InstanceArgs) -> Result<(), Error> {
         }
         DataDir::Primary | DataDir::Replica => {
             check_control_file(&args, &programs)?;
-            info!(pgdata = %args.pgdata.display(), role = ?found, "reusing the data directory");
+            info!(pgdata = %args.spec.pgdata.display(), role = ?found, "reusing the data directory");
             found == DataDir::Replica
         }
     };
@@ -430,10 +446,11 @@ pub async fn run(args: InstanceArgs) -> Result<(), Error> {
 
 /// Starts `postgres` and supervises it until it stops.
 async fn supervise(args: &InstanceArgs, programs: &Programs, state: &status::State) -> Result<(), Error> {
-    let listen = if args.pod_ips.is_empty() {
+    let listen = if args.pod.pod_ips.is_empty() {
         "*".to_owned()
     } else {
-        args.pod_ips
+        args.pod
+            .pod_ips
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
@@ -446,12 +463,12 @@ async fn supervise(args: &InstanceArgs, programs: &Programs, state: &status::Sta
     let mut child = handle(SignalKind::child(), "SIGCHLD")?;
     let postgres = Command::new(&programs.postgres)
         .arg("-D")
-        .arg(&args.pgdata)
+        .arg(&args.spec.pgdata)
         .args(["-c", &format!("listen_addresses={listen}")])
-        .args(["-c", &format!("port={}", args.postgres_port)])
+        .args(["-c", &format!("port={}", args.spec.postgres_port)])
         .args([
             "-c",
-            &format!("unix_socket_directories={}", args.socket_dir.display()),
+            &format!("unix_socket_directories={}", args.spec.socket_dir.display()),
         ])
         .stdin(Stdio::null())
         // Its own process group: a last-resort SIGKILL reaches every backend, not only the
@@ -502,9 +519,9 @@ async fn supervise(args: &InstanceArgs, programs: &Programs, state: &status::Sta
         let now = tokio::time::Instant::now();
         stopping = match stopping {
             None if asked => {
-                info!(timeout = ?args.fast_stop_timeout, "stopping postgres: fast shutdown");
+                info!(timeout = ?args.spec.fast_stop_timeout, "stopping postgres: fast shutdown");
                 send(Signal::SIGINT);
-                Some((Signal::SIGINT, now + args.fast_stop_timeout))
+                Some((Signal::SIGINT, now + args.spec.fast_stop_timeout))
             }
             Some((Signal::SIGINT, at)) if now >= at => {
                 warn!("the fast shutdown took too long: immediate shutdown");

@@ -12,7 +12,7 @@ use prometheus_client::metrics::{counter::Counter, family::Family};
 use tokio_postgres::{Client, Row, Statement, types::ToSql};
 
 use super::endpoint::{Endpoint, EndpointError};
-use crate::controller::postgres_cluster::build::SUPERUSER;
+use crate::facts::cluster::SUPERUSER;
 
 /// Why SQL failed.
 #[derive(Debug, thiserror::Error)]
@@ -177,7 +177,7 @@ impl Connections {
             .user(SUPERUSER)
             .password(&password)
             .dbname(database)
-            .application_name("tusk-operator")
+            .application_name(crate::facts::operator::NAME)
             .connect_timeout(Duration::from_secs(5))
             .connect(tokio_postgres::NoTls)
             .await

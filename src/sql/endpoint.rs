@@ -10,7 +10,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::controller::postgres_cluster::build::POSTGRES_PORT;
+use crate::facts::cluster::{Names, POSTGRES_PORT};
 
 /// Where a cluster's primary accepts SQL.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -116,8 +116,8 @@ impl Endpoints {
     pub fn endpoint(&self, namespace: &str, cluster: &str) -> Result<Endpoint, EndpointError> {
         match self {
             Self::InCluster => Ok(Endpoint {
-                host: format!("{cluster}-rw.{namespace}.svc"),
-                port: u16::try_from(POSTGRES_PORT).expect("the port fits"),
+                host: Names(cluster).rw_host(namespace),
+                port: POSTGRES_PORT,
             }),
             Self::Mapped(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| EndpointError::Read {

@@ -260,7 +260,7 @@ where
     if session.read(ROLE_EXISTS, &[&role]).await?.is_empty() {
         return Ok(());
     }
-    let superuser = crate::controller::postgres_cluster::build::SUPERUSER;
+    let superuser = crate::facts::cluster::SUPERUSER;
     for row in session.read(DATABASES, &[]).await? {
         let (database, owner): (String, String) = (row.get(0), row.get(1));
         if owner == role {

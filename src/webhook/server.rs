@@ -28,13 +28,7 @@ use super::{
     Reply, review,
     tls::{CertFiles, ReloadingCert, TlsError},
 };
-use crate::crd::CONVERT_PATH;
-
-/// Where OLM mounts the webhook's serving certificate.
-pub const DEFAULT_CERT_DIR: &str = "/tmp/k8s-webhook-server/serving-certs";
-
-/// The port the webhook listens on by default; the CSV's `webhookdefinitions` name it too.
-pub const DEFAULT_PORT: u16 = 9443;
+use crate::facts::operator::{CERT_DIR, CONVERT_PATH, WEBHOOK_PORT};
 
 /// How the webhook server runs.
 #[derive(Clone, Debug)]
@@ -56,10 +50,10 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
+            listen: SocketAddr::from(([0, 0, 0, 0], WEBHOOK_PORT)),
             cert_files: CertFiles {
-                cert: PathBuf::from(DEFAULT_CERT_DIR).join("tls.crt"),
-                key: PathBuf::from(DEFAULT_CERT_DIR).join("tls.key"),
+                cert: PathBuf::from(CERT_DIR).join("tls.crt"),
+                key: PathBuf::from(CERT_DIR).join("tls.key"),
             },
             cert_reload_interval: Duration::from_secs(2),
             max_body_bytes: 32 * 1024 * 1024,

@@ -79,7 +79,7 @@ pub fn webhook() -> &'static Webhook {
         });
         let port = rx.recv().expect("the webhook server starts");
         Webhook {
-            url: format!("https://127.0.0.1:{port}{}", tusk::crd::CONVERT_PATH),
+            url: format!("https://127.0.0.1:{port}{}", tusk::facts::operator::CONVERT_PATH),
             ca_pem: ca.cert_pem(),
         }
     })

@@ -120,7 +120,7 @@ pub async fn start_operator(
     let crds = tusk::crd::crds(&tusk::crd::ConversionWebhook {
         endpoint: tusk::crd::WebhookEndpoint::Url(format!(
             "https://127.0.0.1:{port}{}",
-            tusk::crd::CONVERT_PATH
+            tusk::facts::operator::CONVERT_PATH
         )),
         ca_bundle: Some(ca.cert_pem().into_bytes()),
     });

@@ -153,7 +153,10 @@ pub async fn run(root: &Path) -> Result<(), String> {
 
     let client = plane.client().await.map_err(|e| e.to_string())?;
     let webhook = ConversionWebhook {
-        endpoint: WebhookEndpoint::Url(format!("https://127.0.0.1:{port}{}", tusk::crd::CONVERT_PATH)),
+        endpoint: WebhookEndpoint::Url(format!(
+            "https://127.0.0.1:{port}{}",
+            tusk::facts::operator::CONVERT_PATH
+        )),
         ca_bundle: Some(ca.cert_pem().into_bytes()),
     };
     let apply = PatchParams::apply(FIELD_MANAGER).force();

@@ -7,6 +7,7 @@ use crate::api::{
     common::ConditionStatus,
     postgres_cluster::v1::{PostgresCluster, PostgresClusterStatus},
 };
+pub use crate::controller::runtime::Problem;
 
 /// What reconcile observed, beyond the cluster itself.
 #[derive(Clone, Debug, Default)]
@@ -19,15 +20,6 @@ pub struct Observed {
     pub problem: Option<Problem>,
     /// The binding Secret, once it exists.
     pub binding: Option<String>,
-}
-
-/// A reason the cluster is Degraded.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Problem {
-    /// CamelCase reason, such as `InvalidSpec`.
-    pub reason: String,
-    /// What is wrong and what to do.
-    pub message: String,
 }
 
 /// The status `cluster` should have; `now` is an RFC 3339 time for conditions that change.
@@ -96,7 +88,7 @@ pub fn desired_status(cluster: &PostgresCluster, observed: &Observed, now: &str)
         )
     };
     let (degraded_status, degraded_reason, degraded_message) = match &observed.problem {
-        Some(p) => (ConditionStatus::True, p.reason.as_str(), p.message.clone()),
+        Some(p) => (ConditionStatus::True, p.reason.as_ref(), p.message.clone()),
         None => (
             ConditionStatus::False,
             "AsExpected",

@@ -13,8 +13,8 @@ fn placeholder_webhook() -> ConversionWebhook {
     ConversionWebhook {
         endpoint: WebhookEndpoint::Service {
             name: format!("{DEPLOYMENT}-service"),
-            namespace: tusk::crd::DEFAULT_NAMESPACE.to_owned(),
-            port: tusk::crd::DEFAULT_SERVICE_PORT,
+            namespace: tusk::facts::operator::NAMESPACE.to_owned(),
+            port: i32::from(tusk::facts::operator::WEBHOOK_SERVICE_PORT),
         },
         ca_bundle: None,
     }

@@ -15,7 +15,9 @@ use hyper::{Request, Response, StatusCode, body::Bytes, service::service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-use crate::controller::metrics::Metrics;
+pub mod metrics;
+
+use self::metrics::Metrics;
 
 /// What the admin endpoints report.
 #[derive(Default)]

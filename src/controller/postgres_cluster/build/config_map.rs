@@ -1,0 +1,98 @@
+//! The ConfigMap `<cluster>-config`: `postgresql.conf` and `pg_hba.conf`, and the hash of it that
+//! rolls the pods when it changes.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+
+use super::{meta, name_of};
+use crate::{
+    api::postgres_cluster::v1::PostgresCluster,
+    facts::cluster::{Names, PG_HBA_CONF, POSTGRESQL_CONF},
+    instance::conf::conf_value,
+};
+
+/// Parameters Tusk sets in the ConfigMap. The CRD refuses them in `spec.postgres.parameters`,
+/// together with those the instance manager sets on `postgres`'s command line for its pod
+/// (`listen_addresses`, `port`, `unix_socket_directories`) and the files it places
+/// (`hba_file`, `config_file`, `data_directory`).
+fn managed_parameters() -> BTreeMap<&'static str, String> {
+    BTreeMap::from([
+        ("password_encryption", "'scram-sha-256'".to_owned()),
+        ("wal_level", "'replica'".to_owned()),
+        ("hot_standby", "'on'".to_owned()),
+    ])
+}
+
+/// The configuration: `postgresql.conf` (Tusk's parameters, then the user's) and `pg_hba.conf`.
+pub fn desired_config(cluster: &PostgresCluster) -> ConfigMap {
+    let mut conf = String::from("# Written by Tusk; edit spec.postgres.parameters instead.\n");
+    for (key, value) in managed_parameters() {
+        conf.push_str(&format!("{key} = {value}\n"));
+    }
+    for (key, value) in cluster.spec.postgres.parameters.iter().flatten() {
+        conf.push_str(&format!("{key} = {}\n", conf_value(value)));
+    }
+    // Local connections need the password too: the instance manager has it, and the user a
+    // process in the pod runs as need not be called postgres (OpenShift assigns any UID).
+    let hba = "# Written by Tusk.\n\
+               local all all scram-sha-256\n\
+               host replication all all scram-sha-256\n\
+               host all all all scram-sha-256\n";
+    ConfigMap {
+        metadata: meta(cluster, Names(name_of(cluster)).config_map()),
+        data: Some(BTreeMap::from([
+            (POSTGRESQL_CONF.to_owned(), conf),
+            (PG_HBA_CONF.to_owned(), hba.to_owned()),
+        ])),
+        ..ConfigMap::default()
+    }
+}
+
+/// A stable hash of the ConfigMap's data (FNV-1a, 64 bits): the same on every operator build, so
+/// an operator upgrade alone never rolls the pods.
+pub fn config_hash(config: &ConfigMap) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for (key, value) in config.data.iter().flatten() {
+        for byte in key.bytes().chain([0]).chain(value.bytes()).chain([0]) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{hash:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::controller::postgres_cluster::build::tests::{cluster, spec};
+
+    #[test]
+    fn tusks_parameters_then_the_users_quoted() {
+        let c = cluster(spec(
+            json!({"postgres": {"version": 17, "parameters": {"work_mem": "8MB", "search_path": "it's"}}}),
+        ));
+        let config = desired_config(&c);
+        assert_eq!(config.metadata.name.as_deref(), Some("db-config"));
+        let conf = &config.data.as_ref().unwrap()[POSTGRESQL_CONF];
+        assert!(conf.contains("wal_level = 'replica'\n"), "{conf}");
+        assert!(
+            conf.ends_with("search_path = 'it''s'\nwork_mem = '8MB'\n"),
+            "{conf}"
+        );
+        assert!(config.data.as_ref().unwrap()[PG_HBA_CONF].contains("host all all all scram-sha-256"));
+    }
+
+    #[test]
+    fn the_hash_is_fixed_across_builds_and_follows_the_data() {
+        let plain = desired_config(&cluster(spec(json!({}))));
+        // Fixed: an operator upgrade that changes nothing in the ConfigMap must not roll pods.
+        assert_eq!(config_hash(&plain), "7d5b7c011914db7a");
+        let tuned = desired_config(&cluster(spec(
+            json!({"postgres": {"version": 17, "parameters": {"work_mem": "8MB"}}}),
+        )));
+        assert_ne!(config_hash(&plain), config_hash(&tuned));
+    }
+}

@@ -1,0 +1,204 @@
+//! The desired children of a `PostgresCluster`: pure functions from the cluster (and the one
+//! value read from the cluster, the superuser password) to typed Kubernetes objects, one file per
+//! child kind, each unit-tested with plain values.
+//!
+//! The workload is a StatefulSet, not Pods plus PVCs managed one by one. A StatefulSet gives Tusk
+//! stable pod names (`<cluster>-0` is the first primary), one PVC per pod from a template, the PVC
+//! retention policy that `storage.reclaimPolicy` maps onto (`persistentVolumeClaimRetentionPolicy`,
+//! GA since Kubernetes 1.32), ordered start-up, and rolling updates driven by the pod template
+//! hash, all from the kube-controller-manager. Pods plus PVCs (CloudNativePG's choice) would let
+//! Tusk pick which pod to restart first during a switchover; when failover arrives, the rollout
+//! can switch to `updateStrategy: OnDelete` and keep the StatefulSet.
+
+mod bootstrap;
+mod config_map;
+mod pdb;
+mod secret;
+mod service;
+mod service_account;
+mod statefulset;
+
+use k8s_openapi::{
+    api::{
+        apps::v1::StatefulSet,
+        core::v1::{ConfigMap, Secret, Service, ServiceAccount},
+        policy::v1::PodDisruptionBudget,
+    },
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
+use kube::Resource;
+
+pub use self::{
+    bootstrap::desired_bootstrap,
+    config_map::{config_hash, desired_config},
+    pdb::desired_pdb,
+    secret::desired_superuser_secret,
+    service::desired_services,
+    service_account::desired_service_account,
+    statefulset::{desired_statefulset, postgres_image},
+};
+use crate::{
+    api::{
+        postgres_cluster::v1::PostgresCluster, postgres_database::v1::PostgresDatabase,
+        postgres_user::v1::PostgresUser,
+    },
+    facts::{
+        cluster::{DEFAULT_POSTGRES_UID, labels},
+        operator,
+    },
+};
+
+/// What the builders need besides the cluster.
+#[derive(Clone, Debug)]
+pub struct BuildConfig {
+    /// The operator's image; an init container copies the binary from it.
+    pub operator_image: String,
+    /// The PostgreSQL image when a cluster names none; `{major}` is replaced by the version.
+    pub postgres_image: String,
+    /// The user (and group, and `fsGroup`) PostgreSQL pods run as: the image's `postgres` user.
+    /// `None` leaves it to the platform, as OpenShift's `restricted-v2` SCC assigns one.
+    pub postgres_uid: Option<i64>,
+}
+
+impl Default for BuildConfig {
+    fn default() -> Self {
+        Self {
+            operator_image: operator::DEFAULT_IMAGE.to_owned(),
+            postgres_image: operator::DEFAULT_POSTGRES_IMAGE.to_owned(),
+            postgres_uid: Some(DEFAULT_POSTGRES_UID),
+        }
+    }
+}
+
+/// Every child a cluster should have.
+#[derive(Clone, Debug)]
+pub struct Children {
+    /// The superuser Secret.
+    pub superuser: Secret,
+    /// The PostgreSQL configuration.
+    pub config: ConfigMap,
+    /// The account the pods run as.
+    pub service_account: ServiceAccount,
+    /// The workload.
+    pub statefulset: StatefulSet,
+    /// `-rw`, `-ro` and the headless `-pods`.
+    pub services: [Service; 3],
+    /// Keeps voluntary disruptions to one pod at a time.
+    pub pdb: PodDisruptionBudget,
+    /// The application role and database `spec.bootstrap.initdb` asks for, as a `PostgresUser`
+    /// and a `PostgresDatabase` the SQL controllers converge like any other.
+    pub bootstrap: Option<(PostgresUser, PostgresDatabase)>,
+}
+
+/// Builds every child of `cluster`; `password` is the superuser's password.
+pub fn children(cluster: &PostgresCluster, password: &str, config: &BuildConfig) -> Children {
+    let configmap = desired_config(cluster);
+    let hash = config_hash(&configmap);
+    Children {
+        superuser: desired_superuser_secret(cluster, password),
+        statefulset: desired_statefulset(cluster, config, &hash),
+        config: configmap,
+        service_account: desired_service_account(cluster),
+        services: desired_services(cluster),
+        pdb: desired_pdb(cluster),
+        bootstrap: desired_bootstrap(cluster),
+    }
+}
+
+fn name_of(cluster: &PostgresCluster) -> &str {
+    cluster
+        .metadata
+        .name
+        .as_deref()
+        .expect("a stored object has a name")
+}
+
+/// The metadata of the child `name`: in the cluster's namespace, with its labels, owned by it.
+fn meta(cluster: &PostgresCluster, name: String) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: cluster.metadata.namespace.clone(),
+        labels: Some(labels(name_of(cluster))),
+        owner_references: Some(vec![
+            cluster
+                .controller_owner_ref(&())
+                .expect("a stored object has a name and uid"),
+        ]),
+        ..ObjectMeta::default()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// A stored cluster with `spec`.
+    pub fn cluster(spec: Value) -> PostgresCluster {
+        serde_json::from_value(json!({
+            "apiVersion": "tusk.dev/v1", "kind": "PostgresCluster",
+            "metadata": {"name": "db", "namespace": "shop", "uid": "u-1", "generation": 1},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    /// The smallest valid spec, with `extra` merged in.
+    pub fn spec(extra: Value) -> Value {
+        let mut spec = json!({"postgres": {"version": 17}, "storage": {"data": {"size": "1Gi"}}});
+        for (k, v) in extra.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        spec
+    }
+
+    #[test]
+    fn every_child_is_labelled_and_owned_by_the_cluster() {
+        let c = cluster(spec(json!({"bootstrap": {"initdb": {"database": "app"}}})));
+        let children = children(&c, "pw", &BuildConfig::default());
+        let (user, database) = children.bootstrap.clone().unwrap();
+        let metas = [
+            &children.superuser.metadata,
+            &children.config.metadata,
+            &children.service_account.metadata,
+            &children.statefulset.metadata,
+            &children.services[0].metadata,
+            &children.services[1].metadata,
+            &children.services[2].metadata,
+            &children.pdb.metadata,
+            &user.metadata,
+            &database.metadata,
+        ];
+        for meta in metas {
+            assert_eq!(meta.namespace.as_deref(), Some("shop"), "{meta:?}");
+            assert_eq!(meta.labels.as_ref(), Some(&labels("db")));
+            let owner = &meta.owner_references.as_ref().unwrap()[0];
+            assert_eq!((owner.uid.as_str(), owner.controller), ("u-1", Some(true)));
+        }
+    }
+
+    #[test]
+    fn every_child_kind_is_in_the_registry() {
+        use crate::facts::kinds::CLUSTER_CHILDREN;
+        let c = cluster(spec(json!({"bootstrap": {"initdb": {"database": "app"}}})));
+        let children = children(&c, "pw", &BuildConfig::default());
+        let (user, database) = children.bootstrap.unwrap();
+        let kinds = [
+            serde_json::to_value(&children.superuser).unwrap()["kind"].clone(),
+            serde_json::to_value(&children.config).unwrap()["kind"].clone(),
+            serde_json::to_value(&children.service_account).unwrap()["kind"].clone(),
+            serde_json::to_value(&children.statefulset).unwrap()["kind"].clone(),
+            serde_json::to_value(&children.services[0]).unwrap()["kind"].clone(),
+            serde_json::to_value(&children.pdb).unwrap()["kind"].clone(),
+            serde_json::to_value(&user).unwrap()["kind"].clone(),
+            serde_json::to_value(&database).unwrap()["kind"].clone(),
+        ];
+        for kind in kinds {
+            assert!(
+                CLUSTER_CHILDREN.iter().any(|k| k.kind == kind),
+                "{kind} is built but not in facts::kinds::CLUSTER_CHILDREN"
+            );
+        }
+    }
+}

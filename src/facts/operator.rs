@@ -1,0 +1,86 @@
+//! How the operator itself is deployed: its names, namespace, ports, paths, images and the
+//! environment variables its command line reads. The CSV, a plain install, the demo and the tests
+//! all take these from here.
+
+/// The operator's name: its binary, its Deployment and ServiceAccount, its leader-election
+/// Lease, the field manager of everything it writes and the `managed-by` label on it.
+pub const NAME: &str = "tusk-operator";
+
+/// The Service in front of the conversion webhook: `<deployment>-service`, the name OLM gives it.
+pub const WEBHOOK_SERVICE: &str = "tusk-operator-service";
+
+/// The Service that exposes the operator's `/metrics`.
+pub const METRICS_SERVICE: &str = "tusk-operator-metrics";
+
+/// The namespace of a plain install, and the one OperatorHub suggests.
+pub const NAMESPACE: &str = "tusk-system";
+
+/// The port the conversion webhook listens on in the pod.
+pub const WEBHOOK_PORT: u16 = 9443;
+
+/// The port of the webhook's Service.
+pub const WEBHOOK_SERVICE_PORT: u16 = 443;
+
+/// The port of `/healthz`, `/readyz` and `/metrics` in the pod.
+pub const STATUS_PORT: u16 = 8081;
+
+/// The path the conversion webhook serves.
+pub const CONVERT_PATH: &str = "/convert";
+
+/// Where OLM mounts the webhook's serving certificate (`tls.crt`, `tls.key`).
+pub const CERT_DIR: &str = "/tmp/k8s-webhook-server/serving-certs";
+
+/// The operator binary in the operator image.
+pub const BINARY_PATH: &str = "/usr/local/bin/tusk-operator";
+
+/// The operator image's repository.
+pub const IMAGE_REPOSITORY: &str = "ghcr.io/tusk-operator/tusk-operator";
+
+/// The operator image this build of Tusk ships as; pods copy the instance manager from it.
+pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/tusk-operator/tusk-operator:", env!("CARGO_PKG_VERSION"));
+
+/// The PostgreSQL image a cluster runs when it names none; `{major}` becomes its major version.
+pub const DEFAULT_POSTGRES_IMAGE: &str = "docker.io/library/postgres:{major}";
+
+/// The environment variables `tusk-operator` reads, each the twin of a command-line flag.
+pub mod env {
+    /// `--operator-image`.
+    pub const OPERATOR_IMAGE: &str = "TUSK_OPERATOR_IMAGE";
+    /// `--postgres-image`.
+    pub const POSTGRES_IMAGE: &str = "TUSK_POSTGRES_IMAGE";
+    /// `--postgres-uid`.
+    pub const POSTGRES_UID: &str = "TUSK_POSTGRES_UID";
+    /// `--status-listen`.
+    pub const STATUS_LISTEN: &str = "TUSK_STATUS_LISTEN";
+    /// `--listen` of the webhook.
+    pub const WEBHOOK_LISTEN: &str = "TUSK_WEBHOOK_LISTEN";
+    /// `--cert-dir` of the webhook.
+    pub const WEBHOOK_CERT_DIR: &str = "TUSK_WEBHOOK_CERT_DIR";
+    /// `--sql-endpoints`.
+    pub const SQL_ENDPOINTS: &str = "TUSK_SQL_ENDPOINTS";
+    /// `--log-format`.
+    pub const LOG_FORMAT: &str = "TUSK_LOG_FORMAT";
+    /// The pod's name, from the Downward API (`metadata.name`).
+    pub const POD_NAME: &str = "POD_NAME";
+    /// The pod's namespace, from the Downward API (`metadata.namespace`).
+    pub const POD_NAMESPACE: &str = "POD_NAMESPACE";
+    /// The pod's IP addresses, from the Downward API (`status.podIPs`).
+    pub const POD_IPS: &str = "POD_IPS";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_derive_from_the_operators_name() {
+        assert_eq!(WEBHOOK_SERVICE, format!("{NAME}-service"));
+        assert_eq!(METRICS_SERVICE, format!("{NAME}-metrics"));
+        assert_eq!(BINARY_PATH, format!("/usr/local/bin/{NAME}"));
+        assert_eq!(IMAGE_REPOSITORY, format!("ghcr.io/{NAME}/{NAME}"));
+        assert_eq!(
+            DEFAULT_IMAGE,
+            format!("{IMAGE_REPOSITORY}:{}", env!("CARGO_PKG_VERSION"))
+        );
+    }
+}
