@@ -67,7 +67,7 @@ pub struct PromoteArgs {
     #[arg(long, default_value = crate::facts::cluster::paths::PGDATA)]
     pub pgdata: PathBuf,
     /// How long to wait for the promotion, such as `60s`.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = crate::process::parse_duration)]
     pub timeout: Duration,
 }
 
@@ -97,7 +97,7 @@ pub struct RunArgs {
     #[arg(long, env = env::SQL_ENDPOINTS)]
     pub sql_endpoints: Option<PathBuf>,
     /// How often every object is reconciled again without any event, such as `5m`.
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = crate::process::parse_duration)]
     pub resync_interval: Duration,
     /// Address of `/healthz`, `/readyz` and `/metrics`.
     #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], operator::STATUS_PORT)), env = env::STATUS_LISTEN)]
@@ -146,7 +146,7 @@ pub struct WebhookArgs {
     #[arg(long)]
     pub tls_key_file: Option<PathBuf>,
     /// How often to check the certificate files for a new certificate, such as `2s` or `500ms`.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = crate::process::parse_duration)]
     pub cert_reload_interval: Duration,
     /// Largest ConversionReview accepted, in bytes.
     #[arg(long, default_value_t = 32 * 1024 * 1024)]
@@ -213,23 +213,6 @@ impl CrdArgs {
     }
 }
 
-/// Parses `250ms`, `2s` or `1m`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration; use a number with ms, s or m, such as 2s"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(number)),
-        "s" => Ok(Duration::from_secs(number)),
-        "m" => Ok(Duration::from_secs(number * 60)),
-        _ => Err(format!(
-            "{text:?} has no unit Tusk knows; use ms, s or m, such as 2s"
-        )),
-    }
-}
-
 /// Sets up logging to stderr in `format`, filtered by `RUST_LOG` (default `info`).
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -243,16 +226,6 @@ pub fn init_logging(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
-    }
-}
-
-/// Completes on SIGTERM (how Kubernetes stops a pod) or SIGINT.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler can be installed");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
     }
 }
 
@@ -300,7 +273,7 @@ pub async fn main(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Run(args) => run(args).await,
         Command::Webhook(args) => {
             let server = Server::bind(args.config()).await?;
-            server.run(shutdown_signal()).await;
+            server.run(crate::process::shutdown_signal()).await;
             Ok(())
         }
     }
@@ -320,7 +293,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let kube_config = kube::Config::infer().await?;
     let state = Arc::new(crate::admin::State::default());
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let until_stopped = crate::controller::until_stopped;
+    let until_stopped = crate::process::until_stopped;
     let admin = crate::admin::bind(args.status_listen).await.map_err(|e| {
         format!(
             "cannot listen on {} for /healthz and /metrics: {e}",
@@ -354,7 +327,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         postgres_image: args.postgres_image,
         postgres_uid: (args.postgres_uid >= 0).then_some(args.postgres_uid),
     };
-    let signal = shutdown_signal();
+    let signal = crate::process::shutdown_signal();
     tokio::pin!(signal);
     let ended = tokio::select! {
         () = elector.acquire() => {

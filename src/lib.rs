@@ -9,6 +9,8 @@
 //! - [`migrate`]: storage-version migration of stored objects.
 //! - [`controller`]: the controllers `tusk-operator run` hosts.
 //! - [`sql`]: how the operator reaches clusters over SQL and converges roles and databases.
+//! - [`password`]: the superuser password rule, and random passwords.
+//! - [`process`]: durations on the command line, and how one shutdown reaches every task.
 //! - [`rbac`]: the permissions the operator needs.
 
 #![forbid(unsafe_code)]
@@ -22,6 +24,7 @@ pub mod facts;
 pub mod instance;
 pub mod migrate;
 pub mod password;
+pub mod process;
 pub mod rbac;
 pub mod sql;
 pub mod webhook;

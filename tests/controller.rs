@@ -29,14 +29,18 @@ const RESYNC_SECONDS: u64 = 3;
 
 /// Starts the operator once for this test binary, with only its generated RBAC.
 async fn operator(plane: &tusk_testenv::ControlPlane) -> &'static Supervised {
+    &running(plane).await.process
+}
+
+/// The operator of this test binary, started on first use.
+async fn running(plane: &tusk_testenv::ControlPlane) -> &'static Operator {
     static OPERATOR: tokio::sync::OnceCell<Operator> = tokio::sync::OnceCell::const_new();
-    let operator = OPERATOR
+    OPERATOR
         .get_or_init(|| async {
             let args = [format!("--resync-interval={RESYNC_SECONDS}s")];
             start_operator(plane, "tusk-operator", &args, "info,kube=warn").await
         })
-        .await;
-    &operator.process
+        .await
 }
 
 /// A namespace for one test, where pods must meet the `restricted` Pod Security level.
@@ -524,4 +528,125 @@ async fn kinds_without_a_controller_yet_say_so_in_their_status() {
             assert_eq!(&spec_after[field], value, "{kind}: spec.{field} is untouched");
         }
     }
+}
+
+/// The `Degraded` condition of `name` once its reason is `reason`.
+async fn degraded_with(api: &Api<PostgresCluster>, name: &str, reason: &str) -> tusk::api::common::Condition {
+    eventually(&format!("Degraded={reason}"), Duration::from_secs(30), || async {
+        let c = api.get(name).await.ok()?;
+        c.status?.conditions?.into_iter().find(|c| {
+            c.type_ == "Degraded"
+                && c.status == tusk::api::common::ConditionStatus::True
+                && c.reason == reason
+        })
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_the_pod_would_refuse_is_degraded_never_a_crash_loop() {
+    let plane = plane_with_crds().await;
+    operator(plane).await;
+    let client = plane.client().await.unwrap();
+    let ns = restricted_namespace(plane, "pwrule").await;
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    let clusters = Api::<PostgresCluster>::namespaced(client.clone(), &ns);
+    for (name, password, rule) in [
+        ("twolines", "first\nsecond", "must be one line"),
+        ("empty", "", "must not be empty"),
+    ] {
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": format!("{name}-superuser")},
+            "stringData": {"username": "postgres", "password": password},
+        }))
+        .unwrap();
+        secrets.create(&PostParams::default(), &secret).await.unwrap();
+        clusters
+            .create(&PostParams::default(), &cluster(name, 1, "Delete"))
+            .await
+            .unwrap();
+        let degraded = degraded_with(&clusters, name, "InvalidSecret").await;
+        let expected = format!("Secret {name}-superuser: data.password {rule}");
+        assert!(degraded.message.contains(&expected), "{}", degraded.message);
+        assert!(
+            Api::<StatefulSet>::namespaced(client.clone(), &ns)
+                .get_opt(name)
+                .await
+                .unwrap()
+                .is_none(),
+            "no pod is given a password it would refuse"
+        );
+    }
+    // The user is told with an Event too.
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), &ns);
+    let event = eventually("an InvalidSecret Event", Duration::from_secs(30), || async {
+        events
+            .list(&Default::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("InvalidSecret"))
+    })
+    .await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert_eq!(event.reporting_controller.as_deref(), Some("tusk-operator"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_reconcile_is_caught_counted_and_retried_while_others_are_served() {
+    let plane = plane_with_crds().await;
+    let operator = running(plane).await;
+    let client = plane.client().await.unwrap();
+    let ns = restricted_namespace(plane, "panic").await;
+    let clusters = Api::<PostgresCluster>::namespaced(client.clone(), &ns);
+    // The debug build's fault hook makes this cluster's every reconcile panic.
+    let mut boom = cluster("boom", 1, "Delete");
+    boom.metadata.annotations = Some([("tusk.dev/fault-injection".to_owned(), "panic".to_owned())].into());
+    clusters.create(&PostParams::default(), &boom).await.unwrap();
+    let panics = || async {
+        let (_, metrics) = support::http_get("127.0.0.1", operator.status_port, "/metrics").await?;
+        metrics
+            .lines()
+            .find(|l| l.starts_with("tusk_reconcile_errors_total{kind=\"PostgresCluster\",error=\"panic\"}"))?
+            .rsplit(' ')
+            .next()?
+            .parse::<f64>()
+            .ok()
+    };
+    // Caught and retried: the count keeps growing, with backoff.
+    let first = eventually("a panic counted", Duration::from_secs(30), panics).await;
+    eventually(
+        "the panicking cluster retried",
+        Duration::from_secs(30),
+        || async { panics().await.filter(|n| *n > first) },
+    )
+    .await;
+    // Meanwhile every other object is served.
+    clusters
+        .create(&PostParams::default(), &cluster("calm", 1, "Delete"))
+        .await
+        .unwrap();
+    wait_ready(&clusters, "calm", 1).await;
+    assert!(
+        operator.process.alive(),
+        "the operator survives a panicking reconcile"
+    );
+    assert!(
+        Api::<StatefulSet>::namespaced(client.clone(), &ns)
+            .get_opt("boom")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Once the fault is gone, the retried cluster converges.
+    clusters
+        .patch(
+            "boom",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"tusk.dev/fault-injection": null}}})),
+        )
+        .await
+        .unwrap();
+    wait_ready(&clusters, "boom", 1).await;
 }

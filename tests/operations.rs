@@ -1,7 +1,9 @@
 //! Running the operator: two replicas elect a leader on a Lease and the other takes over within
 //! 15 s when the leader is killed; `/healthz`, `/readyz` and `/metrics` answer; logs are JSON on
 //! request and never carry a secret; SIGKILL in the middle of reconciles leaves no duplicate, keeps
-//! the password and converges. This binary has its own control plane: it kills operators.
+//! the password and converges; a leader frozen with SIGSTOP stops leading before the other replica
+//! takes over and never writes again (proven from the audit log). This binary has its own control
+//! plane: it kills operators.
 
 mod support;
 
@@ -274,4 +276,139 @@ async fn superuser_passwords(secrets: &Api<Secret>) -> Vec<Option<Vec<u8>>> {
         out.push(secret.and_then(|s| s.data).map(|d| d["password"].0.clone()));
     }
     out
+}
+
+/// The holder of Lease `lease` in the operator's namespace.
+async fn lease_holder(plane: &ControlPlane, lease: &str) -> Option<String> {
+    let client = plane.client().await.ok()?;
+    Api::<Lease>::namespaced(client, OPERATOR_NAMESPACE)
+        .get_opt(lease)
+        .await
+        .ok()??
+        .spec?
+        .holder_identity
+}
+
+/// When each replica wrote in `namespace`, from the apiserver's audit log: every create, update,
+/// patch or delete, told apart by the `User-Agent` the operator's client sends.
+fn writes_by(plane: &ControlPlane, namespace: &str, identity: &str) -> Vec<k8s_openapi::jiff::Timestamp> {
+    let agent = format!("({identity})");
+    plane
+        .audit_events()
+        .iter()
+        .filter(|e| {
+            e["userAgent"].as_str().is_some_and(|a| a.ends_with(&agent))
+                && e["objectRef"]["namespace"] == namespace
+                && ["create", "update", "patch", "delete", "deletecollection"]
+                    .contains(&e["verb"].as_str().unwrap_or_default())
+        })
+        .filter_map(|e| e["requestReceivedTimestamp"].as_str()?.parse().ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_leader_stops_before_another_takes_over_and_never_writes_after() {
+    let _serial = SERIAL.lock().await;
+    let plane = plane_with_crds().await;
+    let client = plane.client().await.unwrap();
+    let ns = plane.namespace("frozen").await.unwrap();
+    let a = start(plane, "frozen-a", "frozen").await;
+    eventually("frozen-a to lead", Duration::from_secs(30), || async {
+        (lease_holder(plane, "frozen").await.as_deref() == Some("frozen-a")).then_some(())
+    })
+    .await;
+    let b = start(plane, "frozen-b", "frozen").await;
+    let clusters = Api::<PostgresCluster>::namespaced(client.clone(), &ns);
+    for name in ["c0", "c1", "c2"] {
+        clusters
+            .create(&PostParams::default(), &cluster(name, 1))
+            .await
+            .unwrap();
+    }
+    // Keep the leader writing: every change of a cluster's parameters is a new ConfigMap, a new
+    // pod template and a new status.
+    let writer = {
+        let clusters = clusters.clone();
+        tokio::spawn(async move {
+            for n in 0u64.. {
+                for name in ["c0", "c1", "c2"] {
+                    let patch =
+                        json!({"spec": {"postgres": {"parameters": {"work_mem": format!("{}kB", 64 + n)}}}});
+                    let _ = clusters
+                        .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+                        .await;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
+    eventually("frozen-a to write", Duration::from_secs(30), || async {
+        (!writes_by(plane, &ns, "frozen-a").is_empty()).then_some(())
+    })
+    .await;
+
+    // Freeze the leader past its renew deadline and the lease; the other replica takes over.
+    let pid = a.process.pid().unwrap().to_string();
+    let signal = |name: &str| {
+        assert!(
+            std::process::Command::new("kill")
+                .args([name, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    signal("-STOP");
+    eventually("frozen-b to lead", Duration::from_secs(30), || async {
+        (lease_holder(plane, "frozen").await.as_deref() == Some("frozen-b")).then_some(())
+    })
+    .await;
+    eventually("frozen-b to write", Duration::from_secs(30), || async {
+        (!writes_by(plane, &ns, "frozen-b").is_empty()).then_some(())
+    })
+    .await;
+    let resumed = k8s_openapi::jiff::Timestamp::now();
+    signal("-CONT");
+    // It wakes up with its leadership over: it exits, non-zero, without leading again.
+    eventually("frozen-a to exit", Duration::from_secs(30), || async {
+        (!a.process.alive()).then_some(())
+    })
+    .await;
+    let log = std::fs::read_to_string(&a.log).unwrap();
+    assert!(
+        log.contains("lost the leader-election lease"),
+        "{}",
+        a.process.log_tail(20)
+    );
+    // frozen-b keeps leading and writing after frozen-a woke up.
+    eventually(
+        "frozen-b to write after frozen-a woke up",
+        Duration::from_secs(30),
+        || async {
+            writes_by(plane, &ns, "frozen-b")
+                .iter()
+                .any(|t| *t > resumed)
+                .then_some(())
+        },
+    )
+    .await;
+    writer.abort();
+
+    // The audit log: every write of frozen-a came before the first write of frozen-b.
+    let (by_a, by_b) = (
+        writes_by(plane, &ns, "frozen-a"),
+        writes_by(plane, &ns, "frozen-b"),
+    );
+    let last_a = by_a.iter().max().unwrap();
+    let first_b = by_b.iter().min().unwrap();
+    assert!(
+        last_a < first_b,
+        "the two leaders overlapped: frozen-a wrote until {last_a}, frozen-b from {first_b}"
+    );
+    eprintln!(
+        "frozen-a wrote {} times until {last_a}; frozen-b {} times from {first_b}",
+        by_a.len(),
+        by_b.len()
+    );
+    drop(b);
 }

@@ -39,6 +39,7 @@ use crate::api::{
     postgres_cluster::v1::PostgresCluster, postgres_database::v1::PostgresDatabase,
     postgres_user::v1::PostgresUser,
 };
+use crate::process::until_stopped;
 
 /// A role on a cluster endpoint.
 pub type VerifiedKey = (crate::sql::endpoint::Endpoint, String);
@@ -96,12 +97,6 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
         }
     }
-}
-
-/// Completes once `true` is sent on the channel `stop` belongs to, or its sender is gone: how one
-/// shutdown reaches every task.
-pub async fn until_stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 /// Runs every controller until `shutdown` completes.

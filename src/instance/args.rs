@@ -104,7 +104,7 @@ pub struct InstanceSpec {
     pub max_lag_bytes: u64,
     /// On SIGTERM, how long a fast shutdown may take before an immediate one. Keep it below the
     /// pod's termination grace period.
-    #[arg(long, default_value = "45s", value_parser = crate::cli::parse_duration)]
+    #[arg(long, default_value = "45s", value_parser = crate::process::parse_duration)]
     pub fast_stop_timeout: Duration,
 }
 

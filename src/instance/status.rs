@@ -239,7 +239,7 @@ pub async fn serve(
         servers.push(tokio::spawn(serve_http(
             listener,
             handler,
-            crate::controller::until_stopped(stopped.clone()),
+            crate::process::until_stopped(stopped.clone()),
         )));
     }
     Ok(servers)

@@ -1,0 +1,59 @@
+//! How a Tusk process runs, whichever command it is: durations on its command line, and how one
+//! shutdown reaches every task.
+
+use std::time::Duration;
+
+/// Parses `250ms`, `2s` or `1m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration; use a number with ms, s or m, such as 2s"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(number)),
+        "s" => Ok(Duration::from_secs(number)),
+        "m" => Ok(Duration::from_secs(number * 60)),
+        _ => Err(format!(
+            "{text:?} has no unit Tusk knows; use ms, s or m, such as 2s"
+        )),
+    }
+}
+
+/// Completes once `true` is sent on the channel `stop` belongs to, or its sender is gone: how one
+/// shutdown reaches every task.
+pub async fn until_stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// Completes on SIGTERM (how Kubernetes stops a pod) or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler can be installed");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn durations_take_ms_s_or_m() {
+        assert_eq!(super::parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(super::parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(super::parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(
+            super::parse_duration("2h")
+                .unwrap_err()
+                .contains("use ms, s or m")
+        );
+        assert!(
+            super::parse_duration("s")
+                .unwrap_err()
+                .contains("is not a duration")
+        );
+    }
+}
