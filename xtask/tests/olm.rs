@@ -33,12 +33,22 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// A copy of the committed `bundle/` and `catalog/`.
+/// A copy of the committed `bundle/` and `catalog/`, and the lock of the released bundles.
 fn copy() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for sub in [olm::BUNDLE_DIR, olm::CATALOG_DIR] {
         copy_dir(&root().join(sub), &dir.path().join(sub));
     }
+    let lock = dir.path().join(olm::frozen::LOCK_FILE);
+    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    std::fs::copy(root().join(olm::frozen::LOCK_FILE), lock).unwrap();
+    dir
+}
+
+/// A copy of everything the generator reads and writes: `config/`, `bundle/` and `catalog/`.
+fn copy_inputs() -> tempfile::TempDir {
+    let dir = copy();
+    copy_dir(&root().join("config"), &dir.path().join("config"));
     dir
 }
 
@@ -530,19 +540,60 @@ fn regenerating_matches_what_is_committed_and_released_bundles_are_frozen() {
     let error = olm::sync(dir.path(), &files, false).unwrap_err();
     assert!(
         error.contains(&format!(
-            "{frozen}: released and frozen, but regenerating changes it"
+            "{frozen}: released and frozen, but it differs from the bundle as released"
         )),
         "{error}"
     );
     assert!(
-        error.contains("committed \"  maturity: beta\", generated \"  maturity: alpha\""),
+        error.contains("committed \"  maturity: beta\", released \"  maturity: alpha\""),
         "{error}"
     );
-    assert!(error.contains("bundle/0.2.0/manifests/extra.yaml: in a released and frozen bundle, but the generator does not make it"), "{error}");
+    assert!(error.contains("bundle/0.2.0/manifests/extra.yaml: in a released and frozen bundle, but not part of it as released"), "{error}");
     assert_eq!(
         std::fs::read_to_string(dir.path().join(frozen)).unwrap(),
         edited,
         "never rewritten"
+    );
+}
+
+#[test]
+fn a_released_bundle_changed_on_disk_is_refused_by_name() {
+    let dir = copy_inputs();
+    Inputs::load(dir.path()).unwrap();
+    let changed = "bundle/0.1.0/manifests/tusk-operator.clusterserviceversion.yaml";
+    let text = std::fs::read_to_string(dir.path().join(changed)).unwrap();
+    std::fs::write(
+        dir.path().join(changed),
+        text.replace("maturity: alpha", "maturity: beta"),
+    )
+    .unwrap();
+    let added = "bundle/0.2.0/manifests/extra.yaml";
+    std::fs::write(dir.path().join(added), "kind: ConfigMap\n").unwrap();
+    let removed = "bundle/0.2.0/metadata/annotations.yaml";
+    std::fs::remove_file(dir.path().join(removed)).unwrap();
+    let error = Inputs::load(dir.path()).unwrap_err();
+    for expected in [
+        format!("{changed}: released and frozen, but changed since 0.1.0 was cut"),
+        format!("{added}: in a released and frozen bundle, but not part of it when 0.2.0 was cut"),
+        format!("{removed}: released and frozen, but missing"),
+    ] {
+        assert!(error.contains(&expected), "expected {expected:?} in {error}");
+    }
+    assert_eq!(error.lines().count(), 3, "{error}");
+
+    // Unreleasing a cut release is refused too: its bundle stays frozen.
+    let dir = copy_inputs();
+    let plan_file = dir.path().join(olm::plan::PLAN_FILE);
+    let plan = std::fs::read_to_string(&plan_file).unwrap();
+    let from = "  - version: 0.1.0\n    released: true\n";
+    assert!(plan.contains(from));
+    std::fs::write(&plan_file, plan.replacen(from, "  - version: 0.1.0\n", 1)).unwrap();
+    let error = Inputs::load(dir.path()).unwrap_err();
+    assert!(
+        error.contains(
+            "bundle/0.1.0/bundle.Dockerfile is locked, but the plan has no released release it belongs to"
+        ),
+        "{error}"
     );
 }
 

@@ -11,6 +11,10 @@ use super::range::Range;
 /// Where the plan lives, relative to the repository root.
 pub const PLAN_FILE: &str = "config/releases.yaml";
 
+/// The first release that must record [`Release::cut_from`]; the releases before it were cut
+/// before the plan recorded commits.
+pub const CUT_FROM_REQUIRED_SINCE: Version = Version::new(1, 0, 0);
+
 /// The whole plan.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -55,9 +59,14 @@ pub struct Images {
 pub struct Release {
     /// Its semantic version.
     pub version: Version,
-    /// Frozen: regenerating its bundle must not change a byte.
+    /// Frozen: its bundle is the one committed when it was cut, byte for byte, whatever the
+    /// Rust types have become since.
     #[serde(default)]
     pub released: bool,
+    /// The commit the release was cut from (40 lowercase hex digits, `git rev-parse`); required
+    /// once released, from [`CUT_FROM_REQUIRED_SINCE`] on.
+    #[serde(default)]
+    pub cut_from: Option<String>,
     /// The channels it is in.
     pub channels: Vec<String>,
     /// The release it replaces.
@@ -191,6 +200,18 @@ impl Plan {
                     "{at}.skipRangeChannels: set, but the release has no skipRange"
                 ));
             }
+            match &release.cut_from {
+                Some(commit) if !is_commit(commit) => errors.push(format!(
+                    "{at}.cutFrom: {commit:?} is not a commit: 40 lowercase hexadecimal digits, as `git rev-parse <commit>` prints them"
+                )),
+                Some(_) if !release.released => errors.push(format!(
+                    "{at}.cutFrom: set, but the release is not released: a release records its commit when it is cut"
+                )),
+                None if release.released && release.version >= CUT_FROM_REQUIRED_SINCE => errors.push(format!(
+                    "{at}.cutFrom: missing: a released release from {CUT_FROM_REQUIRED_SINCE} on records the commit it was cut from (40 lowercase hexadecimal digits)"
+                )),
+                _ => {}
+            }
             if !["alpha", "beta", "stable"].contains(&release.maturity.as_str()) {
                 errors.push(format!(
                     "{at}.maturity: {:?} is not one of alpha, beta, stable",
@@ -255,4 +276,12 @@ impl Plan {
             Err(errors.join("\n"))
         }
     }
+}
+
+/// A full commit hash as `git rev-parse` prints it: 40 lowercase hexadecimal digits.
+fn is_commit(text: &str) -> bool {
+    text.len() == 40
+        && text
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
 }
