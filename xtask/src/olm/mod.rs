@@ -95,6 +95,9 @@ impl Inputs {
     /// Reads the plan and everything it names under `root`.
     pub fn load(root: &Path) -> Result<Self, String> {
         let plan = Plan::load(root)?;
+        let manifest = std::fs::read_to_string(root.join(plan::OPERATOR_MANIFEST))
+            .map_err(|e| format!("{}: cannot read: {e}", plan::OPERATOR_MANIFEST))?;
+        plan.check_builds_newest(&plan::package_version(&manifest)?)?;
         let read =
             |path: &str| std::fs::read(root.join(path)).map_err(|e| format!("{path}: cannot read: {e}"));
         let icon = read(&plan.icon)?;
