@@ -159,7 +159,7 @@ pub struct File {
     pub path: String,
     /// Its contents.
     pub contents: String,
-    /// Part of a released bundle: it may never change.
+    /// Part of a released bundle that was cut: it may never change.
     pub frozen: bool,
 }
 
@@ -240,8 +240,9 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Brings `root`'s `bundle/` and `catalog/` to `files`, or with `check` only reports what
-/// differs. A frozen file that differs, is missing or is not part of its bundle is an error
+/// Brings `root`'s `bundle/`, `catalog/` and lock of released bundles to `files`, or with
+/// `check` only reports what differs; files under `bundle/` or `catalog/` that are not in `files`
+/// are stale. A frozen file that differs, is missing or is not part of its bundle is an error
 /// either way: a released bundle is never rewritten.
 pub fn sync(root: &Path, files: &[File], check: bool) -> Result<Sync, String> {
     let mut result = Sync::default();
