@@ -229,7 +229,7 @@ fn bench_generate(rounds: u32) -> Result<(), String> {
     println!("| step | mean per round |");
     println!("|---|---|");
     println!(
-        "| read the plan, icon, descriptions, samples | {:.1} ms |",
+        "| read the plan, icon, descriptions, samples and released bundles | {:.1} ms |",
         load.as_secs_f64() * 1e3 / n
     );
     println!(
