@@ -6,7 +6,7 @@
 //! ServiceAccount OLM made, and the apiserver reaches its conversion webhook through the Service,
 //! tunnelled by an egress-selector CONNECT proxy to loopback.
 //!
-//! The operator binary is this build (1.0.0). The controllers of 0.1.0 and 0.2.0 watched the
+//! The operator binary is this build (1.1.0). The controllers of 0.1.0 and 0.2.0 watched the
 //! versions those releases stored; this build's controllers watch `v1`, which those releases do
 //! not serve. So at 0.2.0 the local process serves only the conversion webhook, and the
 //! controllers run from 1.0.0 on.
@@ -66,17 +66,30 @@ fn value(object: &DynamicObject) -> Value {
     serde_json::to_value(object).unwrap()
 }
 
-/// The plan with a hypothetical next release 1.1.0 that replaces 1.0.0 and no longer serves
-/// `v1alpha1`: what a team would publish once storage was migrated.
+/// The plan's newest release, the head of every channel.
+const HEAD: &str = "1.1.0";
+/// A release after every release of the plan; [`inputs_with_drop`] makes it up.
+const NEXT: &str = "1.2.0";
+
+/// The plan with a hypothetical next release [`NEXT`] that replaces `replaces` and no longer
+/// serves `v1alpha1`: what a team would publish once storage was migrated.
 fn inputs_with_drop(replaces: &str) -> Inputs {
     let mut inputs = Inputs::load(&repo()).unwrap();
     if replaces == "0.1.0" {
-        // A catalog of 0.1.0 and the drop alone: 0.2.0 and 1.0.0 would be second heads.
+        // A catalog of 0.1.0 and the drop alone: the later releases would be second heads.
         inputs.plan.releases.retain(|r| r.version.to_string() == "0.1.0");
     }
+    assert!(
+        inputs
+            .plan
+            .releases
+            .iter()
+            .all(|r| r.version < NEXT.parse().unwrap()),
+        "{NEXT} is a release of the plan now; make up a later one"
+    );
     let next: Release = serde_saphyr::from_str(&format!(
         r#"
-version: 1.1.0
+version: {NEXT}
 channels: [candidate, fast, stable, stable-v1]
 replaces: {replaces}
 maturity: stable
@@ -724,10 +737,10 @@ async fn operatorhub_install_from_the_stable_channel() {
     let inputs = Inputs::load(&repo()).unwrap();
     env.serve(&[catalog::blobs(&inputs, true)]).await;
     env.subscribe(PACKAGE, "stable", false, None).await;
-    let csv = env.succeeded(&csv_name("1.0.0")).await;
+    let csv = env.succeeded(&csv_name(HEAD)).await;
     println!(
         "OLM: {} {}: {}",
-        csv_name("1.0.0"),
+        csv_name(HEAD),
         csv["status"]["phase"],
         csv["status"]["message"]
     );
@@ -737,7 +750,7 @@ async fn operatorhub_install_from_the_stable_channel() {
             .await
             .unwrap(),
     );
-    assert_eq!(subscription["status"]["installedCSV"], csv_name("1.0.0"));
+    assert_eq!(subscription["status"]["installedCSV"], csv_name(HEAD));
     let plan = env
         .finished_plan(subscription["status"]["installPlanRef"]["name"].as_str().unwrap())
         .await;
@@ -784,10 +797,10 @@ async fn operatorhub_install_from_the_stable_channel() {
         items
             .into_iter()
             .filter(|o| {
-                o["metadata"]["labels"]["olm.owner"] == csv_name("1.0.0").as_str()
+                o["metadata"]["labels"]["olm.owner"] == csv_name(HEAD).as_str()
                     || o["metadata"]["ownerReferences"]
                         .as_array()
-                        .is_some_and(|r| r.iter().any(|r| r["name"] == csv_name("1.0.0").as_str()))
+                        .is_some_and(|r| r.iter().any(|r| r["name"] == csv_name(HEAD).as_str()))
             })
             .collect()
     };
@@ -852,7 +865,7 @@ async fn operatorhub_install_from_the_stable_channel() {
                 &["operators.coreos.com"],
                 &["operatorconditions"],
                 &["get", "patch", "update"],
-                &[&csv_name("1.0.0")],
+                &[&csv_name(HEAD)],
             )]
             .into(),
         ),
@@ -993,11 +1006,16 @@ async fn channel_upgrades_across_crd_versions_keep_every_object() {
         written.retried.load(std::sync::atomic::Ordering::Relaxed)
     );
 
+    // 1.1.0, the head: the same versions as 1.0.0.
+    env.upgrade("1.0.0", HEAD, Mode::Run).await;
+    let reads = written.check(&env, &served(&inputs, HEAD)).await;
+    println!("{HEAD}: {reads} reads");
+
     // Before migration, the next release may not drop v1alpha1: `cargo xtask validate` says so.
-    let next = inputs_with_drop("1.0.0");
+    let next = inputs_with_drop(HEAD);
     let refused = validation_errors(&next);
     assert!(
-        refused.iter().any(|f| f.contains("tusk-operator.v1.1.0 drops postgresclusters.tusk.dev v1alpha1, which objects may still be stored in after upgrading from tusk-operator.v1.0.0")),
+        refused.iter().any(|f| f.contains(&format!("tusk-operator.v{NEXT} drops postgresclusters.tusk.dev v1alpha1, which objects may still be stored in after upgrading from tusk-operator.v{HEAD}"))),
         "{refused:#?}"
     );
     println!("validate before migration: {}", refused[0]);
@@ -1016,9 +1034,9 @@ async fn channel_upgrades_across_crd_versions_keep_every_object() {
     let v1: BTreeSet<String> = ["v1".to_owned()].into();
     assert!(env.stored_versions().await.values().all(|s| s == &v1));
     env.serve(&[catalog::blobs(&next, true)]).await;
-    env.upgrade("1.0.0", "1.1.0", Mode::Run).await;
-    let reads = written.check(&env, &served(&next, "1.1.0")).await;
-    println!("1.1.0 (drops v1alpha1 after migration): {reads} reads");
+    env.upgrade(HEAD, NEXT, Mode::Run).await;
+    let reads = written.check(&env, &served(&next, NEXT)).await;
+    println!("{NEXT} (drops v1alpha1 after migration): {reads} reads");
     let crds: Api<
         k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
     > = Api::all(env.client.clone());
@@ -1035,11 +1053,11 @@ async fn skip_range_upgrades_straight_to_the_head() {
         .await;
     env.approve(&csv_name("0.1.0")).await;
     env.succeeded(&csv_name("0.1.0")).await;
-    // The next plan is for 1.0.0 itself: its skipRange covers 0.1.0.
-    let plan = env.approve(&csv_name("1.0.0")).await;
+    // The next plan is for the head itself: its skipRange covers 0.1.0.
+    let plan = env.approve(&csv_name(HEAD)).await;
     assert_eq!(plan["status"]["phase"], "Complete", "{:#}", plan["status"]);
-    let csv = env.succeeded(&csv_name("1.0.0")).await;
-    println!("OLM: {} {} from 0.1.0", csv_name("1.0.0"), csv["status"]["phase"]);
+    let csv = env.succeeded(&csv_name(HEAD)).await;
+    println!("OLM: {} {} from 0.1.0", csv_name(HEAD), csv["status"]["phase"]);
     env.gone(&csv_name("0.1.0")).await;
     assert!(
         env.csv(&csv_name("0.2.0")).await.is_none(),
@@ -1062,7 +1080,7 @@ async fn skip_range_upgrades_straight_to_the_head() {
         .collect();
     assert_eq!(
         installed,
-        [csv_name("0.1.0"), csv_name("1.0.0")].into_iter().collect()
+        [csv_name("0.1.0"), csv_name(HEAD)].into_iter().collect()
     );
 }
 
@@ -1075,10 +1093,10 @@ async fn a_package_that_requires_tusk_brings_it_in() {
     env.subscribe(fixture::PACKAGE, "stable", false, None).await;
     env.succeeded(&format!("{}.v{}", fixture::PACKAGE, fixture::VERSION))
         .await;
-    let csv = env.succeeded(&csv_name("1.0.0")).await;
+    let csv = env.succeeded(&csv_name(HEAD)).await;
     println!(
         "OLM: {} {} as a dependency of {}",
-        csv_name("1.0.0"),
+        csv_name(HEAD),
         csv["status"]["phase"],
         fixture::PACKAGE
     );
@@ -1105,7 +1123,7 @@ async fn uninstall_keeps_crds_and_objects_and_unhooks_conversion() {
     let inputs = Inputs::load(&repo()).unwrap();
     env.serve(&[catalog::blobs(&inputs, true)]).await;
     env.subscribe(PACKAGE, "stable", false, None).await;
-    env.succeeded(&csv_name("1.0.0")).await;
+    env.succeeded(&csv_name(HEAD)).await;
     env.operator(Mode::Run).await;
     let namespace = env.plane.namespace("kept").await.unwrap();
     let sample: Value = serde_saphyr::from_str(
@@ -1147,10 +1165,10 @@ async fn uninstall_keeps_crds_and_objects_and_unhooks_conversion() {
         "ClusterServiceVersion",
         "clusterserviceversions",
     )
-    .delete(&csv_name("1.0.0"), &DeleteParams::default())
+    .delete(&csv_name(HEAD), &DeleteParams::default())
     .await
     .unwrap();
-    env.gone(&csv_name("1.0.0")).await;
+    env.gone(&csv_name(HEAD)).await;
     let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
         Api::namespaced(env.client.clone(), OPERATORS_NAMESPACE);
     let deadline = std::time::Instant::now() + INSTALL;
@@ -1235,11 +1253,13 @@ async fn olm_refuses_an_upgrade_that_drops_a_stored_version() {
 
     // `cargo xtask validate` refuses that catalog before it is published...
     let refused = validation_errors(&next);
-    let expected = "tusk-operator.v1.1.0 drops postgresclusters.tusk.dev v1alpha1, which objects may still be stored in after upgrading from tusk-operator.v0.1.0";
-    assert!(refused.iter().any(|f| f.contains(expected)), "{refused:#?}");
+    let expected = format!(
+        "tusk-operator.v{NEXT} drops postgresclusters.tusk.dev v1alpha1, which objects may still be stored in after upgrading from tusk-operator.v0.1.0"
+    );
+    assert!(refused.iter().any(|f| f.contains(&expected)), "{refused:#?}");
 
     // ...and OLM refuses the upgrade.
-    let plan = env.approve(&csv_name("1.1.0")).await;
+    let plan = env.approve(&csv_name(NEXT)).await;
     assert_eq!(plan["status"]["phase"], "Failed", "{:#}", plan["status"]);
     let message = plan["status"]["message"].as_str().unwrap_or_default().to_owned()
         + &plan["status"]["conditions"].to_string();
@@ -1251,15 +1271,15 @@ async fn olm_refuses_an_upgrade_that_drops_a_stored_version() {
         "{message}"
     );
     println!("OLM: {message}");
-    // Nothing was lost: 0.1.0 is still installed (OLM marks it as being replaced), 1.1.0 never
+    // Nothing was lost: 0.1.0 is still installed (OLM marks it as being replaced), NEXT never
     // succeeded, the CRDs still serve v1alpha1, and every object reads back.
     let old = env.csv(&csv_name("0.1.0")).await.unwrap();
-    let new = env.csv(&csv_name("1.1.0")).await;
+    let new = env.csv(&csv_name(NEXT)).await;
     println!(
         "OLM: {} is {}, {} is {}",
         csv_name("0.1.0"),
         old["status"]["phase"],
-        csv_name("1.1.0"),
+        csv_name(NEXT),
         new.as_ref()
             .map(|c| c["status"]["phase"].to_string())
             .unwrap_or_else(|| "absent".into())

@@ -65,9 +65,16 @@ fn the_containerfile_passes_hadolint_and_a_broken_one_does_not() {
 #[test]
 fn the_image_holds_what_the_csv_runs_and_the_license() {
     let text = std::fs::read_to_string(root().join("Containerfile")).unwrap();
-    let csv = std::fs::read_to_string(
-        root().join("bundle/1.0.0/manifests/tusk-operator.clusterserviceversion.yaml"),
-    )
+    // This tree builds the plan's newest release: the image's default version is that release's.
+    let plan = xtask::olm::plan::Plan::load(root()).unwrap();
+    let newest = &plan.releases.last().unwrap().version;
+    assert!(
+        text.contains(&format!("\nARG VERSION={newest}\n")),
+        "ARG VERSION={newest}"
+    );
+    let csv = std::fs::read_to_string(root().join(format!(
+        "bundle/{newest}/manifests/tusk-operator.clusterserviceversion.yaml"
+    )))
     .unwrap();
     assert!(
         csv.contains("- /usr/local/bin/tusk-operator"),

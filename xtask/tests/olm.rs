@@ -9,6 +9,7 @@ use std::{
     process::Command,
 };
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps;
 use serde_json::{Value, json};
 use tusk_testenv::Toolchain;
 use xtask::olm::{
@@ -33,12 +34,25 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// A copy of the committed `bundle/` and `catalog/`.
+/// A copy of the committed `bundle/` and `catalog/`, and the lock of the released bundles.
 fn copy() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for sub in [olm::BUNDLE_DIR, olm::CATALOG_DIR] {
         copy_dir(&root().join(sub), &dir.path().join(sub));
     }
+    let lock = dir.path().join(olm::frozen::LOCK_FILE);
+    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    std::fs::copy(root().join(olm::frozen::LOCK_FILE), lock).unwrap();
+    dir
+}
+
+/// A copy of everything the generator reads and writes: `config/`, `bundle/`, `catalog/` and the
+/// operator's `Cargo.toml`.
+fn copy_inputs() -> tempfile::TempDir {
+    let dir = copy();
+    copy_dir(&root().join("config"), &dir.path().join("config"));
+    let manifest = olm::plan::OPERATOR_MANIFEST;
+    std::fs::copy(root().join(manifest), dir.path().join(manifest)).unwrap();
     dir
 }
 
@@ -47,6 +61,8 @@ fn errors(findings: &[Finding]) -> Vec<&Finding> {
 }
 
 const CSV_100: &str = "bundle/1.0.0/manifests/tusk-operator.clusterserviceversion.yaml";
+/// The open release's CSV.
+const CSV_110: &str = "bundle/1.1.0/manifests/tusk-operator.clusterserviceversion.yaml";
 const CLUSTERS_100: &str = "bundle/1.0.0/manifests/tusk.dev_postgresclusters.yaml";
 const CATALOG: &str = "catalog/tusk-operator/catalog.yaml";
 
@@ -191,7 +207,7 @@ fn breakages() -> Vec<Breakage> {
             name: "a cycle",
             breaks: |r| {
                 edit_catalog(r, |blobs| {
-                    entry(channel(blobs, "candidate"), "0.1.0")["replaces"] = json!("tusk-operator.v1.0.0");
+                    entry(channel(blobs, "candidate"), "0.1.0")["replaces"] = json!("tusk-operator.v1.1.0");
                 })
             },
             file: CATALOG,
@@ -498,23 +514,21 @@ fn regenerating_matches_what_is_committed_and_released_bundles_are_frozen() {
         sync.changed.is_empty() && sync.stale.is_empty(),
         "run `cargo xtask generate`: {sync:?}"
     );
-    assert!(
-        files
-            .iter()
-            .any(|f| f.frozen && f.path.starts_with("bundle/0.1.0/"))
-    );
+    for released in ["bundle/0.1.0/", "bundle/1.0.0/"] {
+        assert!(files.iter().any(|f| f.frozen && f.path.starts_with(released)));
+    }
     assert!(
         !files
             .iter()
-            .any(|f| f.frozen && f.path.starts_with("bundle/1.0.0/"))
+            .any(|f| f.frozen && f.path.starts_with("bundle/1.1.0/"))
     );
 
     // An unreleased bundle is rewritten; a released one is never, whatever changed.
     let dir = copy();
-    let open = dir.path().join(CSV_100);
+    let open = dir.path().join(CSV_110);
     std::fs::write(&open, "edited by hand\n").unwrap();
     let sync = olm::sync(dir.path(), &files, false).unwrap();
-    assert_eq!(sync.changed, vec![CSV_100.to_owned()]);
+    assert_eq!(sync.changed, vec![CSV_110.to_owned()]);
     assert_ne!(std::fs::read_to_string(&open).unwrap(), "edited by hand\n");
 
     let frozen = "bundle/0.1.0/manifests/tusk-operator.clusterserviceversion.yaml";
@@ -530,19 +544,144 @@ fn regenerating_matches_what_is_committed_and_released_bundles_are_frozen() {
     let error = olm::sync(dir.path(), &files, false).unwrap_err();
     assert!(
         error.contains(&format!(
-            "{frozen}: released and frozen, but regenerating changes it"
+            "{frozen}: released and frozen, but it differs from the bundle as released"
         )),
         "{error}"
     );
     assert!(
-        error.contains("committed \"  maturity: beta\", generated \"  maturity: alpha\""),
+        error.contains("committed \"  maturity: beta\", released \"  maturity: alpha\""),
         "{error}"
     );
-    assert!(error.contains("bundle/0.2.0/manifests/extra.yaml: in a released and frozen bundle, but the generator does not make it"), "{error}");
+    assert!(error.contains("bundle/0.2.0/manifests/extra.yaml: in a released and frozen bundle, but not part of it as released"), "{error}");
     assert_eq!(
         std::fs::read_to_string(dir.path().join(frozen)).unwrap(),
         edited,
         "never rewritten"
+    );
+}
+
+/// The Rust types gain a field after 1.0.0 was cut: the released 1.0.0 bundle stays byte for
+/// byte what was cut, catalog entry included, and only the open 1.1.0 bundle's CRD gains it.
+#[test]
+fn a_field_added_to_the_types_reaches_only_the_open_release() {
+    const FIELD: &str = "addedAfterOneZero";
+    let inputs = Inputs::load(&root()).unwrap();
+    let mut grown = inputs.clone();
+    let clusters = grown
+        .crds
+        .iter_mut()
+        .find(|c| c.spec.names.kind == "PostgresCluster")
+        .unwrap();
+    let v1 = clusters
+        .spec
+        .versions
+        .iter_mut()
+        .find(|v| v.name == "v1")
+        .unwrap();
+    let schema = v1.schema.as_mut().unwrap().open_api_v3_schema.as_mut().unwrap();
+    let spec = schema.properties.as_mut().unwrap().get_mut("spec").unwrap();
+    let added = JSONSchemaProps {
+        type_: Some("string".to_owned()),
+        description: Some("A field the types gain after 1.0.0.".to_owned()),
+        ..Default::default()
+    };
+    assert!(
+        spec.properties
+            .as_mut()
+            .unwrap()
+            .insert(FIELD.to_owned(), added)
+            .is_none()
+    );
+
+    let files = olm::generate(&grown);
+    // 1.0.0, released: every file exactly as committed, none added or removed.
+    let released: Vec<&olm::File> = files
+        .iter()
+        .filter(|f| f.path.starts_with("bundle/1.0.0/"))
+        .collect();
+    let mut committed = Vec::new();
+    walk(&root().join("bundle/1.0.0"), &mut committed);
+    assert_eq!(released.len(), committed.len());
+    for file in released {
+        let on_disk = std::fs::read_to_string(root().join(&file.path)).unwrap();
+        assert!(file.contents == on_disk, "{} changed", file.path);
+    }
+    let entry = |inputs: &Inputs, version: &str| {
+        let release = inputs.plan.release(&version.parse().unwrap()).unwrap();
+        olm::catalog::bundle(inputs, release, true)
+    };
+    assert_eq!(entry(&grown, "1.0.0"), entry(&inputs, "1.0.0"));
+    assert_ne!(entry(&grown, "1.1.0"), entry(&inputs, "1.1.0"));
+
+    // 1.1.0, open: its PostgresCluster CRD gains the field at v1.
+    let crd_file = "bundle/1.1.0/manifests/tusk.dev_postgresclusters.yaml";
+    let crd = files.iter().find(|f| f.path == crd_file).unwrap();
+    let crd: Value = serde_saphyr::from_str(&crd.contents).unwrap();
+    let v1 = crd["spec"]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "v1")
+        .unwrap();
+    assert_eq!(
+        v1["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"][FIELD]["type"],
+        "string"
+    );
+    // What `cargo xtask check` would find: that CRD differs, and nothing frozen does.
+    let sync = olm::sync(&root(), &files, true).unwrap();
+    assert_eq!(sync.changed, vec![crd_file.to_owned()]);
+    assert!(sync.stale.is_empty(), "{sync:?}");
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            walk(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn a_released_bundle_changed_on_disk_is_refused_by_name() {
+    let dir = copy_inputs();
+    Inputs::load(dir.path()).unwrap();
+    let changed = "bundle/0.1.0/manifests/tusk-operator.clusterserviceversion.yaml";
+    let text = std::fs::read_to_string(dir.path().join(changed)).unwrap();
+    std::fs::write(
+        dir.path().join(changed),
+        text.replace("maturity: alpha", "maturity: beta"),
+    )
+    .unwrap();
+    let added = "bundle/0.2.0/manifests/extra.yaml";
+    std::fs::write(dir.path().join(added), "kind: ConfigMap\n").unwrap();
+    let removed = "bundle/0.2.0/metadata/annotations.yaml";
+    std::fs::remove_file(dir.path().join(removed)).unwrap();
+    let error = Inputs::load(dir.path()).unwrap_err();
+    for expected in [
+        format!("{changed}: released and frozen, but changed since 0.1.0 was cut"),
+        format!("{added}: in a released and frozen bundle, but not part of it when 0.2.0 was cut"),
+        format!("{removed}: released and frozen, but missing"),
+    ] {
+        assert!(error.contains(&expected), "expected {expected:?} in {error}");
+    }
+    assert_eq!(error.lines().count(), 3, "{error}");
+
+    // Unreleasing a cut release is refused too: its bundle stays frozen.
+    let dir = copy_inputs();
+    let plan_file = dir.path().join(olm::plan::PLAN_FILE);
+    let plan = std::fs::read_to_string(&plan_file).unwrap();
+    let from = "  - version: 0.1.0\n    released: true\n";
+    assert!(plan.contains(from));
+    std::fs::write(&plan_file, plan.replacen(from, "  - version: 0.1.0\n", 1)).unwrap();
+    let error = Inputs::load(dir.path()).unwrap_err();
+    assert!(
+        error.contains(
+            "bundle/0.1.0/bundle.Dockerfile is locked, but the plan has no released release it belongs to"
+        ),
+        "{error}"
     );
 }
 
@@ -589,6 +728,26 @@ fn the_plan_refuses_bad_input_by_field() {
             "package: tusk-operator",
             "package: tusk-operator\nowner: me",
             "unknown field `owner`, expected one of",
+        ),
+        (
+            "cutFrom: 90c776bac7d93404ffbac1e6243676ea466086a8",
+            "cutFrom: 90c776b",
+            "releases[2] (1.0.0).cutFrom: \"90c776b\" is not a commit: 40 lowercase hexadecimal digits",
+        ),
+        (
+            "cutFrom: 90c776bac7d93404ffbac1e6243676ea466086a8",
+            "cutFrom: 90C776BAC7D93404FFBAC1E6243676EA466086A8",
+            "releases[2] (1.0.0).cutFrom: \"90C776BAC7D93404FFBAC1E6243676EA466086A8\" is not a commit",
+        ),
+        (
+            "    cutFrom: 90c776bac7d93404ffbac1e6243676ea466086a8\n",
+            "",
+            "releases[2] (1.0.0).cutFrom: missing: a released release from 1.0.0 on records the commit it was cut from",
+        ),
+        (
+            "  - version: 1.1.0\n",
+            "  - version: 1.1.0\n    cutFrom: 90c776bac7d93404ffbac1e6243676ea466086a8\n",
+            "releases[3] (1.1.0).cutFrom: set, but the release is not released",
         ),
     ];
     for (from, to, expected) in cases {

@@ -21,7 +21,7 @@ const CONVERSION_ANNOTATION: &str = "tusk.dev/conversion-data";
 /// first, converted by Tusk's own conversion. Fields an older version cannot hold are left out.
 pub fn examples(inputs: &Inputs, release: &Release) -> Vec<Value> {
     let mut examples = Vec::new();
-    for crd in tusk::api::crds() {
+    for crd in &inputs.crds {
         let kind = &crd.spec.names.kind;
         let Some(sample) = inputs.samples.iter().find(|s| s["kind"] == json!(kind)) else {
             continue;
@@ -123,7 +123,7 @@ fn prometheus_rule() -> Value {
 
 /// `release`'s manifests, each with its file name under `manifests/`, sorted by file name.
 pub fn manifests(inputs: &Inputs, release: &Release) -> Vec<(String, Value)> {
-    let crds = release_crds(release);
+    let crds = release_crds(&inputs.crds, release);
     let csv = csv(inputs, release, &crds, &examples(inputs, release));
     let mut manifests = vec![(format!("{}.clusterserviceversion.yaml", inputs.plan.package), csv)];
     for crd in &crds {

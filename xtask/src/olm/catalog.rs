@@ -5,13 +5,7 @@
 use base64::Engine;
 use serde_json::{Value, json};
 
-use super::{
-    Inputs,
-    bundle::manifests,
-    crds::release_crds,
-    csv::{csv_name, postgres_images},
-    plan::Release,
-};
+use super::{Inputs, bundle_manifests, csv::csv_name, plan::Release};
 
 /// The catalog file, relative to `catalog/`.
 pub fn catalog_file(package: &str) -> String {
@@ -47,18 +41,32 @@ fn go_numbers(value: Value) -> Value {
     }
 }
 
-/// The properties of `release`'s `olm.bundle`, in the order `opm render` writes them: sorted by
-/// type and value, with the inlined objects last.
-pub fn properties(inputs: &Inputs, release: &Release, inline: bool) -> Vec<Value> {
+/// The properties of a release's `olm.bundle`, from its `manifests`, in the order `opm render`
+/// writes them: sorted by type and value, with the inlined objects last.
+pub fn properties(
+    inputs: &Inputs,
+    release: &Release,
+    manifests: &[(String, Value)],
+    inline: bool,
+) -> Vec<Value> {
     let mut properties: Vec<(String, Value)> = vec![(
         "olm.package".to_owned(),
         json!({"packageName": inputs.plan.package, "version": release.version.to_string()}),
     )];
-    for crd in release_crds(release) {
-        for version in &crd.spec.versions {
+    let crds = manifests
+        .iter()
+        .map(|(_, m)| m)
+        .filter(|m| m["kind"] == "CustomResourceDefinition");
+    for crd in crds {
+        let served = crd["spec"]["versions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|v| v["served"] == true);
+        for version in served {
             properties.push((
                 "olm.gvk".to_owned(),
-                json!({"group": crd.spec.group, "kind": crd.spec.names.kind, "version": version.name}),
+                json!({"group": crd["spec"]["group"], "kind": crd["spec"]["names"]["kind"], "version": version["name"]}),
             ));
         }
     }
@@ -66,8 +74,8 @@ pub fn properties(inputs: &Inputs, release: &Release, inline: bool) -> Vec<Value
     properties.sort_by_key(key);
     let mut objects: Vec<(String, Value)> = Vec::new();
     if inline {
-        for (_, manifest) in manifests(inputs, release) {
-            let data = base64::engine::general_purpose::STANDARD.encode(go_json(&manifest));
+        for (_, manifest) in manifests {
+            let data = base64::engine::general_purpose::STANDARD.encode(go_json(manifest));
             objects.push(("olm.bundle.object".to_owned(), json!({"data": data})));
         }
         objects.sort_by_key(key);
@@ -79,12 +87,22 @@ pub fn properties(inputs: &Inputs, release: &Release, inline: bool) -> Vec<Value
         .collect()
 }
 
-/// The images of `release`, as `opm render` lists them: the CSV's `relatedImages`, then the
-/// bundle image and the deployment's images without a name, sorted by image.
-fn related_images(inputs: &Inputs, release: &Release, bundle_image: &str) -> Vec<Value> {
-    let operator = super::csv::operator_image(inputs, release);
-    let mut images = vec![("tusk-operator".to_owned(), operator)];
-    images.extend(postgres_images(inputs));
+/// The images of a release, as `opm render` lists them: its CSV's `relatedImages`, then the
+/// bundle image without a name, sorted by image.
+fn related_images(manifests: &[(String, Value)], bundle_image: &str) -> Vec<Value> {
+    let csv = manifests
+        .iter()
+        .map(|(_, m)| m)
+        .find(|m| m["kind"] == "ClusterServiceVersion");
+    let mut images: Vec<(String, String)> = csv
+        .and_then(|csv| csv["spec"]["relatedImages"].as_array())
+        .into_iter()
+        .flatten()
+        .map(|i| {
+            let text = |field: &str| i[field].as_str().unwrap_or_default().to_owned();
+            (text("name"), text("image"))
+        })
+        .collect();
     if !bundle_image.is_empty() {
         images.push((String::new(), bundle_image.to_owned()));
     }
@@ -95,20 +113,22 @@ fn related_images(inputs: &Inputs, release: &Release, bundle_image: &str) -> Vec
         .collect()
 }
 
-/// `release`'s `olm.bundle`; `inline` makes the test variant.
+/// `release`'s `olm.bundle`, from its bundle's manifests (for a released release, the committed
+/// ones); `inline` makes the test variant.
 pub fn bundle(inputs: &Inputs, release: &Release, inline: bool) -> Value {
     let image = if inline {
         String::new()
     } else {
         bundle_image(inputs, release)
     };
+    let manifests = bundle_manifests(inputs, release);
     json!({
         "schema": "olm.bundle",
         "name": csv_name(&inputs.plan.package, &release.version),
         "package": inputs.plan.package,
         "image": image,
-        "properties": properties(inputs, release, inline),
-        "relatedImages": related_images(inputs, release, &image),
+        "properties": properties(inputs, release, &manifests, inline),
+        "relatedImages": related_images(&manifests, &image),
     })
 }
 

@@ -20,9 +20,10 @@ fn placeholder_webhook() -> ConversionWebhook {
     }
 }
 
-/// The CRDs `release` ships, in the order of [`tusk::api::crds`].
-pub fn release_crds(release: &Release) -> Vec<CustomResourceDefinition> {
-    let mut crds = tusk::api::crds();
+/// The CRDs `release` ships, cut from `all` (every version of every kind, as
+/// [`tusk::api::crds`] makes them), in the same order.
+pub fn release_crds(all: &[CustomResourceDefinition], release: &Release) -> Vec<CustomResourceDefinition> {
+    let mut crds = all.to_vec();
     for crd in &mut crds {
         let plan = &release.crds[&crd.spec.names.kind];
         let kind = crd.spec.names.kind.clone();

@@ -10,6 +10,7 @@ pub mod crds;
 pub mod csv;
 pub mod descriptors;
 pub mod fixture;
+pub mod frozen;
 pub mod graph;
 pub mod plan;
 pub mod range;
@@ -21,9 +22,12 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use semver::Version;
 use serde_json::Value;
 
-use plan::Plan;
+use frozen::{FrozenBundle, LOCK_FILE, Lock};
+use plan::{Plan, Release};
 
 /// The operator's Deployment, ServiceAccount and (with `-service`) webhook Service name.
 pub const DEPLOYMENT: &str = "tusk-operator";
@@ -78,12 +82,22 @@ pub struct Inputs {
     pub descriptions: BTreeMap<String, String>,
     /// The sample objects, at the newest version of each kind.
     pub samples: Vec<Value>,
+    /// The CRDs of today's Rust types, every version; an open release's CRDs are cut from
+    /// these. Tests replace them to see what a change to the types would generate.
+    pub crds: Vec<CustomResourceDefinition>,
+    /// What the lock records of the released bundles.
+    pub lock: Lock,
+    /// The committed bundle of every release the lock says was cut, proven unchanged.
+    pub frozen: BTreeMap<Version, FrozenBundle>,
 }
 
 impl Inputs {
     /// Reads the plan and everything it names under `root`.
     pub fn load(root: &Path) -> Result<Self, String> {
         let plan = Plan::load(root)?;
+        let manifest = std::fs::read_to_string(root.join(plan::OPERATOR_MANIFEST))
+            .map_err(|e| format!("{}: cannot read: {e}", plan::OPERATOR_MANIFEST))?;
+        plan.check_builds_newest(&plan::package_version(&manifest)?)?;
         let read =
             |path: &str| std::fs::read(root.join(path)).map_err(|e| format!("{path}: cannot read: {e}"));
         let icon = read(&plan.icon)?;
@@ -106,12 +120,35 @@ impl Inputs {
                 serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
             samples.push(sample);
         }
+        let lock = frozen::load_lock(root)?;
+        let frozen = frozen::load(root, &plan, &lock)?;
         Ok(Self {
             plan,
             icon,
             descriptions,
             samples,
+            crds: tusk::api::crds(),
+            lock,
+            frozen,
         })
+    }
+}
+
+/// Every file of `release`'s bundle, relative to `bundle/<version>/`: as committed when it was
+/// cut, or generated while it is open.
+pub fn bundle_files(inputs: &Inputs, release: &Release) -> Vec<(String, String)> {
+    match inputs.frozen.get(&release.version) {
+        Some(frozen) => frozen.files.clone(),
+        None => bundle::files(inputs, release),
+    }
+}
+
+/// `release`'s manifests by file name, sorted: as committed when it was cut, or generated while
+/// it is open. The catalog is built from these.
+pub fn bundle_manifests(inputs: &Inputs, release: &Release) -> Vec<(String, Value)> {
+    match inputs.frozen.get(&release.version) {
+        Some(frozen) => frozen.manifests.clone(),
+        None => bundle::manifests(inputs, release),
     }
 }
 
@@ -122,22 +159,35 @@ pub struct File {
     pub path: String,
     /// Its contents.
     pub contents: String,
-    /// Part of a released bundle: it may never change.
+    /// Part of a released bundle that was cut: it may never change.
     pub frozen: bool,
 }
 
-/// Every file of `bundle/` and `catalog/`.
+/// Every file of `bundle/` and `catalog/`, and the lock of the released bundles. A released
+/// bundle is the committed one, never regenerated; one the plan has just marked released is cut:
+/// generated a last time, and its files' SHA-256 join the lock.
 pub fn generate(inputs: &Inputs) -> Vec<File> {
     let mut files = Vec::new();
+    let mut lock = inputs.lock.clone();
     for release in &inputs.plan.releases {
-        for (path, contents) in bundle::files(inputs, release) {
+        let cut = inputs.frozen.contains_key(&release.version);
+        let bundle = bundle_files(inputs, release);
+        if release.released && !cut {
+            lock.record(&release.version, &bundle);
+        }
+        for (path, contents) in bundle {
             files.push(File {
                 path: format!("{BUNDLE_DIR}/{}/{path}", release.version),
                 contents,
-                frozen: release.released,
+                frozen: cut,
             });
         }
     }
+    files.push(File {
+        path: LOCK_FILE.to_owned(),
+        contents: lock.render(),
+        frozen: false,
+    });
     for (path, contents) in catalog::files(inputs) {
         files.push(File {
             path: format!("{CATALOG_DIR}/{path}"),
@@ -170,7 +220,7 @@ fn first_difference(old: &str, new: &str) -> String {
         .position(|(a, b)| a != b)
         .unwrap_or_else(|| old.lines().count().min(new.lines().count()));
     format!(
-        "line {}: committed {:?}, generated {:?}",
+        "line {}: committed {:?}, released {:?}",
         line + 1,
         old.lines().nth(line).unwrap_or("<end of file>"),
         new.lines().nth(line).unwrap_or("<end of file>")
@@ -190,8 +240,9 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Brings `root`'s `bundle/` and `catalog/` to `files`, or with `check` only reports what
-/// differs. A frozen file that differs, is missing or is not generated any more is an error
+/// Brings `root`'s `bundle/`, `catalog/` and lock of released bundles to `files`, or with
+/// `check` only reports what differs; files under `bundle/` or `catalog/` that are not in `files`
+/// are stale. A frozen file that differs, is missing or is not part of its bundle is an error
 /// either way: a released bundle is never rewritten.
 pub fn sync(root: &Path, files: &[File], check: bool) -> Result<Sync, String> {
     let mut result = Sync::default();
@@ -214,7 +265,7 @@ pub fn sync(root: &Path, files: &[File], check: bool) -> Result<Sync, String> {
         if file.frozen {
             frozen_errors.push(match &current {
                 Some(old) => format!(
-                    "{}: released and frozen, but regenerating changes it ({}); a released bundle may not change, so give the release its own copy of what changed",
+                    "{}: released and frozen, but it differs from the bundle as released ({}); a released bundle may not change, so give the next release what changed",
                     file.path,
                     first_difference(old, &file.contents)
                 ),
@@ -246,7 +297,7 @@ pub fn sync(root: &Path, files: &[File], check: bool) -> Result<Sync, String> {
         }
         if frozen_dirs.iter().any(|d| relative.starts_with(&format!("{d}/"))) {
             frozen_errors.push(format!(
-                "{relative}: in a released and frozen bundle, but the generator does not make it"
+                "{relative}: in a released and frozen bundle, but not part of it as released"
             ));
             continue;
         }

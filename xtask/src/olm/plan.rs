@@ -11,6 +11,32 @@ use super::range::Range;
 /// Where the plan lives, relative to the repository root.
 pub const PLAN_FILE: &str = "config/releases.yaml";
 
+/// The operator crate's manifest, relative to the repository root: its version is the release
+/// this tree builds.
+pub const OPERATOR_MANIFEST: &str = "Cargo.toml";
+
+/// The `version` of the `[package]` in the Cargo manifest `text`.
+pub fn package_version(text: &str) -> Result<Version, String> {
+    let mut in_package = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_package = line == "[package]";
+        } else if in_package
+            && let Some((key, value)) = line.split_once('=')
+            && key.trim() == "version"
+        {
+            let value = value.trim().trim_matches('"');
+            return Version::parse(value)
+                .map_err(|e| format!("{OPERATOR_MANIFEST}: package.version {value:?}: {e}"));
+        }
+    }
+    Err(format!("{OPERATOR_MANIFEST}: no version in [package]"))
+}
+
+/// The first release that must record [`Release::cut_from`]; the releases before it were cut
+/// before the plan recorded commits.
+pub const CUT_FROM_REQUIRED_SINCE: Version = Version::new(1, 0, 0);
+
 /// The whole plan.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -55,9 +81,14 @@ pub struct Images {
 pub struct Release {
     /// Its semantic version.
     pub version: Version,
-    /// Frozen: regenerating its bundle must not change a byte.
+    /// Frozen: its bundle is the one committed when it was cut, byte for byte, whatever the
+    /// Rust types have become since.
     #[serde(default)]
     pub released: bool,
+    /// The commit the release was cut from (40 lowercase hex digits, `git rev-parse`); required
+    /// once released, from [`CUT_FROM_REQUIRED_SINCE`] on.
+    #[serde(default)]
+    pub cut_from: Option<String>,
     /// The channels it is in.
     pub channels: Vec<String>,
     /// The release it replaces.
@@ -142,6 +173,24 @@ impl Plan {
         self.releases.iter().find(|r| &r.version == version)
     }
 
+    /// Checks that this tree builds the plan's newest release: the operator crate's version
+    /// (which its default image, `DEFAULT_OPERATOR_IMAGE`, names) is that release's version, so
+    /// the image the newest CSV runs is the image of this build.
+    pub fn check_builds_newest(&self, operator_version: &Version) -> Result<(), String> {
+        let newest = &self
+            .releases
+            .last()
+            .ok_or("releases: empty; the plan needs a release")?
+            .version;
+        if newest == operator_version {
+            return Ok(());
+        }
+        Err(format!(
+            "{OPERATOR_MANIFEST}: package version {operator_version} is not the newest release in {PLAN_FILE}, {newest}: this tree builds the newest release, whose CSV runs {}:{newest}, so bump one to match the other",
+            self.images.operator
+        ))
+    }
+
     /// Checks what the types cannot: every reference resolves, every value is one OLM allows.
     fn check(&self) -> Result<(), String> {
         let mut errors = Vec::new();
@@ -190,6 +239,18 @@ impl Plan {
                 errors.push(format!(
                     "{at}.skipRangeChannels: set, but the release has no skipRange"
                 ));
+            }
+            match &release.cut_from {
+                Some(commit) if !is_commit(commit) => errors.push(format!(
+                    "{at}.cutFrom: {commit:?} is not a commit: 40 lowercase hexadecimal digits, as `git rev-parse <commit>` prints them"
+                )),
+                Some(_) if !release.released => errors.push(format!(
+                    "{at}.cutFrom: set, but the release is not released: a release records its commit when it is cut"
+                )),
+                None if release.released && release.version >= CUT_FROM_REQUIRED_SINCE => errors.push(format!(
+                    "{at}.cutFrom: missing: a released release from {CUT_FROM_REQUIRED_SINCE} on records the commit it was cut from (40 lowercase hexadecimal digits)"
+                )),
+                _ => {}
             }
             if !["alpha", "beta", "stable"].contains(&release.maturity.as_str()) {
                 errors.push(format!(
@@ -254,5 +315,50 @@ impl Plan {
         } else {
             Err(errors.join("\n"))
         }
+    }
+}
+
+/// A full commit hash as `git rev-parse` prints it: 40 lowercase hexadecimal digits.
+fn is_commit(text: &str) -> bool {
+    text.len() == 40
+        && text
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tree_builds_the_newest_release() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("xtask is in the repository");
+        let plan = Plan::load(root).unwrap();
+        let manifest = std::fs::read_to_string(root.join(OPERATOR_MANIFEST)).unwrap();
+        let built = package_version(&manifest).unwrap();
+        assert_eq!(&built, &plan.releases.last().unwrap().version);
+        plan.check_builds_newest(&built).unwrap();
+
+        let older = Version::new(1, 0, 0);
+        let error = plan.check_builds_newest(&older).unwrap_err();
+        assert!(
+            error.starts_with(
+                "Cargo.toml: package version 1.0.0 is not the newest release in config/releases.yaml"
+            ),
+            "{error}"
+        );
+        assert_eq!(
+            package_version(
+                "[workspace]\nversion = \"9.9.9\"\n[package]\nname = \"x\"\nversion = \"1.2.3\"\n"
+            ),
+            Ok(Version::new(1, 2, 3))
+        );
+        assert!(
+            package_version("[package]\nversion = \"1.2\"\n")
+                .unwrap_err()
+                .contains("package.version \"1.2\"")
+        );
     }
 }

@@ -2,9 +2,26 @@
 //! operator-framework's validators check (bundle, CSV, CRD, OperatorHub v2, good practices,
 //! standard categories and capabilities, deprecated APIs, bundle size), plus upgrade safety
 //! across releases. Every finding names the file and the field.
+//!
+//! One module per concern. For each bundle, [`bundle`] checks the bundle as a whole and runs the
+//! others: `bundle_annotations` (`metadata/annotations.yaml`), `csv` (the CSV's identity and
+//! OperatorHub listing), `csv_annotations`, `examples` (`alm-examples`), `install` (install
+//! modes, strategy, Deployments), `permissions` (RBAC), `webhooks`, `owned_crds` (owned CRDs and
+//! their descriptors) and `crd` (each CRD on its own). `upgrade` checks the catalog and upgrade
+//! safety across releases; `formats` holds the name, image and e-mail rules they share.
 
 mod bundle;
+mod bundle_annotations;
+mod crd;
+mod csv;
+mod csv_annotations;
+mod examples;
+mod formats;
+mod install;
+mod owned_crds;
+mod permissions;
 mod upgrade;
+mod webhooks;
 
 use std::{
     collections::BTreeMap,

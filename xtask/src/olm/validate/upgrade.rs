@@ -8,7 +8,8 @@ use serde_json::Value;
 
 use super::{
     LoadedBundle, Report,
-    bundle::{is_dns_name, is_image, version_schema},
+    crd::version_schema,
+    formats::{is_dns_name, is_image},
 };
 use crate::olm::{range::Range, schema::refusals};
 
