@@ -18,8 +18,7 @@ use tusk::api::{common::ConditionStatus, postgres_cluster::v1::PostgresCluster};
 use tusk_testenv::{ControlPlane, Options, control_plane::free_port, pki::Ca, process::Supervised};
 
 const NAMESPACE: &str = "bench";
-const OPERATOR_NAMESPACE: &str = "tusk-system";
-const OPERATOR_ACCOUNT: &str = "tusk-operator";
+use tusk::facts::operator::{NAME as OPERATOR_ACCOUNT, NAMESPACE as OPERATOR_NAMESPACE};
 
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()

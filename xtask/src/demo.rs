@@ -125,7 +125,7 @@ pub async fn run(root: &Path) -> Result<(), String> {
     let mut operator = tokio::process::Command::new(root.join("target/debug/tusk-operator"))
         .arg("run")
         .env("KUBECONFIG", plane.kubeconfig())
-        .env("TUSK_LOG_FORMAT", "json")
+        .env(tusk::facts::operator::env::LOG_FORMAT, "json")
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
         .arg("--cert-dir")

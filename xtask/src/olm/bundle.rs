@@ -12,7 +12,7 @@ use super::{
 };
 
 /// The Service in front of the operator's `/metrics`.
-pub const METRICS_SERVICE: &str = "tusk-operator-metrics";
+pub use tusk::facts::operator::METRICS_SERVICE;
 
 /// The annotation conversion keeps what an older version cannot hold in; examples leave it out.
 const CONVERSION_ANNOTATION: &str = "tusk.dev/conversion-data";
@@ -90,7 +90,7 @@ fn prometheus_rule() -> Value {
         "kind": "PrometheusRule",
         "metadata": {"name": DEPLOYMENT, "labels": {"app.kubernetes.io/name": DEPLOYMENT}},
         "spec": {"groups": [{
-            "name": "tusk-operator",
+            "name": DEPLOYMENT,
             "rules": [
                 alert(
                     "TuskOperatorDown",

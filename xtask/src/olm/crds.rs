@@ -4,7 +4,7 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use tusk::crd::{ConversionWebhook, WebhookEndpoint, conversion};
 
-use super::{DEPLOYMENT, plan::Release};
+use super::plan::Release;
 
 /// The Service OLM creates in front of a deployment with webhooks; the CRDs name it as a
 /// placeholder, since the apiserver refuses `strategy: Webhook` without a client config, and OLM
@@ -12,7 +12,7 @@ use super::{DEPLOYMENT, plan::Release};
 fn placeholder_webhook() -> ConversionWebhook {
     ConversionWebhook {
         endpoint: WebhookEndpoint::Service {
-            name: format!("{DEPLOYMENT}-service"),
+            name: tusk::facts::operator::WEBHOOK_SERVICE.to_owned(),
             namespace: tusk::facts::operator::NAMESPACE.to_owned(),
             port: i32::from(tusk::facts::operator::WEBHOOK_SERVICE_PORT),
         },

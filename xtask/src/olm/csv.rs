@@ -4,7 +4,10 @@
 use base64::Engine;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::{Value, json};
-use tusk::rbac::{LEADER_ELECTION_RULES, OPERATOR_RULES, Rule};
+use tusk::{
+    facts::operator::{self, env},
+    rbac::{LEADER_ELECTION_RULES, OPERATOR_RULES, Rule},
+};
 
 use super::{
     DEPLOYMENT, Inputs, METRICS_PORT, PROJECT_URL, WEBHOOK_PORT,
@@ -34,73 +37,6 @@ pub fn postgres_images(inputs: &Inputs) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The cluster permissions of the releases before 1.0.0, as they were released: their operators
-/// reconciled clusters only. Released bundles are frozen, so they keep this copy while
-/// [`OPERATOR_RULES`] grows with the operator.
-const RULES_BEFORE_1_0: &[Rule] = &[
-    // Watch every Tusk object.
-    Rule {
-        api_groups: &["tusk.dev"],
-        resources: &[
-            "postgresclusters",
-            "postgresusers",
-            "postgresdatabases",
-            "postgresbackups",
-            "postgresbackupschedules",
-        ],
-        verbs: &["get", "list", "watch"],
-    },
-    // Write their status.
-    Rule {
-        api_groups: &["tusk.dev"],
-        resources: &[
-            "postgresclusters/status",
-            "postgresusers/status",
-            "postgresdatabases/status",
-            "postgresbackups/status",
-            "postgresbackupschedules/status",
-        ],
-        verbs: &["get", "patch", "update"],
-    },
-    // Owner references that block deletion need this where OwnerReferencesPermissionEnforcement
-    // is on (as on OpenShift).
-    Rule {
-        api_groups: &["tusk.dev"],
-        resources: &["postgresclusters/finalizers"],
-        verbs: &["update"],
-    },
-    // A cluster's children. Server-side apply creates what is missing, so it needs create too.
-    Rule {
-        api_groups: &[""],
-        resources: &["secrets", "configmaps", "services", "serviceaccounts"],
-        verbs: &["get", "list", "watch", "create", "patch", "update"],
-    },
-    Rule {
-        api_groups: &["apps"],
-        resources: &["statefulsets"],
-        verbs: &["get", "list", "watch", "create", "patch", "update"],
-    },
-    Rule {
-        api_groups: &["policy"],
-        resources: &["poddisruptionbudgets"],
-        verbs: &["get", "list", "watch", "create", "patch", "update"],
-    },
-    // The role labels the -rw and -ro Services select on.
-    Rule {
-        api_groups: &[""],
-        resources: &["pods"],
-        verbs: &["get", "list", "watch", "patch"],
-    },
-];
-
-/// The cluster permissions `release`'s operator needs.
-fn operator_rules(release: &Release) -> &'static [Rule] {
-    if release.version.major < 1 {
-        RULES_BEFORE_1_0
-    } else {
-        OPERATOR_RULES
-    }
-}
 
 fn rules(rules: &[Rule]) -> Value {
     rules
@@ -193,15 +129,15 @@ fn deployment(inputs: &Inputs, release: &Release, webhook: bool) -> Value {
                         "name": "manager",
                         "image": image,
                         "imagePullPolicy": "IfNotPresent",
-                        "command": ["/usr/local/bin/tusk-operator"],
+                        "command": [operator::BINARY_PATH],
                         "args": args,
                         "env": [
-                            {"name": "POD_NAMESPACE", "valueFrom": field("metadata.namespace")},
-                            {"name": "POD_NAME", "valueFrom": field("metadata.name")},
-                            {"name": "TUSK_OPERATOR_IMAGE", "value": image},
-                            {"name": "TUSK_POSTGRES_IMAGE", "value": format!("{}:{{major}}", inputs.plan.images.postgres)},
-                            {"name": "TUSK_STATUS_LISTEN", "value": format!("0.0.0.0:{METRICS_PORT}")},
-                            {"name": "TUSK_WEBHOOK_LISTEN", "value": format!("0.0.0.0:{WEBHOOK_PORT}")},
+                            {"name": env::POD_NAMESPACE, "valueFrom": field("metadata.namespace")},
+                            {"name": env::POD_NAME, "valueFrom": field("metadata.name")},
+                            {"name": env::OPERATOR_IMAGE, "value": image},
+                            {"name": env::POSTGRES_IMAGE, "value": format!("{}:{{major}}", inputs.plan.images.postgres)},
+                            {"name": env::STATUS_LISTEN, "value": format!("0.0.0.0:{METRICS_PORT}")},
+                            {"name": env::WEBHOOK_LISTEN, "value": format!("0.0.0.0:{WEBHOOK_PORT}")},
                             {"name": "HTTP_PROXY", "value": ""},
                             {"name": "HTTPS_PROXY", "value": ""},
                             {"name": "NO_PROXY", "value": ""},
@@ -246,9 +182,9 @@ fn webhook_definitions(crds: &[CustomResourceDefinition]) -> Vec<Value> {
         "type": "ConversionWebhook",
         "generateName": "cpostgres.tusk.dev",
         "deploymentName": DEPLOYMENT,
-        "containerPort": tusk::facts::operator::WEBHOOK_SERVICE_PORT,
+        "containerPort": operator::WEBHOOK_SERVICE_PORT,
         "targetPort": WEBHOOK_PORT,
-        "webhookPath": tusk::facts::operator::CONVERT_PATH,
+        "webhookPath": operator::CONVERT_PATH,
         "conversionCRDs": converted,
         "admissionReviewVersions": ["v1"],
         "sideEffects": "None",
@@ -275,7 +211,7 @@ pub fn csv(
         "description": "PostgreSQL clusters, users, databases and backups, with API upgrades that never lose a field.",
         "repository": PROJECT_URL,
         "support": "Tusk",
-        "operatorframework.io/suggested-namespace": "tusk-system",
+        "operatorframework.io/suggested-namespace": operator::NAMESPACE,
         "operators.openshift.io/valid-subscription": "[\"No subscription required: Tusk is open source (Apache-2.0)\"]",
         // Answered for what this build does: images are pinned by tag, not digest; TLS is rustls
         // with ring, not a FIPS-validated module; the operator neither reads the cluster proxy
@@ -294,7 +230,7 @@ pub fn csv(
     if let Some(range) = &release.skip_range {
         annotations["olm.skipRange"] = json!(range);
     }
-    let mut related = vec![json!({"name": "tusk-operator", "image": image})];
+    let mut related = vec![json!({"name": operator::NAME, "image": image})];
     related.extend(
         postgres_images(inputs)
             .into_iter()
@@ -325,7 +261,7 @@ pub fn csv(
             "strategy": "deployment",
             "spec": {
                 "deployments": [deployment(inputs, release, !webhooks.is_empty())],
-                "clusterPermissions": [{"serviceAccountName": DEPLOYMENT, "rules": rules(operator_rules(release))}],
+                "clusterPermissions": [{"serviceAccountName": DEPLOYMENT, "rules": rules(OPERATOR_RULES)}],
                 "permissions": [{"serviceAccountName": DEPLOYMENT, "rules": rules(LEADER_ELECTION_RULES)}],
             },
         },

@@ -29,12 +29,9 @@ use serde_json::Value;
 use frozen::{FrozenBundle, LOCK_FILE, Lock};
 use plan::{Plan, Release};
 
-/// The operator's Deployment, ServiceAccount and (with `-service`) webhook Service name.
-pub const DEPLOYMENT: &str = "tusk-operator";
-/// Where the operator serves `/healthz`, `/readyz` and `/metrics`.
-pub const METRICS_PORT: i32 = 8081;
-/// Where the operator serves the conversion webhook.
-pub const WEBHOOK_PORT: i32 = 9443;
+/// The operator's Deployment and ServiceAccount name; where it serves `/healthz`, `/readyz` and
+/// `/metrics`, and the conversion webhook.
+pub use tusk::facts::operator::{NAME as DEPLOYMENT, STATUS_PORT as METRICS_PORT, WEBHOOK_PORT};
 /// The project's home.
 pub const PROJECT_URL: &str = "https://github.com/tusk-operator/tusk";
 /// The capability levels OperatorHub knows.
