@@ -1,11 +1,7 @@
 //! Tusk's CRDs on the real control plane from `tusk-testenv`, converting through Tusk's webhook
 //! server, which runs in the test process on 127.0.0.1.
 
-use std::{
-    path::PathBuf,
-    sync::OnceLock,
-    time::{Duration, Instant},
-};
+use std::{path::PathBuf, sync::OnceLock, time::Duration};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
@@ -20,7 +16,7 @@ use tusk::{
         tls::CertFiles,
     },
 };
-use tusk_testenv::{ControlPlane, pki::Ca};
+use tusk_testenv::{ControlPlane, Wait, eventually, pki::Ca};
 
 /// Every kind, its plural, and the versions it serves, oldest first.
 pub const KINDS: &[(&str, &str, &[&str])] = &[
@@ -116,21 +112,23 @@ pub async fn install(client: &Client, crds: &[CustomResourceDefinition]) {
 }
 
 pub async fn wait_established(api: &Api<CustomResourceDefinition>, name: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let crd = api.get(name).await.unwrap();
-        let established = crd
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        if established {
-            return;
-        }
-        assert!(Instant::now() < deadline, "CRD {name} not Established in 60 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        &format!("CRD {name} to be Established"),
+        Wait::up_to(Duration::from_secs(60)).every(Duration::from_millis(100)),
+        async || {
+            let crd = api.get(name).await.unwrap();
+            let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
+            if conditions
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+            {
+                Ok(())
+            } else {
+                Err(format!("conditions {conditions:?}"))
+            }
+        },
+    )
+    .await;
 }
 
 /// The API of `kind` at `version` in `namespace`.
