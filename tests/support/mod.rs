@@ -1,5 +1,5 @@
 //! Shared test support for Tusk's integration tests: its CRDs and webhook on the control plane,
-//! random valid objects of every kind and version, valid samples, local
+//! random valid objects of every kind and version, valid samples and the table of refusals, local
 //! clusters, and Tusk through real OLM. What needs neither Tusk nor its generator lives in the
 //! support crate `tusk-testenv`.
 #![allow(dead_code, missing_docs)]
@@ -9,6 +9,7 @@ pub mod arbitrary;
 pub mod local_cluster;
 pub mod objects;
 pub mod olm;
+pub mod refusals;
 pub mod samples;
 
 /// GET `path` on `host`:`port` over plain HTTP/1.0; the status code and body.
