@@ -33,7 +33,7 @@ use support::{
     },
 };
 use tusk_testenv::{
-    Wait, eventually,
+    eventually,
     olm::{
         OPERATORS_NAMESPACE,
         install::{INSTALL, OlmCluster, olm_api, value, while_olm_settles},
@@ -457,73 +457,12 @@ async fn uninstall_keeps_crds_and_objects_and_unhooks_conversion() {
     .await
     .unwrap();
     env.gone(&csv_name("1.0.0")).await;
-    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
-        Api::namespaced(env.client.clone(), OPERATORS_NAMESPACE);
-    let deployment_gone = Wait::up_to(INSTALL)
-        .every(Duration::from_millis(500))
-        .until(
-            "the operator Deployment to go with its CSV",
-            async || match deployments.get(PACKAGE).await {
-                Ok(deployment) => Err(format!("owned by {:?}", deployment.metadata.owner_references)),
-                Err(_) => Ok(()),
-            },
-        )
-        .await;
-    if let Err(unmet) = deployment_gone {
-        let log = std::fs::read_to_string(env.plane.dir().join("logs/kube-controller-manager.log"))
-            .unwrap_or_default();
-        let tail: Vec<&str> = log
-            .lines()
-            .filter(|l| l.contains("garbage") || l.contains("tusk-operator"))
-            .collect();
-        panic!(
-            "the operator Deployment outlived its CSV: {unmet}\n{}",
-            tail[tail.len().saturating_sub(30)..].join("\n")
-        );
-    }
+    env.deployment_gone().await;
     env.want(None).await;
-
-    let crds: Api<
-        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-    > = Api::all(env.client.clone());
-    for (_, plural, _) in KINDS {
-        let name = format!("{plural}.tusk.dev");
-        let unhooked = Wait::up_to(INSTALL)
-            .every(Duration::from_millis(500))
-            .until(
-                &format!("{name} to stop converting through a webhook"),
-                async || {
-                    let crd = crds.get(&name).await.unwrap();
-                    let strategy = crd
-                        .spec
-                        .conversion
-                        .as_ref()
-                        .map(|c| c.strategy.clone())
-                        .unwrap_or_default();
-                    if strategy != "Webhook" {
-                        return Ok(crd);
-                    }
-                    let writers: Vec<String> = crd
-                        .metadata
-                        .managed_fields
-                        .iter()
-                        .flatten()
-                        .map(|m| format!("{:?} {:?} {:?}", m.manager, m.operation, m.time))
-                        .collect();
-                    Err(format!(
-                        "{name} still converts through {:?} after uninstall; written by {writers:#?}",
-                        crd.spec
-                            .conversion
-                            .and_then(|c| c.webhook)
-                            .and_then(|w| w.client_config)
-                            .and_then(|c| c.service),
-                    ))
-                },
-            )
-            .await;
-        let crd = unhooked.unwrap_or_else(|unmet| panic!("{unmet}\n{}", env.olm.log_tail(20)));
+    for crd in env.conversion_unhooked().await {
         println!(
-            "{name} after uninstall: conversion {:?}",
+            "{} after uninstall: conversion {:?}",
+            crd.metadata.name.unwrap_or_default(),
             crd.spec.conversion.map(|c| c.strategy)
         );
     }

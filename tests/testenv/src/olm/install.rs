@@ -12,7 +12,10 @@ use std::{
     time::Duration,
 };
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::{
+    api::apps::v1::Deployment,
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
 use kube::{
     Api, Client,
     api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams},
@@ -342,6 +345,81 @@ impl OlmCluster {
             )
             .await;
         }
+    }
+
+    /// Waits until the operator's Deployment is gone (with its CSV, by garbage collection); on
+    /// timeout, says who owned it and what the garbage collector logged about it.
+    pub async fn deployment_gone(&self) {
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), OPERATORS_NAMESPACE);
+        let package = &self.operator.package;
+        let gone = Wait::up_to(INSTALL)
+            .every(Duration::from_millis(500))
+            .until(
+                &format!("the Deployment {package} to go with its CSV"),
+                async || match deployments.get(package).await {
+                    Ok(deployment) => Err(format!("owned by {:?}", deployment.metadata.owner_references)),
+                    Err(_) => Ok(()),
+                },
+            )
+            .await;
+        if let Err(unmet) = gone {
+            let log = std::fs::read_to_string(self.plane.dir().join("logs/kube-controller-manager.log"))
+                .unwrap_or_default();
+            let tail: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("garbage") || l.contains(package.as_str()))
+                .collect();
+            panic!(
+                "the operator Deployment outlived its CSV: {unmet}\n{}",
+                tail[tail.len().saturating_sub(30)..].join("\n")
+            );
+        }
+    }
+
+    /// Waits until none of the operator's CRDs converts through a webhook any more (OLM unhooks
+    /// them when the operator is uninstalled) and gives them; on timeout, says which webhook is
+    /// still set and who wrote the CRD.
+    pub async fn conversion_unhooked(&self) -> Vec<CustomResourceDefinition> {
+        let crds = self.crds();
+        let mut unhooked = Vec::new();
+        for name in &self.operator.crds {
+            let crd = Wait::up_to(INSTALL)
+                .every(Duration::from_millis(500))
+                .until(
+                    &format!("{name} to stop converting through a webhook"),
+                    async || {
+                        let crd = crds.get(name).await.expect("the operator's CRD");
+                        let strategy = crd
+                            .spec
+                            .conversion
+                            .as_ref()
+                            .map(|c| c.strategy.clone())
+                            .unwrap_or_default();
+                        if strategy != "Webhook" {
+                            return Ok(crd);
+                        }
+                        let writers: Vec<String> = crd
+                            .metadata
+                            .managed_fields
+                            .iter()
+                            .flatten()
+                            .map(|m| format!("{:?} {:?} {:?}", m.manager, m.operation, m.time))
+                            .collect();
+                        Err(format!(
+                            "{name} still converts through {:?} after uninstall; written by {writers:#?}",
+                            crd.spec
+                                .conversion
+                                .and_then(|c| c.webhook)
+                                .and_then(|w| w.client_config)
+                                .and_then(|c| c.service),
+                        ))
+                    },
+                )
+                .await
+                .unwrap_or_else(|unmet| panic!("{unmet}\n{}", self.olm.log_tail(20)));
+            unhooked.push(crd);
+        }
+        unhooked
     }
 
     /// Each of the operator's CRDs, by kind: its `status.storedVersions`.
