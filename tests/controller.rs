@@ -20,9 +20,8 @@ use kube::{
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use support::apiserver::{OPERATOR_ACCOUNT, OPERATOR_NAMESPACE, Operator, plane_with_crds, start_operator};
-use support::eventually;
 use tusk::api::postgres_cluster::v1::PostgresCluster;
-use tusk_testenv::process::Supervised;
+use tusk_testenv::{eventually, process::Supervised};
 
 /// The operator's resync interval in these tests, short so that steady state can be watched.
 const RESYNC_SECONDS: u64 = 3;

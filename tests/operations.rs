@@ -19,9 +19,8 @@ use kube::{
 };
 use serde_json::{Value, json};
 use support::apiserver::{OPERATOR_NAMESPACE, Operator, plane_with_crds, start_operator};
-use support::eventually;
 use tusk::api::{common::ConditionStatus, postgres_cluster::v1::PostgresCluster};
-use tusk_testenv::ControlPlane;
+use tusk_testenv::{ControlPlane, eventually};
 
 /// The tests of this binary run one at a time: an operator manages every namespace, so one test's
 /// operators would reconcile the other's clusters.

@@ -8,10 +8,7 @@
 
 mod support;
 
-use std::{
-    collections::BTreeMap,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, time::Duration};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
@@ -20,7 +17,7 @@ use kube::{
 };
 use serde_json::{Value, json};
 use support::apiserver::{KINDS, api, crds, install};
-use tusk_testenv::ControlPlane;
+use tusk_testenv::{ControlPlane, Wait, eventually};
 
 /// The apiVersion of every stored object of the group, by etcd key, straight from etcd.
 async fn stored_versions(plane: &ControlPlane) -> BTreeMap<String, String> {
@@ -160,25 +157,27 @@ async fn objects_stored_at_v1alpha1_are_rewritten_at_v1_and_stored_versions_trim
     }
     // Wait until the apiserver writes at v1: a new object lands in etcd as v1.
     let probe_api = api(&client, &ns, "PostgresBackup", "v1alpha1");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for attempt in 0.. {
-        let name = format!("probe-{attempt}");
-        let probe = serde_json::from_value(json!({
-            "apiVersion": "tusk.dev/v1alpha1", "kind": "PostgresBackup",
-            "metadata": {"name": name}, "spec": {"cluster": "db"},
-        }))
-        .unwrap();
-        probe_api.create(&PostParams::default(), &probe).await.unwrap();
-        let key = format!("/registry/tusk.dev/postgresbackups/{ns}/{name}");
-        if stored_versions(plane).await.get(&key).map(String::as_str) == Some("tusk.dev/v1") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the apiserver never switched its storage version to v1"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let mut attempt = 0;
+    eventually(
+        "the apiserver to switch its storage version to v1",
+        Wait::up_to(Duration::from_secs(30)).every(Duration::from_millis(200)),
+        async || {
+            let name = format!("probe-{attempt}");
+            attempt += 1;
+            let probe = serde_json::from_value(json!({
+                "apiVersion": "tusk.dev/v1alpha1", "kind": "PostgresBackup",
+                "metadata": {"name": name}, "spec": {"cluster": "db"},
+            }))
+            .unwrap();
+            probe_api.create(&PostParams::default(), &probe).await.unwrap();
+            let key = format!("/registry/tusk.dev/postgresbackups/{ns}/{name}");
+            match stored_versions(plane).await.get(&key) {
+                Some(stored) if stored == "tusk.dev/v1" => Ok(()),
+                stored => Err(format!("{name} stored as {stored:?}")),
+            }
+        },
+    )
+    .await;
     let old_ones = stored_versions(plane)
         .await
         .into_iter()

@@ -21,11 +21,10 @@ use kube::{
 use serde_json::{Value, json};
 use support::{
     apiserver::{Operator, api, plane_with_crds, start_operator},
-    eventually,
     local_cluster::LocalCluster,
 };
 use tusk::api::postgres_cluster::v1::PostgresCluster;
-use tusk_testenv::postgres::Postgres;
+use tusk_testenv::{eventually, postgres::Postgres};
 
 /// The operator's resync interval here: short, so that drift is repaired quickly.
 const RESYNC_SECONDS: u64 = 3;
@@ -93,19 +92,17 @@ async fn create(client: &Client, ns: &str, kind: &str, name: &str, spec: Value) 
 /// Waits until the object's `Ready` condition is True for its generation; returns its status.
 async fn ready(client: &Client, ns: &str, kind: &str, name: &str) -> Value {
     let objects = api(client, ns, kind, "v1");
-    let mut last = Value::Null;
-    for _ in 0..(WAIT.as_millis() / 250) {
-        if let Ok(o) = objects.get(name).await {
-            let status = o.data.get("status").cloned().unwrap_or_default();
-            let ready = &status["conditions"][0];
-            if ready["status"] == "True" && status["observedGeneration"] == json!(o.metadata.generation) {
-                return status;
-            }
-            last = status;
+    eventually(&format!("{kind} {name} to be Ready"), WAIT, async || {
+        let o = objects.get(name).await.map_err(|e| e.to_string())?;
+        let status = o.data.get("status").cloned().unwrap_or_default();
+        let ready = &status["conditions"][0];
+        if ready["status"] == "True" && status["observedGeneration"] == json!(o.metadata.generation) {
+            Ok(status)
+        } else {
+            Err(format!("status {status}"))
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("{kind} {name} not Ready within {WAIT:?}; last status {last}");
+    })
+    .await
 }
 
 /// A client for `user`/`password` on `database` of pod 0, or PostgreSQL's refusal.

@@ -8,7 +8,7 @@ use std::{
     path::Path,
     process::{Command, Stdio},
     sync::Arc,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use http_body_util::{BodyExt, Full};
@@ -22,7 +22,10 @@ use tusk::webhook::{
     server::{Config, Server},
     tls::CertFiles,
 };
-use tusk_testenv::pki::{Ca, KeyedCert};
+use tusk_testenv::{
+    Wait, eventually,
+    pki::{Ca, KeyedCert},
+};
 
 fn write_cert(dir: &Path, cert: &KeyedCert) {
     // Write the key first, then the certificate, as a rotation would: in between, the files do not
@@ -154,27 +157,27 @@ async fn converts_over_https_and_serves_a_rotated_certificate_without_restart() 
     let second = ca.loopback_serving_cert("second");
     assert_ne!(first.cert_der, second.cert_der);
     write_cert(dir.path(), &second);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let tls = connect(&connector, server.addr)
-            .await
-            .expect("the listener stays up during rotation");
-        if served_cert(&tls) == second.cert_der {
-            let (status, _) = request(tls, "POST", "/convert", review("tusk.dev/v1beta1")).await;
-            assert_eq!(status, 200);
-            break;
-        }
-        assert_eq!(
-            served_cert(&tls),
-            first.cert_der,
-            "only the old or the new certificate is ever served"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "the new certificate was not served within 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let rotated = eventually(
+        "the new certificate to be served",
+        Wait::up_to(Duration::from_secs(10)).every(Duration::from_millis(50)),
+        async || {
+            let tls = connect(&connector, server.addr)
+                .await
+                .expect("the listener stays up during rotation");
+            if served_cert(&tls) == second.cert_der {
+                return Some(tls);
+            }
+            assert_eq!(
+                served_cert(&tls),
+                first.cert_der,
+                "only the old or the new certificate is ever served"
+            );
+            None
+        },
+    )
+    .await;
+    let (status, _) = request(rotated, "POST", "/convert", review("tusk.dev/v1beta1")).await;
+    assert_eq!(status, 200);
     let (status, _) = request(kept, "GET", "/healthz", vec![]).await;
     assert_eq!(status, 200);
 
@@ -277,33 +280,25 @@ fn the_binary_stops_gracefully_on_sigterm() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let connector = connector(&ca);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
     runtime.block_on(async {
-        loop {
-            if let Ok(tls) = connect(&connector, addr).await {
-                assert_eq!(request(tls, "GET", "/healthz", vec![]).await.0, 200);
-                break;
-            }
-            assert!(Instant::now() < deadline, "the webhook did not come up");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let tls = eventually(
+            "the webhook to come up",
+            Wait::up_to(Duration::from_secs(20)).every(Duration::from_millis(100)),
+            async || connect(&connector, addr).await,
+        )
+        .await;
+        assert_eq!(request(tls, "GET", "/healthz", vec![]).await.0, 200);
     });
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the webhook did not stop after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = runtime.block_on(eventually(
+        "the webhook to stop after SIGTERM",
+        Wait::up_to(Duration::from_secs(20)).every(Duration::from_millis(50)),
+        async || child.try_wait().unwrap(),
+    ));
     let mut stderr = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert!(status.success(), "exit {status}: {stderr}");

@@ -1,11 +1,7 @@
 //! Tusk's CRDs on the real control plane from `tusk-testenv`, converting through Tusk's webhook
 //! server, which runs in the test process on 127.0.0.1.
 
-use std::{
-    path::PathBuf,
-    sync::OnceLock,
-    time::{Duration, Instant},
-};
+use std::{path::PathBuf, sync::OnceLock, time::Duration};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
@@ -20,24 +16,32 @@ use tusk::{
         tls::CertFiles,
     },
 };
-use tusk_testenv::{ControlPlane, pki::Ca};
+use tusk_testenv::{ControlPlane, Wait, eventually, pki::Ca};
 
-/// Every kind, its plural, and the versions it serves, oldest first.
-pub const KINDS: &[(&str, &str, &[&str])] = &[
-    (
-        "PostgresCluster",
-        "postgresclusters",
-        &["v1alpha1", "v1beta1", "v1"],
-    ),
-    ("PostgresUser", "postgresusers", &["v1alpha1", "v1"]),
-    ("PostgresDatabase", "postgresdatabases", &["v1alpha1", "v1"]),
-    ("PostgresBackup", "postgresbackups", &["v1alpha1", "v1"]),
-    (
-        "PostgresBackupSchedule",
-        "postgresbackupschedules",
-        &["v1alpha1", "v1"],
-    ),
-];
+/// Every kind, its plural (from Tusk's registry of kinds), and the versions it serves, oldest
+/// first (what the tests expect of the CRDs).
+pub const KINDS: &[(&str, &str, &[&str])] = {
+    use tusk::facts::kinds::*;
+    &[
+        (
+            POSTGRES_CLUSTER.kind,
+            POSTGRES_CLUSTER.plural,
+            &["v1alpha1", "v1beta1", "v1"],
+        ),
+        (POSTGRES_USER.kind, POSTGRES_USER.plural, &["v1alpha1", "v1"]),
+        (
+            POSTGRES_DATABASE.kind,
+            POSTGRES_DATABASE.plural,
+            &["v1alpha1", "v1"],
+        ),
+        (POSTGRES_BACKUP.kind, POSTGRES_BACKUP.plural, &["v1alpha1", "v1"]),
+        (
+            POSTGRES_BACKUP_SCHEDULE.kind,
+            POSTGRES_BACKUP_SCHEDULE.plural,
+            &["v1alpha1", "v1"],
+        ),
+    ]
+};
 
 /// The URL of Tusk's webhook and the CA that signed its certificate.
 pub struct Webhook {
@@ -116,21 +120,23 @@ pub async fn install(client: &Client, crds: &[CustomResourceDefinition]) {
 }
 
 pub async fn wait_established(api: &Api<CustomResourceDefinition>, name: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let crd = api.get(name).await.unwrap();
-        let established = crd
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        if established {
-            return;
-        }
-        assert!(Instant::now() < deadline, "CRD {name} not Established in 60 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        &format!("CRD {name} to be Established"),
+        Wait::up_to(Duration::from_secs(60)).every(Duration::from_millis(100)),
+        async || {
+            let crd = api.get(name).await.unwrap();
+            let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
+            if conditions
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+            {
+                Ok(())
+            } else {
+                Err(format!("conditions {conditions:?}"))
+            }
+        },
+    )
+    .await;
 }
 
 /// The API of `kind` at `version` in `namespace`.
@@ -154,10 +160,8 @@ pub async fn plane_with_crds() -> &'static ControlPlane {
     plane
 }
 
-/// The namespace and ServiceAccount the operator runs as in tests.
-pub const OPERATOR_NAMESPACE: &str = "tusk-system";
-/// The operator's ServiceAccount.
-pub const OPERATOR_ACCOUNT: &str = "tusk-operator";
+/// The namespace and ServiceAccount the operator runs as in tests: a plain install's.
+pub use tusk::facts::operator::{NAME as OPERATOR_ACCOUNT, NAMESPACE as OPERATOR_NAMESPACE};
 
 /// A kubeconfig for the operator's ServiceAccount, bound to exactly the ClusterRole built from
 /// `tusk::rbac`, so tests run the operator with least privilege, never as admin.
@@ -208,7 +212,7 @@ pub async fn start_operator(
     use tusk_testenv::control_plane::free_port;
     let kubeconfig = operator_kubeconfig(plane).await;
     let dir = tempfile::tempdir().unwrap().keep();
-    let cert = Ca::new("operator test CA").loopback_serving_cert("tusk-operator");
+    let cert = Ca::new("operator test CA").loopback_serving_cert(tusk::facts::operator::NAME);
     std::fs::write(dir.join("tls.crt"), cert.cert_pem).unwrap();
     std::fs::write(dir.join("tls.key"), cert.key_pem).unwrap();
     let status_port = free_port().unwrap();

@@ -12,11 +12,10 @@ use std::{
 use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Secret};
 use kube::{Api, Client};
 use tusk_testenv::{
+    Seen, Wait, eventually,
     pod::{ClusterPods, LocalPod},
     postgres::Postgres,
 };
-
-use super::eventually;
 
 /// The instance manager's status port, as the pod spec sets it.
 pub const STATUS_PORT: u16 = 8000;
@@ -131,20 +130,21 @@ impl LocalCluster {
 
     /// Waits until pod `ordinal` says it is ready; fails with its log if it does not.
     pub async fn wait_ready(&self, ordinal: i32, timeout: Duration) {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            let answer = self.status(ordinal, "/readyz").await;
-            if matches!(answer, Some((200, _))) {
-                return;
-            }
-            let pod = &self.pods[&ordinal];
-            assert!(
-                pod.main.alive() && std::time::Instant::now() < deadline,
-                "pod {ordinal} is not ready (last answer {answer:?}; alive: {})\n{}",
-                pod.main.alive(),
-                pod.main.log_tail(40)
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
+        let pod = &self.pods[&ordinal];
+        let ready = Wait::up_to(timeout)
+            .until(&format!("pod {ordinal} to be ready"), async || {
+                let answer = self.status(ordinal, "/readyz").await;
+                if matches!(answer, Some((200, _))) {
+                    Seen::Holds(())
+                } else if !pod.main.alive() {
+                    Seen::Never(format!("it exited (last answer {answer:?})"))
+                } else {
+                    Seen::NotYet(format!("last answer {answer:?}"))
+                }
+            })
+            .await;
+        if let Err(unmet) = ready {
+            panic!("{unmet}\n{}", pod.main.log_tail(40));
         }
     }
 

@@ -1,32 +1,16 @@
-//! Shared test support: generators of random valid Tusk objects at every version.
+//! Shared test support for Tusk's integration tests: its CRDs and webhook on the control plane,
+//! random valid objects of every kind and version, valid samples and the table of refusals, local
+//! clusters, and Tusk through real OLM. What needs neither Tusk nor its generator lives in the
+//! support crate `tusk-testenv`.
 #![allow(dead_code, missing_docs)]
 
 pub mod apiserver;
 pub mod arbitrary;
 pub mod local_cluster;
 pub mod objects;
+pub mod olm;
+pub mod refusals;
 pub mod samples;
-
-use std::time::{Duration, Instant};
-
-/// Polls `check` every 250 ms until it gives `Some`, and fails the test after `timeout`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
 
 /// GET `path` on `host`:`port` over plain HTTP/1.0; the status code and body.
 pub async fn http_get(host: &str, port: u16, path: &str) -> Option<(u16, String)> {

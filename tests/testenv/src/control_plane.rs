@@ -23,7 +23,7 @@ use kube::{
 use serde_json::json;
 
 use crate::{
-    Error, Result, io,
+    Error, Result, Seen, Wait, io,
     pki::{self, Ca},
     process::{Janitor, Supervised},
     toolchain::Toolchain,
@@ -406,30 +406,25 @@ impl ControlPlane {
         F: Fn() -> Fut,
         Fut: Future<Output = Option<()>>,
     {
-        let deadline = Instant::now() + READY_TIMEOUT;
         let proc = self
             .components
             .iter()
             .find(|c| c.name() == component)
             .expect("waiting for a started component");
-        loop {
-            if ready().await.is_some() {
-                return Ok(());
-            }
-            if !proc.alive() {
-                return Err(Error::Component {
-                    component,
-                    message: format!("exited during start\n{}", proc.log_tail(30)),
-                });
-            }
-            if Instant::now() > deadline {
-                return Err(Error::Component {
-                    component,
-                    message: format!("not ready after {READY_TIMEOUT:?}\n{}", proc.log_tail(30)),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        Wait::up_to(READY_TIMEOUT)
+            .every(Duration::from_millis(200))
+            .until(&format!("{component} to be ready"), async || {
+                match ready().await {
+                    Some(()) => Seen::Holds(()),
+                    None if !proc.alive() => Seen::Never("it exited during start".to_owned()),
+                    None => Seen::NotYet("not ready".to_owned()),
+                }
+            })
+            .await
+            .map_err(|unmet| Error::Component {
+                component,
+                message: format!("{unmet}\n{}", proc.log_tail(30)),
+            })
     }
 
     /// A new client for the admin user, bound to the current tokio runtime.
@@ -455,10 +450,21 @@ impl ControlPlane {
             .await?;
         let name = created.metadata.name.expect("the apiserver names it");
         let accounts = Api::<ServiceAccount>::namespaced(client, &name);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while accounts.get_opt("default").await?.is_none() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        Wait::up_to(Duration::from_secs(30))
+            .every(Duration::from_millis(100))
+            .until(
+                &format!("the default ServiceAccount of namespace {name}"),
+                async || match accounts.get_opt("default").await {
+                    Ok(Some(_)) => Seen::Holds(()),
+                    Ok(None) => Seen::NotYet("not created yet".to_owned()),
+                    Err(e) => Seen::Never(e.to_string()),
+                },
+            )
+            .await
+            .map_err(|unmet| Error::Component {
+                component: "kube-controller-manager",
+                message: unmet.to_string(),
+            })?;
         Ok(name)
     }
 

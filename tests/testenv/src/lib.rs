@@ -12,12 +12,16 @@
 //!
 //! [`postgres`] runs real PostgreSQL servers (15 and 18, from `hack/postgres.sh`) on loopback.
 //!
+//! [`eventually()`] is how every test and harness waits for a condition: a timeout, an interval,
+//! and a failure that says what was awaited and what was last seen.
+//!
 //! Every component runs under a small supervisor whose standard input is a pipe held by the test
 //! process. When the test process ends, however it ends (a normal exit, a panic, SIGKILL), the pipe
 //! closes and the supervisor stops its component, so no process outlives the test.
 
 pub mod connect;
 pub mod control_plane;
+pub mod eventually;
 pub mod olm;
 pub mod pki;
 pub mod pod;
@@ -27,6 +31,7 @@ pub mod toolchain;
 
 pub use connect::ConnectProxy;
 pub use control_plane::{ControlPlane, Options, shared};
+pub use eventually::{Seen, Unmet, Wait, eventually};
 pub use toolchain::Toolchain;
 
 /// Why the environment could not be set up.

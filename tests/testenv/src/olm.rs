@@ -2,16 +2,22 @@
 //! OperatorGroup, and the `olm` and `catalog` operators as local processes; plus `opm serve` for
 //! a catalog that a CatalogSource reaches by address. Nothing here runs in a pod, so OLM must be
 //! given bundles with their manifests inlined (no bundle-unpack Job).
+//!
+//! [`install`] installs and upgrades an operator through that OLM as an administrator would,
+//! with [`operator`] running the operator's pod as a local process.
+
+pub mod install;
+pub mod operator;
 
 use std::{
     ffi::OsStr,
     io::Write,
     path::Path,
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use crate::{ControlPlane, Error, Result, control_plane::free_port, process::Supervised};
+use crate::{ControlPlane, Error, Result, Seen, Unmet, Wait, control_plane::free_port, process::Supervised};
 
 /// The namespace of OLM and of the CatalogSources every namespace can use.
 pub const OLM_NAMESPACE: &str = "olm";
@@ -114,34 +120,37 @@ impl Olm {
             ],
         )?;
         let this = Self { olm, catalog };
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let mut get = plane.kubectl();
-            get.args([
-                "get",
-                "operatorgroup",
-                "global-operators",
-                "-n",
-                OPERATORS_NAMESPACE,
-                "-o",
-                "jsonpath={.status.lastUpdated}",
-            ]);
-            if run(get, None, "reading the OperatorGroup").is_ok_and(|s| !s.trim().is_empty()) {
-                return Ok(this);
-            }
-            for (name, process) in [("olm", &this.olm), ("catalog", &this.catalog)] {
-                if !process.alive() {
-                    return Err(failed(name, format!("exited:\n{}", process.log_tail(30))));
+        Wait::up_to(Duration::from_secs(120))
+            .every(Duration::from_millis(500))
+            .until("OLM to process the OperatorGroup", async || {
+                let mut get = plane.kubectl();
+                get.args([
+                    "get",
+                    "operatorgroup",
+                    "global-operators",
+                    "-n",
+                    OPERATORS_NAMESPACE,
+                    "-o",
+                    "jsonpath={.status.lastUpdated}",
+                ]);
+                let seen = match run(get, None, "reading the OperatorGroup") {
+                    Ok(updated) if !updated.trim().is_empty() => return Seen::Holds(()),
+                    Ok(_) => "no status.lastUpdated".to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                for (name, process) in [("olm", &this.olm), ("catalog", &this.catalog)] {
+                    if !process.alive() {
+                        return Seen::Never(format!("{name} exited:\n{}", process.log_tail(30)));
+                    }
                 }
-            }
-            if Instant::now() > deadline {
-                return Err(failed(
-                    "olm",
-                    format!("never processed the OperatorGroup:\n{}", this.olm.log_tail(30)),
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+                Seen::NotYet(seen)
+            })
+            .await
+            .map_err(|unmet| match unmet {
+                Unmet::Never { why, .. } => failed("olm", why),
+                timed_out => failed("olm", format!("{timed_out}\n{}", this.olm.log_tail(30))),
+            })?;
+        Ok(this)
     }
 
     /// The last lines of both operators' logs.
@@ -181,16 +190,23 @@ impl CatalogServer {
                 ),
             ],
         )?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            if !process.alive() || Instant::now() > deadline {
-                return Err(failed(
+        Wait::up_to(Duration::from_secs(60))
+            .every(Duration::from_millis(200))
+            .until(
+                &format!("{name} to accept connections"),
+                async || match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                    Ok(_) => Seen::Holds(()),
+                    Err(_) if !process.alive() => Seen::Never("it exited".to_owned()),
+                    Err(e) => Seen::NotYet(e.to_string()),
+                },
+            )
+            .await
+            .map_err(|unmet| {
+                failed(
                     "opm serve",
-                    format!("{name} did not start:\n{}", process.log_tail(30)),
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+                    format!("{name} did not start: {unmet}\n{}", process.log_tail(30)),
+                )
+            })?;
         Ok(Self { process, port })
     }
 

@@ -20,7 +20,7 @@ use std::{
 };
 
 use crate::{
-    Error, Result,
+    Error, Result, Seen, Unmet, Wait,
     control_plane::free_port,
     io,
     process::{Janitor, Supervised},
@@ -312,24 +312,30 @@ impl LocalServer {
         let (program, args) = self.pg.unprivileged("postgres", &args);
         let name = format!("postgres-{}", self.port);
         self.server = Some(Supervised::spawn(&self.dir, &name, &program, &args)?);
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let server = self.server.as_ref().expect("just started");
-            if !server.alive() {
-                let log = server.log_tail(30);
+        let server = self.server.as_ref().expect("just started");
+        let started = Wait::up_to(START_TIMEOUT)
+            .every(Duration::from_millis(100))
+            .until(&format!("{name} to accept queries"), async || {
+                if !server.alive() {
+                    Seen::Never(server.log_tail(30))
+                } else if self.ready() {
+                    Seen::Holds(())
+                } else {
+                    Seen::NotYet("not accepting queries".to_owned())
+                }
+            })
+            .await;
+        match started {
+            Ok(()) => Ok(None),
+            // It stopped: the caller decides from its log whether to try again.
+            Err(Unmet::Never { why: log, .. }) => {
                 self.server = None;
-                return Ok(Some(log));
+                Ok(Some(log))
             }
-            if self.ready() {
-                return Ok(None);
-            }
-            if Instant::now() > deadline {
-                return Err(Error::Component {
-                    component: "postgres",
-                    message: format!("not ready after {START_TIMEOUT:?}\n{}", server.log_tail(30)),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            Err(timed_out) => Err(Error::Component {
+                component: "postgres",
+                message: format!("{timed_out}\n{}", server.log_tail(30)),
+            }),
         }
     }
 

@@ -2,7 +2,7 @@
 //! Ready, so the Deployment becomes Available; it also provisions and binds PVCs of the default
 //! StorageClass. Later tests rely on both for Tusk's workloads.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
 use kube::{
@@ -10,6 +10,7 @@ use kube::{
     api::{ListParams, PostParams},
 };
 use serde_json::json;
+use tusk_testenv::eventually;
 
 #[tokio::test]
 async fn kwok_makes_a_plain_deployment_available() {
@@ -30,25 +31,24 @@ async fn kwok_makes_a_plain_deployment_available() {
     .unwrap();
     let api = Api::<Deployment>::namespaced(client.clone(), &ns);
     api.create(&PostParams::default(), &deployment).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let d = api.get("web").await.unwrap();
-        let status = d.status.unwrap_or_default();
-        let available = status
-            .conditions
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Available" && c.status == "True");
-        if available && status.ready_replicas == Some(2) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the Deployment is not Available with 2 ready replicas after 90 s: {:?}",
-            api.get("web").await.unwrap().status
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    eventually(
+        "the Deployment to be Available with 2 ready replicas",
+        Duration::from_secs(90),
+        async || {
+            let status = api.get("web").await.unwrap().status.unwrap_or_default();
+            let available = status
+                .conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == "Available" && c.status == "True");
+            if available && status.ready_replicas == Some(2) {
+                Ok(())
+            } else {
+                Err(format!("{status:?}"))
+            }
+        },
+    )
+    .await;
     let pods = Api::<Pod>::namespaced(client, &ns)
         .list(&ListParams::default().labels("app=web"))
         .await
@@ -95,17 +95,14 @@ async fn a_pvc_of_the_default_storage_class_is_bound() {
     .unwrap();
     let api = Api::<PersistentVolumeClaim>::namespaced(client, &ns);
     api.create(&PostParams::default(), &claim).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    eventually("the PVC to be Bound", Duration::from_secs(60), async || {
         let pvc = api.get("data").await.unwrap();
         assert_eq!(
             pvc.spec.as_ref().unwrap().storage_class_name.as_deref(),
             Some(tusk_testenv::control_plane::STORAGE_CLASS)
         );
-        if pvc.status.and_then(|s| s.phase).as_deref() == Some("Bound") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the PVC is not Bound after 60 s");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+        let phase = pvc.status.and_then(|s| s.phase);
+        (phase.as_deref() == Some("Bound")).then_some(())
+    })
+    .await;
 }

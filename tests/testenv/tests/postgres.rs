@@ -2,9 +2,12 @@
 //! loopback, stores and reads a row, reports its major, and has the contrib extensions Tusk's
 //! users rely on. When it is dropped, its server and directory are gone.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tusk_testenv::postgres::{LocalServer, Postgres};
+use tusk_testenv::{
+    Wait, eventually,
+    postgres::{LocalServer, Postgres},
+};
 
 /// Contrib extensions both the Debian 15 package and the PyPI 18 wheel ship (the wheel, built
 /// without OpenSSL, lacks pgcrypto, sslinfo, uuid-ossp and xml2).
@@ -83,14 +86,12 @@ async fn round_trip(major: u32) {
         .parse()
         .unwrap();
     server.stop();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::path::Path::new(&format!("/proc/{postmaster}")).exists() {
-        assert!(
-            Instant::now() < deadline,
-            "postgres {postmaster} still runs after stop"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually(
+        &format!("postgres {postmaster} to be gone after stop"),
+        Wait::up_to(Duration::from_secs(10)).every(Duration::from_millis(50)),
+        async || (!std::path::Path::new(&format!("/proc/{postmaster}")).exists()).then_some(()),
+    )
+    .await;
     assert!(!data_dir.exists(), "{} is left behind", data_dir.display());
 }
 

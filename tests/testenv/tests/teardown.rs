@@ -5,8 +5,10 @@
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
+
+use tusk_testenv::{Seen, Wait, eventually};
 
 fn up(dir: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_tusk-testenv"))
@@ -20,15 +22,19 @@ fn up(dir: &Path) -> Child {
 
 /// Waits for the control plane in `dir` to be ready; returns its components' process ids.
 fn wait_ready(dir: &Path, owner: &mut Child) -> Vec<(String, u32)> {
-    let deadline = Instant::now() + Duration::from_secs(240);
-    while !dir.join("ready").exists() {
-        assert!(
-            owner.try_wait().unwrap().is_none(),
-            "tusk-testenv up exited early"
-        );
-        assert!(Instant::now() < deadline, "not ready after 240 s");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    block_on(eventually(
+        "the control plane to be ready",
+        Wait::up_to(Duration::from_secs(240)).every(Duration::from_millis(200)),
+        async || {
+            if dir.join("ready").exists() {
+                Seen::Holds(())
+            } else if owner.try_wait().unwrap().is_some() {
+                Seen::Never("tusk-testenv up exited early".to_owned())
+            } else {
+                Seen::NotYet("no ready file".to_owned())
+            }
+        },
+    ));
     let mut pids: Vec<(String, u32)> = std::fs::read_dir(dir.join("run"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -52,19 +58,30 @@ fn running(pid: u32) -> bool {
 }
 
 fn assert_all_gone(pids: &[(String, u32)], dir: &Path, how: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let alive: Vec<_> = pids.iter().filter(|(_, pid)| running(*pid)).collect();
-        if alive.is_empty() && !dir.exists() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "after {how}, 30 s later still running: {alive:?}; directory left: {}",
-            dir.exists()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    block_on(eventually(
+        &format!("every component to stop and its directory to go after {how}"),
+        Wait::up_to(Duration::from_secs(30)).every(Duration::from_millis(200)),
+        async || {
+            let alive: Vec<_> = pids.iter().filter(|(_, pid)| running(*pid)).collect();
+            if alive.is_empty() && !dir.exists() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "still running: {alive:?}; directory left: {}",
+                    dir.exists()
+                ))
+            }
+        },
+    ));
+}
+
+/// Runs `future` to completion on a runtime of its own: these tests are not async.
+fn block_on<F: Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(future)
 }
 
 /// A path that does not exist yet, inside a temp dir removed when the returned guard drops.

@@ -37,7 +37,6 @@ pub fn postgres_images(inputs: &Inputs) -> Vec<(String, String)> {
         .collect()
 }
 
-
 fn rules(rules: &[Rule]) -> Value {
     rules
         .iter()

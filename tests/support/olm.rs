@@ -1,0 +1,358 @@
+//! Tusk through real OLM: the part of the OLM harness that needs Tusk itself or its generator
+//! (`xtask`), which the support crate `tusk-testenv` must not depend on. It says how Tusk's pod
+//! runs ([`tusk_operator`]), turns the generator's catalog into files for
+//! [`OlmCluster::serve`], makes plans and expectations from the release plan, and writes and
+//! checks objects across upgrades ([`Written`]).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
+
+use kube::api::PostParams;
+use serde_json::{Value, json};
+use tusk_testenv::{
+    Wait,
+    control_plane::free_port,
+    eventually,
+    olm::{
+        install::{OlmCluster, value, while_olm_settles},
+        operator::{Mode, Operator},
+    },
+};
+use xtask::olm::{Inputs, catalog, plan::Release};
+
+use super::{
+    apiserver::{KINDS, api},
+    objects::{random_objects, user_view},
+};
+
+/// Tusk's OLM package, also the name of its Deployment and ServiceAccount; the Service OLM makes
+/// for Tusk's conversion webhook.
+pub use tusk::facts::operator::{NAME as PACKAGE, WEBHOOK_SERVICE as SERVICE};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The name of Tusk's CSV at `version`.
+pub fn csv_name(version: &str) -> String {
+    tusk_testenv::olm::install::csv_name(PACKAGE, version)
+}
+
+/// Tusk as OLM installs it, its pod run by this build's `tusk-operator`.
+pub fn tusk_operator() -> Operator {
+    Operator {
+        package: PACKAGE.to_owned(),
+        service: SERVICE.to_owned(),
+        crds: KINDS
+            .iter()
+            .map(|(_, plural, _)| format!("{plural}.tusk.dev"))
+            .collect(),
+        program: env!("CARGO_BIN_EXE_tusk-operator").into(),
+        args: tusk_operator_args,
+    }
+}
+
+fn tusk_operator_args(mode: Mode, dir: &Path, port: u16) -> Vec<String> {
+    match mode {
+        Mode::Webhook => vec![
+            "webhook".into(),
+            format!("--listen=127.0.0.1:{port}"),
+            format!("--cert-dir={}", dir.display()),
+        ],
+        Mode::Run => {
+            // No cluster here serves SQL: an empty map keeps the operator from looking up
+            // in-cluster Service names.
+            let sql_endpoints = dir.join("sql-endpoints");
+            std::fs::write(&sql_endpoints, "").unwrap();
+            vec![
+                "run".into(),
+                format!("--listen=127.0.0.1:{port}"),
+                format!("--cert-dir={}", dir.display()),
+                format!("--status-listen=127.0.0.1:{}", free_port().unwrap()),
+                format!(
+                    "--leader-election-namespace={}",
+                    tusk_testenv::olm::OPERATORS_NAMESPACE
+                ),
+                "--resync-interval=30s".into(),
+                format!("--sql-endpoints={}", sql_endpoints.display()),
+            ]
+        }
+    }
+}
+
+/// The files of a file-based catalog of `packages` (each a list of FBC blobs from the
+/// generator), for [`OlmCluster::serve`].
+pub fn catalog_files(packages: &[Vec<Value>]) -> Vec<(PathBuf, String)> {
+    packages
+        .iter()
+        .map(|blobs| {
+            let package = blobs[0]["name"].as_str().unwrap();
+            (catalog::catalog_file(package).into(), catalog::to_yaml(blobs))
+        })
+        .collect()
+}
+
+/// The plan's newest release, the head of every channel.
+pub const HEAD: &str = "1.1.0";
+/// A release after every release of the plan; [`inputs_with_drop`] makes it up.
+pub const NEXT: &str = "1.2.0";
+
+/// The plan with a hypothetical next release [`NEXT`] that replaces `replaces` and no longer
+/// serves `v1alpha1`: what a team would publish once storage was migrated.
+pub fn inputs_with_drop(replaces: &str) -> Inputs {
+    let mut inputs = Inputs::load(&repo()).unwrap();
+    if replaces == "0.1.0" {
+        // A catalog of 0.1.0 and the drop alone: the later releases would be second heads.
+        inputs.plan.releases.retain(|r| r.version.to_string() == "0.1.0");
+    }
+    assert!(
+        inputs
+            .plan
+            .releases
+            .iter()
+            .all(|r| r.version < NEXT.parse().unwrap()),
+        "{NEXT} is a release of the plan now; make up a later one"
+    );
+    let next: Release = serde_saphyr::from_str(&format!(
+        r#"
+version: {NEXT}
+channels: [candidate, fast, stable, stable-v1]
+replaces: {replaces}
+maturity: stable
+capabilities: Seamless Upgrades
+description: config/olm/description.md
+crds:
+  PostgresCluster: {{ served: [v1beta1, v1], storage: v1, deprecated: [v1beta1] }}
+  PostgresUser: {{ served: [v1], storage: v1 }}
+  PostgresDatabase: {{ served: [v1], storage: v1 }}
+  PostgresBackup: {{ served: [v1], storage: v1 }}
+  PostgresBackupSchedule: {{ served: [v1], storage: v1 }}
+"#
+    ))
+    .unwrap();
+    inputs.plan.releases.push(next);
+    inputs
+}
+
+/// What `cargo xtask validate` finds wrong with the bundles and catalog `inputs` generate.
+pub fn validation_errors(inputs: &Inputs) -> Vec<String> {
+    let root = tempfile::tempdir().unwrap();
+    for file in xtask::olm::generate(inputs) {
+        let path = root.path().join(&file.path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, file.contents).unwrap();
+    }
+    xtask::olm::validate::validate(root.path())
+        .into_iter()
+        .filter(|f| f.level == xtask::olm::validate::Level::Error)
+        .map(|f| f.to_string())
+        .collect()
+}
+
+/// For each kind, the versions served and the storage version.
+pub type Versions = BTreeMap<String, (Vec<String>, String)>;
+
+/// What release `version` of `inputs` serves and stores.
+pub fn served(inputs: &Inputs, version: &str) -> Versions {
+    let release = inputs
+        .plan
+        .release(&semver::Version::parse(version).unwrap())
+        .unwrap();
+    release
+        .crds
+        .iter()
+        .map(|(k, v)| (k.clone(), (v.served.clone(), v.storage.clone())))
+        .collect()
+}
+
+/// Each kind's storage versions along `path`: what `status.storedVersions` must hold.
+pub fn predicted_stored(inputs: &Inputs, path: &[&str]) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for version in path {
+        let release = inputs
+            .plan
+            .release(&semver::Version::parse(version).unwrap())
+            .unwrap();
+        for (kind, versions) in &release.crds {
+            out.entry(kind.clone())
+                .or_default()
+                .insert(versions.storage.clone());
+        }
+    }
+    out
+}
+
+/// An object as read, without server-set metadata but with its status.
+fn user_view_with_status(object: &Value) -> Value {
+    let mut view = user_view(object);
+    if let Some(status) = object.get("status") {
+        view["status"] = status.clone();
+    }
+    view
+}
+
+/// What a user wrote, without the status the operator owns.
+pub fn spec_view(object: &Value) -> Value {
+    let mut view = user_view(object);
+    view.as_object_mut().unwrap().remove("status");
+    view
+}
+
+/// An RBAC rule as one comparable line: its groups, resources, verbs and names, each sorted.
+pub fn canonical_rule(rule: &Value) -> String {
+    let list = |field: &str| -> Vec<String> {
+        let mut v: Vec<String> = rule[field]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|s| s.as_str().unwrap_or_default().to_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    format!(
+        "{:?} {:?} {:?} {:?}",
+        list("apiGroups"),
+        list("resources"),
+        list("verbs"),
+        list("resourceNames")
+    )
+}
+
+/// Objects written at some version, and what was written.
+pub struct Written {
+    pub namespace: String,
+    pub objects: Vec<(&'static str, String, Value)>,
+    /// Reads retried because conversion failed while OLM settled the CRDs.
+    pub retried: AtomicUsize,
+}
+
+impl Written {
+    /// 20 random valid objects of each kind at `v1alpha1`, the same on every run.
+    pub async fn create(env: &OlmCluster) -> Self {
+        let namespace = env.plane.namespace("upgraded").await.unwrap();
+        let mut objects = Vec::new();
+        for (kind, _, _) in KINDS {
+            for (i, mut object) in random_objects(kind, "v1alpha1", 20).into_iter().enumerate() {
+                let name = format!("{}-{i}", kind.to_lowercase());
+                object["metadata"]["name"] = json!(name);
+                object["metadata"]["namespace"] = json!(namespace);
+                object.as_object_mut().unwrap().remove("status");
+                let created = api(&env.client, &namespace, kind, "v1alpha1")
+                    .create(
+                        &PostParams::default(),
+                        &serde_json::from_value(user_view(&object)).unwrap(),
+                    )
+                    .await
+                    .unwrap_or_else(|e| panic!("{name} refused: {e}"));
+                objects.push((*kind, name, spec_view(&value(&created))));
+            }
+        }
+        Self {
+            namespace,
+            objects,
+            retried: Default::default(),
+        }
+    }
+
+    /// Every object reads back, at the storage version, as what was written (converted by
+    /// Tusk's own conversion); and at every other served version as Tusk's conversion of the
+    /// stored object, status included (the operator writes status at `v1`, and what an older
+    /// version cannot hold of it travels in the conversion annotation).
+    pub async fn check(&self, env: &OlmCluster, versions: &Versions) -> usize {
+        let mut reads = 0;
+        for (kind, name, written) in &self.objects {
+            let (served, storage) = &versions[*kind];
+            // OLM may still be settling the CRDs' conversion config for a moment after an
+            // upgrade (it re-applies the bundle's placeholder Service, then its own): a read that
+            // fails in the conversion webhook is retried and counted.
+            let read = |version: String| async move {
+                let objects = api(&env.client, &self.namespace, kind, &version);
+                let read = while_olm_settles(&format!("{name} at {version}"), async || {
+                    let read = objects.get(name).await;
+                    if read.is_err() {
+                        self.retried.fetch_add(1, Ordering::Relaxed);
+                    }
+                    read
+                })
+                .await;
+                value(&read)
+            };
+            let stored = read(storage.clone()).await;
+            let expected =
+                tusk::api::convert_object(written.clone(), &format!("tusk.dev/{storage}"), 0).unwrap();
+            assert_eq!(
+                spec_view(&stored),
+                spec_view(&expected),
+                "{name} read at {storage}"
+            );
+            reads += 1;
+            // The operator may write status between the two reads; then the pair is read again
+            // (about ten times, 300 ms apart).
+            for version in served {
+                let mut stored = Some(stored.clone());
+                eventually(
+                    &format!("{name} read at {version} to be the conversion of {name} read at {storage}"),
+                    Wait::up_to(Duration::from_secs(3)).every(Duration::from_millis(300)),
+                    async || {
+                        let stored = match stored.take() {
+                            Some(first) => first,
+                            None => read(storage.clone()).await,
+                        };
+                        let got = read(version.clone()).await;
+                        let expected = tusk::api::convert_object(
+                            user_view_with_status(&stored),
+                            &format!("tusk.dev/{version}"),
+                            0,
+                        )
+                        .unwrap();
+                        if spec_view(&got) == spec_view(&expected) {
+                            Ok(())
+                        } else {
+                            Err(format!(
+                                "{:#}\nexpected {:#}",
+                                spec_view(&got),
+                                spec_view(&expected)
+                            ))
+                        }
+                    },
+                )
+                .await;
+                reads += 1;
+            }
+        }
+        reads
+    }
+}
+
+/// Waits until the operator has reconciled every object's current generation.
+pub async fn reconciled(env: &OlmCluster, written: &Written) {
+    for (kind, name, _) in &written.objects {
+        let objects = api(&env.client, &written.namespace, kind, "v1");
+        eventually(
+            &format!("{kind} {name} reconciled"),
+            Duration::from_secs(180),
+            async || {
+                let object = value(&objects.get(name).await.ok()?);
+                let generation = object["metadata"]["generation"].as_i64()?;
+                let ready = object["status"]["conditions"]
+                    .as_array()?
+                    .iter()
+                    .find(|c| c["type"] == "Ready")?
+                    .clone();
+                // Kinds without a controller say so; the others report whatever they found
+                // (users and databases here have no SQL endpoint to reach).
+                let pending = matches!(*kind, "PostgresBackup" | "PostgresBackupSchedule");
+                (object["status"]["observedGeneration"] == generation
+                    && (!pending || ready["reason"] == "NotReconciled"))
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+}

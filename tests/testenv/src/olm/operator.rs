@@ -1,0 +1,166 @@
+//! The operator OLM installed, run the way a kubelet would run its Deployment's pod, but as a
+//! local process: started as soon as OLM has made the webhook Service and its certificate Secret,
+//! started again whenever either changes or the process dies, and in whatever [`Mode`] the test
+//! asks for. The egress proxy routes the Service's address to the process, so the apiserver's
+//! conversion requests reach it.
+
+use std::{
+    ffi::OsStr,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use k8s_openapi::api::core::v1::{Secret, Service};
+use kube::{Api, Client};
+
+use crate::{Wait, connect::Router, control_plane::free_port, olm::OPERATORS_NAMESPACE, process::Supervised};
+
+/// What an operator package is and how its pod runs here.
+#[derive(Clone, Debug)]
+pub struct Operator {
+    /// The OLM package; also the name of the operator's Deployment and ServiceAccount.
+    pub package: String,
+    /// The Service OLM makes for the operator's webhooks; its certificate is in Secret
+    /// `<service>-cert`.
+    pub service: String,
+    /// The names of the CRDs the operator owns, such as `postgresclusters.tusk.dev`.
+    pub crds: Vec<String>,
+    /// The program that stands for the operator's container.
+    pub program: PathBuf,
+    /// Its arguments in a mode, given a directory that holds OLM's `tls.crt` and `tls.key` (and
+    /// may take files of its own) and the loopback port its webhook must listen on.
+    pub args: fn(Mode, &Path, u16) -> Vec<String>,
+}
+
+/// What the local operator process does.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    /// Conversion only: the webhook, no controllers.
+    Webhook,
+    /// Everything: webhook, controllers, leader election.
+    Run,
+}
+
+/// What the local operator process should be: a mode and, to run the controllers, the
+/// kubeconfig of OLM's ServiceAccount.
+pub type Desired = Option<(Mode, Option<PathBuf>)>;
+
+/// The operator's pod as a local process, kept as desired until dropped.
+pub struct LocalOperator {
+    desired: Arc<Mutex<Desired>>,
+    running: Arc<Mutex<Option<Mode>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LocalOperator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl LocalOperator {
+    /// Starts keeping `operator` as desired (at first: not running), with its files in `work`.
+    pub fn start(client: Client, proxy: Router, work: PathBuf, operator: Operator) -> Self {
+        let desired = Arc::new(Mutex::new(None));
+        let running = Arc::new(Mutex::new(None));
+        let task = tokio::spawn(keep(
+            client,
+            proxy,
+            work,
+            operator,
+            desired.clone(),
+            running.clone(),
+        ));
+        Self {
+            desired,
+            running,
+            task,
+        }
+    }
+
+    /// Asks for the process to be as `desired`; it follows within a moment, once OLM has made
+    /// the Service and its certificate.
+    pub fn want(&self, desired: Desired) {
+        *self.desired.lock().expect("not poisoned") = desired;
+    }
+
+    /// The mode the process runs in now, if it runs.
+    pub fn running(&self) -> Option<Mode> {
+        *self.running.lock().expect("not poisoned")
+    }
+}
+
+/// The kubelet's loop: compares what runs with what is desired and with OLM's Service and
+/// certificate, and restarts the process when they differ.
+async fn keep(
+    client: Client,
+    proxy: Router,
+    work: PathBuf,
+    operator: Operator,
+    desired: Arc<Mutex<Desired>>,
+    running: Arc<Mutex<Option<Mode>>>,
+) {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), OPERATORS_NAMESPACE);
+    let services: Api<Service> = Api::namespaced(client, OPERATORS_NAMESPACE);
+    let mut current: Option<(Desired, String, String, Supervised)> = None;
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let want = desired.lock().expect("not poisoned").clone();
+        let (Ok(secret), Ok(service)) = (
+            secrets.get(&format!("{}-cert", operator.service)).await,
+            services.get(&operator.service).await,
+        ) else {
+            continue;
+        };
+        let version = secret.metadata.resource_version.clone().unwrap_or_default();
+        let ip = service.spec.and_then(|s| s.cluster_ip).unwrap_or_default();
+        if let Some((d, v, i, process)) = &current
+            && d == &want
+            && v == &version
+            && i == &ip
+            && process.alive()
+        {
+            continue;
+        }
+        if let Some((_, _, _, mut old)) = current.take() {
+            old.stop();
+            *running.lock().expect("not poisoned") = None;
+        }
+        let Some((mode, kubeconfig)) = want.clone() else {
+            continue;
+        };
+        let data = secret.data.unwrap_or_default();
+        let dir = tempfile::tempdir_in(&work)
+            .expect("a directory for the pod")
+            .keep();
+        std::fs::write(dir.join("tls.crt"), &data["tls.crt"].0).expect("writing tls.crt");
+        std::fs::write(dir.join("tls.key"), &data["tls.key"].0).expect("writing tls.key");
+        let port = free_port().expect("a free port");
+        let mut env: Vec<(&str, &OsStr)> = Vec::new();
+        if let Some(kubeconfig) = &kubeconfig {
+            env.push(("KUBECONFIG", kubeconfig.as_os_str()));
+        }
+        let process = Supervised::spawn_with_env(
+            &dir,
+            &operator.package,
+            &operator.program,
+            &(operator.args)(mode, &dir, port),
+            &env,
+        )
+        .expect("starting the operator");
+        // Routed once it listens; if it never does, the test's own waits say what is missing.
+        let listening = Wait::up_to(Duration::from_secs(20))
+            .every(Duration::from_millis(100))
+            .until("the local operator to listen", async move || {
+                tokio::net::TcpStream::connect(("127.0.0.1", port)).await
+            })
+            .await;
+        if let Err(unmet) = listening {
+            eprintln!("testenv: {unmet}\n{}", process.log_tail(20));
+        }
+        proxy.route(&format!("{ip}:443"), ([127, 0, 0, 1], port).into());
+        *running.lock().expect("not poisoned") = Some(mode);
+        current = Some((want, version, ip, process));
+    }
+}
