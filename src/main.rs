@@ -11,7 +11,7 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
-            eprintln!("tusk-operator: {e}");
+            eprintln!("{}: {e}", tusk::facts::operator::NAME);
             std::process::ExitCode::FAILURE
         }
     }

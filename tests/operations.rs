@@ -65,13 +65,7 @@ async fn ready(api: &Api<PostgresCluster>, name: &str, instances: i32) -> bool {
 }
 
 async fn holder(plane: &ControlPlane) -> Option<String> {
-    let client = plane.client().await.ok()?;
-    Api::<Lease>::namespaced(client, OPERATOR_NAMESPACE)
-        .get_opt("ha")
-        .await
-        .ok()??
-        .spec?
-        .holder_identity
+    lease_holder(plane, "ha").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -103,3 +103,23 @@ pub fn desired_version(desired_api_version: &str) -> Result<&str, ConversionErro
 fn in_group(api_version: &str) -> Option<&str> {
     api_version.strip_prefix(GROUP)?.strip_prefix('/')
 }
+
+#[cfg(test)]
+mod registry {
+    use crate::facts::kinds::TUSK_KINDS;
+
+    #[test]
+    fn the_crds_and_converters_are_the_registrys_kinds_in_its_order() {
+        let crds: Vec<(String, String, String)> = super::crds()
+            .into_iter()
+            .map(|c| (c.spec.group, c.spec.names.kind, c.spec.names.plural))
+            .collect();
+        let registry: Vec<(String, String, String)> = TUSK_KINDS
+            .iter()
+            .map(|k| (k.group.to_owned(), k.kind.to_owned(), k.plural.to_owned()))
+            .collect();
+        assert_eq!(crds, registry);
+        let converters: Vec<&str> = super::CONVERTERS.iter().map(|c| c.kind()).collect();
+        assert_eq!(converters, TUSK_KINDS.map(|k| k.kind));
+    }
+}

@@ -212,7 +212,7 @@ pub fn guarded(
         env!("CARGO_PKG_VERSION")
     );
     let user_agent = http::HeaderValue::from_str(&user_agent)
-        .unwrap_or_else(|_| http::HeaderValue::from_static("tusk-operator"));
+        .unwrap_or_else(|_| http::HeaderValue::from_static(crate::facts::operator::NAME));
     Ok(kube::client::ClientBuilder::try_from(config)?
         .with_layer(&GuardLayer {
             leadership,

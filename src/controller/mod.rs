@@ -113,70 +113,46 @@ pub async fn run(
     // watched as metadata only, only when Tusk manages them, and not cached: the operator's
     // memory then grows with the number of clusters, not with the number of their children.
     let managed = watcher::Config::default().labels(&crate::facts::cluster::managed_selector());
-    fn children<K>(
-        client: &Client,
-        config: &watcher::Config,
-    ) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
-    where
-        K: kube::Resource<DynamicType = ()>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug
-            + Send
-            + Sync
-            + 'static,
-    {
-        watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), config.clone())
-            .default_backoff()
-            .touched_objects()
-    }
+    let everything = watcher::Config::default();
     let clusters = Controller::new(
         Api::<PostgresCluster>::all(client.clone()),
         watcher::Config::default(),
     )
-    .owns_stream(children::<StatefulSet>(&client, &managed))
-    .owns_stream(children::<ConfigMap>(&client, &managed))
-    .owns_stream(children::<Secret>(&client, &managed))
-    .owns_stream(children::<Service>(&client, &managed))
-    .owns_stream(children::<ServiceAccount>(&client, &managed))
-    .owns_stream(children::<PodDisruptionBudget>(&client, &managed));
+    .owns_stream(metadata::<StatefulSet>(&client, &managed))
+    .owns_stream(metadata::<ConfigMap>(&client, &managed))
+    .owns_stream(metadata::<Secret>(&client, &managed))
+    .owns_stream(metadata::<Service>(&client, &managed))
+    .owns_stream(metadata::<ServiceAccount>(&client, &managed))
+    .owns_stream(metadata::<PodDisruptionBudget>(&client, &managed));
     let users = Controller::new(
         Api::<PostgresUser>::all(client.clone()),
         watcher::Config::default(),
     )
-    .owns_stream(children::<Secret>(&client, &managed));
+    .owns_stream(metadata::<Secret>(&client, &managed));
     // A user's own password Secret is not Tusk's: every Secret's metadata is watched, and a change
     // reconciles the PostgresUsers that name it.
     let user_store = users.store();
     let password_users = user_store.clone();
-    let users = users.watches_stream(
-        watcher(
-            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .touched_objects(),
-        move |secret| {
-            let namespace = secret.namespace();
-            let name = secret.name_any();
-            password_users
-                .state()
-                .into_iter()
-                .filter(|u| {
-                    u.namespace() == namespace
-                        && u.spec.password_secret.as_ref().is_some_and(|p| p.name == name)
-                })
-                .map(|u| ObjectRef::from_obj(u.as_ref()))
-                .collect::<Vec<_>>()
-        },
-    );
+    let users = users.watches_stream(metadata::<Secret>(&client, &everything), move |secret| {
+        let namespace = secret.namespace();
+        let name = secret.name_any();
+        password_users
+            .state()
+            .into_iter()
+            .filter(|u| {
+                u.namespace() == namespace && u.spec.password_secret.as_ref().is_some_and(|p| p.name == name)
+            })
+            .map(|u| ObjectRef::from_obj(u.as_ref()))
+            .collect::<Vec<_>>()
+    });
     // A user or database that waits for its cluster (not up yet, not reachable) tries again as
     // soon as the cluster changes, rather than when its backoff runs out.
     let users = {
         let store = users.store();
-        users.watches_stream(metadata::<PostgresCluster>(&client), move |cluster| {
-            in_cluster(&store, &cluster, |u| &u.spec.cluster.name)
-        })
+        users.watches_stream(
+            metadata::<PostgresCluster>(&client, &everything),
+            move |cluster| in_cluster(&store, &cluster, |u| &u.spec.cluster.name),
+        )
     };
     let databases = Controller::new(
         Api::<PostgresDatabase>::all(client.clone()),
@@ -184,14 +160,15 @@ pub async fn run(
     );
     let databases = {
         let store = databases.store();
-        databases.watches_stream(metadata::<PostgresCluster>(&client), move |cluster| {
-            in_cluster(&store, &cluster, |d| &d.spec.cluster.name)
-        })
+        databases.watches_stream(
+            metadata::<PostgresCluster>(&client, &everything),
+            move |cluster| in_cluster(&store, &cluster, |d| &d.spec.cluster.name),
+        )
     };
     // A database whose owner role is missing tries again as soon as a user in its cluster changes.
     let databases = {
         let (store, users) = (databases.store(), user_store.clone());
-        databases.watches_stream(metadata::<PostgresUser>(&client), move |user| {
+        databases.watches_stream(metadata::<PostgresUser>(&client, &everything), move |user| {
             let Some(user) =
                 users.get(&ObjectRef::new(&user.name_any()).within(&user.namespace().unwrap_or_default()))
             else {
@@ -251,9 +228,10 @@ pub async fn run(
     }
 }
 
-/// Every change of any `K`, as metadata only (nothing else is kept).
+/// Every change of any `K` that `config` selects, as metadata only (nothing else is kept).
 fn metadata<K>(
     client: &Client,
+    config: &watcher::Config,
 ) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
 where
     K: kube::Resource<DynamicType = ()>
@@ -264,12 +242,9 @@ where
         + Sync
         + 'static,
 {
-    watcher(
-        Api::<PartialObjectMeta<K>>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .touched_objects()
+    watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), config.clone())
+        .default_backoff()
+        .touched_objects()
 }
 
 /// The objects in `store` that belong to `cluster` (in its namespace, naming it).

@@ -65,14 +65,7 @@ where
 /// Runs the acknowledging controller for `K` until `shutdown` completes.
 pub async fn run<K>(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static)
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static,
+    K: super::runtime::Object,
 {
     let controller = Controller::new(Api::<K>::all(ctx.client.clone()), watcher::Config::default());
     super::runtime::drive(controller, ctx, acknowledge::<K>, shutdown).await;

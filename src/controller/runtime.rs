@@ -25,6 +25,31 @@ use tracing::warn;
 use super::Context;
 use crate::sql::connections::SqlError;
 
+/// What a controller reconciles: a namespaced object of a known kind that serializes.
+pub trait Object:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Serialize
+    + DeserializeOwned
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Object for K where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Reconciles run at once per kind. Each holds a few objects in flight; without a bound, a
 /// thousand new clusters would all reconcile at once and hold a thousand responses in memory.
 pub const MAX_CONCURRENT_RECONCILES: u16 = 16;
@@ -246,14 +271,7 @@ pub async fn with_finalizer<K, A, AF, C, CF>(
     cleanup: C,
 ) -> Result<Action, Error>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Object,
     A: FnOnce(Arc<K>, Arc<Context>, String) -> AF,
     AF: Future<Output = Result<Action, Error>>,
     C: FnOnce(Arc<K>, Arc<Context>, String) -> CF,
