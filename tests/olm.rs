@@ -78,7 +78,20 @@ async fn operatorhub_install_from_the_stable_channel() {
         ),
     );
     for (_, plural, versions) in KINDS {
-        let crd = value(&crds.get(&format!("{plural}.tusk.dev")).await.unwrap());
+        // OLM may put the bundle's placeholder back for a moment after the wait above, and then
+        // its own Service again: the CRD is read once it points at OLM's namespace.
+        let name = format!("{plural}.tusk.dev");
+        let crd = eventually(
+            &format!("{name} to point at OLM's namespace"),
+            INSTALL,
+            async || {
+                let crd = value(&crds.get(&name).await.ok()?);
+                (crd["spec"]["conversion"]["webhook"]["clientConfig"]["service"]["namespace"]
+                    == OPERATORS_NAMESPACE)
+                    .then_some(crd)
+            },
+        )
+        .await;
         let conversion = &crd["spec"]["conversion"];
         assert_eq!(conversion["strategy"], "Webhook", "{plural}");
         let service = &conversion["webhook"]["clientConfig"]["service"];
