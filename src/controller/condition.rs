@@ -28,6 +28,18 @@ pub fn condition(
     }
 }
 
+/// The reason of the condition `type_` in `conditions` when it has `status`.
+pub fn reason_when<'a>(
+    conditions: Option<&'a [Condition]>,
+    type_: &str,
+    status: ConditionStatus,
+) -> Option<&'a str> {
+    conditions?
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.reason.as_str())
+}
+
 /// The current time as RFC 3339 with seconds, as conditions carry it.
 pub fn now_rfc3339() -> String {
     k8s_openapi::jiff::Timestamp::now()

@@ -108,8 +108,8 @@ impl Elector {
     pub async fn hold(&self) {
         loop {
             tokio::time::sleep(RENEW).await;
-            // Woken up past the deadline (the process was stopped, or starved): leadership has
-            // already ended, whatever a renewal would say now.
+            // Past the deadline (renewals failed, or the process was stopped or starved and woke
+            // up late): leadership has already ended, whatever a renewal would say now.
             if !self.leadership.current() {
                 break warn!(lease = %self.name, deadline = ?RENEW_DEADLINE, "the lease was not renewed in time");
             }
@@ -118,9 +118,6 @@ impl Elector {
                 Ok(true) => self.leadership.renewed_at(attempt),
                 Ok(false) => break warn!(lease = %self.name, "another replica holds the lease"),
                 Err(e) => warn!(lease = %self.name, error = %e, "renewing the lease"),
-            }
-            if !self.leadership.current() {
-                break warn!(lease = %self.name, deadline = ?RENEW_DEADLINE, "the lease was not renewed in time");
             }
         }
         self.leadership.end();

@@ -3,17 +3,15 @@
 //! told so in their status: `Ready` is `Unknown` with reason `NotReconciled`, at the object's
 //! generation. Nothing else is touched.
 
-use std::{fmt::Debug, sync::Arc};
+use std::sync::Arc;
 
-use k8s_openapi::NamespaceResourceScope;
 use kube::{
-    Api, Resource, ResourceExt,
+    Api,
     runtime::{Controller, controller::Action, watcher},
 };
-use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 
-use super::{Context, Error};
+use super::{Context, Error, runtime::Object};
 
 /// The status a pending kind gets; `previous` is its current status, if any.
 pub fn desired_status(kind: &str, generation: Option<i64>, previous: &Value, now: &str) -> Value {
@@ -41,16 +39,8 @@ pub fn desired_status(kind: &str, generation: Option<i64>, previous: &Value, now
     })
 }
 
-async fn acknowledge<K>(object: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error>
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + Debug,
-{
+async fn acknowledge<K: Object>(object: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     let kind = K::kind(&()).into_owned();
-    object.namespace().ok_or(Error::NotNamespaced)?;
     let previous = serde_json::to_value(object.as_ref()).expect("objects serialize")["status"].clone();
     let now = super::condition::now_rfc3339();
     let status = desired_status(&kind, object.meta().generation, &previous, &now);
@@ -65,7 +55,7 @@ where
 /// Runs the acknowledging controller for `K` until `shutdown` completes.
 pub async fn run<K>(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static)
 where
-    K: super::runtime::Object,
+    K: Object,
 {
     let controller = Controller::new(Api::<K>::all(ctx.client.clone()), watcher::Config::default());
     super::runtime::drive(controller, ctx, acknowledge::<K>, shutdown).await;

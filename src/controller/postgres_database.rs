@@ -11,9 +11,9 @@ use tracing::{info, instrument};
 
 use super::{
     Context, Error, Problem,
-    condition::{condition, now_rfc3339},
+    condition::{condition, now_rfc3339, reason_when},
     postgres_user::FINALIZER,
-    runtime::{Happened, record, with_finalizer, write_status},
+    runtime::{Happened, record, record_problem, with_finalizer, write_status},
     sql_target::{cluster_gone, session},
 };
 use crate::{
@@ -112,9 +112,6 @@ pub fn desired_status(db: &PostgresDatabase, problem: Option<&Problem>, now: &st
 async fn apply(db: &PostgresDatabase, ctx: &Context, namespace: &str) -> Result<Action, Error> {
     let name = database::database_name(db);
     let outcome = converge(db, ctx, namespace).await;
-    if let Err(e @ Error::Kube { .. }) = outcome {
-        return Err(e);
-    }
     let problem = outcome.as_ref().err().map(Error::problem);
     let status = desired_status(db, problem.as_ref(), &now_rfc3339());
     write_status(ctx, db, db.status.as_ref(), &status).await?;
@@ -138,17 +135,9 @@ async fn apply(db: &PostgresDatabase, ctx: &Context, namespace: &str) -> Result<
         }
         // The status says what is wrong; the one backoff decides when to look again.
         Err(e) => {
-            if db
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_none_or(|c| {
-                    c.iter()
-                        .any(|c| c.type_ == "Ready" && c.status == ConditionStatus::True)
-                })
-            {
-                record(ctx, db, Happened::Failed(e.problem())).await;
-            }
+            let conditions = db.status.as_ref().and_then(|s| s.conditions.as_deref());
+            let told = reason_when(conditions, "Ready", ConditionStatus::False);
+            record_problem(ctx, db, told, &e.problem()).await;
             Err(e)
         }
     }

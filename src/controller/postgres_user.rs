@@ -21,8 +21,8 @@ use tracing::{info, instrument};
 use super::{
     Context, Error, Problem,
     apply::ensure,
-    condition::{condition, now_rfc3339},
-    runtime::{Happened, record, with_finalizer, write_status},
+    condition::{condition, now_rfc3339, reason_when},
+    runtime::{Happened, record, record_problem, with_finalizer, write_status},
     sql_target::{BindingData, binding_entries, binding_secret, cluster_gone, controlled_by, session},
 };
 use crate::{
@@ -253,24 +253,13 @@ async fn apply(user: &PostgresUser, ctx: &Context, namespace: &str) -> Result<Ac
     match failure {
         // The status says what is wrong; the one backoff decides when to look again.
         Some(e) => {
-            let was_ready = user
-                .status
-                .as_ref()
-                .is_some_and(|s| is_ready(s.conditions.as_deref()));
-            if was_ready || user.status.is_none() {
-                record(ctx, user, Happened::Failed(e.problem())).await;
-            }
+            let conditions = user.status.as_ref().and_then(|s| s.conditions.as_deref());
+            let told = reason_when(conditions, "Ready", ConditionStatus::False);
+            record_problem(ctx, user, told, &e.problem()).await;
             Err(e)
         }
         None => Ok(Action::requeue(ctx.resync)),
     }
-}
-
-fn is_ready(conditions: Option<&[crate::api::common::Condition]>) -> bool {
-    conditions
-        .unwrap_or_default()
-        .iter()
-        .any(|c| c.type_ == "Ready" && c.status == ConditionStatus::True)
 }
 
 /// Converges the role and applies the binding Secret. `Ok(Err(..))` is a failure for the status

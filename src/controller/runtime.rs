@@ -326,6 +326,20 @@ impl Happened {
     }
 }
 
+/// Records the `Warning` Event of `problem` on `object` unless `told`, the reason of the problem
+/// its status showed before this reconcile, is the same: a problem is told when it appears or
+/// changes, not at every retry.
+pub async fn record_problem<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    object: &K,
+    told: Option<&str>,
+    problem: &Problem,
+) {
+    if told != Some(problem.reason.as_ref()) {
+        record(ctx, object, Happened::Failed(problem.clone())).await;
+    }
+}
+
 /// Records `happened` as an Event on `object`. An Event is a courtesy to the user: failing to
 /// write one is logged, never a reconcile error.
 pub async fn record<K: Resource<DynamicType = ()>>(ctx: &Context, object: &K, happened: Happened) {

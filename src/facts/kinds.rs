@@ -82,8 +82,3 @@ pub const USER_CHILDREN: [Kind; 1] = [of::<Secret>()];
 pub const POD: Kind = of::<Pod>();
 /// See [`POD`].
 pub const EVENT: Kind = of::<Event>();
-
-/// The kind named `kind` among [`TUSK_KINDS`].
-pub fn tusk_kind(kind: &str) -> Option<Kind> {
-    TUSK_KINDS.into_iter().find(|k| k.kind == kind)
-}

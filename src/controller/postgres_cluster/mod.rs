@@ -31,10 +31,11 @@ use self::{
 use super::{
     Context, Error, Problem,
     apply::{Outcome, ensure},
-    runtime::{Happened, record, write_status},
+    condition::reason_when,
+    runtime::{Happened, record, record_problem, write_status},
 };
 use crate::{
-    api::postgres_cluster::v1::PostgresCluster,
+    api::{common::ConditionStatus, postgres_cluster::v1::PostgresCluster},
     facts::cluster::{CLUSTER_LABEL, Names, PASSWORD_KEY, ROLE_LABEL, Role},
 };
 
@@ -74,24 +75,13 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
     let status = desired_status(&cluster, &observed, &super::condition::now_rfc3339());
     if write_status(&ctx, cluster.as_ref(), cluster.status.as_ref(), &status).await? {
         info!(ready = ?status.ready_instances, "status updated");
-        let was = cluster
-            .status
-            .as_ref()
-            .and_then(|s| degraded_reason(s.conditions.as_deref()));
-        if let Some(problem) = &observed.problem
-            && was.as_deref() != Some(problem.reason.as_ref())
-        {
-            record(&ctx, cluster.as_ref(), Happened::Failed(problem.clone())).await;
-        }
+    }
+    if let Some(problem) = &observed.problem {
+        let conditions = cluster.status.as_ref().and_then(|s| s.conditions.as_deref());
+        let told = reason_when(conditions, "Degraded", ConditionStatus::True);
+        record_problem(&ctx, cluster.as_ref(), told, problem).await;
     }
     Ok(Action::requeue(ctx.resync))
-}
-
-fn degraded_reason(conditions: Option<&[crate::api::common::Condition]>) -> Option<String> {
-    conditions?
-        .iter()
-        .find(|c| c.type_ == "Degraded" && c.status == crate::api::common::ConditionStatus::True)
-        .map(|c| c.reason.clone())
 }
 
 /// The superuser's password: the one in the Secret when it has one, a new one otherwise. A

@@ -7,7 +7,7 @@ use crate::api::{
     common::ConditionStatus,
     postgres_cluster::v1::{PostgresCluster, PostgresClusterStatus},
 };
-pub use crate::controller::runtime::Problem;
+use crate::controller::Problem;
 
 /// What reconcile observed, beyond the cluster itself.
 #[derive(Clone, Debug, Default)]

@@ -7,10 +7,7 @@
 //! too). `cargo xtask generate` adds a release's lines once, when the plan first marks it
 //! `released: true`; after that they never change.
 
-use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
-};
+use std::{collections::BTreeMap, path::Path};
 
 use semver::Version;
 use serde_json::Value;
@@ -92,19 +89,6 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                files_under(&path, out);
-            } else {
-                out.push(path);
-            }
-        }
-    }
-}
-
 /// Reads [`LOCK_FILE`] under `root` (none yet is an empty lock).
 pub fn load_lock(root: &Path) -> Result<Lock, String> {
     match std::fs::read_to_string(root.join(LOCK_FILE)) {
@@ -139,7 +123,7 @@ pub fn load(root: &Path, plan: &Plan, lock: &Lock) -> Result<BTreeMap<Version, F
     {
         let dir = bundle_path(&release.version, "");
         let mut paths = Vec::new();
-        files_under(&root.join(&dir), &mut paths);
+        super::walk(&root.join(&dir), &mut paths);
         paths.sort();
         let mut bundle = FrozenBundle {
             files: Vec::new(),

@@ -224,6 +224,7 @@ fn first_difference(old: &str, new: &str) -> String {
     )
 }
 
+/// Every file below `dir`, depth first.
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
