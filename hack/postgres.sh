@@ -36,7 +36,7 @@ if [[ $(id -u) -eq 0 ]]; then
 fi
 PG18_DIR="$ROOT/postgres-18-$PG18_WHEEL_VERSION"
 # What every test may run, in both majors.
-PROGRAMS=(postgres initdb pg_ctl psql pg_isready pg_basebackup pg_dump pg_controldata)
+PROGRAMS=(postgres initdb pg_ctl psql pg_isready pg_basebackup pg_dump pg_controldata pg_verifybackup pg_waldump pgbench)
 
 log() { echo "postgres: $*" >&2; }
 

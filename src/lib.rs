@@ -6,6 +6,7 @@
 //! - [`webhook`]: the HTTPS conversion webhook the apiserver calls.
 //! - [`crd`]: the CustomResourceDefinitions as Tusk installs them.
 //! - [`instance`]: the instance manager, PID 1 of each PostgreSQL pod.
+//! - [`backup`]: WAL archiving, base backups and restores in an object store.
 //! - [`migrate`]: storage-version migration of stored objects.
 //! - [`controller`]: the controllers `tusk-operator run` hosts.
 //! - [`sql`]: how the operator reaches clusters over SQL and converges roles and databases.
@@ -17,6 +18,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod backup;
 pub mod cli;
 pub mod controller;
 pub mod crd;

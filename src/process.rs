@@ -36,6 +36,31 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// Children the instance manager waits for itself (such as `pg_basebackup` for a backup): the
+/// reaper leaves them to their owner.
+static OWN_CHILDREN: std::sync::Mutex<std::collections::BTreeSet<i32>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Marks `pid` as a child its owner waits for, until [`release_child`]: the instance
+/// manager's reaper (it is PID 1 and reaps orphans) leaves it alone.
+pub fn claim_child(pid: u32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        OWN_CHILDREN.lock().expect("never poisoned").insert(pid);
+    }
+}
+
+/// Gives a child back to the reaper.
+pub fn release_child(pid: u32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        OWN_CHILDREN.lock().expect("never poisoned").remove(&pid);
+    }
+}
+
+/// Whether `pid` is a child its owner waits for.
+pub fn is_claimed(pid: i32) -> bool {
+    OWN_CHILDREN.lock().expect("never poisoned").contains(&pid)
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -54,11 +54,22 @@ pub const OPERATOR_RULES: &[Rule] = &[
         resources: &["postgresusers", "postgresdatabases"],
         verbs: &["create", "patch"],
     },
-    // Owner references that block deletion need this where OwnerReferencesPermissionEnforcement
-    // is on (as on OpenShift): clusters own their children, users their binding Secrets.
+    // A schedule's runs, and the backups retention lets go.
     Rule {
         api_groups: &[GROUP],
-        resources: &["postgresclusters/finalizers", "postgresusers/finalizers"],
+        resources: &["postgresbackups"],
+        verbs: &["create", "delete"],
+    },
+    // Owner references that block deletion need this where OwnerReferencesPermissionEnforcement
+    // is on (as on OpenShift): clusters own their children, users their binding Secrets,
+    // schedules their backups.
+    Rule {
+        api_groups: &[GROUP],
+        resources: &[
+            "postgresclusters/finalizers",
+            "postgresusers/finalizers",
+            "postgresbackupschedules/finalizers",
+        ],
         verbs: &["update"],
     },
     // A cluster's children. Server-side apply creates what is missing, so it needs create too.
@@ -77,11 +88,32 @@ pub const OPERATOR_RULES: &[Rule] = &[
         resources: &["poddisruptionbudgets"],
         verbs: OWN,
     },
-    // The role labels the -rw and -ro Services select on.
+    // What lets a cluster's pods read and renew its primary's Lease (granting it needs the
+    // operator to hold those permissions too: see the leases rule).
+    Rule {
+        api_groups: &["rbac.authorization.k8s.io"],
+        resources: &["roles", "rolebindings"],
+        verbs: OWN,
+    },
+    // Each cluster's primary Lease: created once, watched to see the primary renew it, and
+    // handed to a replica on failover.
+    Rule {
+        api_groups: &["coordination.k8s.io"],
+        resources: &["leases"],
+        verbs: &["get", "list", "watch", "create", "update"],
+    },
+    // Whether the claim a cluster backs up to exists yet (its pods mount it only then).
+    Rule {
+        api_groups: &[""],
+        resources: &["persistentvolumeclaims"],
+        verbs: &["get"],
+    },
+    // The role labels the -rw and -ro Services select on; a rolling update deletes each pod in
+    // turn (the StatefulSet is OnDelete), the primary last.
     Rule {
         api_groups: &[""],
         resources: &["pods"],
-        verbs: &["get", "list", "watch", "patch"],
+        verbs: &["get", "list", "watch", "patch", "delete"],
     },
     // Events on the objects it reconciles: created, changed, drift repaired, failed. A repeated
     // Event is a patch of its series.
@@ -127,7 +159,7 @@ pub fn cluster_role(name: &str) -> ClusterRole {
 #[cfg(test)]
 mod tests {
     use super::{LEADER_ELECTION_RULES, OPERATOR_RULES};
-    use crate::facts::kinds::{CLUSTER_CHILDREN, EVENT, Kind, POD, TUSK_KINDS, USER_CHILDREN};
+    use crate::facts::kinds::{CLUSTER_CHILDREN, EVENT, Kind, LEASE, POD, TUSK_KINDS, USER_CHILDREN};
 
     fn allows(kind: &Kind, resource: &str, verbs: &[&str]) -> bool {
         verbs.iter().all(|verb| {
@@ -161,6 +193,11 @@ mod tests {
         }
         assert!(allows(&POD, POD.plural, &["get", "list", "watch", "patch"]));
         assert!(allows(&EVENT, EVENT.plural, &["create", "patch"]));
+        assert!(allows(
+            &LEASE,
+            LEASE.plural,
+            &["get", "list", "watch", "create", "update"]
+        ));
     }
 
     #[test]

@@ -193,11 +193,22 @@ async fn a_cluster_is_created_scaled_reconfigured_and_deleted() {
             "postgres".to_owned()
         )
     );
+    // db-0 holds the primary's Lease, but no instance manager runs here (kwok plays the kubelet),
+    // so nothing says it accepts writes: it is not labelled primary, and -rw selects nobody.
     let pods = Api::<Pod>::namespaced(client.clone(), &ns);
     let primary = pods.get("db-0").await.unwrap();
     assert_eq!(
         primary.labels().get("tusk.dev/role").map(String::as_str),
-        Some("primary")
+        Some("replica")
+    );
+    let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(client.clone(), &ns)
+        .get("db-primary")
+        .await
+        .unwrap();
+    assert_eq!(
+        lease.spec.unwrap().holder_identity.as_deref(),
+        Some("db-0"),
+        "the first pod bootstraps"
     );
     let first_password = password(&client, &ns, "db").await;
     assert_eq!(first_password.len(), 32);
@@ -491,38 +502,61 @@ async fn a_superuser_secret_tusk_cannot_use_shows_as_degraded_until_fixed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kinds_without_a_controller_yet_say_so_in_their_status() {
+async fn backups_and_schedules_say_what_they_wait_for_and_leave_the_spec_alone() {
     let plane = plane_with_crds().await;
     operator(plane).await;
     let client = plane.client().await.unwrap();
-    let ns = plane.namespace("pending").await.unwrap();
-    for (kind, spec) in [
-        ("PostgresBackup", json!({"cluster": {"name": "db"}})),
+    let ns = plane.namespace("backupkinds").await.unwrap();
+    for (kind, name, spec, expected) in [
+        (
+            "PostgresBackup",
+            "x",
+            json!({"cluster": {"name": "db"}}),
+            ("False", "ClusterNotFound", "spec.cluster.name"),
+        ),
         (
             "PostgresBackupSchedule",
-            json!({"cluster": {"name": "db"}, "schedule": "@daily"}),
+            "x",
+            json!({"cluster": {"name": "db"}, "schedule": "@daily", "timeZone": "Europe/Paris"}),
+            ("True", "Scheduled", "next run"),
+        ),
+        (
+            "PostgresBackupSchedule",
+            "mars",
+            json!({"cluster": {"name": "db"}, "schedule": "@daily", "timeZone": "Mars/Olympus"}),
+            ("False", "InvalidTimeZone", "spec.timeZone"),
         ),
     ] {
         let api = support::apiserver::api(&client, &ns, kind, "v1");
         let object = serde_json::from_value(json!({
-            "apiVersion": "tusk.dev/v1", "kind": kind, "metadata": {"name": "x"}, "spec": spec.clone(),
+            "apiVersion": "tusk.dev/v1", "kind": kind, "metadata": {"name": name}, "spec": spec.clone(),
         }))
         .unwrap();
         api.create(&PostParams::default(), &object).await.unwrap();
-        let status = eventually(&format!("{kind} status"), Duration::from_secs(30), || async {
-            let o = api.get("x").await.ok()?;
-            let status = o.data.get("status")?.clone();
-            (status["observedGeneration"] == json!(1)).then_some(status)
-        })
+        let status = eventually(
+            &format!("{kind} {name} status"),
+            Duration::from_secs(30),
+            || async {
+                let o = api.get(name).await.ok()?;
+                let status = o.data.get("status")?.clone();
+                (status["observedGeneration"] == json!(1)).then_some(status)
+            },
+        )
         .await;
         let ready = &status["conditions"][0];
+        assert_eq!(ready["type"], "Ready", "{kind} {name}");
         assert_eq!(
-            (ready["type"].as_str(), ready["status"].as_str()),
-            (Some("Ready"), Some("Unknown")),
-            "{kind}"
+            (ready["status"].as_str(), ready["reason"].as_str()),
+            (Some(expected.0), Some(expected.1)),
+            "{kind} {name}: {status:#}"
         );
-        assert_eq!(ready["reason"], "NotReconciled", "{kind}");
-        let spec_after = api.get("x").await.unwrap().data["spec"].clone();
+        let message = ready["message"].as_str().unwrap();
+        if expected.2 == "next run" {
+            assert!(status["nextScheduleTime"].is_string(), "{status:#}");
+        } else {
+            assert!(message.contains(expected.2), "{kind} {name}: {message}");
+        }
+        let spec_after = api.get(name).await.unwrap().data["spec"].clone();
         for (field, value) in spec.as_object().unwrap() {
             assert_eq!(&spec_after[field], value, "{kind}: spec.{field} is untouched");
         }
@@ -577,17 +611,7 @@ async fn a_password_the_pod_would_refuse_is_degraded_never_a_crash_loop() {
         );
     }
     // The user is told with an Event too.
-    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), &ns);
-    let event = eventually("an InvalidSecret Event", Duration::from_secs(30), || async {
-        events
-            .list(&Default::default())
-            .await
-            .ok()?
-            .items
-            .into_iter()
-            .find(|e| e.reason.as_deref() == Some("InvalidSecret"))
-    })
-    .await;
+    let event = support::event(&client, &ns, "InvalidSecret", |_| true).await;
     assert_eq!(event.type_.as_deref(), Some("Warning"));
     assert_eq!(event.reporting_controller.as_deref(), Some("tusk-operator"));
 }
@@ -648,4 +672,123 @@ async fn a_panicking_reconcile_is_caught_counted_and_retried_while_others_are_se
         .await
         .unwrap();
     wait_ready(&clusters, "boom", 1).await;
+}
+
+/// Instances spread across nodes and zones: four fake kwok Nodes in two zones, tainted so only
+/// this test's pods (which tolerate the taint and select the nodes) run there. By default the
+/// three instances land on three nodes in both zones; with `antiAffinity: Required` a fifth
+/// instance finds no free node and stays Pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_spread_across_nodes_and_zones() {
+    let plane = plane_with_crds().await;
+    let _ = operator(plane).await;
+    let client = plane.client().await.unwrap();
+    let ns = restricted_namespace(plane, "spread").await;
+    let nodes = Api::<k8s_openapi::api::core::v1::Node>::all(client.clone());
+    let mut made = Vec::new();
+    for (suffix, zone) in [
+        ("a1", "zone-a"),
+        ("a2", "zone-a"),
+        ("b1", "zone-b"),
+        ("b2", "zone-b"),
+    ] {
+        let name = format!("{ns}-{suffix}");
+        let node = serde_json::from_value(json!({
+            "metadata": {
+                "name": name,
+                "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                "labels": {
+                    "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "type": "kwok",
+                    "topology.kubernetes.io/zone": zone, "tusk.dev/test-pool": ns,
+                },
+            },
+            "spec": {"taints": [{"key": "tusk.dev/test-pool", "value": ns, "effect": "NoSchedule"}]},
+            "status": {
+                "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+                "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+            },
+        }))
+        .unwrap();
+        nodes.create(&PostParams::default(), &node).await.unwrap();
+        made.push((name, zone));
+    }
+    let scheduling = |extra: serde_json::Value| {
+        let mut s = json!({
+            "nodeSelector": {"tusk.dev/test-pool": ns},
+            "tolerations": [{"key": "tusk.dev/test-pool", "operator": "Equal", "value": ns, "effect": "NoSchedule"}],
+        });
+        s.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        s
+    };
+    let clusters = Api::<PostgresCluster>::namespaced(client.clone(), &ns);
+    let create = |name: &str, instances: i32, scheduling: serde_json::Value| {
+        serde_json::from_value::<PostgresCluster>(json!({
+            "apiVersion": "tusk.dev/v1", "kind": "PostgresCluster",
+            "metadata": {"name": name},
+            "spec": {"postgres": {"version": 17}, "instances": instances, "storage": {"data": {"size": "1Gi"}}, "scheduling": scheduling},
+        }))
+        .unwrap()
+    };
+    clusters
+        .create(&PostParams::default(), &create("db", 3, scheduling(json!({}))))
+        .await
+        .unwrap();
+    wait_ready(&clusters, "db", 3).await;
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+    let placed = |prefix: &'static str| {
+        let pods = pods.clone();
+        async move {
+            pods.list(&kube::api::ListParams::default().labels(&format!("tusk.dev/cluster={prefix}")))
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .filter_map(|p| Some((p.name_any(), p.spec?.node_name?)))
+                .collect::<Vec<(String, String)>>()
+        }
+    };
+    let db = placed("db").await;
+    let on: std::collections::BTreeSet<&String> = db.iter().map(|(_, n)| n).collect();
+    assert_eq!(on.len(), 3, "three nodes: {db:?}");
+    let zones: std::collections::BTreeSet<&str> = db
+        .iter()
+        .map(|(_, node)| {
+            made.iter()
+                .find(|(n, _)| n == node)
+                .map(|(_, z)| *z)
+                .expect("one of the test's nodes")
+        })
+        .collect();
+    assert_eq!(zones.len(), 2, "both zones: {db:?}");
+
+    clusters
+        .create(
+            &PostParams::default(),
+            &create("strict", 5, scheduling(json!({"antiAffinity": "Required"}))),
+        )
+        .await
+        .unwrap();
+    let pending = eventually("strict-4 unschedulable", Duration::from_secs(180), || async {
+        let pod = pods.get_opt("strict-4").await.ok()??;
+        pod.status?.conditions?.into_iter().find(|c| {
+            c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable")
+        })
+    })
+    .await;
+    let strict = placed("strict").await;
+    let on: std::collections::BTreeSet<&String> = strict.iter().map(|(_, n)| n).collect();
+    assert_eq!(
+        (strict.len(), on.len()),
+        (4, 4),
+        "one instance per node: {strict:?}; {pending:?}"
+    );
+
+    for name in ["db", "strict"] {
+        clusters.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    for (name, _) in &made {
+        let _ = nodes.delete(name, &DeleteParams::default()).await;
+    }
 }

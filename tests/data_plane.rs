@@ -4,13 +4,15 @@
 //! mapped to PostgreSQL 15 from Debian or PostgreSQL 18 from registry binaries. The primary runs
 //! `initdb`, two replicas `pg_basebackup` from it and stream; restarts reuse the data directory;
 //! a fast shutdown that hangs becomes an immediate one;
-//! a replica is promoted on request; a foreign or damaged data directory is refused and kept.
+//! when the primary stops, the operator promotes a replica through the primary's Lease and `-rw`
+//! follows it, and the old primary rejoins as a replica; a foreign or damaged data directory is
+//! refused and kept.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
-use kube::{Api, api::PostParams};
+use kube::Api;
 use serde_json::json;
 use support::{
     apiserver::{plane_with_crds, start_operator},
@@ -20,14 +22,14 @@ use tusk::api::postgres_cluster::v1::PostgresCluster;
 use tusk_testenv::{Wait, eventually, postgres::Postgres};
 
 /// Starts the operator once for this test binary.
-async fn operator(plane: &tusk_testenv::ControlPlane) {
+async fn operator(plane: &tusk_testenv::ControlPlane) -> &'static support::apiserver::Operator {
     static OPERATOR: tokio::sync::OnceCell<support::apiserver::Operator> = tokio::sync::OnceCell::const_new();
     OPERATOR
         .get_or_init(|| async {
             let args = ["--resync-interval=5s".to_owned()];
             start_operator(plane, "tusk-operator", &args, "info,kube=warn").await
         })
-        .await;
+        .await
 }
 
 /// A namespace with a cluster of `instances` running PostgreSQL `major`; no pod runs yet.
@@ -37,21 +39,67 @@ async fn cluster(prefix: &str, major: u32, instances: i32) -> LocalCluster {
     operator(plane).await;
     let client = plane.client().await.unwrap();
     let ns = plane.namespace(prefix).await.unwrap();
-    let cluster: PostgresCluster = serde_json::from_value(json!({
-        "apiVersion": "tusk.dev/v1", "kind": "PostgresCluster",
-        "metadata": {"name": "db"},
-        "spec": {
-            "postgres": {"version": major, "parameters": {"wal_keep_size": "64MB"}},
-            "instances": instances,
-            "storage": {"data": {"size": "1Gi"}},
+    let spec = json!({
+        "postgres": {"version": major, "parameters": {"wal_keep_size": "64MB"}},
+        "instances": instances,
+        "storage": {"data": {"size": "1Gi"}},
+    });
+    let c = LocalCluster::create(&client, &ns, "db", spec, postgres).await;
+    // The operator reaches each instance manager on its pod's loopback address.
+    let operator = operator(plane).await;
+    for ordinal in 0..instances {
+        let address = std::net::SocketAddr::new(c.ip(ordinal), support::local_cluster::STATUS_PORT);
+        operator.map_instance(&ns, "db", &format!("db-{ordinal}"), address);
+    }
+    c
+}
+
+/// The role and timeline `status.instanceStatus` shows for `pod`.
+fn reported(status: &serde_json::Value, pod: &str) -> (String, Option<i64>) {
+    let instance = status["instanceStatus"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|i| i["name"] == pod);
+    instance.map_or((String::new(), None), |i| {
+        (
+            i["role"].as_str().unwrap_or_default().to_owned(),
+            i["timeline"].as_i64(),
+        )
+    })
+}
+
+/// The cluster's status, once `primary` alone is labelled primary, is `status.currentPrimary`,
+/// and each of `roles` (pod, role, timeline) shows in `status.instanceStatus`.
+async fn primary_by_labels_and_status(
+    c: &LocalCluster,
+    primary: &str,
+    roles: &[(&str, &str, Option<i64>)],
+) -> serde_json::Value {
+    let client = plane_with_crds().await.client().await.unwrap();
+    let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), &c.namespace);
+    let clusters = Api::<PostgresCluster>::namespaced(client, &c.namespace);
+    eventually(
+        &format!("{primary} labelled primary and in status"),
+        Duration::from_secs(60),
+        || async {
+            let labelled = pods
+                .list(&kube::api::ListParams::default().labels("tusk.dev/role=primary"))
+                .await
+                .ok()?;
+            let names: Vec<String> = labelled
+                .items
+                .iter()
+                .filter_map(|p| p.metadata.name.clone())
+                .collect();
+            let status = serde_json::to_value(clusters.get("db").await.ok()?.status).ok()?;
+            let shown = roles
+                .iter()
+                .all(|(pod, role, timeline)| reported(&status, pod) == ((*role).to_owned(), *timeline));
+            (names == [primary] && status["currentPrimary"] == primary && shown).then_some(status)
         },
-    }))
-    .unwrap();
-    Api::<PostgresCluster>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &cluster)
-        .await
-        .unwrap();
-    LocalCluster::new(&client, &ns, "db", postgres).await
+    )
+    .await
 }
 
 async fn count(db: &tokio_postgres::Client, marker: &str) -> i64 {
@@ -207,38 +255,65 @@ async fn primary_and_two_replicas(major: u32) {
     .await;
     replicate(&c, 0, &[1, 2], "after restart").await;
 
-    // The primary goes away; replica 2 is promoted on request and takes writes.
+    primary_by_labels_and_status(
+        &c,
+        "db-0",
+        &[
+            ("db-0", "primary", Some(1)),
+            ("db-1", "replica", Some(1)),
+            ("db-2", "replica", Some(1)),
+        ],
+    )
+    .await;
+
+    // The primary goes away. Once its Lease expires, the operator hands it to the replica whose
+    // WAL goes furthest (db-1 and db-2 have all of it: the lowest name), which promotes; `-rw`
+    // follows it, not pod 0.
     c.stop(0);
-    let pgdata = c.claim_dir(2, "data").join("pgdata");
-    let mut promote = std::process::Command::new(env!("CARGO_BIN_EXE_tusk-operator"));
-    promote.args(["promote", &format!("--pgdata={}", pgdata.display())]);
-    promote.env("PATH", c.postgres.bin_dir());
-    if let Some((uid, gid)) = tusk_testenv::postgres::unprivileged_user() {
-        use std::os::unix::process::CommandExt;
-        promote.uid(uid).gid(gid);
-    }
-    let out = promote.output().unwrap();
-    assert!(
-        out.status.success(),
-        "promote: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let promoted = c.connect(2).await.unwrap();
-    promoted
-        .execute("INSERT INTO rows (marker) VALUES ('on the new primary')", &[])
-        .await
-        .unwrap();
+    let promoted = eventually("a write through -rw", Duration::from_secs(60), || async {
+        let db = c.connect_rw().await.ok()?;
+        db.execute("INSERT INTO rows (marker) VALUES ('on the new primary')", &[])
+            .await
+            .ok()?;
+        Some(db)
+    })
+    .await;
     assert_eq!(count(&promoted, "after restart").await, 1);
-    let (_, metrics) = c.status(2, "/metrics").await.unwrap();
+    primary_by_labels_and_status(
+        &c,
+        "db-1",
+        &[
+            ("db-1", "primary", Some(2)),
+            ("db-0", "unknown", None),
+            ("db-2", "replica", Some(2)),
+        ],
+    )
+    .await;
+    let (_, metrics) = c.status(1, "/metrics").await.unwrap();
     assert!(
         metrics.contains("tusk_instance_role{role=\"primary\"} 1"),
         "{metrics}"
     );
     assert!(
-        !pgdata.join("standby.signal").exists(),
+        !c.claim_dir(1, "data").join("pgdata/standby.signal").exists(),
         "a promoted instance restarts as a primary"
     );
+    // The old primary comes back as a replica of the new timeline, with every row.
+    c.start(0).await;
+    c.wait_ready(0, ready).await;
+    let rejoined = c.connect(0).await.unwrap();
+    eventually(
+        "pod 0 to have the new primary's row",
+        Duration::from_secs(30),
+        || async { (count(&rejoined, "on the new primary").await == 1).then_some(()) },
+    )
+    .await;
+    let recovering: bool = rejoined
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(recovering, "the old primary rejoined as a replica");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

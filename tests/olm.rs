@@ -292,6 +292,40 @@ async fn channel_upgrades_across_crd_versions_keep_every_object() {
         predicted_stored(&inputs, &["0.1.0", "0.2.0", "1.0.0"])
     );
     reconciled(&env, &written).await;
+    // 1.0.0's permissions let the operator read backups but not create them: a schedule's run
+    // says so in its status and stays due.
+    let schedules = tusk_api(&env.client, &written.namespace, "PostgresBackupSchedule", "v1");
+    schedules
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "tusk.dev/v1", "kind": "PostgresBackupSchedule",
+                "metadata": {"name": "every-minute"},
+                "spec": {"cluster": {"name": "postgrescluster-0"}, "schedule": "* * * * *"},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let refused = eventually(
+        "the run of every-minute refused under 1.0.0's permissions",
+        Duration::from_secs(120),
+        async || {
+            let schedule = value(&schedules.get("every-minute").await.ok()?);
+            let ready = schedule["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Ready")?
+                .clone();
+            (ready["reason"] == "RunNotCreated").then_some(ready)
+        },
+    )
+    .await;
+    assert_eq!(refused["status"], "False", "{refused:#}");
+    assert!(
+        refused["message"].as_str().unwrap().contains("forbidden"),
+        "{refused:#}"
+    );
     // A change made through v1alpha1 is reconciled too.
     let first = written.objects[0].1.clone();
     let patched = tusk_api(&env.client, &written.namespace, "PostgresCluster", "v1alpha1")
@@ -314,6 +348,21 @@ async fn channel_upgrades_across_crd_versions_keep_every_object() {
     env.upgrade("1.0.0", HEAD, Mode::Run).await;
     let reads = written.check(&env, &served(&inputs, HEAD)).await;
     println!("{HEAD}: {reads} reads");
+    // With this release's permissions the run that was refused is taken.
+    let backups = tusk_api(&env.client, &written.namespace, "PostgresBackup", "v1");
+    let run = eventually(
+        "every-minute's run created once permitted",
+        Duration::from_secs(120),
+        async || {
+            let list = backups
+                .list(&kube::api::ListParams::default().labels("tusk.dev/schedule=every-minute"))
+                .await
+                .ok()?;
+            list.items.first().map(|b| b.metadata.name.clone().unwrap())
+        },
+    )
+    .await;
+    println!("{HEAD}: the refused run became {run}");
 
     let next = inputs_with_drop(HEAD);
     let refused = validation_errors(&next);

@@ -23,7 +23,6 @@ use support::{
     apiserver::{Operator, api, plane_with_crds, start_operator},
     local_cluster::LocalCluster,
 };
-use tusk::api::postgres_cluster::v1::PostgresCluster;
 use tusk_testenv::{eventually, postgres::Postgres};
 
 /// The operator's resync interval here: short, so that drift is repaired quickly.
@@ -61,17 +60,7 @@ async fn cluster_with(
     if !bootstrap.is_null() {
         spec["bootstrap"] = bootstrap;
     }
-    let cluster: PostgresCluster = serde_json::from_value(json!({
-        "apiVersion": "tusk.dev/v1", "kind": "PostgresCluster",
-        "metadata": {"name": "db"},
-        "spec": spec,
-    }))
-    .unwrap();
-    Api::<PostgresCluster>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &cluster)
-        .await
-        .unwrap();
-    let mut c = LocalCluster::new(&client, &ns, "db", postgres).await;
+    let mut c = LocalCluster::create(&client, &ns, "db", spec, postgres).await;
     c.start(0).await;
     c.wait_ready(0, Duration::from_secs(120)).await;
     op.map_cluster(&ns, "db", (c.ip(0), 5432).into());

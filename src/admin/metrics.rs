@@ -1,20 +1,58 @@
 //! The operator's Prometheus metrics: reconciles, errors by kind, a reconcile duration histogram
-//! and the number of objects managed, per kind of object; SQL statements sent to clusters.
+//! and the number of objects managed, per kind of object; SQL statements sent to clusters; and,
+//! computed at each scrape, which backup schedules are overdue.
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use prometheus_client::{
-    encoding::text::encode,
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric, text::encode},
     metrics::{
+        MetricType,
         counter::Counter,
         family::Family,
-        gauge::Gauge,
+        gauge::{ConstGauge, Gauge},
         histogram::{Histogram, exponential_buckets},
     },
     registry::Registry,
 };
 
 type Labels = Vec<(String, String)>;
+
+/// Rows of a gauge computed when scraped: labels and value.
+pub type Rows = Box<dyn Fn() -> Vec<(Labels, i64)> + Send + Sync>;
+
+/// `tusk_backup_schedule_overdue`, from the schedules the operator watches at the time of the
+/// scrape: a deleted schedule leaves no stale series behind.
+#[derive(Clone, Default)]
+struct OverdueSchedules(Arc<OnceLock<Rows>>);
+
+impl std::fmt::Debug for OverdueSchedules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OverdueSchedules")
+    }
+}
+
+impl Collector for OverdueSchedules {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let Some(rows) = self.0.get() else {
+            return Ok(());
+        };
+        let mut family = encoder.encode_descriptor(
+            "backup_schedule_overdue",
+            "1 when a PostgresBackupSchedule that is not suspended named two run times since its last completed backup",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (labels, value) in rows() {
+            ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
 
 /// Every metric, and the registry that renders them.
 pub struct Metrics {
@@ -24,6 +62,7 @@ pub struct Metrics {
     duration: Family<Labels, Histogram, fn() -> Histogram>,
     managed: Family<Labels, Gauge>,
     sql_statements: Family<Labels, Counter>,
+    overdue: OverdueSchedules,
 }
 
 fn duration_histogram() -> Histogram {
@@ -65,6 +104,8 @@ impl Default for Metrics {
             "Objects the operator manages, by kind",
             managed.clone(),
         );
+        let overdue = OverdueSchedules::default();
+        registry.register_collector(Box::new(overdue.clone()));
         Self {
             registry,
             reconciles,
@@ -72,6 +113,7 @@ impl Default for Metrics {
             duration,
             managed,
             sql_statements,
+            overdue,
         }
     }
 }
@@ -104,6 +146,12 @@ impl Metrics {
     /// The counter of SQL statements, by kind (`read` or `write`), shared with the connections.
     pub fn sql_statements(&self) -> Family<Labels, Counter> {
         self.sql_statements.clone()
+    }
+
+    /// Where `tusk_backup_schedule_overdue` comes from at each scrape; the first source given
+    /// stays.
+    pub fn overdue_schedules(&self, rows: Rows) {
+        let _ = self.overdue.0.set(rows);
     }
 
     /// The metrics in Prometheus' text format.
@@ -139,6 +187,21 @@ mod tests {
         );
         assert!(
             text.contains("tusk_managed_objects{kind=\"PostgresCluster\"} 3"),
+            "{text}"
+        );
+        assert!(!text.contains("backup_schedule_overdue"), "{text}");
+        let labels = |name: &str| {
+            vec![
+                ("namespace".to_owned(), "ns".to_owned()),
+                ("schedule".to_owned(), name.to_owned()),
+            ]
+        };
+        let rows = vec![(labels("nightly"), 1), (labels("hourly"), 0)];
+        m.overdue_schedules(Box::new(move || rows.clone()));
+        let text = m.render();
+        assert!(
+            text.contains("tusk_backup_schedule_overdue{namespace=\"ns\",schedule=\"nightly\"} 1")
+                && text.contains("tusk_backup_schedule_overdue{namespace=\"ns\",schedule=\"hourly\"} 0"),
             "{text}"
         );
     }

@@ -124,7 +124,8 @@ pub enum BackupMethod {
 }]))]
 #[serde(deny_unknown_fields)]
 pub struct BackupTarget {
-    /// Write backups to a PersistentVolumeClaim in the cluster's namespace.
+    /// Write backups to a PersistentVolumeClaim in the cluster's namespace, mounted in every pod
+    /// of the cluster (so ReadWriteMany when it has more than one instance).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume: Option<VolumeTarget>,
     /// Write backups to an S3-compatible object store.
@@ -132,7 +133,9 @@ pub struct BackupTarget {
     pub s3: Option<S3Target>,
 }
 
-/// A PersistentVolumeClaim that receives backups.
+/// A PersistentVolumeClaim that receives backups and WAL, below `<cluster>/`. Every pod of the
+/// cluster whose `spec.backup.target` names it mounts it; a `PostgresBackup` can name only that
+/// claim.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
@@ -165,6 +168,55 @@ pub struct S3Target {
     /// Secret in the cluster's namespace with keys `ACCESS_KEY_ID` and `SECRET_ACCESS_KEY`.
     #[schemars(length(min = 1, max = 253))]
     pub credentials_secret: String,
+    /// A Secret key holding PEM certificates to trust for `endpoint`, for stores with a
+    /// self-signed or private CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<SecretKeySelector>,
+    /// Server-side encryption of everything Tusk writes: `AES256` (SSE-S3) or `aws:kms` (SSE-KMS,
+    /// with `kmsKeyId`). The store's default when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_side_encryption: Option<ServerSideEncryption>,
+}
+
+/// A key of a Secret in the same namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretKeySelector {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The key in the Secret.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+}
+
+/// Server-side encryption in an S3 store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.type == 'aws:kms' ? has(self.kmsKeyId) : !has(self.kmsKeyId)",
+    "message": "serverSideEncryption.kmsKeyId is required with type aws:kms and not allowed with AES256"
+}]))]
+#[serde(deny_unknown_fields)]
+pub struct ServerSideEncryption {
+    /// `AES256` (SSE-S3, the store's own keys) or `aws:kms` (SSE-KMS).
+    #[serde(rename = "type")]
+    pub type_: SseType,
+    /// The KMS key id or ARN, with `aws:kms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub kms_key_id: Option<String>,
+}
+
+/// Which server-side encryption.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum SseType {
+    /// SSE-S3.
+    #[serde(rename = "AES256")]
+    Aes256,
+    /// SSE-KMS.
+    #[serde(rename = "aws:kms")]
+    AwsKms,
 }
 
 /// Size and class of one persistent volume.
@@ -199,7 +251,16 @@ pub struct BackupConfiguration {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = RETENTION_PATTERN))]
     pub retention: Option<String>,
+    /// The longest time a written transaction waits before its WAL segment is archived, which
+    /// bounds the data at risk when the volumes are lost: PostgreSQL's `archive_timeout`, such as
+    /// `5min` (the default), `60s` or `1h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16), regex(pattern = ARCHIVE_TIMEOUT_PATTERN))]
+    pub archive_timeout: Option<String>,
 }
+
+/// An `archive_timeout`: a number and a unit PostgreSQL reads (`s`, `min` or `h`).
+pub const ARCHIVE_TIMEOUT_PATTERN: &str = r"^[1-9][0-9]{0,5}(s|min|h)$";
 
 /// CEL rules for a PostgreSQL identifier (a role or database name) that users choose: not a
 /// reserved name, and not in the `pg_` namespace PostgreSQL keeps for itself.

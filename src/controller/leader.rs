@@ -12,7 +12,9 @@
 //! (client-go's leader election does the same): [`Leadership`] says whether the last successful
 //! renewal *started* less than `RENEW_DEADLINE` ago, on the monotonic clock, which keeps running
 //! while a process is stopped. The controllers' client ([`guarded`]) refuses every write when it
-//! does not, so a replica that wakes up late cannot write even once before it notices.
+//! does not, so a replica that wakes up late cannot write even once before it notices; and its
+//! connections run only while it leads, so a write handed to the client just before a freeze is
+//! not sent after it.
 
 use std::{sync::Arc, time::Duration};
 
@@ -210,12 +212,57 @@ pub fn guarded(
     );
     let user_agent = http::HeaderValue::from_str(&user_agent)
         .unwrap_or_else(|_| http::HeaderValue::from_static(crate::facts::operator::NAME));
-    Ok(kube::client::ClientBuilder::try_from(config)?
-        .with_layer(&GuardLayer {
-            leadership,
-            user_agent,
-        })
-        .build())
+    let layer = GuardLayer {
+        leadership: leadership.clone(),
+        user_agent,
+    };
+    let builder = match leadership {
+        // The connections' tasks stop before their next step once leadership ends: a request
+        // the guard let through just before the process froze is dropped when it wakes, not
+        // sent late.
+        Some(leadership) => kube::client::ClientBuilder::try_from((config, FencedExecutor { leadership }))?,
+        None => kube::client::ClientBuilder::try_from(config)?,
+    };
+    Ok(builder.with_layer(&layer).build())
+}
+
+/// Runs the client's connection tasks (the code that writes requests to the socket) only while
+/// this replica leads: each poll first checks [`Leadership::current`], and a connection polled
+/// after leadership ended closes instead of writing. The guard checks when a request is handed
+/// to the client; this checks again when the request would reach the socket, which may be much
+/// later for a process that was stopped in between.
+#[derive(Clone)]
+struct FencedExecutor {
+    leadership: Arc<Leadership>,
+}
+
+type ConnectionTask = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+impl hyper::rt::Executor<ConnectionTask> for FencedExecutor {
+    fn execute(&self, task: ConnectionTask) {
+        tokio::spawn(Fenced {
+            task,
+            leadership: self.leadership.clone(),
+        });
+    }
+}
+
+/// See [`FencedExecutor`].
+struct Fenced {
+    task: ConnectionTask,
+    leadership: Arc<Leadership>,
+}
+
+impl Future for Fenced {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if !self.leadership.current() {
+            // Dropping the task closes the connection; its pending requests fail.
+            return std::task::Poll::Ready(());
+        }
+        self.task.as_mut().poll(cx)
+    }
 }
 
 /// See [`guarded`].

@@ -4,9 +4,11 @@
 //! finalizers, Events) is [`runtime`].
 
 pub mod apply;
+pub mod backup_target;
 pub mod condition;
 pub mod leader;
-pub mod pending;
+pub mod postgres_backup;
+pub mod postgres_backup_schedule;
 pub mod postgres_cluster;
 pub mod postgres_database;
 pub mod postgres_user;
@@ -64,6 +66,8 @@ pub struct Context {
     pub verified: Mutex<HashMap<VerifiedKey, (String, [u8; 32])>>,
     /// Records Events on the objects Tusk reconciles.
     pub recorder: Recorder,
+    /// Every cluster's primary Lease, as last seen change.
+    pub leases: Arc<postgres_cluster::failover::LeaseTracker>,
     /// Consecutive failures per object, for backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -86,6 +90,7 @@ impl Context {
             },
         );
         Self {
+            leases: Arc::default(),
             recorder,
             client,
             config,
@@ -114,16 +119,38 @@ pub async fn run(
     // memory then grows with the number of clusters, not with the number of their children.
     let managed = watcher::Config::default().labels(&crate::facts::cluster::managed_selector());
     let everything = watcher::Config::default();
+    // A primary Lease that expires wakes its cluster at once, whatever the resync.
+    let (wake, woken) = futures::channel::mpsc::unbounded();
+    tokio::spawn(postgres_cluster::failover::track(
+        client.clone(),
+        ctx.leases.clone(),
+        wake,
+    ));
     let clusters = Controller::new(
         Api::<PostgresCluster>::all(client.clone()),
         watcher::Config::default(),
     )
+    .reconcile_on(woken)
     .owns_stream(metadata::<StatefulSet>(&client, &managed))
     .owns_stream(metadata::<ConfigMap>(&client, &managed))
     .owns_stream(metadata::<Secret>(&client, &managed))
     .owns_stream(metadata::<Service>(&client, &managed))
     .owns_stream(metadata::<ServiceAccount>(&client, &managed))
-    .owns_stream(metadata::<PodDisruptionBudget>(&client, &managed));
+    .owns_stream(metadata::<k8s_openapi::api::rbac::v1::Role>(&client, &managed))
+    .owns_stream(metadata::<k8s_openapi::api::rbac::v1::RoleBinding>(
+        &client, &managed,
+    ))
+    .owns_stream(metadata::<PodDisruptionBudget>(&client, &managed))
+    // A backup that completes moves the cluster's last successful backup.
+    .watches_stream(
+        watcher(Api::<PostgresBackup>::all(client.clone()), everything.clone())
+            .default_backoff()
+            .touched_objects(),
+        |backup| {
+            let namespace = backup.namespace().unwrap_or_default();
+            Some(ObjectRef::<PostgresCluster>::new(&backup.spec.cluster.name).within(&namespace))
+        },
+    );
     let users = Controller::new(
         Api::<PostgresUser>::all(client.clone()),
         watcher::Config::default(),
@@ -188,16 +215,22 @@ pub async fn run(
         })
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let pending = [
-        tokio::spawn(pending::run::<PostgresBackup>(
-            ctx.clone(),
-            until_stopped(stopped.clone()),
-        )),
-        tokio::spawn(pending::run::<PostgresBackupSchedule>(
-            ctx.clone(),
-            until_stopped(stopped.clone()),
-        )),
-    ];
+    let backups = Controller::new(
+        Api::<PostgresBackup>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let schedules = Controller::new(
+        Api::<PostgresBackupSchedule>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(
+        Api::<PostgresBackup>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let schedule_store = schedules.store();
+    ctx.state.metrics.overdue_schedules(Box::new(move || {
+        postgres_backup_schedule::overdue_rows(&schedule_store.state())
+    }));
     let shutdown = async move {
         shutdown.await;
         let _ = stop.send(true);
@@ -219,13 +252,22 @@ pub async fn run(
             databases,
             ctx.clone(),
             postgres_database::reconcile,
+            until_stopped(stopped.clone())
+        ),
+        drive(
+            backups,
+            ctx.clone(),
+            postgres_backup::reconcile,
+            until_stopped(stopped.clone())
+        ),
+        drive(
+            schedules,
+            ctx.clone(),
+            postgres_backup_schedule::reconcile,
             until_stopped(stopped)
         ),
         shutdown,
     );
-    for task in pending {
-        let _ = task.await;
-    }
 }
 
 /// Every change of any `K` that `config` selects, as metadata only (nothing else is kept).

@@ -89,6 +89,12 @@ impl Error {
         move |source| Self::Kube { step, source }
     }
 
+    /// Whether the API server refused the request for lack of permission (403): the operator
+    /// runs with the permissions of an older release.
+    pub fn forbidden(&self) -> bool {
+        matches!(self, Self::Kube { source: kube::Error::Api(e), .. } if e.code == 403)
+    }
+
     /// A short label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
@@ -304,6 +310,20 @@ pub enum Happened {
     DriftRepaired(String),
     /// Reconcile found a problem: a `Warning` with the problem's reason.
     Failed(Problem),
+    /// Something that failed works again: `Resumed`.
+    Resumed(String),
+    /// A former primary runs again as a replica: `Rejoined`.
+    Rejoined(String),
+    /// A pod is restarted to run the current template (a rolling update): `RollingUpdate`.
+    RollingUpdate(String),
+    /// A replica was named the primary, asked for (`SwitchedOver`) or not (a Warning,
+    /// `FailedOver`).
+    Promoted {
+        /// Whether a user asked for it.
+        asked: bool,
+        /// What happened.
+        note: String,
+    },
 }
 
 impl Happened {
@@ -313,6 +333,11 @@ impl Happened {
             Self::Changed(note) => (EventType::Normal, "Changed", note),
             Self::DriftRepaired(note) => (EventType::Normal, "DriftRepaired", note),
             Self::Failed(problem) => (EventType::Warning, problem.reason.as_ref(), &problem.message),
+            Self::Resumed(note) => (EventType::Normal, "Resumed", note),
+            Self::Rejoined(note) => (EventType::Normal, "Rejoined", note),
+            Self::RollingUpdate(note) => (EventType::Normal, "RollingUpdate", note),
+            Self::Promoted { asked: true, note } => (EventType::Normal, "SwitchedOver", note),
+            Self::Promoted { asked: false, note } => (EventType::Warning, "FailedOver", note),
         };
         // The apiserver refuses a note over 1 kB.
         let note: String = note.chars().take(1000).collect();

@@ -66,6 +66,15 @@ impl Role {
 /// The ordinal of the pod that bootstraps a cluster with `initdb` and is its first primary.
 pub const FIRST_PRIMARY_ORDINAL: i32 = 0;
 
+/// How long the primary's Lease holds without a renewal, as the operator measures it from the
+/// last renewal it saw: the operator hands the Lease to a replica only after this.
+pub const LEASE_DURATION: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often the primary renews its Lease.
+pub const RENEW_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long the primary takes writes without a successful renewal, measured from when it sent
+/// the last one: a second before anyone may take the Lease over, for clocks that run apart.
+pub const FENCE_AFTER: std::time::Duration = std::time::Duration::from_secs(4);
+
 /// Where things live in a PostgreSQL pod.
 pub mod paths {
     /// Mount of the data volume.
@@ -88,6 +97,8 @@ pub mod paths {
     pub const INSTANCE_BINARY: &str = "/tusk/bin/tusk-operator";
     /// PostgreSQL's Unix socket directory.
     pub const SOCKET_DIR: &str = "/var/run/postgresql";
+    /// The projected ServiceAccount token and CA the instance manager reaches the API with.
+    pub const KUBE_API_DIR: &str = "/var/run/secrets/tusk/kube-api";
     /// A writable temporary directory (the root filesystem is read-only).
     pub const TMP: &str = "/tmp";
 }
@@ -128,6 +139,11 @@ impl Names<'_> {
     /// The pod with `ordinal`.
     pub fn pod(&self, ordinal: i32) -> String {
         format!("{}-{ordinal}", self.0)
+    }
+    /// The Lease whose holder is the primary, and the Role and RoleBinding that let the pods
+    /// read and renew it.
+    pub fn primary_lease(&self) -> String {
+        format!("{}-primary", self.0)
     }
     /// The pod that bootstraps the cluster and is its first primary.
     pub fn first_primary(&self) -> String {

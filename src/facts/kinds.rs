@@ -5,9 +5,11 @@
 
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
+    coordination::v1::Lease,
     core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount},
     events::v1::Event,
     policy::v1::PodDisruptionBudget,
+    rbac::v1::{Role, RoleBinding},
 };
 
 /// The API group of every Tusk kind.
@@ -64,10 +66,12 @@ pub const TUSK_KINDS: [Kind; 5] = [
 ];
 
 /// What a `PostgresCluster` owns and the operator applies.
-pub const CLUSTER_CHILDREN: [Kind; 8] = [
+pub const CLUSTER_CHILDREN: [Kind; 10] = [
     of::<Secret>(),
     of::<ConfigMap>(),
     of::<ServiceAccount>(),
+    of::<Role>(),
+    of::<RoleBinding>(),
     of::<StatefulSet>(),
     of::<Service>(),
     of::<PodDisruptionBudget>(),
@@ -82,3 +86,6 @@ pub const USER_CHILDREN: [Kind; 1] = [of::<Secret>()];
 pub const POD: Kind = of::<Pod>();
 /// See [`POD`].
 pub const EVENT: Kind = of::<Event>();
+/// The primary's Lease of each cluster: created by the operator (never applied over, since its
+/// holder changes), handed to a replica on failover, renewed by the primary.
+pub const LEASE: Kind = of::<Lease>();

@@ -64,6 +64,8 @@ pub mod env {
     pub const POD_NAME: &str = "POD_NAME";
     /// The pod's namespace, from the Downward API (`metadata.namespace`).
     pub const POD_NAMESPACE: &str = "POD_NAMESPACE";
+    /// The pod's uid (the Downward API's `metadata.uid`).
+    pub const POD_UID: &str = "POD_UID";
     /// The pod's IP addresses, from the Downward API (`status.podIPs`).
     pub const POD_IPS: &str = "POD_IPS";
 }

@@ -48,14 +48,19 @@ pub struct PodIdentity {
     /// and the status endpoints listen on them; without any, on every address.
     #[arg(long, env = env::POD_IPS, value_delimiter = ',')]
     pub pod_ips: Vec<IpAddr>,
+    /// The pod's uid (the Downward API sets it): the instance reports it, so the operator never
+    /// takes what a pod's old containers say for the pod made again under the same name.
+    #[arg(long, env = env::POD_UID, default_value = "")]
+    pub pod_uid: String,
 }
 
 impl PodIdentity {
     /// Each environment variable the pod sets, and the Downward API field it comes from.
-    pub const DOWNWARD_API: [(&str, &str); 3] = [
+    pub const DOWNWARD_API: [(&str, &str); 4] = [
         (env::POD_NAME, "metadata.name"),
         (env::POD_NAMESPACE, "metadata.namespace"),
         (env::POD_IPS, "status.podIPs"),
+        (env::POD_UID, "metadata.uid"),
     ];
 }
 
@@ -106,6 +111,18 @@ pub struct InstanceSpec {
     /// pod's termination grace period.
     #[arg(long, default_value = "45s", value_parser = crate::process::parse_duration)]
     pub fast_stop_timeout: Duration,
+    /// The mounted Secret with the keys `archive.json` names (the cluster's backup target).
+    #[arg(long)]
+    pub backup_target_dir: Option<PathBuf>,
+    /// The mounted Secret with the keys `recovery.json` names (the store a new cluster restores
+    /// from).
+    #[arg(long)]
+    pub recovery_source_dir: Option<PathBuf>,
+    /// The projected ServiceAccount token (`token`) and the cluster's CA (`ca.crt`) the instance
+    /// manager reads and renews the primary's Lease with. Without it, the first pod is the
+    /// primary and nothing fences or fails over.
+    #[arg(long)]
+    pub kube_api_dir: Option<PathBuf>,
 }
 
 impl InstanceSpec {
@@ -126,6 +143,9 @@ impl InstanceSpec {
             waldir: None,
             max_lag_bytes: DEFAULT_MAX_LAG_BYTES,
             fast_stop_timeout: DEFAULT_FAST_STOP_TIMEOUT,
+            backup_target_dir: None,
+            recovery_source_dir: None,
+            kube_api_dir: None,
         }
     }
 
@@ -166,6 +186,15 @@ impl InstanceSpec {
                 "--fast-stop-timeout={}ms",
                 self.fast_stop_timeout.as_millis()
             ));
+        }
+        if let Some(dir) = &self.backup_target_dir {
+            args.push(format!("--backup-target-dir={}", dir.display()));
+        }
+        if let Some(dir) = &self.recovery_source_dir {
+            args.push(format!("--recovery-source-dir={}", dir.display()));
+        }
+        if let Some(dir) = &self.kube_api_dir {
+            args.push(format!("--kube-api-dir={}", dir.display()));
         }
         args
     }
@@ -228,6 +257,9 @@ mod tests {
             waldir: Some("/e".into()),
             max_lag_bytes: 7,
             fast_stop_timeout: Duration::from_millis(1500),
+            backup_target_dir: Some("/f".into()),
+            recovery_source_dir: Some("/g".into()),
+            kube_api_dir: Some("/h".into()),
         };
         assert_eq!(round_trip(&spec), spec);
         // Every option of the struct appears on that line: a new field that to_args forgets fails

@@ -164,6 +164,14 @@ pub fn inspect(pgdata: &Path, cluster: &str, running_major: u32) -> Result<DataD
     })
 }
 
+/// The value of `field` in what `pg_controldata` printed (run with `LC_ALL=C`).
+pub fn control_value(output: &str, field: &str) -> Option<String> {
+    output.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        (name.trim() == field).then(|| value.trim().to_owned())
+    })
+}
+
 /// Checks what `pg_controldata` printed (`output`, both streams) for a damaged control file.
 /// `pg_controldata` exits 0 and only warns when the checksum does not match.
 pub fn control_data_problem(success: bool, output: &str) -> Option<String> {

@@ -13,8 +13,11 @@
 //! found on `PATH`, as the PostgreSQL image sets it.
 
 pub mod args;
+pub mod backup;
 pub mod conf;
 pub mod datadir;
+pub mod ha;
+pub mod lease;
 pub mod status;
 
 use std::{
@@ -74,6 +77,17 @@ pub enum Error {
     /// The mounted configuration is incomplete.
     #[error("{0}")]
     Config(String),
+    /// SIGTERM arrived while preparing the data directory.
+    #[error("stopped by SIGTERM while {0}")]
+    Stopped(&'static str),
+    /// The primary lost its Lease and stopped PostgreSQL at once.
+    #[error(
+        "fenced: this primary lost its Lease, so PostgreSQL was stopped at once; the container restarts and rejoins as a replica"
+    )]
+    Fenced,
+    /// The primary stepped down for a switchover and PostgreSQL stopped cleanly.
+    #[error("stepped down for a switchover")]
+    SteppedDown,
     /// PostgreSQL exited without being asked to.
     #[error("postgres exited on its own ({0}); the container restarts and reuses the data directory")]
     PostgresExited(String),
@@ -107,6 +121,8 @@ pub struct Programs {
     pub pg_ctl: PathBuf,
     /// The major version of `postgres`.
     pub major: u32,
+    /// What `postgres --version` says.
+    pub version: String,
 }
 
 fn find(program: &'static str) -> Result<PathBuf, Error> {
@@ -161,6 +177,7 @@ impl Programs {
             pg_controldata: find("pg_controldata")?,
             pg_ctl: find("pg_ctl")?,
             major,
+            version: version.trim().to_owned(),
         })
     }
 }
@@ -255,7 +272,86 @@ fn write_private(path: &Path, contents: &str) -> Result<(), Error> {
         .map_err(io(format!("writing {}", path.display())))
 }
 
-fn write_config(args: &InstanceArgs, replica: bool, password: &str) -> Result<(), Error> {
+/// What the instance manager adds to `postgresql.conf` for backups: `archive_command` when the
+/// cluster archives, and the recovery settings while a restored data directory recovers.
+#[derive(Debug, Default)]
+struct BackupConf {
+    archive_command: Option<String>,
+    recovery: Option<String>,
+}
+
+fn backup_conf(args: &InstanceArgs, backups: &backup::Backups) -> Result<BackupConf, Error> {
+    let me = std::env::current_exe().map_err(io("finding this program"))?;
+    let socket = args.spec.socket_dir.join(crate::backup::api::SOCKET);
+    let command = |sub: &str| {
+        format!(
+            "{} {sub} --socket={} %f %p",
+            shell_word(&me.display().to_string()),
+            shell_word(&socket.display().to_string())
+        )
+    };
+    let config = |e: crate::backup::store::StoreError| Error::Config(e.message);
+    let archive_command = backups
+        .archive_config()
+        .map_err(config)?
+        .map(|_| command("wal-archive"));
+    let recovering = args.spec.pgdata.join("recovery.signal").exists();
+    let recovery = match backups.recovery_config().map_err(config)? {
+        Some(r) if recovering => Some(recovery_conf(&r.target, &command("wal-restore"))),
+        _ => None,
+    };
+    Ok(BackupConf {
+        archive_command,
+        recovery,
+    })
+}
+
+/// Quotes `word` for the shell PostgreSQL runs `archive_command` with, when it needs it.
+fn shell_word(word: &str) -> String {
+    if word
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._-=".contains(&b))
+    {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+/// The `postgresql.conf` lines that make PostgreSQL recover to `target` with
+/// `restore_command`, then promote.
+pub fn recovery_conf(target: &crate::backup::restore::Target, restore_command: &str) -> String {
+    use crate::backup::restore::Target;
+    let mut conf = format!(
+        "restore_command = {}\nrecovery_target_timeline = 'latest'\n",
+        conf::conf_value(restore_command)
+    );
+    // PostgreSQL refuses RFC 3339's `T` and `Z` in recovery_target_time; it takes the same
+    // instant written its own way.
+    let time = match target {
+        Target::Time(t) => Some(t.parse::<k8s_openapi::jiff::Timestamp>().map_or_else(
+            |_| t.clone(),
+            |ts| ts.strftime("%Y-%m-%d %H:%M:%S%.f+00").to_string(),
+        )),
+        _ => None,
+    };
+    let line = match target {
+        Target::Latest => None,
+        Target::Time(_) => time.as_ref().map(|t| ("recovery_target_time", t)),
+        Target::Lsn(l) => Some(("recovery_target_lsn", l)),
+        Target::Xid(x) => Some(("recovery_target_xid", x)),
+        Target::Name(n) => Some(("recovery_target_name", n)),
+    };
+    if let Some((key, value)) = line {
+        conf.push_str(&format!(
+            "{key} = {}\nrecovery_target_action = 'promote'\nrecovery_target_inclusive = 'off'\n",
+            conf::conf_value(value)
+        ));
+    }
+    conf
+}
+
+fn write_config(args: &InstanceArgs, replica: bool, password: &str, extra: &BackupConf) -> Result<(), Error> {
     let read = |name: &str| {
         let path = args.spec.config_dir.join(name);
         std::fs::read_to_string(&path).map_err(|e| {
@@ -273,15 +369,95 @@ fn write_config(args: &InstanceArgs, replica: bool, password: &str) -> Result<()
             &args.pod.pod_name,
         )
     });
-    write_private(
-        &args.spec.pgdata.join(POSTGRESQL_CONF),
-        &postgresql_conf(
-            &read(POSTGRESQL_CONF)?,
-            &args.spec.config_dir,
-            conninfo.as_deref(),
-        ),
-    )?;
-    write_private(&args.spec.pgdata.join(PG_HBA_CONF), &read(PG_HBA_CONF)?)
+    let mut conf = postgresql_conf(
+        &read(POSTGRESQL_CONF)?,
+        &args.spec.config_dir,
+        conninfo.as_deref(),
+    );
+    if let Some(command) = &extra.archive_command {
+        conf.push_str(&format!("archive_command = {}\n", conf::conf_value(command)));
+    }
+    if let Some(recovery) = &extra.recovery {
+        conf.push_str(recovery);
+    }
+    if replica {
+        conf.push_str(&format!(
+            "primary_slot_name = {}\n",
+            conf::conf_value(&crate::facts::instance::slot_name(&args.pod.pod_name))
+        ));
+    }
+    // What the operator sets while PostgreSQL runs (synchronous_standby_names), last.
+    conf.push_str(&format!("include_if_exists = '{}'\n", status::REPLICATION_CONF));
+    write_private(&args.spec.pgdata.join(POSTGRESQL_CONF), &conf)?;
+    let mut hba = read(PG_HBA_CONF)?;
+    if args.spec.pgdata.join(RESET_SUPERUSER).exists() {
+        // The restored roles have the source cluster's superuser password: only the pod's own
+        // socket is trusted until the instance manager has set this cluster's.
+        hba = format!(
+            "# Tusk: until the superuser's password is reset after a restore\nlocal all {SUPERUSER} trust\n{hba}"
+        );
+    }
+    write_private(&args.spec.pgdata.join(PG_HBA_CONF), &hba)
+}
+
+/// The file a restore leaves in the data directory until the superuser's password is this
+/// cluster's.
+pub const RESET_SUPERUSER: &str = "tusk.reset-superuser";
+
+/// After a restore: once PostgreSQL has promoted, sets the superuser's password to this cluster's
+/// and drops the trusted socket line.
+async fn reset_superuser(
+    args: InstanceArgs,
+    local: LocalConnection,
+    password: String,
+    state: Arc<status::State>,
+) {
+    let marker = args.spec.pgdata.join(RESET_SUPERUSER);
+    state
+        .resetting_superuser
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let delay = Duration::from_secs(1);
+    loop {
+        let attempt = async {
+            let client = local.connect().await.map_err(|e| e.to_string())?;
+            let recovering: bool = client
+                .query_one("SELECT pg_is_in_recovery()", &[])
+                .await
+                .map_err(|e| e.to_string())?
+                .get(0);
+            if recovering {
+                return Ok(false);
+            }
+            let quoted = password.replace('\'', "''");
+            client
+                .batch_execute(&format!("ALTER ROLE {SUPERUSER} PASSWORD '{quoted}'"))
+                .await
+                .map_err(|e| e.to_string())?;
+            std::fs::remove_file(&marker).map_err(|e| e.to_string())?;
+            let hba =
+                std::fs::read_to_string(args.spec.config_dir.join(PG_HBA_CONF)).map_err(|e| e.to_string())?;
+            write_private(&args.spec.pgdata.join(PG_HBA_CONF), &hba).map_err(|e| e.to_string())?;
+            client
+                .batch_execute("SELECT pg_reload_conf()")
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(true)
+        };
+        match attempt.await {
+            Ok(true) => {
+                info!("the restored superuser's password is now this cluster's");
+                state
+                    .resetting_superuser
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "the restored instance does not take the new superuser password yet; retrying")
+            }
+        }
+        tokio::time::sleep(delay).await;
+    }
 }
 
 fn initdb(args: &InstanceArgs, programs: &Programs) -> Result<(), Error> {
@@ -377,13 +553,18 @@ async fn basebackup(args: &InstanceArgs, programs: &Programs, password: &str) ->
     }
 }
 
-fn check_control_file(args: &InstanceArgs, programs: &Programs) -> Result<(), Error> {
-    let output = Command::new(&programs.pg_controldata)
+/// `pg_controldata` of the data directory, in the C locale.
+fn controldata(args: &InstanceArgs, programs: &Programs) -> Result<std::process::Output, Error> {
+    Command::new(&programs.pg_controldata)
         .arg(&args.spec.pgdata)
         .env("LC_ALL", "C")
         .stdin(Stdio::null())
         .output()
-        .map_err(io("starting pg_controldata"))?;
+        .map_err(io("starting pg_controldata"))
+}
+
+fn check_control_file(args: &InstanceArgs, programs: &Programs) -> Result<(), Error> {
+    let output = controldata(args, programs)?;
     let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&output.stderr));
     match datadir::control_data_problem(output.status.success(), &text) {
@@ -396,6 +577,19 @@ fn check_control_file(args: &InstanceArgs, programs: &Programs) -> Result<(), Er
     }
 }
 
+/// Where the latest checkpoint starts, from `pg_controldata`: after a clean shutdown, the
+/// shutdown checkpoint, the last record written.
+fn shutdown_checkpoint(args: &InstanceArgs, programs: &Programs) -> Result<String, Error> {
+    let output = controldata(args, programs)?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    datadir::control_value(&text, "Latest checkpoint location").ok_or_else(|| {
+        Error::Config(format!(
+            "pg_controldata printed no latest checkpoint location: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    })
+}
+
 /// `tusk-operator instance`.
 pub async fn run(args: InstanceArgs) -> Result<(), Error> {
     let password = read_password(&args.spec.superuser_password_file)?;
@@ -405,38 +599,78 @@ pub async fn run(args: InstanceArgs) -> Result<(), Error> {
         port: args.spec.postgres_port,
         password: password.clone(),
     };
-    let state = Arc::new(status::State::new(local, args.spec.max_lag_bytes));
+    let backups = Arc::new(backup::Backups::new(
+        args.spec.config_dir.clone(),
+        args.spec.backup_target_dir.clone(),
+        args.spec.recovery_source_dir.clone(),
+        args.pod.pod_name.clone(),
+        crate::backup::base::Source {
+            program: programs.pg_basebackup.clone(),
+            // Replication connections come over TCP (pg_hba.conf allows them there).
+            host: args
+                .pod
+                .pod_ips
+                .first()
+                .map_or_else(|| "127.0.0.1".to_owned(), ToString::to_string),
+            port: args.spec.postgres_port,
+            password: password.clone(),
+            major: programs.major,
+            version: programs.version.clone(),
+            segment_size: 0,
+        },
+        local.clone(),
+    ));
+    let state = Arc::new(status::State::new(
+        args.pod.pod_name.clone(),
+        local,
+        args.spec.max_lag_bytes,
+        backups.clone(),
+        args.spec.pgdata.clone(),
+    ));
+    if !args.pod.pod_uid.is_empty() {
+        let _ = state.pod_uid.set(args.pod.pod_uid.clone());
+    }
     let (stop_status, status_stopped) = tokio::sync::watch::channel(false);
-    let servers = status::serve(
+    let mut servers = status::serve(
         &args.pod.pod_ips,
         args.spec.status_port,
         state.clone(),
-        status_stopped,
+        status_stopped.clone(),
     )
     .await?;
+    servers.push(serve_socket(&args, backups.clone(), status_stopped)?);
     info!(pod = %args.pod.pod_name, cluster = %args.spec.cluster, major = programs.major, "instance manager started");
 
-    let found = datadir::inspect(&args.spec.pgdata, &args.spec.cluster, programs.major)?;
-    let replica = match found {
-        DataDir::Empty if bootstraps_with_initdb(&args.spec.cluster, &args.pod.pod_name) => {
-            initdb(&args, &programs)?;
-            false
-        }
-        DataDir::Empty => {
-            if !basebackup(&args, &programs, &password).await? {
-                info!("stopped by SIGTERM while copying the primary's data");
-                return Ok(());
+    let leases = match &args.spec.kube_api_dir {
+        Some(dir) => Some(lease::Leases::new(
+            lease::client(dir)?,
+            &args.pod.namespace,
+            &args.spec.cluster,
+            &args.pod.pod_name,
+        )),
+        None => None,
+    };
+    state
+        .leased
+        .store(leases.is_some(), std::sync::atomic::Ordering::Relaxed);
+    // Each turn prepares the data directory and runs PostgreSQL; a primary that stepped down for
+    // a switchover takes another turn, as a replica of the new primary.
+    let result = loop {
+        let outcome = run_once(&args, &programs, &password, &backups, &state, leases.as_ref()).await;
+        match (outcome, &leases) {
+            (Err(Error::SteppedDown), Some(leases)) => {
+                let lsn = shutdown_checkpoint(&args, &programs)?;
+                info!(checkpoint = %lsn, "postgres stopped cleanly for the switchover");
+                state.demoted.send_replace(Some(lsn));
+                if ha::await_successor(leases).await {
+                    info!("the Lease went to the new primary: rejoining as its replica");
+                } else {
+                    warn!("the switchover was given up: starting as the primary again");
+                }
             }
-            true
-        }
-        DataDir::Primary | DataDir::Replica => {
-            check_control_file(&args, &programs)?;
-            info!(pgdata = %args.spec.pgdata.display(), role = ?found, "reusing the data directory");
-            found == DataDir::Replica
+            (outcome, _) => break outcome,
         }
     };
-    write_config(&args, replica, &password)?;
-    let result = supervise(&args, &programs, &state).await;
     let _ = stop_status.send(true);
     for server in servers {
         let _ = server.await;
@@ -444,8 +678,249 @@ pub async fn run(args: InstanceArgs) -> Result<(), Error> {
     result
 }
 
+/// One turn of [`run`]: makes the data directory fit the role the Lease (or, without one, the
+/// ordinal) gives this pod, then runs PostgreSQL until it stops.
+async fn run_once(
+    args: &InstanceArgs,
+    programs: &Programs,
+    password: &str,
+    backups: &Arc<backup::Backups>,
+    state: &Arc<status::State>,
+    leases: Option<&lease::Leases>,
+) -> Result<(), Error> {
+    let found = datadir::inspect(&args.spec.pgdata, &args.spec.cluster, programs.major)?;
+    if matches!(found, DataDir::Primary | DataDir::Replica) {
+        check_control_file(args, programs)?;
+        info!(pgdata = %args.spec.pgdata.display(), role = ?found, "reusing the data directory");
+    }
+    let bootstrap = async || match backups.recovery_config().map_err(|e| Error::Config(e.message))? {
+        Some(recovery) => {
+            if restore(args, &recovery).await? {
+                Ok(())
+            } else {
+                Err(Error::Stopped("restoring"))
+            }
+        }
+        None => initdb(args, programs),
+    };
+    let clone = async || {
+        if basebackup(args, programs, password).await? {
+            Ok(())
+        } else {
+            Err(Error::Stopped("copying the primary's data"))
+        }
+    };
+    let prepared = match leases {
+        Some(leases) => ha::prepare(args, programs, password, leases, found, bootstrap, clone).await,
+        // Without a Lease, the first pod bootstraps and is the primary; nothing fails over.
+        None => match found {
+            DataDir::Empty if bootstraps_with_initdb(&args.spec.cluster, &args.pod.pod_name) => {
+                bootstrap().await.map(|()| ha::Start::Primary {
+                    renewed: tokio::time::Instant::now(),
+                })
+            }
+            DataDir::Empty => clone().await.map(|()| ha::Start::Replica),
+            DataDir::Primary => Ok(ha::Start::Primary {
+                renewed: tokio::time::Instant::now(),
+            }),
+            DataDir::Replica => Ok(ha::Start::Replica),
+        },
+    };
+    let start = match prepared {
+        Ok(start) => start,
+        Err(Error::Stopped(what)) => {
+            info!("stopped by SIGTERM while {what}");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let replica = start == ha::Start::Replica;
+    let extra = backup_conf(args, backups)?;
+    write_config(args, replica, password, &extra)?;
+    let slot_keeper = replica.then(|| tokio::spawn(ha::ensure_own_slot(args.clone(), password.to_owned())));
+    if args.spec.pgdata.join(RESET_SUPERUSER).exists() {
+        tokio::spawn(reset_superuser(
+            args.clone(),
+            LocalConnection {
+                socket_dir: args.spec.socket_dir.clone(),
+                port: args.spec.postgres_port,
+                password: password.to_owned(),
+            },
+            password.to_owned(),
+            state.clone(),
+        ));
+    }
+    let (fence, fenced) = tokio::sync::watch::channel(ha::Fence::No);
+    let keeper = leases.cloned().map(|leases| {
+        let local = LocalConnection {
+            socket_dir: args.spec.socket_dir.clone(),
+            port: args.spec.postgres_port,
+            password: password.to_owned(),
+        };
+        tokio::spawn(ha::keep(leases, start, local, fence, state.clone()))
+    });
+    let result = supervise(args, programs, state, fenced).await;
+    if let Some(keeper) = keeper {
+        keeper.abort();
+    }
+    if let Some(slot_keeper) = slot_keeper {
+        slot_keeper.abort();
+    }
+    result
+}
+
+/// Serves `archive_command` and `restore_command` on the Unix socket in the socket directory.
+fn serve_socket(
+    args: &InstanceArgs,
+    backups: Arc<backup::Backups>,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, Error> {
+    let path = args.spec.socket_dir.join(crate::backup::api::SOCKET);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(format!("removing the stale socket {}", path.display()))(e)),
+    }
+    let listener =
+        tokio::net::UnixListener::bind(&path).map_err(io(format!("binding {}", path.display())))?;
+    let handler = move |call| backup::handle_socket_call(backups.clone(), call);
+    Ok(tokio::spawn(crate::admin::serve_calls(
+        crate::admin::Listener::Unix(listener),
+        handler,
+        crate::process::until_stopped(stopped),
+    )))
+}
+
+/// Restores the first primary's data directory from a backup, into a temporary directory renamed
+/// into place only when complete; `Ok(false)` when SIGTERM arrived first.
+async fn restore(
+    args: &InstanceArgs,
+    recovery: &crate::backup::restore::RecoveryConfig,
+) -> Result<bool, Error> {
+    use crate::backup::{base, restore};
+    let mut term = signal(SignalKind::terminate()).map_err(io("handling SIGTERM"))?;
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let attempt = async {
+            let store = recovery.store.open()?;
+            let record = match &recovery.backup {
+                Some(name) => base::record(&store, name).await?,
+                None => {
+                    let records = base::list(&store).await?;
+                    restore::choose(&records, &recovery.target).cloned().ok_or_else(|| {
+                        crate::backup::store::StoreError {
+                            cause: crate::backup::store::Cause::Other,
+                            message: format!(
+                                "{}: no complete backup is consistent before the recovery target {:?} ({} backups)",
+                                store.url,
+                                recovery.target,
+                                records.len()
+                            ),
+                        }
+                    })?
+                }
+            };
+            info!(backup = %record.name, store = %store.url, target = ?recovery.target, "restoring the data directory");
+            let tmp = with_suffix(&args.spec.pgdata, ".tusk-tmp");
+            if tmp.exists() {
+                std::fs::remove_dir_all(&tmp).map_err(|e| store_io(&tmp, &e))?;
+            }
+            create_private_dir(&tmp).map_err(|e| store_io(&tmp, &e))?;
+            restore::unpack(&store, &record, &tmp).await?;
+            Ok::<_, crate::backup::store::StoreError>(tmp)
+        };
+        let outcome = tokio::select! {
+            done = attempt => done,
+            _ = term.recv() => return Ok(false),
+        };
+        match outcome {
+            Ok(tmp) => {
+                finish_restore(args, &tmp)?;
+                return Ok(true);
+            }
+            Err(e) => warn!(error = %e, retry_in = ?delay, "restore failed"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = term.recv() => return Ok(false),
+        }
+        delay = (delay * 2).min(Duration::from_secs(60));
+    }
+}
+
+fn store_io(path: &Path, e: &std::io::Error) -> crate::backup::store::StoreError {
+    crate::backup::store::StoreError {
+        cause: crate::backup::store::Cause::Other,
+        message: format!("{}: {e}", path.display()),
+    }
+}
+
+fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
+
+/// Makes an unpacked backup this cluster's data directory, set to recover.
+fn finish_restore(args: &InstanceArgs, tmp: &Path) -> Result<(), Error> {
+    // The source's files that say what a data directory is: this one belongs to this cluster,
+    // recovers from the archive, and is no standby.
+    std::fs::write(tmp.join(CLUSTER_MARKER), format!("{}\n", args.spec.cluster))
+        .map_err(io("writing the cluster marker"))?;
+    for stale in [STANDBY_SIGNAL, "postmaster.pid", "backup_manifest"] {
+        let _ = std::fs::remove_file(tmp.join(stale));
+    }
+    std::fs::write(tmp.join("recovery.signal"), "").map_err(io("writing recovery.signal"))?;
+    std::fs::write(tmp.join(RESET_SUPERUSER), "").map_err(io("marking the superuser for a new password"))?;
+    if let Some(waldir) = &args.spec.waldir {
+        let wal = tmp.join("pg_wal");
+        if waldir.exists() {
+            std::fs::remove_dir_all(waldir).map_err(io(format!("emptying {}", waldir.display())))?;
+        }
+        std::fs::rename(&wal, waldir).map_err(io(format!("moving the WAL to {}", waldir.display())))?;
+        std::os::unix::fs::symlink(waldir, &wal).map_err(io("linking pg_wal"))?;
+    }
+    std::fs::rename(tmp, &args.spec.pgdata).map_err(io(format!(
+        "moving the restore to {}",
+        args.spec.pgdata.display()
+    )))
+}
+
+/// `tusk-operator wal-archive` and `wal-restore`: one request to the instance manager's socket.
+pub async fn wal_call(path: &str, args: crate::cli::WalArgs) -> Result<(), Error> {
+    let file = std::env::current_dir()
+        .map_err(io("finding the data directory"))?
+        .join(&args.path);
+    let body = serde_json::to_vec(&crate::backup::api::WalRequest {
+        name: args.name.clone(),
+        path: file,
+    })
+    .expect("a request serializes");
+    let (status, answer) = crate::admin::call_unix(
+        &args.socket,
+        hyper::Method::POST,
+        path,
+        Some(body),
+        Duration::from_secs(600),
+    )
+    .await
+    .map_err(Error::Config)?;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(Error::Config(String::from_utf8_lossy(&answer).trim().to_owned()))
+    }
+}
+
 /// Starts `postgres` and supervises it until it stops.
-async fn supervise(args: &InstanceArgs, programs: &Programs, state: &status::State) -> Result<(), Error> {
+async fn supervise(
+    args: &InstanceArgs,
+    programs: &Programs,
+    state: &status::State,
+    mut fence: tokio::sync::watch::Receiver<ha::Fence>,
+) -> Result<(), Error> {
     let listen = if args.pod.pod_ips.is_empty() {
         "*".to_owned()
     } else {
@@ -490,11 +965,35 @@ async fn supervise(args: &InstanceArgs, programs: &Programs, state: &status::Sta
     };
     // Each step of a requested stop: fast (SIGINT), immediate (SIGQUIT), then SIGKILL.
     let mut stopping: Option<(Signal, tokio::time::Instant)> = None;
+    let mut fenced: Option<ha::Fence> = None;
+    // SIGTERM during a step-down: the pod stops, it does not rejoin.
+    let mut terminating = false;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         let deadline = stopping.map(|(_, at)| at);
         let asked = tokio::select! {
             _ = child.recv() => false,
+            // The primary lost its Lease: no write may commit from now on. An immediate shutdown
+            // ends every session at once (crash recovery on the next start is safe).
+            Ok(()) = fence.changed(), if fenced.is_none() => {
+                match *fence.borrow() {
+                    ha::Fence::No => {}
+                    ha::Fence::Now => {
+                        fenced = Some(ha::Fence::Now);
+                        warn!("fencing: immediate shutdown of postgres");
+                        send(Signal::SIGQUIT);
+                        stopping = Some((Signal::SIGQUIT, tokio::time::Instant::now() + Duration::from_secs(10)));
+                    }
+                    // A step-down: a fast shutdown, escalated as any requested stop.
+                    ha::Fence::StepDown => {
+                        fenced = Some(ha::Fence::StepDown);
+                        info!("stepping down: fast shutdown of postgres");
+                        send(Signal::SIGINT);
+                        stopping = Some((Signal::SIGINT, tokio::time::Instant::now() + args.spec.fast_stop_timeout));
+                    }
+                }
+                false
+            }
             _ = tick.tick() => false,
             _ = term.recv() => true,
             _ = interrupt.recv() => true,
@@ -509,6 +1008,10 @@ async fn supervise(args: &InstanceArgs, programs: &Programs, state: &status::Sta
             // Nothing of a postmaster that is gone may linger.
             kill_group();
             return match stopping {
+                Some((Signal::SIGINT, _)) if fenced == Some(ha::Fence::StepDown) && !terminating => {
+                    Err(Error::SteppedDown)
+                }
+                Some(_) if fenced.is_some() => Err(Error::Fenced),
                 Some(_) => {
                     info!(status = %status, "postgres stopped");
                     Ok(())
@@ -516,6 +1019,7 @@ async fn supervise(args: &InstanceArgs, programs: &Programs, state: &status::Sta
                 None => Err(Error::PostgresExited(status)),
             };
         }
+        terminating |= asked;
         let now = tokio::time::Instant::now();
         stopping = match stopping {
             None if asked => {
@@ -540,17 +1044,38 @@ async fn supervise(args: &InstanceArgs, programs: &Programs, state: &status::Sta
     }
 }
 
-/// Reaps every exited child (the instance manager is PID 1 and inherits orphans) and returns
-/// how `postgres` ended, if it has.
+/// Reaps every exited child (the instance manager is PID 1 and inherits orphans) but those
+/// their owner waits for, and returns how `postgres` ended, if it has.
 fn reap(postgres: Pid) -> Result<Option<String>, Error> {
+    use nix::sys::wait::{Id, waitid};
     let mut ended = None;
     loop {
-        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+        // Look without reaping first: a claimed child is its owner's to reap.
+        let peeked = waitid(
+            Id::All,
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+        );
+        let pid = match peeked {
             Ok(WaitStatus::StillAlive) | Err(nix::Error::ECHILD) => return Ok(ended),
+            Err(nix::Error::EINTR) => continue,
+            Err(source) => {
+                return Err(Error::Sys {
+                    context: "waiting for children",
+                    source,
+                });
+            }
+            Ok(status) => match status.pid() {
+                Some(pid) => pid,
+                None => return Ok(ended),
+            },
+        };
+        if crate::process::is_claimed(pid.as_raw()) {
+            return Ok(ended);
+        }
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(pid, code)) if pid == postgres => ended = Some(format!("exit code {code}")),
             Ok(WaitStatus::Signaled(pid, sig, _)) if pid == postgres => ended = Some(format!("signal {sig}")),
-            Ok(_) => {}
-            Err(nix::Error::EINTR) => {}
+            Ok(_) | Err(nix::Error::EINTR | nix::Error::ECHILD) => {}
             Err(source) => {
                 return Err(Error::Sys {
                     context: "waiting for children",
@@ -590,6 +1115,24 @@ mod tests {
         assert_eq!(parse_major("postgres (PostgreSQL) 18.1\n"), Some(18));
         assert_eq!(parse_major("postgres (PostgreSQL) 9.6.24\n"), Some(9));
         assert_eq!(parse_major("something else"), None);
+    }
+
+    #[test]
+    fn recovery_settings_name_the_target_postgresql_s_way() {
+        use crate::backup::restore::Target;
+        let conf = recovery_conf(&Target::Name("before it's gone".into()), "/bin/x %f %p");
+        assert!(conf.starts_with("restore_command = '/bin/x %f %p'\n"), "{conf}");
+        assert!(
+            conf.contains("recovery_target_name = 'before it''s gone'\n"),
+            "{conf}"
+        );
+        assert!(conf.contains("recovery_target_action = 'promote'\n"), "{conf}");
+        assert!(!recovery_conf(&Target::Latest, "x").contains("recovery_target_action"));
+        let conf = recovery_conf(&Target::Time("2026-12-01T04:52:38.449569Z".into()), "x");
+        assert!(
+            conf.contains("recovery_target_time = '2026-12-01 04:52:38.449569+00'\n"),
+            "{conf}"
+        );
     }
 
     #[test]

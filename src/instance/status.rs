@@ -3,6 +3,7 @@
 //! - `/healthz` (liveness): the instance manager runs, bootstrapping or supervising PostgreSQL.
 //! - `/readyz` (readiness): PostgreSQL accepts connections and, on a replica, streams from the
 //!   primary with less than `--max-lag-bytes` of received WAL not yet replayed.
+//! - `/instance`: the [`InstanceState`] the operator polls: role, timeline, WAL positions.
 //! - `/metrics`: role, replication lag, connections by state, database sizes and transactions,
 //!   read from PostgreSQL at each scrape.
 
@@ -23,28 +24,190 @@ use prometheus_client::{
 use tokio::{net::TcpListener, task::JoinHandle};
 
 use super::{Error, LocalConnection, io};
-use crate::admin::{OPENMETRICS, answer, serve_http};
+use crate::{
+    admin::{Call, Listener, OPENMETRICS, answer, serve_calls},
+    facts::instance::{DEMOTE, Demoted, INSTANCE, InstanceState, REPLICATION, ReplicationRequest, slot_name},
+};
+
+/// The file in the data directory `postgresql.conf` includes, with what the operator sets of
+/// replication while PostgreSQL runs (a reload applies it).
+pub const REPLICATION_CONF: &str = "tusk.replication.conf";
+
+/// The contents of [`REPLICATION_CONF`] for `request`.
+pub fn replication_conf(request: &ReplicationRequest) -> String {
+    format!(
+        "# Written by the tusk-operator instance manager for the operator.\nsynchronous_standby_names = {}\n",
+        super::conf::conf_value(&request.synchronous_standby_names)
+    )
+}
+
+/// Applies `request`: keeps it, writes [`REPLICATION_CONF`] and reloads when it changed, and on a
+/// running primary makes the replicas' slots match.
+async fn replicate(state: &State, request: ReplicationRequest) -> Result<(), String> {
+    *state.replication.lock().expect("never poisoned") = Some(request.clone());
+    let path = state.pgdata.join(REPLICATION_CONF);
+    let wanted = replication_conf(&request);
+    let changed = std::fs::read_to_string(&path).ok().as_deref() != Some(wanted.as_str());
+    if changed && state.pgdata.join("PG_VERSION").exists() {
+        std::fs::write(&path, &wanted).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    if !state.running.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    let client = state.local.connect().await.map_err(|e| e.to_string())?;
+    if changed {
+        client
+            .batch_execute("SELECT pg_reload_conf()")
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    ensure_slots(&client, &request.replicas).await
+}
+
+/// On a primary: a physical slot for each of `replicas`, and none of Tusk's for another pod
+/// unless a replica still streams through it. On a replica: none of Tusk's that is not in use.
+pub async fn ensure_slots(client: &tokio_postgres::Client, replicas: &[String]) -> Result<(), String> {
+    let recovering: bool = client
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .map_err(|e| e.to_string())?
+        .get(0);
+    // A replica serves no replica of Tusk's: slots it kept from when it was the primary would
+    // only hold its WAL back.
+    let wanted: Vec<String> = if recovering {
+        Vec::new()
+    } else {
+        replicas.iter().map(|p| slot_name(p)).collect()
+    };
+    let existing: Vec<(String, bool)> = client
+        .query(
+            "SELECT slot_name::text, active FROM pg_replication_slots WHERE slot_type = 'physical' AND slot_name LIKE 'tusk\\_%'",
+            &[],
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    for slot in &wanted {
+        if !existing.iter().any(|(name, _)| name == slot) {
+            // Reserved now, so the WAL from here on is kept for the replica.
+            client
+                .execute("SELECT pg_create_physical_replication_slot($1, true)", &[slot])
+                .await
+                .map_err(|e| format!("creating slot {slot}: {e}"))?;
+            tracing::info!(%slot, "created a replica's replication slot");
+        }
+    }
+    for (name, active) in &existing {
+        if !active && !wanted.contains(name) {
+            client
+                .execute("SELECT pg_drop_replication_slot($1)", &[name])
+                .await
+                .map_err(|e| format!("dropping slot {name}: {e}"))?;
+            tracing::info!(slot = %name, "dropped the slot of a removed replica");
+        }
+    }
+    Ok(())
+}
+
+/// How long a step-down may take before [`DEMOTE`] answers that it did not finish.
+const DEMOTE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
+
+/// Steps the primary down ([`DEMOTE`]). Asking again once it stopped answers the same.
+async fn demote(state: &State) -> hyper::Response<http_body_util::Full<hyper::body::Bytes>> {
+    let text = |status, body: String| answer(status, body, "text/plain");
+    let json = |demoted: Demoted| {
+        answer(
+            StatusCode::OK,
+            serde_json::to_string(&demoted).expect("serializes"),
+            "application/json",
+        )
+    };
+    if let Some(lsn) = state.demoted.borrow().clone() {
+        return json(Demoted { checkpoint_lsn: lsn });
+    }
+    if !state.leased.load(Ordering::Relaxed) {
+        return text(
+            StatusCode::CONFLICT,
+            "this instance runs without the primary's Lease: it cannot step down\n".into(),
+        );
+    }
+    if !state.running.load(Ordering::Relaxed) || instance_state(state, &state.pod).await.primary != Some(true)
+    {
+        return text(
+            StatusCode::CONFLICT,
+            "this instance is not a running primary\n".into(),
+        );
+    }
+    let mut done = state.demoted.subscribe();
+    state.demote.send_modify(|n| *n += 1);
+    match tokio::time::timeout(DEMOTE_TIMEOUT, done.wait_for(Option::is_some)).await {
+        Ok(Ok(lsn)) => json(Demoted {
+            checkpoint_lsn: lsn.clone().expect("waited for"),
+        }),
+        _ => text(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("PostgreSQL did not stop within {DEMOTE_TIMEOUT:?}\n"),
+        ),
+    }
+}
 
 /// What the endpoints need.
 pub struct State {
+    pod: String,
     local: LocalConnection,
     max_lag_bytes: u64,
     running: AtomicBool,
+    backups: Arc<super::backup::Backups>,
+    /// Set while a restored instance still has the source's superuser password: not ready.
+    pub resetting_superuser: AtomicBool,
+    /// Counts the switchover requests ([`DEMOTE`]) the primary was sent.
+    pub demote: tokio::sync::watch::Sender<u64>,
+    /// Where the shutdown checkpoint of the last step-down starts, once PostgreSQL stopped for it;
+    /// `None` again once PostgreSQL runs.
+    pub demoted: tokio::sync::watch::Sender<Option<String>>,
+    /// Whether this instance runs with the primary's Lease (only then can it step down).
+    pub leased: AtomicBool,
+    /// The data directory, where `tusk.replication.conf` lives.
+    pgdata: std::path::PathBuf,
+    /// What the operator last asked of replication ([`REPLICATION`]).
+    pub replication: std::sync::Mutex<Option<ReplicationRequest>>,
+    /// The uid of the pod object, reported at [`INSTANCE`].
+    pub pod_uid: std::sync::OnceLock<String>,
 }
 
 impl State {
     /// The state of an instance that has not started PostgreSQL yet.
-    pub fn new(local: LocalConnection, max_lag_bytes: u64) -> Self {
+    pub fn new(
+        pod: String,
+        local: LocalConnection,
+        max_lag_bytes: u64,
+        backups: Arc<super::backup::Backups>,
+        pgdata: std::path::PathBuf,
+    ) -> Self {
         Self {
+            pod,
             local,
             max_lag_bytes,
             running: AtomicBool::new(false),
+            backups,
+            resetting_superuser: AtomicBool::new(false),
+            demote: tokio::sync::watch::Sender::new(0),
+            demoted: tokio::sync::watch::Sender::new(None),
+            leased: AtomicBool::new(false),
+            pgdata,
+            replication: std::sync::Mutex::new(None),
+            pod_uid: std::sync::OnceLock::new(),
         }
     }
 
     /// Records whether `postgres` runs.
     pub fn set_running(&self, running: bool) {
         self.running.store(running, Ordering::Relaxed);
+        if running {
+            self.demoted.send_replace(None);
+        }
     }
 }
 
@@ -123,6 +286,53 @@ async fn snapshot(local: &LocalConnection) -> Result<Snapshot, tokio_postgres::E
     })
 }
 
+/// What this instance reports at [`INSTANCE`]: its role, timeline and WAL positions.
+async fn instance_state(state: &State, pod: &str) -> InstanceState {
+    let mut report = InstanceState {
+        pod: pod.to_owned(),
+        pod_uid: state.pod_uid.get().cloned(),
+        running: state.running.load(Ordering::Relaxed),
+        ..InstanceState::default()
+    };
+    if !report.running {
+        return report;
+    }
+    let query = async {
+        let client = state.local.connect().await?;
+        client
+            .query_one(
+                "SELECT NOT pg_is_in_recovery(), \
+                        (SELECT system_identifier::text FROM pg_control_system()), \
+                        CASE WHEN pg_is_in_recovery() \
+                             THEN coalesce((SELECT received_tli FROM pg_stat_wal_receiver), \
+                                           (SELECT timeline_id FROM pg_control_checkpoint())) \
+                             ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END, \
+                        CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END, \
+                        pg_last_wal_receive_lsn()::text, \
+                        pg_last_wal_replay_lsn()::text, \
+                        (SELECT status FROM pg_stat_wal_receiver LIMIT 1), \
+                        (SELECT to_char(last_msg_receipt_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
+                         FROM pg_stat_wal_receiver LIMIT 1)",
+                &[],
+            )
+            .await
+    };
+    match query.await {
+        Ok(row) => {
+            report.primary = Some(row.get(0));
+            report.system_identifier = row.get(1);
+            report.timeline = row.get::<_, Option<i32>>(2).and_then(|t| u32::try_from(t).ok());
+            report.current_lsn = row.get(3);
+            report.received_lsn = row.get(4);
+            report.replayed_lsn = row.get(5);
+            report.wal_receiver = row.get(6);
+            report.last_primary_contact = row.get(7);
+        }
+        Err(e) => report.error = Some(format!("postgres does not answer: {e}")),
+    }
+    report
+}
+
 /// The Prometheus text of `snapshot` (`None`: PostgreSQL did not answer).
 pub fn render(snapshot: Option<&Snapshot>) -> String {
     type Labels = Vec<(String, String)>;
@@ -179,16 +389,127 @@ pub fn render(snapshot: Option<&Snapshot>) -> String {
     out
 }
 
-async fn handle(
-    state: Arc<State>,
-    path: String,
-) -> hyper::Response<http_body_util::Full<hyper::body::Bytes>> {
+/// The Prometheus text of WAL archiving and base backups, ending with `# EOF`.
+pub fn render_backups(
+    archive: &crate::backup::api::ArchiveState,
+    runs: &[crate::backup::api::BackupState],
+) -> String {
+    use crate::backup::api::Phase;
+    let mut registry = Registry::with_prefix("tusk_instance");
+    let seconds = |rfc3339: &str| {
+        rfc3339
+            .parse::<k8s_openapi::jiff::Timestamp>()
+            .map_or(f64::NAN, |t| t.as_millisecond() as f64 / 1000.0)
+    };
+    let configured = Gauge::<i64>::default();
+    configured.set(i64::from(archive.configured));
+    registry.register(
+        "archive_configured",
+        "Whether this instance archives WAL to an object store",
+        configured,
+    );
+    let archived = Counter::<u64>::default();
+    archived.inc_by(archive.archived);
+    registry.register(
+        "archive_archived",
+        "WAL files archived since the instance manager started",
+        archived,
+    );
+    let failed = Counter::<u64>::default();
+    failed.inc_by(archive.failed);
+    registry.register(
+        "archive_failed",
+        "Failed WAL archive attempts since the instance manager started",
+        failed,
+    );
+    if let Some((_, at)) = &archive.last_archived {
+        let last = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        last.set(seconds(at));
+        registry.register(
+            "archive_last_archived_timestamp_seconds",
+            "When the last WAL file was archived",
+            last,
+        );
+    }
+    if let Some((_, at, _, _)) = &archive.last_failed {
+        let last = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        last.set(seconds(at));
+        registry.register(
+            "archive_last_failed_timestamp_seconds",
+            "When archiving last failed",
+            last,
+        );
+    }
+    let newest = runs
+        .iter()
+        .filter(|r| r.phase != Phase::Running)
+        .max_by(|a, b| a.started_at.cmp(&b.started_at));
+    if let Some(run) = newest {
+        let ok = Gauge::<i64>::default();
+        ok.set(i64::from(run.phase == Phase::Completed));
+        registry.register(
+            "backup_last_succeeded",
+            "Whether the last base backup this instance ran completed",
+            ok,
+        );
+        if let Some(record) = &run.record {
+            let duration = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+            duration.set(seconds(&record.stopped_at) - seconds(&record.started_at));
+            registry.register(
+                "backup_last_duration_seconds",
+                "How long the last completed base backup took",
+                duration,
+            );
+            let bytes = Gauge::<i64>::default();
+            bytes.set(i64::try_from(record.stored_bytes).unwrap_or(i64::MAX));
+            registry.register(
+                "backup_last_stored_bytes",
+                "Bytes the last completed base backup stored",
+                bytes,
+            );
+        }
+    }
+    let running = Gauge::<i64>::default();
+    running.set(i64::from(runs.iter().any(|r| r.phase == Phase::Running)));
+    registry.register(
+        "backup_running",
+        "Whether a base backup runs on this instance",
+        running,
+    );
+    let mut out = String::new();
+    encode(&mut out, &registry).expect("writing to a String cannot fail");
+    out
+}
+
+async fn handle(state: Arc<State>, call: Call) -> hyper::Response<http_body_util::Full<hyper::body::Bytes>> {
     let text = |status, body: String| answer(status, body, "text/plain");
-    match path.as_str() {
+    if let Some(answer) = super::backup::handle_status_call(&state.backups, &call).await {
+        return answer;
+    }
+    match call.path.as_str() {
+        INSTANCE => answer(
+            StatusCode::OK,
+            serde_json::to_string(&instance_state(&state, &state.pod).await).expect("a state serializes"),
+            "application/json",
+        ),
+        DEMOTE if call.method == hyper::Method::POST => demote(&state).await,
+        REPLICATION if call.method == hyper::Method::POST => {
+            match serde_json::from_slice::<ReplicationRequest>(&call.body) {
+                Err(e) => text(StatusCode::BAD_REQUEST, format!("the request: {e}\n")),
+                Ok(request) => match replicate(&state, request).await {
+                    Ok(()) => text(StatusCode::OK, "ok\n".into()),
+                    Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+                },
+            }
+        }
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
         "/readyz" if !state.running.load(Ordering::Relaxed) => text(
             StatusCode::SERVICE_UNAVAILABLE,
             "postgres is not running yet\n".into(),
+        ),
+        "/readyz" if state.resetting_superuser.load(Ordering::Relaxed) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "restored: recovering, or setting this cluster's superuser password\n".into(),
         ),
         "/readyz" => match snapshot(&state.local).await {
             Ok(s) => match unready_reason(&s, state.max_lag_bytes) {
@@ -209,7 +530,13 @@ async fn handle(
             } else {
                 None
             };
-            answer(StatusCode::OK, render(s.as_ref()), OPENMETRICS)
+            let mut body = render(s.as_ref());
+            let backups = render_backups(&state.backups.archive_state(), &state.backups.runs());
+            // One exposition: the backup families go before the final `# EOF`.
+            if let Some(head) = body.strip_suffix("# EOF\n") {
+                body = format!("{head}{backups}");
+            }
+            answer(StatusCode::OK, body, OPENMETRICS)
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     }
@@ -235,9 +562,9 @@ pub async fn serve(
             .await
             .map_err(io(format!("binding the status port {addr}")))?;
         let state = state.clone();
-        let handler = move |path: String| handle(state.clone(), path);
-        servers.push(tokio::spawn(serve_http(
-            listener,
+        let handler = move |call: Call| handle(state.clone(), call);
+        servers.push(tokio::spawn(serve_calls(
+            Listener::Tcp(listener),
             handler,
             crate::process::until_stopped(stopped.clone()),
         )));

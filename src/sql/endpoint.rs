@@ -10,7 +10,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::facts::cluster::{Names, POSTGRES_PORT};
+use crate::facts::cluster::{Names, POSTGRES_PORT, STATUS_PORT};
 
 /// Where a cluster's primary accepts SQL.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -128,6 +128,19 @@ impl Endpoints {
             }
         }
     }
+
+    /// Where the instance manager of pod `pod` of `namespace`/`cluster` serves its status port:
+    /// in a cluster, the pod's name in the headless `-pods` Service; in a mapping, the line
+    /// `namespace/cluster/pod address:port`.
+    pub fn instance(&self, namespace: &str, cluster: &str, pod: &str) -> Result<Endpoint, EndpointError> {
+        match self {
+            Self::InCluster => Ok(Endpoint {
+                host: format!("{pod}.{}.{namespace}.svc", Names(cluster).pods_service()),
+                port: STATUS_PORT,
+            }),
+            Self::Mapped(_) => self.endpoint(namespace, &format!("{cluster}/{pod}")),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -138,6 +151,19 @@ mod tests {
     fn in_a_cluster_it_is_the_rw_service() {
         let e = Endpoints::InCluster.endpoint("shop", "db").unwrap();
         assert_eq!(e.to_string(), "db-rw.shop.svc:5432");
+    }
+
+    #[test]
+    fn an_instance_is_its_pod_in_the_headless_service_or_its_own_line() {
+        let e = Endpoints::InCluster.instance("shop", "db", "db-1").unwrap();
+        assert_eq!(e.to_string(), "db-1.db-pods.shop.svc:8000");
+        let text = "shop/db 127.0.0.1:6001\nshop/db/db-1 127.0.0.2:8000\n";
+        assert_eq!(
+            lookup(Path::new("map"), text, "shop", "db/db-1")
+                .unwrap()
+                .to_string(),
+            "127.0.0.2:8000"
+        );
     }
 
     #[test]

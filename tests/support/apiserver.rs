@@ -198,6 +198,12 @@ impl Operator {
             .unwrap();
         writeln!(file, "{namespace}/{cluster} {address}").unwrap();
     }
+
+    /// Makes the operator reach the instance manager of `namespace`/`cluster`'s pod `pod` at
+    /// `address` (loopback).
+    pub fn map_instance(&self, namespace: &str, cluster: &str, pod: &str, address: std::net::SocketAddr) {
+        self.map_cluster(namespace, &format!("{cluster}/{pod}"), address);
+    }
 }
 
 /// Starts the real operator binary as `name` on loopback with its generated RBAC (never admin),

@@ -122,18 +122,33 @@ fn backup_target() -> impl Strategy<Value = BackupTarget> {
             of("[a-z/]{1,10}"),
             of(Just("https://minio.example:9000".to_owned())),
             of(Just("eu-west-1".to_owned())),
-            dns_name()
+            dns_name(),
+            of((dns_name(), "[a-z.]{1,10}")),
+            of(prop_oneof![
+                Just(ServerSideEncryption {
+                    type_: SseType::Aes256,
+                    kms_key_id: None
+                }),
+                "[a-z0-9-]{1,20}".prop_map(|k| ServerSideEncryption {
+                    type_: SseType::AwsKms,
+                    kms_key_id: Some(k)
+                }),
+            ])
         )
             .prop_map(
-                |(bucket, path, endpoint, region, credentials_secret)| BackupTarget {
-                    volume: None,
-                    s3: Some(S3Target {
-                        bucket,
-                        path,
-                        endpoint,
-                        region,
-                        credentials_secret
-                    }),
+                |(bucket, path, endpoint, region, credentials_secret, ca, server_side_encryption)| {
+                    BackupTarget {
+                        volume: None,
+                        s3: Some(S3Target {
+                            bucket,
+                            path,
+                            endpoint,
+                            region,
+                            credentials_secret,
+                            ca_bundle: ca.map(|(name, key)| SecretKeySelector { name, key }),
+                            server_side_encryption,
+                        }),
+                    }
                 }
             ),
     ]
@@ -143,8 +158,13 @@ fn backup_configuration() -> impl Strategy<Value = BackupConfiguration> {
     (
         backup_target(),
         of(select(vec!["30d".to_owned(), "8w".to_owned(), "6m".to_owned()])),
+        of(select(vec!["30s".to_owned(), "5min".to_owned(), "1h".to_owned()])),
     )
-        .prop_map(|(target, retention)| BackupConfiguration { target, retention })
+        .prop_map(|(target, retention, archive_timeout)| BackupConfiguration {
+            target,
+            retention,
+            archive_timeout,
+        })
 }
 
 fn major() -> impl Strategy<Value = i32> {
@@ -260,11 +280,55 @@ pub fn cluster_v1() -> impl Strategy<Value = Value> {
                     data_checksums
                 }),
                 from_backup: None,
+                recovery: None,
             }),
         dns_name().prop_map(|backup_name| Bootstrap {
             initdb: None,
-            from_backup: Some(FromBackup { backup_name })
+            from_backup: Some(FromBackup { backup_name }),
+            recovery: None,
         }),
+        (
+            prop_oneof![
+                dns_name().prop_map(|name| (Some(BackupReference { name }), None)),
+                (backup_target(), dns_name())
+                    .prop_map(|(target, cluster_name)| (None, Some(RecoverySource { target, cluster_name }))),
+            ],
+            of(prop_oneof![
+                timestamp().prop_map(|t| RecoveryTarget {
+                    time: Some(t),
+                    lsn: None,
+                    xid: None,
+                    name: None
+                }),
+                "[0-9A-F]{1,8}/[0-9A-F]{1,8}".prop_map(|l| RecoveryTarget {
+                    time: None,
+                    lsn: Some(l),
+                    xid: None,
+                    name: None
+                }),
+                "[0-9]{1,9}".prop_map(|x| RecoveryTarget {
+                    time: None,
+                    lsn: None,
+                    xid: Some(x),
+                    name: None
+                }),
+                identifier().prop_map(|n| RecoveryTarget {
+                    time: None,
+                    lsn: None,
+                    xid: None,
+                    name: Some(n)
+                }),
+            ]),
+        )
+            .prop_map(|((backup, source), target)| Bootstrap {
+                initdb: None,
+                from_backup: None,
+                recovery: Some(Recovery {
+                    backup,
+                    source,
+                    target
+                }),
+            }),
     ];
     let tls = prop_oneof![
         select(vec![TlsMode::Disabled, TlsMode::Operator]).prop_map(|mode| TlsSpec {
@@ -304,6 +368,57 @@ pub fn cluster_v1() -> impl Strategy<Value = Value> {
         of(monitoring),
         of(update),
         of(any::<bool>()),
+        of("[0-9]{1,5}(s|m)"),
+        (
+            of(dns_name().prop_map(|to| Switchover {
+                to: to
+                    .chars()
+                    .take(63)
+                    .collect::<String>()
+                    .trim_end_matches('-')
+                    .to_owned(),
+            })),
+            of(of((
+                select(vec![SynchronousMethod::Any, SynchronousMethod::First]),
+                of(select(vec![DataDurability::Required, DataDurability::Preferred])),
+            ))),
+            of((
+                of(select(vec![
+                    AntiAffinity::Preferred,
+                    AntiAffinity::Required,
+                    AntiAffinity::Disabled,
+                ])),
+                of(select(vec![
+                    "kubernetes.io/hostname".to_owned(),
+                    "topology.kubernetes.io/zone".to_owned(),
+                ])),
+                of(prop_oneof![
+                    Just(Vec::new()),
+                    (1i32..3).prop_map(|max_skew| vec![
+                        k8s_openapi::api::core::v1::TopologySpreadConstraint {
+                            max_skew,
+                            topology_key: "topology.kubernetes.io/zone".into(),
+                            when_unsatisfiable: "DoNotSchedule".into(),
+                            ..Default::default()
+                        }
+                    ]),
+                ]),
+                of(identifier()
+                    .prop_map(|pool| std::collections::BTreeMap::from([("pool".to_owned(), pool)]))),
+            )
+                .prop_map(
+                    |(anti_affinity, topology_key, topology_spread_constraints, node_selector)| Scheduling {
+                        anti_affinity,
+                        topology_key,
+                        topology_spread_constraints,
+                        node_selector,
+                        tolerations: None,
+                    },
+                )
+                .boxed()),
+        )
+            // Boxed: the value trees of this many fields would not fit a test thread's stack.
+            .boxed(),
     )
         .prop_map(
             |(
@@ -317,10 +432,15 @@ pub fn cluster_v1() -> impl Strategy<Value = Value> {
                 monitoring,
                 update,
                 paused,
+                failover_delay,
+                (switchover, replication, scheduling),
             )| {
-                // Switchover needs two instances (a CEL rule); keep generated objects valid.
-                let instances = match update {
-                    Some((_, Some(PrimaryUpdateMethod::Switchover))) => Some(instances.unwrap_or(2).max(2)),
+                // Switchover and synchronous replication need two instances (CEL rules); keep
+                // generated objects valid.
+                let instances = match (update, &replication) {
+                    (Some((_, Some(PrimaryUpdateMethod::Switchover))), _) | (_, Some(Some(_))) => {
+                        Some(instances.unwrap_or(2).max(2))
+                    }
                     _ => instances,
                 };
                 PostgresClusterSpec {
@@ -337,6 +457,17 @@ pub fn cluster_v1() -> impl Strategy<Value = Value> {
                         primary_update_method,
                     }),
                     paused,
+                    failover_delay,
+                    switchover,
+                    // `number` stays below `instances` (a CEL rule).
+                    replication: replication.map(|synchronous| Replication {
+                        synchronous: synchronous.map(|(method, data_durability)| Synchronous {
+                            method,
+                            number: (instances.unwrap_or(1) - 1).clamp(1, 8),
+                            data_durability,
+                        }),
+                    }),
+                    scheduling,
                 }
             },
         );
@@ -348,6 +479,45 @@ pub fn cluster_v1() -> impl Strategy<Value = Value> {
         of(dns_name()),
         of(major()),
         of(dns_name()),
+        of((of(timestamp()), of("[0-9A-F]{24}"), of(dns_name()))),
+        // Names are the list's keys: unique.
+        of(vec(instance_status(), 0..3).prop_map(|list| {
+            list.into_iter()
+                .enumerate()
+                .map(|(i, s)| cluster::v1::InstanceStatus {
+                    name: format!("{}-{i}", s.name),
+                    ..s
+                })
+                .collect::<Vec<_>>()
+        })),
+        (
+            of(dns_name()),
+            of(1i64..100),
+            of((
+                dns_name(),
+                of(dns_name()),
+                select(vec!["Failover", "Switchover"]),
+                timestamp(),
+                of("[a-z ]{0,20}"),
+            )
+                .prop_map(|(instance, from, reason, time, message)| Promotion {
+                    instance,
+                    from,
+                    reason: reason.to_owned(),
+                    time,
+                    message,
+                })),
+            of((
+                dns_name(),
+                select(vec!["Pending", "Running", "Completed", "Failed"]),
+                of("[a-z ]{0,20}"),
+            )
+                .prop_map(|(to, phase, message)| SwitchoverStatus {
+                    to,
+                    phase: phase.to_owned(),
+                    message,
+                })),
+        ),
     )
         .prop_map(
             |(
@@ -358,6 +528,9 @@ pub fn cluster_v1() -> impl Strategy<Value = Value> {
                 current_primary,
                 postgres_version,
                 binding,
+                backup,
+                instance_status,
+                (target_primary, timeline, last_promotion, switchover),
             )| PostgresClusterStatus {
                 conditions,
                 observed_generation,
@@ -366,9 +539,47 @@ pub fn cluster_v1() -> impl Strategy<Value = Value> {
                 current_primary,
                 postgres_version,
                 binding: binding.map(|name| Binding { name }),
+                backup: backup.map(|(at, wal, name)| BackupStatus {
+                    first_recoverability_point: at.clone(),
+                    last_archived_wal: wal.clone(),
+                    last_archived_wal_time: at.clone(),
+                    last_failed_wal: wal,
+                    last_failed_wal_time: at.clone(),
+                    last_successful_backup: name,
+                    last_successful_backup_time: at,
+                }),
+                instance_status,
+                target_primary,
+                timeline,
+                last_promotion,
+                switchover,
             },
         ));
     (metadata(), spec, status).prop_map(|(m, spec, status)| object("PostgresCluster", "v1", m, spec, status))
+}
+
+fn instance_status() -> impl Strategy<Value = cluster::v1::InstanceStatus> {
+    (
+        dns_name(),
+        prop_oneof![Just("primary"), Just("replica"), Just("unknown")],
+        any::<bool>(),
+        of(1i64..100),
+        of("[0-9A-F]{1,8}/[0-9A-F]{1,8}"),
+        of(0i64..1_000_000),
+        of("[a-z ]{0,20}"),
+    )
+        .prop_map(
+            |(name, role, ready, timeline, lsn, lag_bytes, message)| cluster::v1::InstanceStatus {
+                name,
+                role: role.to_owned(),
+                ready,
+                timeline,
+                replayed_lsn: lsn.clone(),
+                lsn,
+                lag_bytes,
+                message,
+            },
+        )
 }
 
 pub fn cluster_v1beta1() -> impl Strategy<Value = Value> {
@@ -662,13 +873,21 @@ fn phase() -> impl Strategy<Value = backup::v1::BackupPhase> {
 
 pub fn backup_v1() -> impl Strategy<Value = Value> {
     use backup::v1::*;
-    let spec = (dns_name(), of(method()), of(backup_target())).prop_map(|(cluster, method, target)| {
-        PostgresBackupSpec {
+    let spec = (
+        dns_name(),
+        of(method()),
+        of(backup_target()),
+        of(select(vec![
+            BackupInstance::PreferReplica,
+            BackupInstance::Primary,
+        ])),
+    )
+        .prop_map(|(cluster, method, target, instance)| PostgresBackupSpec {
             cluster: ClusterReference { name: cluster },
             method,
             target,
-        }
-    });
+            instance,
+        });
     let status = of((
         conditions(),
         of(1i64..50),
@@ -679,6 +898,13 @@ pub fn backup_v1() -> impl Strategy<Value = Value> {
         of(0i64..1 << 40),
         of("[0-9A-F]{24}"),
         of("[0-9A-F]{24}"),
+        of((
+            "[0-9A-F]{1,8}/[0-9A-F]{1,8}",
+            1i64..10,
+            dns_name(),
+            "PostgreSQL 1[5-8]",
+            "[a-z ]{1,20}",
+        )),
     )
         .prop_map(
             |(
@@ -691,6 +917,7 @@ pub fn backup_v1() -> impl Strategy<Value = Value> {
                 size_bytes,
                 begin_wal,
                 end_wal,
+                run,
             )| PostgresBackupStatus {
                 conditions,
                 observed_generation,
@@ -701,6 +928,12 @@ pub fn backup_v1() -> impl Strategy<Value = Value> {
                 size_bytes,
                 begin_wal,
                 end_wal,
+                begin_lsn: run.as_ref().map(|r| r.0.clone()),
+                end_lsn: run.as_ref().map(|r| r.0.clone()),
+                timeline: run.as_ref().map(|r| r.1),
+                instance_name: run.as_ref().map(|r| r.2.clone()),
+                postgres_version: run.as_ref().map(|r| r.3.clone()),
+                error: run.map(|r| r.4),
             },
         ));
     (metadata(), spec, status).prop_map(|(m, spec, status)| object("PostgresBackup", "v1", m, spec, status))

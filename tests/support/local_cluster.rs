@@ -3,18 +3,25 @@
 
 use std::{
     collections::BTreeMap,
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     path::PathBuf,
-    sync::atomic::{AtomicU8, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU8, Ordering},
+    },
     time::Duration,
 };
 
-use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Secret};
-use kube::{Api, Client};
+use k8s_openapi::api::{
+    apps::v1::StatefulSet,
+    core::v1::{Pod, Secret},
+};
+use kube::{Api, Client, api::ListParams};
 use tusk_testenv::{
     Seen, Wait, eventually,
     pod::{ClusterPods, LocalPod},
     postgres::Postgres,
+    proxy::Forwarder,
 };
 
 /// The instance manager's status port, as the pod spec sets it.
@@ -27,6 +34,14 @@ fn ip_block() -> (u8, u8) {
     static NEXT: AtomicU8 = AtomicU8::new(1);
     let a = 100 + u8::try_from(std::process::id() % 150).expect("below 150");
     (a, NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The last octet of the address that stands for `<cluster>-rw`.
+const RW_HOST: u8 = 250;
+
+/// The pod IP of `ordinal` in `block`.
+fn pod_ip((a, b): (u8, u8), ordinal: i32) -> IpAddr {
+    IpAddr::from([127, a, b, 1 + u8::try_from(ordinal).expect("a small ordinal")])
 }
 
 /// The local pods of one cluster.
@@ -43,11 +58,44 @@ pub struct LocalCluster {
     template: StatefulSet,
     block: (u8, u8),
     state: tempfile::TempDir,
+    shared: PathBuf,
+    /// `<cluster>-rw`: a forwarder to the pod labelled primary when a client connects.
+    rw: Forwarder,
+    /// Each pod's way to the API server, which a test can cut.
+    apis: BTreeMap<i32, Forwarder>,
+    api_server: SocketAddr,
     /// The running pods, by ordinal.
     pub pods: BTreeMap<i32, LocalPod>,
+    /// The uid of the pod object each running pod stands for, once [`LocalCluster::sync_pods`]
+    /// saw it.
+    uids: BTreeMap<i32, String>,
+    /// Pods whose object was deleted: they start again once the StatefulSet made a new one.
+    awaiting: std::collections::BTreeSet<i32>,
 }
 
 impl LocalCluster {
+    /// Creates `PostgresCluster` `name` with `spec` in `namespace`, then as [`LocalCluster::new`].
+    pub async fn create(
+        client: &Client,
+        namespace: &str,
+        name: &str,
+        spec: serde_json::Value,
+        postgres: Postgres,
+    ) -> Self {
+        let cluster: tusk::api::postgres_cluster::v1::PostgresCluster =
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "tusk.dev/v1", "kind": "PostgresCluster",
+                "metadata": {"name": name},
+                "spec": spec,
+            }))
+            .unwrap();
+        Api::<tusk::api::postgres_cluster::v1::PostgresCluster>::namespaced(client.clone(), namespace)
+            .create(&kube::api::PostParams::default(), &cluster)
+            .await
+            .unwrap();
+        Self::new(client, namespace, name, postgres).await
+    }
+
     /// Waits for the operator to build the cluster's StatefulSet and Secret; starts no pod.
     pub async fn new(client: &Client, namespace: &str, name: &str, postgres: Postgres) -> Self {
         let sts: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
@@ -63,6 +111,37 @@ impl LocalCluster {
         let password = String::from_utf8(secret.data.unwrap()["password"].0.clone()).unwrap();
         // Short: PostgreSQL's socket path lives below it and may not exceed 107 bytes.
         let state = tempfile::Builder::new().prefix("tp").tempdir_in("/tmp").unwrap();
+        let shared = state.path().join("shared-claims");
+        let block = ip_block();
+        let rw = {
+            let (pods, cluster) = (Api::<Pod>::namespaced(client.clone(), namespace), name.to_owned());
+            let target: tusk_testenv::proxy::Target = Arc::new(move || {
+                let (pods, cluster) = (pods.clone(), cluster.clone());
+                Box::pin(async move {
+                    let selector = format!("tusk.dev/cluster={cluster},tusk.dev/role=primary");
+                    let list = pods.list(&ListParams::default().labels(&selector)).await.ok()?;
+                    let [primary] = list.items.as_slice() else {
+                        return None;
+                    };
+                    let ordinal: u8 = primary
+                        .metadata
+                        .name
+                        .as_deref()?
+                        .rsplit('-')
+                        .next()?
+                        .parse()
+                        .ok()?;
+                    Some(SocketAddr::new(pod_ip(block, ordinal.into()), POSTGRES_PORT))
+                })
+            });
+            let listen = SocketAddr::new(IpAddr::from([127, block.0, block.1, RW_HOST]), POSTGRES_PORT);
+            Forwarder::start(listen, target).await.unwrap()
+        };
+        let server = super::apiserver::plane_with_crds().await.server().to_owned();
+        let api_server: SocketAddr = server
+            .trim_start_matches("https://")
+            .parse()
+            .unwrap_or_else(|e| panic!("the API server {server}: {e}"));
         Self {
             client: client.clone(),
             namespace: namespace.to_owned(),
@@ -70,10 +149,62 @@ impl LocalCluster {
             postgres,
             password,
             template,
-            block: ip_block(),
+            block,
             state,
+            shared,
+            rw,
+            apis: BTreeMap::new(),
+            api_server,
             pods: BTreeMap::new(),
+            uids: BTreeMap::new(),
+            awaiting: std::collections::BTreeSet::new(),
         }
+    }
+
+    /// Does what a kubelet does when the pod objects change: a running pod whose object was
+    /// deleted (or replaced) is stopped like the kubelet stops it (SIGTERM, then SIGKILL after
+    /// the grace period), and once the StatefulSet has made the object again it starts from the
+    /// StatefulSet's current template, on the same volumes. Call it while waiting for something a
+    /// restart brings; returns the ordinals it started again.
+    pub async fn sync_pods(&mut self) -> Vec<i32> {
+        let api = Api::<Pod>::namespaced(self.client.clone(), &self.namespace);
+        let mut started = Vec::new();
+        let ordinals: std::collections::BTreeSet<i32> =
+            self.pods.keys().chain(self.awaiting.iter()).copied().collect();
+        for ordinal in ordinals {
+            let Ok(object) = api.get_opt(&format!("{}-{ordinal}", self.name)).await else {
+                continue;
+            };
+            let live = object
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .and_then(|p| p.metadata.uid);
+            if self.pods.contains_key(&ordinal) {
+                match (self.uids.get(&ordinal), &live) {
+                    (None, Some(uid)) => {
+                        self.uids.insert(ordinal, uid.clone());
+                    }
+                    (Some(known), live) if live.as_ref() != Some(known) => {
+                        drop(self.stop(ordinal));
+                        self.uids.remove(&ordinal);
+                        self.awaiting.insert(ordinal);
+                    }
+                    _ => {}
+                }
+            }
+            if let (true, Some(uid)) = (self.awaiting.contains(&ordinal), live) {
+                if let Ok(sts) = Api::<StatefulSet>::namespaced(self.client.clone(), &self.namespace)
+                    .get(&self.name)
+                    .await
+                {
+                    self.template = sts;
+                }
+                self.start(ordinal).await;
+                self.uids.insert(ordinal, uid);
+                self.awaiting.remove(&ordinal);
+                started.push(ordinal);
+            }
+        }
+        started
     }
 
     /// Adds `arg` to the instance manager's arguments of the pods started from now on (the
@@ -91,9 +222,25 @@ impl LocalCluster {
             .push(arg.to_owned());
     }
 
+    /// The address that stands for `<cluster>-rw`.
+    pub fn rw_address(&self) -> IpAddr {
+        self.rw.address().ip()
+    }
+
     /// The pod IP of `ordinal`.
     pub fn ip(&self, ordinal: i32) -> IpAddr {
         self.pods().ip(ordinal)
+    }
+
+    /// Shares the claims the pods name (`persistentVolumeClaim` volumes) with every cluster given
+    /// `dir`; each cluster has its own otherwise.
+    pub fn share_claims(&mut self, dir: &std::path::Path) {
+        self.shared = dir.to_path_buf();
+    }
+
+    /// The local directory of PersistentVolumeClaim `claim` the pods name.
+    pub fn shared_claim_dir(&self, claim: &str) -> PathBuf {
+        tusk_testenv::pod::shared_claim_dir(&self.shared, &self.namespace, claim)
     }
 
     /// The local directory of `ordinal`'s `claim` (such as `data`).
@@ -112,11 +259,34 @@ impl LocalCluster {
             postgres_bin: self.postgres.bin_dir().to_path_buf(),
             ip_prefix: [self.block.0, self.block.1, 1],
             state_dir: self.state.path().to_path_buf(),
+            shared_dir: self.shared.clone(),
+            api_servers: self.apis.iter().map(|(o, f)| (*o, f.address())).collect(),
+            rw_address: Some(self.rw.address().ip()),
         }
     }
 
     /// Starts pod `ordinal` (again, reusing its claims, if it ran before).
     pub async fn start(&mut self, ordinal: i32) {
+        if !self.apis.contains_key(&ordinal) {
+            let api_server = self.api_server;
+            let target: tusk_testenv::proxy::Target =
+                Arc::new(move || Box::pin(async move { Some(api_server) }));
+            // On 127.0.0.1, a port of its own: the API server's certificate names that address.
+            let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+            self.apis
+                .insert(ordinal, Forwarder::start(listen, target).await.unwrap());
+        }
+        // As a kubelet, run only a pod whose object exists (its uid goes to the Downward API).
+        let objects = Api::<Pod>::namespaced(self.client.clone(), &self.namespace);
+        let name = format!("{}-{ordinal}", self.name);
+        let _ = eventually(&format!("pod object {name}"), Duration::from_secs(60), || async {
+            objects
+                .get_opt(&name)
+                .await
+                .ok()?
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+        })
+        .await;
         let pod = LocalPod::start(&self.client, &self.pods().run(ordinal).unwrap())
             .await
             .unwrap_or_else(|e| panic!("starting pod {ordinal}: {e}"));
@@ -144,7 +314,7 @@ impl LocalCluster {
             })
             .await;
         if let Err(unmet) = ready {
-            panic!("{unmet}\n{}", pod.main.log_tail(40));
+            panic!("{unmet}\n{}", pod.main.log_tail(150));
         }
     }
 
@@ -155,20 +325,67 @@ impl LocalCluster {
         pod
     }
 
+    /// Kills pod `ordinal` the way a lost node does: SIGKILL to the instance manager and to
+    /// PostgreSQL's whole process group, with no shutdown of any kind.
+    pub fn kill(&mut self, ordinal: i32) {
+        let pod = self.pods.remove(&ordinal).expect("the pod runs");
+        let pidfile = self.claim_dir(ordinal, "data").join("pgdata/postmaster.pid");
+        let postmaster = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|t| t.lines().next()?.trim().parse::<i32>().ok());
+        if let Some(pid) = pod.main.pid() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        if let Some(pid) = postmaster {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(-pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        drop(pod);
+    }
+
+    /// Cuts pod `ordinal` off from the API server (its connections drop, new ones are refused).
+    pub fn cut_api(&self, ordinal: i32) {
+        self.apis[&ordinal].cut();
+    }
+
+    /// Lets pod `ordinal` reach the API server again.
+    pub fn restore_api(&self, ordinal: i32) {
+        self.apis[&ordinal].restore();
+    }
+
+    /// A superuser connection through `<cluster>-rw`, to whichever pod is labelled primary.
+    pub async fn connect_rw(&self) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        superuser(self.rw_address(), &self.password, Duration::from_secs(2)).await
+    }
+
     /// A superuser connection to pod `ordinal`'s PostgreSQL.
     pub async fn connect(&self, ordinal: i32) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-        let (client, connection) = tokio_postgres::Config::new()
-            .host(self.ip(ordinal).to_string())
-            .port(POSTGRES_PORT)
-            .user("postgres")
-            .password(&self.password)
-            .dbname("postgres")
-            .connect_timeout(Duration::from_secs(5))
-            .connect(tokio_postgres::NoTls)
-            .await?;
-        tokio::spawn(connection);
-        Ok(client)
+        superuser(self.ip(ordinal), &self.password, Duration::from_secs(5)).await
     }
+}
+
+/// A superuser connection to the PostgreSQL on `host`, with its own connection task.
+pub async fn superuser(
+    host: IpAddr,
+    password: &str,
+    timeout: Duration,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::Config::new()
+        .host(host.to_string())
+        .port(POSTGRES_PORT)
+        .user("postgres")
+        .password(password)
+        .dbname("postgres")
+        .connect_timeout(timeout)
+        .connect(tokio_postgres::NoTls)
+        .await?;
+    tokio::spawn(connection);
+    Ok(client)
 }
 
 impl std::fmt::Debug for LocalCluster {

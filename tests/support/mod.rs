@@ -29,3 +29,27 @@ pub async fn http_get(host: &str, port: u16, path: &str) -> Option<(u16, String)
         .unwrap_or_default();
     Some((code, body))
 }
+
+/// The first Event in `namespace` with `reason` that `matches`, once there is one (30 s at most).
+pub async fn event(
+    client: &kube::Client,
+    namespace: &str,
+    reason: &str,
+    matches: impl Fn(&k8s_openapi::api::events::v1::Event) -> bool,
+) -> k8s_openapi::api::events::v1::Event {
+    let events = kube::Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), namespace);
+    tusk_testenv::eventually(
+        &format!("a {reason} Event"),
+        std::time::Duration::from_secs(30),
+        async || {
+            events
+                .list(&Default::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some(reason) && matches(e))
+        },
+    )
+    .await
+}

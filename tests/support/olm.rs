@@ -340,17 +340,13 @@ pub async fn reconciled(env: &OlmCluster, written: &Written) {
             async || {
                 let object = value(&objects.get(name).await.ok()?);
                 let generation = object["metadata"]["generation"].as_i64()?;
-                let ready = object["status"]["conditions"]
+                // Every kind reports whatever it found (users and databases here have no SQL
+                // endpoint to reach, backups no ready instance).
+                object["status"]["conditions"]
                     .as_array()?
                     .iter()
-                    .find(|c| c["type"] == "Ready")?
-                    .clone();
-                // Kinds without a controller say so; the others report whatever they found
-                // (users and databases here have no SQL endpoint to reach).
-                let pending = matches!(*kind, "PostgresBackup" | "PostgresBackupSchedule");
-                (object["status"]["observedGeneration"] == generation
-                    && (!pending || ready["reason"] == "NotReconciled"))
-                    .then_some(())
+                    .find(|c| c["type"] == "Ready")?;
+                (object["status"]["observedGeneration"] == generation).then_some(())
             },
         )
         .await;

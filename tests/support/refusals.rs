@@ -183,7 +183,13 @@ pub fn refusals() -> Vec<Refusal> {
         create(c, "v1", cluster(json!({"tls": {"mode": "Operator", "secretName": "x"}})))
             .rule("spec.tls", "tls.secretName is required when tls.mode is Provided, and not allowed with Disabled or Operator"),
         create(c, "v1", cluster(json!({"bootstrap": {"initdb": {}, "fromBackup": {"backupName": "b"}}})))
-            .rule("spec.bootstrap", "bootstrap: set exactly one of initdb or fromBackup"),
+            .rule("spec.bootstrap", "bootstrap: set exactly one of initdb, fromBackup or recovery"),
+        create(c, "v1", cluster(json!({"bootstrap": {"recovery": {}}})))
+            .rule("spec.bootstrap.recovery", "recovery: set exactly one of backup or source"),
+        create(c, "v1", cluster(json!({"bootstrap": {"recovery": {"backup": {"name": "b"}, "target": {"lsn": "0/1", "xid": "7"}}}})))
+            .rule("spec.bootstrap.recovery.target", "recovery.target: set at most one of time, lsn, xid or name"),
+        create(c, "v1", cluster(json!({"backup": {"target": {"s3": {"bucket": "bkt", "credentialsSecret": "s", "serverSideEncryption": {"type": "aws:kms"}}}}})))
+            .rule("spec.backup.target.s3.serverSideEncryption", "serverSideEncryption.kmsKeyId is required with type aws:kms and not allowed with AES256"),
         create(c, "v1", cluster(json!({"instances": 1, "updateStrategy": {"primaryUpdateMethod": "Switchover"}})))
             .rule("spec", "updateStrategy.primaryUpdateMethod Switchover needs instances of 2 or more; with a single instance use Restart"),
         create(c, "v1", cluster(

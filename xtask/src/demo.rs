@@ -2,8 +2,9 @@
 //! `tusk-operator run` (controllers and conversion webhook) on 127.0.0.1 with a certificate from
 //! a fresh CA, installs the CRDs pointing at it, applies the samples under `config/samples`, runs
 //! the sample cluster's pods as local processes with real PostgreSQL (the operator reaches the
-//! primary through `--sql-endpoints`), waits for the cluster, its users and databases to be
-//! Ready, shows them at every version, prints a connection string from a binding Secret, and runs
+//! primary and the instance managers through `--sql-endpoints`), waits for the cluster, its
+//! users and databases to be Ready and the sample backup to complete (into the claim
+//! `demo-backups` it creates, one local directory the pods share), shows them at every version, prints a connection string from a binding Secret, and runs
 //! until Ctrl-C.
 
 use std::{path::Path, process::Stdio, time::Duration};
@@ -34,6 +35,7 @@ async fn run_pods(
     dir: &Path,
     postgres: &Postgres,
     instances: i32,
+    api_server: std::net::SocketAddr,
 ) -> Result<Vec<LocalPod>, String> {
     let sts = Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(client.clone(), "default");
     let statefulset = loop {
@@ -48,6 +50,10 @@ async fn run_pods(
         postgres_bin: postgres.bin_dir().to_path_buf(),
         ip_prefix: [77, 0, 1],
         state_dir: dir.join("pods"),
+        shared_dir: dir.join("claims"),
+        // Each pod reads and renews the primary's Lease on the local API server.
+        api_servers: (0..instances).map(|o| (o, api_server)).collect(),
+        rw_address: None,
     };
     let ip = |ordinal: i32| cluster.ip(ordinal);
     let mut pods = Vec::new();
@@ -118,9 +124,17 @@ pub async fn run(root: &Path) -> Result<(), String> {
     std::fs::write(cert_dir.join("tls.crt"), &cert.cert_pem).map_err(|e| e.to_string())?;
     std::fs::write(cert_dir.join("tls.key"), &cert.key_pem).map_err(|e| e.to_string())?;
     let port = free_port().map_err(|e| e.to_string())?;
-    // The sample cluster's primary runs locally on 127.77.0.1 (see run_pods).
+    // The sample cluster's primary runs locally on 127.77.0.1, and pod n on 127.77.0.<n + 1>
+    // (see run_pods): SQL goes to the primary, backup requests to a pod's instance manager.
     let sql_endpoints = dir.join("sql-endpoints");
-    std::fs::write(&sql_endpoints, "default/demo 127.77.0.1:5432\n").map_err(|e| e.to_string())?;
+    let mut endpoints = String::from("default/demo 127.77.0.1:5432\n");
+    for ordinal in 0..3 {
+        endpoints.push_str(&format!(
+            "default/demo/demo-{ordinal} 127.77.0.{}:8000\n",
+            ordinal + 1
+        ));
+    }
+    std::fs::write(&sql_endpoints, endpoints).map_err(|e| e.to_string())?;
     let log = std::fs::File::create(dir.join("logs/tusk-operator.log")).map_err(|e| e.to_string())?;
     let mut operator = tokio::process::Command::new(root.join("target/debug/tusk-operator"))
         .arg("run")
@@ -187,6 +201,22 @@ pub async fn run(root: &Path) -> Result<(), String> {
         ])?;
     }
 
+    // The claim the sample cluster's backups go to (`spec.backup.target.volume`): its pods mount
+    // it, here one directory they share.
+    let claims =
+        Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(client.clone(), "default");
+    let claim: k8s_openapi::api::core::v1::PersistentVolumeClaim =
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "demo-backups"},
+            "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "20Gi"}}},
+        }))
+        .map_err(|e| e.to_string())?;
+    claims
+        .patch("demo-backups", &apply, &Patch::Apply(&claim))
+        .await
+        .map_err(|e| format!("the demo-backups claim: {e}"))?;
+
     let samples = root.join("config/samples");
     let mut files: Vec<_> = std::fs::read_dir(&samples)
         .map_err(|e| format!("{}: {e}", samples.display()))?
@@ -221,7 +251,12 @@ pub async fn run(root: &Path) -> Result<(), String> {
         "Running the sample cluster's pods locally ({})...",
         postgres.version()
     );
-    let pods = run_pods(&client, root, &dir, &postgres, 3).await?;
+    let api_server = plane
+        .server()
+        .trim_start_matches("https://")
+        .parse()
+        .map_err(|e| format!("the API server {}: {e}", plane.server()))?;
+    let pods = run_pods(&client, root, &dir, &postgres, 3, api_server).await?;
     println!("Waiting for the cluster, its users and its databases to be Ready...");
     let mut waited = String::new();
     for object in [
@@ -238,6 +273,12 @@ pub async fn run(root: &Path) -> Result<(), String> {
             "--timeout=180s",
         ])?);
     }
+    waited.push_str(&kubectl(&[
+        "wait",
+        "--for=jsonpath={.status.phase}=Completed",
+        "postgresbackups.v1.tusk.dev/demo-first",
+        "--timeout=180s",
+    ])?);
     print!("{waited}");
     println!("\nTusk is running on the local control plane. Its objects (kubectl get tusk):\n");
     print!("{}", kubectl(&["get", "tusk"])?);

@@ -12,10 +12,12 @@
 //! - `cargo xtask crds` writes `config/crd/*.yaml` from the Rust types.
 //! - `cargo xtask crds --check` fails when those files are not what the types generate.
 //! - `cargo xtask bench-controller` measures the controller with many clusters.
+//! - `cargo xtask bench-backup` measures base backups, restores and WAL archiving.
 //! - `cargo xtask demo` runs Tusk on the local control plane with the samples in
 //!   `config/samples`, until Ctrl-C.
 
 mod bench;
+mod bench_backup;
 mod bench_users;
 mod demo;
 
@@ -102,6 +104,45 @@ enum Task {
     /// Run Tusk on its embedded default: the local control plane, the CRDs, the operator and the
     /// sample objects, until Ctrl-C.
     Demo,
+    /// Base backup, restore and WAL archiving against a real S3 store and PostgreSQL 18 at
+    /// several database sizes (pgbench scales; 64 is about 1 GiB), beside pg_basebackup to disk.
+    BenchBackup {
+        /// pgbench scales, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [16u32, 64])]
+        scales: Vec<u32>,
+    },
+    /// Failovers (asynchronous and synchronous `Required`) and switchovers under write load with
+    /// the real operator and local PostgreSQL 18 pods: write pause min/median/max and
+    /// acknowledged commits lost. Runs `bench_failover` of `tests/failover.rs`.
+    BenchFailover {
+        /// Rounds of each scenario.
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+    },
+}
+
+/// `cargo xtask bench-failover`: the benchmark lives beside the failover tests, whose local pods
+/// and operator harness it uses; it prints its own table.
+fn bench_failover(rounds: usize) -> Result<(), String> {
+    let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(repo_root())
+        .args([
+            "test",
+            "--test",
+            "failover",
+            "bench_failover",
+            "--",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("TUSK_BENCH_ROUNDS", rounds.to_string())
+        .status()
+        .map_err(|e| format!("running cargo test: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("the failover benchmark failed ({status})"))
+    }
 }
 
 fn repo_root() -> PathBuf {
@@ -264,6 +305,12 @@ fn main() -> ExitCode {
             .build()
             .map_err(|e| e.to_string())
             .and_then(|runtime| runtime.block_on(demo::run(&repo_root()))),
+        Task::BenchFailover { rounds } => bench_failover(rounds),
+        Task::BenchBackup { scales } => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+            .and_then(|runtime| runtime.block_on(bench_backup::run(&repo_root(), &scales))),
         Task::BenchUsers {
             users,
             resync,

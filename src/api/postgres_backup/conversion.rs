@@ -16,6 +16,8 @@ type Hub = Parts<v1::PostgresBackupSpec, v1::PostgresBackupStatus>;
 pub struct SpecLost {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     target: Option<BackupTarget>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    instance: Option<v1::BackupInstance>,
 }
 
 /// The `v1` status fields `v1alpha1` cannot express.
@@ -28,6 +30,18 @@ pub struct StatusLost {
     begin_wal: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     end_wal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    begin_lsn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    end_lsn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    timeline: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    instance_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    postgres_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
 }
 
 impl Spoke<v1::PostgresBackupSpec, v1::PostgresBackupStatus> for v1alpha1::PostgresBackup {
@@ -56,13 +70,22 @@ impl Spoke<v1::PostgresBackupSpec, v1::PostgresBackupStatus> for v1alpha1::Postg
                     size_bytes: s.size_bytes,
                     begin_wal: s.begin_wal,
                     end_wal: s.end_wal,
+                    begin_lsn: s.begin_lsn,
+                    end_lsn: s.end_lsn,
+                    timeline: s.timeline,
+                    instance_name: s.instance_name,
+                    postgres_version: s.postgres_version,
+                    error: s.error,
                 },
             ),
         };
         (
             Parts { spec, status },
             Lost {
-                spec: SpecLost { target: s.target },
+                spec: SpecLost {
+                    target: s.target,
+                    instance: s.instance,
+                },
                 status: status_lost,
             },
         )
@@ -74,6 +97,7 @@ impl Spoke<v1::PostgresBackupSpec, v1::PostgresBackupStatus> for v1alpha1::Postg
             cluster: ClusterReference { name: s.cluster },
             method: s.method,
             target: lost.spec.target,
+            instance: lost.spec.instance,
         };
         let l = lost.status;
         let status = spoke.status.map(|s| v1::PostgresBackupStatus {
@@ -86,6 +110,12 @@ impl Spoke<v1::PostgresBackupSpec, v1::PostgresBackupStatus> for v1alpha1::Postg
             size_bytes: l.size_bytes,
             begin_wal: l.begin_wal,
             end_wal: l.end_wal,
+            begin_lsn: l.begin_lsn,
+            end_lsn: l.end_lsn,
+            timeline: l.timeline,
+            instance_name: l.instance_name,
+            postgres_version: l.postgres_version,
+            error: l.error,
         });
         Parts { spec, status }
     }

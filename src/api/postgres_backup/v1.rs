@@ -61,6 +61,19 @@ pub struct PostgresBackupSpec {
     /// Where to write this backup; the cluster's `spec.backup.target` when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<BackupTarget>,
+    /// Which instance takes it: `PreferReplica` (the default: a ready replica, else the primary)
+    /// or `Primary`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<BackupInstance>,
+}
+
+/// Which instance takes a backup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum BackupInstance {
+    /// A ready replica, so the primary does no extra work; the primary when none is ready.
+    PreferReplica,
+    /// The primary.
+    Primary,
 }
 
 /// Where a backup run is.
@@ -112,4 +125,22 @@ pub struct PostgresBackupStatus {
     /// Last write-ahead log segment needed to restore the backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_wal: Option<String>,
+    /// The WAL location the backup starts at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub begin_lsn: Option<String>,
+    /// The WAL location from which a restore of the backup is consistent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_lsn: Option<String>,
+    /// The timeline the backup was taken on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<i64>,
+    /// The pod that took it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_name: Option<String>,
+    /// The PostgreSQL version it was taken from, as `postgres --version` says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres_version: Option<String>,
+    /// Why it failed, when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }

@@ -35,6 +35,14 @@ pub struct SpecLost {
     update_strategy: Option<v1::UpdateStrategy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     paused: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    failover_delay: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    switchover: Option<v1::Switchover>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    replication: Option<v1::Replication>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scheduling: Option<v1::Scheduling>,
 }
 
 /// The `v1` status fields `v1alpha1` and `v1beta1` cannot express.
@@ -45,6 +53,18 @@ pub struct StatusLost {
     current_primary: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     postgres_version: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    backup: Option<v1::BackupStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    instance_status: Option<Vec<v1::InstanceStatus>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    target_primary: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    timeline: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_promotion: Option<v1::Promotion>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    switchover: Option<v1::SwitchoverStatus>,
 }
 
 /// Splits the hub spec's fields that no spoke has (`v1alpha1` also lacks `resources` and
@@ -61,6 +81,10 @@ fn split_spec_common(spec: &mut v1::PostgresClusterSpec) -> SpecLost {
         monitoring: spec.monitoring.take(),
         update_strategy: spec.update_strategy.take(),
         paused: spec.paused.take(),
+        failover_delay: spec.failover_delay.take(),
+        switchover: spec.switchover.take(),
+        replication: spec.replication.take(),
+        scheduling: spec.scheduling.take(),
     }
 }
 
@@ -88,6 +112,10 @@ fn hub_spec(
         monitoring: lost.monitoring,
         update_strategy: lost.update_strategy,
         paused: lost.paused,
+        failover_delay: lost.failover_delay,
+        switchover: lost.switchover,
+        replication: lost.replication,
+        scheduling: lost.scheduling,
     }
 }
 
@@ -119,6 +147,12 @@ impl Spoke<v1::PostgresClusterSpec, v1::PostgresClusterStatus> for v1alpha1::Pos
                 StatusLost {
                     current_primary: s.current_primary,
                     postgres_version: s.postgres_version,
+                    backup: s.backup,
+                    instance_status: s.instance_status,
+                    target_primary: s.target_primary,
+                    timeline: s.timeline,
+                    last_promotion: s.last_promotion,
+                    switchover: s.switchover,
                 },
             ),
         };
@@ -153,6 +187,12 @@ impl Spoke<v1::PostgresClusterSpec, v1::PostgresClusterStatus> for v1alpha1::Pos
             ready_instances: s.ready_replicas,
             current_primary: lost.status.current_primary,
             postgres_version: lost.status.postgres_version,
+            backup: lost.status.backup,
+            instance_status: lost.status.instance_status,
+            target_primary: lost.status.target_primary,
+            timeline: lost.status.timeline,
+            last_promotion: lost.status.last_promotion,
+            switchover: lost.status.switchover,
             binding: s.binding,
         });
         Parts { spec, status }
@@ -194,6 +234,12 @@ impl Spoke<v1::PostgresClusterSpec, v1::PostgresClusterStatus> for v1beta1::Post
                 StatusLost {
                     current_primary: None,
                     postgres_version: s.postgres_version,
+                    backup: s.backup,
+                    instance_status: s.instance_status,
+                    target_primary: s.target_primary,
+                    timeline: s.timeline,
+                    last_promotion: s.last_promotion,
+                    switchover: s.switchover,
                 },
             ),
         };
@@ -228,6 +274,12 @@ impl Spoke<v1::PostgresClusterSpec, v1::PostgresClusterStatus> for v1beta1::Post
             ready_instances: s.ready_instances,
             current_primary: s.current_primary,
             postgres_version: lost.status.postgres_version,
+            backup: lost.status.backup,
+            instance_status: lost.status.instance_status,
+            target_primary: lost.status.target_primary,
+            timeline: lost.status.timeline,
+            last_promotion: lost.status.last_promotion,
+            switchover: lost.status.switchover,
             binding: s.binding,
         });
         Parts { spec, status }

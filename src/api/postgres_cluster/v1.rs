@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::postgres_rules;
 use crate::api::common::{
-    BackupConfiguration, Binding, Condition, IMAGE_PATTERN, MAX_INSTANCES, MAX_POSTGRES_MAJOR,
+    BackupConfiguration, BackupTarget, Binding, Condition, IMAGE_PATTERN, MAX_INSTANCES, MAX_POSTGRES_MAJOR,
     MIN_POSTGRES_MAJOR, ReclaimPolicy, VolumeSpec,
 };
 
@@ -73,6 +73,10 @@ use crate::api::common::{
     {
         "rule": "!has(self.updateStrategy) || !has(self.updateStrategy.primaryUpdateMethod) || self.updateStrategy.primaryUpdateMethod != 'Switchover' || (has(self.instances) && self.instances >= 2)",
         "message": "updateStrategy.primaryUpdateMethod Switchover needs instances of 2 or more; with a single instance use Restart"
+    },
+    {
+        "rule": "!has(self.replication) || !has(self.replication.synchronous) || (has(self.instances) && self.replication.synchronous.number < self.instances)",
+        "message": "replication.synchronous.number must be less than instances: it counts replicas, and the primary is one of the instances"
     }
 ]))]
 pub struct PostgresClusterSpec {
@@ -105,6 +109,129 @@ pub struct PostgresClusterSpec {
     /// When true, Tusk stops changing the cluster's children until it is set back to false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<bool>,
+    /// How long Tusk waits, after the primary's Lease expired (5 s without a renewal), before it
+    /// promotes a replica: `0s` (the default) fails over as soon as the primary is known gone;
+    /// a longer delay rides out short outages at the cost of a longer one when the primary is
+    /// truly lost. A number with `s` or `m`, such as `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 8), regex(pattern = FAILOVER_DELAY_PATTERN))]
+    pub failover_delay: Option<String>,
+    /// Asks for a switchover: the named instance (a pod of this cluster, such as `db-1`) becomes
+    /// the primary, with no committed transaction lost. Each value is carried out once and the
+    /// outcome is in `status.switchover`; to ask again for an instance named before, set another
+    /// or remove the field first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switchover: Option<Switchover>,
+    /// Streaming replication between the instances. Each replica always streams through a
+    /// replication slot of its own on the primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<Replication>,
+    /// Where the instances run. By default they spread across nodes (preferred pod
+    /// anti-affinity on `kubernetes.io/hostname`) and across zones (a topology spread
+    /// constraint on `topology.kubernetes.io/zone`, where nodes have that label).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduling: Option<Scheduling>,
+}
+
+/// Where the instances run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
+pub struct Scheduling {
+    /// `Preferred` (the default): instances go to different nodes when they can. `Required`:
+    /// never two on one node, so an instance waits (Pending) when no node is free. `Disabled`:
+    /// no anti-affinity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anti_affinity: Option<AntiAffinity>,
+    /// The node label that keeps instances apart; `kubernetes.io/hostname` by default (one node
+    /// each). `topology.kubernetes.io/zone` keeps them in different zones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 316))]
+    pub topology_key: Option<String>,
+    /// Replaces Tusk's zone spread with these constraints (an empty list: none). The label
+    /// selector of each may be left out: Tusk fills in the cluster's instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology_spread_constraints: Option<Vec<k8s_openapi::api::core::v1::TopologySpreadConstraint>>,
+    /// Only nodes with these labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// Taints the instances tolerate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<k8s_openapi::api::core::v1::Toleration>>,
+}
+
+/// How strictly instances keep to different nodes (or `topologyKey` values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum AntiAffinity {
+    /// When the scheduler can.
+    Preferred,
+    /// Always: an instance that cannot be placed apart stays Pending.
+    Required,
+    /// Not at all.
+    Disabled,
+}
+
+/// Streaming replication.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
+pub struct Replication {
+    /// Synchronous replication: a commit returns only once enough replicas have it on disk.
+    /// Without it replication is asynchronous, and a failover may lose the last commits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synchronous: Option<Synchronous>,
+}
+
+/// Synchronous replication: PostgreSQL's `synchronous_standby_names`, kept by Tusk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
+pub struct Synchronous {
+    /// `Any` (quorum: any `number` replicas) or `First` (the first `number` in instance order).
+    pub method: SynchronousMethod,
+    /// How many replicas must have each commit; less than `instances`.
+    #[schemars(range(min = 1, max = 8))]
+    pub number: i32,
+    /// `Required` (the default): a commit waits until `number` replicas have it, even when that
+    /// many are not there, and a failover only promotes a replica known to have every
+    /// acknowledged commit. `Preferred`: only the replicas that stream count, so the primary
+    /// goes on alone when none does, and acknowledged commits may be lost in a failover then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_durability: Option<DataDurability>,
+}
+
+/// How synchronous replicas are chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum SynchronousMethod {
+    /// Any `number` of the replicas (a quorum).
+    Any,
+    /// The first `number` replicas, by instance name.
+    First,
+}
+
+/// What synchronous replication guarantees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum DataDurability {
+    /// Never acknowledge a commit fewer than `number` replicas have.
+    Required,
+    /// Acknowledge once the streaming replicas (up to `number`) have it.
+    Preferred,
+}
+
+/// `failoverDelay`: a number of seconds or minutes.
+pub const FAILOVER_DELAY_PATTERN: &str = r"^[0-9]{1,5}(s|m)$";
+
+/// A switchover the user asks for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
+pub struct Switchover {
+    /// The instance (pod) to promote.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub to: String,
 }
 
 /// The PostgreSQL server.
@@ -150,21 +277,98 @@ pub struct StorageSpec {
     pub reclaim_policy: Option<ReclaimPolicy>,
 }
 
-/// How the first instance gets its data. Set exactly one of `initdb` or `fromBackup`.
+/// How the first instance gets its data. Set exactly one of `initdb`, `fromBackup` or
+/// `recovery`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "has(self.initdb) != has(self.fromBackup)",
-    "message": "bootstrap: set exactly one of initdb or fromBackup"
+    "rule": "[has(self.initdb), has(self.fromBackup), has(self.recovery)].filter(x, x).size() == 1",
+    "message": "bootstrap: set exactly one of initdb, fromBackup or recovery"
 }]))]
 #[serde(deny_unknown_fields)]
 pub struct Bootstrap {
     /// Start an empty cluster with `initdb`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initdb: Option<InitDb>,
-    /// Restore the cluster from a completed `PostgresBackup`.
+    /// Restore the cluster from a completed `PostgresBackup`, replaying its archived WAL to the
+    /// end (the same as `recovery.backup` with no target).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_backup: Option<FromBackup>,
+    /// Restore the cluster from a backup and replay archived WAL up to a target: point-in-time
+    /// recovery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<Recovery>,
+}
+
+/// A restore: which backups, and how far to replay. Set exactly one of `backup` or `source`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.backup) != has(self.source)",
+    "message": "recovery: set exactly one of backup or source"
+}]))]
+#[serde(deny_unknown_fields)]
+pub struct Recovery {
+    /// A completed `PostgresBackup` in the same namespace; the WAL comes from where its cluster
+    /// archives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupReference>,
+    /// Backups in an object store, such as another cluster's, possibly in another Kubernetes
+    /// cluster; the newest backup that is consistent before the target is restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<RecoverySource>,
+    /// Where replay stops; the end of the archived WAL when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<RecoveryTarget>,
+}
+
+/// A `PostgresBackup` by name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupReference {
+    /// Name of a completed `PostgresBackup` in the same namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Another cluster's backups in an object store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoverySource {
+    /// The store, as the source cluster's `spec.backup.target` names it; its credentials Secret
+    /// must be in this cluster's namespace.
+    pub target: BackupTarget,
+    /// The name of the cluster whose backups these are (its objects are below `path/<name>/`).
+    #[schemars(length(min = 1, max = 63), regex(pattern = crate::api::common::DNS_LABEL_PATTERN))]
+    pub cluster_name: String,
+}
+
+/// Where replay stops. Set at most one field.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "[has(self.time), has(self.lsn), has(self.xid), has(self.name)].filter(x, x).size() <= 1",
+    "message": "recovery.target: set at most one of time, lsn, xid or name"
+}]))]
+#[serde(deny_unknown_fields)]
+pub struct RecoveryTarget {
+    /// Replay transactions committed before this time (RFC 3339, such as `2026-12-01T10:00:00Z`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub time: Option<String>,
+    /// Replay up to this WAL location, such as `0/3000028`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 17), regex(pattern = r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$"))]
+    pub lsn: Option<String>,
+    /// Replay transactions before this transaction id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 20), regex(pattern = r"^[0-9]+$"))]
+    pub xid: Option<String>,
+    /// Replay up to this restore point, made with `pg_create_restore_point`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub name: Option<String>,
 }
 
 /// Options for `initdb`.
@@ -307,4 +511,120 @@ pub struct PostgresClusterStatus {
     /// The Secret with superuser connection details (servicebinding.io).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binding: Option<Binding>,
+    /// Continuous archiving and backups, when the cluster has `spec.backup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupStatus>,
+    /// Each instance as its instance manager last reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub instance_status: Option<Vec<InstanceStatus>>,
+    /// The instance Tusk is making the primary: the same as `currentPrimary` once it is, another
+    /// during a failover or switchover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_primary: Option<String>,
+    /// The timeline the primary writes; each promotion starts a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<i64>,
+    /// The latest promotion of a replica: which, why and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_promotion: Option<Promotion>,
+    /// How the switchover of `spec.switchover` went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switchover: Option<SwitchoverStatus>,
+}
+
+/// A promotion of a replica to primary.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
+pub struct Promotion {
+    /// The instance promoted.
+    pub instance: String,
+    /// The primary before it, if there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// `Failover` (the primary was lost) or `Switchover` (asked for).
+    pub reason: String,
+    /// When the operator named it, RFC 3339.
+    pub time: String,
+    /// What happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// How a switchover went.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
+pub struct SwitchoverStatus {
+    /// The instance asked for (`spec.switchover.to`).
+    pub to: String,
+    /// `Pending` (waiting for the instance to be able to take over), `Running`, `Completed` or
+    /// `Failed`.
+    pub phase: String,
+    /// What happened, or why it waits or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// One instance as its instance manager last reported it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceStatus {
+    /// The pod's name.
+    pub name: String,
+    /// `primary` or `replica` as PostgreSQL says (`pg_is_in_recovery`), or `unknown` when the
+    /// instance manager or PostgreSQL did not answer.
+    pub role: String,
+    /// Whether the pod is Ready.
+    pub ready: bool,
+    /// The timeline it writes or receives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<i64>,
+    /// How far its WAL goes: a primary's write position, a replica's received position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lsn: Option<String>,
+    /// A replica's replayed position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replayed_lsn: Option<String>,
+    /// Bytes of WAL a replica has not received yet, behind the primary's write position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<i64>,
+    /// Why the role is `unknown`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// What a cluster's archive holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStatus {
+    /// The earliest time the cluster can be restored to: the stop of its oldest completed
+    /// backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub first_recoverability_point: Option<String>,
+    /// The last WAL file the primary archived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_archived_wal: Option<String>,
+    /// When it was archived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub last_archived_wal_time: Option<String>,
+    /// The last WAL file that failed to archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failed_wal: Option<String>,
+    /// When it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub last_failed_wal_time: Option<String>,
+    /// The newest completed `PostgresBackup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful_backup: Option<String>,
+    /// When it stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub last_successful_backup_time: Option<String>,
 }

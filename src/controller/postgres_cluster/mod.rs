@@ -6,8 +6,14 @@
 //! - *apply* sends a server-side apply only for a child that differs, and labels pod roles;
 //! - *status* ([`status::desired_status`], pure) is written only when it changed.
 
+pub mod backups;
 pub mod build;
+pub mod failover;
+pub mod instances;
+pub mod replication;
+pub mod rollout;
 pub mod status;
+pub mod switchover;
 
 use std::sync::Arc;
 
@@ -22,7 +28,7 @@ use kube::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::json;
-use tracing::{info, instrument};
+use tracing::{info, instrument, warn};
 
 use self::{
     build::Children,
@@ -50,20 +56,45 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
         return Ok(Action::await_change());
     }
     let mut observed = Observed::default();
+    let mut converging = false;
     if cluster.spec.paused == Some(true) {
         observed.primary = cluster.status.as_ref().and_then(|s| s.current_primary.clone());
     } else {
         // Observe, build, apply.
-        match superuser_password(&ctx, &namespace, &name).await? {
-            Ok(password) => {
-                let children = build::children(&cluster, &password, &ctx.config);
+        let password = superuser_password(&ctx, &namespace, &name).await?;
+        let recovery = backups::resolve_recovery(&ctx, &cluster, &namespace).await?;
+        let missing_claim = backups::without_missing_claim(&ctx, &cluster, &namespace).await?;
+        match (password, recovery) {
+            (Ok(password), Ok(recovery)) => {
+                let built = missing_claim
+                    .as_ref()
+                    .map_or(cluster.as_ref(), |(_, without)| without);
+                let children = build::children(built, &password, &ctx.config, recovery.as_ref());
                 apply_children(&cluster, &ctx, &children).await?;
-                observed.primary = label_roles(&ctx, &namespace, &name).await?;
+                let roles = label_roles(&ctx, &namespace, &cluster).await?;
+                observed.primary = roles.primary;
+                observed.instances = roles.reported;
+                observed.target_primary = roles.target;
+                observed.promotion = roles.promotion;
+                observed.switchover = roles.switchover;
+                observed.rollout = roles.rollout;
                 observed.binding = Some(Names(&name).superuser_secret());
+                observed.problem = roles
+                    .problem
+                    .or_else(|| missing_claim.map(|(problem, _)| problem))
+                    .or_else(|| backups::target_problem(&cluster));
+                converging = roles.converging;
             }
-            // Only the user can fix this, so there is no fast retry. The Secret may be the
+            // Only the user can fix these, so there is no fast retry. The Secret may be the
             // user's own (not labelled as Tusk's, so not watched): look again at resync.
-            Err(problem) => observed.problem = Some(problem),
+            (Err(problem), _) | (_, Err(problem)) => observed.problem = Some(problem),
+        }
+        if cluster.spec.backup.is_some() {
+            if let Some(problem) = backups::retain(&ctx, &cluster, &namespace).await? {
+                observed.problem.get_or_insert(problem);
+            }
+            observed.backups =
+                Some(backups::observe(&ctx, &cluster, &namespace, observed.primary.as_deref()).await?);
         }
     }
     observed.statefulset = Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace)
@@ -76,12 +107,48 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
     if write_status(&ctx, cluster.as_ref(), cluster.status.as_ref(), &status).await? {
         info!(ready = ?status.ready_instances, "status updated");
     }
+    archiving_events(&ctx, &cluster, &status).await;
     if let Some(problem) = &observed.problem {
         let conditions = cluster.status.as_ref().and_then(|s| s.conditions.as_deref());
         let told = reason_when(conditions, "Degraded", ConditionStatus::True);
         record_problem(&ctx, cluster.as_ref(), told, problem).await;
     }
-    Ok(Action::requeue(ctx.resync))
+    // While a failover goes on, look every second; otherwise an expiring Lease wakes the
+    // cluster (see failover::track).
+    Ok(Action::requeue(if converging {
+        std::time::Duration::from_secs(1).min(ctx.resync)
+    } else {
+        ctx.resync
+    }))
+}
+
+/// A Warning Event when WAL archiving starts failing (or fails for another reason), and a Normal
+/// one when it works again.
+async fn archiving_events(
+    ctx: &Context,
+    cluster: &PostgresCluster,
+    status: &crate::api::postgres_cluster::v1::PostgresClusterStatus,
+) {
+    const TYPE: &str = "ContinuousArchiving";
+    let before = cluster.status.as_ref().and_then(|s| s.conditions.as_deref());
+    let now = status.conditions.as_deref();
+    let failing_before = reason_when(before, TYPE, ConditionStatus::False);
+    let message = |reason: &str| {
+        now.into_iter()
+            .flatten()
+            .find(|c| c.type_ == TYPE && c.reason == reason)
+            .map(|c| c.message.clone())
+            .unwrap_or_default()
+    };
+    if let Some(reason) = reason_when(now, TYPE, ConditionStatus::False) {
+        let problem = Problem::new(reason.to_owned(), message(reason));
+        record_problem(ctx, cluster, failing_before, &problem).await;
+    } else if failing_before.is_some()
+        && let Some(reason) = reason_when(now, TYPE, ConditionStatus::True)
+    {
+        let happened = Happened::Resumed(format!("WAL archiving works again: {}", message(reason)));
+        record(ctx, cluster, happened).await;
+    }
 }
 
 /// The superuser's password: the one in the Secret when it has one, a new one otherwise. A
@@ -127,6 +194,17 @@ async fn apply_children(cluster: &PostgresCluster, ctx: &Context, children: &Chi
     apply(cluster, ctx, &children.superuser, "the superuser Secret").await?;
     apply(cluster, ctx, &children.config, "the ConfigMap").await?;
     apply(cluster, ctx, &children.service_account, "the ServiceAccount").await?;
+    // Permissions of an older release (its bundle's RBAC) may lack these: the cluster runs on
+    // without a primary Lease, and says so.
+    for outcome in [
+        apply(cluster, ctx, &children.access.0, "the Role").await,
+        apply(cluster, ctx, &children.access.1, "the RoleBinding").await,
+    ] {
+        match outcome {
+            Err(e) if e.forbidden() => warn!(error = %e, "no permission for the pods' Lease access"),
+            other => other?,
+        }
+    }
     for service in &children.services {
         apply(cluster, ctx, service, "a Service").await?;
     }
@@ -175,27 +253,211 @@ where
     Ok(())
 }
 
-/// Labels pod 0 `primary` and the others `replica`, so the `-rw` and `-ro` Services find them.
-/// Returns the primary's name once its pod exists. (Failover, which moves the role, is to come.)
-async fn label_roles(ctx: &Context, namespace: &str, cluster: &str) -> Result<Option<String>, Error> {
+/// What [`label_roles`] found.
+struct Roles {
+    /// The pod labelled primary now, if any.
+    primary: Option<String>,
+    /// What each instance reported.
+    reported: Vec<status::Reported>,
+    /// Something the user should know.
+    problem: Option<Problem>,
+    /// A failover is under way: look again soon.
+    converging: bool,
+    /// The pod the Lease names: the primary, or the one becoming it.
+    target: Option<String>,
+    /// A replica named primary in this reconcile.
+    promotion: Option<crate::api::postgres_cluster::v1::Promotion>,
+    /// `status.switchover`; `None` when none is asked for.
+    switchover: Option<crate::api::postgres_cluster::v1::SwitchoverStatus>,
+    /// What a rolling update does or waits for: the `Progressing` reason and message.
+    rollout: Option<(&'static str, String)>,
+}
+
+/// Asks every instance for its state, fails over when the primary's Lease expired, and labels
+/// each pod with its role: the Lease holder is the primary once it reports that it accepts
+/// writes (so `-rw` selects it), every other pod a replica. While the holder is a replica being
+/// promoted, no pod is labelled primary. See [`failover`].
+async fn label_roles(ctx: &Context, namespace: &str, cluster: &PostgresCluster) -> Result<Roles, Error> {
+    let name = cluster.name_any();
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), namespace);
-    let primary = Names(cluster).first_primary();
     let list = pods
-        .list(&ListParams::default().labels(&format!("{CLUSTER_LABEL}={cluster}")))
+        .list(&ListParams::default().labels(&format!("{CLUSTER_LABEL}={name}")))
         .await
         .map_err(Error::kube("listing the pods"))?;
-    let mut found = None;
-    for pod in list.items {
+    let names: Vec<String> = list.items.iter().map(ResourceExt::name_any).collect();
+    let reports = instances::poll(ctx, namespace, &name, &names).await;
+    let reported = |reports: &[instances::Report]| -> Vec<status::Reported> {
+        list.items
+            .iter()
+            .zip(reports.iter())
+            .map(|(pod, (_, report))| status::Reported {
+                pod: pod.name_any(),
+                ready: crate::controller::postgres_backup::pod_ready(pod),
+                state: report.clone(),
+            })
+            .collect()
+    };
+    let labelled = list
+        .items
+        .iter()
+        .find(|p| p.labels().get(ROLE_LABEL).map(String::as_str) == Some(Role::Primary.label()))
+        .map(ResourceExt::name_any);
+    let seen = match failover::ensure_lease(ctx, cluster, namespace).await {
+        Ok(seen) => seen,
+        Err(e) if e.forbidden() => {
+            let problem = Problem::new(
+                "LeaseForbidden",
+                format!(
+                    "the operator may not read or create the primary's Lease ({e}); its permissions are \
+                     an older release's: nothing fails over until they are updated"
+                ),
+            );
+            return Ok(Roles {
+                primary: cluster.status.as_ref().and_then(|s| s.current_primary.clone()),
+                reported: reported(&reports),
+                problem: Some(problem),
+                converging: false,
+                target: None,
+                promotion: None,
+                switchover: None,
+                rollout: None,
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    let mut holder = seen.holder().to_owned();
+    let mut problem = None;
+    let mut converging = false;
+    let mut promotion = None;
+    let mut reports = reports;
+    let now = std::time::Instant::now();
+    // A Lease no primary renewed yet belongs to a cluster still bootstrapping (initdb, or a
+    // restore that may take hours): nothing to fail over from.
+    let bootstrapping = seen.lease.spec.as_ref().is_none_or(|s| s.renew_time.is_none());
+    let delay = failover_delay(cluster);
+    let mut switchover = None;
+    let mut rollout_note = None;
+    let mut switched_to: Option<(String, String)> = None;
+    if !seen.expired(now) && !bootstrapping {
+        // A switchover the user asked for.
+        if let Some(step) = switchover::step(ctx, cluster, namespace, &seen, &reports).await? {
+            if let Some(to) = step.handed_to.clone() {
+                switched_to = Some((to, step.status.message.clone().unwrap_or_default()));
+            }
+            if step.status.phase == switchover::PENDING || step.status.phase == switchover::RUNNING {
+                converging = true;
+            }
+            switchover = Some(step.status);
+        }
+    } else if seen.expired(now)
+        && !bootstrapping
+        && seen.age(now) < crate::facts::cluster::LEASE_DURATION + delay
+    {
+        // The primary may come back within spec.failoverDelay.
+        converging = true;
+        problem = Some(Problem::new(
+            "PrimaryUnresponsive",
+            format!(
+                "the primary {holder} has not renewed its Lease for {:.1} s; a replica is promoted after {:?} more (spec.failoverDelay)",
+                seen.age(now).as_secs_f64(),
+                (crate::facts::cluster::LEASE_DURATION + delay).saturating_sub(seen.age(now))
+            ),
+        ));
+    } else if seen.expired(now) && !bootstrapping && !names.is_empty() {
+        let lapsed = format!(
+            "the primary {} has not renewed its Lease for {:.1} s",
+            if holder.is_empty() { "(none)" } else { &holder },
+            seen.age(now).as_secs_f64()
+        );
+        let needed = replication::reports_needed(cluster);
+        let answered = failover::replicas_answering(&reports, &holder);
+        if answered < needed {
+            problem = Some(Problem::new(
+                "NoFailoverCandidate",
+                format!(
+                    "{lapsed}, but only {answered} replica(s) answered: with spec.replication.synchronous \
+                     dataDurability Required, {needed} must, or the one promoted could lack acknowledged commits"
+                ),
+            ));
+        } else {
+            match failover::candidate(&reports, &holder) {
+                // Nothing to promote: the cluster waits for a replica (or the primary) to answer,
+                // at its resync, without polling every second.
+                None => {
+                    problem = Some(Problem::new(
+                        "NoFailoverCandidate",
+                        format!("{lapsed}, and no replica answered to take over"),
+                    ));
+                }
+                Some((to, at)) => {
+                    let message = format!(
+                        "{lapsed}: promoting {to}, the replica whose WAL goes furthest ({})",
+                        crate::facts::instance::format_lsn(at)
+                    );
+                    converging = true;
+                    if failover::hand_over(ctx, namespace, &seen, &to).await? {
+                        warn!(from = %holder, %to, "failing over");
+                        promotion = Some(promoted(ctx, cluster, &holder, &to, false, message).await);
+                        holder = to;
+                    }
+                }
+            }
+        }
+    }
+    // The next step of a rolling update, when nothing else moves the primary in this reconcile
+    // (also while bootstrapping or with no failover candidate: a new template may be the fix).
+    if !converging && switched_to.is_none() && promotion.is_none() && !holder.is_empty() {
+        let (note, busy, to) = roll(ctx, cluster, namespace, &list.items, &holder, &seen, &reports).await?;
+        rollout_note = note;
+        converging |= busy;
+        switched_to = to;
+    }
+    if let Some((to, message)) = switched_to {
+        info!(from = %holder, %to, "switched over");
+        promotion = Some(promoted(ctx, cluster, &holder, &to, true, message).await);
+        holder = to;
+        // The roles changed: label them from what the instances say now.
+        reports = instances::poll(ctx, namespace, &name, &names).await;
+    }
+    let state_of = |pod: &str| {
+        instances::report(&reports, pod)
+            .and_then(|r| r.as_ref().ok())
+            .and_then(|s| s.primary)
+    };
+    let primary = match state_of(&holder) {
+        Some(true) => Some(holder.clone()),
+        // Named, still a replica: it promotes within a second or two.
+        Some(false) => {
+            converging = true;
+            None
+        }
+        // Unreachable from here, but it holds a live Lease: it stays where it is. (When the
+        // Lease expires, the tracker wakes the cluster.)
+        None if labelled.as_deref() == Some(holder.as_str()) && !seen.expired(now) => Some(holder.clone()),
+        None => None,
+    };
+    let strays: Vec<&String> = names
+        .iter()
+        .filter(|p| **p != holder && state_of(p) == Some(true))
+        .collect();
+    if !strays.is_empty() {
+        problem.get_or_insert(Problem::new(
+            "UnexpectedPrimary",
+            format!(
+                "{} accept writes without holding the primary's Lease (held by {holder}); they are never labelled primary",
+                strays.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    for pod in &list.items {
         let pod_name = pod.name_any();
-        let role = if pod_name == primary {
+        let role = if Some(&pod_name) == primary.as_ref() {
             Role::Primary
         } else {
             Role::Replica
         };
-        if role == Role::Primary {
-            found = Some(pod_name.clone());
-        }
         if pod.labels().get(ROLE_LABEL).map(String::as_str) != Some(role.label()) {
+            info!(pod = %pod_name, role = role.label(), "labelling the pod's role");
             pods.patch(
                 &pod_name,
                 &PatchParams::default(),
@@ -205,7 +467,149 @@ async fn label_roles(ctx: &Context, namespace: &str, cluster: &str) -> Result<Op
             .map_err(Error::kube("labelling a pod's role"))?;
         }
     }
-    Ok(found)
+    if let Some(primary) = &primary {
+        replication::apply(ctx, cluster, namespace, primary, &reports).await;
+    }
+    rejoined_events(ctx, cluster, &reports).await;
+    // Keep a switchover asked for while the primary was lost as it was.
+    let switchover = cluster
+        .spec
+        .switchover
+        .as_ref()
+        .and(switchover.or_else(|| cluster.status.as_ref().and_then(|s| s.switchover.clone())));
+    Ok(Roles {
+        // The pod that holds the primary's Lease: the primary, or the one becoming it.
+        primary: primary.or_else(|| (!holder.is_empty()).then(|| holder.clone())),
+        reported: reported(&reports),
+        problem,
+        converging,
+        target: (!holder.is_empty()).then_some(holder),
+        promotion,
+        switchover,
+        rollout: rollout_note,
+    })
+}
+
+/// One step of a rolling update (see [`rollout`]): the `Progressing` note, whether to look again
+/// soon, and the replica a switchover made the primary.
+#[allow(clippy::type_complexity)]
+async fn roll(
+    ctx: &Context,
+    cluster: &PostgresCluster,
+    namespace: &str,
+    pods: &[Pod],
+    holder: &str,
+    seen: &failover::Seen,
+    reports: &[instances::Report],
+) -> Result<(Option<(&'static str, String)>, bool, Option<(String, String)>), Error> {
+    let note = |reason: &'static str, message: String| Some((reason, message));
+    Ok(
+        match rollout::next(ctx, cluster, namespace, pods, holder, reports).await? {
+            rollout::Next::Done => (None, false, None),
+            rollout::Next::Wait(why) => (note("RollingUpdate", why), true, None),
+            rollout::Next::WaitForUser(what) => (note("WaitingForUser", what), false, None),
+            rollout::Next::Restart(pod) => {
+                let what = if pod == holder {
+                    format!("restarting the primary {pod} in place on the new revision")
+                } else {
+                    format!("restarting replica {pod} on the new revision (replicas first, the primary last)")
+                };
+                info!(%pod, "rolling update: restarting");
+                if rollout::restart(ctx, namespace, &pod).await? {
+                    record(ctx, cluster, Happened::RollingUpdate(what.clone())).await;
+                    (note("RollingUpdate", what), true, None)
+                } else {
+                    warn!(%pod, "no permission to delete pods: the rolling update waits");
+                    let why = format!(
+                        "{pod} runs an old revision, but the operator may not delete pods (its permissions \
+                     are an older release's); delete it to update it"
+                    );
+                    (note("RollingUpdate", why), false, None)
+                }
+            }
+            rollout::Next::SwitchOver(to) => {
+                match switchover::perform(ctx, cluster, namespace, seen, reports, &to).await? {
+                    switchover::Switch::Done { message, .. } => {
+                        let what = format!(
+                            "switched over to the updated {to} so the primary {holder} can be restarted"
+                        );
+                        (note("RollingUpdate", what), true, Some((to, message)))
+                    }
+                    switchover::Switch::Pending(why) | switchover::Switch::Failed(why) => (
+                        note("RollingUpdate", format!("switching over to {to}: {why}")),
+                        true,
+                        None,
+                    ),
+                }
+            }
+        },
+    )
+}
+
+/// Records the promotion of `to` (from `from`, the holder before; empty when none): its Event,
+/// and what `status.lastPromotion` shows.
+async fn promoted(
+    ctx: &Context,
+    cluster: &PostgresCluster,
+    from: &str,
+    to: &str,
+    asked: bool,
+    message: String,
+) -> crate::api::postgres_cluster::v1::Promotion {
+    record(
+        ctx,
+        cluster,
+        Happened::Promoted {
+            asked,
+            note: message.clone(),
+        },
+    )
+    .await;
+    crate::api::postgres_cluster::v1::Promotion {
+        instance: to.to_owned(),
+        from: (!from.is_empty()).then(|| from.to_owned()),
+        reason: if asked { "Switchover" } else { "Failover" }.to_owned(),
+        time: super::condition::now_rfc3339(),
+        message: Some(message),
+    }
+}
+
+/// A `Rejoined` Event when the primary before the last promotion runs as a replica again, back
+/// by `pg_rewind` (or a fresh clone), having not shown as one since.
+async fn rejoined_events(ctx: &Context, cluster: &PostgresCluster, reports: &[instances::Report]) {
+    let status = cluster.status.as_ref();
+    let before = status.and_then(|s| s.instance_status.as_ref());
+    let former = status
+        .and_then(|s| s.last_promotion.as_ref())
+        .and_then(|p| p.from.as_deref());
+    for (pod, report) in reports {
+        // The former primary, shown as anything but a replica since (down, or still primary).
+        let was_away = Some(pod.as_str()) == former
+            && !before
+                .into_iter()
+                .flatten()
+                .any(|i| &i.name == pod && i.role == "replica");
+        if let Ok(state) = report
+            && was_away
+            && state.primary == Some(false)
+        {
+            let note = format!(
+                "{pod}, the primary before, runs as a replica on timeline {}",
+                state.timeline.map_or_else(|| "?".to_owned(), |t| t.to_string())
+            );
+            record(ctx, cluster, Happened::Rejoined(note)).await;
+        }
+    }
+}
+
+/// `spec.failoverDelay`, zero when unset (the CRD's pattern admits only what parses).
+fn failover_delay(cluster: &PostgresCluster) -> std::time::Duration {
+    cluster
+        .spec
+        .failover_delay
+        .as_deref()
+        .and_then(|d| crate::process::parse_duration(d).ok())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -250,6 +654,14 @@ mod tests {
                 json!({"resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}}),
                 uid,
             ),
+            (
+                json!({"backup": {"target": {"s3": {
+                    "bucket": "backups", "path": "prod", "endpoint": "https://s3.example",
+                    "credentialsSecret": "s3", "caBundle": {"name": "s3-ca", "key": "ca.crt"},
+                    "serverSideEncryption": {"type": "AES256"},
+                }}, "archiveTimeout": "60s", "retention": "30d"}}),
+                uid,
+            ),
         ]
     }
 
@@ -261,12 +673,12 @@ mod tests {
                 operator_image: "ghcr.io/tusk-operator/tusk-operator:1.0.0".into(),
                 ..Default::default()
             };
-            let c = build::children(&cluster, "pw", &config);
+            let c = build::children(&cluster, "pw", &config, None);
             json!({
                 "spec": extra,
                 "postgresUid": uid,
                 "children": [
-                    c.superuser, c.config, c.service_account, c.statefulset,
+                    c.superuser, c.config, c.service_account, c.access.0, c.access.1, c.statefulset,
                     c.services[0], c.services[1], c.services[2], c.pdb,
                     c.bootstrap.as_ref().map(|b| &b.0), c.bootstrap.as_ref().map(|b| &b.1),
                 ],

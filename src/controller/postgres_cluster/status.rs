@@ -5,9 +5,12 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 
 use crate::api::{
     common::ConditionStatus,
-    postgres_cluster::v1::{PostgresCluster, PostgresClusterStatus},
+    postgres_cluster::v1::{
+        BackupStatus, InstanceStatus, PostgresCluster, PostgresClusterStatus, Promotion, SwitchoverStatus,
+    },
 };
 use crate::controller::Problem;
+use crate::facts::instance::{InstanceState, format_lsn};
 
 /// What reconcile observed, beyond the cluster itself.
 #[derive(Clone, Debug, Default)]
@@ -20,6 +23,133 @@ pub struct Observed {
     pub problem: Option<Problem>,
     /// The binding Secret, once it exists.
     pub binding: Option<String>,
+    /// Archiving and backups, when the cluster has `spec.backup`.
+    pub backups: Option<super::backups::ArchiveObservation>,
+    /// What each pod's instance manager reported.
+    pub instances: Vec<Reported>,
+    /// The pod the primary's Lease names; `None` when the cluster runs without one.
+    pub target_primary: Option<String>,
+    /// A replica promoted in this reconcile.
+    pub promotion: Option<Promotion>,
+    /// How the switchover asked for goes; `None` when none is asked for.
+    pub switchover: Option<SwitchoverStatus>,
+    /// What a rolling update does or waits for: the `Progressing` reason and message.
+    pub rollout: Option<(&'static str, String)>,
+}
+
+/// What one pod's instance manager reported, or why it could not be asked.
+#[derive(Clone, Debug)]
+pub struct Reported {
+    /// The pod's name.
+    pub pod: String,
+    /// Whether the pod is Ready.
+    pub ready: bool,
+    /// The report.
+    pub state: Result<InstanceState, String>,
+}
+
+/// `status.instanceStatus`: each instance's role and WAL positions, and each replica's lag behind
+/// the primary's write position. `None` when no pod exists.
+pub fn instance_status(reported: &[Reported]) -> Option<Vec<InstanceStatus>> {
+    let primary_lsn = reported
+        .iter()
+        .filter_map(|r| r.state.as_ref().ok())
+        .find(|s| s.primary == Some(true))
+        .and_then(InstanceState::wal_position);
+    let list: Vec<InstanceStatus> = reported
+        .iter()
+        .map(|r| {
+            let mut status = InstanceStatus {
+                name: r.pod.clone(),
+                role: "unknown".to_owned(),
+                ready: r.ready,
+                ..InstanceStatus::default()
+            };
+            match &r.state {
+                Err(why) => status.message = Some(why.clone()),
+                Ok(state) => match state.primary {
+                    None => {
+                        status.message = Some(
+                            state
+                                .error
+                                .clone()
+                                .unwrap_or_else(|| "postgres is not running".to_owned()),
+                        );
+                    }
+                    Some(primary) => {
+                        status.role = if primary { "primary" } else { "replica" }.to_owned();
+                        status.timeline = state.timeline.map(i64::from);
+                        status.lsn = state.wal_position().map(format_lsn);
+                        status.replayed_lsn = state.replayed_lsn.clone();
+                        if !primary && let (Some(at), Some(own)) = (primary_lsn, state.wal_position()) {
+                            status.lag_bytes =
+                                Some(i64::try_from(at.saturating_sub(own)).unwrap_or(i64::MAX));
+                        }
+                    }
+                },
+            }
+            status
+        })
+        .collect();
+    (!list.is_empty()).then_some(list)
+}
+
+/// The `ContinuousArchiving` condition and `status.backup` of a cluster that archives.
+fn archiving(
+    observed: &super::backups::ArchiveObservation,
+) -> ((ConditionStatus, String, String), BackupStatus) {
+    let mut status = BackupStatus {
+        first_recoverability_point: observed.completed.first().map(|(_, at)| at.clone()),
+        last_successful_backup: observed.completed.last().map(|(name, _)| name.clone()),
+        last_successful_backup_time: observed.completed.last().map(|(_, at)| at.clone()),
+        ..BackupStatus::default()
+    };
+    let condition = match &observed.archive {
+        Err(why) => (
+            ConditionStatus::Unknown,
+            "PrimaryUnreachable".to_owned(),
+            format!("cannot ask the primary how archiving goes: {why}"),
+        ),
+        Ok(state) => {
+            if let Some((wal, at)) = &state.last_archived {
+                status.last_archived_wal = Some(wal.clone());
+                status.last_archived_wal_time = Some(at.clone());
+            }
+            if let Some((wal, at, _, _)) = &state.last_failed
+                && !wal.is_empty()
+            {
+                status.last_failed_wal = Some(wal.clone());
+                status.last_failed_wal_time = Some(at.clone());
+            }
+            let failing = match (&state.last_failed, &state.last_archived) {
+                (Some((_, failed_at, reason, message)), archived) => {
+                    let newer = archived
+                        .as_ref()
+                        .is_none_or(|(_, archived_at)| failed_at > archived_at);
+                    newer.then(|| (reason.clone(), message.clone()))
+                }
+                (None, _) => None,
+            };
+            match (failing, &state.last_archived) {
+                (Some((reason, message)), _) => (
+                    ConditionStatus::False,
+                    reason,
+                    format!("spec.backup.target: {message}; PostgreSQL keeps every WAL file until it is archived"),
+                ),
+                (None, Some((wal, at))) => (
+                    ConditionStatus::True,
+                    "Archiving".to_owned(),
+                    format!("last archived {wal} at {at}"),
+                ),
+                (None, None) => (
+                    ConditionStatus::Unknown,
+                    "NoWalArchivedYet".to_owned(),
+                    "the store answers; the first WAL file is archived when a segment fills or archive_timeout passes after a write".to_owned(),
+                ),
+            }
+        }
+    };
+    (condition, status)
 }
 
 /// The status `cluster` should have; `now` is an RFC 3339 time for conditions that change.
@@ -62,6 +192,8 @@ pub fn desired_status(cluster: &PostgresCluster, observed: &Observed, now: &str)
             "Paused",
             "spec.paused is true: Tusk leaves the children as they are".to_owned(),
         )
+    } else if let Some((reason, message)) = &observed.rollout {
+        (ConditionStatus::True, *reason, message.clone())
     } else if all_ready {
         (
             ConditionStatus::False,
@@ -104,17 +236,27 @@ pub fn desired_status(cluster: &PostgresCluster, observed: &Observed, now: &str)
         crate::controller::condition::condition(&previous, generation, now, type_, status, reason, message)
     };
     let previous_status = cluster.status.clone().unwrap_or_default();
+    let mut conditions = vec![
+        condition("Ready", ready_status, ready_reason, ready_message),
+        condition(
+            "Progressing",
+            progressing_status,
+            progressing_reason,
+            progressing_message,
+        ),
+        condition("Degraded", degraded_status, degraded_reason, degraded_message),
+    ];
+    if let Some(target) = &observed.target_primary {
+        let (status, reason, message) = primary_stable(observed, target);
+        conditions.push(condition("PrimaryStable", status, reason, message));
+    }
+    let backup = observed.backups.as_ref().map(|b| {
+        let ((status, reason, message), backup) = archiving(b);
+        conditions.push(condition("ContinuousArchiving", status, &reason, message));
+        backup
+    });
     PostgresClusterStatus {
-        conditions: Some(vec![
-            condition("Ready", ready_status, ready_reason, ready_message),
-            condition(
-                "Progressing",
-                progressing_status,
-                progressing_reason,
-                progressing_message,
-            ),
-            condition("Degraded", degraded_status, degraded_reason, degraded_message),
-        ]),
+        conditions: Some(conditions),
         observed_generation: generation,
         instances: Some(replicas),
         ready_instances: Some(ready),
@@ -125,6 +267,60 @@ pub fn desired_status(cluster: &PostgresCluster, observed: &Observed, now: &str)
             .clone()
             .map(|name| crate::api::common::Binding { name })
             .or(previous_status.binding),
+        backup,
+        instance_status: instance_status(&observed.instances).or(previous_status.instance_status),
+        target_primary: observed.target_primary.clone(),
+        timeline: observed
+            .instances
+            .iter()
+            .filter_map(|r| r.state.as_ref().ok())
+            .find(|s| s.primary == Some(true) && Some(&s.pod) == observed.primary.as_ref())
+            .and_then(|s| s.timeline.map(i64::from))
+            .or(previous_status.timeline),
+        last_promotion: observed.promotion.clone().or(previous_status.last_promotion),
+        switchover: observed.switchover.clone(),
+    }
+}
+
+/// The `PrimaryStable` condition: true while the pod the Lease names accepts writes and is the
+/// one labelled primary; false, with why, during a failover or switchover.
+fn primary_stable(observed: &Observed, target: &str) -> (ConditionStatus, &'static str, String) {
+    let accepts_writes = observed
+        .instances
+        .iter()
+        .any(|r| r.pod == target && r.state.as_ref().is_ok_and(|s| s.primary == Some(true)));
+    let switching = observed
+        .switchover
+        .as_ref()
+        .filter(|s| s.phase == super::switchover::RUNNING || s.phase == super::switchover::PENDING);
+    if let Some(s) = switching {
+        return (
+            ConditionStatus::False,
+            "SwitchingOver",
+            format!(
+                "switching over to {}: {}",
+                s.to,
+                s.message.as_deref().unwrap_or_default()
+            ),
+        );
+    }
+    if let Some(p) = observed.problem.as_ref().filter(|p| {
+        ["PrimaryUnresponsive", "NoFailoverCandidate", "UnexpectedPrimary"].contains(&p.reason.as_ref())
+    }) {
+        return (ConditionStatus::False, "FailingOver", p.message.clone());
+    }
+    if accepts_writes && observed.primary.as_deref() == Some(target) {
+        (
+            ConditionStatus::True,
+            "PrimaryHoldsLease",
+            format!("{target} holds the primary's Lease and accepts writes"),
+        )
+    } else {
+        (
+            ConditionStatus::False,
+            "Promoting",
+            format!("{target} holds the primary's Lease and is becoming the primary"),
+        )
     }
 }
 
@@ -154,6 +350,62 @@ mod tests {
         .unwrap()
     }
 
+    #[test]
+    fn each_instance_shows_its_role_positions_and_lag_behind_the_primary() {
+        let reported = vec![
+            Reported {
+                pod: "db-0".into(),
+                ready: false,
+                state: Err("db-0: connection refused".into()),
+            },
+            Reported {
+                pod: "db-1".into(),
+                ready: true,
+                state: Ok(InstanceState {
+                    pod: "db-1".into(),
+                    running: true,
+                    primary: Some(true),
+                    timeline: Some(2),
+                    current_lsn: Some("0/5000100".into()),
+                    ..InstanceState::default()
+                }),
+            },
+            Reported {
+                pod: "db-2".into(),
+                ready: true,
+                state: Ok(InstanceState {
+                    pod: "db-2".into(),
+                    running: true,
+                    primary: Some(false),
+                    timeline: Some(2),
+                    received_lsn: Some("0/5000000".into()),
+                    replayed_lsn: Some("0/4FFFF00".into()),
+                    ..InstanceState::default()
+                }),
+            },
+        ];
+        let list = instance_status(&reported).unwrap();
+        assert_eq!(
+            (list[0].role.as_str(), list[0].message.as_deref()),
+            ("unknown", Some("db-0: connection refused"))
+        );
+        assert_eq!(
+            (
+                list[1].role.as_str(),
+                list[1].timeline,
+                list[1].lsn.as_deref(),
+                list[1].lag_bytes
+            ),
+            ("primary", Some(2), Some("0/5000100"), None)
+        );
+        assert_eq!(
+            (list[2].role.as_str(), list[2].lsn.as_deref(), list[2].lag_bytes),
+            ("replica", Some("0/5000000"), Some(0x100))
+        );
+        assert_eq!(list[2].replayed_lsn.as_deref(), Some("0/4FFFF00"));
+        assert_eq!(instance_status(&[]), None);
+    }
+
     fn get<'a>(s: &'a PostgresClusterStatus, t: &str) -> &'a crate::api::common::Condition {
         s.conditions
             .as_ref()
@@ -170,6 +422,9 @@ mod tests {
             primary: Some("db-0".into()),
             problem: None,
             binding: Some("db-superuser".into()),
+            backups: None,
+            instances: Vec::new(),
+            ..Observed::default()
         };
         let s = desired_status(&cluster(3, None), &observed, "2026-11-22T00:00:00Z");
         assert_eq!(get(&s, "Ready").status, ConditionStatus::True);
@@ -181,6 +436,46 @@ mod tests {
         );
         assert_eq!(s.current_primary.as_deref(), Some("db-0"));
         assert_eq!(s.binding.map(|b| b.name).as_deref(), Some("db-superuser"));
+    }
+
+    #[test]
+    fn the_primary_is_stable_only_while_the_lease_holder_takes_writes() {
+        let primary = |pod: &str, primary: bool| Reported {
+            pod: pod.into(),
+            ready: true,
+            state: Ok(InstanceState {
+                pod: pod.into(),
+                running: true,
+                primary: Some(primary),
+                timeline: Some(3),
+                ..InstanceState::default()
+            }),
+        };
+        let mut observed = Observed {
+            statefulset: Some(sts(2, 2, 2)),
+            primary: Some("db-1".into()),
+            instances: vec![primary("db-0", false), primary("db-1", true)],
+            target_primary: Some("db-1".into()),
+            ..Observed::default()
+        };
+        let s = desired_status(&cluster(2, None), &observed, "2026-12-01T00:00:00Z");
+        assert_eq!(get(&s, "PrimaryStable").status, ConditionStatus::True);
+        assert_eq!((s.timeline, s.target_primary.as_deref()), (Some(3), Some("db-1")));
+        // Named, not promoted yet.
+        observed.instances = vec![primary("db-0", false), primary("db-1", false)];
+        let s = desired_status(&cluster(2, None), &observed, "2026-12-01T00:00:00Z");
+        assert_eq!(get(&s, "PrimaryStable").reason, "Promoting");
+        observed.switchover = Some(SwitchoverStatus {
+            to: "db-1".into(),
+            phase: "Running".into(),
+            message: Some("promoting".into()),
+        });
+        let s = desired_status(&cluster(2, None), &observed, "2026-12-01T00:00:00Z");
+        assert_eq!(get(&s, "PrimaryStable").reason, "SwitchingOver");
+        // Without a Lease there is no such condition.
+        observed.target_primary = None;
+        let s = desired_status(&cluster(2, None), &observed, "2026-12-01T00:00:00Z");
+        assert!(s.conditions.unwrap().iter().all(|c| c.type_ != "PrimaryStable"));
     }
 
     #[test]

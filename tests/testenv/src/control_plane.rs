@@ -116,6 +116,7 @@ impl ControlPlane {
     /// before the component does. A start that fails that way is tried again, up to 3 times, in
     /// a fresh directory (only when [`Options::dir`] is not given).
     pub async fn start(options: Options) -> Result<Self> {
+        crate::tls_provider();
         let mut attempt = 1;
         loop {
             match Self::start_once(&options).await {
@@ -429,6 +430,7 @@ impl ControlPlane {
 
     /// A new client for the admin user, bound to the current tokio runtime.
     pub async fn client(&self) -> Result<Client> {
+        crate::tls_provider();
         let config = kube::Config::from_custom_kubeconfig(
             Kubeconfig::read_from(&self.kubeconfig)?,
             &KubeConfigOptions::default(),

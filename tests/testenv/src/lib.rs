@@ -27,6 +27,8 @@ pub mod pki;
 pub mod pod;
 pub mod postgres;
 pub mod process;
+pub mod proxy;
+pub mod s3;
 pub mod toolchain;
 
 pub use connect::ConnectProxy;
@@ -69,6 +71,12 @@ pub enum Error {
 
 /// Result of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Makes ring the process's TLS provider, as `tusk-operator`'s main does: a test binary links
+/// both of rustls's providers, so rustls cannot pick one on its own. Idempotent.
+pub fn tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
 
 pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
     let context = context.into();

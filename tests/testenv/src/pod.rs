@@ -4,8 +4,9 @@
 //! [`LocalPod::start`] takes the pod template as the apiserver stores it and:
 //! - gives each volume a local directory: an `emptyDir` is new at each start; a claim from the
 //!   StatefulSet's `volumeClaimTemplates` lives in the pod's state directory and survives
-//!   restarts (as a PersistentVolume would); a `configMap` or `secret` volume holds the object's
-//!   keys, read from the apiserver;
+//!   restarts (as a PersistentVolume would); a `persistentVolumeClaim` volume is one directory
+//!   every pod shares ([`shared_claim_dir`], as a ReadWriteMany volume), once the claim exists;
+//!   a `configMap` or `secret` volume holds the object's keys, read from the apiserver;
 //! - resolves each container's `env` (values, the Downward API's `metadata.name`,
 //!   `metadata.namespace`, `status.podIP(s)`, and Secret or ConfigMap keys read from the apiserver);
 //! - maps each image to local programs ([`Image`]): the files the image would have at a path, and
@@ -30,10 +31,11 @@ use k8s_openapi::{
     ByteString,
     api::{
         apps::v1::StatefulSet,
-        core::v1::{ConfigMap, Container, PodTemplateSpec, Secret},
+        authentication::v1::TokenRequest,
+        core::v1::{ConfigMap, Container, PersistentVolumeClaim, PodTemplateSpec, Secret, ServiceAccount},
     },
 };
-use kube::{Api, Client};
+use kube::{Api, Client, api::PostParams};
 
 use crate::{Error, Result, io, process::Supervised};
 
@@ -65,6 +67,11 @@ pub struct PodRun {
     pub hosts: BTreeMap<String, String>,
     /// Where the pod's claims and logs live; a later run with the same directory reuses them.
     pub state_dir: PathBuf,
+    /// Where the claims the pod names in `persistentVolumeClaim` volumes live, shared by every
+    /// pod given the same directory.
+    pub shared_dir: PathBuf,
+    /// The API server, as the kubelet tells containers (`KUBERNETES_SERVICE_HOST` and `_PORT`).
+    pub api_server: Option<std::net::SocketAddr>,
     /// The user and group to run as, when the test runs as root.
     pub run_as: Option<(u32, u32)>,
 }
@@ -82,6 +89,13 @@ pub struct ClusterPods {
     pub ip_prefix: [u8; 3],
     /// Where the pods' claims and logs live.
     pub state_dir: PathBuf,
+    /// Where the claims the pods name live, shared with other workloads given the same one.
+    pub shared_dir: PathBuf,
+    /// The API server each pod reaches, by ordinal; pods not named here are not told of one.
+    pub api_servers: BTreeMap<i32, std::net::SocketAddr>,
+    /// Where `<cluster>-rw` leads: a loopback address that stands for the Service (pod 0's IP
+    /// when not given).
+    pub rw_address: Option<IpAddr>,
 }
 
 impl ClusterPods {
@@ -98,7 +112,7 @@ impl ClusterPods {
 
     /// What to run for pod `ordinal`: the operator image's `/usr/local/bin/tusk-operator` is
     /// [`operator_binary`](Self::operator_binary), the PostgreSQL image's `PATH` starts with
-    /// [`postgres_bin`](Self::postgres_bin), and `<cluster>-rw` is pod 0 (the first primary).
+    /// [`postgres_bin`](Self::postgres_bin), and `<cluster>-rw` is [`rw_address`](Self::rw_address).
     pub fn run(&self, ordinal: i32) -> Result<PodRun> {
         let name = self
             .statefulset
@@ -148,8 +162,13 @@ impl ClusterPods {
                 .collect(),
             ip: self.ip(ordinal),
             images,
-            hosts: BTreeMap::from([(format!("{name}-rw"), self.ip(0).to_string())]),
+            hosts: BTreeMap::from([(
+                format!("{name}-rw"),
+                self.rw_address.unwrap_or_else(|| self.ip(0)).to_string(),
+            )]),
             state_dir: self.state_dir.clone(),
+            shared_dir: self.shared_dir.clone(),
+            api_server: self.api_servers.get(&ordinal).copied(),
             run_as: crate::postgres::unprivileged_user(),
         })
     }
@@ -220,6 +239,12 @@ pub fn map_paths(value: &str, mounts: &BTreeMap<String, PathBuf>) -> String {
     }
 }
 
+/// The directory that stands for PersistentVolumeClaim `claim` of `namespace`, shared by every pod
+/// given `shared_dir`.
+pub fn shared_claim_dir(shared_dir: &Path, namespace: &str, claim: &str) -> PathBuf {
+    shared_dir.join(namespace).join(claim)
+}
+
 /// Maps one argument: `--flag=VALUE` or `VALUE`, where VALUE may start with a mount path or be
 /// a mapped Service name.
 fn map_arg(arg: &str, mounts: &BTreeMap<String, PathBuf>, hosts: &BTreeMap<String, String>) -> String {
@@ -259,6 +284,7 @@ impl LocalPod {
         }
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &run.namespace);
         let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &run.namespace);
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &run.namespace);
         for volume in spec.volumes.iter().flatten() {
             let dir = pod_dir.join("volumes").join(&volume.name);
             let data = if volume.empty_dir.is_some() {
@@ -269,9 +295,72 @@ impl LocalPod {
             } else if let Some(source) = &volume.config_map {
                 let cm = configmaps.get(&source.name).await?;
                 Some(strings_of(cm.data))
+            } else if let Some(projected) = &volume.projected {
+                // A ServiceAccount token from the TokenRequest API (as the kubelet asks for it),
+                // and ConfigMap keys.
+                let mut files = BTreeMap::new();
+                for source in projected.sources.iter().flatten() {
+                    if let Some(token) = &source.service_account_token {
+                        let account = spec
+                            .service_account_name
+                            .clone()
+                            .unwrap_or_else(|| "default".to_owned());
+                        let request: TokenRequest = serde_json::from_value(serde_json::json!({
+                            "spec": {"audiences": [], "expirationSeconds": token.expiration_seconds.unwrap_or(3600)},
+                        }))
+                        .map_err(|e| component(e.to_string()))?;
+                        let answer = Api::<ServiceAccount>::namespaced(client.clone(), &run.namespace)
+                            .create_token_request(&account, &PostParams::default(), &request)
+                            .await?;
+                        let issued = answer.status.map(|s| s.token).unwrap_or_default();
+                        files.insert(token.path.clone(), issued.into_bytes());
+                    } else if let Some(source) = &source.config_map {
+                        let data = strings_of(configmaps.get(&source.name).await?.data);
+                        for item in source.items.iter().flatten() {
+                            let value = data.get(&item.key).ok_or_else(|| {
+                                component(format!(
+                                    "volume {}: ConfigMap {} has no key {}",
+                                    volume.name, source.name, item.key
+                                ))
+                            })?;
+                            files.insert(item.path.clone(), value.clone());
+                        }
+                    } else {
+                        return Err(component(format!(
+                            "volume {}: only serviceAccountToken and configMap projections run locally",
+                            volume.name
+                        )));
+                    }
+                }
+                Some(files)
+            } else if let Some(source) = &volume.persistent_volume_claim {
+                // A claim the pod names is one directory every pod of the state directory shares
+                // (ReadWriteMany); like a kubelet, the pod does not start without the claim.
+                let claim = &source.claim_name;
+                claims.get_opt(claim).await?.ok_or_else(|| {
+                    component(format!(
+                        "volume {}: PersistentVolumeClaim {claim} does not exist in namespace {}",
+                        volume.name, run.namespace
+                    ))
+                })?;
+                let dir = shared_claim_dir(&run.shared_dir, &run.namespace, claim);
+                std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+                for parent in dir.ancestors().skip(1).take(2) {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755))
+                        .map_err(io(format!("chmod {}", parent.display())))?;
+                }
+                // Only the directory: other pods may be writing below it.
+                if let Some((uid, gid)) = run.run_as {
+                    std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
+                        .map_err(io(format!("chown {}", dir.display())))?;
+                }
+                volumes.insert(volume.name.clone(), dir);
+                continue;
             } else {
                 return Err(component(format!(
-                    "volume {}: only emptyDir, secret and configMap volumes (and claim templates) can run locally",
+                    "volume {}: only emptyDir, secret, configMap and persistentVolumeClaim volumes \
+                     (and claim templates) can run locally",
                     volume.name
                 )));
             };
@@ -384,6 +473,11 @@ impl LocalPod {
         let args = line.iter().map(|a| map_arg(a, &mounts, &run.hosts)).collect();
         let path = std::env::join_paths(&image.path).map_err(|e| component(e.to_string()))?;
         let mut env = vec![("PATH".to_owned(), path.to_string_lossy().into_owned())];
+        // What a kubelet sets in every container: where the API server is.
+        if let Some(api) = &run.api_server {
+            env.push(("KUBERNETES_SERVICE_HOST".to_owned(), api.ip().to_string()));
+            env.push(("KUBERNETES_SERVICE_PORT".to_owned(), api.port().to_string()));
+        }
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &run.namespace);
         let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &run.namespace);
         for var in container.env.iter().flatten() {
@@ -394,6 +488,15 @@ impl LocalPod {
                     match field.field_path.as_str() {
                         "metadata.name" => run.name.clone(),
                         "metadata.namespace" => run.namespace.clone(),
+                        // The pod object the StatefulSet made, as a kubelet would see it.
+                        "metadata.uid" => {
+                            let pods: Api<k8s_openapi::api::core::v1::Pod> =
+                                Api::namespaced(client.clone(), &run.namespace);
+                            pods.get_opt(&run.name)
+                                .await?
+                                .and_then(|p| p.metadata.uid)
+                                .unwrap_or_default()
+                        }
                         "status.podIP" | "status.podIPs" => run.ip.to_string(),
                         other => {
                             return Err(component(format!(

@@ -6,9 +6,15 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::ConfigMap;
 
 use super::{meta, name_of};
+/// `archive_timeout` when `spec.backup.archiveTimeout` is not set: at most 5 minutes of writes
+/// wait in an unarchived segment.
+pub const DEFAULT_ARCHIVE_TIMEOUT: &str = "5min";
+
 use crate::{
     api::postgres_cluster::v1::PostgresCluster,
+    controller::backup_target::{ResolvedRecovery, Secrets, store_config, volumes},
     facts::cluster::{Names, PG_HBA_CONF, POSTGRESQL_CONF},
+    instance::backup::{ARCHIVE_CONFIG, RECOVERY_CONFIG},
     instance::conf::conf_value,
 };
 
@@ -21,13 +27,49 @@ fn managed_parameters() -> BTreeMap<&'static str, String> {
         ("password_encryption", "'scram-sha-256'".to_owned()),
         ("wal_level", "'replica'".to_owned()),
         ("hot_standby", "'on'".to_owned()),
+        // pg_rewind needs it (or data checksums) to bring a former primary back as a replica.
+        ("wal_log_hints", "'on'".to_owned()),
     ])
 }
 
 /// The configuration: `postgresql.conf` (Tusk's parameters, then the user's) and `pg_hba.conf`.
-pub fn desired_config(cluster: &PostgresCluster) -> ConfigMap {
+pub fn desired_config(cluster: &PostgresCluster, recovery: Option<&ResolvedRecovery>) -> ConfigMap {
     let mut conf = String::from("# Written by Tusk; edit spec.postgres.parameters instead.\n");
-    for (key, value) in managed_parameters() {
+    let mut parameters = managed_parameters();
+    let mut data = BTreeMap::new();
+    // With a backup target, the primary archives every WAL file through the instance manager
+    // (which adds `archive_command`); PostgreSQL keeps each file until it is archived.
+    let archive = cluster.spec.backup.as_ref().and_then(|backup| {
+        let config = store_config(
+            &backup.target,
+            name_of(cluster),
+            Secrets::Mounted {
+                ca_volume: volumes::BACKUP_CA,
+            },
+            "spec.backup.target",
+        )
+        .ok()?;
+        Some((backup, config))
+    });
+    if let Some((backup, config)) = archive {
+        parameters.insert("archive_mode", "'on'".to_owned());
+        let timeout = backup
+            .archive_timeout
+            .as_deref()
+            .unwrap_or(DEFAULT_ARCHIVE_TIMEOUT);
+        parameters.insert("archive_timeout", conf_value(timeout));
+        data.insert(
+            ARCHIVE_CONFIG.to_owned(),
+            serde_json::to_string_pretty(&config).expect("a store config serializes"),
+        );
+    }
+    if let Some(recovery) = recovery.and_then(|r| r.config().ok()) {
+        data.insert(
+            RECOVERY_CONFIG.to_owned(),
+            serde_json::to_string_pretty(&recovery).expect("a recovery config serializes"),
+        );
+    }
+    for (key, value) in parameters {
         conf.push_str(&format!("{key} = {value}\n"));
     }
     for (key, value) in cluster.spec.postgres.parameters.iter().flatten() {
@@ -39,12 +81,11 @@ pub fn desired_config(cluster: &PostgresCluster) -> ConfigMap {
                local all all scram-sha-256\n\
                host replication all all scram-sha-256\n\
                host all all all scram-sha-256\n";
+    data.insert(POSTGRESQL_CONF.to_owned(), conf);
+    data.insert(PG_HBA_CONF.to_owned(), hba.to_owned());
     ConfigMap {
         metadata: meta(cluster, Names(name_of(cluster)).config_map()),
-        data: Some(BTreeMap::from([
-            (POSTGRESQL_CONF.to_owned(), conf),
-            (PG_HBA_CONF.to_owned(), hba.to_owned()),
-        ])),
+        data: Some(data),
         ..ConfigMap::default()
     }
 }
@@ -74,7 +115,7 @@ mod tests {
         let c = cluster(spec(
             json!({"postgres": {"version": 17, "parameters": {"work_mem": "8MB", "search_path": "it's"}}}),
         ));
-        let config = desired_config(&c);
+        let config = desired_config(&c, None);
         assert_eq!(config.metadata.name.as_deref(), Some("db-config"));
         let conf = &config.data.as_ref().unwrap()[POSTGRESQL_CONF];
         assert!(conf.contains("wal_level = 'replica'\n"), "{conf}");
@@ -87,12 +128,16 @@ mod tests {
 
     #[test]
     fn the_hash_is_fixed_across_builds_and_follows_the_data() {
-        let plain = desired_config(&cluster(spec(json!({}))));
+        let plain = desired_config(&cluster(spec(json!({}))), None);
         // Fixed: an operator upgrade that changes nothing in the ConfigMap must not roll pods.
-        assert_eq!(config_hash(&plain), "7d5b7c011914db7a");
-        let tuned = desired_config(&cluster(spec(
-            json!({"postgres": {"version": 17, "parameters": {"work_mem": "8MB"}}}),
-        )));
+        // (1.1.0 changed it on purpose: `wal_log_hints = 'on'`, which pg_rewind needs.)
+        assert_eq!(config_hash(&plain), "7fb8878e113ece1c");
+        let tuned = desired_config(
+            &cluster(spec(
+                json!({"postgres": {"version": 17, "parameters": {"work_mem": "8MB"}}}),
+            )),
+            None,
+        );
         assert_ne!(config_hash(&plain), config_hash(&tuned));
     }
 }

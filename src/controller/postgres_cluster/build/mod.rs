@@ -10,6 +10,7 @@
 //! Tusk pick which pod to restart first during a switchover; when failover arrives, the rollout
 //! can switch to `updateStrategy: OnDelete` and keep the StatefulSet.
 
+mod access;
 mod bootstrap;
 mod config_map;
 mod pdb;
@@ -23,12 +24,14 @@ use k8s_openapi::{
         apps::v1::StatefulSet,
         core::v1::{ConfigMap, Secret, Service, ServiceAccount},
         policy::v1::PodDisruptionBudget,
+        rbac::v1::{Role, RoleBinding},
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 use kube::Resource;
 
 pub use self::{
+    access::{desired_role, desired_role_binding},
     bootstrap::desired_bootstrap,
     config_map::{config_hash, desired_config},
     pdb::desired_pdb,
@@ -42,6 +45,7 @@ use crate::{
         postgres_cluster::v1::PostgresCluster, postgres_database::v1::PostgresDatabase,
         postgres_user::v1::PostgresUser,
     },
+    controller::backup_target::ResolvedRecovery,
     facts::{
         cluster::{DEFAULT_POSTGRES_UID, labels},
         operator,
@@ -79,6 +83,8 @@ pub struct Children {
     pub config: ConfigMap,
     /// The account the pods run as.
     pub service_account: ServiceAccount,
+    /// What the pods may do with the primary's Lease, and the grant to their account.
+    pub access: (Role, RoleBinding),
     /// The workload.
     pub statefulset: StatefulSet,
     /// `-rw`, `-ro` and the headless `-pods`.
@@ -91,14 +97,21 @@ pub struct Children {
 }
 
 /// Builds every child of `cluster`; `password` is the superuser's password.
-pub fn children(cluster: &PostgresCluster, password: &str, config: &BuildConfig) -> Children {
-    let configmap = desired_config(cluster);
+/// `recovery` is what a restored cluster restores from, resolved from its `spec.bootstrap`.
+pub fn children(
+    cluster: &PostgresCluster,
+    password: &str,
+    config: &BuildConfig,
+    recovery: Option<&ResolvedRecovery>,
+) -> Children {
+    let configmap = desired_config(cluster, recovery);
     let hash = config_hash(&configmap);
     Children {
         superuser: desired_superuser_secret(cluster, password),
-        statefulset: desired_statefulset(cluster, config, &hash),
+        statefulset: desired_statefulset(cluster, config, &hash, recovery),
         config: configmap,
         service_account: desired_service_account(cluster),
+        access: (desired_role(cluster), desired_role_binding(cluster)),
         services: desired_services(cluster),
         pdb: desired_pdb(cluster),
         bootstrap: desired_bootstrap(cluster),
@@ -156,12 +169,14 @@ pub(crate) mod tests {
     #[test]
     fn every_child_is_labelled_and_owned_by_the_cluster() {
         let c = cluster(spec(json!({"bootstrap": {"initdb": {"database": "app"}}})));
-        let children = children(&c, "pw", &BuildConfig::default());
+        let children = children(&c, "pw", &BuildConfig::default(), None);
         let (user, database) = children.bootstrap.clone().unwrap();
         let metas = [
             &children.superuser.metadata,
             &children.config.metadata,
             &children.service_account.metadata,
+            &children.access.0.metadata,
+            &children.access.1.metadata,
             &children.statefulset.metadata,
             &children.services[0].metadata,
             &children.services[1].metadata,
@@ -182,12 +197,14 @@ pub(crate) mod tests {
     fn every_child_kind_is_in_the_registry() {
         use crate::facts::kinds::CLUSTER_CHILDREN;
         let c = cluster(spec(json!({"bootstrap": {"initdb": {"database": "app"}}})));
-        let children = children(&c, "pw", &BuildConfig::default());
+        let children = children(&c, "pw", &BuildConfig::default(), None);
         let (user, database) = children.bootstrap.unwrap();
         let kinds = [
             serde_json::to_value(&children.superuser).unwrap()["kind"].clone(),
             serde_json::to_value(&children.config).unwrap()["kind"].clone(),
             serde_json::to_value(&children.service_account).unwrap()["kind"].clone(),
+            serde_json::to_value(&children.access.0).unwrap()["kind"].clone(),
+            serde_json::to_value(&children.access.1).unwrap()["kind"].clone(),
             serde_json::to_value(&children.statefulset).unwrap()["kind"].clone(),
             serde_json::to_value(&children.services[0]).unwrap()["kind"].clone(),
             serde_json::to_value(&children.pdb).unwrap()["kind"].clone(),

@@ -10,11 +10,13 @@ use k8s_openapi::{
             StatefulSetUpdateStrategy,
         },
         core::v1::{
-            Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-            EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
-            PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-            ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
-            VolumeResourceRequirements,
+            Affinity, Capabilities, ConfigMapProjection, ConfigMapVolumeSource, Container, ContainerPort,
+            EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector,
+            PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
+            PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+            ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext,
+            ServiceAccountTokenProjection, TopologySpreadConstraint, Volume, VolumeMount, VolumeProjection,
+            VolumeResourceRequirements, WeightedPodAffinityTerm,
         },
     },
     apimachinery::pkg::{
@@ -25,6 +27,7 @@ use k8s_openapi::{
 };
 
 use super::{BuildConfig, meta, name_of};
+use crate::controller::backup_target::{ResolvedRecovery, claim_mount_path, mount_path, volumes};
 use crate::{
     api::{common::ReclaimPolicy, postgres_cluster::v1::PostgresCluster},
     facts::{
@@ -57,6 +60,7 @@ pub fn instance_spec(cluster: &PostgresCluster) -> InstanceSpec {
         // Checksums are on unless the cluster turns them off.
         data_checksums: initdb.and_then(|i| i.data_checksums) != Some(false),
         waldir: spec.storage.wal.as_ref().map(|_| paths::WALDIR.into()),
+        kube_api_dir: Some(paths::KUBE_API_DIR.into()),
         ..InstanceSpec::for_cluster(name_of(cluster))
     }
 }
@@ -103,6 +107,44 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
         ..VolumeMount::default()
     }
 }
+
+/// The volume `kube-api`: a ServiceAccount token of the pods' account and the cluster's CA, so
+/// the instance manager can read and renew the primary's Lease (and nothing else: see
+/// `build::access`). The account mounts no token by default.
+fn kube_api_volume() -> Volume {
+    Volume {
+        name: KUBE_API_VOLUME.to_owned(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(vec![
+                VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        path: "token".to_owned(),
+                        expiration_seconds: Some(3600),
+                        audience: None,
+                    }),
+                    ..VolumeProjection::default()
+                },
+                VolumeProjection {
+                    config_map: Some(ConfigMapProjection {
+                        name: "kube-root-ca.crt".to_owned(),
+                        items: Some(vec![KeyToPath {
+                            key: "ca.crt".to_owned(),
+                            path: "ca.crt".to_owned(),
+                            mode: None,
+                        }]),
+                        optional: None,
+                    }),
+                    ..VolumeProjection::default()
+                },
+            ]),
+            default_mode: None,
+        }),
+        ..Volume::default()
+    }
+}
+
+/// See [`kube_api_volume`].
+const KUBE_API_VOLUME: &str = "kube-api";
 
 fn empty_dir(name: &str) -> Volume {
     Volume {
@@ -177,6 +219,7 @@ pub fn desired_statefulset(
     cluster: &PostgresCluster,
     config: &BuildConfig,
     config_hash: &str,
+    recovery: Option<&ResolvedRecovery>,
 ) -> StatefulSet {
     let name = name_of(cluster);
     let names = Names(name);
@@ -188,6 +231,7 @@ pub fn desired_statefulset(
         mount("tusk-bin", paths::TUSK_BIN_DIR, true),
         mount("run", paths::SOCKET_DIR, false),
         mount("tmp", paths::TMP, false),
+        mount(KUBE_API_VOLUME, paths::KUBE_API_DIR, true),
     ];
     let mut claims = vec![claim("data", &spec.storage.data)];
     if let Some(wal) = &spec.storage.wal {
@@ -218,11 +262,56 @@ pub fn desired_statefulset(
         container_port: i32::from(number),
         ..ContainerPort::default()
     };
+    // The Secrets of the backup target and of the recovery source, each with its CA bundle, or
+    // their claims. Paths in `archive.json` and `recovery.json` are relative to each one's
+    // directory: the credentials Secret's mount, or the claim's.
+    let mut secret_volumes: Vec<(&str, String)> = Vec::new();
+    let mut claim_volumes: Vec<(&str, String)> = Vec::new();
+    let mut instance = instance_spec(cluster);
+    let own = spec.backup.as_ref().map(|b| &b.target);
+    if let Some(target) = own.and_then(|t| t.s3.clone()) {
+        secret_volumes.push((volumes::BACKUP_CREDENTIALS, target.credentials_secret));
+        if let Some(ca) = target.ca_bundle {
+            secret_volumes.push((volumes::BACKUP_CA, ca.name));
+        }
+        instance.backup_target_dir = Some(mount_path(volumes::BACKUP_CREDENTIALS).into());
+    }
+    let own_claim = own.and_then(|t| t.volume.as_ref()).map(|v| v.claim_name.clone());
+    if let Some(claim) = &own_claim {
+        claim_volumes.push((volumes::BACKUP_VOLUME, claim.clone()));
+        instance.backup_target_dir = Some(claim_mount_path(volumes::BACKUP_VOLUME).into());
+    }
+    if let Some(target) = recovery.and_then(|r| r.target.s3.clone()) {
+        secret_volumes.push((volumes::RECOVERY_CREDENTIALS, target.credentials_secret));
+        if let Some(ca) = target.ca_bundle {
+            secret_volumes.push((volumes::RECOVERY_CA, ca.name));
+        }
+        instance.recovery_source_dir = Some(mount_path(volumes::RECOVERY_CREDENTIALS).into());
+    }
+    if let Some(claim) = recovery
+        .and_then(|r| r.target.volume.as_ref())
+        .map(|v| &v.claim_name)
+    {
+        // The same claim is mounted once, and both directories are its mount.
+        let volume = if own_claim.as_ref() == Some(claim) {
+            volumes::BACKUP_VOLUME
+        } else {
+            claim_volumes.push((volumes::RECOVERY_VOLUME, claim.clone()));
+            volumes::RECOVERY_VOLUME
+        };
+        instance.recovery_source_dir = Some(claim_mount_path(volume).into());
+    }
+    for (volume, _) in &secret_volumes {
+        mounts.push(mount(volume, &mount_path(volume), true));
+    }
+    for (volume, _) in &claim_volumes {
+        mounts.push(mount(volume, &claim_mount_path(volume), false));
+    }
     let postgres = Container {
         name: "postgres".to_owned(),
         image: Some(postgres_image(cluster, config)),
         command: Some(vec![paths::INSTANCE_BINARY.to_owned()]),
-        args: Some(instance_spec(cluster).to_args()),
+        args: Some(instance.to_args()),
         env: Some(env),
         ports: Some(vec![
             port(POSTGRES_PORT_NAME, POSTGRES_PORT),
@@ -236,7 +325,7 @@ pub fn desired_statefulset(
         volume_mounts: Some(mounts),
         ..Container::default()
     };
-    let volumes = vec![
+    let mut volumes = vec![
         Volume {
             name: "config".to_owned(),
             config_map: Some(ConfigMapVolumeSource {
@@ -256,7 +345,28 @@ pub fn desired_statefulset(
         empty_dir("tusk-bin"),
         empty_dir("run"),
         empty_dir("tmp"),
+        kube_api_volume(),
     ];
+    for (volume, secret) in secret_volumes {
+        volumes.push(Volume {
+            name: volume.to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+    for (volume, claim) in claim_volumes {
+        volumes.push(Volume {
+            name: volume.to_owned(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim,
+                read_only: None,
+            }),
+            ..Volume::default()
+        });
+    }
     StatefulSet {
         metadata: meta(cluster, names.workload()),
         spec: Some(StatefulSetSpec {
@@ -267,8 +377,10 @@ pub fn desired_statefulset(
                 ..LabelSelector::default()
             },
             pod_management_policy: Some("OrderedReady".to_owned()),
+            // The operator restarts the pods of a new template itself, the primary last (see
+            // postgres_cluster::rollout).
             update_strategy: Some(StatefulSetUpdateStrategy {
-                type_: Some("RollingUpdate".to_owned()),
+                type_: Some("OnDelete".to_owned()),
                 ..StatefulSetUpdateStrategy::default()
             }),
             persistent_volume_claim_retention_policy: Some(StatefulSetPersistentVolumeClaimRetentionPolicy {
@@ -293,6 +405,18 @@ pub fn desired_statefulset(
                     init_containers: Some(vec![install_tusk(config)]),
                     containers: vec![postgres],
                     volumes: Some(volumes),
+                    affinity: affinity(cluster),
+                    topology_spread_constraints: spread(cluster),
+                    node_selector: cluster
+                        .spec
+                        .scheduling
+                        .as_ref()
+                        .and_then(|s| s.node_selector.clone()),
+                    tolerations: cluster
+                        .spec
+                        .scheduling
+                        .as_ref()
+                        .and_then(|s| s.tolerations.clone()),
                     ..PodSpec::default()
                 }),
             },
@@ -303,12 +427,134 @@ pub fn desired_statefulset(
     }
 }
 
+/// The pods' anti-affinity: apart on `scheduling.topologyKey` (nodes by default), preferred
+/// unless the spec says `Required` or `Disabled`.
+fn affinity(cluster: &PostgresCluster) -> Option<Affinity> {
+    use crate::api::postgres_cluster::v1::AntiAffinity;
+    let scheduling = cluster.spec.scheduling.as_ref();
+    let kind = scheduling
+        .and_then(|s| s.anti_affinity)
+        .unwrap_or(AntiAffinity::Preferred);
+    let term = PodAffinityTerm {
+        label_selector: Some(LabelSelector {
+            match_labels: Some(selector(name_of(cluster))),
+            ..LabelSelector::default()
+        }),
+        topology_key: scheduling
+            .and_then(|s| s.topology_key.clone())
+            .unwrap_or_else(|| HOSTNAME_KEY.to_owned()),
+        ..PodAffinityTerm::default()
+    };
+    let anti = match kind {
+        AntiAffinity::Disabled => return None,
+        AntiAffinity::Preferred => PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![WeightedPodAffinityTerm {
+                weight: 100,
+                pod_affinity_term: term,
+            }]),
+            ..PodAntiAffinity::default()
+        },
+        AntiAffinity::Required => PodAntiAffinity {
+            required_during_scheduling_ignored_during_execution: Some(vec![term]),
+            ..PodAntiAffinity::default()
+        },
+    };
+    Some(Affinity {
+        pod_anti_affinity: Some(anti),
+        ..Affinity::default()
+    })
+}
+
+/// The pods' topology spread: the spec's constraints (each without a selector gets the
+/// cluster's), else across zones where nodes say their zone, as evenly as the scheduler can.
+fn spread(cluster: &PostgresCluster) -> Option<Vec<TopologySpreadConstraint>> {
+    let own = || LabelSelector {
+        match_labels: Some(selector(name_of(cluster))),
+        ..LabelSelector::default()
+    };
+    let constraints = match cluster
+        .spec
+        .scheduling
+        .as_ref()
+        .and_then(|s| s.topology_spread_constraints.clone())
+    {
+        Some(list) => list
+            .into_iter()
+            .map(|mut c| {
+                c.label_selector.get_or_insert_with(own);
+                c
+            })
+            .collect(),
+        None => vec![TopologySpreadConstraint {
+            max_skew: 1,
+            topology_key: ZONE_KEY.to_owned(),
+            when_unsatisfiable: "ScheduleAnyway".to_owned(),
+            label_selector: Some(own()),
+            ..TopologySpreadConstraint::default()
+        }],
+    };
+    (!constraints.is_empty()).then_some(constraints)
+}
+
+/// The node label that names the node.
+const HOSTNAME_KEY: &str = "kubernetes.io/hostname";
+/// The node label that names the zone.
+const ZONE_KEY: &str = "topology.kubernetes.io/zone";
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
     use crate::controller::postgres_cluster::build::tests::{cluster, spec};
+
+    #[test]
+    fn instances_spread_across_nodes_and_zones_unless_told_otherwise() {
+        let set = desired_statefulset(
+            &cluster(spec(json!({"instances": 3}))),
+            &BuildConfig::default(),
+            "h",
+            None,
+        );
+        let pod = pod(&set);
+        let anti = pod.affinity.as_ref().unwrap().pod_anti_affinity.as_ref().unwrap();
+        let term = &anti
+            .preferred_during_scheduling_ignored_during_execution
+            .as_ref()
+            .unwrap()[0];
+        assert_eq!(
+            (term.weight, term.pod_affinity_term.topology_key.as_str()),
+            (100, HOSTNAME_KEY)
+        );
+        let zone = &pod.topology_spread_constraints.as_ref().unwrap()[0];
+        assert_eq!(
+            (zone.topology_key.as_str(), zone.when_unsatisfiable.as_str()),
+            (ZONE_KEY, "ScheduleAnyway")
+        );
+        let strict = cluster(spec(json!({"scheduling": {
+            "antiAffinity": "Required", "topologyKey": ZONE_KEY, "topologySpreadConstraints": [],
+            "nodeSelector": {"pool": "db"}, "tolerations": [{"key": "db", "operator": "Exists"}],
+        }})));
+        let set = desired_statefulset(&strict, &BuildConfig::default(), "h", None);
+        let pod = super::tests::pod(&set);
+        let anti = pod.affinity.as_ref().unwrap().pod_anti_affinity.as_ref().unwrap();
+        assert_eq!(
+            anti.required_during_scheduling_ignored_during_execution
+                .as_ref()
+                .unwrap()[0]
+                .topology_key,
+            ZONE_KEY
+        );
+        assert!(pod.topology_spread_constraints.is_none());
+        assert_eq!(pod.node_selector.as_ref().unwrap()["pool"], "db");
+        assert_eq!(pod.tolerations.as_ref().unwrap().len(), 1);
+        let none = cluster(spec(json!({"scheduling": {"antiAffinity": "Disabled"}})));
+        assert!(pod_of(&none).affinity.is_none());
+    }
+
+    fn pod_of(c: &PostgresCluster) -> PodSpec {
+        pod(&desired_statefulset(c, &BuildConfig::default(), "h", None)).clone()
+    }
 
     fn pod(set: &StatefulSet) -> &PodSpec {
         set.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
@@ -317,7 +563,7 @@ mod tests {
     #[test]
     fn the_instance_manager_runs_from_the_operator_image_with_its_spec() {
         let c = cluster(spec(json!({"instances": 3})));
-        let set = desired_statefulset(&c, &BuildConfig::default(), "h");
+        let set = desired_statefulset(&c, &BuildConfig::default(), "h", None);
         let pod = pod(&set);
         let init = &pod.init_containers.as_ref().unwrap()[0];
         assert_eq!(init.image.as_deref(), Some(operator::DEFAULT_IMAGE));
@@ -344,7 +590,7 @@ mod tests {
             .iter()
             .map(|e| e.name.as_str())
             .collect();
-        assert_eq!(env, ["POD_NAME", "POD_NAMESPACE", "POD_IPS"]);
+        assert_eq!(env, ["POD_NAME", "POD_NAMESPACE", "POD_IPS", "POD_UID"]);
     }
 
     #[test]
@@ -352,7 +598,7 @@ mod tests {
         let c = cluster(spec(
             json!({"storage": {"data": {"size": "1Gi"}, "wal": {"size": "2Gi", "storageClassName": "fast"}, "reclaimPolicy": "Delete"}}),
         ));
-        let set = desired_statefulset(&c, &BuildConfig::default(), "h");
+        let set = desired_statefulset(&c, &BuildConfig::default(), "h", None);
         let spec = set.spec.as_ref().unwrap();
         let claims = spec.volume_claim_templates.as_ref().unwrap();
         assert_eq!(
@@ -386,10 +632,11 @@ mod tests {
                 ..BuildConfig::default()
             },
             "h",
+            None,
         );
         let security = pod(&set).security_context.as_ref().unwrap();
         assert_eq!((security.run_as_user, security.fs_group), (None, None));
-        let set = desired_statefulset(&c, &BuildConfig::default(), "h");
+        let set = desired_statefulset(&c, &BuildConfig::default(), "h", None);
         let security = pod(&set).security_context.as_ref().unwrap();
         assert_eq!((security.run_as_user, security.fs_group), (Some(999), Some(999)));
         let container = pod(&set).containers[0].security_context.as_ref().unwrap();

@@ -1,0 +1,347 @@
+//! The object store backups go to, through `object_store`: S3 and S3-compatible stores (with a
+//! custom CA bundle, the proxy environment variables and server-side encryption), or a directory.
+//!
+//! What a pod reads from its mounted configuration is a [`StoreConfig`] whose secrets are file
+//! paths, read again at each use so a rotated Secret is picked up; what the operator sends with a
+//! backup request is the same config with the secrets inline.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use object_store::{
+    ClientOptions, ObjectStore, RetryConfig,
+    aws::{AmazonS3Builder, AmazonS3ConfigKey},
+    local::LocalFileSystem,
+    path::Path,
+};
+use serde::{Deserialize, Serialize};
+
+/// A value given inline or in a file (a key of a mounted Secret).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Secret {
+    /// The value itself.
+    Inline(String),
+    /// A file whose contents (trailing newline removed) is the value.
+    File(PathBuf),
+}
+
+impl Secret {
+    fn read(&self, what: &str) -> Result<String, StoreError> {
+        match self {
+            Self::Inline(value) => Ok(value.clone()),
+            Self::File(path) => std::fs::read_to_string(path)
+                .map(|v| v.trim_end_matches(['\n', '\r']).to_owned())
+                .map_err(|e| StoreError {
+                    cause: Cause::Credentials,
+                    message: format!("reading the {what} from {}: {e}", path.display()),
+                }),
+        }
+    }
+}
+
+/// Server-side encryption the store applies to what Tusk writes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Encryption {
+    /// SSE-S3: the store's own keys (`AES256`).
+    S3,
+    /// SSE-KMS with this key id.
+    Kms(String),
+}
+
+/// An S3-compatible bucket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Config {
+    /// The bucket.
+    pub bucket: String,
+    /// The endpoint URL for stores other than AWS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// The access key id.
+    pub access_key_id: Secret,
+    /// The secret access key.
+    pub secret_access_key: Secret,
+    /// PEM certificates to trust besides the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<Secret>,
+    /// Server-side encryption.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
+}
+
+/// Where backups of one cluster live.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreConfig {
+    /// An S3-compatible bucket, or...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Config>,
+    /// ...a directory (a mounted volume).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory: Option<PathBuf>,
+    /// The prefix every object of this cluster is written below, such as `backups/db`.
+    pub root: String,
+    /// Where users see it, such as `s3://bucket/backups/db`, for messages and status.
+    pub url: String,
+}
+
+impl StoreConfig {
+    /// An S3 bucket with the credentials given inline, its objects below `root`.
+    pub fn s3_inline(
+        bucket: &str,
+        endpoint: &str,
+        access_key_id: &str,
+        secret_access_key: &str,
+        root: &str,
+    ) -> Self {
+        Self {
+            s3: Some(S3Config {
+                bucket: bucket.into(),
+                endpoint: Some(endpoint.into()),
+                region: None,
+                access_key_id: Secret::Inline(access_key_id.into()),
+                secret_access_key: Secret::Inline(secret_access_key.into()),
+                ca_bundle: None,
+                encryption: None,
+            }),
+            directory: None,
+            root: root.into(),
+            url: format!("s3://{bucket}/{root}"),
+        }
+    }
+}
+
+/// What went wrong with the store, in the terms a user can act on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// The credentials are missing or refused.
+    Credentials,
+    /// The bucket does not exist.
+    NoBucket,
+    /// The endpoint cannot be reached.
+    Unreachable,
+    /// The configuration is invalid.
+    Config,
+    /// Anything else.
+    Other,
+}
+
+impl Cause {
+    /// The condition reason for it.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Credentials => "StoreCredentialsRefused",
+            Self::NoBucket => "StoreBucketMissing",
+            Self::Unreachable => "StoreUnreachable",
+            Self::Config => "StoreConfigInvalid",
+            Self::Other => "StoreFailed",
+        }
+    }
+}
+
+/// A store failure.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct StoreError {
+    /// The kind of failure.
+    pub cause: Cause,
+    /// What happened, naming the store.
+    pub message: String,
+}
+
+/// Classifies an `object_store` error for `url`.
+pub fn classify(url: &str, error: &object_store::Error) -> StoreError {
+    use object_store::Error as E;
+    let text = format!("{error}");
+    let chain = {
+        let mut all = text.clone();
+        let mut source = std::error::Error::source(error);
+        while let Some(s) = source {
+            all.push_str(": ");
+            all.push_str(&s.to_string());
+            source = s.source();
+        }
+        all
+    };
+    let cause = if chain.contains("NoSuchBucket") || chain.contains("bucket does not exist") {
+        Cause::NoBucket
+    } else if matches!(error, E::Unauthenticated { .. } | E::PermissionDenied { .. })
+        || chain.contains("InvalidAccessKeyId")
+        || chain.contains("SignatureDoesNotMatch")
+        || chain.contains("AccessDenied")
+    {
+        Cause::Credentials
+    } else if chain.contains("error sending request")
+        || chain.contains("onnection refused")
+        || chain.contains("dns error")
+        || chain.contains("timed out")
+        || chain.contains("certificate")
+        || chain.contains("tcp connect")
+    {
+        Cause::Unreachable
+    } else {
+        Cause::Other
+    };
+    let what = match cause {
+        Cause::Credentials => "the store refused the credentials",
+        Cause::NoBucket => "the bucket does not exist",
+        Cause::Unreachable => "the store cannot be reached",
+        _ => "the store failed",
+    };
+    StoreError {
+        cause,
+        message: format!("{url}: {what}: {chain}"),
+    }
+}
+
+/// An opened store: the client and the prefix of this cluster's objects.
+#[derive(Clone, Debug)]
+pub struct Store {
+    /// The client.
+    pub inner: Arc<dyn ObjectStore>,
+    /// The cluster's prefix.
+    pub root: Path,
+    /// The user-facing URL of the prefix.
+    pub url: String,
+    /// Whether objects carry metadata (a directory's do not; gzip's own CRC still checks them).
+    pub metadata: bool,
+}
+
+impl Store {
+    /// The path of `relative` below the cluster's prefix.
+    pub fn path(&self, relative: &str) -> Path {
+        let mut parts: Vec<String> = self.root.parts().map(|p| p.as_ref().to_owned()).collect();
+        parts.extend(relative.split('/').filter(|p| !p.is_empty()).map(str::to_owned));
+        Path::from_iter(parts)
+    }
+
+    /// Classifies `error` for this store.
+    pub fn error(&self, error: &object_store::Error) -> StoreError {
+        classify(&self.url, error)
+    }
+}
+
+/// How long one request may take before it is retried or fails.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl StoreConfig {
+    /// Opens the store: reads the secrets and builds the client. Sends no request.
+    pub fn open(&self) -> Result<Store, StoreError> {
+        let config = |message: String| StoreError {
+            cause: Cause::Config,
+            message: format!("{}: {message}", self.url),
+        };
+        let inner: Arc<dyn ObjectStore> = match (&self.s3, &self.directory) {
+            (Some(s3), None) => {
+                let mut options = ClientOptions::new()
+                    .with_timeout(REQUEST_TIMEOUT)
+                    .with_connect_timeout(Duration::from_secs(5));
+                if let Some(ca) = &s3.ca_bundle {
+                    let pem = ca.read("CA bundle")?;
+                    let certificates = object_store::Certificate::from_pem_bundle(pem.as_bytes())
+                        .map_err(|e| config(format!("the CA bundle is not PEM certificates: {e}")))?;
+                    if certificates.is_empty() {
+                        return Err(config("the CA bundle holds no certificate".into()));
+                    }
+                    for certificate in certificates {
+                        options = options.with_root_certificate(certificate);
+                    }
+                }
+                let endpoint = s3.endpoint.clone();
+                if endpoint.as_deref().is_some_and(|e| e.starts_with("http://")) {
+                    options = options.with_allow_http(true);
+                }
+                let mut builder = AmazonS3Builder::new()
+                    .with_bucket_name(&s3.bucket)
+                    .with_region(s3.region.clone().unwrap_or_else(|| "us-east-1".into()))
+                    .with_access_key_id(s3.access_key_id.read("access key id")?)
+                    .with_secret_access_key(s3.secret_access_key.read("secret access key")?)
+                    .with_client_options(options)
+                    // The caller retries whole operations with its own backoff; a request that
+                    // fails says so quickly, so a status can tell the user.
+                    .with_retry(RetryConfig {
+                        max_retries: 2,
+                        retry_timeout: Duration::from_secs(30),
+                        ..RetryConfig::default()
+                    });
+                if let Some(endpoint) = endpoint {
+                    builder = builder
+                        .with_endpoint(endpoint)
+                        .with_virtual_hosted_style_request(false);
+                }
+                match &s3.encryption {
+                    None => {}
+                    Some(Encryption::S3) => {
+                        let key: AmazonS3ConfigKey = "aws_server_side_encryption"
+                            .parse()
+                            .expect("object_store knows its own key");
+                        builder = builder.with_config(key, "AES256");
+                    }
+                    Some(Encryption::Kms(key)) => builder = builder.with_sse_kms_encryption(key),
+                }
+                Arc::new(builder.build().map_err(|e| config(e.to_string()))?)
+            }
+            (None, Some(directory)) => Arc::new(
+                LocalFileSystem::new_with_prefix(directory)
+                    .map_err(|e| config(format!("{}: {e}", directory.display())))?,
+            ),
+            _ => return Err(config("set exactly one of s3 or directory".into())),
+        };
+        let root = Path::parse(&self.root).map_err(|e| config(format!("prefix {:?}: {e}", self.root)))?;
+        Ok(Store {
+            inner,
+            root,
+            url: self.url.clone(),
+            metadata: self.s3.is_some(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_go_below_the_root() {
+        let store = StoreConfig {
+            s3: None,
+            directory: Some(std::env::temp_dir()),
+            root: "backups/db".into(),
+            url: "file:///tmp/backups/db".into(),
+        }
+        .open()
+        .unwrap();
+        assert_eq!(store.path("wal/x.gz").as_ref(), "backups/db/wal/x.gz");
+        assert_eq!(store.path("/base//b1/").as_ref(), "backups/db/base/b1");
+    }
+
+    #[test]
+    fn a_config_names_one_store() {
+        let error = StoreConfig {
+            s3: None,
+            directory: None,
+            root: "x".into(),
+            url: "nowhere".into(),
+        }
+        .open()
+        .unwrap_err();
+        assert_eq!(error.cause, Cause::Config);
+        assert!(error.message.contains("exactly one"), "{error}");
+    }
+
+    #[test]
+    fn secrets_in_files_lose_their_trailing_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("k"), "AKIA\n").unwrap();
+        assert_eq!(Secret::File(dir.path().join("k")).read("key").unwrap(), "AKIA");
+        let missing = Secret::File(dir.path().join("nope"))
+            .read("access key id")
+            .unwrap_err();
+        assert_eq!(missing.cause, Cause::Credentials);
+        assert!(missing.message.contains("access key id"), "{missing}");
+    }
+}

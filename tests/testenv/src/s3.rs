@@ -1,0 +1,235 @@
+//! A real S3-compatible object store on loopback: SeaweedFS (`weed server` with its filer and S3
+//! gateway, built by `hack/testbin.sh`), with its own credentials, data directory and ports.
+//!
+//! [`S3Server::stop`] and [`S3Server::start_again`] take the store away and bring it back with
+//! its data, which is how a store outage is tested.
+
+use std::{path::PathBuf, time::Duration};
+
+use crate::{Error, Result, Toolchain, control_plane::free_port, eventually::Wait, io, process::Supervised};
+
+/// The store's ports: HTTP and gRPC of each part, all on 127.0.0.1.
+#[derive(Clone, Copy, Debug)]
+struct Ports {
+    master: (u16, u16),
+    volume: (u16, u16),
+    filer: (u16, u16),
+    s3: (u16, u16),
+}
+
+/// A running (or stopped) SeaweedFS.
+pub struct S3Server {
+    weed: PathBuf,
+    dir: tempfile::TempDir,
+    ports: Ports,
+    process: Option<Supervised>,
+    /// The access key id it accepts.
+    pub access_key_id: String,
+    /// The secret access key it accepts.
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for S3Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Server")
+            .field("endpoint", &self.endpoint())
+            .finish()
+    }
+}
+
+fn component(message: impl Into<String>) -> Error {
+    Error::Component {
+        component: "S3 store",
+        message: message.into(),
+    }
+}
+
+impl S3Server {
+    /// Starts a new store with no bucket. Its ports are free when chosen, but another program
+    /// may take one before the store binds it: then it starts again on other ports, up to three
+    /// times.
+    pub async fn start() -> Result<Self> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once().await {
+                Err(e) if attempt < 3 && e.to_string().contains("address already in use") => {
+                    eprintln!(
+                        "testenv: the S3 store lost a port to another program; starting it again on others"
+                    );
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn start_once() -> Result<Self> {
+        let weed = Toolchain::get()?.bin("weed");
+        if !weed.is_file() {
+            return Err(component(format!(
+                "{} is missing; hack/testbin.sh builds it",
+                weed.display()
+            )));
+        }
+        let pair = || Ok::<_, Error>((free_port()?, free_port()?));
+        let ports = Ports {
+            master: pair()?,
+            volume: pair()?,
+            filer: pair()?,
+            s3: pair()?,
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("tusk-s3")
+            .tempdir()
+            .map_err(io("creating the store's directory"))?;
+        let mut server = Self {
+            weed,
+            dir,
+            ports,
+            process: None,
+            access_key_id: "tuskbackups".into(),
+            secret_access_key: format!("tusk-{:016x}", rand_u64()),
+        };
+        let config = serde_json::json!({"identities": [{
+            "name": "tusk",
+            "credentials": [{"accessKey": server.access_key_id, "secretKey": server.secret_access_key}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }]});
+        std::fs::create_dir_all(server.dir.path().join("data")).map_err(io("creating the data directory"))?;
+        std::fs::write(server.dir.path().join("s3.json"), config.to_string())
+            .map_err(io("writing the store's identities"))?;
+        server.start_again().await?;
+        Ok(server)
+    }
+
+    /// The S3 endpoint, such as `http://127.0.0.1:34567`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports.s3.0)
+    }
+
+    /// Starts the store (again) on the same ports with the same data.
+    pub async fn start_again(&mut self) -> Result<()> {
+        let p = self.ports;
+        let d = self.dir.path();
+        let args = vec![
+            "server".to_owned(),
+            format!("-dir={}", d.join("data").display()),
+            "-ip=127.0.0.1".to_owned(),
+            "-ip.bind=127.0.0.1".to_owned(),
+            format!("-master.port={}", p.master.0),
+            format!("-master.port.grpc={}", p.master.1),
+            "-master.volumeSizeLimitMB=256".to_owned(),
+            format!("-volume.port={}", p.volume.0),
+            format!("-volume.port.grpc={}", p.volume.1),
+            "-volume.max=64".to_owned(),
+            "-filer".to_owned(),
+            format!("-filer.port={}", p.filer.0),
+            format!("-filer.port.grpc={}", p.filer.1),
+            format!("-filer.localSocket={}", d.join("filer.sock").display()),
+            "-s3".to_owned(),
+            format!("-s3.port={}", p.s3.0),
+            format!("-s3.port.grpc={}", p.s3.1),
+            format!("-s3.localSocket={}", d.join("s3.sock").display()),
+            "-s3.port.iceberg=0".to_owned(),
+            "-s3.port.lance=0".to_owned(),
+            format!("-s3.config={}", d.join("s3.json").display()),
+            // As AWS does: a write to a bucket that does not exist fails.
+            "-s3.autoCreateBucket=false".to_owned(),
+        ];
+        self.process = Some(Supervised::spawn(d, "weed", &self.weed, &args)?);
+        let endpoint = self.endpoint();
+        // Ready once the S3 gateway answers and the filer lists buckets.
+        let ready = Wait::up_to(Duration::from_secs(60))
+            .every(Duration::from_millis(200))
+            .until("the S3 store to serve", async || {
+                let answered = tokio::net::TcpStream::connect(endpoint.trim_start_matches("http://"))
+                    .await
+                    .is_ok();
+                if answered && self.shell("s3.bucket.list").is_ok() {
+                    crate::Seen::Holds(())
+                } else if !self.process.as_ref().is_some_and(Supervised::alive) {
+                    crate::Seen::Never("weed exited".to_owned())
+                } else {
+                    crate::Seen::NotYet("not yet".to_owned())
+                }
+            })
+            .await;
+        ready.map_err(|unmet| component(format!("{unmet}\n{}", self.log_tail(30))))
+    }
+
+    /// Stops the store; its data stays for [`start_again`](Self::start_again).
+    pub fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.stop();
+        }
+    }
+
+    /// Runs one `weed shell` command against the store.
+    pub fn shell(&self, command: &str) -> Result<String> {
+        use std::io::Write;
+        let mut child = std::process::Command::new(&self.weed)
+            .arg("shell")
+            // host:port.grpcPort: the gRPC port is not the default port + 10000 here.
+            .arg(format!(
+                "-master=127.0.0.1:{}.{}",
+                self.ports.master.0, self.ports.master.1
+            ))
+            .arg(format!(
+                "-filer=127.0.0.1:{}.{}",
+                self.ports.filer.0, self.ports.filer.1
+            ))
+            .arg("-connectTimeout=5s")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(io("starting weed shell"))?;
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(format!("{command}\n").as_bytes())
+            .map_err(io("writing to weed shell"))?;
+        let out = child.wait_with_output().map_err(io("running weed shell"))?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.status.success() && !text.contains("error") {
+            Ok(text)
+        } else {
+            Err(component(format!("weed shell {command:?}: {text}")))
+        }
+    }
+
+    /// Creates a bucket.
+    pub fn create_bucket(&self, name: &str) -> Result<()> {
+        let out = self.shell(&format!("s3.bucket.create -name {name}"))?;
+        if out.contains(&format!("created bucket {name}")) {
+            Ok(())
+        } else {
+            Err(component(format!("creating bucket {name}: {out}")))
+        }
+    }
+
+    /// The end of the store's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        self.process
+            .as_ref()
+            .map(|p| p.log_tail(lines))
+            .unwrap_or_default()
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    hasher.finish()
+}
