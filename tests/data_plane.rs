@@ -33,6 +33,9 @@ async fn operator(plane: &tusk_testenv::ControlPlane) -> &'static support::apise
 }
 
 /// A namespace with a cluster of `instances` running PostgreSQL `major`; no pod runs yet.
+/// `synchronous_standby_names` as the user sets it in `spec.postgres.parameters`.
+const USER_STANDBY_NAMES: &str = "ANY 1 (\"db-1\", \"db-2\")";
+
 async fn cluster(prefix: &str, major: u32, instances: i32) -> LocalCluster {
     let postgres = Postgres::get(major).unwrap_or_else(|e| panic!("PostgreSQL {major}: {e}"));
     let plane = plane_with_crds().await;
@@ -40,7 +43,13 @@ async fn cluster(prefix: &str, major: u32, instances: i32) -> LocalCluster {
     let client = plane.client().await.unwrap();
     let ns = plane.namespace(prefix).await.unwrap();
     let spec = json!({
-        "postgres": {"version": major, "parameters": {"wal_keep_size": "64MB"}},
+        // The user's own synchronous replication, not `spec.replication.synchronous`: Tusk leaves
+        // it in force (`synchronous_commit: local`, so no commit waits for a standby here).
+        "postgres": {"version": major, "parameters": {
+            "wal_keep_size": "64MB",
+            "synchronous_standby_names": USER_STANDBY_NAMES,
+            "synchronous_commit": "local",
+        }},
         "instances": instances,
         "storage": {"data": {"size": "1Gi"}},
     });
@@ -200,6 +209,41 @@ async fn primary_and_two_replicas(major: u32) {
         .unwrap()
         .get(0);
     assert_eq!(streams, 2, "both replicas stream from the primary");
+    // Once the operator has sent its replication request (the primary wrote the file it keeps
+    // the operator's settings in, and reloaded), the user's synchronous_standby_names is still in
+    // force: the replicas are quorum standbys.
+    let managed = c.claim_dir(0, "data").join("pgdata/tusk.replication.conf");
+    eventually(
+        "the operator's replication request",
+        Duration::from_secs(60),
+        || async { managed.exists().then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let fresh = c.connect(0).await.unwrap();
+    let names: String = fresh
+        .query_one("SHOW synchronous_standby_names", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        names,
+        USER_STANDBY_NAMES,
+        "{}",
+        std::fs::read_to_string(&managed).unwrap()
+    );
+    let quorum: i64 = fresh
+        .query_one(
+            "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'quorum'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        quorum, 2,
+        "both replicas are quorum standbys of the user's setting"
+    );
     let slowest = replicate(&c, 0, &[1, 2], "streamed").await;
     println!("PostgreSQL {major}: a row written on the primary was on both replicas after {slowest:?}");
 

@@ -21,9 +21,10 @@ use support::{
 use tusk::api::postgres_cluster::v1::PostgresCluster;
 use tusk_testenv::{eventually, postgres::Postgres};
 
+static OPERATOR: tokio::sync::OnceCell<support::apiserver::Operator> = tokio::sync::OnceCell::const_new();
+
 /// The operator, once for this test binary.
 async fn operator() -> &'static support::apiserver::Operator {
-    static OPERATOR: tokio::sync::OnceCell<support::apiserver::Operator> = tokio::sync::OnceCell::const_new();
     OPERATOR
         .get_or_init(|| async {
             let plane = plane_with_crds().await;
@@ -31,6 +32,25 @@ async fn operator() -> &'static support::apiserver::Operator {
             start_operator(plane, "tusk-operator", &args, "info,kube=warn").await
         })
         .await
+}
+
+/// While alive, makes a failing test print what the operator logged about `namespace`.
+struct OperatorLogOnFailure(String);
+
+impl Drop for OperatorLogOnFailure {
+    fn drop(&mut self) {
+        let Some(operator) = OPERATOR.get().filter(|_| std::thread::panicking()) else {
+            return;
+        };
+        let log = std::fs::read_to_string(&operator.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(&self.0)).collect();
+        eprintln!(
+            "--- the operator's last {} lines about namespace {} ---\n{}",
+            lines.len().min(200),
+            self.0,
+            lines[lines.len().saturating_sub(200)..].join("\n")
+        );
+    }
 }
 
 /// One scenario at a time: each runs three PostgreSQL pods on two cores.
@@ -69,12 +89,12 @@ async fn three_instances_with(prefix: &str, major: u32, extra: serde_json::Value
     c
 }
 
-/// A connection through `-rw` that has committed a write.
+/// A connection through `-rw` to a PostgreSQL that accepts writes (not in recovery).
 async fn writable(c: &LocalCluster, within: Duration) -> tokio_postgres::Client {
-    eventually("a write through -rw", within, || async {
+    eventually("a writable primary through -rw", within, || async {
         let db = c.connect_rw().await.ok()?;
-        db.batch_execute("SELECT 1").await.ok()?;
-        Some(db)
+        let row = db.query_one("SELECT pg_is_in_recovery()", &[]).await.ok()?;
+        (!row.get::<_, bool>(0)).then_some(db)
     })
     .await
 }
@@ -138,6 +158,7 @@ async fn labelled_primary(c: &LocalCluster) -> Option<String> {
 async fn primary_lost(major: u32) {
     let _one = ONE_AT_A_TIME.lock().await;
     let mut c = three_instances(&format!("lost{major}"), major).await;
+    let _log = OperatorLogOnFailure(c.namespace.clone());
     let db = writable(&c, Duration::from_secs(30)).await;
     for i in 0..200 {
         db.execute("INSERT INTO t (at) VALUES ($1)", &[&format!("before {i}")])
@@ -222,7 +243,8 @@ async fn a_killed_primary_is_replaced_and_rejoins_on_postgres_18() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_primary_cut_off_from_the_api_fences_itself_before_another_takes_over() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let c = three_instances("partition", 18).await;
+    let mut c = three_instances("partition", 18).await;
+    let _log = OperatorLogOnFailure(c.namespace.clone());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut writers = Vec::new();
     for ordinal in 0..3 {
@@ -289,7 +311,62 @@ async fn a_primary_cut_off_from_the_api_fences_itself_before_another_takes_over(
             assert!(w.is_none(), "pod {o} never accepts writes");
         }
     }
+    // Pod 0 started again while still cut off waits to read the Lease; SIGTERM stops it there,
+    // at once, not at the kubelet's SIGKILL.
+    drop(c.stop(0));
+    c.start(0).await;
+    let pod = &c.pods[&0];
+    let this_run = |log: String| {
+        log.rsplit("instance manager started")
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    eventually("pod 0 to wait for the Lease", Duration::from_secs(30), || async {
+        this_run(pod.main.log_tail(50))
+            .contains("reading the primary's Lease")
+            .then_some(())
+    })
+    .await;
+    let stopped = c.stop(0);
+    let log = this_run(stopped.main.log_tail(50));
+    assert!(
+        log.contains("stopped by SIGTERM while reading the primary's Lease"),
+        "{log}"
+    );
+    // Back in touch, it rejoins as a replica; the operator learns of the fence from it: a
+    // `Fenced` Event and `fencedAt` in its instance status.
     c.restore_api(0);
+    c.start(0).await;
+    c.wait_ready(0, Duration::from_secs(120)).await;
+    let client = plane_with_crds().await.client().await.unwrap();
+    let fenced = support::event(&client, &c.namespace, "Fenced", |e| {
+        e.note
+            .as_deref()
+            .is_some_and(|n| n.starts_with("db-0 fenced itself at "))
+    })
+    .await;
+    eprintln!("{}", fenced.note.unwrap_or_default());
+    let clusters = Api::<PostgresCluster>::namespaced(client, &c.namespace);
+    let shown = eventually(
+        "db-0's fence in its instance status",
+        Duration::from_secs(30),
+        || async {
+            let status = clusters.get("db").await.ok()?.status?;
+            status
+                .instance_status?
+                .into_iter()
+                .find(|i| i.name == "db-0" && i.role == "replica")?
+                .fenced_at
+        },
+    )
+    .await;
+    let at: k8s_openapi::jiff::Timestamp = shown.parse().unwrap();
+    let since_cut = k8s_openapi::jiff::Timestamp::now().duration_since(at);
+    assert!(
+        since_cut.as_secs() < cut.elapsed().as_secs() as i64 + 2,
+        "the fence ({shown}) came after the cut"
+    );
 }
 
 /// A switchover asked for with `spec.switchover.to` while a writer commits through `-rw`: every
@@ -298,6 +375,7 @@ async fn a_primary_cut_off_from_the_api_fences_itself_before_another_takes_over(
 async fn switchover_under_load(major: u32) {
     let _one = ONE_AT_A_TIME.lock().await;
     let mut c = three_instances(&format!("switch{major}"), major).await;
+    let _log = OperatorLogOnFailure(c.namespace.clone());
     let client = plane_with_crds().await.client().await.unwrap();
     let clusters = Api::<PostgresCluster>::namespaced(client.clone(), &c.namespace);
     assert_eq!(labelled_primary(&c).await.as_deref(), Some("db-0"));
@@ -397,6 +475,7 @@ async fn synchronous_required_loses_no_acknowledged_commit_when_the_primary_dies
         "failoverDelay": "5s",
     });
     let mut c = three_instances_with("sync", 18, extra).await;
+    let _log = OperatorLogOnFailure(c.namespace.clone());
     let db = writable(&c, Duration::from_secs(30)).await;
     let names = eventually(
         "synchronous_standby_names set",
@@ -522,6 +601,7 @@ async fn synchronous_required_loses_no_acknowledged_commit_when_the_primary_dies
 async fn a_primary_that_lost_its_volume_clones_and_never_initdbs() {
     let _one = ONE_AT_A_TIME.lock().await;
     let mut c = three_instances("lostvolume", 18).await;
+    let _log = OperatorLogOnFailure(c.namespace.clone());
     let db = writable(&c, Duration::from_secs(30)).await;
     for i in 0..100 {
         db.execute("INSERT INTO t (at) VALUES ($1)", &[&format!("row {i}")])
@@ -622,7 +702,7 @@ async fn under_load(c: &mut LocalCluster, act: impl AsyncFnOnce(&mut LocalCluste
     let ids: std::collections::BTreeSet<i64> = after
         .query("SELECT id FROM t", &[])
         .await
-        .unwrap()
+        .unwrap_or_else(|e| panic!("the primary -rw led to, half a second after the writes resumed: {e}"))
         .iter()
         .map(|r| r.get(0))
         .collect();
@@ -735,6 +815,7 @@ fn spread(values: &[Duration]) -> String {
 async fn ten_failovers_in_a_row_leave_the_cluster_ready_with_its_replicas_and_slots() {
     let _one = ONE_AT_A_TIME.lock().await;
     let mut c = three_instances("tenfold", 18).await;
+    let _log = OperatorLogOnFailure(c.namespace.clone());
     settled(&c).await;
     let (failovers, _) = rounds(&mut c, 10, 0).await;
     let outages: Vec<Duration> = failovers.iter().map(|o| o.outage).collect();
@@ -792,6 +873,7 @@ async fn bench_failover() {
 async fn a_rolling_update_restarts_the_primary_last_after_a_switchover() {
     let _one = ONE_AT_A_TIME.lock().await;
     let mut c = three_instances("rolling", 18).await;
+    let _log = OperatorLogOnFailure(c.namespace.clone());
     settled(&c).await;
     assert!(c.sync_pods().await.is_empty(), "nothing restarted yet");
     assert_eq!(labelled_primary(&c).await.as_deref(), Some("db-0"));
@@ -818,6 +900,7 @@ async fn a_rolling_update_restarts_the_primary_last_after_a_switchover() {
             );
             let primary = labelled_primary(c).await;
             for ordinal in c.sync_pods().await {
+                eprintln!("db-{ordinal} restarted; db labelled primary just before: {primary:?}");
                 restarts.push((ordinal, primary.clone()));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -128,46 +128,6 @@ async fn operatorhub_install_from_the_stable_channel() {
             })
             .collect()
     };
-    let cluster_roles: Vec<Value> = owned_by_csv(
-        Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(env.client.clone())
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .map(|r| serde_json::to_value(r).unwrap())
-            .collect(),
-    );
-    let roles: Vec<Value> = owned_by_csv(
-        Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(env.client.clone(), OPERATORS_NAMESPACE)
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .map(|r| serde_json::to_value(r).unwrap())
-            .collect(),
-    );
-    let granted = |roles: &[Value]| -> BTreeSet<String> {
-        roles
-            .iter()
-            .flat_map(|r| r["rules"].as_array().cloned().unwrap_or_default())
-            .map(|r| canonical_rule(&r))
-            .collect()
-    };
-    // The CSV's two permission sets, exactly, plus what OLM adds on its own: for an
-    // AllNamespaces install it also grants `permissions` cluster-wide with read access to
-    // namespaces, and it lets the account read its serving certificate and update its
-    // OperatorCondition.
-    let mut made: Vec<(String, BTreeSet<String>)> = Vec::new();
-    for role in cluster_roles.iter().chain(&roles) {
-        let rules = granted(std::slice::from_ref(role));
-        println!(
-            "OLM made {} {}: {rules:?}",
-            role["kind"], role["metadata"]["name"]
-        );
-        made.push((role["kind"].as_str().unwrap().to_owned(), rules));
-    }
     let rule = |groups: &[&str], resources: &[&str], verbs: &[&str], names: &[&str]| {
         canonical_rule(
             &json!({"apiGroups": groups, "resources": resources, "verbs": verbs, "resourceNames": names}),
@@ -194,8 +154,56 @@ async fn operatorhub_install_from_the_stable_channel() {
             .into(),
         ),
     ];
-    made.sort();
     expected.sort();
+    // OLM makes the lifted ClusterRole of an AllNamespaces install on its own schedule, after
+    // the CSV may already say Succeeded: look until everything is there (or a minute passed).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let made = loop {
+        let cluster_roles: Vec<Value> = owned_by_csv(
+            Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(env.client.clone())
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .map(|r| serde_json::to_value(r).unwrap())
+                .collect(),
+        );
+        let roles: Vec<Value> = owned_by_csv(
+            Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(env.client.clone(), OPERATORS_NAMESPACE)
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .map(|r| serde_json::to_value(r).unwrap())
+                .collect(),
+        );
+        let granted = |roles: &[Value]| -> BTreeSet<String> {
+            roles
+                .iter()
+                .flat_map(|r| r["rules"].as_array().cloned().unwrap_or_default())
+                .map(|r| canonical_rule(&r))
+                .collect()
+        };
+        // The CSV's two permission sets, exactly, plus what OLM adds on its own: for an
+        // AllNamespaces install it also grants `permissions` cluster-wide with read access to
+        // namespaces, and it lets the account read its serving certificate and update its
+        // OperatorCondition.
+        let mut made: Vec<(String, BTreeSet<String>)> = Vec::new();
+        for role in cluster_roles.iter().chain(&roles) {
+            let rules = granted(std::slice::from_ref(role));
+            made.push((role["kind"].as_str().unwrap().to_owned(), rules));
+        }
+        made.sort();
+        if made == expected || std::time::Instant::now() > deadline {
+            for role in cluster_roles.iter().chain(&roles) {
+                println!("OLM made {} {}", role["kind"], role["metadata"]["name"]);
+            }
+            break made;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
     assert_eq!(made, expected);
     assert!(
         made.iter().flat_map(|(_, rules)| rules).all(|r| !r.contains('*')),

@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, ResourceExt, api::ListParams, runtime::controller::Action};
 use tracing::{info, instrument};
 
+use super::postgres_cluster::instances::{At, call};
 use super::{
     Context, Error, Problem,
     backup_target::{claim_exists, inline_store_config, unmounted_claim},
@@ -274,23 +275,17 @@ async fn start(
         );
         return pending(ctx, backup, "NoInstanceReady", message).await;
     };
-    let endpoint = match ctx.endpoints.instance(namespace, &cluster_name, &instance) {
-        Ok(e) => e,
-        Err(e) => return pending(ctx, backup, "InstanceUnreachable", e.to_string()).await,
-    };
     let request = BackupRequest {
         name: backup.name_any(),
         store,
     };
     let body = serde_json::to_vec(&request).expect("a request serializes");
-    let answer = crate::admin::call_tcp(
-        &endpoint.to_string(),
-        hyper::Method::POST,
-        BACKUPS,
-        Some(body),
-        REQUEST_TIMEOUT,
-    )
-    .await;
+    let at = At {
+        namespace,
+        cluster: &cluster_name,
+        pod: &instance,
+    };
+    let answer = call(ctx, at, hyper::Method::POST, BACKUPS, Some(body), REQUEST_TIMEOUT).await;
     match answer {
         Ok((status, body)) if status.is_success() => {
             let state: Option<BackupState> = serde_json::from_slice(&body).ok();
@@ -338,18 +333,13 @@ async fn follow(
         .as_ref()
         .and_then(|s| s.instance_name.clone())
         .unwrap_or_default();
-    let endpoint = match ctx.endpoints.instance(namespace, cluster, &instance) {
-        Ok(e) => e,
-        Err(e) => return running_note(ctx, backup, "InstanceUnreachable", e.to_string()).await,
+    let at = At {
+        namespace,
+        cluster,
+        pod: &instance,
     };
-    let answer = crate::admin::call_tcp(
-        &endpoint.to_string(),
-        hyper::Method::GET,
-        &format!("{BACKUPS}/{name}"),
-        None,
-        REQUEST_TIMEOUT,
-    )
-    .await;
+    let path = format!("{BACKUPS}/{name}");
+    let answer = call(ctx, at, hyper::Method::GET, &path, None, REQUEST_TIMEOUT).await;
     let state = match answer {
         Ok((status, body)) if status.is_success() => match serde_json::from_slice::<BackupState>(&body) {
             Ok(state) => state,

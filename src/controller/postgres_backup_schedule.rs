@@ -479,10 +479,6 @@ async fn through_instance(
             config.url
         ));
     };
-    let endpoint = match ctx.endpoints.instance(namespace, cluster, &pod) {
-        Ok(e) => e,
-        Err(e) => return unreachable(e.to_string()),
-    };
     let request = RetentionRequest {
         store: config,
         eligible: eligible.clone(),
@@ -490,8 +486,14 @@ async fn through_instance(
         max_age_seconds: rule.max_age.map(|a| a.as_secs()),
     };
     let body = serde_json::to_vec(&request).expect("a request serializes");
-    let answer = crate::admin::call_tcp(
-        &endpoint.to_string(),
+    let at = super::postgres_cluster::instances::At {
+        namespace,
+        cluster,
+        pod: &pod,
+    };
+    let answer = super::postgres_cluster::instances::call(
+        ctx,
+        at,
         hyper::Method::POST,
         RETENTION,
         Some(body),

@@ -314,6 +314,8 @@ pub enum Happened {
     Resumed(String),
     /// A former primary runs again as a replica: `Rejoined`.
     Rejoined(String),
+    /// A primary that could not keep its Lease stopped PostgreSQL at once (a Warning, `Fenced`).
+    Fenced(String),
     /// A pod is restarted to run the current template (a rolling update): `RollingUpdate`.
     RollingUpdate(String),
     /// A replica was named the primary, asked for (`SwitchedOver`) or not (a Warning,
@@ -335,6 +337,7 @@ impl Happened {
             Self::Failed(problem) => (EventType::Warning, problem.reason.as_ref(), &problem.message),
             Self::Resumed(note) => (EventType::Normal, "Resumed", note),
             Self::Rejoined(note) => (EventType::Normal, "Rejoined", note),
+            Self::Fenced(note) => (EventType::Warning, "Fenced", note),
             Self::RollingUpdate(note) => (EventType::Normal, "RollingUpdate", note),
             Self::Promoted { asked: true, note } => (EventType::Normal, "SwitchedOver", note),
             Self::Promoted { asked: false, note } => (EventType::Warning, "FailedOver", note),

@@ -21,8 +21,12 @@ pub const REPLICATION: &str = "/replication";
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplicationRequest {
-    /// PostgreSQL's `synchronous_standby_names`; empty for asynchronous replication.
-    pub synchronous_standby_names: String,
+    /// PostgreSQL's `synchronous_standby_names` from `spec.replication.synchronous` (empty:
+    /// asynchronous for now). `None` when the cluster does not ask for synchronous replication:
+    /// then the instance leaves the setting alone, and what the user put in
+    /// `spec.postgres.parameters` (or PostgreSQL's default, asynchronous) stays in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synchronous_standby_names: Option<String>,
     /// The instances that stream from this one when it is the primary: each has a physical
     /// replication slot ([`slot_name`]); other slots of Tusk's that no replica uses are dropped.
     pub replicas: Vec<String>,
@@ -95,6 +99,11 @@ pub struct InstanceState {
     /// Why PostgreSQL did not answer, when it did not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// When this instance last fenced itself, RFC 3339: as the primary it could not keep the
+    /// primary's Lease, so it stopped PostgreSQL at once and no write committed on it beside a
+    /// new primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fenced_at: Option<String>,
 }
 
 /// A WAL position as PostgreSQL writes it (`16/B374D848`), as a number.

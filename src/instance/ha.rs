@@ -42,33 +42,33 @@ pub enum Start {
     Replica,
 }
 
-/// Reads the Lease until it answers.
-async fn read(leases: &Leases) -> k8s_openapi::api::coordination::v1::Lease {
+/// Reads the Lease until it answers, or SIGTERM arrives.
+async fn read(leases: &Leases) -> Result<k8s_openapi::api::coordination::v1::Lease, Error> {
     let mut delay = Duration::from_millis(500);
     loop {
         match leases.read().await {
-            Ok(lease) => return lease,
+            Ok(lease) => return Ok(lease),
             Err(e) => warn!(error = %e, retry_in = ?delay, "reading the primary's Lease"),
         }
-        tokio::time::sleep(delay).await;
+        super::pause(delay, "reading the primary's Lease").await?;
         delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 
 /// Renews the Lease this pod holds; when the renewal was sent, or `None` when another pod took
 /// it meanwhile.
-async fn renew_held(leases: &Leases) -> Option<Instant> {
+async fn renew_held(leases: &Leases) -> Result<Option<Instant>, Error> {
     loop {
-        let lease = read(leases).await;
+        let lease = read(leases).await?;
         if leases.holder(&lease) != Holder::Me {
-            return None;
+            return Ok(None);
         }
         let attempt = Instant::now();
         match leases.renew(lease).await {
-            Ok(_) => return Some(attempt),
+            Ok(_) => return Ok(Some(attempt)),
             Err(e) => warn!(error = %e, "renewing the primary's Lease before starting"),
         }
-        tokio::time::sleep(RENEW_EVERY).await;
+        super::pause(RENEW_EVERY, "renewing the primary's Lease").await?;
     }
 }
 
@@ -88,7 +88,7 @@ where
     B: AsyncFnOnce() -> Result<(), Error>,
     C: AsyncFn() -> Result<(), Error>,
 {
-    let lease = read(leases).await;
+    let lease = read(leases).await?;
     let holder = leases.holder(&lease);
     info!(?holder, data = ?found, "the primary's Lease");
     match (found, holder) {
@@ -112,7 +112,7 @@ where
         }
         (DataDir::Primary, Holder::Me) => primary(leases).await,
         (DataDir::Primary, _) => {
-            wait_for_primary(args, password).await;
+            wait_for_primary(args, password).await?;
             rejoin(args, programs, password, &clone).await?;
             Ok(Start::Replica)
         }
@@ -123,7 +123,7 @@ where
 /// Renews before starting as the primary: a Lease handed on while this pod was down is never
 /// taken back, and the pod then starts as a replica instead.
 async fn primary(leases: &Leases) -> Result<Start, Error> {
-    match renew_held(leases).await {
+    match renew_held(leases).await? {
         Some(renewed) => Ok(Start::Primary { renewed }),
         None => Err(Error::Config(
             "the primary's Lease went to another pod before this one started; the container restarts as a replica".into(),
@@ -133,7 +133,7 @@ async fn primary(leases: &Leases) -> Result<Start, Error> {
 
 /// Waits until the primary's Service answers with an instance that takes writes: a rewind from
 /// anything else would fail for a reason that says nothing about this data directory.
-async fn wait_for_primary(args: &InstanceArgs, password: &str) {
+async fn wait_for_primary(args: &InstanceArgs, password: &str) -> Result<(), Error> {
     let config = {
         let mut c = tokio_postgres::Config::new();
         c.host(&args.spec.primary_host)
@@ -158,10 +158,10 @@ async fn wait_for_primary(args: &InstanceArgs, password: &str) {
             client.batch_execute("CHECKPOINT").await.ok()
         };
         if primary.await.is_some() {
-            return;
+            return Ok(());
         }
         info!(primary = %args.spec.primary_host, "waiting for the new primary before rewinding onto it");
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        super::pause(Duration::from_secs(1), "waiting for the new primary").await?;
     }
 }
 
@@ -307,19 +307,23 @@ pub async fn ensure_own_slot(args: InstanceArgs, password: String) {
 
 /// After a step-down: waits until the operator hands the Lease to another pod (true: rejoin as
 /// its replica), or gives it back to this one by a new transition (false: the switchover was
-/// given up, start as the primary again).
-pub async fn await_successor(leases: &Leases) -> bool {
+/// given up, start as the primary again); `Error::Stopped` when SIGTERM arrives first.
+pub async fn await_successor(leases: &Leases) -> Result<bool, Error> {
     let transitions = |l: &k8s_openapi::api::coordination::v1::Lease| {
         l.spec.as_ref().and_then(|s| s.lease_transitions).unwrap_or(0)
     };
-    let before = transitions(&read(leases).await);
+    let before = transitions(&read(leases).await?);
     loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        super::pause(
+            Duration::from_millis(200),
+            "waiting for the switchover's new primary",
+        )
+        .await?;
         let Ok(lease) = leases.read().await else { continue };
         match leases.holder(&lease) {
-            Holder::Me if transitions(&lease) != before => return false,
+            Holder::Me if transitions(&lease) != before => return Ok(false),
             Holder::Me => {}
-            _ => return true,
+            _ => return Ok(true),
         }
     }
 }

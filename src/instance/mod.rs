@@ -530,7 +530,6 @@ fn basebackup_once(args: &InstanceArgs, programs: &Programs, password: &str) -> 
 
 /// Copies the primary's data, retrying until the primary answers or SIGTERM arrives.
 async fn basebackup(args: &InstanceArgs, programs: &Programs, password: &str) -> Result<bool, Error> {
-    let mut term = signal(SignalKind::terminate()).map_err(io("handling SIGTERM"))?;
     let mut delay = Duration::from_secs(1);
     loop {
         info!(primary = %args.spec.primary_host, "pg_basebackup: copying the primary's data");
@@ -543,11 +542,11 @@ async fn basebackup(args: &InstanceArgs, programs: &Programs, password: &str) ->
                 Ok(()) => return Ok(true),
                 Err(e) => warn!(error = %e, retry_in = ?delay, "pg_basebackup failed"),
             },
-            _ = term.recv() => return Ok(false),
+            () = terminated() => return Ok(false),
         }
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
-            _ = term.recv() => return Ok(false),
+            () = terminated() => return Ok(false),
         }
         delay = (delay * 2).min(Duration::from_secs(30));
     }
@@ -592,6 +591,7 @@ fn shutdown_checkpoint(args: &InstanceArgs, programs: &Programs) -> Result<Strin
 
 /// `tusk-operator instance`.
 pub async fn run(args: InstanceArgs) -> Result<(), Error> {
+    listen_for_sigterm();
     let password = read_password(&args.spec.superuser_password_file)?;
     let programs = Programs::find()?;
     let local = LocalConnection {
@@ -662,10 +662,15 @@ pub async fn run(args: InstanceArgs) -> Result<(), Error> {
                 let lsn = shutdown_checkpoint(&args, &programs)?;
                 info!(checkpoint = %lsn, "postgres stopped cleanly for the switchover");
                 state.demoted.send_replace(Some(lsn));
-                if ha::await_successor(leases).await {
-                    info!("the Lease went to the new primary: rejoining as its replica");
-                } else {
-                    warn!("the switchover was given up: starting as the primary again");
+                match ha::await_successor(leases).await {
+                    Ok(true) => info!("the Lease went to the new primary: rejoining as its replica"),
+                    Ok(false) => warn!("the switchover was given up: starting as the primary again"),
+                    // PostgreSQL is stopped already: nothing else to stop.
+                    Err(Error::Stopped(what)) => {
+                        info!("stopped by SIGTERM while {what}");
+                        break Ok(());
+                    }
+                    Err(e) => break Err(e),
                 }
             }
             (outcome, _) => break outcome,
@@ -791,6 +796,53 @@ fn serve_socket(
     )))
 }
 
+/// Whether SIGTERM has arrived, from one listener for the instance manager's whole life. Once a
+/// program installs a SIGTERM handler the signal no longer ends it, and a listener only sees the
+/// signals sent after it was made: one per phase would lose a SIGTERM sent between two phases (a
+/// step-down and the next start, a wait for the Lease), and the pod would then only stop at
+/// the kubelet's SIGKILL.
+static SIGTERM: std::sync::OnceLock<tokio::sync::watch::Receiver<bool>> = std::sync::OnceLock::new();
+
+/// Starts listening for SIGTERM (at once when the instance manager starts; [`terminated`] does
+/// it otherwise). Must run within the runtime.
+fn listen_for_sigterm() -> tokio::sync::watch::Receiver<bool> {
+    SIGTERM
+        .get_or_init(|| {
+            let (arrived, receiver) = tokio::sync::watch::channel(false);
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::spawn(async move {
+                        term.recv().await;
+                        info!("SIGTERM received");
+                        let _ = arrived.send(true);
+                        // Keep the sender, so the flag stays up.
+                        std::future::pending::<()>().await;
+                    });
+                }
+                Err(e) => warn!(error = %e, "cannot listen for SIGTERM"),
+            }
+            receiver
+        })
+        .clone()
+}
+
+/// Completes once SIGTERM has arrived: at once when it already has.
+async fn terminated() {
+    let mut arrived = listen_for_sigterm();
+    if arrived.wait_for(|a| *a).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Sleeps for `delay`; `Error::Stopped(what)` when SIGTERM arrives first (or has arrived).
+async fn pause(delay: Duration, what: &'static str) -> Result<(), Error> {
+    tokio::select! {
+        biased;
+        () = terminated() => Err(Error::Stopped(what)),
+        () = tokio::time::sleep(delay) => Ok(()),
+    }
+}
+
 /// Restores the first primary's data directory from a backup, into a temporary directory renamed
 /// into place only when complete; `Ok(false)` when SIGTERM arrived first.
 async fn restore(
@@ -798,7 +850,6 @@ async fn restore(
     recovery: &crate::backup::restore::RecoveryConfig,
 ) -> Result<bool, Error> {
     use crate::backup::{base, restore};
-    let mut term = signal(SignalKind::terminate()).map_err(io("handling SIGTERM"))?;
     let mut delay = Duration::from_secs(1);
     loop {
         let attempt = async {
@@ -831,7 +882,7 @@ async fn restore(
         };
         let outcome = tokio::select! {
             done = attempt => done,
-            _ = term.recv() => return Ok(false),
+            () = terminated() => return Ok(false),
         };
         match outcome {
             Ok(tmp) => {
@@ -842,7 +893,7 @@ async fn restore(
         }
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
-            _ = term.recv() => return Ok(false),
+            () = terminated() => return Ok(false),
         }
         delay = (delay * 2).min(Duration::from_secs(60));
     }
@@ -932,7 +983,6 @@ async fn supervise(
             .join(",")
     };
     let handle = |kind: SignalKind, name: &str| signal(kind).map_err(io(format!("handling {name}")));
-    let mut term = handle(SignalKind::terminate(), "SIGTERM")?;
     let mut interrupt = handle(SignalKind::interrupt(), "SIGINT")?;
     let mut hangup = handle(SignalKind::hangup(), "SIGHUP")?;
     let mut child = handle(SignalKind::child(), "SIGCHLD")?;
@@ -982,6 +1032,9 @@ async fn supervise(
                         fenced = Some(ha::Fence::Now);
                         warn!("fencing: immediate shutdown of postgres");
                         send(Signal::SIGQUIT);
+                        if let Err(e) = status::record_fence(&args.spec.pgdata) {
+                            warn!(error = %e, "noting the fence for the operator");
+                        }
                         stopping = Some((Signal::SIGQUIT, tokio::time::Instant::now() + Duration::from_secs(10)));
                     }
                     // A step-down: a fast shutdown, escalated as any requested stop.
@@ -995,7 +1048,7 @@ async fn supervise(
                 false
             }
             _ = tick.tick() => false,
-            _ = term.recv() => true,
+            () = terminated(), if !terminating => true,
             _ = interrupt.recv() => true,
             _ = hangup.recv() => {
                 send(Signal::SIGHUP);

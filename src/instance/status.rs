@@ -33,12 +33,36 @@ use crate::{
 /// replication while PostgreSQL runs (a reload applies it).
 pub const REPLICATION_CONF: &str = "tusk.replication.conf";
 
-/// The contents of [`REPLICATION_CONF`] for `request`.
+/// The file beside the data directory (on the data volume, so a rewind or a clone keeps it) that
+/// says when this instance last fenced itself.
+pub const FENCED: &str = "tusk.fenced";
+
+/// Notes that this instance fences itself now, for its reports ([`fenced_at`]).
+pub fn record_fence(pgdata: &std::path::Path) -> std::io::Result<()> {
+    let Some(volume) = pgdata.parent() else {
+        return Ok(());
+    };
+    let now = k8s_openapi::jiff::Timestamp::now();
+    std::fs::write(volume.join(FENCED), format!("{now:.0}\n"))
+}
+
+/// When this instance last fenced itself, if it ever did.
+pub fn fenced_at(pgdata: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(pgdata.parent()?.join(FENCED)).ok()?;
+    Some(text.trim().to_owned()).filter(|t| !t.is_empty())
+}
+
+/// The contents of [`REPLICATION_CONF`] for `request`: nothing of `synchronous_standby_names`
+/// when the operator does not manage it, so the user's parameter stays in force.
 pub fn replication_conf(request: &ReplicationRequest) -> String {
-    format!(
-        "# Written by the tusk-operator instance manager for the operator.\nsynchronous_standby_names = {}\n",
-        super::conf::conf_value(&request.synchronous_standby_names)
-    )
+    let mut conf = "# Written by the tusk-operator instance manager for the operator.\n".to_owned();
+    if let Some(names) = &request.synchronous_standby_names {
+        conf.push_str(&format!(
+            "synchronous_standby_names = {}\n",
+            super::conf::conf_value(names)
+        ));
+    }
+    conf
 }
 
 /// Applies `request`: keeps it, writes [`REPLICATION_CONF`] and reloads when it changed, and on a
@@ -292,6 +316,7 @@ async fn instance_state(state: &State, pod: &str) -> InstanceState {
         pod: pod.to_owned(),
         pod_uid: state.pod_uid.get().cloned(),
         running: state.running.load(Ordering::Relaxed),
+        fenced_at: fenced_at(&state.pgdata),
         ..InstanceState::default()
     };
     if !report.running {

@@ -567,9 +567,10 @@ fn instance_status() -> impl Strategy<Value = cluster::v1::InstanceStatus> {
         of("[0-9A-F]{1,8}/[0-9A-F]{1,8}"),
         of(0i64..1_000_000),
         of("[a-z ]{0,20}"),
+        of(timestamp()),
     )
         .prop_map(
-            |(name, role, ready, timeline, lsn, lag_bytes, message)| cluster::v1::InstanceStatus {
+            |(name, role, ready, timeline, lsn, lag_bytes, message, fenced_at)| cluster::v1::InstanceStatus {
                 name,
                 role: role.to_owned(),
                 ready,
@@ -578,6 +579,7 @@ fn instance_status() -> impl Strategy<Value = cluster::v1::InstanceStatus> {
                 lsn,
                 lag_bytes,
                 message,
+                fenced_at,
             },
         )
 }

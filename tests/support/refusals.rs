@@ -192,6 +192,12 @@ pub fn refusals() -> Vec<Refusal> {
             .rule("spec.backup.target.s3.serverSideEncryption", "serverSideEncryption.kmsKeyId is required with type aws:kms and not allowed with AES256"),
         create(c, "v1", cluster(json!({"instances": 1, "updateStrategy": {"primaryUpdateMethod": "Switchover"}})))
             .rule("spec", "updateStrategy.primaryUpdateMethod Switchover needs instances of 2 or more; with a single instance use Restart"),
+        create(c, "v1", cluster(json!({
+                "instances": 3,
+                "replication": {"synchronous": {"method": "Any", "number": 1}},
+                "postgres": {"parameters": {"synchronous_standby_names": "*"}},
+            })))
+            .rule("spec", "postgres.parameters may not set synchronous_standby_names while replication.synchronous is set: Tusk names the standbys from replication.synchronous; keep one of the two"),
         create(c, "v1", cluster(
                 json!({"backup": {"target": {"volume": {"claimName": "b"}, "s3": {"bucket": "bkt", "credentialsSecret": "s"}}}}),
             ))

@@ -77,6 +77,10 @@ use crate::api::common::{
     {
         "rule": "!has(self.replication) || !has(self.replication.synchronous) || (has(self.instances) && self.replication.synchronous.number < self.instances)",
         "message": "replication.synchronous.number must be less than instances: it counts replicas, and the primary is one of the instances"
+    },
+    {
+        "rule": "!has(self.replication) || !has(self.replication.synchronous) || !has(self.postgres.parameters) || !('synchronous_standby_names' in self.postgres.parameters)",
+        "message": "postgres.parameters may not set synchronous_standby_names while replication.synchronous is set: Tusk names the standbys from replication.synchronous; keep one of the two"
     }
 ]))]
 pub struct PostgresClusterSpec {
@@ -594,6 +598,12 @@ pub struct InstanceStatus {
     /// Why the role is `unknown`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// When the instance last fenced itself: as the primary it could not keep the primary's
+    /// Lease (cut off from the API server, or stalled), so it stopped PostgreSQL at once, before
+    /// a replica could be promoted. Each new fence is also a `Fenced` Event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub fenced_at: Option<String>,
 }
 
 /// What a cluster's archive holds.

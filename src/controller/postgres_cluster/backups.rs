@@ -224,26 +224,21 @@ pub async fn observe(
     let name = cluster.name_any();
     let archive = match primary {
         None => Err("the primary's pod does not exist yet".to_owned()),
-        Some(pod) => match ctx.endpoints.instance(namespace, &name, pod) {
-            Err(e) => Err(e.to_string()),
-            Ok(endpoint) => {
-                let answer = crate::admin::call_tcp(
-                    &endpoint.to_string(),
-                    hyper::Method::GET,
-                    ARCHIVE,
-                    None,
-                    std::time::Duration::from_secs(10),
-                )
-                .await;
-                match answer {
-                    Ok((status, body)) if status.is_success() => {
-                        serde_json::from_slice(&body).map_err(|e| format!("{pod}: {e}"))
-                    }
-                    Ok((status, _)) => Err(format!("{pod} answered {status}")),
-                    Err(e) => Err(e),
+        Some(pod) => {
+            let at = super::instances::At {
+                namespace,
+                cluster: &name,
+                pod,
+            };
+            let timeout = std::time::Duration::from_secs(10);
+            match super::instances::call(ctx, at, hyper::Method::GET, ARCHIVE, None, timeout).await {
+                Ok((status, body)) if status.is_success() => {
+                    serde_json::from_slice(&body).map_err(|e| format!("{pod}: {e}"))
                 }
+                Ok((status, _)) => Err(format!("{pod} answered {status}")),
+                Err(e) => Err(e),
             }
-        },
+        }
     };
     let backups = Api::<PostgresBackup>::namespaced(ctx.client.clone(), namespace)
         .list(&kube::api::ListParams::default())

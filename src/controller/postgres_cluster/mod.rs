@@ -470,7 +470,7 @@ async fn label_roles(ctx: &Context, namespace: &str, cluster: &PostgresCluster) 
     if let Some(primary) = &primary {
         replication::apply(ctx, cluster, namespace, primary, &reports).await;
     }
-    rejoined_events(ctx, cluster, &reports).await;
+    instance_events(ctx, cluster, &reports).await;
     // Keep a switchover asked for while the primary was lost as it was.
     let switchover = cluster
         .spec
@@ -575,10 +575,23 @@ async fn promoted(
 }
 
 /// A `Rejoined` Event when the primary before the last promotion runs as a replica again, back
-/// by `pg_rewind` (or a fresh clone), having not shown as one since.
-async fn rejoined_events(ctx: &Context, cluster: &PostgresCluster, reports: &[instances::Report]) {
+/// by `pg_rewind` (or a fresh clone), having not shown as one since; a `Fenced` Event for each
+/// instance that reports a fence status does not show yet.
+async fn instance_events(ctx: &Context, cluster: &PostgresCluster, reports: &[instances::Report]) {
     let status = cluster.status.as_ref();
     let before = status.and_then(|s| s.instance_status.as_ref());
+    for (pod, report) in reports {
+        let Some(at) = report.as_ref().ok().and_then(|s| s.fenced_at.as_deref()) else {
+            continue;
+        };
+        if status::fenced_before(before.map(Vec::as_slice), pod).as_deref() != Some(at) {
+            let note = format!(
+                "{pod} fenced itself at {at}: as the primary it could not keep the primary's Lease, so it \
+                 stopped PostgreSQL at once, before a replica could be promoted; no write committed on it after"
+            );
+            record(ctx, cluster, Happened::Fenced(note)).await;
+        }
+    }
     let former = status
         .and_then(|s| s.last_promotion.as_ref())
         .and_then(|p| p.from.as_deref());

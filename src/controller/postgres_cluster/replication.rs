@@ -23,16 +23,15 @@ pub fn instance_names(cluster: &str, instances: i32) -> Vec<String> {
 }
 
 /// `synchronous_standby_names` for the replicas of `primary` among `instances` (in ordinal
-/// order), `streaming` being those that stream now.
+/// order), `streaming` being those that stream now; `None` without `spec.replication.synchronous`
+/// (the user's parameters decide).
 pub fn standby_names(
     synchronous: Option<&Synchronous>,
     instances: &[String],
     primary: &str,
     streaming: &[String],
-) -> String {
-    let Some(sync) = synchronous else {
-        return String::new();
-    };
+) -> Option<String> {
+    let sync = synchronous?;
     let required = sync.data_durability.unwrap_or(DataDurability::Required) == DataDurability::Required;
     let replicas: Vec<&String> = instances
         .iter()
@@ -41,14 +40,14 @@ pub fn standby_names(
         .collect();
     let number = usize::try_from(sync.number).unwrap_or(1).min(replicas.len());
     if number == 0 {
-        return String::new();
+        return Some(String::new());
     }
     let method = match sync.method {
         SynchronousMethod::Any => "ANY",
         SynchronousMethod::First => "FIRST",
     };
     let names: Vec<String> = replicas.iter().map(|p| format!("\"{p}\"")).collect();
-    format!("{method} {number} ({})", names.join(", "))
+    Some(format!("{method} {number} ({})", names.join(", ")))
 }
 
 /// How many replicas must answer before one may be promoted: with `Required` synchronous
@@ -106,20 +105,13 @@ pub async fn apply(
             synchronous_standby_names: synchronous_standby_names.clone(),
             replicas: instances.iter().filter(|p| *p != pod).cloned().collect(),
         };
-        let endpoint = ctx
-            .endpoints
-            .instance(namespace, name, pod)
-            .map_err(|e| e.to_string())?;
         let body = serde_json::to_vec(&request).expect("a request serializes");
-        match crate::admin::call_tcp(
-            &endpoint.to_string(),
-            hyper::Method::POST,
-            REPLICATION,
-            Some(body),
-            TIMEOUT,
-        )
-        .await?
-        {
+        let at = super::instances::At {
+            namespace,
+            cluster: name,
+            pod,
+        };
+        match super::instances::call(ctx, at, hyper::Method::POST, REPLICATION, Some(body), TIMEOUT).await? {
             (status, _) if status.is_success() => Ok(()),
             (status, body) => Err(format!("{status}: {}", String::from_utf8_lossy(&body).trim())),
         }
@@ -153,22 +145,27 @@ mod tests {
     fn required_names_every_replica_preferred_only_those_that_stream() {
         let all = instance_names("db", 3);
         let streaming = vec!["db-2".to_owned()];
-        assert_eq!(standby_names(None, &all, "db-0", &streaming), "");
+        // Not asked for: left to the user's parameters.
+        assert_eq!(standby_names(None, &all, "db-0", &streaming), None);
         let any = sync(SynchronousMethod::Any, 1, None);
         assert_eq!(
-            standby_names(Some(&any), &all, "db-0", &streaming),
-            "ANY 1 (\"db-1\", \"db-2\")"
+            standby_names(Some(&any), &all, "db-0", &streaming).as_deref(),
+            Some("ANY 1 (\"db-1\", \"db-2\")")
         );
         assert_eq!(
-            standby_names(Some(&any), &all, "db-1", &[]),
-            "ANY 1 (\"db-0\", \"db-2\")"
+            standby_names(Some(&any), &all, "db-1", &[]).as_deref(),
+            Some("ANY 1 (\"db-0\", \"db-2\")")
         );
         let first = sync(SynchronousMethod::First, 2, Some(DataDurability::Preferred));
         assert_eq!(
-            standby_names(Some(&first), &all, "db-0", &streaming),
-            "FIRST 1 (\"db-2\")"
+            standby_names(Some(&first), &all, "db-0", &streaming).as_deref(),
+            Some("FIRST 1 (\"db-2\")")
         );
-        assert_eq!(standby_names(Some(&first), &all, "db-0", &[]), "");
+        // Preferred with no replica streaming: asynchronous for now, set explicitly.
+        assert_eq!(
+            standby_names(Some(&first), &all, "db-0", &[]).as_deref(),
+            Some("")
+        );
     }
 
     #[test]

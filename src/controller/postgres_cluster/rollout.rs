@@ -6,8 +6,11 @@
 //! 1. the replicas that run an old revision, highest ordinal first;
 //! 2. then the primary: with `updateStrategy.primaryUpdateMethod: Switchover` (the default with
 //!    two or more instances) the most advanced updated replica takes over by a switchover, and
-//!    the old primary, now a replica, is restarted as in 1; with `Restart` the primary's pod is
-//!    restarted in place. With `primaryUpdate: Supervised` the operator waits for the user there:
+//!    the old primary, now a replica, is restarted as in 1 (while the primary does not answer,
+//!    or no updated replica has reported its WAL position, the rollout waits: it never falls back
+//!    to restarting a primary in place that replicas could take over from, unless the primary has
+//!    been unready for [`BROKEN_AFTER`] or nothing answers at all); with `Restart` the primary's
+//!    pod is restarted in place. With `primaryUpdate: Supervised` the operator waits for the user there:
 //!    a switchover through `spec.switchover.to` (or deleting the primary's pod) finishes it.
 
 use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Pod};
@@ -114,7 +117,8 @@ pub fn plan(
     {
         return Next::Restart(replica.name.clone());
     }
-    let primary_healthy = instances.iter().any(|i| i.name == holder && i.healthy);
+    let primary = instances.iter().find(|i| i.name == holder);
+    let primary_healthy = primary.is_some_and(|i| i.healthy);
     // Only the primary is left.
     let updated_replicas: Vec<super::instances::Report> = reports
         .iter()
@@ -130,6 +134,24 @@ pub fn plan(
              for example to {to}: set spec.switchover.to"
         )),
         (PrimaryUpdateMethod::Switchover, Some(to)) => Next::SwitchOver(to),
+        // A primary that did not answer this once (a report lost under load, a restart of its
+        // instance manager), or no updated replica ready to take over yet: look again. Restarting
+        // it in place would cut every client off with replicas standing by. (A primary that is
+        // gone for good is failed over from; one unready for `BROKEN_AFTER`, or a cluster where
+        // nothing answers, is restarted below: the new template may be what fixes it.)
+        (PrimaryUpdateMethod::Switchover, None)
+            if any_healthy && instances.len() > 1 && !primary.is_some_and(|i| i.broken) =>
+        {
+            Next::Wait(if primary_healthy {
+                format!(
+                    "waiting for an updated replica to report its WAL position before switching over from {holder}"
+                )
+            } else {
+                format!(
+                    "waiting for the primary {holder} to answer before switching over to an updated replica"
+                )
+            })
+        }
         (_, _) if supervised => Next::WaitForUser(format!(
             "every replica runs the new revision; delete pod {holder} to restart the primary on it"
         )),
@@ -342,6 +364,47 @@ mod tests {
             instance("db-2", true, true),
         ];
         assert_eq!(plan(&done, "db-2", switch, false, &reports), Next::Done);
+    }
+
+    #[test]
+    fn a_primary_that_misses_one_report_is_waited_for_never_restarted_in_place() {
+        let reports = vec![replica("db-1", "0/5000000"), replica("db-2", "0/5000100")];
+        let switch = PrimaryUpdateMethod::Switchover;
+        let mut replicas_done = [
+            instance("db-0", false, false),
+            instance("db-1", true, true),
+            instance("db-2", true, true),
+        ];
+        assert!(
+            matches!(plan(&replicas_done, "db-0", switch, false, &reports), Next::Wait(m) if m.contains("primary db-0 to answer")),
+            "{:?}",
+            plan(&replicas_done, "db-0", switch, false, &reports)
+        );
+        // No updated replica reported a WAL position: wait for one.
+        replicas_done[0].healthy = true;
+        assert!(matches!(
+            plan(&replicas_done, "db-0", switch, false, &[]),
+            Next::Wait(m) if m.contains("report its WAL position")
+        ));
+        // A primary unready for a long while is restarted: the new template may fix it.
+        replicas_done[0].healthy = false;
+        replicas_done[0].broken = true;
+        assert_eq!(
+            plan(&replicas_done, "db-0", switch, false, &reports),
+            Next::Restart("db-0".into())
+        );
+        // The Restart method restarts it as asked.
+        replicas_done[0].broken = false;
+        assert_eq!(
+            plan(
+                &replicas_done,
+                "db-0",
+                PrimaryUpdateMethod::Restart,
+                false,
+                &reports
+            ),
+            Next::Restart("db-0".into())
+        );
     }
 
     #[test]

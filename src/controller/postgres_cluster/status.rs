@@ -48,9 +48,13 @@ pub struct Reported {
     pub state: Result<InstanceState, String>,
 }
 
-/// `status.instanceStatus`: each instance's role and WAL positions, and each replica's lag behind
-/// the primary's write position. `None` when no pod exists.
-pub fn instance_status(reported: &[Reported]) -> Option<Vec<InstanceStatus>> {
+/// `status.instanceStatus`: each instance's role and WAL positions, each replica's lag behind
+/// the primary's write position, and when each last fenced itself (kept from `previous` while
+/// an instance does not answer). `None` when no pod exists.
+pub fn instance_status(
+    reported: &[Reported],
+    previous: Option<&[InstanceStatus]>,
+) -> Option<Vec<InstanceStatus>> {
     let primary_lsn = reported
         .iter()
         .filter_map(|r| r.state.as_ref().ok())
@@ -63,6 +67,12 @@ pub fn instance_status(reported: &[Reported]) -> Option<Vec<InstanceStatus>> {
                 name: r.pod.clone(),
                 role: "unknown".to_owned(),
                 ready: r.ready,
+                fenced_at: r
+                    .state
+                    .as_ref()
+                    .ok()
+                    .and_then(|s| s.fenced_at.clone())
+                    .or_else(|| fenced_before(previous, &r.pod)),
                 ..InstanceStatus::default()
             };
             match &r.state {
@@ -92,6 +102,14 @@ pub fn instance_status(reported: &[Reported]) -> Option<Vec<InstanceStatus>> {
         })
         .collect();
     (!list.is_empty()).then_some(list)
+}
+
+/// When `previous` (a cluster's `status.instanceStatus`) says `pod` last fenced itself.
+pub fn fenced_before(previous: Option<&[InstanceStatus]>, pod: &str) -> Option<String> {
+    previous?
+        .iter()
+        .find(|i| i.name == pod)
+        .and_then(|i| i.fenced_at.clone())
 }
 
 /// The `ContinuousArchiving` condition and `status.backup` of a cluster that archives.
@@ -268,7 +286,8 @@ pub fn desired_status(cluster: &PostgresCluster, observed: &Observed, now: &str)
             .map(|name| crate::api::common::Binding { name })
             .or(previous_status.binding),
         backup,
-        instance_status: instance_status(&observed.instances).or(previous_status.instance_status),
+        instance_status: instance_status(&observed.instances, previous_status.instance_status.as_deref())
+            .or(previous_status.instance_status),
         target_primary: observed.target_primary.clone(),
         timeline: observed
             .instances
@@ -384,7 +403,7 @@ mod tests {
                 }),
             },
         ];
-        let list = instance_status(&reported).unwrap();
+        let list = instance_status(&reported, None).unwrap();
         assert_eq!(
             (list[0].role.as_str(), list[0].message.as_deref()),
             ("unknown", Some("db-0: connection refused"))
@@ -403,7 +422,29 @@ mod tests {
             ("replica", Some("0/5000000"), Some(0x100))
         );
         assert_eq!(list[2].replayed_lsn.as_deref(), Some("0/4FFFF00"));
-        assert_eq!(instance_status(&[]), None);
+        assert_eq!(instance_status(&[], None), None);
+    }
+
+    #[test]
+    fn a_fence_is_shown_and_kept_while_the_instance_does_not_answer() {
+        let fenced = |state: Result<InstanceState, String>| Reported {
+            pod: "db-0".into(),
+            ready: false,
+            state,
+        };
+        let reported = [fenced(Ok(InstanceState {
+            pod: "db-0".into(),
+            running: true,
+            primary: Some(false),
+            fenced_at: Some("2026-12-01T10:00:00Z".into()),
+            ..InstanceState::default()
+        }))];
+        let first = instance_status(&reported, None).unwrap();
+        assert_eq!(first[0].fenced_at.as_deref(), Some("2026-12-01T10:00:00Z"));
+        let away = [fenced(Err("db-0: connection refused".into()))];
+        let kept = instance_status(&away, Some(&first)).unwrap();
+        assert_eq!(kept[0].fenced_at.as_deref(), Some("2026-12-01T10:00:00Z"));
+        assert_eq!(instance_status(&away, None).unwrap()[0].fenced_at, None);
     }
 
     fn get<'a>(s: &'a PostgresClusterStatus, t: &str) -> &'a crate::api::common::Condition {

@@ -190,12 +190,12 @@ pub async fn perform(
     tracing::info!(from = %holder, %to, "switchover: asking the primary to step down");
     let started = Instant::now();
     let failed = |why: String| Ok(Switch::Failed(why));
-    let endpoint = match ctx.endpoints.instance(namespace, &name, holder) {
-        Ok(e) => e.to_string(),
-        Err(e) => return failed(format!("the primary {holder} cannot be reached: {e}")),
+    let at = super::instances::At {
+        namespace,
+        cluster: &name,
+        pod: holder,
     };
-    let answer =
-        crate::admin::call_tcp(&endpoint, hyper::Method::POST, DEMOTE, None, STEP_DOWN_TIMEOUT).await;
+    let answer = super::instances::call(ctx, at, hyper::Method::POST, DEMOTE, None, STEP_DOWN_TIMEOUT).await;
     let checkpoint = match answer {
         Ok((code, body)) if code.is_success() => serde_json::from_slice::<Demoted>(&body)
             .ok()
