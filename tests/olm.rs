@@ -42,6 +42,20 @@ use tusk_testenv::{
 };
 use xtask::olm::{Inputs, catalog, fixture};
 
+/// Every object `api` lists, as JSON.
+async fn listed<K>(api: Api<K>) -> Vec<Value>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize,
+{
+    api.list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|o| serde_json::to_value(o).unwrap())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operatorhub_install_from_the_stable_channel() {
     let mut env = OlmCluster::start(tusk_operator()).await;
@@ -159,25 +173,18 @@ async fn operatorhub_install_from_the_stable_channel() {
     // the CSV may already say Succeeded: look until everything is there (or a minute passed).
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let made = loop {
-        let cluster_roles: Vec<Value> = owned_by_csv(
-            Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(env.client.clone())
-                .list(&Default::default())
-                .await
-                .unwrap()
-                .items
-                .iter()
-                .map(|r| serde_json::to_value(r).unwrap())
-                .collect(),
+        let cluster_roles = owned_by_csv(
+            listed(Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(
+                env.client.clone(),
+            ))
+            .await,
         );
-        let roles: Vec<Value> = owned_by_csv(
-            Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(env.client.clone(), OPERATORS_NAMESPACE)
-                .list(&Default::default())
-                .await
-                .unwrap()
-                .items
-                .iter()
-                .map(|r| serde_json::to_value(r).unwrap())
-                .collect(),
+        let roles = owned_by_csv(
+            listed(Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(
+                env.client.clone(),
+                OPERATORS_NAMESPACE,
+            ))
+            .await,
         );
         let granted = |roles: &[Value]| -> BTreeSet<String> {
             roles

@@ -393,18 +393,6 @@ mod tests {
             plan(&replicas_done, "db-0", switch, false, &reports),
             Next::Restart("db-0".into())
         );
-        // The Restart method restarts it as asked.
-        replicas_done[0].broken = false;
-        assert_eq!(
-            plan(
-                &replicas_done,
-                "db-0",
-                PrimaryUpdateMethod::Restart,
-                false,
-                &reports
-            ),
-            Next::Restart("db-0".into())
-        );
     }
 
     #[test]
