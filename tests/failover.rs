@@ -200,12 +200,17 @@ async fn primary_lost(major: u32) {
     let status = {
         let client = plane_with_crds().await.client().await.unwrap();
         let api = Api::<PostgresCluster>::namespaced(client, &c.namespace);
+        // The Lease holder is named at once; its instance status says primary once it promoted.
         eventually(
-            "the status to name the new primary",
+            "the status to name the new primary, promoted",
             Duration::from_secs(30),
             || async {
                 let s = serde_json::to_value(api.get("db").await.ok()?.status).ok()?;
-                (s["currentPrimary"] == promoted.as_str()).then_some(s)
+                let promoted_shown = s["instanceStatus"]
+                    .as_array()?
+                    .iter()
+                    .any(|i| i["name"] == promoted.as_str() && i["role"] == "primary");
+                (s["currentPrimary"] == promoted.as_str() && promoted_shown).then_some(s)
             },
         )
         .await
