@@ -662,6 +662,96 @@ async fn a_primary_that_lost_its_volume_clones_and_never_initdbs() {
     );
 }
 
+/// A replica that received more than the replica promoted (it was down while the other one
+/// took over) cannot follow the new timeline: it finds its WAL past the fork, stops, rewinds onto
+/// the new primary's timeline and streams again with exactly the new primary's rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_ahead_of_the_promoted_one_rewinds_onto_the_new_timeline() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut c = three_instances("ahead", 18).await;
+    let _log = OperatorLogOnFailure(c.namespace.clone());
+    let db = writable(&c, Duration::from_secs(30)).await;
+    let insert = async |what: &str| {
+        for i in 0..100 {
+            db.execute("INSERT INTO t (at) VALUES ($1)", &[&format!("{what} {i}")])
+                .await
+                .unwrap();
+        }
+    };
+    insert("on every pod").await;
+    // db-2 stops cleanly and misses what follows; db-1 replays it.
+    let replayed = async |c: &LocalCluster, ordinal: i32, count: i64| {
+        eventually(
+            &format!("db-{ordinal} to have {count} rows"),
+            Duration::from_secs(30),
+            || async { (rows(&c.connect(ordinal).await.ok()?).await.0 == count).then_some(()) },
+        )
+        .await
+    };
+    replayed(&c, 2, 100).await;
+    drop(c.stop(2));
+    insert("on db-0 and db-1 only").await;
+    replayed(&c, 1, 200).await;
+    drop(c.stop(1));
+    // The primary dies; db-2 is the only replica that answers, and is promoted.
+    c.kill(0);
+    c.start(2).await;
+    let after = eventually(
+        "a committed write through -rw",
+        Duration::from_secs(120),
+        || async {
+            let db = c.connect_rw().await.ok()?;
+            db.execute("INSERT INTO t (at) VALUES ('after the failover')", &[])
+                .await
+                .ok()?;
+            Some(db)
+        },
+    )
+    .await;
+    assert_eq!(labelled_primary(&c).await.as_deref(), Some("db-2"));
+    let expected = rows(&after).await;
+    assert_eq!(expected.0, 101, "db-2 never had the second hundred rows");
+
+    // db-1 comes back on timeline 1, past the fork: it rewinds and follows db-2.
+    c.start(1).await;
+    c.wait_ready(1, Duration::from_secs(180)).await;
+    replica_with(&c, 1, &expected, async || {}).await;
+    let log = c.pods[&1].main.log_tail(400);
+    let log = log.rsplit("instance manager started").next().unwrap();
+    assert!(
+        log.contains("cannot follow the primary") && log.contains("pg_rewind: this instance follows"),
+        "{log}"
+    );
+    assert_eq!(
+        labelled_primary(&c).await.as_deref(),
+        Some("db-2"),
+        "no second primary"
+    );
+    // The operator tells of it: a `Rewound` Event and `rewoundAt` in db-1's instance status.
+    let client = plane_with_crds().await.client().await.unwrap();
+    let rewound = support::event(&client, &c.namespace, "Rewound", |e| {
+        e.note
+            .as_deref()
+            .is_some_and(|n| n.starts_with("db-1 was brought onto the primary's timeline at "))
+    })
+    .await;
+    eprintln!("{}", rewound.note.unwrap_or_default());
+    let clusters = Api::<PostgresCluster>::namespaced(client, &c.namespace);
+    eventually(
+        "db-1's rewind in its instance status",
+        Duration::from_secs(30),
+        || async {
+            let status = clusters.get("db").await.ok()?.status?;
+            status
+                .instance_status?
+                .into_iter()
+                .find(|i| i.name == "db-1" && i.role == "replica")?
+                .rewound_at
+        },
+    )
+    .await;
+}
+
 /// What one round of [`under_load`] saw.
 #[derive(Clone, Copy, Debug)]
 struct Outcome {

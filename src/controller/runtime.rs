@@ -316,6 +316,9 @@ pub enum Happened {
     Rejoined(String),
     /// A primary that could not keep its Lease stopped PostgreSQL at once (a Warning, `Fenced`).
     Fenced(String),
+    /// An instance whose WAL went past the primary's timeline fork was brought onto it:
+    /// `Rewound`.
+    Rewound(String),
     /// A pod is restarted to run the current template (a rolling update): `RollingUpdate`.
     RollingUpdate(String),
     /// A replica was named the primary, asked for (`SwitchedOver`) or not (a Warning,
@@ -338,6 +341,7 @@ impl Happened {
             Self::Resumed(note) => (EventType::Normal, "Resumed", note),
             Self::Rejoined(note) => (EventType::Normal, "Rejoined", note),
             Self::Fenced(note) => (EventType::Warning, "Fenced", note),
+            Self::Rewound(note) => (EventType::Normal, "Rewound", note),
             Self::RollingUpdate(note) => (EventType::Normal, "RollingUpdate", note),
             Self::Promoted { asked: true, note } => (EventType::Normal, "SwitchedOver", note),
             Self::Promoted { asked: false, note } => (EventType::Warning, "FailedOver", note),

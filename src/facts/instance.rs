@@ -104,6 +104,12 @@ pub struct InstanceState {
     /// new primary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fenced_at: Option<String>,
+    /// When this instance was last brought onto the primary's timeline, RFC 3339: its WAL went
+    /// past the point where the primary's timeline forked off (a former primary, or a replica
+    /// that received more than the one promoted), so it was rewound (or cloned afresh, its old
+    /// data kept aside).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewound_at: Option<String>,
 }
 
 /// A WAL position as PostgreSQL writes it (`16/B374D848`), as a number.

@@ -10,11 +10,15 @@
 //! | empty | another pod, or nobody | clone from the primary (`-rw`), start as replica |
 //! | a primary's | this pod | renew first, then start as primary |
 //! | a primary's | another pod | `pg_rewind` from the primary onto its timeline (a fresh clone, the old directory kept aside, when that fails), start as replica |
+//! | a replica's, marked diverged | another pod | `pg_rewind` from the primary, as for a former primary's |
 //! | a replica's | anyone | start as replica |
 //!
 //! While PostgreSQL runs ([`keep`]): a primary renews the Lease and fences itself (immediate
 //! shutdown) when it cannot renew for [`FENCE_AFTER`] or the Lease names another pod; a
-//! replica that the operator names holder renews, then promotes.
+//! replica that the operator names holder renews, then promotes. A replica that cannot stream
+//! because its WAL went past the point where the primary's timeline forked off its own (it
+//! received more than the replica that was promoted) marks itself diverged ([`DIVERGED`]) and
+//! stops; the next turn rewinds it.
 
 use std::{process::Command, time::Duration};
 
@@ -29,6 +33,23 @@ use super::{
     run_program,
 };
 use crate::facts::cluster::SUPERUSER;
+
+/// The file beside the data directory (on the data volume, so a restart keeps it) that says
+/// this replica's WAL went past the point where the primary's timeline forked off: the next
+/// start rewinds it onto the primary's timeline before PostgreSQL runs.
+pub const DIVERGED: &str = "tusk.diverged";
+
+/// How often a replica that does not stream checks whether it diverged.
+const FOLLOW_CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// Checks in a row that must find a replica diverged before it stops to be rewound: a replica
+/// that stops streaming for a moment while the primary changes is left alone.
+const DIVERGED_CHECKS: u32 = 3;
+
+/// The marker [`DIVERGED`] of the data directory `pgdata`.
+fn diverged_marker(pgdata: &std::path::Path) -> std::path::PathBuf {
+    pgdata.parent().unwrap_or(pgdata).join(DIVERGED)
+}
 
 /// How PostgreSQL starts, once [`prepare`] made the data directory fit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,7 +137,119 @@ where
             rejoin(args, programs, password, &clone).await?;
             Ok(Start::Replica)
         }
+        (DataDir::Replica, Holder::Other(_)) if diverged_marker(&args.spec.pgdata).exists() => {
+            info!(
+                "this replica's WAL went past the primary's timeline fork: rewinding onto the primary's timeline"
+            );
+            wait_for_primary(args, password).await?;
+            rejoin(args, programs, password, &clone).await?;
+            std::fs::remove_file(diverged_marker(&args.spec.pgdata))
+                .map_err(io("removing the diverged marker"))?;
+            Ok(Start::Replica)
+        }
         (DataDir::Replica, _) => Ok(Start::Replica),
+    }
+}
+
+/// Where the primary's timeline history says timeline `ours` ended: the LSN at which the next
+/// timeline forked off it, or `None` when `ours` is not in the history at all. `history` is a
+/// `.history` file: one line per ancestor, `parent-timeline  switchpoint  reason`.
+pub fn fork_point(history: &str, ours: u32) -> Option<Option<u64>> {
+    let mut found = None;
+    for line in history.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(parent), Some(switchpoint)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        if parent.starts_with('#') {
+            continue;
+        }
+        if parent.parse::<u32>().ok() == Some(ours) {
+            found = Some(crate::facts::instance::parse_lsn(switchpoint));
+        }
+    }
+    found
+}
+
+/// Whether this replica's WAL went past the point where the primary's timeline forked off its
+/// own: `Some(why)` when PostgreSQL is in recovery, does not stream, and the writable primary's
+/// history ends this replica's timeline before the position it replayed (or does not hold it at
+/// all). `None` when it streams, when anything does not answer, or when it can follow.
+async fn diverged(args: &InstanceArgs, password: &str, local: &LocalConnection) -> Option<String> {
+    let client = local.connect().await.ok()?;
+    let row = client
+        .query_one(
+            "SELECT pg_is_in_recovery(), \
+                    EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming'), \
+                    pg_last_wal_replay_lsn()::text, \
+                    (SELECT timeline_id FROM pg_control_checkpoint())",
+            &[],
+        )
+        .await
+        .ok()?;
+    let (recovering, streaming) = (row.get::<_, bool>(0), row.get::<_, bool>(1));
+    if !recovering || streaming {
+        return None;
+    }
+    let replayed = crate::facts::instance::parse_lsn(row.get::<_, Option<&str>>(2)?)?;
+    let ours = u32::try_from(row.get::<_, i32>(3)).ok()?;
+    let (primary, connection) = primary_config(args, password)
+        .connect(tokio_postgres::NoTls)
+        .await
+        .ok()?;
+    tokio::spawn(connection);
+    let row = primary
+        .query_one(
+            "SELECT NOT pg_is_in_recovery(), timeline_id FROM pg_control_checkpoint()",
+            &[],
+        )
+        .await
+        .ok()?;
+    let theirs = u32::try_from(row.get::<_, i32>(1)).ok()?;
+    if !row.get::<_, bool>(0) || theirs <= ours {
+        return None;
+    }
+    let history: String = primary
+        .query_one(
+            "SELECT pg_read_file($1)",
+            &[&format!("pg_wal/{theirs:08X}.history")],
+        )
+        .await
+        .ok()?
+        .get(0);
+    match fork_point(&history, ours) {
+        None => Some(format!(
+            "the primary's timeline {theirs} does not descend from this replica's timeline {ours}"
+        )),
+        Some(Some(fork)) if replayed > fork => Some(format!(
+            "this replica replayed timeline {ours} to {}, past {}, where the primary's timeline forked off",
+            crate::facts::instance::format_lsn(replayed),
+            crate::facts::instance::format_lsn(fork)
+        )),
+        Some(_) => None,
+    }
+}
+
+/// As a replica: returns once [`diverged`] held at [`DIVERGED_CHECKS`] checks in a row, having
+/// written the marker [`DIVERGED`]; never otherwise.
+async fn watch_divergence(args: &InstanceArgs, password: &str, local: &LocalConnection) {
+    let mut seen = 0;
+    loop {
+        tokio::time::sleep(FOLLOW_CHECK_EVERY).await;
+        match diverged(args, password, local).await {
+            Some(why) => {
+                seen += 1;
+                warn!(check = seen, of = DIVERGED_CHECKS, %why, "this replica cannot follow the primary");
+            }
+            None => seen = 0,
+        }
+        if seen < DIVERGED_CHECKS {
+            continue;
+        }
+        match std::fs::write(diverged_marker(&args.spec.pgdata), "") {
+            Ok(()) => return,
+            Err(e) => warn!(error = %e, "marking the data directory diverged"),
+        }
     }
 }
 
@@ -134,16 +267,7 @@ async fn primary(leases: &Leases) -> Result<Start, Error> {
 /// Waits until the primary's Service answers with an instance that takes writes: a rewind from
 /// anything else would fail for a reason that says nothing about this data directory.
 async fn wait_for_primary(args: &InstanceArgs, password: &str) -> Result<(), Error> {
-    let config = {
-        let mut c = tokio_postgres::Config::new();
-        c.host(&args.spec.primary_host)
-            .port(args.spec.postgres_port)
-            .user(SUPERUSER)
-            .password(password)
-            .dbname("postgres")
-            .connect_timeout(Duration::from_secs(3));
-        c
-    };
+    let config = primary_config(args, password);
     loop {
         let primary = async {
             let (client, connection) = config.connect(tokio_postgres::NoTls).await.ok()?;
@@ -165,6 +289,19 @@ async fn wait_for_primary(args: &InstanceArgs, password: &str) -> Result<(), Err
     }
 }
 
+/// A superuser connection to the primary's Service.
+fn primary_config(args: &InstanceArgs, password: &str) -> tokio_postgres::Config {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(&args.spec.primary_host)
+        .port(args.spec.postgres_port)
+        .user(SUPERUSER)
+        .password(password)
+        .dbname("postgres")
+        .connect_timeout(Duration::from_secs(3));
+    config
+}
+
 /// Brings a former primary back as a replica of the new one: `pg_rewind` onto its timeline, or,
 /// when that fails, a fresh clone with the old directory kept aside (it may hold commits no other
 /// instance has: they are the user's, so they are not deleted).
@@ -176,9 +313,9 @@ where
         let (args, programs, password) = (args.clone(), programs.clone(), password.to_owned());
         tokio::task::spawn_blocking(move || rewind(&args, &programs, &password))
     };
-    match attempt.await.expect("the rewind task never panics") {
+    let rejoined = match attempt.await.expect("the rewind task never panics") {
         Ok(output) => {
-            info!(output = %output.trim(), "pg_rewind: this former primary follows the new one");
+            info!(output = %output.trim(), "pg_rewind: this instance follows the primary's timeline");
             std::fs::write(args.spec.pgdata.join(STANDBY_SIGNAL), "").map_err(io("writing standby.signal"))
         }
         Err(e) => {
@@ -190,7 +327,13 @@ where
             warn!(kept = %aside.display(), "the diverged data directory is kept; delete it once you no longer need it");
             clone().await
         }
+    };
+    if rejoined.is_ok()
+        && let Err(e) = super::status::note(&args.spec.pgdata, super::status::REWOUND)
+    {
+        warn!(error = %e, "noting the rewind for the operator");
     }
+    rejoined
 }
 
 /// One `pg_rewind` from the primary's Service.
@@ -220,12 +363,16 @@ pub enum Fence {
     /// It steps down for a switchover: a fast shutdown, which sends every WAL record to the
     /// streaming replicas first.
     StepDown,
+    /// A replica that diverged from the primary's timeline: a fast shutdown, then a rewind.
+    Rewind,
 }
 
 /// Keeps the role while PostgreSQL runs: see the module's doc. Sends on `fence` when the primary
 /// must stop taking writes: at once when it lost the Lease, cleanly when a switchover was asked
 /// for on `demote`.
 pub async fn keep(
+    args: InstanceArgs,
+    password: String,
     leases: Leases,
     start: Start,
     local: LocalConnection,
@@ -235,7 +382,14 @@ pub async fn keep(
     let mut demote = state.demote.subscribe();
     let renewed = match start {
         Start::Primary { renewed } => renewed,
-        Start::Replica => match wait_for_promotion(&leases, &local).await {
+        Start::Replica => match tokio::select! {
+            promoted = wait_for_promotion(&leases, &local) => promoted,
+            () = watch_divergence(&args, &password, &local) => {
+                warn!("stopping postgres to rewind this replica onto the primary's timeline");
+                let _ = fence.send(Fence::Rewind);
+                return;
+            }
+        } {
             Some(renewed) => {
                 // The replicas' slots, at once: they reconnect to this pod now.
                 let request = state.replication.lock().expect("never poisoned").clone();
@@ -267,14 +421,7 @@ pub async fn keep(
 /// starts without waiting for the operator. Tries for a minute; the operator makes it otherwise.
 pub async fn ensure_own_slot(args: InstanceArgs, password: String) {
     let slot = crate::facts::instance::slot_name(&args.pod.pod_name);
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host(&args.spec.primary_host)
-        .port(args.spec.postgres_port)
-        .user(SUPERUSER)
-        .password(&password)
-        .dbname("postgres")
-        .connect_timeout(Duration::from_secs(3));
+    let config = primary_config(&args, &password);
     for _ in 0..30 {
         let made = async {
             let (client, connection) = config.connect(tokio_postgres::NoTls).await.ok()?;
@@ -415,5 +562,23 @@ async fn hold(leases: &Leases, mut renewed: Instant) {
         if Instant::now() >= renewed + FENCE_AFTER {
             return warn!(after = ?FENCE_AFTER, "the primary's Lease was not renewed in time: fencing");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fork_point;
+
+    #[test]
+    fn the_fork_point_of_a_timeline_is_read_from_the_primarys_history() {
+        // As PostgreSQL writes 00000003.history: timeline 1 ended at 0/3000148, timeline 2 at
+        // 0/50000A0.
+        let history =
+            "1\t0/3000148\tno recovery target specified\n\n2\t0/50000A0\tno recovery target specified\n";
+        assert_eq!(fork_point(history, 1), Some(Some(0x3000148)));
+        assert_eq!(fork_point(history, 2), Some(Some(0x50000A0)));
+        // A timeline the history does not hold: the primary does not descend from it.
+        assert_eq!(fork_point(history, 4), None);
+        assert_eq!(fork_point("# a comment\n", 1), None);
     }
 }

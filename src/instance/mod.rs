@@ -88,6 +88,9 @@ pub enum Error {
     /// The primary stepped down for a switchover and PostgreSQL stopped cleanly.
     #[error("stepped down for a switchover")]
     SteppedDown,
+    /// A replica stopped PostgreSQL to be rewound onto the primary's timeline.
+    #[error("stopped to rewind this replica onto the primary's timeline")]
+    Diverged,
     /// PostgreSQL exited without being asked to.
     #[error("postgres exited on its own ({0}); the container restarts and reuses the data directory")]
     PostgresExited(String),
@@ -673,6 +676,8 @@ pub async fn run(args: InstanceArgs) -> Result<(), Error> {
                     Err(e) => break Err(e),
                 }
             }
+            // The next turn rewinds it ([`ha::DIVERGED`]).
+            (Err(Error::Diverged), Some(_)) => {}
             (outcome, _) => break outcome,
         }
     };
@@ -762,7 +767,15 @@ async fn run_once(
             port: args.spec.postgres_port,
             password: password.to_owned(),
         };
-        tokio::spawn(ha::keep(leases, start, local, fence, state.clone()))
+        tokio::spawn(ha::keep(
+            args.clone(),
+            password.to_owned(),
+            leases,
+            start,
+            local,
+            fence,
+            state.clone(),
+        ))
     });
     let result = supervise(args, programs, state, fenced).await;
     if let Some(keeper) = keeper {
@@ -1032,15 +1045,16 @@ async fn supervise(
                         fenced = Some(ha::Fence::Now);
                         warn!("fencing: immediate shutdown of postgres");
                         send(Signal::SIGQUIT);
-                        if let Err(e) = status::record_fence(&args.spec.pgdata) {
+                        if let Err(e) = status::note(&args.spec.pgdata, status::FENCED) {
                             warn!(error = %e, "noting the fence for the operator");
                         }
                         stopping = Some((Signal::SIGQUIT, tokio::time::Instant::now() + Duration::from_secs(10)));
                     }
-                    // A step-down: a fast shutdown, escalated as any requested stop.
-                    ha::Fence::StepDown => {
-                        fenced = Some(ha::Fence::StepDown);
-                        info!("stepping down: fast shutdown of postgres");
+                    // A step-down or a rewind: a fast shutdown, escalated as any requested stop.
+                    ha::Fence::StepDown | ha::Fence::Rewind => {
+                        let why = *fence.borrow();
+                        fenced = Some(why);
+                        info!(?why, "fast shutdown of postgres");
                         send(Signal::SIGINT);
                         stopping = Some((Signal::SIGINT, tokio::time::Instant::now() + args.spec.fast_stop_timeout));
                     }
@@ -1064,6 +1078,10 @@ async fn supervise(
                 Some((Signal::SIGINT, _)) if fenced == Some(ha::Fence::StepDown) && !terminating => {
                     Err(Error::SteppedDown)
                 }
+                Some(_) if fenced == Some(ha::Fence::Rewind) && !terminating => Err(Error::Diverged),
+                // Stopped by SIGTERM while stopping to rewind: the marker makes the next start
+                // rewind.
+                Some(_) if fenced == Some(ha::Fence::Rewind) => Ok(()),
                 Some(_) if fenced.is_some() => Err(Error::Fenced),
                 Some(_) => {
                     info!(status = %status, "postgres stopped");

@@ -37,18 +37,23 @@ pub const REPLICATION_CONF: &str = "tusk.replication.conf";
 /// says when this instance last fenced itself.
 pub const FENCED: &str = "tusk.fenced";
 
-/// Notes that this instance fences itself now, for its reports ([`fenced_at`]).
-pub fn record_fence(pgdata: &std::path::Path) -> std::io::Result<()> {
+/// The file beside the data directory that says when this instance was last rewound onto the
+/// primary's timeline (or cloned afresh when a rewind failed).
+pub const REWOUND: &str = "tusk.rewound";
+
+/// Notes beside the data directory, in `file` ([`FENCED`] or [`REWOUND`]), that it happens now,
+/// for the reports ([`noted`]).
+pub fn note(pgdata: &std::path::Path, file: &str) -> std::io::Result<()> {
     let Some(volume) = pgdata.parent() else {
         return Ok(());
     };
     let now = k8s_openapi::jiff::Timestamp::now();
-    std::fs::write(volume.join(FENCED), format!("{now:.0}\n"))
+    std::fs::write(volume.join(file), format!("{now:.0}\n"))
 }
 
-/// When this instance last fenced itself, if it ever did.
-pub fn fenced_at(pgdata: &std::path::Path) -> Option<String> {
-    let text = std::fs::read_to_string(pgdata.parent()?.join(FENCED)).ok()?;
+/// When what `file` notes last happened, if it ever did.
+pub fn noted(pgdata: &std::path::Path, file: &str) -> Option<String> {
+    let text = std::fs::read_to_string(pgdata.parent()?.join(file)).ok()?;
     Some(text.trim().to_owned()).filter(|t| !t.is_empty())
 }
 
@@ -316,7 +321,8 @@ async fn instance_state(state: &State, pod: &str) -> InstanceState {
         pod: pod.to_owned(),
         pod_uid: state.pod_uid.get().cloned(),
         running: state.running.load(Ordering::Relaxed),
-        fenced_at: fenced_at(&state.pgdata),
+        fenced_at: noted(&state.pgdata, FENCED),
+        rewound_at: noted(&state.pgdata, REWOUND),
         ..InstanceState::default()
     };
     if !report.running {

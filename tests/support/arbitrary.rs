@@ -13,6 +13,17 @@ use tusk::api::{
     postgres_user as user,
 };
 
+/// Runs `work` on a thread with a stack deep enough for these strategies: the cluster ones nest
+/// so deep that they overflow a test thread's 2 MiB once proptest is optimised.
+pub fn on_deep_stack<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::Builder::new()
+        .stack_size(64 << 20)
+        .spawn(work)
+        .expect("spawn a thread")
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
 pub fn dns_name() -> impl Strategy<Value = String> {
     "[a-z][a-z0-9-]{0,10}[a-z0-9]"
 }
@@ -568,18 +579,22 @@ fn instance_status() -> impl Strategy<Value = cluster::v1::InstanceStatus> {
         of(0i64..1_000_000),
         of("[a-z ]{0,20}"),
         of(timestamp()),
+        of(timestamp()),
     )
         .prop_map(
-            |(name, role, ready, timeline, lsn, lag_bytes, message, fenced_at)| cluster::v1::InstanceStatus {
-                name,
-                role: role.to_owned(),
-                ready,
-                timeline,
-                replayed_lsn: lsn.clone(),
-                lsn,
-                lag_bytes,
-                message,
-                fenced_at,
+            |(name, role, ready, timeline, lsn, lag_bytes, message, fenced_at, rewound_at)| {
+                cluster::v1::InstanceStatus {
+                    name,
+                    role: role.to_owned(),
+                    ready,
+                    timeline,
+                    replayed_lsn: lsn.clone(),
+                    lsn,
+                    lag_bytes,
+                    message,
+                    fenced_at,
+                    rewound_at,
+                }
             },
         )
 }

@@ -24,6 +24,11 @@ pub fn assert_contains(stored: &Value, sent: &Value, context: &str) {
 
 /// Random valid objects of `kind` at `version`, the same on every run.
 pub fn random_objects(kind: &str, version: &str, count: usize) -> Vec<Value> {
+    let (kind, version) = (kind.to_owned(), version.to_owned());
+    super::arbitrary::on_deep_stack(move || generate(&kind, &version, count))
+}
+
+fn generate(kind: &str, version: &str, count: usize) -> Vec<Value> {
     use super::arbitrary::*;
     let strategy = match (kind, version) {
         ("PostgresCluster", "v1") => cluster_v1().boxed(),

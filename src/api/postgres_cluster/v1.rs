@@ -604,6 +604,13 @@ pub struct InstanceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "date-time"))]
     pub fenced_at: Option<String>,
+    /// When the instance was last brought onto the primary's timeline: its WAL went past the
+    /// point where that timeline forked off (it was the primary before a failover, or a replica
+    /// that received more than the one promoted), so it was rewound with `pg_rewind`, or cloned
+    /// afresh with its old data directory kept aside. Each one is also a `Rewound` Event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub rewound_at: Option<String>,
 }
 
 /// What a cluster's archive holds.

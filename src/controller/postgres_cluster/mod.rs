@@ -575,21 +575,32 @@ async fn promoted(
 }
 
 /// A `Rejoined` Event when the primary before the last promotion runs as a replica again, back
-/// by `pg_rewind` (or a fresh clone), having not shown as one since; a `Fenced` Event for each
-/// instance that reports a fence status does not show yet.
+/// by `pg_rewind` (or a fresh clone), having not shown as one since; a `Fenced` or `Rewound`
+/// Event for each fence or rewind an instance reports that its status does not show yet.
 async fn instance_events(ctx: &Context, cluster: &PostgresCluster, reports: &[instances::Report]) {
     let status = cluster.status.as_ref();
     let before = status.and_then(|s| s.instance_status.as_ref());
     for (pod, report) in reports {
-        let Some(at) = report.as_ref().ok().and_then(|s| s.fenced_at.as_deref()) else {
+        let (Ok(state), shown) = (report, status::before(before.map(Vec::as_slice), pod)) else {
             continue;
         };
-        if status::fenced_before(before.map(Vec::as_slice), pod).as_deref() != Some(at) {
+        if let Some(at) = state.fenced_at.as_deref()
+            && shown.and_then(|i| i.fenced_at.as_deref()) != Some(at)
+        {
             let note = format!(
                 "{pod} fenced itself at {at}: as the primary it could not keep the primary's Lease, so it \
                  stopped PostgreSQL at once, before a replica could be promoted; no write committed on it after"
             );
             record(ctx, cluster, Happened::Fenced(note)).await;
+        }
+        if let Some(at) = state.rewound_at.as_deref()
+            && shown.and_then(|i| i.rewound_at.as_deref()) != Some(at)
+        {
+            let note = format!(
+                "{pod} was brought onto the primary's timeline at {at}: its WAL went past the point where \
+                 that timeline forked off, so it was rewound (or cloned afresh, its old data directory kept aside)"
+            );
+            record(ctx, cluster, Happened::Rewound(note)).await;
         }
     }
     let former = status

@@ -72,7 +72,13 @@ pub fn instance_status(
                     .as_ref()
                     .ok()
                     .and_then(|s| s.fenced_at.clone())
-                    .or_else(|| fenced_before(previous, &r.pod)),
+                    .or_else(|| before(previous, &r.pod).and_then(|i| i.fenced_at.clone())),
+                rewound_at: r
+                    .state
+                    .as_ref()
+                    .ok()
+                    .and_then(|s| s.rewound_at.clone())
+                    .or_else(|| before(previous, &r.pod).and_then(|i| i.rewound_at.clone())),
                 ..InstanceStatus::default()
             };
             match &r.state {
@@ -104,12 +110,9 @@ pub fn instance_status(
     (!list.is_empty()).then_some(list)
 }
 
-/// When `previous` (a cluster's `status.instanceStatus`) says `pod` last fenced itself.
-pub fn fenced_before(previous: Option<&[InstanceStatus]>, pod: &str) -> Option<String> {
-    previous?
-        .iter()
-        .find(|i| i.name == pod)
-        .and_then(|i| i.fenced_at.clone())
+/// What `previous` (a cluster's `status.instanceStatus`) says of `pod`.
+pub fn before<'a>(previous: Option<&'a [InstanceStatus]>, pod: &str) -> Option<&'a InstanceStatus> {
+    previous?.iter().find(|i| i.name == pod)
 }
 
 /// The `ContinuousArchiving` condition and `status.backup` of a cluster that archives.
