@@ -99,6 +99,18 @@ async fn writable(c: &LocalCluster, within: Duration) -> tokio_postgres::Client 
     .await
 }
 
+/// A connection through `-rw` once a row `after the failover` committed on it.
+async fn first_write_after_failover(c: &LocalCluster, within: Duration) -> tokio_postgres::Client {
+    eventually("a committed write through -rw", within, || async {
+        let db = c.connect_rw().await.ok()?;
+        db.execute("INSERT INTO t (at) VALUES ('after the failover')", &[])
+            .await
+            .ok()?;
+        Some(db)
+    })
+    .await
+}
+
 async fn rows(db: &tokio_postgres::Client) -> (i64, String) {
     let row = db
         .query_one(
@@ -171,18 +183,7 @@ async fn primary_lost(major: u32) {
 
     let killed = Instant::now();
     c.kill(0);
-    let after = eventually(
-        "a committed write through -rw",
-        Duration::from_secs(60),
-        || async {
-            let db = c.connect_rw().await.ok()?;
-            db.execute("INSERT INTO t (at) VALUES ('after the failover')", &[])
-                .await
-                .ok()?;
-            Some(db)
-        },
-    )
-    .await;
+    let after = first_write_after_failover(&c, Duration::from_secs(60)).await;
     let outage = killed.elapsed();
     eprintln!(
         "PostgreSQL {major}: from the kill to the first committed write on the new primary: {outage:.1?}"
@@ -344,27 +345,9 @@ async fn a_primary_cut_off_from_the_api_fences_itself_before_another_takes_over(
     c.restore_api(0);
     c.start(0).await;
     c.wait_ready(0, Duration::from_secs(120)).await;
-    let client = plane_with_crds().await.client().await.unwrap();
-    let fenced = support::event(&client, &c.namespace, "Fenced", |e| {
-        e.note
-            .as_deref()
-            .is_some_and(|n| n.starts_with("db-0 fenced itself at "))
+    let shown = told(&c, "db-0", "Fenced", "db-0 fenced itself at ", |i| {
+        i.fenced_at.clone()
     })
-    .await;
-    eprintln!("{}", fenced.note.unwrap_or_default());
-    let clusters = Api::<PostgresCluster>::namespaced(client, &c.namespace);
-    let shown = eventually(
-        "db-0's fence in its instance status",
-        Duration::from_secs(30),
-        || async {
-            let status = clusters.get("db").await.ok()?.status?;
-            status
-                .instance_status?
-                .into_iter()
-                .find(|i| i.name == "db-0" && i.role == "replica")?
-                .fenced_at
-        },
-    )
     .await;
     let at: k8s_openapi::jiff::Timestamp = shown.parse().unwrap();
     let since_cut = k8s_openapi::jiff::Timestamp::now().duration_since(at);
@@ -696,18 +679,7 @@ async fn a_replica_ahead_of_the_promoted_one_rewinds_onto_the_new_timeline() {
     // The primary dies; db-2 is the only replica that answers, and is promoted.
     c.kill(0);
     c.start(2).await;
-    let after = eventually(
-        "a committed write through -rw",
-        Duration::from_secs(120),
-        || async {
-            let db = c.connect_rw().await.ok()?;
-            db.execute("INSERT INTO t (at) VALUES ('after the failover')", &[])
-                .await
-                .ok()?;
-            Some(db)
-        },
-    )
-    .await;
+    let after = first_write_after_failover(&c, Duration::from_secs(120)).await;
     assert_eq!(labelled_primary(&c).await.as_deref(), Some("db-2"));
     let expected = rows(&after).await;
     assert_eq!(expected.0, 101, "db-2 never had the second hundred rows");
@@ -728,28 +700,45 @@ async fn a_replica_ahead_of_the_promoted_one_rewinds_onto_the_new_timeline() {
         "no second primary"
     );
     // The operator tells of it: a `Rewound` Event and `rewoundAt` in db-1's instance status.
+    told(
+        &c,
+        "db-1",
+        "Rewound",
+        "db-1 was brought onto the primary's timeline at ",
+        |i| i.rewound_at.clone(),
+    )
+    .await;
+}
+
+/// Waits for what the operator tells of `pod`, now a replica: an Event with `reason` whose note
+/// starts with `note`, and a time `shown` in its `status.instanceStatus` entry; that time.
+async fn told(
+    c: &LocalCluster,
+    pod: &str,
+    reason: &str,
+    note: &str,
+    shown: impl Fn(&tusk::api::postgres_cluster::v1::InstanceStatus) -> Option<String>,
+) -> String {
     let client = plane_with_crds().await.client().await.unwrap();
-    let rewound = support::event(&client, &c.namespace, "Rewound", |e| {
-        e.note
-            .as_deref()
-            .is_some_and(|n| n.starts_with("db-1 was brought onto the primary's timeline at "))
+    let event = support::event(&client, &c.namespace, reason, |e| {
+        e.note.as_deref().is_some_and(|n| n.starts_with(note))
     })
     .await;
-    eprintln!("{}", rewound.note.unwrap_or_default());
+    eprintln!("{}", event.note.unwrap_or_default());
     let clusters = Api::<PostgresCluster>::namespaced(client, &c.namespace);
     eventually(
-        "db-1's rewind in its instance status",
+        &format!("{reason} of {pod} in its instance status"),
         Duration::from_secs(30),
         || async {
             let status = clusters.get("db").await.ok()?.status?;
             status
                 .instance_status?
-                .into_iter()
-                .find(|i| i.name == "db-1" && i.role == "replica")?
-                .rewound_at
+                .iter()
+                .find(|i| i.name == pod && i.role == "replica")
+                .and_then(&shown)
         },
     )
-    .await;
+    .await
 }
 
 /// What one round of [`under_load`] saw.
