@@ -169,9 +169,12 @@ async fn operatorhub_install_from_the_stable_channel() {
         ),
     ];
     expected.sort();
-    // OLM makes the lifted ClusterRole of an AllNamespaces install on its own schedule, after
-    // the CSV may already say Succeeded: look until everything is there (or a minute passed).
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    // OLM makes the lifted ClusterRole of an AllNamespaces install at the end of a CSV sync
+    // (ensureRBACInTargetNamespace in syncClusterServiceVersion), which may come after the CSV
+    // already says Succeeded: at the latest at the CSV's next resync (`--interval=1m`, with
+    // jitter). Look until everything is there, or two and a half minutes passed (CI once saw it
+    // missing after one).
+    let deadline = std::time::Instant::now() + Duration::from_secs(150);
     let made = loop {
         let cluster_roles = owned_by_csv(
             listed(Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(
