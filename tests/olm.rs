@@ -149,9 +149,42 @@ async fn operatorhub_install_from_the_stable_channel() {
     };
     let mut lifted = declared("permissions");
     lifted.insert(rule(&[""], &["namespaces"], &["get", "list", "watch"], &[]));
+    // OLM lifts `permissions` to a ClusterRole only when its authorizer does not find them
+    // granted cluster-wide already (`permissionStatus` in ensureRBACInTargetNamespace). Tusk's
+    // `clusterPermissions` cover every rule of its `permissions`, so whether OLM lifts depends on
+    // whether its cache holds the ClusterRoleBinding at that sync: both outcomes are OLM's.
+    let rules = |field: &str| {
+        csv["spec"]["install"]["spec"][field][0]["rules"]
+            .as_array()
+            .cloned()
+            .unwrap()
+    };
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str().map(str::to_owned))
+            .collect()
+    };
+    let covered = rules("permissions").iter().all(|namespaced| {
+        strings(&namespaced["apiGroups"]).iter().all(|group| {
+            strings(&namespaced["resources"]).iter().all(|resource| {
+                strings(&namespaced["verbs"]).iter().all(|verb| {
+                    rules("clusterPermissions").iter().any(|cluster| {
+                        strings(&cluster["apiGroups"]).contains(group)
+                            && strings(&cluster["resources"]).contains(resource)
+                            && strings(&cluster["verbs"]).contains(verb)
+                            && strings(&cluster["resourceNames"]).is_empty()
+                    })
+                })
+            })
+        })
+    });
+    println!("the CSV's clusterPermissions cover its permissions: {covered}");
+    let lifted_role = ("ClusterRole".to_owned(), lifted);
     let mut expected = vec![
         ("ClusterRole".to_owned(), declared("clusterPermissions")),
-        ("ClusterRole".to_owned(), lifted),
+        lifted_role.clone(),
         ("Role".to_owned(), declared("permissions")),
         (
             "Role".to_owned(),
@@ -169,6 +202,8 @@ async fn operatorhub_install_from_the_stable_channel() {
         ),
     ];
     expected.sort();
+    let unlifted: Vec<(String, BTreeSet<String>)> =
+        expected.iter().filter(|r| **r != lifted_role).cloned().collect();
     // OLM makes the lifted ClusterRole of an AllNamespaces install at the end of a CSV sync
     // (ensureRBACInTargetNamespace in syncClusterServiceVersion), which may come after the CSV
     // already says Succeeded: at the latest at the CSV's next resync (`--interval=1m`, with
@@ -198,7 +233,7 @@ async fn operatorhub_install_from_the_stable_channel() {
         };
         // The CSV's two permission sets, exactly, plus what OLM adds on its own: for an
         // AllNamespaces install it also grants `permissions` cluster-wide with read access to
-        // namespaces, and it lets the account read its serving certificate and update its
+        // namespaces (unless it finds them granted cluster-wide already: see `covered`), and it lets the account read its serving certificate and update its
         // OperatorCondition.
         let mut made: Vec<(String, BTreeSet<String>)> = Vec::new();
         for role in cluster_roles.iter().chain(&roles) {
@@ -206,7 +241,7 @@ async fn operatorhub_install_from_the_stable_channel() {
             made.push((role["kind"].as_str().unwrap().to_owned(), rules));
         }
         made.sort();
-        if made == expected || std::time::Instant::now() > deadline {
+        if made == expected || (covered && made == unlifted) || std::time::Instant::now() > deadline {
             for role in cluster_roles.iter().chain(&roles) {
                 println!("OLM made {} {}", role["kind"], role["metadata"]["name"]);
             }
@@ -214,7 +249,9 @@ async fn operatorhub_install_from_the_stable_channel() {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
-    assert_eq!(made, expected);
+    if !(covered && made == unlifted) {
+        assert_eq!(made, expected);
+    }
     assert!(
         made.iter().flat_map(|(_, rules)| rules).all(|r| !r.contains('*')),
         "no wildcards"
