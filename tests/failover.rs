@@ -111,6 +111,15 @@ async fn first_write_after_failover(c: &LocalCluster, within: Duration) -> tokio
     .await
 }
 
+/// Commits `count` rows into `t`, one at a time, named `what` and a number.
+async fn insert_rows(db: &tokio_postgres::Client, what: &str, count: usize) {
+    for i in 0..count {
+        db.execute("INSERT INTO t (at) VALUES ($1)", &[&format!("{what} {i}")])
+            .await
+            .unwrap();
+    }
+}
+
 async fn rows(db: &tokio_postgres::Client) -> (i64, String) {
     let row = db
         .query_one(
@@ -172,11 +181,7 @@ async fn primary_lost(major: u32) {
     let mut c = three_instances(&format!("lost{major}"), major).await;
     let _log = OperatorLogOnFailure(c.namespace.clone());
     let db = writable(&c, Duration::from_secs(30)).await;
-    for i in 0..200 {
-        db.execute("INSERT INTO t (at) VALUES ($1)", &[&format!("before {i}")])
-            .await
-            .unwrap();
-    }
+    insert_rows(&db, "before", 200).await;
     // Let the replicas have everything, as asynchronous replication would within moments.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(labelled_primary(&c).await.as_deref(), Some("db-0"));
@@ -591,11 +596,7 @@ async fn a_primary_that_lost_its_volume_clones_and_never_initdbs() {
     let mut c = three_instances("lostvolume", 18).await;
     let _log = OperatorLogOnFailure(c.namespace.clone());
     let db = writable(&c, Duration::from_secs(30)).await;
-    for i in 0..100 {
-        db.execute("INSERT INTO t (at) VALUES ($1)", &[&format!("row {i}")])
-            .await
-            .unwrap();
-    }
+    insert_rows(&db, "row", 100).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     c.kill(0);
     let data = c.claim_dir(0, "data");
@@ -654,14 +655,7 @@ async fn a_replica_ahead_of_the_promoted_one_rewinds_onto_the_new_timeline() {
     let mut c = three_instances("ahead", 18).await;
     let _log = OperatorLogOnFailure(c.namespace.clone());
     let db = writable(&c, Duration::from_secs(30)).await;
-    let insert = async |what: &str| {
-        for i in 0..100 {
-            db.execute("INSERT INTO t (at) VALUES ($1)", &[&format!("{what} {i}")])
-                .await
-                .unwrap();
-        }
-    };
-    insert("on every pod").await;
+    insert_rows(&db, "on every pod", 100).await;
     // db-2 stops cleanly and misses what follows; db-1 replays it.
     let replayed = async |c: &LocalCluster, ordinal: i32, count: i64| {
         eventually(
@@ -673,7 +667,7 @@ async fn a_replica_ahead_of_the_promoted_one_rewinds_onto_the_new_timeline() {
     };
     replayed(&c, 2, 100).await;
     drop(c.stop(2));
-    insert("on db-0 and db-1 only").await;
+    insert_rows(&db, "on db-0 and db-1 only", 100).await;
     replayed(&c, 1, 200).await;
     drop(c.stop(1));
     // The primary dies; db-2 is the only replica that answers, and is promoted.

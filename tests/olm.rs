@@ -159,6 +159,7 @@ async fn operatorhub_install_from_the_stable_channel() {
             .cloned()
             .unwrap()
     };
+    let cluster_rules = rules("clusterPermissions");
     let strings = |v: &Value| -> Vec<String> {
         v.as_array()
             .into_iter()
@@ -170,7 +171,7 @@ async fn operatorhub_install_from_the_stable_channel() {
         strings(&namespaced["apiGroups"]).iter().all(|group| {
             strings(&namespaced["resources"]).iter().all(|resource| {
                 strings(&namespaced["verbs"]).iter().all(|verb| {
-                    rules("clusterPermissions").iter().any(|cluster| {
+                    cluster_rules.iter().any(|cluster| {
                         strings(&cluster["apiGroups"]).contains(group)
                             && strings(&cluster["resources"]).contains(resource)
                             && strings(&cluster["verbs"]).contains(verb)
@@ -204,12 +205,10 @@ async fn operatorhub_install_from_the_stable_channel() {
     expected.sort();
     let unlifted: Vec<(String, BTreeSet<String>)> =
         expected.iter().filter(|r| **r != lifted_role).cloned().collect();
-    // OLM makes the lifted ClusterRole of an AllNamespaces install at the end of a CSV sync
-    // (ensureRBACInTargetNamespace in syncClusterServiceVersion), which may come after the CSV
-    // already says Succeeded: at the latest at the CSV's next resync (`--interval=1m`, with
-    // jitter). Look until everything is there, or two and a half minutes passed (CI once saw it
-    // missing after one).
-    let deadline = std::time::Instant::now() + Duration::from_secs(150);
+    // OLM makes the lifted ClusterRole of an AllNamespaces install, when it does, at the end of
+    // a CSV sync (ensureRBACInTargetNamespace in syncClusterServiceVersion), which may come after
+    // the CSV already says Succeeded: look until everything is there (or a minute passed).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let made = loop {
         let cluster_roles = owned_by_csv(
             listed(Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(
@@ -233,8 +232,8 @@ async fn operatorhub_install_from_the_stable_channel() {
         };
         // The CSV's two permission sets, exactly, plus what OLM adds on its own: for an
         // AllNamespaces install it also grants `permissions` cluster-wide with read access to
-        // namespaces (unless it finds them granted cluster-wide already: see `covered`), and it lets the account read its serving certificate and update its
-        // OperatorCondition.
+        // namespaces (unless it finds them granted cluster-wide already: see `covered`), and it
+        // lets the account read its serving certificate and update its OperatorCondition.
         let mut made: Vec<(String, BTreeSet<String>)> = Vec::new();
         for role in cluster_roles.iter().chain(&roles) {
             let rules = granted(std::slice::from_ref(role));

@@ -192,6 +192,9 @@ async fn diverged(args: &InstanceArgs, password: &str, local: &LocalConnection) 
         return None;
     }
     let replayed = crate::facts::instance::parse_lsn(row.get::<_, Option<&str>>(2)?)?;
+    // The timeline of the last restartpoint, which may lag the one replayed: a replica that did
+    // follow a promotion can then look diverged; its rewind finds nothing to do, and the
+    // shutdown before it writes a restartpoint on the new timeline.
     let ours = u32::try_from(row.get::<_, i32>(3)).ok()?;
     let (primary, connection) = primary_config(args, password)
         .connect(tokio_postgres::NoTls)
@@ -367,9 +370,9 @@ pub enum Fence {
     Rewind,
 }
 
-/// Keeps the role while PostgreSQL runs: see the module's doc. Sends on `fence` when the primary
-/// must stop taking writes: at once when it lost the Lease, cleanly when a switchover was asked
-/// for on `demote`.
+/// Keeps the role while PostgreSQL runs: see the module's doc. Sends on `fence` when PostgreSQL
+/// must stop: for a primary, at once when it lost the Lease, cleanly when a switchover was asked
+/// for on `demote`; for a replica, cleanly when it diverged from the primary's timeline.
 pub async fn keep(
     args: InstanceArgs,
     password: String,

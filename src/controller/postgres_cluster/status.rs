@@ -63,22 +63,18 @@ pub fn instance_status(
     let list: Vec<InstanceStatus> = reported
         .iter()
         .map(|r| {
+            // A fence or rewind stays shown while the instance does not answer.
+            let (answered, shown) = (r.state.as_ref().ok(), before(previous, &r.pod));
             let mut status = InstanceStatus {
                 name: r.pod.clone(),
                 role: "unknown".to_owned(),
                 ready: r.ready,
-                fenced_at: r
-                    .state
-                    .as_ref()
-                    .ok()
+                fenced_at: answered
                     .and_then(|s| s.fenced_at.clone())
-                    .or_else(|| before(previous, &r.pod).and_then(|i| i.fenced_at.clone())),
-                rewound_at: r
-                    .state
-                    .as_ref()
-                    .ok()
+                    .or_else(|| shown.and_then(|i| i.fenced_at.clone())),
+                rewound_at: answered
                     .and_then(|s| s.rewound_at.clone())
-                    .or_else(|| before(previous, &r.pod).and_then(|i| i.rewound_at.clone())),
+                    .or_else(|| shown.and_then(|i| i.rewound_at.clone())),
                 ..InstanceStatus::default()
             };
             match &r.state {
