@@ -73,6 +73,22 @@ struct Env {
     operator: &'static Operator,
     /// The claims the pods name, shared by every cluster of the test.
     claims: tempfile::TempDir,
+    /// The store's log, whose end a failing test prints.
+    store_log: std::path::PathBuf,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let text = std::fs::read_to_string(&self.store_log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!(
+                "--- last lines of {} ---\n{}",
+                self.store_log.display(),
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            );
+        }
+    }
 }
 
 impl Env {
@@ -95,6 +111,7 @@ impl Env {
             namespace,
             operator,
             claims: tempfile::Builder::new().prefix("tc").tempdir_in("/tmp").unwrap(),
+            store_log: s3.log_file(),
         }
     }
 
@@ -329,8 +346,15 @@ async fn archive_everything(env: &Env, cluster: &str, db: &tokio_postgres::Clien
         Duration::from_secs(120),
         async || {
             let status = env.cluster_status(cluster).await;
-            let last = status["backup"]["lastArchivedWal"].as_str()?.to_owned();
-            (last.as_str() >= segment.as_str()).then_some(())
+            let last = status["backup"]["lastArchivedWal"].as_str().unwrap_or("");
+            if last >= segment.as_str() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "last archived {last:?}; ContinuousArchiving: {}",
+                    condition(&status, "ContinuousArchiving").unwrap_or_default()
+                ))
+            }
         },
     )
     .await;

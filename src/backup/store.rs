@@ -219,6 +219,16 @@ impl Store {
         Path::from_iter(parts)
     }
 
+    /// One request that fails as a wrong configuration would: an endpoint nothing answers on,
+    /// refused credentials, a missing bucket. It lists the cluster's prefix.
+    pub async fn check(&self) -> Result<(), StoreError> {
+        self.inner
+            .list_with_delimiter(Some(&self.root))
+            .await
+            .map(drop)
+            .map_err(|e| self.error(&e))
+    }
+
     /// Classifies `error` for this store.
     pub fn error(&self, error: &object_store::Error) -> StoreError {
         classify(&self.url, error)
@@ -228,9 +238,45 @@ impl Store {
 /// How long one request may take before it is retried or fails.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long a request keeps retrying a store that fails (a 5xx, a reset, a refused connection).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Patience {
+    /// Two quick retries, within a second: the caller tries the whole operation again anyway
+    /// (PostgreSQL calls `archive_command` again; the operator checks again at its next turn), and
+    /// a status should say soon that the store fails.
+    Brief,
+    /// Ten retries with backoff, about a minute: a base backup streams once and cannot go back,
+    /// so a part that still fails after these fails the backup. S3 documents a 500 or 503 as a
+    /// reason to retry, and stores do answer so now and then under load.
+    Steady,
+}
+
+impl Patience {
+    fn retry(self) -> RetryConfig {
+        match self {
+            Self::Brief => RetryConfig {
+                max_retries: 2,
+                retry_timeout: Duration::from_secs(30),
+                ..RetryConfig::default()
+            },
+            Self::Steady => RetryConfig {
+                max_retries: 10,
+                retry_timeout: Duration::from_secs(120),
+                ..RetryConfig::default()
+            },
+        }
+    }
+}
+
 impl StoreConfig {
-    /// Opens the store: reads the secrets and builds the client. Sends no request.
+    /// Opens the store with [`Patience::Brief`]: reads the secrets and builds the client. Sends no
+    /// request.
     pub fn open(&self) -> Result<Store, StoreError> {
+        self.open_with(Patience::Brief)
+    }
+
+    /// Opens the store, retrying failed requests as `patience` says. Sends no request.
+    pub fn open_with(&self, patience: Patience) -> Result<Store, StoreError> {
         let config = |message: String| StoreError {
             cause: Cause::Config,
             message: format!("{}: {message}", self.url),
@@ -261,13 +307,7 @@ impl StoreConfig {
                     .with_access_key_id(s3.access_key_id.read("access key id")?)
                     .with_secret_access_key(s3.secret_access_key.read("secret access key")?)
                     .with_client_options(options)
-                    // The caller retries whole operations with its own backoff; a request that
-                    // fails says so quickly, so a status can tell the user.
-                    .with_retry(RetryConfig {
-                        max_retries: 2,
-                        retry_timeout: Duration::from_secs(30),
-                        ..RetryConfig::default()
-                    });
+                    .with_retry(patience.retry());
                 if let Some(endpoint) = endpoint {
                     builder = builder
                         .with_endpoint(endpoint)

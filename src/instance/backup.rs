@@ -25,7 +25,7 @@ use crate::{
         },
         base::{self, Progress},
         restore::RecoveryConfig,
-        store::{Cause, Secret, Store, StoreConfig, StoreError},
+        store::{Cause, Patience, Secret, Store, StoreConfig, StoreError},
         wal,
     },
 };
@@ -407,10 +407,17 @@ impl Backups {
         request: BackupRequest,
         progress: Arc<Progress>,
     ) -> Result<base::BackupRecord, (String, String)> {
-        let store = request
+        let failed = |e: StoreError| (e.cause.reason().to_owned(), e.message);
+        // A wrong target fails at once; a store that fails in the middle of the stream is
+        // retried for about a minute before the backup fails.
+        request
             .store
-            .open()
-            .map_err(|e| (e.cause.reason().to_owned(), e.message))?;
+            .open_with(Patience::Brief)
+            .map_err(failed)?
+            .check()
+            .await
+            .map_err(failed)?;
+        let store = request.store.open_with(Patience::Steady).map_err(failed)?;
         let segment_size = self.segment_size().await.map_err(|e| {
             (
                 "PostgresUnavailable".to_owned(),
@@ -577,7 +584,7 @@ pub async fn base_backup_once(args: crate::cli::BaseBackupArgs) -> Result<(), St
         &std::fs::read(&args.store).map_err(|e| format!("{}: {e}", args.store.display()))?,
     )
     .map_err(|e| format!("{}: {e}", args.store.display()))?;
-    let store = config.open().map_err(|e| e.message)?;
+    let store = config.open_with(Patience::Steady).map_err(|e| e.message)?;
     let source = base::Source {
         program: programs.pg_basebackup,
         host: args.host,

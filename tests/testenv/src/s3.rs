@@ -213,6 +213,11 @@ impl S3Server {
         }
     }
 
+    /// The store's log file (it keeps growing across restarts).
+    pub fn log_file(&self) -> PathBuf {
+        self.dir.path().join("logs").join("weed.log")
+    }
+
     /// The end of the store's log.
     pub fn log_tail(&self, lines: usize) -> String {
         self.process
