@@ -29,11 +29,30 @@ pub const STATUS_PORT: u16 = 8000;
 /// PostgreSQL's port, as the pod spec sets it.
 pub const POSTGRES_PORT: u16 = 5432;
 
-/// A block of loopback addresses of its own for each cluster: `127.<pid>.<n>.<ordinal + 1>`.
+/// A block of loopback addresses of its own for each cluster: `127.<a>.<n>.<ordinal + 1>`, where
+/// `a` belongs to this test process alone: it holds a lock on `tusk-loopback-127.<a>.lock` in the
+/// temporary directory until it exits, so test binaries that run side by side never share an
+/// address.
 fn ip_block() -> (u8, u8) {
+    static OWN: std::sync::LazyLock<(u8, std::fs::File)> = std::sync::LazyLock::new(|| {
+        let start = std::process::id() % 150;
+        for i in 0..150 {
+            let a = 100 + u8::try_from((start + i) % 150).expect("below 150");
+            let path = std::env::temp_dir().join(format!("tusk-loopback-127.{a}.lock"));
+            let file = std::fs::File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+            if file.try_lock().is_ok() {
+                return (a, file);
+            }
+        }
+        panic!("every loopback block 127.100.0.0 to 127.249.0.0 is held by another test process");
+    });
     static NEXT: AtomicU8 = AtomicU8::new(1);
-    let a = 100 + u8::try_from(std::process::id() % 150).expect("below 150");
-    (a, NEXT.fetch_add(1, Ordering::Relaxed))
+    (OWN.0, NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// The last octet of the address that stands for `<cluster>-rw`.
