@@ -17,6 +17,32 @@ pub const DEMOTE: &str = "/demote";
 /// the replicas' slots match.
 pub const REPLICATION: &str = "/replication";
 
+/// The parameters a hot standby must set at least as high as its primary (PostgreSQL's
+/// "Administrator's Overview" of hot standby): each with PostgreSQL's default and the line of
+/// `pg_controldata` that shows the value a replica last replayed from its primary. A replica
+/// started with less than that aborts recovery: so a rolling update that lowers one restarts the
+/// primary first, and each replica only once it replayed the primary's new values.
+pub const STANDBY_LIMITS: [(&str, i64, &str); 5] = [
+    ("max_connections", 100, "max_connections setting"),
+    ("max_locks_per_transaction", 64, "max_locks_per_xact setting"),
+    ("max_prepared_transactions", 0, "max_prepared_xacts setting"),
+    ("max_wal_senders", 10, "max_wal_senders setting"),
+    ("max_worker_processes", 8, "max_worker_processes setting"),
+];
+
+/// The [`STANDBY_LIMITS`] a data directory's control file records, from `pg_controldata`'s
+/// output (C locale).
+pub fn control_file_limits(controldata: &str) -> std::collections::BTreeMap<String, i64> {
+    controldata
+        .lines()
+        .filter_map(|line| {
+            let (label, value) = line.split_once(':')?;
+            let (name, ..) = STANDBY_LIMITS.iter().find(|(_, _, l)| *l == label.trim())?;
+            Some(((*name).to_owned(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
 /// What the operator wants of replication, sent to every instance at each reconcile.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -110,6 +136,14 @@ pub struct InstanceState {
     /// data kept aside).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewound_at: Option<String>,
+    /// The values PostgreSQL runs with of the [`STANDBY_LIMITS`] (not a changed file's until a
+    /// restart).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub standby_limits: std::collections::BTreeMap<String, i64>,
+    /// A replica's values of the [`STANDBY_LIMITS`] as last replayed from its primary (its
+    /// control file): it cannot start with less.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub replayed_limits: std::collections::BTreeMap<String, i64>,
 }
 
 /// A WAL position as PostgreSQL writes it (`16/B374D848`), as a number.
@@ -140,6 +174,23 @@ impl InstanceState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_limits_a_replica_replayed_are_read_from_pg_controldata() {
+        // As PostgreSQL 18's pg_controldata prints them (C locale).
+        let text = "wal_level setting:                    replica\n\
+                    wal_log_hints setting:                on\n\
+                    max_connections setting:              150\n\
+                    max_worker_processes setting:         8\n\
+                    max_wal_senders setting:              10\n\
+                    max_prepared_xacts setting:           0\n\
+                    max_locks_per_xact setting:           64\n";
+        let limits = control_file_limits(text);
+        assert_eq!(limits.len(), 5, "{limits:?}");
+        assert_eq!(limits["max_connections"], 150);
+        assert_eq!(limits["max_prepared_transactions"], 0);
+        assert_eq!(limits["max_locks_per_transaction"], 64);
+    }
 
     #[test]
     fn slot_names_are_valid_and_keep_the_ordinal() {

@@ -629,6 +629,7 @@ pub async fn run(args: InstanceArgs) -> Result<(), Error> {
         args.spec.max_lag_bytes,
         backups.clone(),
         args.spec.pgdata.clone(),
+        programs.pg_controldata.clone(),
     ));
     if !args.pod.pod_uid.is_empty() {
         let _ = state.pod_uid.set(args.pod.pod_uid.clone());

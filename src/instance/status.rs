@@ -200,6 +200,8 @@ pub struct State {
     pub leased: AtomicBool,
     /// The data directory, where `tusk.replication.conf` lives.
     pgdata: std::path::PathBuf,
+    /// `pg_controldata`, which shows what a replica last replayed of the primary's settings.
+    controldata: std::path::PathBuf,
     /// What the operator last asked of replication ([`REPLICATION`]).
     pub replication: std::sync::Mutex<Option<ReplicationRequest>>,
     /// The uid of the pod object, reported at [`INSTANCE`].
@@ -214,6 +216,7 @@ impl State {
         max_lag_bytes: u64,
         backups: Arc<super::backup::Backups>,
         pgdata: std::path::PathBuf,
+        controldata: std::path::PathBuf,
     ) -> Self {
         Self {
             pod,
@@ -226,6 +229,7 @@ impl State {
             demoted: tokio::sync::watch::Sender::new(None),
             leased: AtomicBool::new(false),
             pgdata,
+            controldata,
             replication: std::sync::Mutex::new(None),
             pod_uid: std::sync::OnceLock::new(),
         }
@@ -360,6 +364,34 @@ async fn instance_state(state: &State, pod: &str) -> InstanceState {
             report.last_primary_contact = row.get(7);
         }
         Err(e) => report.error = Some(format!("postgres does not answer: {e}")),
+    }
+    let limits = async {
+        let names: Vec<&str> = crate::facts::instance::STANDBY_LIMITS
+            .iter()
+            .map(|(n, ..)| *n)
+            .collect();
+        let client = state.local.connect().await.ok()?;
+        let rows = client
+            .query(
+                "SELECT name, setting::bigint FROM pg_settings WHERE name = ANY($1)",
+                &[&names],
+            )
+            .await
+            .ok()?;
+        Some(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    };
+    report.standby_limits = limits.await.unwrap_or_default();
+    if report.primary == Some(false) {
+        let output = tokio::process::Command::new(&state.controldata)
+            .arg(&state.pgdata)
+            .env("LC_ALL", "C")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await;
+        if let Ok(output) = output {
+            report.replayed_limits =
+                crate::facts::instance::control_file_limits(&String::from_utf8_lossy(&output.stdout));
+        }
     }
     report
 }

@@ -70,9 +70,37 @@ impl Seen {
 #[derive(Default)]
 pub struct LeaseTracker {
     seen: Mutex<HashMap<(String, String), Seen>>,
+    /// Primaries the operator restarted in place on purpose (a rolling update), by namespace and
+    /// pod: when.
+    restarted: Mutex<HashMap<(String, String), Instant>>,
 }
 
+/// How long a primary that the operator restarts in place on purpose may leave its Lease
+/// unrenewed, beyond [`LEASE_DURATION`], before a replica is promoted: its pod is made again and
+/// PostgreSQL starts, which takes longer than the Lease lasts.
+pub const RESTART_GRACE: Duration = Duration::from_secs(60);
+
 impl LeaseTracker {
+    /// Notes that the operator restarts the primary `pod` in place now.
+    pub fn restarting(&self, namespace: &str, pod: &str) {
+        self.restarted
+            .lock()
+            .expect("never poisoned")
+            .insert((namespace.to_owned(), pod.to_owned()), Instant::now());
+    }
+
+    /// What is left of [`RESTART_GRACE`] for `pod`, the Lease holder, at `now`: zero unless the
+    /// operator restarted it on purpose within it.
+    pub fn grace(&self, namespace: &str, pod: &str, now: Instant) -> Duration {
+        let mut restarted = self.restarted.lock().expect("never poisoned");
+        restarted.retain(|_, at| now.duration_since(*at) < RESTART_GRACE);
+        restarted
+            .get(&(namespace.to_owned(), pod.to_owned()))
+            .map_or(Duration::ZERO, |at| {
+                RESTART_GRACE.saturating_sub(now.duration_since(*at))
+            })
+    }
+
     /// Records `lease` as seen now; the clock restarts only when its version changed.
     pub fn saw(&self, lease: &Lease) {
         let key = (lease.namespace().unwrap_or_default(), lease.name_any());

@@ -334,7 +334,9 @@ async fn label_roles(ctx: &Context, namespace: &str, cluster: &PostgresCluster) 
     // A Lease no primary renewed yet belongs to a cluster still bootstrapping (initdb, or a
     // restore that may take hours): nothing to fail over from.
     let bootstrapping = seen.lease.spec.as_ref().is_none_or(|s| s.renew_time.is_none());
-    let delay = failover_delay(cluster);
+    // A primary the rolling update restarts in place has its pod made again and PostgreSQL
+    // started before a replica is promoted in its place.
+    let delay = failover_delay(cluster) + ctx.leases.grace(namespace, &holder, now);
     let mut switchover = None;
     let mut rollout_note = None;
     let mut switched_to: Option<(String, String)> = None;
@@ -358,9 +360,14 @@ async fn label_roles(ctx: &Context, namespace: &str, cluster: &PostgresCluster) 
         problem = Some(Problem::new(
             "PrimaryUnresponsive",
             format!(
-                "the primary {holder} has not renewed its Lease for {:.1} s; a replica is promoted after {:?} more (spec.failoverDelay)",
+                "the primary {holder} has not renewed its Lease for {:.1} s; a replica is promoted after {:?} more (spec.failoverDelay{})",
                 seen.age(now).as_secs_f64(),
-                (crate::facts::cluster::LEASE_DURATION + delay).saturating_sub(seen.age(now))
+                (crate::facts::cluster::LEASE_DURATION + delay).saturating_sub(seen.age(now)),
+                if delay > failover_delay(cluster) {
+                    ", and the time the rolling update gives a primary it restarts in place"
+                } else {
+                    ""
+                }
             ),
         ));
     } else if seen.expired(now) && !bootstrapping && !names.is_empty() {
@@ -515,6 +522,9 @@ async fn roll(
                     format!("restarting replica {pod} on the new revision (replicas first, the primary last)")
                 };
                 info!(%pod, "rolling update: restarting");
+                if pod == holder {
+                    ctx.leases.restarting(namespace, &pod);
+                }
                 if rollout::restart(ctx, namespace, &pod).await? {
                     record(ctx, cluster, Happened::RollingUpdate(what.clone())).await;
                     (note("RollingUpdate", what), true, None)

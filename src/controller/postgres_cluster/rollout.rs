@@ -12,6 +12,12 @@
 //!    been unready for [`BROKEN_AFTER`] or nothing answers at all); with `Restart` the primary's
 //!    pod is restarted in place. With `primaryUpdate: Supervised` the operator waits for the user there:
 //!    a switchover through `spec.switchover.to` (or deleting the primary's pod) finishes it.
+//!
+//! A new revision that lowers one of the [`STANDBY_LIMITS`] below what the primary runs with
+//! turns the order around: a replica restarted with less than its primary aborts recovery, so the
+//! primary restarts first, in place (a replica is promoted only if it is not back within
+//! [`failover::RESTART_GRACE`]), and each replica after it once it replayed the primary's new
+//! values ([`below`]).
 
 use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Pod};
 use kube::{Api, ResourceExt, api::DeleteParams};
@@ -20,7 +26,38 @@ use super::failover;
 use crate::{
     api::postgres_cluster::v1::{PostgresCluster, PrimaryUpdate, PrimaryUpdateMethod},
     controller::{Context, Error},
+    facts::instance::STANDBY_LIMITS,
 };
+
+/// The values of the [`STANDBY_LIMITS`] `cluster`'s parameters set, PostgreSQL's defaults for
+/// those they do not; a value that does not parse as a number is left out. Pure.
+pub fn wanted_limits(cluster: &PostgresCluster) -> Limits {
+    let parameters = cluster.spec.postgres.parameters.as_ref();
+    STANDBY_LIMITS
+        .iter()
+        .filter_map(|(name, default, _)| {
+            let wanted = match parameters.and_then(|p| p.get(*name)) {
+                Some(value) => value.trim().trim_matches('\'').parse().ok()?,
+                None => *default,
+            };
+            Some(((*name).to_owned(), wanted))
+        })
+        .collect()
+}
+
+/// Values of the [`STANDBY_LIMITS`], by name.
+pub type Limits = std::collections::BTreeMap<String, i64>;
+
+/// The limits `wanted` sets lower than `values`, as `name value -> wanted`. Pure.
+pub fn below(wanted: &Limits, values: &Limits) -> Vec<String> {
+    values
+        .iter()
+        .filter_map(|(name, value)| {
+            let to = *wanted.get(name)?;
+            (to < *value).then(|| format!("{name} {value} -> {to}"))
+        })
+        .collect()
+}
 
 /// The label the StatefulSet controller puts on each pod: the revision of the template it was
 /// made from.
@@ -51,6 +88,9 @@ pub struct Instance {
     /// Whether it is Ready, not being deleted, and its instance manager reports PostgreSQL
     /// running (a replica also streaming).
     pub healthy: bool,
+    /// Whether its instance manager reports PostgreSQL running, streaming or not (replicas do
+    /// not stream for a moment while their primary restarts).
+    pub answers: bool,
     /// Whether it has not been Ready for [`BROKEN_AFTER`]: not a restart or a rejoin under way,
     /// but a pod that the current template may be needed to fix.
     pub broken: bool,
@@ -77,14 +117,21 @@ fn ordinal(pod: &str) -> i64 {
     pod.rsplit('-').next().and_then(|o| o.parse().ok()).unwrap_or(-1)
 }
 
-/// What to do next to bring every pod to the current revision, the primary (`holder`) last. Pure.
+/// What to do next to bring every pod to the current revision, the primary (`holder`) last, or
+/// first when the new revision's `wanted` limits are lower than the primary runs with. Pure.
 pub fn plan(
     instances: &[Instance],
     holder: &str,
     method: PrimaryUpdateMethod,
     supervised: bool,
     reports: &[super::instances::Report],
+    wanted: &Limits,
 ) -> Next {
+    let reported = |pod: &str| super::instances::report(reports, pod).and_then(|r| r.as_ref().ok());
+    let lowered = reported(holder)
+        .filter(|s| s.primary == Some(true))
+        .map(|primary| below(wanted, &primary.standby_limits))
+        .unwrap_or_default();
     let outdated: Vec<&Instance> = instances.iter().filter(|i| !i.updated).collect();
     if outdated.is_empty() {
         return Next::Done;
@@ -98,23 +145,48 @@ pub fn plan(
     {
         return Next::Restart(broken.name.clone());
     }
-    // Otherwise one at a time, each once the others are back (when none is healthy there is
-    // nothing to wait for: the cluster serves nothing, and the new template may fix it).
-    let any_healthy = instances.iter().any(|i| i.healthy);
+    // Otherwise one at a time, each once the others are back. When nothing answers there is
+    // nothing to wait for: the cluster serves nothing, and the new template may fix it. (Nothing
+    // healthy is not enough: while the primary restarts, no replica streams.)
+    let any_answers = instances.iter().any(|i| i.healthy || i.answers);
     if let Some(sick) = instances
         .iter()
-        .find(|i| any_healthy && !i.healthy && (i.updated || i.name != holder))
+        .find(|i| any_answers && !i.healthy && (i.updated || i.name != holder))
     {
         return Next::Wait(format!(
             "waiting for {} to be ready and streaming before restarting the next instance",
             sick.name
         ));
     }
+    let primary_outdated = outdated.iter().any(|i| i.name == holder);
+    if primary_outdated && !lowered.is_empty() {
+        let why = format!(
+            "the new revision lowers {} below what the primary {holder} runs with, and a replica cannot \
+             run with less than its primary: the primary restarts first",
+            lowered.join(", ")
+        );
+        return if supervised {
+            Next::WaitForUser(format!("{why}; delete pod {holder} to restart it"))
+        } else {
+            Next::Restart(holder.to_owned())
+        };
+    }
     if let Some(replica) = outdated
         .iter()
         .filter(|i| i.name != holder)
         .max_by_key(|i| ordinal(&i.name))
     {
+        let unreplayed = reported(&replica.name)
+            .map(|s| below(wanted, &s.replayed_limits))
+            .unwrap_or_default();
+        if !unreplayed.is_empty() {
+            return Next::Wait(format!(
+                "waiting for {} to replay the primary's {}: a replica started with less than it last \
+                 replayed aborts recovery",
+                replica.name,
+                unreplayed.join(", ")
+            ));
+        }
         return Next::Restart(replica.name.clone());
     }
     let primary = instances.iter().find(|i| i.name == holder);
@@ -140,7 +212,7 @@ pub fn plan(
         // gone for good is failed over from; one unready for `BROKEN_AFTER`, or a cluster where
         // nothing answers, is restarted below: the new template may be what fixes it.)
         (PrimaryUpdateMethod::Switchover, None)
-            if any_healthy && instances.len() > 1 && !primary.is_some_and(|i| i.broken) =>
+            if any_answers && instances.len() > 1 && !primary.is_some_and(|i| i.broken) =>
         {
             Next::Wait(if primary_healthy {
                 format!(
@@ -224,18 +296,20 @@ pub async fn next(
             let report = super::instances::report(reports, &name).and_then(|r| r.as_ref().ok());
             // What this pod's containers say: a report from the containers of a pod object
             // deleted under the same name does not count.
-            let answers = report.is_some_and(|s| {
+            let running = report.filter(|s| {
                 s.pod_uid
                     .as_ref()
                     .is_none_or(|uid| Some(uid) == pod.metadata.uid.as_ref())
                     && s.running
-                    && (s.primary == Some(true) || s.wal_receiver.as_deref() == Some("streaming"))
             });
+            let serves = running
+                .is_some_and(|s| s.primary == Some(true) || s.wal_receiver.as_deref() == Some("streaming"));
             Instance {
                 updated: pod.labels().get(REVISION_LABEL) == Some(&revision),
-                healthy: answers
+                healthy: serves
                     && pod.metadata.deletion_timestamp.is_none()
                     && crate::controller::postgres_backup::pod_ready(pod),
+                answers: running.is_some(),
                 broken: unready_for(pod) >= BROKEN_AFTER,
                 name,
             }
@@ -247,6 +321,7 @@ pub async fn next(
         method(cluster),
         supervised(cluster),
         reports,
+        &wanted_limits(cluster),
     ))
 }
 
@@ -277,6 +352,7 @@ mod tests {
             name: name.into(),
             updated,
             healthy,
+            answers: healthy,
             broken: false,
         }
     }
@@ -306,7 +382,7 @@ mod tests {
             instance("db-2", false, true),
         ];
         assert_eq!(
-            plan(&all_old, "db-0", switch, false, &reports),
+            plan(&all_old, "db-0", switch, false, &reports, &Limits::new()),
             Next::Restart("db-2".into())
         );
         // Never two at once: the one restarting must be back and streaming first.
@@ -316,7 +392,7 @@ mod tests {
             instance("db-2", true, false),
         ];
         assert!(
-            matches!(plan(&restarting, "db-0", switch, false, &reports), Next::Wait(m) if m.contains("db-2"))
+            matches!(plan(&restarting, "db-0", switch, false, &reports, &Limits::new()), Next::Wait(m) if m.contains("db-2"))
         );
         // A replica of the old revision down for a moment (restarting, rejoining) is waited for;
         // one broken for a while goes first.
@@ -325,10 +401,12 @@ mod tests {
             instance("db-1", false, false),
             instance("db-2", false, true),
         ];
-        assert!(matches!(plan(&down, "db-0", switch, false, &reports), Next::Wait(m) if m.contains("db-1")));
+        assert!(
+            matches!(plan(&down, "db-0", switch, false, &reports, &Limits::new()), Next::Wait(m) if m.contains("db-1"))
+        );
         down[1].broken = true;
         assert_eq!(
-            plan(&down, "db-0", switch, false, &reports),
+            plan(&down, "db-0", switch, false, &reports, &Limits::new()),
             Next::Restart("db-1".into())
         );
         let replicas_done = [
@@ -337,11 +415,11 @@ mod tests {
             instance("db-2", true, true),
         ];
         assert_eq!(
-            plan(&replicas_done, "db-0", switch, false, &reports),
+            plan(&replicas_done, "db-0", switch, false, &reports, &Limits::new()),
             Next::SwitchOver("db-2".into())
         );
         assert!(
-            matches!(plan(&replicas_done, "db-0", switch, true, &reports), Next::WaitForUser(m) if m.contains("spec.switchover.to"))
+            matches!(plan(&replicas_done, "db-0", switch, true, &reports, &Limits::new()), Next::WaitForUser(m) if m.contains("spec.switchover.to"))
         );
         assert_eq!(
             plan(
@@ -349,13 +427,14 @@ mod tests {
                 "db-0",
                 PrimaryUpdateMethod::Restart,
                 false,
-                &reports
+                &reports,
+                &Limits::new()
             ),
             Next::Restart("db-0".into())
         );
         // After the switchover the old primary is a replica like the others.
         assert_eq!(
-            plan(&replicas_done, "db-2", switch, false, &reports),
+            plan(&replicas_done, "db-2", switch, false, &reports, &Limits::new()),
             Next::Restart("db-0".into())
         );
         let done = [
@@ -363,7 +442,10 @@ mod tests {
             instance("db-1", true, true),
             instance("db-2", true, true),
         ];
-        assert_eq!(plan(&done, "db-2", switch, false, &reports), Next::Done);
+        assert_eq!(
+            plan(&done, "db-2", switch, false, &reports, &Limits::new()),
+            Next::Done
+        );
     }
 
     #[test]
@@ -376,23 +458,161 @@ mod tests {
             instance("db-2", true, true),
         ];
         assert!(
-            matches!(plan(&replicas_done, "db-0", switch, false, &reports), Next::Wait(m) if m.contains("primary db-0 to answer")),
+            matches!(plan(&replicas_done, "db-0", switch, false, &reports, &Limits::new()), Next::Wait(m) if m.contains("primary db-0 to answer")),
             "{:?}",
-            plan(&replicas_done, "db-0", switch, false, &reports)
+            plan(&replicas_done, "db-0", switch, false, &reports, &Limits::new())
         );
         // No updated replica reported a WAL position: wait for one.
         replicas_done[0].healthy = true;
         assert!(matches!(
-            plan(&replicas_done, "db-0", switch, false, &[]),
+            plan(&replicas_done, "db-0", switch, false, &[], &Limits::new()),
             Next::Wait(m) if m.contains("report its WAL position")
         ));
         // A primary unready for a long while is restarted: the new template may fix it.
         replicas_done[0].healthy = false;
         replicas_done[0].broken = true;
         assert_eq!(
-            plan(&replicas_done, "db-0", switch, false, &reports),
+            plan(&replicas_done, "db-0", switch, false, &reports, &Limits::new()),
             Next::Restart("db-0".into())
         );
+    }
+
+    fn limits(values: &[(&str, i64)]) -> Limits {
+        values.iter().map(|(n, v)| ((*n).to_owned(), *v)).collect()
+    }
+
+    #[test]
+    fn the_wanted_limits_are_the_parameters_or_postgresqls_defaults() {
+        let mut cluster = PostgresCluster::new(
+            "db",
+            serde_json::from_value(serde_json::json!({
+                "postgres": {"version": 18, "parameters": {"max_connections": "150", "max_wal_senders": "'20'", "work_mem": "8MB"}},
+                "instances": 3,
+                "storage": {"data": {"size": "1Gi"}},
+            }))
+            .unwrap(),
+        );
+        let wanted = wanted_limits(&cluster);
+        assert_eq!(
+            wanted,
+            limits(&[
+                ("max_connections", 150),
+                ("max_locks_per_transaction", 64),
+                ("max_prepared_transactions", 0),
+                ("max_wal_senders", 20),
+                ("max_worker_processes", 8),
+            ])
+        );
+        let running = limits(&[
+            ("max_connections", 200),
+            ("max_wal_senders", 20),
+            ("max_worker_processes", 16),
+        ]);
+        assert_eq!(
+            below(&wanted, &running),
+            ["max_connections 200 -> 150", "max_worker_processes 16 -> 8"]
+        );
+        cluster.spec.postgres.parameters = Some(
+            [
+                ("max_connections", "300"),
+                ("max_wal_senders", "20"),
+                ("max_worker_processes", "16"),
+            ]
+            .into_iter()
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .collect(),
+        );
+        assert!(
+            below(&wanted_limits(&cluster), &running).is_empty(),
+            "raised or kept"
+        );
+        // An instance manager that reports no limits (an older release) lowers nothing.
+        assert!(below(&wanted, &Limits::new()).is_empty());
+    }
+
+    #[test]
+    fn a_lowered_standby_limit_restarts_the_primary_first_then_each_replica_once_it_replayed_it() {
+        let wanted = limits(&[("max_connections", 150)]);
+        let primary = |running: i64| {
+            (
+                "db-0".to_owned(),
+                Ok(InstanceState {
+                    pod: "db-0".into(),
+                    running: true,
+                    primary: Some(true),
+                    standby_limits: limits(&[("max_connections", running)]),
+                    ..InstanceState::default()
+                }),
+            )
+        };
+        let replayed = |pod: &str, lsn: &str, value: i64| {
+            let (name, mut report) = replica(pod, lsn);
+            if let Ok(state) = report.as_mut() {
+                state.replayed_limits = limits(&[("max_connections", value)]);
+            }
+            (name, report)
+        };
+        let switch = PrimaryUpdateMethod::Switchover;
+        let all_old = [
+            instance("db-0", false, true),
+            instance("db-1", false, true),
+            instance("db-2", false, true),
+        ];
+        let before = vec![
+            primary(200),
+            replayed("db-1", "0/5000000", 200),
+            replayed("db-2", "0/5000100", 200),
+        ];
+        assert_eq!(
+            plan(&all_old, "db-0", switch, false, &before, &wanted),
+            Next::Restart("db-0".into())
+        );
+        assert!(matches!(
+            plan(&all_old, "db-0", switch, true, &before, &wanted),
+            Next::WaitForUser(m) if m.contains("max_connections 200 -> 150") && m.contains("delete pod db-0")
+        ));
+        // The primary runs with 150; db-2 has not replayed it yet: it waits.
+        let primary_done = [
+            instance("db-0", true, true),
+            instance("db-1", false, true),
+            instance("db-2", false, true),
+        ];
+        let restarted = vec![
+            primary(150),
+            replayed("db-1", "0/5000000", 150),
+            replayed("db-2", "0/5000100", 200),
+        ];
+        assert!(matches!(
+            plan(&primary_done, "db-0", switch, false, &restarted, &wanted),
+            Next::Wait(m) if m.contains("db-2 to replay the primary's max_connections 200 -> 150")
+        ));
+        let replayed_all = vec![
+            primary(150),
+            replayed("db-1", "0/5000000", 150),
+            replayed("db-2", "0/5000100", 150),
+        ];
+        assert_eq!(
+            plan(&primary_done, "db-0", switch, false, &replayed_all, &wanted),
+            Next::Restart("db-2".into())
+        );
+    }
+
+    #[test]
+    fn replicas_that_stop_streaming_while_the_primary_restarts_are_waited_for() {
+        // The primary db-1 was just restarted (lowering a limit): db-0 and db-2 run but do not
+        // stream, and nothing is healthy. The next restart waits; db-2 restarted now would start
+        // with less than it replayed.
+        let mut restarting = [
+            instance("db-0", false, false),
+            instance("db-1", true, false),
+            instance("db-2", false, false),
+        ];
+        restarting[0].answers = true;
+        restarting[2].answers = true;
+        assert!(matches!(
+            plan(&restarting, "db-1", PrimaryUpdateMethod::Switchover, false, &[], &Limits::new()),
+            Next::Wait(m) if m.contains("db-0 to be ready")
+        ));
     }
 
     #[test]
@@ -404,7 +624,7 @@ mod tests {
             instance("db-2", true, false),
         ];
         assert_eq!(
-            plan(&down, "db-0", switch, false, &[]),
+            plan(&down, "db-0", switch, false, &[], &Limits::new()),
             Next::Restart("db-0".into())
         );
     }
@@ -418,17 +638,25 @@ mod tests {
                 "db-0",
                 PrimaryUpdateMethod::Switchover,
                 false,
-                &[]
+                &[],
+                &Limits::new()
             ),
             Next::Restart("db-0".into())
         );
         let one = [instance("db-0", false, true)];
         assert_eq!(
-            plan(&one, "db-0", PrimaryUpdateMethod::Restart, false, &[]),
+            plan(
+                &one,
+                "db-0",
+                PrimaryUpdateMethod::Restart,
+                false,
+                &[],
+                &Limits::new()
+            ),
             Next::Restart("db-0".into())
         );
         assert!(
-            matches!(plan(&one, "db-0", PrimaryUpdateMethod::Restart, true, &[]), Next::WaitForUser(m) if m.contains("delete pod db-0"))
+            matches!(plan(&one, "db-0", PrimaryUpdateMethod::Restart, true, &[], &Limits::new()), Next::WaitForUser(m) if m.contains("delete pod db-0"))
         );
     }
 }
