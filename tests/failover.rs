@@ -951,7 +951,9 @@ async fn bench_failover() {
 /// A parameter that needs a restart (`max_connections`) under write load: the operator restarts
 /// the replicas one at a time, switches over to an updated replica, and restarts the old primary
 /// last, as a replica. Lowering it again restarts the primary first, in place, then the
-/// replicas. No acknowledged commit is lost; the longest write pause is printed.
+/// replicas. With `primaryUpdate: Supervised` the replicas restart and the operator waits for the
+/// user's switchover before it restarts the old primary. No acknowledged commit is lost; the
+/// longest write pause is printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rolling_update_restarts_the_primary_last_after_a_switchover() {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -1020,6 +1022,77 @@ async fn a_rolling_update_restarts_the_primary_last_after_a_switchover() {
         "restarted in place, not failed over from"
     );
     assert_max_connections(&c, "120").await;
+
+    // Supervised: the replicas restart, then the operator waits for the user before the
+    // primary, and a switchover the user asks for finishes the rollout.
+    let primary = labelled_primary(&c).await.expect("a primary");
+    clusters
+        .patch(
+            "db",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {
+                "updateStrategy": {"primaryUpdate": "Supervised"},
+                "postgres": {"parameters": {"max_connections": "130"}},
+            }})),
+        )
+        .await
+        .unwrap();
+    let mut restarts: Vec<i32> = Vec::new();
+    let waiting = eventually(
+        "the rollout to wait for the user",
+        Duration::from_secs(180),
+        async || {
+            restarts.extend(c.sync_pods().await);
+            let status = serde_json::to_value(clusters.get("db").await.ok()?.status).ok()?;
+            let progressing = status["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Progressing")?
+                .clone();
+            (progressing["reason"] == "WaitingForUser").then_some(progressing)
+        },
+    )
+    .await;
+    let message = waiting["message"].as_str().unwrap();
+    assert!(message.contains("spec.switchover.to"), "{waiting}");
+    // The user looks, and takes a while: the primary is not touched meanwhile.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    restarts.extend(c.sync_pods().await);
+    let mut replicas = restarts.clone();
+    replicas.sort_unstable();
+    let expected: Vec<i32> = (0..3).filter(|o| format!("db-{o}") != primary).collect();
+    assert_eq!(
+        replicas, expected,
+        "the replicas restarted, the primary did not: {restarts:?}"
+    );
+    assert_eq!(
+        labelled_primary(&c).await,
+        Some(primary.clone()),
+        "no switchover by itself"
+    );
+    let to = format!("db-{}", expected[0]);
+    clusters
+        .patch(
+            "db",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"switchover": {"to": to}}})),
+        )
+        .await
+        .unwrap();
+    let old: i32 = primary.trim_start_matches("db-").parse().unwrap();
+    eventually(
+        "the old primary to restart after the switchover",
+        Duration::from_secs(180),
+        async || {
+            let restarted = c.sync_pods().await;
+            restarts.extend(&restarted);
+            restarted.contains(&old).then_some(())
+        },
+    )
+    .await;
+    settled(&c).await;
+    assert_eq!(labelled_primary(&c).await, Some(to), "the user's choice leads");
+    assert_max_connections(&c, "130").await;
 }
 
 /// Sets `max_connections` to `value` under write load and follows the rolling update it makes
