@@ -1026,6 +1026,17 @@ async fn a_rolling_update_restarts_the_primary_last_after_a_switchover() {
     // Supervised: the replicas restart, then the operator waits for the user before the
     // primary, and a switchover the user asks for finishes the rollout.
     let primary = labelled_primary(&c).await.expect("a primary");
+    let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), &c.namespace);
+    let uids = async || -> std::collections::BTreeMap<String, String> {
+        let mut uids = std::collections::BTreeMap::new();
+        for o in 0..3 {
+            let name = format!("db-{o}");
+            let uid = pods.get(&name).await.unwrap().metadata.uid.unwrap();
+            uids.insert(name, uid);
+        }
+        uids
+    };
+    let before = uids().await;
     clusters
         .patch(
             "db",
@@ -1037,12 +1048,11 @@ async fn a_rolling_update_restarts_the_primary_last_after_a_switchover() {
         )
         .await
         .unwrap();
-    let mut restarts: Vec<i32> = Vec::new();
     let waiting = eventually(
         "the rollout to wait for the user",
         Duration::from_secs(180),
         async || {
-            restarts.extend(c.sync_pods().await);
+            c.sync_pods().await;
             let status = serde_json::to_value(clusters.get("db").await.ok()?.status).ok()?;
             let progressing = status["conditions"]
                 .as_array()?
@@ -1057,19 +1067,20 @@ async fn a_rolling_update_restarts_the_primary_last_after_a_switchover() {
     assert!(message.contains("spec.switchover.to"), "{waiting}");
     // The user looks, and takes a while: the primary is not touched meanwhile.
     tokio::time::sleep(Duration::from_secs(10)).await;
-    restarts.extend(c.sync_pods().await);
-    let mut replicas = restarts.clone();
-    replicas.sort_unstable();
-    let expected: Vec<i32> = (0..3).filter(|o| format!("db-{o}") != primary).collect();
+    c.sync_pods().await;
+    let during = uids().await;
+    let restarted: Vec<&String> = during.keys().filter(|p| during[*p] != before[*p]).collect();
+    let replicas: Vec<&String> = during.keys().filter(|p| **p != primary).collect();
     assert_eq!(
-        replicas, expected,
-        "the replicas restarted, the primary did not: {restarts:?}"
+        restarted, replicas,
+        "the replicas restarted, the primary {primary} did not"
     );
     assert_eq!(
         labelled_primary(&c).await,
         Some(primary.clone()),
         "no switchover by itself"
     );
+    let expected: Vec<i32> = (0..3).filter(|o| format!("db-{o}") != primary).collect();
     let to = format!("db-{}", expected[0]);
     clusters
         .patch(
@@ -1083,13 +1094,10 @@ async fn a_rolling_update_restarts_the_primary_last_after_a_switchover() {
     eventually(
         "the old primary to restart after the switchover",
         Duration::from_secs(180),
-        async || {
-            let restarted = c.sync_pods().await;
-            restarts.extend(&restarted);
-            restarted.contains(&old).then_some(())
-        },
+        async || c.sync_pods().await.contains(&old).then_some(()),
     )
     .await;
+    assert_ne!(uids().await[&primary], during[&primary]);
     settled(&c).await;
     assert_eq!(labelled_primary(&c).await, Some(to), "the user's choice leads");
     assert_max_connections(&c, "130").await;

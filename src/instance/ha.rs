@@ -175,27 +175,40 @@ pub fn fork_point(history: &str, ours: u32) -> Option<Option<u64>> {
 /// own: `Some(why)` when PostgreSQL is in recovery, does not stream, and the writable primary's
 /// history ends this replica's timeline before the position it replayed (or does not hold it at
 /// all). `None` when it streams, when anything does not answer, or when it can follow.
-async fn diverged(args: &InstanceArgs, password: &str, local: &LocalConnection) -> Option<String> {
+///
+/// `followed` is the highest timeline this replica was seen streaming on: it replays that one, so
+/// it is its timeline even while the last restartpoint (the control file) still names an older
+/// one, as it does for a while after a promotion it followed. Without it, a replica that did
+/// follow and then stops streaming for a moment (its primary restarts) would look diverged.
+async fn diverged(
+    args: &InstanceArgs,
+    password: &str,
+    local: &LocalConnection,
+    followed: &mut u32,
+) -> Option<String> {
     let client = local.connect().await.ok()?;
     let row = client
         .query_one(
             "SELECT pg_is_in_recovery(), \
-                    EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming'), \
+                    (SELECT received_tli FROM pg_stat_wal_receiver WHERE status = 'streaming'), \
                     pg_last_wal_replay_lsn()::text, \
                     (SELECT timeline_id FROM pg_control_checkpoint())",
             &[],
         )
         .await
         .ok()?;
-    let (recovering, streaming) = (row.get::<_, bool>(0), row.get::<_, bool>(1));
-    if !recovering || streaming {
+    let recovering = row.get::<_, bool>(0);
+    if let Some(streaming_on) = row.get::<_, Option<i32>>(1) {
+        *followed = (*followed).max(u32::try_from(streaming_on).unwrap_or(0));
+        return None;
+    }
+    if !recovering {
         return None;
     }
     let replayed = crate::facts::instance::parse_lsn(row.get::<_, Option<&str>>(2)?)?;
-    // The timeline of the last restartpoint, which may lag the one replayed: a replica that did
-    // follow a promotion can then look diverged; its rewind finds nothing to do, and the
-    // shutdown before it writes a restartpoint on the new timeline.
-    let ours = u32::try_from(row.get::<_, i32>(3)).ok()?;
+    // The timeline of the last restartpoint may lag the one replayed; the one it streamed on
+    // does not.
+    let ours = u32::try_from(row.get::<_, i32>(3)).ok()?.max(*followed);
     let (primary, connection) = primary_config(args, password)
         .connect(tokio_postgres::NoTls)
         .await
@@ -237,9 +250,10 @@ async fn diverged(args: &InstanceArgs, password: &str, local: &LocalConnection) 
 /// written the marker [`DIVERGED`]; never otherwise.
 async fn watch_divergence(args: &InstanceArgs, password: &str, local: &LocalConnection) {
     let mut seen = 0;
+    let mut followed = 0;
     loop {
         tokio::time::sleep(FOLLOW_CHECK_EVERY).await;
-        match diverged(args, password, local).await {
+        match diverged(args, password, local, &mut followed).await {
             Some(why) => {
                 seen += 1;
                 warn!(check = seen, of = DIVERGED_CHECKS, %why, "this replica cannot follow the primary");
