@@ -30,9 +30,12 @@ pub const STANDBY_LIMITS: [(&str, i64, &str); 5] = [
     ("max_worker_processes", 8, "max_worker_processes setting"),
 ];
 
+/// Values of the [`STANDBY_LIMITS`], by name.
+pub type Limits = std::collections::BTreeMap<String, i64>;
+
 /// The [`STANDBY_LIMITS`] a data directory's control file records, from `pg_controldata`'s
 /// output (C locale).
-pub fn control_file_limits(controldata: &str) -> std::collections::BTreeMap<String, i64> {
+pub fn control_file_limits(controldata: &str) -> Limits {
     controldata
         .lines()
         .filter_map(|line| {
@@ -139,11 +142,11 @@ pub struct InstanceState {
     /// The values PostgreSQL runs with of the [`STANDBY_LIMITS`] (not a changed file's until a
     /// restart).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub standby_limits: std::collections::BTreeMap<String, i64>,
+    pub standby_limits: Limits,
     /// A replica's values of the [`STANDBY_LIMITS`] as last replayed from its primary (its
     /// control file): it cannot start with less.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub replayed_limits: std::collections::BTreeMap<String, i64>,
+    pub replayed_limits: Limits,
 }
 
 /// A WAL position as PostgreSQL writes it (`16/B374D848`), as a number.

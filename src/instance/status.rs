@@ -332,8 +332,14 @@ async fn instance_state(state: &State, pod: &str) -> InstanceState {
     if !report.running {
         return report;
     }
+    let client = match state.local.connect().await {
+        Ok(client) => client,
+        Err(e) => {
+            report.error = Some(format!("postgres does not answer: {e}"));
+            return report;
+        }
+    };
     let query = async {
-        let client = state.local.connect().await?;
         client
             .query_one(
                 "SELECT NOT pg_is_in_recovery(), \
@@ -370,7 +376,6 @@ async fn instance_state(state: &State, pod: &str) -> InstanceState {
             .iter()
             .map(|(n, ..)| *n)
             .collect();
-        let client = state.local.connect().await.ok()?;
         let rows = client
             .query(
                 "SELECT name, setting::bigint FROM pg_settings WHERE name = ANY($1)",

@@ -26,7 +26,7 @@ use super::failover;
 use crate::{
     api::postgres_cluster::v1::{PostgresCluster, PrimaryUpdate, PrimaryUpdateMethod},
     controller::{Context, Error},
-    facts::instance::STANDBY_LIMITS,
+    facts::instance::{Limits, STANDBY_LIMITS},
 };
 
 /// The values of the [`STANDBY_LIMITS`] `cluster`'s parameters set, PostgreSQL's defaults for
@@ -44,9 +44,6 @@ pub fn wanted_limits(cluster: &PostgresCluster) -> Limits {
         })
         .collect()
 }
-
-/// Values of the [`STANDBY_LIMITS`], by name.
-pub type Limits = std::collections::BTreeMap<String, i64>;
 
 /// The limits `wanted` sets lower than `values`, as `name value -> wanted`. Pure.
 pub fn below(wanted: &Limits, values: &Limits) -> Vec<String> {
