@@ -419,7 +419,15 @@ async fn switchover_under_load(major: u32) {
     replica_with(&c, 0, &expected, async || {}).await;
 
     support::event(&client, &c.namespace, "Rejoined", |e| {
-        e.note.as_deref().is_some_and(|n| n.starts_with("db-0,"))
+        e.note
+            .as_deref()
+            .is_some_and(|n| n.starts_with("db-0,") && n.ends_with("timeline 2"))
+    })
+    .await;
+    // The promotion keeps that its former primary's return was announced.
+    eventually("lastPromotion.rejoinedAt", Duration::from_secs(30), || async {
+        let s = serde_json::to_value(clusters.get("db").await.ok()?.status).ok()?;
+        s["lastPromotion"]["rejoinedAt"].as_str().map(|_| ())
     })
     .await;
 

@@ -510,13 +510,15 @@ pub fn cluster_v1() -> impl Strategy<Value = Value> {
                 select(vec!["Failover", "Switchover"]),
                 timestamp(),
                 of("[a-z ]{0,20}"),
+                of(timestamp()),
             )
-                .prop_map(|(instance, from, reason, time, message)| Promotion {
+                .prop_map(|(instance, from, reason, time, message, rejoined_at)| Promotion {
                     instance,
                     from,
                     reason: reason.to_owned(),
                     time,
                     message,
+                    rejoined_at,
                 })),
             of((
                 dns_name(),

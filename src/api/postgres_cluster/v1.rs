@@ -554,6 +554,11 @@ pub struct Promotion {
     /// What happened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// When the primary before (`from`) was first seen running as a replica on the new primary's
+    /// timeline, RFC 3339; unset until it is. The `Rejoined` Event is recorded once, when this is
+    /// set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejoined_at: Option<String>,
 }
 
 /// How a switchover went.

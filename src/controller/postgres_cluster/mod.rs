@@ -477,7 +477,12 @@ async fn label_roles(ctx: &Context, namespace: &str, cluster: &PostgresCluster) 
     if let Some(primary) = &primary {
         replication::apply(ctx, cluster, namespace, primary, &reports).await;
     }
-    instance_events(ctx, cluster, &reports).await;
+    let last = promotion
+        .as_ref()
+        .or_else(|| cluster.status.as_ref()?.last_promotion.as_ref());
+    if let Some(rejoined) = instance_events(ctx, cluster, &reports, last).await {
+        promotion = Some(rejoined);
+    }
     // Keep a switchover asked for while the primary was lost as it was.
     let switchover = cluster
         .spec
@@ -581,13 +586,23 @@ async fn promoted(
         reason: if asked { "Switchover" } else { "Failover" }.to_owned(),
         time: super::condition::now_rfc3339(),
         message: Some(message),
+        rejoined_at: None,
     }
 }
 
-/// A `Rejoined` Event when the primary before the last promotion runs as a replica again, back
-/// by `pg_rewind` (or a fresh clone), having not shown as one since; a `Fenced` or `Rewound`
-/// Event for each fence or rewind an instance reports that its status does not show yet.
-async fn instance_events(ctx: &Context, cluster: &PostgresCluster, reports: &[instances::Report]) {
+/// A `Fenced` or `Rewound` Event for each fence or rewind an instance reports that its status
+/// does not show yet; a `Rejoined` Event once the primary before the `last` promotion runs as a
+/// replica on the new primary's timeline, back by `pg_rewind` (or a fresh clone), or demoted in
+/// place by a switchover. The promotion itself keeps that it was announced (`rejoinedAt`), so the
+/// Event is recorded exactly once, whatever the status showed in between: a switchover's
+/// demotion can finish before the status write that records the promotion. Returns the
+/// promotion with `rejoinedAt` set when this call recorded it.
+async fn instance_events(
+    ctx: &Context,
+    cluster: &PostgresCluster,
+    reports: &[instances::Report],
+    last: Option<&crate::api::postgres_cluster::v1::Promotion>,
+) -> Option<crate::api::postgres_cluster::v1::Promotion> {
     let status = cluster.status.as_ref();
     let before = status.and_then(|s| s.instance_status.as_ref());
     for (pod, report) in reports {
@@ -613,27 +628,28 @@ async fn instance_events(ctx: &Context, cluster: &PostgresCluster, reports: &[in
             record(ctx, cluster, Happened::Rewound(note)).await;
         }
     }
-    let former = status
-        .and_then(|s| s.last_promotion.as_ref())
-        .and_then(|p| p.from.as_deref());
-    for (pod, report) in reports {
-        // The former primary, shown as anything but a replica since (down, or still primary).
-        let was_away = Some(pod.as_str()) == former
-            && !before
-                .into_iter()
-                .flatten()
-                .any(|i| &i.name == pod && i.role == "replica");
-        if let Ok(state) = report
-            && was_away
-            && state.primary == Some(false)
-        {
-            let note = format!(
-                "{pod}, the primary before, runs as a replica on timeline {}",
-                state.timeline.map_or_else(|| "?".to_owned(), |t| t.to_string())
-            );
-            record(ctx, cluster, Happened::Rejoined(note)).await;
-        }
-    }
+    let last = last.filter(|p| p.rejoined_at.is_none())?;
+    let timeline = rejoined(last, reports)?;
+    let former = last.from.as_deref()?;
+    let note = format!("{former}, the primary before, runs as a replica on timeline {timeline}");
+    record(ctx, cluster, Happened::Rejoined(note)).await;
+    Some(crate::api::postgres_cluster::v1::Promotion {
+        rejoined_at: Some(super::condition::now_rfc3339()),
+        ..last.clone()
+    })
+}
+
+/// The timeline on which the primary before `promotion` runs as a replica of the one promoted,
+/// when the reports show it does: the promoted instance accepts writes, and the former one is in
+/// recovery receiving that same timeline.
+fn rejoined(
+    promotion: &crate::api::postgres_cluster::v1::Promotion,
+    reports: &[instances::Report],
+) -> Option<u32> {
+    let state = |pod: &str| instances::report(reports, pod)?.as_ref().ok();
+    let primary = state(&promotion.instance).filter(|s| s.primary == Some(true))?;
+    let former = state(promotion.from.as_deref()?).filter(|s| s.primary == Some(false))?;
+    former.timeline.filter(|t| Some(*t) == primary.timeline)
 }
 
 /// `spec.failoverDelay`, zero when unset (the CRD's pattern admits only what parses).
@@ -735,5 +751,46 @@ mod tests {
             assert_eq!(now, before, "the children of spec {} changed", now["spec"]);
         }
         assert_eq!(now.as_array().unwrap().len(), before.as_array().unwrap().len());
+    }
+
+    /// The former primary rejoined once it is in recovery on the timeline the promoted one writes;
+    /// not while it still writes, does not answer, or receives an older timeline.
+    #[test]
+    fn a_former_primary_rejoined_once_it_receives_the_new_timeline() {
+        use crate::facts::instance::InstanceState;
+        let promotion = crate::api::postgres_cluster::v1::Promotion {
+            instance: "db-1".into(),
+            from: Some("db-0".into()),
+            reason: "Switchover".into(),
+            time: "2026-12-01T00:00:00Z".into(),
+            ..Default::default()
+        };
+        let at = |primary: Option<bool>, timeline: u32| InstanceState {
+            primary,
+            timeline: Some(timeline),
+            ..Default::default()
+        };
+        let reports = |former: Result<InstanceState, String>, promoted: InstanceState| {
+            vec![("db-0".to_owned(), former), ("db-1".to_owned(), Ok(promoted))]
+        };
+        let rejoined = |r: &[super::instances::Report]| super::rejoined(&promotion, r);
+        assert_eq!(
+            rejoined(&reports(Ok(at(Some(false), 3)), at(Some(true), 3))),
+            Some(3)
+        );
+        // Demoted, but still on the timeline before the promotion.
+        assert_eq!(
+            rejoined(&reports(Ok(at(Some(false), 2)), at(Some(true), 3))),
+            None
+        );
+        // Still the primary, or not answering.
+        assert_eq!(rejoined(&reports(Ok(at(Some(true), 2)), at(Some(true), 3))), None);
+        assert_eq!(rejoined(&reports(Ok(at(None, 3)), at(Some(true), 3))), None);
+        assert_eq!(rejoined(&reports(Err("refused".into()), at(Some(true), 3))), None);
+        // The promoted one is not (yet) the primary.
+        assert_eq!(
+            rejoined(&reports(Ok(at(Some(false), 3)), at(Some(false), 3))),
+            None
+        );
     }
 }
