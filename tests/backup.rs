@@ -80,13 +80,7 @@ struct Env {
 impl Drop for Env {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let text = std::fs::read_to_string(&self.store_log).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            eprintln!(
-                "--- last lines of {} ---\n{}",
-                self.store_log.display(),
-                lines[lines.len().saturating_sub(40)..].join("\n")
-            );
+            eprintln!("{}", tusk_testenv::s3::log_digest(&self.store_log, 40));
         }
     }
 }

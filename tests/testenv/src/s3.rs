@@ -122,6 +122,11 @@ impl S3Server {
             format!("-volume.port={}", p.volume.0),
             format!("-volume.port.grpc={}", p.volume.1),
             "-volume.max=64".to_owned(),
+            // SeaweedFS's own guard is 1% of the disk free: below it every volume turns read-only
+            // and no volume can grow, so every upload fails with "Not enough data nodes found!"
+            // (which is how CI failed with a 250 GB disk short of 2.5 GB). The tests store tens
+            // of MiB; an absolute floor keeps the guard without tying it to the disk's size.
+            "-volume.minFreeSpace=256MiB".to_owned(),
             "-filer".to_owned(),
             format!("-filer.port={}", p.filer.0),
             format!("-filer.port.grpc={}", p.filer.1),
@@ -227,6 +232,58 @@ impl S3Server {
     }
 }
 
+/// What a failed test shows of a store's log at `path`: every line about its disk or its volume
+/// servers, wherever it is, then the last `lines` lines with each message that repeats (SeaweedFS
+/// retries a failed volume growth several times a second) shown once, at its last place, with
+/// its count.
+pub fn log_digest(path: &std::path::Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    // A glog line: `I1201 22:48:44.639738 volume_growth.go:153 message`.
+    let source = |line: &str| line.split_whitespace().nth(2).unwrap_or_default().to_owned();
+    const ABOUT_THE_DISK: [&str; 6] = [
+        "disk free",
+        "disk status",
+        "not healthy",
+        "dead volume server",
+        "unregister",
+        "ReadOnly",
+    ];
+    let mut out = vec![format!(
+        "--- {}: lines about its disk and volume servers ---",
+        path.display()
+    )];
+    out.extend(
+        all.iter()
+            .filter(|l| ABOUT_THE_DISK.iter().any(|p| l.contains(p)))
+            .map(|l| (*l).to_owned()),
+    );
+    let window = &all[all.len().saturating_sub(lines * 10)..];
+    let mut count = std::collections::HashMap::<String, usize>::new();
+    for line in window {
+        *count.entry(source(line)).or_default() += 1;
+    }
+    let mut tail: Vec<String> = Vec::new();
+    let mut shown = std::collections::HashSet::new();
+    for line in window.iter().rev() {
+        let from = source(line);
+        let n = count[&from];
+        if n > 3 && !from.is_empty() {
+            if shown.insert(from) {
+                tail.push(format!("{line}   [×{n} in the last {} lines]", window.len()));
+            }
+        } else {
+            tail.push((*line).to_owned());
+        }
+        if tail.len() == lines {
+            break;
+        }
+    }
+    out.push("--- its last lines, repeats folded ---".to_owned());
+    out.extend(tail.into_iter().rev());
+    out.join("\n")
+}
+
 fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
@@ -237,4 +294,39 @@ fn rand_u64() -> u64 {
             .as_nanos(),
     );
     hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    /// A log full of growth retries still shows the line that says why, and each retry once.
+    #[test]
+    fn the_digest_keeps_the_cause_and_folds_the_repeats() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weed.log");
+        let mut log = vec![
+            "I1201 22:40:00.000000 disk_location.go:821 dir /d disk free 2.1 GiB < required 2.5 GiB"
+                .to_owned(),
+            "I1201 22:40:01.000000 master.go:10 started".to_owned(),
+        ];
+        for i in 0..500 {
+            log.push(format!(
+                "I1201 22:41:{:02}.000000 node.go:224 topo failed to pick 1 from  0 node candidates",
+                i % 60
+            ));
+            log.push(format!(
+                "I1201 22:41:{:02}.000000 volume_growth.go:153 create 7 volume, created 0",
+                i % 60
+            ));
+        }
+        log.push("I1201 22:42:00.000000 s3api.go:5 upload failed".to_owned());
+        std::fs::write(&path, log.join("\n")).unwrap();
+        let digest = super::log_digest(&path, 40);
+        assert!(
+            digest.contains("disk free 2.1 GiB < required 2.5 GiB"),
+            "{digest}"
+        );
+        assert_eq!(digest.matches("node.go:224").count(), 1, "{digest}");
+        assert!(digest.contains("[×200 in the last 400 lines]"), "{digest}");
+        assert!(digest.ends_with("upload failed"), "{digest}");
+    }
 }
