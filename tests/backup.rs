@@ -57,7 +57,7 @@ async fn shared_store() -> &'static S3Server {
     static STORE: tokio::sync::OnceCell<S3Server> = tokio::sync::OnceCell::const_new();
     STORE
         .get_or_init(|| async {
-            let s3 = S3Server::start().await.unwrap_or_else(|e| panic!("{e}"));
+            let s3 = S3Server::start_tls().await.unwrap_or_else(|e| panic!("{e}"));
             s3.create_bucket(BUCKET).unwrap();
             s3
         })
@@ -96,10 +96,17 @@ impl Env {
             "stringData": {"ACCESS_KEY_ID": s3.access_key_id, "SECRET_ACCESS_KEY": s3.secret_access_key},
         }))
         .unwrap();
-        Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &namespace)
-            .create(&PostParams::default(), &secret)
-            .await
+        let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &namespace);
+        secrets.create(&PostParams::default(), &secret).await.unwrap();
+        // The store's own CA, which the system does not trust: every target names it.
+        if let Some(ca) = &s3.ca_pem {
+            let secret = serde_json::from_value(json!({
+                "metadata": {"name": "s3-ca"},
+                "stringData": {"ca.crt": ca},
+            }))
             .unwrap();
+            secrets.create(&PostParams::default(), &secret).await.unwrap();
+        }
         Self {
             client,
             namespace,
@@ -110,7 +117,11 @@ impl Env {
     }
 
     fn target(s3: &S3Server, path: &str) -> Value {
-        json!({"s3": {"bucket": BUCKET, "path": path, "endpoint": s3.endpoint(), "credentialsSecret": "s3-credentials"}})
+        let mut target = json!({"s3": {"bucket": BUCKET, "path": path, "endpoint": s3.endpoint(), "credentialsSecret": "s3-credentials"}});
+        if s3.ca_pem.is_some() {
+            target["s3"]["caBundle"] = json!({"name": "s3-ca", "key": "ca.crt"});
+        }
+        target
     }
 
     /// Creates a cluster and starts its pods; the operator reaches them through the mapping.
@@ -215,15 +226,17 @@ fn json_patch(base: &mut Value, patch: Value) {
 
 /// A client of the store, as any S3 client would be.
 fn store(s3: &S3Server, root: &str) -> Store {
-    StoreConfig::s3_inline(
+    let mut config = StoreConfig::s3_inline(
         BUCKET,
         &s3.endpoint(),
         &s3.access_key_id,
         &s3.secret_access_key,
         root,
-    )
-    .open()
-    .unwrap()
+    );
+    if let (Some(ca), Some(s3_config)) = (&s3.ca_pem, config.s3.as_mut()) {
+        s3_config.ca_bundle = Some(tusk::backup::store::Secret::Inline(ca.clone()));
+    }
+    config.open().unwrap()
 }
 
 async fn objects(store: &Store, below: &str) -> Vec<String> {
@@ -391,12 +404,22 @@ async fn point_in_time_recovery(major: u32) {
     let s3 = shared_store().await;
     let env = Env::new(&format!("pitr{major}"), s3).await;
     let path = format!("pitr{major}");
+    // Encrypted at rest by the store: SSE-S3 on one major, SSE-KMS with a key id on the other.
+    let (encryption, kms_key) = match major {
+        15 => (json!({"type": "AES256"}), None),
+        _ => (
+            json!({"type": "aws:kms", "kmsKeyId": "tusk-pitr"}),
+            Some("tusk-pitr"),
+        ),
+    };
+    let mut target = Env::target(s3, &path);
+    target["s3"]["serverSideEncryption"] = encryption;
     let source = env
         .cluster(
             "db",
             major,
             2,
-            json!({"backup": {"target": Env::target(s3, &path), "archiveTimeout": "10s"}}),
+            json!({"backup": {"target": target, "archiveTimeout": "10s"}}),
         )
         .await;
     let primary = source.connect(0).await.unwrap();
@@ -442,6 +465,26 @@ async fn point_in_time_recovery(major: u32) {
             .map(|o| format!("{path}/db/base/quiet/{o}"))
             .to_vec()
     );
+    // The store says it encrypted what the backup and WAL archiving wrote, as asked.
+    let wal = objects(&store(s3, &format!("{path}/db")), "wal").await;
+    assert!(!wal.is_empty(), "the backup's WAL is archived");
+    for object in objects_of_quiet.iter().chain(wal.first()) {
+        let at_rest = s3.server_side_encryption(BUCKET, object).unwrap();
+        let (algorithm, chunks) = match kms_key {
+            None => ("AES256", "SSE_S3"),
+            Some(_) => ("aws:kms", "SSE_KMS"),
+        };
+        assert_eq!(
+            at_rest.algorithm.as_deref(),
+            Some(algorithm),
+            "{object}: {at_rest:?}"
+        );
+        assert_eq!(at_rest.kms_key_id.as_deref(), kms_key, "{object}: {at_rest:?}");
+        assert!(
+            !at_rest.chunks.is_empty() && at_rest.chunks.iter().all(|c| c == chunks),
+            "{object}: every chunk stored encrypted: {at_rest:?}"
+        );
+    }
 
     // A backup while a workload writes.
     let writer = Writer::start(source.connect(0).await.unwrap());
@@ -658,7 +701,7 @@ async fn archive_condition(env: &Env, cluster: &str, reason: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_store_outage_fails_the_backup_and_archiving_catches_up() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let mut s3 = S3Server::start().await.unwrap_or_else(|e| panic!("{e}"));
+    let mut s3 = S3Server::start_tls().await.unwrap_or_else(|e| panic!("{e}"));
     s3.create_bucket(BUCKET).unwrap();
     let env = Env::new("outage", &s3).await;
     let spec = json!({"backup": {"target": Env::target(&s3, "outage"), "archiveTimeout": "10s"}});
@@ -706,7 +749,7 @@ async fn a_store_outage_fails_the_backup_and_archiving_catches_up() {
             .error
             .as_deref()
             .unwrap()
-            .contains(&s3.endpoint().replace("http://", ""))
+            .contains(s3.endpoint().split_once("://").unwrap().1)
             || status.error.as_deref().unwrap().contains("s3://"),
         "{status:?}"
     );
@@ -787,8 +830,9 @@ async fn a_store_outage_fails_the_backup_and_archiving_catches_up() {
     drop(s3);
 }
 
-/// Wrong credentials, a missing bucket and an endpoint nothing listens on: each a condition that
-/// names the field and the cause; nothing crashes.
+/// Wrong credentials, a missing bucket, an endpoint nothing listens on and a store whose
+/// certificate is not trusted (no `caBundle`): each a condition that names the field and the
+/// cause; nothing crashes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_targets_are_conditions_that_name_the_cause() {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -807,22 +851,31 @@ async fn bad_targets_are_conditions_that_name_the_cause() {
         "http://127.0.0.1:{}",
         tusk_testenv::control_plane::free_port().unwrap()
     );
+    let with = |change: Value| {
+        let mut target = Env::target(s3, "bad");
+        json_patch(&mut target, change);
+        target
+    };
+    let mut untrusted = Env::target(s3, "bad");
+    untrusted["s3"].as_object_mut().unwrap().remove("caBundle");
     let cases = [
         (
             "creds",
-            json!({"s3": {"bucket": BUCKET, "endpoint": s3.endpoint(), "credentialsSecret": "wrong"}}),
+            with(json!({"s3": {"credentialsSecret": "wrong"}})),
             "StoreCredentialsRefused",
         ),
         (
             "bucket",
-            json!({"s3": {"bucket": "no-such-bucket", "endpoint": s3.endpoint(), "credentialsSecret": "s3-credentials"}}),
+            with(json!({"s3": {"bucket": "no-such-bucket"}})),
             "StoreBucketMissing",
         ),
         (
             "endpoint",
-            json!({"s3": {"bucket": BUCKET, "endpoint": nowhere, "credentialsSecret": "s3-credentials"}}),
+            with(json!({"s3": {"endpoint": nowhere}})),
             "StoreUnreachable",
         ),
+        // The store's certificate comes from a CA the system does not trust.
+        ("untrusted", untrusted, "StoreCertificateUntrusted"),
     ];
     let mut clusters = Vec::new();
     for (name, target, reason) in cases {

@@ -124,6 +124,8 @@ pub enum Cause {
     NoBucket,
     /// The endpoint cannot be reached.
     Unreachable,
+    /// The endpoint's TLS certificate is not signed by a CA the client trusts.
+    Untrusted,
     /// The configuration is invalid.
     Config,
     /// Anything else.
@@ -137,6 +139,7 @@ impl Cause {
             Self::Credentials => "StoreCredentialsRefused",
             Self::NoBucket => "StoreBucketMissing",
             Self::Unreachable => "StoreUnreachable",
+            Self::Untrusted => "StoreCertificateUntrusted",
             Self::Config => "StoreConfigInvalid",
             Self::Other => "StoreFailed",
         }
@@ -175,6 +178,8 @@ pub fn classify(url: &str, error: &object_store::Error) -> StoreError {
         || chain.contains("AccessDenied")
     {
         Cause::Credentials
+    } else if chain.contains("UnknownIssuer") || chain.contains("certificate verify failed") {
+        Cause::Untrusted
     } else if chain.contains("error sending request")
         || chain.contains("onnection refused")
         || chain.contains("dns error")
@@ -190,6 +195,9 @@ pub fn classify(url: &str, error: &object_store::Error) -> StoreError {
         Cause::Credentials => "the store refused the credentials",
         Cause::NoBucket => "the bucket does not exist",
         Cause::Unreachable => "the store cannot be reached",
+        Cause::Untrusted => {
+            "the store's TLS certificate is not signed by a trusted CA (name the CA's certificate in caBundle)"
+        }
         _ => "the store failed",
     };
     StoreError {

@@ -2,7 +2,10 @@
 //! gateway, built by `hack/testbin.sh`), with its own credentials, data directory and ports.
 //!
 //! [`S3Server::stop`] and [`S3Server::start_again`] take the store away and bring it back with
-//! its data, which is how a store outage is tested.
+//! its data, which is how a store outage is tested. [`S3Server::start_tls`] serves HTTPS only,
+//! with a certificate from a CA that exists for the test alone (so a client must be given it), and
+//! encrypts at rest with SSE-S3 or SSE-KMS when a request asks: its KMS is SeaweedFS's local one,
+//! which makes a key the first time a key id is named.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -17,12 +20,25 @@ struct Ports {
     s3: (u16, u16),
 }
 
+/// How the store keeps one object at rest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AtRest {
+    /// The server-side encryption the object was written with: `AES256` or `aws:kms`.
+    pub algorithm: Option<String>,
+    /// The KMS key id, with `aws:kms`.
+    pub kms_key_id: Option<String>,
+    /// How each chunk of its data is stored: `SSE_S3`, `SSE_KMS`, or `NONE` when in the clear.
+    pub chunks: Vec<String>,
+}
+
 /// A running (or stopped) SeaweedFS.
 pub struct S3Server {
     weed: PathBuf,
     dir: tempfile::TempDir,
     ports: Ports,
     process: Option<Supervised>,
+    /// The CA that issued its serving certificate, PEM, when it serves HTTPS.
+    pub ca_pem: Option<String>,
     /// The access key id it accepts.
     pub access_key_id: String,
     /// The secret access key it accepts.
@@ -49,9 +65,18 @@ impl S3Server {
     /// may take one before the store binds it: then it starts again on other ports, up to three
     /// times.
     pub async fn start() -> Result<Self> {
+        Self::start_with(false).await
+    }
+
+    /// Starts a new store that serves S3 over HTTPS only, as [`start`](Self::start) does.
+    pub async fn start_tls() -> Result<Self> {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(tls: bool) -> Result<Self> {
         let mut attempt = 1;
         loop {
-            match Self::start_once().await {
+            match Self::start_once(tls).await {
                 Err(e) if attempt < 3 && e.to_string().contains("address already in use") => {
                     eprintln!(
                         "testenv: the S3 store lost a port to another program; starting it again on others"
@@ -63,7 +88,7 @@ impl S3Server {
         }
     }
 
-    async fn start_once() -> Result<Self> {
+    async fn start_once(tls: bool) -> Result<Self> {
         let weed = Toolchain::get()?.bin("weed");
         if !weed.is_file() {
             return Err(component(format!(
@@ -87,6 +112,7 @@ impl S3Server {
             dir,
             ports,
             process: None,
+            ca_pem: None,
             access_key_id: "tuskbackups".into(),
             secret_access_key: format!("tusk-{:016x}", rand_u64()),
         };
@@ -94,7 +120,19 @@ impl S3Server {
             "name": "tusk",
             "credentials": [{"accessKey": server.access_key_id, "secretKey": server.secret_access_key}],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-        }]});
+        }],
+        // SSE-KMS through SeaweedFS's local KMS: a key id named in a request is made on first use.
+        "kms": {"default_provider": "local", "providers": {"local": {"type": "local", "enableOnDemandCreate": true}}},
+        });
+        if tls {
+            let ca = crate::pki::Ca::new("tusk-test-s3");
+            let serving = ca.loopback_serving_cert("tusk-test-s3");
+            std::fs::write(server.dir.path().join("tls.crt"), &serving.cert_pem)
+                .map_err(io("writing the store's certificate"))?;
+            std::fs::write(server.dir.path().join("tls.key"), &serving.key_pem)
+                .map_err(io("writing the store's key"))?;
+            server.ca_pem = Some(ca.cert_pem());
+        }
         std::fs::create_dir_all(server.dir.path().join("data")).map_err(io("creating the data directory"))?;
         std::fs::write(server.dir.path().join("s3.json"), config.to_string())
             .map_err(io("writing the store's identities"))?;
@@ -102,16 +140,17 @@ impl S3Server {
         Ok(server)
     }
 
-    /// The S3 endpoint, such as `http://127.0.0.1:34567`.
+    /// The S3 endpoint, such as `http://127.0.0.1:34567` (`https://` with TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.ports.s3.0)
+        let scheme = if self.ca_pem.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.ports.s3.0)
     }
 
     /// Starts the store (again) on the same ports with the same data.
     pub async fn start_again(&mut self) -> Result<()> {
         let p = self.ports;
         let d = self.dir.path();
-        let args = vec![
+        let mut args = vec![
             "server".to_owned(),
             format!("-dir={}", d.join("data").display()),
             "-ip=127.0.0.1".to_owned(),
@@ -141,15 +180,26 @@ impl S3Server {
             // As AWS does: a write to a bucket that does not exist fails.
             "-s3.autoCreateBucket=false".to_owned(),
         ];
-        self.process = Some(Supervised::spawn(d, "weed", &self.weed, &args)?);
+        if self.ca_pem.is_some() {
+            args.push(format!("-s3.cert.file={}", d.join("tls.crt").display()));
+            args.push(format!("-s3.key.file={}", d.join("tls.key").display()));
+        }
+        // SSE-S3 is off until the store has a key to derive its key-encryption key from.
+        let sse_key = std::ffi::OsString::from(format!("tusk-test-{}", self.secret_access_key));
+        self.process = Some(Supervised::spawn_with_env(
+            d,
+            "weed",
+            &self.weed,
+            &args,
+            &[("WEED_S3_SSE_KEY", &sse_key)],
+        )?);
         let endpoint = self.endpoint();
         // Ready once the S3 gateway answers and the filer lists buckets.
         let ready = Wait::up_to(Duration::from_secs(60))
             .every(Duration::from_millis(200))
             .until("the S3 store to serve", async || {
-                let answered = tokio::net::TcpStream::connect(endpoint.trim_start_matches("http://"))
-                    .await
-                    .is_ok();
+                let address = endpoint.split_once("://").map_or(endpoint.as_str(), |(_, a)| a);
+                let answered = tokio::net::TcpStream::connect(address).await.is_ok();
                 if answered && self.shell("s3.bucket.list").is_ok() {
                     crate::Seen::Holds(())
                 } else if !self.process.as_ref().is_some_and(Supervised::alive) {
@@ -206,6 +256,36 @@ impl S3Server {
         } else {
             Err(component(format!("weed shell {command:?}: {text}")))
         }
+    }
+
+    /// How the store keeps `key` of `bucket` at rest, from its own metadata (the filer's entry,
+    /// read with `weed shell`), not from what any S3 response claims.
+    pub fn server_side_encryption(&self, bucket: &str, key: &str) -> Result<AtRest> {
+        let out = self.shell(&format!("fs.meta.cat /buckets/{bucket}/{key}"))?;
+        let start = out
+            .find('{')
+            .ok_or_else(|| component(format!("fs.meta.cat {bucket}/{key}: {out}")))?;
+        let entry: serde_json::Value = serde_json::Deserializer::from_str(&out[start..])
+            .into_iter()
+            .next()
+            .and_then(|v| v.ok())
+            .ok_or_else(|| component(format!("fs.meta.cat {bucket}/{key}: not an entry: {out}")))?;
+        let extended = |name: &str| {
+            use base64::Engine;
+            let value = entry["extended"][name].as_str()?;
+            let bytes = base64::engine::general_purpose::STANDARD.decode(value).ok()?;
+            String::from_utf8(bytes).ok()
+        };
+        Ok(AtRest {
+            algorithm: extended("X-Amz-Server-Side-Encryption"),
+            kms_key_id: extended("X-Amz-Server-Side-Encryption-Aws-Kms-Key-Id"),
+            chunks: entry["chunks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| c["sseType"].as_str().unwrap_or("NONE").to_owned())
+                .collect(),
+        })
     }
 
     /// Creates a bucket.
