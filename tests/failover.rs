@@ -166,6 +166,18 @@ async fn replica_with(c: &LocalCluster, ordinal: i32, expected: &(i64, String), 
     }
 }
 
+/// Asks for a switchover to `to` with `spec.switchover.to`, as the README's `kubectl patch` does.
+async fn switch_over(clusters: &Api<PostgresCluster>, to: &str) {
+    clusters
+        .patch(
+            "db",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"switchover": {"to": to}}})),
+        )
+        .await
+        .unwrap();
+}
+
 /// The pod labelled primary now, if exactly one is.
 async fn labelled_primary(c: &LocalCluster) -> Option<String> {
     let client = plane_with_crds().await.client().await.ok()?;
@@ -378,14 +390,7 @@ async fn switchover_under_load(major: u32) {
     assert_eq!(labelled_primary(&c).await.as_deref(), Some("db-0"));
     let mut status = serde_json::Value::Null;
     let outcome = under_load(&mut c, async |c: &mut LocalCluster| {
-        clusters
-            .patch(
-                "db",
-                &kube::api::PatchParams::default(),
-                &kube::api::Patch::Merge(json!({"spec": {"switchover": {"to": "db-1"}}})),
-            )
-            .await
-            .unwrap();
+        switch_over(&clusters, "db-1").await;
         status = eventually("the switchover to complete", Duration::from_secs(120), || async {
             let s = serde_json::to_value(clusters.get("db").await.ok()?.status).ok()?;
             (s["switchover"]["phase"] == "Completed" && s["currentPrimary"] == "db-1").then_some(s)
@@ -432,14 +437,7 @@ async fn switchover_under_load(major: u32) {
     .await;
 
     // An instance that does not exist: refused, naming the field.
-    clusters
-        .patch(
-            "db",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(json!({"spec": {"switchover": {"to": "db-9"}}})),
-        )
-        .await
-        .unwrap();
+    switch_over(&clusters, "db-9").await;
     let refused = eventually(
         "the switchover to db-9 refused",
         Duration::from_secs(30),
@@ -862,14 +860,7 @@ async fn rounds(c: &mut LocalCluster, kills: usize, switchovers: usize) -> (Vec<
         let ordinal: i32 = primary.rsplit('-').next().unwrap().parse().unwrap();
         let to = format!("db-{}", (ordinal + 1) % 3);
         let outcome = under_load(c, async |_: &mut LocalCluster| {
-            clusters
-                .patch(
-                    "db",
-                    &kube::api::PatchParams::default(),
-                    &kube::api::Patch::Merge(json!({"spec": {"switchover": {"to": to}}})),
-                )
-                .await
-                .unwrap();
+            switch_over(&clusters, &to).await;
             let _ = eventually("the switchover", Duration::from_secs(120), || async {
                 let s = serde_json::to_value(clusters.get("db").await.ok()?.status).ok()?;
                 (s["switchover"]["to"] == to.as_str() && s["switchover"]["phase"] == "Completed")
@@ -1090,14 +1081,7 @@ async fn a_rolling_update_restarts_the_primary_last_after_a_switchover() {
     );
     let expected: Vec<i32> = (0..3).filter(|o| format!("db-{o}") != primary).collect();
     let to = format!("db-{}", expected[0]);
-    clusters
-        .patch(
-            "db",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(json!({"spec": {"switchover": {"to": to}}})),
-        )
-        .await
-        .unwrap();
+    switch_over(&clusters, &to).await;
     let old: i32 = primary.trim_start_matches("db-").parse().unwrap();
     eventually(
         "the old primary to restart after the switchover",

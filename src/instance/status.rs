@@ -202,6 +202,9 @@ pub struct State {
     pgdata: std::path::PathBuf,
     /// `pg_controldata`, which shows what a replica last replayed of the primary's settings.
     controldata: std::path::PathBuf,
+    /// The limits `pg_controldata` last showed, and the control file's modification time then:
+    /// it runs again only once the control file changed.
+    replayed: std::sync::Mutex<Option<(std::time::SystemTime, crate::facts::instance::Limits)>>,
     /// What the operator last asked of replication ([`REPLICATION`]).
     pub replication: std::sync::Mutex<Option<ReplicationRequest>>,
     /// The uid of the pod object, reported at [`INSTANCE`].
@@ -230,6 +233,7 @@ impl State {
             leased: AtomicBool::new(false),
             pgdata,
             controldata,
+            replayed: std::sync::Mutex::new(None),
             replication: std::sync::Mutex::new(None),
             pod_uid: std::sync::OnceLock::new(),
         }
@@ -387,18 +391,42 @@ async fn instance_state(state: &State, pod: &str) -> InstanceState {
     };
     report.standby_limits = limits.await.unwrap_or_default();
     if report.primary == Some(false) {
-        let output = tokio::process::Command::new(&state.controldata)
-            .arg(&state.pgdata)
-            .env("LC_ALL", "C")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .await;
-        if let Ok(output) = output {
-            report.replayed_limits =
-                crate::facts::instance::control_file_limits(&String::from_utf8_lossy(&output.stdout));
-        }
+        report.replayed_limits = replayed_limits(state).await;
     }
     report
+}
+
+/// The standby limits a replica's control file records (what it last replayed of the primary's
+/// settings). PostgreSQL rewrites the control file whenever they change, so `pg_controldata`
+/// runs only when the file's modification time differs from the last run's, not at each report.
+async fn replayed_limits(state: &State) -> crate::facts::instance::Limits {
+    let control_file = state.pgdata.join("global").join("pg_control");
+    let modified = tokio::fs::metadata(&control_file)
+        .await
+        .and_then(|m| m.modified())
+        .ok();
+    if let Some(at) = modified
+        && let Some((seen, limits)) = state.replayed.lock().expect("not poisoned").as_ref()
+        && *seen == at
+    {
+        return limits.clone();
+    }
+    let output = tokio::process::Command::new(&state.controldata)
+        .arg(&state.pgdata)
+        .env("LC_ALL", "C")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await;
+    let Ok(output) = output else {
+        return Default::default();
+    };
+    let limits = crate::facts::instance::control_file_limits(&String::from_utf8_lossy(&output.stdout));
+    if let Some(at) = modified
+        && output.status.success()
+    {
+        *state.replayed.lock().expect("not poisoned") = Some((at, limits.clone()));
+    }
+    limits
 }
 
 /// The Prometheus text of `snapshot` (`None`: PostgreSQL did not answer).

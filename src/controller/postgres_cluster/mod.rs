@@ -336,7 +336,8 @@ async fn label_roles(ctx: &Context, namespace: &str, cluster: &PostgresCluster) 
     let bootstrapping = seen.lease.spec.as_ref().is_none_or(|s| s.renew_time.is_none());
     // A primary the rolling update restarts in place has its pod made again and PostgreSQL
     // started before a replica is promoted in its place.
-    let delay = failover_delay(cluster) + ctx.leases.grace(namespace, &holder, now);
+    let grace = ctx.leases.grace(namespace, &holder, now);
+    let delay = failover_delay(cluster) + grace;
     let mut switchover = None;
     let mut rollout_note = None;
     let mut switched_to: Option<(String, String)> = None;
@@ -363,7 +364,7 @@ async fn label_roles(ctx: &Context, namespace: &str, cluster: &PostgresCluster) 
                 "the primary {holder} has not renewed its Lease for {:.1} s; a replica is promoted after {:?} more (spec.failoverDelay{})",
                 seen.age(now).as_secs_f64(),
                 (crate::facts::cluster::LEASE_DURATION + delay).saturating_sub(seen.age(now)),
-                if delay > failover_delay(cluster) {
+                if !grace.is_zero() {
                     ", and the time the rolling update gives a primary it restarts in place"
                 } else {
                     ""
