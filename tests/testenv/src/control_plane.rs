@@ -396,7 +396,16 @@ impl ControlPlane {
 
     fn spawn(&mut self, name: &'static str, args: Vec<String>) -> Result<()> {
         let program = self.toolchain.bin(name);
-        let supervised = Supervised::spawn(&self.dir, name, &program, &args)?;
+        // kube-apiserver spends about a seventh of its CPU in Go's garbage collector at the
+        // default GOGC=100; a test's apiserver holds little, so it trades memory for that CPU
+        // (measured: 7% less apiserver CPU on the OLM tests at GOGC=400).
+        let gogc = std::ffi::OsString::from("400");
+        let env: &[(&str, &std::ffi::OsStr)] = if name == "kube-apiserver" {
+            &[("GOGC", &gogc)]
+        } else {
+            &[]
+        };
+        let supervised = Supervised::spawn_with_env(&self.dir, name, &program, &args, env)?;
         self.components.push(supervised);
         Ok(())
     }
