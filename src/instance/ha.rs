@@ -507,18 +507,45 @@ async fn wait_for_promotion(leases: &Leases, local: &LocalConnection) -> Option<
             continue;
         }
         info!("the operator named this pod the primary: promoting");
-        match promote(local).await {
-            Ok(()) => {
-                info!("promoted: this pod is the primary");
-                return Some(attempt);
-            }
-            Err(e) => {
-                // Still a replica: without renewals the operator hands the Lease on again.
-                error!(error = %e, "promotion failed");
-                return None;
+        // PostgreSQL may take seconds to leave recovery (it waits out wal_retrieve_retry_interval
+        // when the old primary's stream broke). The Lease is renewed meanwhile, or the new primary
+        // would find it lapsed the moment it promoted, and fence itself.
+        let promotion = promote(local);
+        tokio::pin!(promotion);
+        let mut renewed = attempt;
+        loop {
+            tokio::select! {
+                outcome = &mut promotion => match outcome {
+                    Ok(()) => {
+                        info!("promoted: this pod is the primary");
+                        return Some(renewed);
+                    }
+                    Err(e) => {
+                        // Still a replica: without renewals the operator hands the Lease on again.
+                        error!(error = %e, "promotion failed");
+                        return None;
+                    }
+                },
+                sent = renewal(leases) => {
+                    if let Some(sent) = sent {
+                        renewed = sent;
+                    }
+                }
             }
         }
     }
+}
+
+/// After [`RENEW_EVERY`], one renewal of the Lease while it names this pod: when it was sent, if
+/// it succeeded.
+async fn renewal(leases: &Leases) -> Option<Instant> {
+    tokio::time::sleep(RENEW_EVERY).await;
+    let sent = Instant::now();
+    let lease = leases.read().await.ok()?;
+    if leases.holder(&lease) != Holder::Me {
+        return None;
+    }
+    leases.renew(lease).await.ok().map(|_| sent)
 }
 
 /// `pg_promote()`, waiting up to a minute for PostgreSQL to leave recovery.
