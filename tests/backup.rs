@@ -468,7 +468,7 @@ async fn point_in_time_recovery(major: u32) {
     // The store says it encrypted what the backup and WAL archiving wrote, as asked.
     let wal = objects(&store(s3, &format!("{path}/db")), "wal").await;
     assert!(!wal.is_empty(), "the backup's WAL is archived");
-    for object in objects_of_quiet.iter().chain(wal.first()) {
+    for object in objects_of_quiet.iter().chain(&wal) {
         let at_rest = s3.server_side_encryption(BUCKET, object).unwrap();
         let (algorithm, chunks) = match kms_key {
             None => ("AES256", "SSE_S3"),

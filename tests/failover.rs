@@ -852,6 +852,18 @@ async fn rounds(c: &mut LocalCluster, kills: usize, switchovers: usize) -> (Vec<
         assert_ne!(labelled_primary(c).await.as_deref(), Some(primary.as_str()));
         c.start(ordinal).await;
         settled(c).await;
+        // Each promotion records its own former primary's return, not an earlier one's.
+        eventually(
+            "lastPromotion.rejoinedAt of this failover",
+            Duration::from_secs(30),
+            || async {
+                let s = serde_json::to_value(clusters.get("db").await.ok()?.status).ok()?;
+                let last = &s["lastPromotion"];
+                (last["from"] == primary.as_str() && last["rejoinedAt"].as_str()? >= last["time"].as_str()?)
+                    .then_some(())
+            },
+        )
+        .await;
         failed_over.push(outcome);
     }
     let mut switched = Vec::new();

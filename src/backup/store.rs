@@ -178,7 +178,8 @@ pub fn classify(url: &str, error: &object_store::Error) -> StoreError {
         || chain.contains("AccessDenied")
     {
         Cause::Credentials
-    } else if chain.contains("UnknownIssuer") || chain.contains("certificate verify failed") {
+    } else if chain.contains("UnknownIssuer") {
+        // rustls: "invalid peer certificate: UnknownIssuer".
         Cause::Untrusted
     } else if chain.contains("error sending request")
         || chain.contains("onnection refused")

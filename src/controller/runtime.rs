@@ -241,7 +241,8 @@ pub async fn drive<K, R, Fut>(
 }
 
 /// Writes `desired` as the status of `object` when it differs from `current`; nothing is sent
-/// when they are equal, so a converged object costs no write.
+/// when they are equal, so a converged object costs no write. The patch takes `current` to
+/// `desired` exactly (see [`merge_patch`]): a field `desired` leaves out is removed, not kept.
 pub async fn write_status<K, S>(
     ctx: &Context,
     object: &K,
@@ -256,15 +257,52 @@ where
         return Ok(false);
     }
     let namespace = object.meta().namespace.as_deref().ok_or(Error::NotNamespaced)?;
+    let desired = serde_json::to_value(desired)
+        .map_err(|e| Error::kube("serializing the status")(kube::Error::SerdeError(e)))?;
+    let patch = match current.map(serde_json::to_value) {
+        Some(Ok(current)) => merge_patch(&current, &desired),
+        _ => desired,
+    };
     Api::<K>::namespaced(ctx.client.clone(), namespace)
         .patch_status(
             &object.name_any(),
             &PatchParams::default(),
-            &Patch::Merge(json!({"status": desired})),
+            &Patch::Merge(json!({ "status": patch })),
         )
         .await
         .map_err(Error::kube("writing the status"))?;
     Ok(true)
+}
+
+/// The JSON merge patch (RFC 7396) that turns `current` into `desired`: the keys whose values
+/// differ, recursively for objects, and `null` for each key `desired` no longer has. A merge patch
+/// of `desired` alone would keep those keys: a status field set once (`rejoinedAt` of an earlier
+/// promotion, the `from` of one) would outlive the value it belonged to.
+pub fn merge_patch(current: &serde_json::Value, desired: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match (current, desired) {
+        (Value::Object(current), Value::Object(desired)) => {
+            let mut patch = serde_json::Map::new();
+            for (key, want) in desired {
+                match current.get(key) {
+                    Some(have) if have == want => {}
+                    Some(have) => {
+                        patch.insert(key.clone(), merge_patch(have, want));
+                    }
+                    None => {
+                        patch.insert(key.clone(), want.clone());
+                    }
+                }
+            }
+            for key in current.keys().filter(|k| !desired.contains_key(*k)) {
+                patch.insert(key.clone(), Value::Null);
+            }
+            Value::Object(patch)
+        }
+        // Arrays and scalars are replaced whole; a `null` in `desired` cannot be written as a
+        // value by a merge patch anyway.
+        _ => desired.clone(),
+    }
 }
 
 /// Reconciles `object` under `name`, a finalizer: `apply` while it lives, `cleanup` once when it
@@ -411,6 +449,60 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    /// The patch takes the stored status to the desired one: changed keys, recursively; a key
+    /// no longer wanted becomes `null` (removed); arrays are replaced whole; nothing for equal.
+    #[test]
+    fn a_status_patch_removes_what_the_desired_status_leaves_out() {
+        let current = json!({
+            "phase": "Ready",
+            "lastPromotion": {"instance": "db-1", "from": "db-0", "time": "t1", "rejoinedAt": "t2"},
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "timeline": 2,
+        });
+        let desired = json!({
+            "phase": "Ready",
+            "lastPromotion": {"instance": "db-2", "from": "db-1", "time": "t3"},
+            "conditions": [{"type": "Ready", "status": "False"}],
+        });
+        let patch = merge_patch(&current, &desired);
+        assert_eq!(
+            patch,
+            json!({
+                "lastPromotion": {"instance": "db-2", "from": "db-1", "time": "t3", "rejoinedAt": null},
+                "conditions": [{"type": "Ready", "status": "False"}],
+                "timeline": null,
+            })
+        );
+        // Applied as a merge patch (RFC 7396), it gives exactly the desired status.
+        let mut applied = current.clone();
+        json_merge(&mut applied, &patch);
+        assert_eq!(applied, desired);
+        assert_eq!(merge_patch(&desired, &desired), json!({}));
+    }
+
+    /// RFC 7396's MergePatch, as the apiserver applies it.
+    fn json_merge(target: &mut serde_json::Value, patch: &serde_json::Value) {
+        match (target.as_object_mut(), patch.as_object()) {
+            (Some(target), Some(patch)) => {
+                for (key, value) in patch {
+                    if value.is_null() {
+                        target.remove(key);
+                    } else {
+                        json_merge(
+                            target.entry(key.clone()).or_insert(serde_json::Value::Null),
+                            value,
+                        );
+                    }
+                }
+            }
+            (_, Some(_)) => {
+                *target = json!({});
+                json_merge(target, patch);
+            }
+            _ => *target = patch.clone(),
+        }
+    }
 
     #[test]
     fn backoff_starts_at_one_second_doubles_and_stops_at_five_minutes() {

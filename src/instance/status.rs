@@ -421,8 +421,16 @@ async fn replayed_limits(state: &State) -> crate::facts::instance::Limits {
         return Default::default();
     };
     let limits = crate::facts::instance::control_file_limits(&String::from_utf8_lossy(&output.stdout));
+    // A file written again within the clock's granularity of the time read above keeps that
+    // time: the values shown may be the older ones. Such a recent file is read again next time.
+    let settled = |at: std::time::SystemTime| {
+        std::time::SystemTime::now()
+            .duration_since(at)
+            .is_ok_and(|age| age > std::time::Duration::from_secs(2))
+    };
     if let Some(at) = modified
         && output.status.success()
+        && settled(at)
     {
         *state.replayed.lock().expect("not poisoned") = Some((at, limits.clone()));
     }

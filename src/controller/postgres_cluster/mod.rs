@@ -595,9 +595,11 @@ async fn promoted(
 /// does not show yet; a `Rejoined` Event once the primary before the `last` promotion runs as a
 /// replica on the new primary's timeline, back by `pg_rewind` (or a fresh clone), or demoted in
 /// place by a switchover. The promotion itself keeps that it was announced (`rejoinedAt`), so the
-/// Event is recorded exactly once, whatever the status showed in between: a switchover's
-/// demotion can finish before the status write that records the promotion. Returns the
-/// promotion with `rejoinedAt` set when this call recorded it.
+/// Event is recorded when the former primary is first seen back, whatever the status showed in
+/// between (a switchover's demotion can finish before the status write that records the
+/// promotion), and not again once the status holds `rejoinedAt` (a reconcile that fails before
+/// its status write records it again). Returns the promotion with `rejoinedAt` set when this call
+/// recorded it.
 async fn instance_events(
     ctx: &Context,
     cluster: &PostgresCluster,

@@ -313,9 +313,9 @@ impl S3Server {
 }
 
 /// What a failed test shows of a store's log at `path`: every line about its disk or its volume
-/// servers, wherever it is, then the last `lines` lines with each message that repeats (SeaweedFS
-/// retries a failed volume growth several times a second) shown once, at its last place, with
-/// its count.
+/// servers, wherever it is, then the last `lines` lines, where a source line (`file.go:N`) that
+/// logged more than 3 times (SeaweedFS retries a failed volume growth several times a second) is
+/// shown once, its last line, with its count.
 pub fn log_digest(path: &std::path::Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
