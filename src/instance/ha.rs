@@ -502,10 +502,13 @@ async fn wait_for_promotion(leases: &Leases, local: &LocalConnection) -> Option<
             continue;
         }
         let attempt = Instant::now();
-        if let Err(e) = leases.renew(lease).await {
-            warn!(error = %e, "renewing the Lease the operator handed to this pod");
-            continue;
-        }
+        let mut current = match leases.renew(lease).await {
+            Ok(written) => Some(written),
+            Err(e) => {
+                warn!(error = %e, "renewing the Lease the operator handed to this pod");
+                continue;
+            }
+        };
         info!("the operator named this pod the primary: promoting");
         // PostgreSQL may take seconds to leave recovery (it waits out wal_retrieve_retry_interval
         // when the old primary's stream broke). The Lease is renewed meanwhile, or the new primary
@@ -526,8 +529,8 @@ async fn wait_for_promotion(leases: &Leases, local: &LocalConnection) -> Option<
                         return None;
                     }
                 },
-                sent = renewal(leases) => {
-                    if let Some(sent) = sent {
+                outcome = renew_after_pause(leases, &mut current) => {
+                    if let Ok(Some(sent)) = outcome {
                         renewed = sent;
                     }
                 }
@@ -536,16 +539,24 @@ async fn wait_for_promotion(leases: &Leases, local: &LocalConnection) -> Option<
     }
 }
 
-/// After [`RENEW_EVERY`], one renewal of the Lease while it names this pod: when it was sent, if
-/// it succeeded.
-async fn renewal(leases: &Leases) -> Option<Instant> {
+/// After [`RENEW_EVERY`], one renewal of the Lease this pod holds: when it was sent, or `None`
+/// when the Lease names another pod. `current` is the Lease as this pod last wrote it, so a
+/// renewal is one write and a read only follows a failed one; it holds the written Lease after.
+async fn renew_after_pause(
+    leases: &Leases,
+    current: &mut Option<k8s_openapi::api::coordination::v1::Lease>,
+) -> Result<Option<Instant>, String> {
     tokio::time::sleep(RENEW_EVERY).await;
     let sent = Instant::now();
-    let lease = leases.read().await.ok()?;
+    let lease = match current.take() {
+        Some(lease) => lease,
+        None => leases.read().await.map_err(|e| e.to_string())?,
+    };
     if leases.holder(&lease) != Holder::Me {
-        return None;
+        return Ok(None);
     }
-    leases.renew(lease).await.ok().map(|_| sent)
+    *current = Some(leases.renew(lease).await.map_err(|e| e.to_string())?);
+    Ok(Some(sent))
 }
 
 /// `pg_promote()`, waiting up to a minute for PostgreSQL to leave recovery.
@@ -572,30 +583,12 @@ async fn promote(local: &LocalConnection) -> Result<(), String> {
 /// names another pod, or when no renewal succeeded for [`FENCE_AFTER`] since the last successful
 /// one was sent.
 async fn hold(leases: &Leases, mut renewed: Instant) {
-    // The Lease as this pod last wrote it: a renewal is one write, and a read only follows a
-    // conflict.
-    let mut current: Option<k8s_openapi::api::coordination::v1::Lease> = None;
+    let mut current = None;
     loop {
         let deadline = renewed + FENCE_AFTER;
-        let attempt = async {
-            tokio::time::sleep(RENEW_EVERY).await;
-            let sent = Instant::now();
-            let lease = match current.take() {
-                Some(lease) => lease,
-                None => leases.read().await.map_err(|e| e.to_string())?,
-            };
-            if leases.holder(&lease) != Holder::Me {
-                return Ok(None);
-            }
-            let written = leases.renew(lease).await.map_err(|e| e.to_string())?;
-            Ok::<_, String>(Some((sent, written)))
-        };
         tokio::select! {
-            outcome = attempt => match outcome {
-                Ok(Some((sent, written))) => {
-                    renewed = sent;
-                    current = Some(written);
-                }
+            outcome = renew_after_pause(leases, &mut current) => match outcome {
+                Ok(Some(sent)) => renewed = sent,
                 Ok(None) => return warn!("the primary's Lease names another pod: fencing"),
                 Err(e) => warn!(error = %e, "renewing the primary's Lease"),
             },
