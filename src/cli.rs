@@ -330,6 +330,42 @@ pub async fn main(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
+/// The API server is reached through the proxy of the environment only when `NO_PROXY` does not
+/// exclude it. kube's `Config::infer` takes `HTTPS_PROXY` for a kubeconfig that names no
+/// `proxy-url` and never compares the API server with `NO_PROXY`, so an operator run with the
+/// cluster-wide proxy's variables (as OLM sets them) would tunnel to an API server the proxy is
+/// told to leave alone. A `proxy-url` of the kubeconfig itself is kept. (In a pod, kube reads no
+/// proxy variable for the API server.)
+fn apiserver_proxy(config: kube::Config) -> kube::Config {
+    apiserver_proxy_with(config, |name| std::env::var(name).ok())
+}
+
+fn apiserver_proxy_with(mut config: kube::Config, lookup: impl Fn(&str) -> Option<String>) -> kube::Config {
+    let from_environment = ["HTTPS_PROXY", "https_proxy"]
+        .into_iter()
+        .filter_map(&lookup)
+        .find(|v| !v.is_empty());
+    let Some((proxy, environment)) = config.proxy_url.as_ref().zip(from_environment) else {
+        return config;
+    };
+    if proxy.to_string().trim_end_matches('/') != environment.trim_end_matches('/') {
+        return config;
+    }
+    let no_proxy = ["NO_PROXY", "no_proxy"]
+        .into_iter()
+        .filter_map(&lookup)
+        .find(|v| !v.is_empty())
+        .unwrap_or_default();
+    let matcher = hyper_util::client::proxy::matcher::Matcher::builder()
+        .https(environment)
+        .no(no_proxy)
+        .build();
+    if matcher.intercept(&config.cluster_url).is_none() {
+        config.proxy_url = None;
+    }
+    config
+}
+
 /// `tusk-operator run`: the webhook and the admin endpoints on every replica, the controllers on
 /// the leader only. The process exits non-zero when it loses the lease or when the controllers
 /// stop for any reason, so the kubelet restarts it and it competes again.
@@ -341,7 +377,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let identity = args
         .identity
         .unwrap_or_else(|| format!("{}-{}", operator::NAME, std::process::id()));
-    let kube_config = kube::Config::infer().await?;
+    let kube_config = apiserver_proxy(kube::Config::infer().await?);
     let state = Arc::new(crate::admin::State::default());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = crate::process::until_stopped;
@@ -377,6 +413,9 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         operator_image: args.operator_image,
         postgres_image: args.postgres_image,
         postgres_uid: (args.postgres_uid >= 0).then_some(args.postgres_uid),
+        proxy: crate::controller::postgres_cluster::build::BuildConfig::proxy_from(|name| {
+            std::env::var(name).ok()
+        }),
     };
     let signal = crate::process::shutdown_signal();
     tokio::pin!(signal);
@@ -423,5 +462,52 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     match ended {
         Some(why) => Err(format!("{why}; exiting so that a fresh start competes again").into()),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod proxy_tests {
+    use super::*;
+
+    fn config(cluster: &str, proxy: Option<&str>) -> kube::Config {
+        let mut config = kube::Config::new(cluster.parse().unwrap());
+        config.proxy_url = proxy.map(|p| p.parse().unwrap());
+        config
+    }
+
+    #[test]
+    fn the_environments_proxy_is_left_out_for_an_api_server_no_proxy_excludes() {
+        let environment = |no_proxy: &'static str| {
+            move |name: &str| match name {
+                "HTTPS_PROXY" => Some("http://proxy.example:3128".to_owned()),
+                "NO_PROXY" => Some(no_proxy.to_owned()),
+                _ => None,
+            }
+        };
+        let proxied = Some("http://proxy.example:3128");
+        let kept = |c: kube::Config| c.proxy_url.map(|u| u.to_string());
+        // Excluded by address range, or by domain.
+        let out = apiserver_proxy_with(
+            config("https://127.0.0.1:6443", proxied),
+            environment("127.0.0.0/8"),
+        );
+        assert_eq!(kept(out), None);
+        let out = apiserver_proxy_with(
+            config("https://api.cluster.local:6443", proxied),
+            environment(".cluster.local"),
+        );
+        assert_eq!(kept(out), None);
+        // Not excluded: through the proxy.
+        let out = apiserver_proxy_with(
+            config("https://api.example:6443", proxied),
+            environment("127.0.0.0/8"),
+        );
+        assert_eq!(kept(out).as_deref(), Some("http://proxy.example:3128/"));
+        // A kubeconfig's own proxy-url stays, whatever NO_PROXY says.
+        let out = apiserver_proxy_with(
+            config("https://127.0.0.1:6443", Some("http://other:8080")),
+            environment("127.0.0.0/8"),
+        );
+        assert_eq!(kept(out).as_deref(), Some("http://other:8080/"));
     }
 }

@@ -26,7 +26,7 @@ use kube::{Api, Client, api::PostParams};
 use object_store::ObjectStoreExt;
 use serde_json::{Value, json};
 use support::{
-    apiserver::{Operator, plane_with_crds, start_operator},
+    apiserver::{Operator, plane_with_crds, start_operator_with_env},
     local_cluster::{LocalCluster, POSTGRES_PORT, STATUS_PORT},
 };
 use tusk::{
@@ -36,18 +36,52 @@ use tusk::{
     },
     backup::store::{Store, StoreConfig},
 };
-use tusk_testenv::{eventually, postgres::Postgres, s3::S3Server};
+use tusk_testenv::{
+    ConnectProxy,
+    azure::{AzureServer, PROXIED_HOST},
+    eventually,
+    postgres::Postgres,
+    s3::S3Server,
+};
 
 const BUCKET: &str = "tusk-backups";
 
-/// The operator, once for this test binary.
+/// What the cluster-wide proxy leaves alone: everything on loopback (the API server, the pods,
+/// the shared S3 store), as a cluster's proxy leaves its own network alone.
+const NO_PROXY: &str = "127.0.0.0/8,localhost";
+
+/// The cluster-wide proxy the operator runs with, and so every PostgreSQL pod: the operator
+/// passes `HTTPS_PROXY` and `NO_PROXY` on. It tunnels only to stores a test routes by
+/// [`PROXIED_HOST`], a name no resolver knows, so a store named by it is reached through the
+/// proxy or not at all. It runs on a thread of its own, for every test of this binary.
+fn https_proxy() -> &'static ConnectProxy {
+    static PROXY: std::sync::OnceLock<ConnectProxy> = std::sync::OnceLock::new();
+    PROXY.get_or_init(|| {
+        let (started, proxy) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                started.send(ConnectProxy::start_tcp().await).unwrap();
+                std::future::pending::<()>().await;
+            });
+        });
+        proxy.recv().unwrap().unwrap_or_else(|e| panic!("{e}"))
+    })
+}
+
+/// The operator, once for this test binary, with the proxy's variables.
 async fn operator() -> &'static Operator {
     static OPERATOR: tokio::sync::OnceCell<Operator> = tokio::sync::OnceCell::const_new();
     OPERATOR
         .get_or_init(|| async {
             let plane = plane_with_crds().await;
             let args = ["--resync-interval=3s".to_owned()];
-            start_operator(plane, "tusk-operator", &args, "info,kube=warn").await
+            let proxy = https_proxy().url();
+            let env = [("HTTPS_PROXY", proxy.as_str()), ("NO_PROXY", NO_PROXY)];
+            start_operator_with_env(plane, "tusk-operator", &args, "info,kube=warn", &env).await
         })
         .await
 }
@@ -1214,6 +1248,8 @@ async fn a_claim_receives_backups_and_wal_and_restores() {
     let root = "db";
     let store = StoreConfig {
         s3: None,
+        azure: None,
+        gcs: None,
         directory: Some(dir.clone()),
         root: root.into(),
         url: format!("file://{}", dir.display()),
@@ -1264,5 +1300,183 @@ async fn a_claim_receives_backups_and_wal_and_restores() {
     assert!(
         r.shared_claim_dir("backups").join("again/wal").is_dir(),
         "the restored cluster archives below its own prefix"
+    );
+}
+
+/// A client of an Azure container, as any Azure client would be, straight to the store.
+fn azure_store(azure: &AzureServer, container: &str, key: &str, ca: Option<&str>, root: &str) -> StoreConfig {
+    use tusk::backup::store::{AzureConfig, Secret};
+    StoreConfig {
+        s3: None,
+        azure: Some(AzureConfig {
+            account: azure.account.clone(),
+            container: container.into(),
+            endpoint: Some(azure.endpoint()),
+            access_key: Some(Secret::Inline(key.into())),
+            sas_token: None,
+            ca_bundle: ca.map(|c| Secret::Inline(c.into())),
+        }),
+        gcs: None,
+        directory: None,
+        root: root.into(),
+        url: format!("azure://{}/{container}/{root}", azure.account),
+    }
+}
+
+/// Azure Blob through the code every pod runs: objects go in and come back with their metadata,
+/// and a wrong key, a missing container and an untrusted certificate each say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_azure_container_stores_objects_and_names_what_is_wrong() {
+    use tusk::backup::store::Cause;
+    let azure = AzureServer::start().await.unwrap_or_else(|e| panic!("{e}"));
+    azure.create_container("pgbackups").unwrap();
+    let ca = azure.ca_pem.clone();
+    let store = azure_store(&azure, "pgbackups", &azure.key, Some(&ca), "db")
+        .open()
+        .unwrap();
+    store
+        .check()
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", azure.log_tail(20)));
+    let path = store.path("wal/000000010000000000000001.gz");
+    let attributes =
+        object_store::Attributes::from_iter([(object_store::Attribute::Metadata("sha256".into()), "abc")]);
+    store
+        .inner
+        .put_opts(
+            &path,
+            object_store::PutPayload::from_static(b"segment"),
+            object_store::PutOptions {
+                attributes,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let got = store.inner.get(&path).await.unwrap();
+    assert_eq!(
+        got.attributes
+            .get(&object_store::Attribute::Metadata("sha256".into()))
+            .map(|v| v.as_ref()),
+        Some("abc")
+    );
+    assert_eq!(got.bytes().await.unwrap().as_ref(), b"segment");
+    assert_eq!(
+        objects(&store, "wal").await,
+        ["db/wal/000000010000000000000001.gz"]
+    );
+
+    let wrong_key = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode([7u8; 32])
+    };
+    let refused = azure_store(&azure, "pgbackups", &wrong_key, Some(&ca), "db")
+        .open()
+        .unwrap();
+    let error = refused.check().await.unwrap_err();
+    assert_eq!(error.cause, Cause::Credentials, "{error}");
+    let missing = azure_store(&azure, "nope", &azure.key, Some(&ca), "db")
+        .open()
+        .unwrap();
+    let error = missing.check().await.unwrap_err();
+    assert_eq!(error.cause, Cause::NoBucket, "{error}");
+    assert!(
+        error.message.starts_with("azure://tuskbackups/nope/db: "),
+        "{error}"
+    );
+    let untrusted = azure_store(&azure, "pgbackups", &azure.key, None, "db")
+        .open()
+        .unwrap();
+    let error = untrusted.check().await.unwrap_err();
+    assert_eq!(error.cause, Cause::Untrusted, "{error}");
+}
+
+/// A cluster whose target is an Azure container that only the cluster-wide proxy reaches: WAL
+/// and a base backup go through the proxy, and a new cluster restores from the container. The
+/// other tests' stores, on loopback, are in NO_PROXY and never pass the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_azure_container_behind_the_proxy_receives_backups_and_wal_and_restores() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let s3 = shared_store().await;
+    let env = Env::new("azure", s3).await;
+    let azure = AzureServer::start().await.unwrap_or_else(|e| panic!("{e}"));
+    azure.create_container("pgbackups").unwrap();
+    let proxied = format!("{PROXIED_HOST}:{}", azure.address().port());
+    https_proxy().route(&proxied, azure.address());
+    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(env.client.clone(), &env.namespace);
+    for (name, data) in [
+        ("azure-credentials", json!({"AZURE_STORAGE_KEY": azure.key})),
+        ("azure-ca", json!({"ca.crt": azure.ca_pem})),
+    ] {
+        let secret = serde_json::from_value(json!({"metadata": {"name": name}, "stringData": data})).unwrap();
+        secrets.create(&PostParams::default(), &secret).await.unwrap();
+    }
+    let target = json!({"azure": {
+        "storageAccount": azure.account, "container": "pgbackups", "path": "prod",
+        "endpoint": azure.endpoint_at(PROXIED_HOST),
+        "credentialsSecret": "azure-credentials", "caBundle": {"name": "azure-ca", "key": "ca.crt"},
+    }});
+    let c = env
+        .cluster(
+            "db",
+            18,
+            2,
+            json!({"backup": {"target": target, "archiveTimeout": "10s"}}),
+        )
+        .await;
+    let db = c.connect(0).await.unwrap();
+    db.batch_execute(
+        "CREATE TABLE t (id bigserial PRIMARY KEY, payload text NOT NULL);
+         INSERT INTO t (payload) SELECT md5(g::text) FROM generate_series(1, 1000) g",
+    )
+    .await
+    .unwrap();
+    let backup = env.backup("first", "db", json!({})).await;
+    let status = backup.status.clone().unwrap();
+    assert_eq!(status.phase, Some(BackupPhase::Completed), "{status:?}");
+    assert_eq!(
+        status.location.as_deref(),
+        Some("azure://tuskbackups/pgbackups/prod/db/base/first")
+    );
+    db.batch_execute("INSERT INTO t (payload) VALUES ('after the backup')")
+        .await
+        .unwrap();
+    let expected = checksum(&db).await;
+    archive_everything(&env, "db", &db).await;
+
+    // In the container, read straight from the store.
+    let store = azure_store(&azure, "pgbackups", &azure.key, Some(&azure.ca_pem), "prod/db")
+        .open()
+        .unwrap();
+    let base = objects(&store, "base/first").await;
+    for object in ["backup.json", "backup_manifest", "base.tar.gz"] {
+        assert!(
+            base.contains(&format!("prod/db/base/first/{object}")),
+            "{object} in {base:?}"
+        );
+    }
+    assert!(!objects(&store, "wal").await.is_empty(), "WAL in the container");
+    // Every call went through the proxy, to the Azure store alone.
+    let connects = https_proxy().connects();
+    assert!(connects.contains(&(proxied.clone(), true)), "{connects:?}");
+    assert!(
+        connects
+            .iter()
+            .all(|(target, _)| target.starts_with(PROXIED_HOST)),
+        "only the proxied store passes the proxy: {connects:?}"
+    );
+
+    // A new cluster restores from the container, through the proxy too.
+    let (_restored, restored_db) = restored(
+        &env,
+        "copy",
+        18,
+        json!({"recovery": {"source": {"target": target, "clusterName": "db"}}}),
+    )
+    .await;
+    assert_eq!(
+        checksum(&restored_db).await,
+        expected,
+        "the restore has every archived row"
     );
 }

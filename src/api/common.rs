@@ -115,12 +115,12 @@ pub enum BackupMethod {
     Dump,
 }
 
-/// Where backups are written. Set exactly one of `volume` or `s3`.
+/// Where backups are written. Set exactly one of `volume`, `s3`, `azure` or `gcs`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "has(self.volume) != has(self.s3)",
-    "message": "backup target: set exactly one of volume or s3"
+    "rule": "[has(self.volume), has(self.s3), has(self.azure), has(self.gcs)].filter(x, x).size() == 1",
+    "message": "backup target: set exactly one of volume, s3, azure or gcs"
 }]))]
 #[serde(deny_unknown_fields)]
 pub struct BackupTarget {
@@ -131,6 +131,109 @@ pub struct BackupTarget {
     /// Write backups to an S3-compatible object store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3Target>,
+    /// Write backups to an Azure Blob Storage container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<AzureTarget>,
+    /// Write backups to a Google Cloud Storage bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcs: Option<GcsTarget>,
+}
+
+/// What every object-store target has: a Secret with credentials, an optional CA bundle and a
+/// prefix. `field` is the target's key in `BackupTarget` (`s3`, `azure`, `gcs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObjectTarget<'a> {
+    /// `s3`, `azure` or `gcs`.
+    pub field: &'static str,
+    /// The credentials Secret.
+    pub credentials_secret: &'a str,
+    /// The CA bundle.
+    pub ca_bundle: Option<&'a SecretKeySelector>,
+    /// The key prefix.
+    pub path: Option<&'a str>,
+}
+
+impl BackupTarget {
+    /// The object store this target names, if it names one (not a volume).
+    pub fn object(&self) -> Option<ObjectTarget<'_>> {
+        if let Some(s3) = &self.s3 {
+            return Some(ObjectTarget {
+                field: "s3",
+                credentials_secret: &s3.credentials_secret,
+                ca_bundle: s3.ca_bundle.as_ref(),
+                path: s3.path.as_deref(),
+            });
+        }
+        if let Some(azure) = &self.azure {
+            return Some(ObjectTarget {
+                field: "azure",
+                credentials_secret: &azure.credentials_secret,
+                ca_bundle: azure.ca_bundle.as_ref(),
+                path: azure.path.as_deref(),
+            });
+        }
+        self.gcs.as_ref().map(|gcs| ObjectTarget {
+            field: "gcs",
+            credentials_secret: &gcs.credentials_secret,
+            ca_bundle: gcs.ca_bundle.as_ref(),
+            path: gcs.path.as_deref(),
+        })
+    }
+}
+
+/// An Azure Blob Storage container that receives backups.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureTarget {
+    /// The storage account.
+    #[schemars(length(min = 3, max = 24), regex(pattern = r"^[a-z0-9]+$"))]
+    pub storage_account: String,
+    /// The container.
+    #[schemars(length(min = 3, max = 63), regex(pattern = r"^[a-z0-9](-?[a-z0-9])*$"))]
+    pub container: String,
+    /// Blob name prefix inside the container; backups of one cluster go below it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub path: Option<String>,
+    /// The account's blob endpoint, for clouds other than Azure's public one or for an emulator,
+    /// such as `https://azurite.example:10000/devstoreaccount1`. The default is
+    /// `https://<storageAccount>.blob.core.windows.net`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), regex(pattern = r"^https?://[^\s]+$"))]
+    pub endpoint: Option<String>,
+    /// Secret in the cluster's namespace with key `AZURE_STORAGE_KEY` (the account's shared
+    /// key) or `AZURE_STORAGE_SAS_TOKEN` (a SAS token); the shared key wins when both are there.
+    #[schemars(length(min = 1, max = 253))]
+    pub credentials_secret: String,
+    /// A Secret key holding PEM certificates to trust for `endpoint`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<SecretKeySelector>,
+}
+
+/// A Google Cloud Storage bucket that receives backups.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
+pub struct GcsTarget {
+    /// Bucket name.
+    #[schemars(
+        length(min = 3, max = 222),
+        regex(pattern = r"^[a-z0-9][a-z0-9._-]*[a-z0-9]$")
+    )]
+    pub bucket: String,
+    /// Object name prefix inside the bucket; backups of one cluster go below it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub path: Option<String>,
+    /// Secret in the cluster's namespace with key `SERVICE_ACCOUNT_JSON`: a service account's
+    /// JSON key, as `gcloud iam service-accounts keys create` writes it.
+    #[schemars(length(min = 1, max = 253))]
+    pub credentials_secret: String,
+    /// A Secret key holding PEM certificates to trust, for a private endpoint the key's
+    /// `gcs_base_url` names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<SecretKeySelector>,
 }
 
 /// A PersistentVolumeClaim that receives backups and WAL, below `<cluster>/`. Every pod of the

@@ -1,5 +1,7 @@
-//! The object store backups go to, through `object_store`: S3 and S3-compatible stores (with a
-//! custom CA bundle, the proxy environment variables and server-side encryption), or a directory.
+//! The object store backups go to, through `object_store`: S3 and S3-compatible stores (with
+//! server-side encryption), Azure Blob Storage, Google Cloud Storage, or a directory. Every object
+//! store takes a custom CA bundle, and honours the proxy environment variables (`HTTPS_PROXY`,
+//! `HTTP_PROXY`, `NO_PROXY`) as reqwest does by default.
 //!
 //! What a pod reads from its mounted configuration is a [`StoreConfig`] whose secrets are file
 //! paths, read again at each use so a rotated Secret is picked up; what the operator sends with a
@@ -10,6 +12,8 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use object_store::{
     ClientOptions, ObjectStore, RetryConfig,
     aws::{AmazonS3Builder, AmazonS3ConfigKey},
+    azure::MicrosoftAzureBuilder,
+    gcp::GoogleCloudStorageBuilder,
     local::LocalFileSystem,
     path::Path,
 };
@@ -26,6 +30,14 @@ pub enum Secret {
 }
 
 impl Secret {
+    /// The value, or `None` when it is a file that does not exist.
+    fn read_if_there(&self, what: &str) -> Result<Option<String>, StoreError> {
+        match self {
+            Self::File(path) if !path.exists() => Ok(None),
+            _ => self.read(what).map(Some),
+        }
+    }
+
     fn read(&self, what: &str) -> Result<String, StoreError> {
         match self {
             Self::Inline(value) => Ok(value.clone()),
@@ -73,6 +85,42 @@ pub struct S3Config {
     pub encryption: Option<Encryption>,
 }
 
+/// How Tusk signs in to an Azure storage account: its shared key, else a SAS token. Mounted
+/// configs name both files and use the first that exists.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureConfig {
+    /// The storage account.
+    pub account: String,
+    /// The container.
+    pub container: String,
+    /// The account's blob endpoint, when not Azure's public one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The account's shared key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key: Option<Secret>,
+    /// A SAS token (`sv=...&sig=...`, with or without a leading `?`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sas_token: Option<Secret>,
+    /// PEM certificates to trust besides the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<Secret>,
+}
+
+/// A Google Cloud Storage bucket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GcsConfig {
+    /// The bucket.
+    pub bucket: String,
+    /// A service account's JSON key.
+    pub service_account_key: Secret,
+    /// PEM certificates to trust besides the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<Secret>,
+}
+
 /// Where backups of one cluster live.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -80,6 +128,12 @@ pub struct StoreConfig {
     /// An S3-compatible bucket, or...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3Config>,
+    /// ...an Azure Blob Storage container, or...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<AzureConfig>,
+    /// ...a Google Cloud Storage bucket, or...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcs: Option<GcsConfig>,
     /// ...a directory (a mounted volume).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub directory: Option<PathBuf>,
@@ -108,6 +162,8 @@ impl StoreConfig {
                 ca_bundle: None,
                 encryption: None,
             }),
+            azure: None,
+            gcs: None,
             directory: None,
             root: root.into(),
             url: format!("s3://{bucket}/{root}"),
@@ -170,12 +226,17 @@ pub fn classify(url: &str, error: &object_store::Error) -> StoreError {
         }
         all
     };
-    let cause = if chain.contains("NoSuchBucket") || chain.contains("bucket does not exist") {
+    let cause = if chain.contains("NoSuchBucket")
+        || chain.contains("bucket does not exist")
+        || chain.contains("ContainerNotFound")
+    {
         Cause::NoBucket
     } else if matches!(error, E::Unauthenticated { .. } | E::PermissionDenied { .. })
         || chain.contains("InvalidAccessKeyId")
         || chain.contains("SignatureDoesNotMatch")
         || chain.contains("AccessDenied")
+        || chain.contains("AuthenticationFailed")
+        || chain.contains("AuthorizationFailure")
     {
         Cause::Credentials
     } else if chain.contains("UnknownIssuer") {
@@ -194,7 +255,7 @@ pub fn classify(url: &str, error: &object_store::Error) -> StoreError {
     };
     let what = match cause {
         Cause::Credentials => "the store refused the credentials",
-        Cause::NoBucket => "the bucket does not exist",
+        Cause::NoBucket => "the bucket (or container) does not exist",
         Cause::Unreachable => "the store cannot be reached",
         Cause::Untrusted => {
             "the store's TLS certificate is not signed by a trusted CA (name the CA's certificate in caBundle)"
@@ -290,12 +351,12 @@ impl StoreConfig {
             cause: Cause::Config,
             message: format!("{}: {message}", self.url),
         };
-        let inner: Arc<dyn ObjectStore> = match (&self.s3, &self.directory) {
-            (Some(s3), None) => {
+        let client =
+            |ca_bundle: Option<&Secret>, endpoint: Option<&str>| -> Result<ClientOptions, StoreError> {
                 let mut options = ClientOptions::new()
                     .with_timeout(REQUEST_TIMEOUT)
                     .with_connect_timeout(Duration::from_secs(5));
-                if let Some(ca) = &s3.ca_bundle {
+                if let Some(ca) = ca_bundle {
                     let pem = ca.read("CA bundle")?;
                     let certificates = object_store::Certificate::from_pem_bundle(pem.as_bytes())
                         .map_err(|e| config(format!("the CA bundle is not PEM certificates: {e}")))?;
@@ -306,10 +367,14 @@ impl StoreConfig {
                         options = options.with_root_certificate(certificate);
                     }
                 }
-                let endpoint = s3.endpoint.clone();
-                if endpoint.as_deref().is_some_and(|e| e.starts_with("http://")) {
+                if endpoint.is_some_and(|e| e.starts_with("http://")) {
                     options = options.with_allow_http(true);
                 }
+                Ok(options)
+            };
+        let inner: Arc<dyn ObjectStore> = match (&self.s3, &self.azure, &self.gcs, &self.directory) {
+            (Some(s3), None, None, None) => {
+                let options = client(s3.ca_bundle.as_ref(), s3.endpoint.as_deref())?;
                 let mut builder = AmazonS3Builder::new()
                     .with_bucket_name(&s3.bucket)
                     .with_region(s3.region.clone().unwrap_or_else(|| "us-east-1".into()))
@@ -317,7 +382,7 @@ impl StoreConfig {
                     .with_secret_access_key(s3.secret_access_key.read("secret access key")?)
                     .with_client_options(options)
                     .with_retry(patience.retry());
-                if let Some(endpoint) = endpoint {
+                if let Some(endpoint) = s3.endpoint.clone() {
                     builder = builder
                         .with_endpoint(endpoint)
                         .with_virtual_hosted_style_request(false);
@@ -334,18 +399,69 @@ impl StoreConfig {
                 }
                 Arc::new(builder.build().map_err(|e| config(e.to_string()))?)
             }
-            (None, Some(directory)) => Arc::new(
+            (None, Some(azure), None, None) => {
+                let options = client(azure.ca_bundle.as_ref(), azure.endpoint.as_deref())?;
+                let mut builder = MicrosoftAzureBuilder::new()
+                    .with_account(&azure.account)
+                    .with_container_name(&azure.container)
+                    .with_client_options(options)
+                    .with_retry(patience.retry());
+                if let Some(endpoint) = &azure.endpoint {
+                    builder = builder.with_endpoint(endpoint.trim_end_matches('/').to_owned());
+                }
+                let key = match &azure.access_key {
+                    Some(key) => key.read_if_there("storage account key")?,
+                    None => None,
+                };
+                let sas = match (&key, &azure.sas_token) {
+                    (None, Some(sas)) => sas.read_if_there("SAS token")?,
+                    _ => None,
+                };
+                builder = match (key, sas) {
+                    (Some(key), _) => builder.with_access_key(key),
+                    (None, Some(sas)) => builder.with_config(
+                        object_store::azure::AzureConfigKey::SasKey,
+                        sas.trim_start_matches('?'),
+                    ),
+                    (None, None) => {
+                        return Err(StoreError {
+                            cause: Cause::Credentials,
+                            message: format!(
+                                "{}: no credentials: the Secret has neither AZURE_STORAGE_KEY nor AZURE_STORAGE_SAS_TOKEN",
+                                self.url
+                            ),
+                        });
+                    }
+                };
+                Arc::new(builder.build().map_err(|e| config(e.to_string()))?)
+            }
+            (None, None, Some(gcs), None) => {
+                let options = client(gcs.ca_bundle.as_ref(), None)?;
+                let key = gcs.service_account_key.read("service account key")?;
+                // A key whose `gcs_base_url` is plain HTTP (a private endpoint or an emulator).
+                let http = serde_json::from_str::<serde_json::Value>(&key)
+                    .ok()
+                    .and_then(|k| k.get("gcs_base_url")?.as_str().map(|u| u.starts_with("http://")))
+                    .unwrap_or(false);
+                let builder = GoogleCloudStorageBuilder::new()
+                    .with_bucket_name(&gcs.bucket)
+                    .with_service_account_key(key)
+                    .with_client_options(options.with_allow_http(http))
+                    .with_retry(patience.retry());
+                Arc::new(builder.build().map_err(|e| config(e.to_string()))?)
+            }
+            (None, None, None, Some(directory)) => Arc::new(
                 LocalFileSystem::new_with_prefix(directory)
                     .map_err(|e| config(format!("{}: {e}", directory.display())))?,
             ),
-            _ => return Err(config("set exactly one of s3 or directory".into())),
+            _ => return Err(config("set exactly one of s3, azure, gcs or directory".into())),
         };
         let root = Path::parse(&self.root).map_err(|e| config(format!("prefix {:?}: {e}", self.root)))?;
         Ok(Store {
             inner,
             root,
             url: self.url.clone(),
-            metadata: self.s3.is_some(),
+            metadata: self.directory.is_none(),
         })
     }
 }
@@ -358,6 +474,8 @@ mod tests {
     fn paths_go_below_the_root() {
         let store = StoreConfig {
             s3: None,
+            azure: None,
+            gcs: None,
             directory: Some(std::env::temp_dir()),
             root: "backups/db".into(),
             url: "file:///tmp/backups/db".into(),
@@ -372,6 +490,8 @@ mod tests {
     fn a_config_names_one_store() {
         let error = StoreConfig {
             s3: None,
+            azure: None,
+            gcs: None,
             directory: None,
             root: "x".into(),
             url: "nowhere".into(),

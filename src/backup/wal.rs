@@ -234,6 +234,8 @@ mod tests {
     fn store(dir: &std::path::Path) -> Store {
         StoreConfig {
             s3: None,
+            azure: None,
+            gcs: None,
             directory: Some(dir.to_path_buf()),
             root: "b/db".into(),
             url: "file://test".into(),

@@ -16,14 +16,20 @@ use crate::{
     api::common::{BackupTarget, SseType},
     backup::{
         restore::{RecoveryConfig, Target},
-        store::{Encryption, S3Config, Secret as StoreSecret, StoreConfig},
+        store::{AzureConfig, Encryption, GcsConfig, S3Config, Secret as StoreSecret, StoreConfig},
     },
 };
 
-/// The key of the access key id in a target's credentials Secret.
+/// The key of the access key id in an S3 target's credentials Secret.
 pub const ACCESS_KEY_ID: &str = "ACCESS_KEY_ID";
-/// The key of the secret access key in a target's credentials Secret.
+/// The key of the secret access key in an S3 target's credentials Secret.
 pub const SECRET_ACCESS_KEY: &str = "SECRET_ACCESS_KEY";
+/// The key of an Azure storage account's shared key in an Azure target's credentials Secret.
+pub const AZURE_STORAGE_KEY: &str = "AZURE_STORAGE_KEY";
+/// The key of a SAS token in an Azure target's credentials Secret.
+pub const AZURE_STORAGE_SAS_TOKEN: &str = "AZURE_STORAGE_SAS_TOKEN";
+/// The key of a service account's JSON key in a GCS target's credentials Secret.
+pub const SERVICE_ACCOUNT_JSON: &str = "SERVICE_ACCOUNT_JSON";
 
 /// Volume names (and so directory names, side by side) of the mounted Secrets.
 pub mod volumes {
@@ -54,9 +60,8 @@ pub fn claim_mount_path(volume: &str) -> String {
 /// The prefix of `cluster`'s objects in `target`.
 pub fn root(target: &BackupTarget, cluster: &str) -> String {
     let path = target
-        .s3
-        .as_ref()
-        .and_then(|s| s.path.as_deref())
+        .object()
+        .and_then(|o| o.path)
         .unwrap_or("")
         .trim_matches('/');
     if path.is_empty() {
@@ -76,10 +81,8 @@ pub enum Secrets<'a> {
     },
     /// Values the operator read.
     Inline {
-        /// The access key id.
-        access_key_id: String,
-        /// The secret access key.
-        secret_access_key: String,
+        /// The credentials Secret's keys.
+        credentials: std::collections::BTreeMap<String, String>,
         /// The CA bundle.
         ca_bundle: Option<String>,
     },
@@ -93,57 +96,100 @@ pub fn store_config(
     field: &str,
 ) -> Result<StoreConfig, Problem> {
     let root = root(target, cluster);
-    let Some(s3) = &target.s3 else {
+    let Some(object) = target.object() else {
         let Some(volume) = &target.volume else {
             return Err(Problem::new(
                 "BackupTargetInvalid",
-                format!("{field}: set exactly one of volume or s3"),
+                format!("{field}: set exactly one of volume, s3, azure or gcs"),
             ));
         };
         // The claim's directory in the pod is the target directory itself.
         return Ok(StoreConfig {
             url: format!("pvc://{}/{root}", volume.claim_name),
             s3: None,
+            azure: None,
+            gcs: None,
             directory: Some(".".into()),
             root,
         });
     };
-    let (access_key_id, secret_access_key, ca_bundle) = match secrets {
-        Secrets::Mounted { ca_volume } => (
-            StoreSecret::File(ACCESS_KEY_ID.into()),
-            StoreSecret::File(SECRET_ACCESS_KEY.into()),
-            s3.ca_bundle
-                .as_ref()
-                .map(|ca| StoreSecret::File(format!("../{ca_volume}/{}", ca.key).into())),
-        ),
-        Secrets::Inline {
-            access_key_id,
-            secret_access_key,
-            ca_bundle,
-        } => (
-            StoreSecret::Inline(access_key_id),
-            StoreSecret::Inline(secret_access_key),
-            ca_bundle.map(StoreSecret::Inline),
-        ),
+    // A key of the credentials Secret: a file of its mount, or the value read (`None` when the
+    // Secret lacks it).
+    let key = |key: &str| -> Option<StoreSecret> {
+        match &secrets {
+            Secrets::Mounted { .. } => Some(StoreSecret::File(key.into())),
+            Secrets::Inline { credentials, .. } => credentials.get(key).cloned().map(StoreSecret::Inline),
+        }
     };
-    let encryption = s3.server_side_encryption.as_ref().map(|sse| match sse.type_ {
-        SseType::Aes256 => Encryption::S3,
-        SseType::AwsKms => Encryption::Kms(sse.kms_key_id.clone().unwrap_or_default()),
-    });
-    Ok(StoreConfig {
-        url: format!("s3://{}/{root}", s3.bucket),
-        s3: Some(S3Config {
+    let required = |name: &str| {
+        key(name).ok_or_else(|| {
+            Problem::new(
+                "BackupCredentialsMissing",
+                format!(
+                    "{field}.{}.credentialsSecret: Secret {} has no UTF-8 key {name}",
+                    object.field, object.credentials_secret
+                ),
+            )
+        })
+    };
+    let ca_bundle = match &secrets {
+        Secrets::Mounted { ca_volume } => object
+            .ca_bundle
+            .map(|ca| StoreSecret::File(format!("../{ca_volume}/{}", ca.key).into())),
+        Secrets::Inline { ca_bundle, .. } => ca_bundle.clone().map(StoreSecret::Inline),
+    };
+    let mut config = StoreConfig {
+        url: String::new(),
+        s3: None,
+        azure: None,
+        gcs: None,
+        directory: None,
+        root: root.clone(),
+    };
+    if let Some(s3) = &target.s3 {
+        let encryption = s3.server_side_encryption.as_ref().map(|sse| match sse.type_ {
+            SseType::Aes256 => Encryption::S3,
+            SseType::AwsKms => Encryption::Kms(sse.kms_key_id.clone().unwrap_or_default()),
+        });
+        config.url = format!("s3://{}/{root}", s3.bucket);
+        config.s3 = Some(S3Config {
             bucket: s3.bucket.clone(),
             endpoint: s3.endpoint.clone(),
             region: s3.region.clone(),
-            access_key_id,
-            secret_access_key,
+            access_key_id: required(ACCESS_KEY_ID)?,
+            secret_access_key: required(SECRET_ACCESS_KEY)?,
             ca_bundle,
             encryption,
-        }),
-        directory: None,
-        root,
-    })
+        });
+    } else if let Some(azure) = &target.azure {
+        let (access_key, sas_token) = (key(AZURE_STORAGE_KEY), key(AZURE_STORAGE_SAS_TOKEN));
+        if access_key.is_none() && sas_token.is_none() {
+            return Err(Problem::new(
+                "BackupCredentialsMissing",
+                format!(
+                    "{field}.azure.credentialsSecret: Secret {} has neither key {AZURE_STORAGE_KEY} nor {AZURE_STORAGE_SAS_TOKEN}",
+                    azure.credentials_secret
+                ),
+            ));
+        }
+        config.url = format!("azure://{}/{}/{root}", azure.storage_account, azure.container);
+        config.azure = Some(AzureConfig {
+            account: azure.storage_account.clone(),
+            container: azure.container.clone(),
+            endpoint: azure.endpoint.clone(),
+            access_key,
+            sas_token,
+            ca_bundle,
+        });
+    } else if let Some(gcs) = &target.gcs {
+        config.url = format!("gs://{}/{root}", gcs.bucket);
+        config.gcs = Some(GcsConfig {
+            bucket: gcs.bucket.clone(),
+            service_account_key: required(SERVICE_ACCOUNT_JSON)?,
+            ca_bundle,
+        });
+    }
+    Ok(config)
 }
 
 /// Whether PersistentVolumeClaim `claim` exists in `namespace`. Permissions of an older release
@@ -264,7 +310,7 @@ pub async fn inline_store_config(
     cluster: &str,
     field: &str,
 ) -> Result<Result<StoreConfig, Problem>, Error> {
-    let Some(s3) = &target.s3 else {
+    let Some(object) = target.object() else {
         return Ok(store_config(
             target,
             cluster,
@@ -272,35 +318,31 @@ pub async fn inline_store_config(
             field,
         ));
     };
-    let credentials = format!("{field}.s3.credentialsSecret");
-    let access_key_id = match secret_value(
-        ctx,
-        namespace,
-        &s3.credentials_secret,
-        ACCESS_KEY_ID,
-        &credentials,
-    )
-    .await?
-    {
-        Ok(v) => v,
-        Err(p) => return Ok(Err(p)),
+    let name = object.credentials_secret;
+    let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .map_err(Error::kube("reading a backup Secret"))?;
+    let Some(secret) = secret else {
+        return Ok(Err(Problem::new(
+            "BackupCredentialsMissing",
+            format!(
+                "{field}.{}.credentialsSecret: Secret {name} does not exist in namespace {namespace}",
+                object.field
+            ),
+        )));
     };
-    let secret_access_key = match secret_value(
-        ctx,
-        namespace,
-        &s3.credentials_secret,
-        SECRET_ACCESS_KEY,
-        &credentials,
-    )
-    .await?
-    {
-        Ok(v) => v,
-        Err(p) => return Ok(Err(p)),
-    };
-    let ca_bundle = match &s3.ca_bundle {
+    let credentials = secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, String::from_utf8(v.0).ok()?)))
+        .collect();
+    let ca_bundle = match object.ca_bundle {
         None => None,
         Some(ca) => {
-            match secret_value(ctx, namespace, &ca.name, &ca.key, &format!("{field}.s3.caBundle")).await? {
+            let field = format!("{field}.{}.caBundle", object.field);
+            match secret_value(ctx, namespace, &ca.name, &ca.key, &field).await? {
                 Ok(v) => Some(v),
                 Err(p) => return Ok(Err(p)),
             }
@@ -310,8 +352,7 @@ pub async fn inline_store_config(
         target,
         cluster,
         Secrets::Inline {
-            access_key_id,
-            secret_access_key,
+            credentials,
             ca_bundle,
         },
         field,
@@ -341,6 +382,8 @@ mod tests {
                     kms_key_id: Some("key-1".into()),
                 }),
             }),
+            azure: None,
+            gcs: None,
         }
     }
 
@@ -351,6 +394,8 @@ mod tests {
                 claim_name: claim.into(),
             }),
             s3: None,
+            azure: None,
+            gcs: None,
         };
         let cluster = |target: Option<BackupTarget>| {
             let mut spec = serde_json::json!({
@@ -423,6 +468,8 @@ mod tests {
                 claim_name: "pvc".into(),
             }),
             s3: None,
+            azure: None,
+            gcs: None,
         };
         let config = store_config(
             &target,
@@ -435,5 +482,113 @@ mod tests {
         assert_eq!(config.root, "db");
         assert_eq!(config.directory, Some(".".into()));
         assert_eq!(config.s3, None);
+    }
+
+    fn azure() -> BackupTarget {
+        BackupTarget {
+            volume: None,
+            s3: None,
+            azure: Some(crate::api::common::AzureTarget {
+                storage_account: "acct".into(),
+                container: "pg".into(),
+                path: Some("prod".into()),
+                endpoint: None,
+                credentials_secret: "az".into(),
+                ca_bundle: None,
+            }),
+            gcs: None,
+        }
+    }
+
+    #[test]
+    fn an_azure_target_names_both_credentials_when_mounted_and_the_one_there_when_read() {
+        let mounted = store_config(
+            &azure(),
+            "db",
+            Secrets::Mounted {
+                ca_volume: volumes::BACKUP_CA,
+            },
+            "spec.backup.target",
+        )
+        .unwrap();
+        assert_eq!(mounted.url, "azure://acct/pg/prod/db");
+        let config = mounted.azure.unwrap();
+        assert_eq!(
+            config.access_key,
+            Some(StoreSecret::File(AZURE_STORAGE_KEY.into()))
+        );
+        assert_eq!(
+            config.sas_token,
+            Some(StoreSecret::File(AZURE_STORAGE_SAS_TOKEN.into()))
+        );
+        let inline = |keys: &[(&str, &str)]| {
+            store_config(
+                &azure(),
+                "db",
+                Secrets::Inline {
+                    credentials: keys
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                    ca_bundle: None,
+                },
+                "spec.target",
+            )
+        };
+        let sas = inline(&[(AZURE_STORAGE_SAS_TOKEN, "sv=1&sig=x")])
+            .unwrap()
+            .azure
+            .unwrap();
+        assert_eq!(
+            (sas.access_key, sas.sas_token),
+            (None, Some(StoreSecret::Inline("sv=1&sig=x".into())))
+        );
+        let problem = inline(&[("OTHER", "x")]).unwrap_err();
+        assert_eq!(problem.reason, "BackupCredentialsMissing");
+        assert_eq!(
+            problem.message,
+            "spec.target.azure.credentialsSecret: Secret az has neither key AZURE_STORAGE_KEY nor AZURE_STORAGE_SAS_TOKEN"
+        );
+    }
+
+    #[test]
+    fn a_gcs_target_needs_the_service_account_key() {
+        let target = BackupTarget {
+            volume: None,
+            s3: None,
+            azure: None,
+            gcs: Some(crate::api::common::GcsTarget {
+                bucket: "pg-backups".into(),
+                path: None,
+                credentials_secret: "gcs".into(),
+                ca_bundle: None,
+            }),
+        };
+        let mounted = store_config(
+            &target,
+            "db",
+            Secrets::Mounted { ca_volume: "" },
+            "spec.backup.target",
+        )
+        .unwrap();
+        assert_eq!(mounted.url, "gs://pg-backups/db");
+        assert_eq!(
+            mounted.gcs.unwrap().service_account_key,
+            StoreSecret::File(SERVICE_ACCOUNT_JSON.into())
+        );
+        let problem = store_config(
+            &target,
+            "db",
+            Secrets::Inline {
+                credentials: Default::default(),
+                ca_bundle: None,
+            },
+            "spec.backup.target",
+        )
+        .unwrap_err();
+        assert_eq!(
+            problem.message,
+            "spec.backup.target.gcs.credentialsSecret: Secret gcs has no UTF-8 key SERVICE_ACCOUNT_JSON"
+        );
     }
 }

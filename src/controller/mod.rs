@@ -126,9 +126,21 @@ pub async fn run(
         ctx.leases.clone(),
         wake,
     ));
-    let clusters = Controller::new(
-        Api::<PostgresCluster>::all(client.clone()),
-        watcher::Config::default(),
+    // A cluster's own status write does not reconcile it again: its status carries WAL positions,
+    // so under writes every reconcile would write a new status and start the next one, a loop
+    // the apiserver pays for. What the instances report is read again at the next requeue (every
+    // second while a failover or rollout goes on, else at resync), or when a child changes.
+    let (clusters_store, clusters_writer) = kube::runtime::reflector::store();
+    let clusters = Controller::for_stream(
+        watcher(
+            Api::<PostgresCluster>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .reflect(clusters_writer)
+        .applied_objects()
+        .predicate_filter(asked_for, Default::default()),
+        clusters_store,
     )
     .reconcile_on(woken)
     .owns_stream(metadata::<StatefulSet>(&client, &managed))
@@ -271,6 +283,24 @@ pub async fn run(
 }
 
 /// Every change of any `K` that `config` selects, as metadata only (nothing else is kept).
+/// What a user (or Kubernetes) changes on an object, as opposed to what its controller writes to
+/// its status: the spec (through the generation), labels, annotations, finalizers and deletion.
+/// An event where none of these changed reconciles nothing.
+fn asked_for<K: kube::Resource>(object: &K) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let meta = object.meta();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    meta.generation.hash(&mut hasher);
+    meta.labels.hash(&mut hasher);
+    meta.annotations.hash(&mut hasher);
+    meta.finalizers.hash(&mut hasher);
+    meta.deletion_timestamp
+        .as_ref()
+        .map(|t| t.0.to_string())
+        .hash(&mut hasher);
+    Some(hasher.finish())
+}
+
 fn metadata<K>(
     client: &Client,
     config: &watcher::Config,
@@ -305,4 +335,31 @@ where
         .filter(|o| o.meta().namespace == namespace && *cluster_of(o) == name)
         .map(|o| ObjectRef::from_obj(o.as_ref()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_write_is_not_asked_for_but_a_spec_or_annotation_change_is() {
+        let mut cluster: PostgresCluster = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tusk.dev/v1",
+            "kind": "PostgresCluster",
+            "metadata": {"name": "db", "namespace": "ns", "generation": 1},
+            "spec": {"instances": 1, "postgres": {"version": 18}, "storage": {"data": {"size": "1Gi"}}},
+        }))
+        .unwrap();
+        let first = asked_for(&cluster);
+        cluster.status = Some(Default::default());
+        cluster.metadata.resource_version = Some("42".into());
+        assert_eq!(asked_for(&cluster), first, "status and resourceVersion alone");
+        cluster.metadata.generation = Some(2);
+        let second = asked_for(&cluster);
+        assert_ne!(second, first, "a spec change");
+        cluster
+            .annotations_mut()
+            .insert("tusk.dev/anything".into(), "x".into());
+        assert_ne!(asked_for(&cluster), second, "an annotation");
+    }
 }

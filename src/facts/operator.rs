@@ -68,6 +68,17 @@ pub mod env {
     pub const POD_UID: &str = "POD_UID";
     /// The pod's IP addresses, from the Downward API (`status.podIPs`).
     pub const POD_IPS: &str = "POD_IPS";
+    /// The proxy variables of the cluster-wide proxy, which OLM sets in the operator's
+    /// Deployment. The operator honours them for its own outbound calls and passes those it has
+    /// to the PostgreSQL pods, whose instance managers call the object store.
+    pub const PROXY: [&str; 6] = [
+        "HTTPS_PROXY",
+        "HTTP_PROXY",
+        "NO_PROXY",
+        "https_proxy",
+        "http_proxy",
+        "no_proxy",
+    ];
 }
 
 #[cfg(test)]

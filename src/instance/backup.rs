@@ -54,9 +54,16 @@ pub fn resolve(mut config: StoreConfig, dir: Option<&Path>) -> StoreConfig {
     if let Some(s3) = &mut config.s3 {
         fix(&mut s3.access_key_id);
         fix(&mut s3.secret_access_key);
-        if let Some(ca) = &mut s3.ca_bundle {
-            fix(ca);
-        }
+        s3.ca_bundle.as_mut().map(fix);
+    }
+    if let Some(azure) = &mut config.azure {
+        azure.access_key.as_mut().map(fix);
+        azure.sas_token.as_mut().map(fix);
+        azure.ca_bundle.as_mut().map(fix);
+    }
+    if let Some(gcs) = &mut config.gcs {
+        fix(&mut gcs.service_account_key);
+        gcs.ca_bundle.as_mut().map(fix);
     }
     config
 }
@@ -482,6 +489,15 @@ pub fn same_place(a: &StoreConfig, b: &StoreConfig) -> bool {
                     s.endpoint.clone().map(|e| e.trim_end_matches('/').to_owned()),
                 )
             }),
+            c.azure.as_ref().map(|a| {
+                (
+                    a.account.clone(),
+                    a.container.clone(),
+                    a.endpoint.clone().map(|e| e.trim_end_matches('/').to_owned()),
+                )
+            }),
+            // A key names its endpoint (`gcs_base_url`) inside: the bucket names the place.
+            c.gcs.as_ref().map(|g| g.bucket.clone()),
             c.directory.clone(),
             // A claim's url names it: `pvc://<claim>/<root>`.
             c.directory
@@ -627,6 +643,8 @@ mod tests {
                 ca_bundle: None,
                 encryption: None,
             }),
+            azure: None,
+            gcs: None,
             directory: None,
             root: root.into(),
             url: String::new(),
@@ -649,6 +667,8 @@ mod tests {
         assert!(!same_place(&s3("b", "backups/db"), &s3("c", "backups/db")));
         let claim = |claim: &str, root: &str| StoreConfig {
             s3: None,
+            azure: None,
+            gcs: None,
             directory: Some(".".into()),
             root: root.into(),
             url: format!("pvc://{claim}/{root}"),

@@ -215,6 +215,17 @@ pub async fn start_operator(
     extra_args: &[String],
     rust_log: &str,
 ) -> Operator {
+    start_operator_with_env(plane, name, extra_args, rust_log, &[]).await
+}
+
+/// [`start_operator`] with more environment variables, such as a proxy's.
+pub async fn start_operator_with_env(
+    plane: &ControlPlane,
+    name: &str,
+    extra_args: &[String],
+    rust_log: &str,
+    env: &[(&str, &str)],
+) -> Operator {
     use tusk_testenv::control_plane::free_port;
     let kubeconfig = operator_kubeconfig(plane).await;
     let dir = tempfile::tempdir().unwrap().keep();
@@ -243,7 +254,10 @@ pub async fn start_operator(
         &[
             ("KUBECONFIG", kubeconfig.as_os_str()),
             ("RUST_LOG", rust_log.as_ref()),
-        ],
+        ]
+        .into_iter()
+        .chain(env.iter().map(|(k, v)| (*k, std::ffi::OsStr::new(v))))
+        .collect::<Vec<_>>(),
     )
     .unwrap();
     Operator {

@@ -126,8 +126,48 @@ fn backup_target() -> impl Strategy<Value = BackupTarget> {
     prop_oneof![
         dns_name().prop_map(|claim_name| BackupTarget {
             volume: Some(VolumeTarget { claim_name }),
-            s3: None
+            s3: None,
+            azure: None,
+            gcs: None,
         }),
+        (
+            "[a-z0-9]{3,24}",
+            "[a-z0-9]{3,20}",
+            of("[a-z/]{1,10}"),
+            of(Just("https://azurite.example:10000/acct".to_owned())),
+            dns_name(),
+            of((dns_name(), "[a-z.]{1,10}")),
+        )
+            .prop_map(
+                |(storage_account, container, path, endpoint, credentials_secret, ca)| {
+                    BackupTarget {
+                        volume: None,
+                        s3: None,
+                        azure: Some(AzureTarget {
+                            storage_account,
+                            container,
+                            path,
+                            endpoint,
+                            credentials_secret,
+                            ca_bundle: ca.map(|(name, key)| SecretKeySelector { name, key }),
+                        }),
+                        gcs: None,
+                    }
+                }
+            ),
+        ("[a-z0-9][a-z0-9-]{1,20}[a-z0-9]", of("[a-z/]{1,10}"), dns_name()).prop_map(
+            |(bucket, path, credentials_secret)| BackupTarget {
+                volume: None,
+                s3: None,
+                azure: None,
+                gcs: Some(GcsTarget {
+                    bucket,
+                    path,
+                    credentials_secret,
+                    ca_bundle: None,
+                }),
+            }
+        ),
         (
             "[a-z0-9][a-z0-9-]{1,20}[a-z0-9]",
             of("[a-z/]{1,10}"),
@@ -159,6 +199,8 @@ fn backup_target() -> impl Strategy<Value = BackupTarget> {
                             ca_bundle: ca.map(|(name, key)| SecretKeySelector { name, key }),
                             server_side_encryption,
                         }),
+                        azure: None,
+                        gcs: None,
                     }
                 }
             ),

@@ -201,7 +201,7 @@ pub fn refusals() -> Vec<Refusal> {
         create(c, "v1", cluster(
                 json!({"backup": {"target": {"volume": {"claimName": "b"}, "s3": {"bucket": "bkt", "credentialsSecret": "s"}}}}),
             ))
-            .rule("spec.backup.target", "backup target: set exactly one of volume or s3"),
+            .rule("spec.backup.target", "backup target: set exactly one of volume, s3, azure or gcs"),
         update(c, "v1", cluster(json!({})), cluster(json!({"postgres": {"version": 16}})))
             .rule("spec.postgres", "version cannot go down from 17 to 16: a major-version downgrade is not possible; allowed are 17 or higher"),
         update(c, "v1", cluster(json!({})), cluster(json!({"storage": {"data": {"storageClassName": "slow"}}})))
@@ -284,7 +284,7 @@ pub fn refusals() -> Vec<Refusal> {
         create(b, "v1", json!({"cluster": {"name": "db"}, "method": "snapshot"}))
             .schema("spec.method", "Unsupported value: \"snapshot\": supported values: \"basebackup\", \"dump\""),
         create(b, "v1", json!({"cluster": {"name": "db"}, "target": {}}))
-            .rule("spec.target", "backup target: set exactly one of volume or s3"),
+            .rule("spec.target", "backup target: set exactly one of volume, s3, azure or gcs"),
         create(b, "v1", json!({"method": "dump"}))
             .schema("spec.cluster", "Required value"),
         update(b, "v1", json!({"cluster": {"name": "db"}}), json!({"cluster": {"name": "db"}, "method": "dump"}))

@@ -1,9 +1,11 @@
-//! An HTTP CONNECT proxy on a Unix socket, for kube-apiserver's `cluster` egress selector.
+//! An HTTP CONNECT proxy on a Unix socket, for kube-apiserver's `cluster` egress selector, or on
+//! loopback TCP, as the `HTTPS_PROXY` of a cluster-wide proxy.
 //!
 //! kube-apiserver reaches a webhook that names a Service by dialing `<ClusterIP>:<port>`. Here no
 //! ClusterIP leads anywhere, so the apiserver is configured to tunnel those dials through this
 //! proxy, which forwards each target the test has [routed](ConnectProxy::route) to a process on
-//! loopback and refuses everything else. It never dials anything but loopback.
+//! loopback and refuses everything else. It never dials anything but loopback. As an HTTPS proxy
+//! it lets a test name a store by a host name that only the proxy can reach.
 
 use std::{
     collections::HashMap,
@@ -14,7 +16,7 @@ use std::{
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpStream, UnixListener, UnixStream},
+    net::{TcpListener, TcpStream, UnixListener},
 };
 
 use crate::{Error, Result};
@@ -26,6 +28,7 @@ pub struct ConnectProxy {
     routes: Arc<Mutex<HashMap<String, SocketAddr>>>,
     log: Arc<Mutex<Vec<(String, bool)>>>,
     task: tokio::task::JoinHandle<()>,
+    address: Option<SocketAddr>,
 }
 
 impl ConnectProxy {
@@ -53,13 +56,48 @@ impl ConnectProxy {
         })?;
         let routes: Arc<Mutex<HashMap<String, SocketAddr>>> = Arc::default();
         let log: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
-        let task = tokio::spawn(serve(listener, routes.clone(), log.clone()));
+        let task = tokio::spawn(serve(Listener::Unix(listener), routes.clone(), log.clone()));
         Ok(Self {
             dir,
             routes,
             log,
             task,
+            address: None,
         })
+    }
+
+    /// Starts the proxy on a free port of 127.0.0.1, as an `http://` proxy for `HTTPS_PROXY`.
+    pub async fn start_tcp() -> Result<Self> {
+        let failed = |message: String| Error::Component {
+            component: "HTTPS proxy",
+            message,
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("tusk-proxy")
+            .tempdir()
+            .map_err(|e| failed(format!("cannot create its directory: {e}")))?;
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| failed(format!("cannot listen on 127.0.0.1: {e}")))?;
+        let address = listener.local_addr().map_err(|e| failed(e.to_string()))?;
+        let routes: Arc<Mutex<HashMap<String, SocketAddr>>> = Arc::default();
+        let log: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
+        let task = tokio::spawn(serve(Listener::Tcp(listener), routes.clone(), log.clone()));
+        Ok(Self {
+            dir,
+            routes,
+            log,
+            task,
+            address: Some(address),
+        })
+    }
+
+    /// The proxy's URL, for a proxy started with [`start_tcp`](Self::start_tcp).
+    ///
+    /// # Panics
+    /// If it listens on a Unix socket.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address.expect("a TCP proxy"))
     }
 
     /// The `--egress-selector-config-file` that sends the apiserver's `cluster` traffic here.
@@ -124,22 +162,37 @@ impl Drop for ConnectProxy {
     }
 }
 
+enum Listener {
+    Unix(UnixListener),
+    Tcp(TcpListener),
+}
+
 async fn serve(
-    listener: UnixListener,
+    listener: Listener,
     routes: Arc<Mutex<HashMap<String, SocketAddr>>>,
     log: Arc<Mutex<Vec<(String, bool)>>>,
 ) {
-    while let Ok((stream, _)) = listener.accept().await {
-        let routes = routes.clone();
-        let log = log.clone();
-        tokio::spawn(async move {
-            let _ = tunnel(stream, &routes, &log).await;
-        });
+    loop {
+        let (routes, log) = (routes.clone(), log.clone());
+        match &listener {
+            Listener::Unix(l) => match l.accept().await {
+                Ok((stream, _)) => {
+                    tokio::spawn(async move { tunnel(stream, &routes, &log).await });
+                }
+                Err(_) => return,
+            },
+            Listener::Tcp(l) => match l.accept().await {
+                Ok((stream, _)) => {
+                    tokio::spawn(async move { tunnel(stream, &routes, &log).await });
+                }
+                Err(_) => return,
+            },
+        }
     }
 }
 
-async fn tunnel(
-    mut client: UnixStream,
+async fn tunnel<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut client: S,
     routes: &Mutex<HashMap<String, SocketAddr>>,
     log: &Mutex<Vec<(String, bool)>>,
 ) -> std::io::Result<()> {

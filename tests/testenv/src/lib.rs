@@ -19,6 +19,7 @@
 //! process. When the test process ends, however it ends (a normal exit, a panic, SIGKILL), the pipe
 //! closes and the supervisor stops its component, so no process outlives the test.
 
+pub mod azure;
 pub mod connect;
 pub mod control_plane;
 pub mod eventually;

@@ -126,7 +126,10 @@ impl S3Server {
         });
         if tls {
             let ca = crate::pki::Ca::new("tusk-test-s3");
-            let serving = ca.loopback_serving_cert("tusk-test-s3");
+            let serving = ca.serving_cert(
+                "tusk-test-s3",
+                &["127.0.0.1", "localhost", crate::azure::PROXIED_HOST],
+            );
             std::fs::write(server.dir.path().join("tls.crt"), &serving.cert_pem)
                 .map_err(io("writing the store's certificate"))?;
             std::fs::write(server.dir.path().join("tls.key"), &serving.key_pem)
@@ -364,7 +367,7 @@ pub fn log_digest(path: &std::path::Path, lines: usize) -> String {
     out.join("\n")
 }
 
-fn rand_u64() -> u64 {
+pub(crate) fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u128(

@@ -62,6 +62,21 @@ pub struct BuildConfig {
     /// The user (and group, and `fsGroup`) PostgreSQL pods run as: the image's `postgres` user.
     /// `None` leaves it to the platform, as OpenShift's `restricted-v2` SCC assigns one.
     pub postgres_uid: Option<i64>,
+    /// The proxy variables to set in PostgreSQL pods, in [`operator::env::PROXY`]'s order: the
+    /// ones the operator runs with. A change of proxy is a change of the pod template, rolled out
+    /// like any other.
+    pub proxy: Vec<(String, String)>,
+}
+
+impl BuildConfig {
+    /// The proxy variables among `lookup`'s (the operator's environment) that are set and not
+    /// empty.
+    pub fn proxy_from(lookup: impl Fn(&str) -> Option<String>) -> Vec<(String, String)> {
+        operator::env::PROXY
+            .iter()
+            .filter_map(|name| Some(((*name).to_owned(), lookup(name).filter(|v| !v.is_empty())?)))
+            .collect()
+    }
 }
 
 impl Default for BuildConfig {
@@ -70,6 +85,7 @@ impl Default for BuildConfig {
             operator_image: operator::DEFAULT_IMAGE.to_owned(),
             postgres_image: operator::DEFAULT_POSTGRES_IMAGE.to_owned(),
             postgres_uid: Some(DEFAULT_POSTGRES_UID),
+            proxy: Vec::new(),
         }
     }
 }

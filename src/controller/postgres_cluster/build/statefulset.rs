@@ -29,7 +29,10 @@ use k8s_openapi::{
 use super::{BuildConfig, meta, name_of};
 use crate::controller::backup_target::{ResolvedRecovery, claim_mount_path, mount_path, volumes};
 use crate::{
-    api::{common::ReclaimPolicy, postgres_cluster::v1::PostgresCluster},
+    api::{
+        common::{BackupTarget, ReclaimPolicy},
+        postgres_cluster::v1::PostgresCluster,
+    },
     facts::{
         cluster::{
             CONFIG_HASH_ANNOTATION, Names, POSTGRES_PORT, POSTGRES_PORT_NAME, STATUS_PORT, STATUS_PORT_NAME,
@@ -243,7 +246,7 @@ pub fn desired_statefulset(
         // Absent means Retain: a user's data outlives the cluster unless they ask otherwise.
         Some(ReclaimPolicy::Retain) | None => "Retain",
     };
-    let env = PodIdentity::DOWNWARD_API
+    let env: Vec<EnvVar> = PodIdentity::DOWNWARD_API
         .iter()
         .map(|(variable, field)| EnvVar {
             name: (*variable).to_owned(),
@@ -256,6 +259,11 @@ pub fn desired_statefulset(
             }),
             ..EnvVar::default()
         })
+        .chain(config.proxy.iter().map(|(name, value)| EnvVar {
+            name: name.clone(),
+            value: Some(value.clone()),
+            ..EnvVar::default()
+        }))
         .collect();
     let port = |name: &str, number: u16| ContainerPort {
         name: Some(name.to_owned()),
@@ -269,10 +277,10 @@ pub fn desired_statefulset(
     let mut claim_volumes: Vec<(&str, String)> = Vec::new();
     let mut instance = instance_spec(cluster);
     let own = spec.backup.as_ref().map(|b| &b.target);
-    if let Some(target) = own.and_then(|t| t.s3.clone()) {
-        secret_volumes.push((volumes::BACKUP_CREDENTIALS, target.credentials_secret));
+    if let Some(target) = own.and_then(BackupTarget::object) {
+        secret_volumes.push((volumes::BACKUP_CREDENTIALS, target.credentials_secret.to_owned()));
         if let Some(ca) = target.ca_bundle {
-            secret_volumes.push((volumes::BACKUP_CA, ca.name));
+            secret_volumes.push((volumes::BACKUP_CA, ca.name.clone()));
         }
         instance.backup_target_dir = Some(mount_path(volumes::BACKUP_CREDENTIALS).into());
     }
@@ -281,10 +289,13 @@ pub fn desired_statefulset(
         claim_volumes.push((volumes::BACKUP_VOLUME, claim.clone()));
         instance.backup_target_dir = Some(claim_mount_path(volumes::BACKUP_VOLUME).into());
     }
-    if let Some(target) = recovery.and_then(|r| r.target.s3.clone()) {
-        secret_volumes.push((volumes::RECOVERY_CREDENTIALS, target.credentials_secret));
+    if let Some(target) = recovery.and_then(|r| r.target.object()) {
+        secret_volumes.push((
+            volumes::RECOVERY_CREDENTIALS,
+            target.credentials_secret.to_owned(),
+        ));
         if let Some(ca) = target.ca_bundle {
-            secret_volumes.push((volumes::RECOVERY_CA, ca.name));
+            secret_volumes.push((volumes::RECOVERY_CA, ca.name.clone()));
         }
         instance.recovery_source_dir = Some(mount_path(volumes::RECOVERY_CREDENTIALS).into());
     }
@@ -619,6 +630,48 @@ mod tests {
                 .as_ref()
                 .unwrap()
                 .contains(&"--waldir=/var/lib/postgresql/wal/pg_wal".to_owned())
+        );
+    }
+
+    #[test]
+    fn the_pods_get_the_proxy_the_operator_runs_with() {
+        let environment = [
+            ("HTTPS_PROXY", "http://proxy:3128"),
+            ("NO_PROXY", ".svc,10.0.0.0/8"),
+            ("http_proxy", ""),
+        ];
+        let proxy = BuildConfig::proxy_from(|name| {
+            environment
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v).to_owned())
+        });
+        // Empty variables are left out.
+        assert_eq!(
+            proxy,
+            [
+                ("HTTPS_PROXY".to_owned(), "http://proxy:3128".to_owned()),
+                ("NO_PROXY".to_owned(), ".svc,10.0.0.0/8".to_owned())
+            ]
+        );
+        let config = BuildConfig {
+            proxy,
+            ..BuildConfig::default()
+        };
+        let set = desired_statefulset(&cluster(spec(json!({}))), &config, "h", None);
+        let env = pod(&set).containers[0].env.clone().unwrap_or_default();
+        let value = |name: &str| env.iter().find(|e| e.name == name).and_then(|e| e.value.clone());
+        assert_eq!(value("HTTPS_PROXY").as_deref(), Some("http://proxy:3128"));
+        assert_eq!(value("NO_PROXY").as_deref(), Some(".svc,10.0.0.0/8"));
+        assert_eq!(value("http_proxy"), None);
+        let without = desired_statefulset(&cluster(spec(json!({}))), &BuildConfig::default(), "h", None);
+        assert!(
+            !pod(&without).containers[0]
+                .env
+                .iter()
+                .flatten()
+                .any(|e| e.name.ends_with("PROXY")),
+            "no proxy, no variable"
         );
     }
 
