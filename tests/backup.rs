@@ -1324,7 +1324,8 @@ fn azure_store(azure: &AzureServer, container: &str, key: &str, ca: Option<&str>
 }
 
 /// Azure Blob through the code every pod runs: objects go in and come back with their metadata,
-/// and a wrong key, a missing container and an untrusted certificate each say so.
+/// a SAS token works as the account key does, and a wrong key, a missing container and an
+/// untrusted certificate each say so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_azure_container_stores_objects_and_names_what_is_wrong() {
     use tusk::backup::store::Cause;
@@ -1384,6 +1385,14 @@ async fn an_azure_container_stores_objects_and_names_what_is_wrong() {
         error.message.starts_with("azure://tuskbackups/nope/db: "),
         "{error}"
     );
+    // A SAS token instead of the account key: the same objects.
+    let mut sas = azure_store(&azure, "pgbackups", &azure.key, Some(&ca), "db");
+    if let Some(config) = sas.azure.as_mut() {
+        config.access_key = None;
+        config.sas_token = Some(tusk::backup::store::Secret::Inline(azure.sas_token().unwrap()));
+    }
+    let sas = sas.open().unwrap();
+    assert_eq!(objects(&sas, "wal").await, ["db/wal/000000010000000000000001.gz"]);
     let untrusted = azure_store(&azure, "pgbackups", &azure.key, None, "db")
         .open()
         .unwrap();

@@ -135,15 +135,49 @@ const [endpoint, account, key, container] = process.argv.slice(1);
 new BlobServiceClient(endpoint, new StorageSharedKeyCredential(account, key))
   .getContainerClient(container)
   .create()
-  .then(() => console.log("created " + container))
-  .catch((e) => { console.error(e.message); process.exit(1); });
+  .then(() => console.log("created " + container));
 "#;
+        let out = self.node(script, &[name])?;
+        if out.contains(&format!("created {name}")) {
+            Ok(())
+        } else {
+            Err(component(format!("creating container {name}: {out}")))
+        }
+    }
+
+    /// An account SAS token for the Blob service (read, write, delete, list, add, create on
+    /// services, containers and objects, HTTPS only, valid for an hour), signed by the Azure SDK
+    /// with the account key, as `az storage account generate-sas` makes one.
+    pub fn sas_token(&self) -> Result<String> {
+        let script = r#"
+const s = require("@azure/storage-blob");
+const [endpoint, account, key] = process.argv.slice(1);
+const sas = s.generateAccountSASQueryParameters({
+  expiresOn: new Date(Date.now() + 3600 * 1000),
+  permissions: s.AccountSASPermissions.parse("rwdlac"),
+  resourceTypes: s.AccountSASResourceTypes.parse("sco").toString(),
+  services: s.AccountSASServices.parse("b").toString(),
+  protocol: s.SASProtocol.Https,
+}, new s.StorageSharedKeyCredential(account, key));
+console.log("sas " + sas.toString());
+"#;
+        let out = self.node(script, &[])?;
+        out.lines()
+            .find_map(|l| l.strip_prefix("sas "))
+            .map(str::to_owned)
+            .ok_or_else(|| component(format!("making a SAS token: {out}")))
+    }
+
+    /// Runs `script` with Node and the SDK, trusting the store's CA; its arguments are the
+    /// endpoint, the account, its key, then `args`. Returns what it printed.
+    fn node(&self, script: &str, args: &[&str]) -> Result<String> {
         let ca = self.dir.path().join("ca.crt");
         std::fs::write(&ca, &self.ca_pem).map_err(io("writing the CA"))?;
         let out = std::process::Command::new("node")
             .arg("-e")
-            .arg(script)
-            .args([&self.endpoint(), &self.account, &self.key, name])
+            .arg(format!("process.on('unhandledRejection', (e) => {{ console.error(e.message); process.exit(1); }});\n{script}"))
+            .args([self.endpoint().as_str(), &self.account, &self.key])
+            .args(args)
             .env("NODE_PATH", &self.node_modules)
             .env("NODE_EXTRA_CA_CERTS", &ca)
             .output()
@@ -153,10 +187,10 @@ new BlobServiceClient(endpoint, new StorageSharedKeyCredential(account, key))
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        if out.status.success() && text.contains(&format!("created {name}")) {
-            Ok(())
+        if out.status.success() {
+            Ok(text)
         } else {
-            Err(component(format!("creating container {name}: {text}")))
+            Err(component(text))
         }
     }
 
