@@ -373,6 +373,16 @@ impl Writer {
     }
 }
 
+/// Table `t` with 1000 rows.
+async fn table_of_1000_rows(db: &tokio_postgres::Client) {
+    db.batch_execute(
+        "CREATE TABLE t (id bigserial PRIMARY KEY, payload text NOT NULL);
+         INSERT INTO t (payload) SELECT md5(g::text) FROM generate_series(1, 1000) g",
+    )
+    .await
+    .unwrap();
+}
+
 /// Switches WAL on `db` and waits until the cluster's status says the segment it closed is
 /// archived.
 async fn archive_everything(env: &Env, cluster: &str, db: &tokio_postgres::Client) {
@@ -982,6 +992,22 @@ async fn a_schedule_runs_and_retention_deletes_exactly_what_is_expired() {
     db.batch_execute("CREATE TABLE t (id bigserial PRIMARY KEY, payload text NOT NULL)")
         .await
         .unwrap();
+    // The older backup retention lets go: taken by hand, labelled as the schedule's own, so the
+    // test waits for one cron run, not two.
+    let earlier: PostgresBackup = serde_json::from_value(json!({
+        "apiVersion": "tusk.dev/v1", "kind": "PostgresBackup",
+        "metadata": {"name": "a-by-hand", "labels": {"tusk.dev/schedule": "minutely"}},
+        "spec": {"cluster": {"name": "db"}},
+    }))
+    .unwrap();
+    Api::<PostgresBackup>::namespaced(env.client.clone(), &env.namespace)
+        .create(&PostParams::default(), &earlier)
+        .await
+        .unwrap();
+    assert_eq!(
+        env.finished("a-by-hand").await.status.unwrap().phase,
+        Some(BackupPhase::Completed)
+    );
     let schedules = support::apiserver::api(&env.client, &env.namespace, "PostgresBackupSchedule", "v1");
     let schedule = serde_json::from_value(json!({
         "apiVersion": "tusk.dev/v1", "kind": "PostgresBackupSchedule",
@@ -1038,7 +1064,9 @@ async fn a_schedule_runs_and_retention_deletes_exactly_what_is_expired() {
         finished.then_some(done)
     })
     .await;
-    for b in &done {
+    assert_eq!(done[0].metadata.name.as_deref(), Some("a-by-hand"));
+    assert!(done.len() >= 2, "a cron run: {done:?}");
+    for b in &done[1..] {
         assert!(
             b.metadata.name.as_deref().unwrap().starts_with("minutely-"),
             "{b:?}"
@@ -1180,12 +1208,7 @@ async fn a_claim_receives_backups_and_wal_and_restores() {
     .await;
     let c = env.start_cluster("db", 18, 2).await;
     let db = c.connect(0).await.unwrap();
-    db.batch_execute(
-        "CREATE TABLE t (id bigserial PRIMARY KEY, payload text NOT NULL);
-         INSERT INTO t (payload) SELECT md5(g::text) FROM generate_series(1, 1000) g",
-    )
-    .await
-    .unwrap();
+    table_of_1000_rows(&db).await;
     let first = env.backup("first", "db", json!({})).await;
     let status = first.status.clone().unwrap();
     assert_eq!(status.phase, Some(BackupPhase::Completed), "{status:?}");
@@ -1434,12 +1457,7 @@ async fn an_azure_container_behind_the_proxy_receives_backups_and_wal_and_restor
         )
         .await;
     let db = c.connect(0).await.unwrap();
-    db.batch_execute(
-        "CREATE TABLE t (id bigserial PRIMARY KEY, payload text NOT NULL);
-         INSERT INTO t (payload) SELECT md5(g::text) FROM generate_series(1, 1000) g",
-    )
-    .await
-    .unwrap();
+    table_of_1000_rows(&db).await;
     let backup = env.backup("first", "db", json!({})).await;
     let status = backup.status.clone().unwrap();
     assert_eq!(status.phase, Some(BackupPhase::Completed), "{status:?}");
