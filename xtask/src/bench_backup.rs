@@ -75,14 +75,16 @@ pub async fn run(root: &Path, scales: &[u32]) -> Result<(), String> {
     s3.create_bucket("bench").map_err(err)?;
     let postgres = Postgres::get(18).map_err(err)?;
     println!(
-        "{:>6} {:>9} {:>10} {:>9} {:>10} {:>9} {:>7} {:>10} {:>10} {:>10} {:>10}",
+        "{:>6} {:>9} {:>10} {:>9} {:>10} {:>10} {:>9} {:>7} {:>9} {:>10} {:>10} {:>10} {:>10}",
         "scale",
         "db MiB",
         "tusk s",
         "tusk MB/s",
         "local s",
         "local MB/s",
+        "dir s",
         "ratio",
+        "dir ratio",
         "restore s",
         "peak RSS",
         "WAL MB/s",
@@ -113,6 +115,24 @@ pub async fn run(root: &Path, scales: &[u32]) -> Result<(), String> {
             .map_err(err)?;
         let config = work.path().join("store.json");
         std::fs::write(&config, serde_json::to_vec(&store).map_err(err)?).map_err(err)?;
+        // The same backup into a directory: Tusk's own work (gzip, SHA-256, reading back)
+        // without the store's, which shares the two cores here.
+        let directory = work.path().join("directory-store");
+        std::fs::create_dir(&directory).map_err(err)?;
+        let directory_config = work.path().join("directory.json");
+        let directory_store = StoreConfig {
+            directory: Some(directory.clone()),
+            root: root_prefix.clone(),
+            url: format!("file://{}", directory.display()),
+            s3: None,
+            azure: None,
+            gcs: None,
+        };
+        std::fs::write(
+            &directory_config,
+            serde_json::to_vec(&directory_store).map_err(err)?,
+        )
+        .map_err(err)?;
 
         // The load's dirty buffers are written now, so neither backup's `--checkpoint=fast`
         // pays for them (the first one measured would, and look slow). Then each is measured
@@ -121,7 +141,24 @@ pub async fn run(root: &Path, scales: &[u32]) -> Result<(), String> {
         psql(&server, "CHECKPOINT")?;
         tusk_testenv::postgres::chown_for_postgres(work.path()).map_err(err)?;
         let mut tusk_seconds = f64::INFINITY;
+        let mut directory_seconds = f64::INFINITY;
         let mut local_seconds = f64::INFINITY;
+        let base_backup = |store: &Path, name: &str| {
+            std::process::Command::new(&binary)
+                .args([
+                    "base-backup",
+                    "--host",
+                    server.host(),
+                    "--port",
+                    &server.port().to_string(),
+                ])
+                .arg(format!("--store={}", store.display()))
+                .arg(format!("--name={name}"))
+                .env("PGPASSWORD", server.password())
+                .env("PATH", format!("{}:/usr/bin:/bin", postgres.bin_dir().display()))
+                .output()
+                .map_err(err)
+        };
         let mut peak = String::new();
         let mut record = None;
         for round in 1..=2 {
@@ -146,22 +183,19 @@ pub async fn run(root: &Path, scales: &[u32]) -> Result<(), String> {
             // What one run wrote reaches the disk before the next run starts.
             sync()?;
 
+            // Tusk into a directory.
+            let started = Instant::now();
+            let out = base_backup(&directory_config, &format!("d{round}"))?;
+            directory_seconds = directory_seconds.min(started.elapsed().as_secs_f64());
+            sync()?;
+            if !out.status.success() {
+                return Err(format!("base-backup: {}", String::from_utf8_lossy(&out.stderr)));
+            }
+            std::fs::remove_dir_all(directory.join(&root_prefix)).map_err(err)?;
+
             // Tusk: into the store, gzipped, read back and checked.
             let started = Instant::now();
-            let out = std::process::Command::new(&binary)
-                .args([
-                    "base-backup",
-                    "--host",
-                    server.host(),
-                    "--port",
-                    &server.port().to_string(),
-                ])
-                .arg(format!("--store={}", config.display()))
-                .arg(format!("--name=b{round}"))
-                .env("PGPASSWORD", server.password())
-                .env("PATH", format!("{}:/usr/bin:/bin", postgres.bin_dir().display()))
-                .output()
-                .map_err(err)?;
+            let out = base_backup(&config, &format!("b{round}"))?;
             let seconds = started.elapsed().as_secs_f64();
             sync()?;
             if !out.status.success() {
@@ -233,15 +267,17 @@ pub async fn run(root: &Path, scales: &[u32]) -> Result<(), String> {
 
         let tar_mb = record.tar_bytes as f64 / 1e6;
         println!(
-            "{scale:>6} {:>9.0} {tusk_seconds:>10.1} {:>9.1} {local_seconds:>10.1} {:>9.1} {:>7.2} {restore_seconds:>10.1} {peak:>10} {wal_rate:>10.1} {archive_rate:>10.1}",
+            "{scale:>6} {:>9.0} {tusk_seconds:>10.1} {:>9.1} {local_seconds:>10.1} {:>10.1} {directory_seconds:>9.1} {:>7.2} {:>9.2} {restore_seconds:>10.1} {peak:>10} {wal_rate:>10.1} {archive_rate:>10.1}",
             mib(db_bytes),
             tar_mb / tusk_seconds,
             tar_mb / local_seconds,
             local_seconds / tusk_seconds,
+            local_seconds / directory_seconds,
         );
     }
     println!(
-        "ratio: tusk's throughput / pg_basebackup -Ft to local disk (target >= 0.8); MB/s of the uncompressed tar; \
+        "ratio: tusk's throughput / pg_basebackup -Ft to local disk (target >= 0.8); dir: Tusk's backup into a directory \
+         on the same disk instead of the store, its ratio likewise; MB/s of the uncompressed tar; \
          peak RSS: VmHWM of the process running the backup (target < 64 MiB, flat across sizes); \
          archive MB/s: 16 MiB segments of that load archived 4 at a time (must exceed WAL MB/s)"
     );
