@@ -139,7 +139,7 @@ pub async fn run(
         .default_backoff()
         .reflect(clusters_writer)
         .applied_objects()
-        .predicate_filter(asked_for, Default::default()),
+        .predicate_filter(cluster_asked_for, Default::default()),
         clusters_store,
     )
     .reconcile_on(woken)
@@ -301,6 +301,22 @@ fn asked_for<K: kube::Resource>(object: &K) -> Option<u64> {
     Some(hasher.finish())
 }
 
+/// [`asked_for`], and every event of a cluster whose status does not show its current
+/// generation reconciled: until its first successful reconcile, each change may be the one that
+/// lets it succeed (as before this filter), so none waits out a long backoff.
+fn cluster_asked_for(cluster: &PostgresCluster) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let asked = asked_for(cluster)?;
+    let observed = cluster.status.as_ref().and_then(|s| s.observed_generation);
+    if observed.is_some() && observed == cluster.metadata.generation {
+        return Some(asked);
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    asked.hash(&mut hasher);
+    cluster.metadata.resource_version.hash(&mut hasher);
+    Some(hasher.finish())
+}
+
 fn metadata<K>(
     client: &Client,
     config: &watcher::Config,
@@ -350,10 +366,19 @@ mod tests {
             "spec": {"instances": 1, "postgres": {"version": 18}, "storage": {"data": {"size": "1Gi"}}},
         }))
         .unwrap();
+        // Not reconciled yet: every event counts.
+        let unreconciled = cluster_asked_for(&cluster);
+        cluster.metadata.resource_version = Some("41".into());
+        assert_ne!(cluster_asked_for(&cluster), unreconciled);
         let first = asked_for(&cluster);
         cluster.status = Some(Default::default());
         cluster.metadata.resource_version = Some("42".into());
         assert_eq!(asked_for(&cluster), first, "status and resourceVersion alone");
+        // Reconciled at its generation: its own status writes do not count.
+        cluster.status.as_mut().unwrap().observed_generation = Some(1);
+        let reconciled = cluster_asked_for(&cluster);
+        cluster.metadata.resource_version = Some("43".into());
+        assert_eq!(cluster_asked_for(&cluster), reconciled);
         cluster.metadata.generation = Some(2);
         let second = asked_for(&cluster);
         assert_ne!(second, first, "a spec change");
