@@ -272,14 +272,13 @@ impl ResolvedRecovery {
     }
 }
 
-/// Reads key `key` of Secret `name`, for a message about `field`.
-pub async fn secret_value(
+/// The UTF-8 keys of Secret `name`, for a message about `field`.
+async fn secret_data(
     ctx: &Context,
     namespace: &str,
     name: &str,
-    key: &str,
     field: &str,
-) -> Result<Result<String, Problem>, Error> {
+) -> Result<Result<std::collections::BTreeMap<String, String>, Problem>, Error> {
     let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
         .get_opt(name)
         .await
@@ -290,16 +289,32 @@ pub async fn secret_value(
             format!("{field}: Secret {name} does not exist in namespace {namespace}"),
         )));
     };
-    let value = secret
+    Ok(Ok(secret
         .data
-        .and_then(|mut d| d.remove(key))
-        .and_then(|v| String::from_utf8(v.0).ok());
-    Ok(value.ok_or_else(|| {
-        Problem::new(
-            "BackupCredentialsMissing",
-            format!("{field}: Secret {name} has no UTF-8 key {key}"),
-        )
-    }))
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, String::from_utf8(v.0).ok()?)))
+        .collect()))
+}
+
+/// Reads key `key` of Secret `name`, for a message about `field`.
+pub async fn secret_value(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    key: &str,
+    field: &str,
+) -> Result<Result<String, Problem>, Error> {
+    Ok(secret_data(ctx, namespace, name, field)
+        .await?
+        .and_then(|mut data| {
+            data.remove(key).ok_or_else(|| {
+                Problem::new(
+                    "BackupCredentialsMissing",
+                    format!("{field}: Secret {name} has no UTF-8 key {key}"),
+                )
+            })
+        }))
 }
 
 /// The store config of `target` with its secrets read now, for one request to a pod.
@@ -318,35 +333,24 @@ pub async fn inline_store_config(
             field,
         ));
     };
-    let name = object.credentials_secret;
-    let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
-        .get_opt(name)
-        .await
-        .map_err(Error::kube("reading a backup Secret"))?;
-    let Some(secret) = secret else {
-        return Ok(Err(Problem::new(
-            "BackupCredentialsMissing",
-            format!(
-                "{field}.{}.credentialsSecret: Secret {name} does not exist in namespace {namespace}",
-                object.field
-            ),
-        )));
+    let field_of = |key: &str| format!("{field}.{}.{key}", object.field);
+    let credentials = match secret_data(
+        ctx,
+        namespace,
+        object.credentials_secret,
+        &field_of("credentialsSecret"),
+    )
+    .await?
+    {
+        Ok(data) => data,
+        Err(p) => return Ok(Err(p)),
     };
-    let credentials = secret
-        .data
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|(k, v)| Some((k, String::from_utf8(v.0).ok()?)))
-        .collect();
     let ca_bundle = match object.ca_bundle {
         None => None,
-        Some(ca) => {
-            let field = format!("{field}.{}.caBundle", object.field);
-            match secret_value(ctx, namespace, &ca.name, &ca.key, &field).await? {
-                Ok(v) => Some(v),
-                Err(p) => return Ok(Err(p)),
-            }
-        }
+        Some(ca) => match secret_value(ctx, namespace, &ca.name, &ca.key, &field_of("caBundle")).await? {
+            Ok(v) => Some(v),
+            Err(p) => return Ok(Err(p)),
+        },
     };
     Ok(store_config(
         target,
