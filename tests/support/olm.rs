@@ -334,21 +334,23 @@ impl Written {
 pub async fn reconciled(env: &OlmCluster, written: &Written) {
     for (kind, name, _) in &written.objects {
         let objects = api(&env.client, &written.namespace, kind, "v1");
-        eventually(
-            &format!("{kind} {name} reconciled"),
-            Duration::from_secs(180),
-            async || {
-                let object = value(&objects.get(name).await.ok()?);
-                let generation = object["metadata"]["generation"].as_i64()?;
+        let seen = Wait::up_to(Duration::from_secs(180))
+            .until(&format!("{kind} {name} reconciled"), async || {
+                let object = value(&objects.get(name).await.map_err(|e| e.to_string())?);
+                let generation = &object["metadata"]["generation"];
                 // Every kind reports whatever it found (users and databases here have no SQL
                 // endpoint to reach, backups no ready instance).
-                object["status"]["conditions"]
-                    .as_array()?
-                    .iter()
-                    .find(|c| c["type"] == "Ready")?;
-                (object["status"]["observedGeneration"] == generation).then_some(())
-            },
-        )
-        .await;
+                let ready = object["status"]["conditions"]
+                    .as_array()
+                    .and_then(|c| c.iter().find(|c| c["type"] == "Ready"));
+                match ready {
+                    Some(_) if object["status"]["observedGeneration"] == *generation => Ok(()),
+                    _ => Err(format!("generation {generation}, status {}", object["status"])),
+                }
+            })
+            .await;
+        if let Err(unmet) = seen {
+            panic!("{unmet}\n{}", env.operator_log_tail(60));
+        }
     }
 }

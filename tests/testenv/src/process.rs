@@ -137,6 +137,11 @@ impl Supervised {
         )
     }
 
+    /// The file its output goes to.
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
     /// The name it was started under.
     pub fn name(&self) -> &str {
         &self.name

@@ -307,6 +307,12 @@ impl OlmCluster {
         self.pod.want(mode.map(|m| (m, kubeconfig)));
     }
 
+    /// The last `lines` lines of the local operator's log, to tell why a wait on its work
+    /// failed.
+    pub fn operator_log_tail(&self, lines: usize) -> String {
+        self.pod.log_tail(lines)
+    }
+
     /// Asks for the local operator in `mode` and waits until it runs so.
     pub async fn run_operator(&self, mode: Mode) {
         self.want(Some(mode)).await;

@@ -50,6 +50,7 @@ pub type Desired = Option<(Mode, Option<PathBuf>)>;
 pub struct LocalOperator {
     desired: Arc<Mutex<Desired>>,
     running: Arc<Mutex<Option<Mode>>>,
+    log: Arc<Mutex<Option<PathBuf>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -64,6 +65,7 @@ impl LocalOperator {
     pub fn start(client: Client, proxy: Router, work: PathBuf, operator: Operator) -> Self {
         let desired = Arc::new(Mutex::new(None));
         let running = Arc::new(Mutex::new(None));
+        let log = Arc::new(Mutex::new(None));
         let task = tokio::spawn(keep(
             client,
             proxy,
@@ -71,10 +73,12 @@ impl LocalOperator {
             operator,
             desired.clone(),
             running.clone(),
+            log.clone(),
         ));
         Self {
             desired,
             running,
+            log,
             task,
         }
     }
@@ -83,6 +87,22 @@ impl LocalOperator {
     /// the Service and its certificate.
     pub fn want(&self, desired: Desired) {
         *self.desired.lock().expect("not poisoned") = desired;
+    }
+
+    /// The last `lines` lines of the log of the process started last, to tell why a wait on
+    /// the operator's work failed.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let Some(log) = self.log.lock().expect("not poisoned").clone() else {
+            return "--- the operator was never started ---".to_owned();
+        };
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        let start = all.len().saturating_sub(lines);
+        format!(
+            "--- last lines of {} ---\n{}",
+            log.display(),
+            all[start..].join("\n")
+        )
     }
 
     /// The mode the process runs in now, if it runs.
@@ -100,6 +120,7 @@ async fn keep(
     operator: Operator,
     desired: Arc<Mutex<Desired>>,
     running: Arc<Mutex<Option<Mode>>>,
+    log: Arc<Mutex<Option<PathBuf>>>,
 ) {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), OPERATORS_NAMESPACE);
     let services: Api<Service> = Api::namespaced(client, OPERATORS_NAMESPACE);
@@ -149,6 +170,7 @@ async fn keep(
             &env,
         )
         .expect("starting the operator");
+        *log.lock().expect("not poisoned") = Some(process.log().to_owned());
         // Routed once it listens; if it never does, the test's own waits say what is missing.
         let listening = Wait::up_to(Duration::from_secs(20))
             .every(Duration::from_millis(100))
