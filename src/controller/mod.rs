@@ -302,19 +302,18 @@ fn asked_for<K: kube::Resource>(object: &K) -> Option<u64> {
 }
 
 /// [`asked_for`], and every event of a cluster whose status does not show its current
-/// generation reconciled: until its first successful reconcile, each change may be the one that
-/// lets it succeed (as before this filter), so none waits out a long backoff.
+/// generation reconciled: until its first successful reconcile, each event may be the one that
+/// lets it succeed (as before this filter), so none waits out a long backoff. That includes the
+/// events of a watch that lists again after an error (a conversion webhook away during an
+/// upgrade), which change no resourceVersion: such a cluster has no hash to compare (`None`
+/// lets every event through).
 fn cluster_asked_for(cluster: &PostgresCluster) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let asked = asked_for(cluster)?;
     let observed = cluster.status.as_ref().and_then(|s| s.observed_generation);
     if observed.is_some() && observed == cluster.metadata.generation {
-        return Some(asked);
+        asked_for(cluster)
+    } else {
+        None
     }
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    asked.hash(&mut hasher);
-    cluster.metadata.resource_version.hash(&mut hasher);
-    Some(hasher.finish())
 }
 
 fn metadata<K>(
@@ -366,10 +365,9 @@ mod tests {
             "spec": {"instances": 1, "postgres": {"version": 18}, "storage": {"data": {"size": "1Gi"}}},
         }))
         .unwrap();
-        // Not reconciled yet: every event counts.
-        let unreconciled = cluster_asked_for(&cluster);
+        // Not reconciled yet: every event counts, even one that changed nothing.
+        assert_eq!(cluster_asked_for(&cluster), None);
         cluster.metadata.resource_version = Some("41".into());
-        assert_ne!(cluster_asked_for(&cluster), unreconciled);
         let first = asked_for(&cluster);
         cluster.status = Some(Default::default());
         cluster.metadata.resource_version = Some("42".into());
@@ -377,6 +375,7 @@ mod tests {
         // Reconciled at its generation: its own status writes do not count.
         cluster.status.as_mut().unwrap().observed_generation = Some(1);
         let reconciled = cluster_asked_for(&cluster);
+        assert!(reconciled.is_some());
         cluster.metadata.resource_version = Some("43".into());
         assert_eq!(cluster_asked_for(&cluster), reconciled);
         cluster.metadata.generation = Some(2);
