@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the PostgreSQL servers Tusk's tests run as local processes: the oldest and the newest
-# major Tusk supports.
+# major Tusk supports; and zstd, to restore a base backup by hand.
 #
 #   hack/postgres.sh           install what is missing, check each server's version, and end with
 #                              TUSK_PG15_BIN=<dir> and TUSK_PG18_BIN=<dir>
@@ -129,6 +129,24 @@ EOF
   REPORT+=("18 installed-in-$((SECONDS - t0))s $PG18_DIR/bin")
 }
 
+# `zstd`, which GNU tar calls for `tar --zstd`: the tests restore a base backup by hand as the
+# README does.
+install_zstd() {
+  if command -v zstd >/dev/null; then
+    REPORT+=("zstd present $(command -v zstd)")
+    return
+  fi
+  if [[ $(id -u) -ne 0 ]]; then
+    log "zstd is missing; install Debian's zstd as root (apt-get install zstd)"
+    exit 1
+  fi
+  local t0=$SECONDS
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends zstd >/dev/null
+  REPORT+=("zstd installed-in-$((SECONDS - t0))s $(command -v zstd)")
+}
+
 check_version() {
   local major=$1 dir version
   dir=$(bin_dir "$major")
@@ -143,6 +161,7 @@ check_version() {
 
 install_pg15
 install_pg18
+install_zstd
 check_version 15
 check_version 18
 

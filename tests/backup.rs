@@ -505,7 +505,7 @@ async fn point_in_time_recovery(major: u32) {
     let objects_of_quiet = objects(&store(s3, &format!("{path}/db")), "base/quiet").await;
     assert_eq!(
         objects_of_quiet,
-        ["backup.json", "backup_manifest", "base.tar.gz"]
+        ["backup.json", "backup_manifest", "base.tar.zst"]
             .map(|o| format!("{path}/db/base/quiet/{o}"))
             .to_vec()
     );
@@ -630,8 +630,8 @@ async fn by_hand(s3: &S3Server, backup: &str, postgres: &Postgres, password: &st
             .unwrap()
             .to_vec()
     };
-    let tar = dir.path().join("base.tar.gz");
-    std::fs::write(&tar, download("base.tar.gz").await).unwrap();
+    let tar = dir.path().join("base.tar.zst");
+    std::fs::write(&tar, download("base.tar.zst").await).unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
     {
@@ -640,7 +640,8 @@ async fn by_hand(s3: &S3Server, backup: &str, postgres: &Postgres, password: &st
     }
     let unpacked = std::process::Command::new("tar")
         .args([
-            "-xzf",
+            "--zstd",
+            "-xf",
             &tar.display().to_string(),
             "-C",
             &data.display().to_string(),
@@ -1215,7 +1216,7 @@ async fn a_claim_receives_backups_and_wal_and_restores() {
     assert_eq!(status.instance_name.as_deref(), Some("db-1"), "from the replica");
     assert_eq!(status.location.as_deref(), Some("pvc://backups/db/base/first"));
     let dir = c.shared_claim_dir("backups");
-    for object in ["backup.json", "backup_manifest", "base.tar.gz"] {
+    for object in ["backup.json", "backup_manifest", "base.tar.zst"] {
         assert!(
             dir.join("db/base/first").join(object).is_file(),
             "{object} in the claim"
@@ -1476,7 +1477,7 @@ async fn an_azure_container_behind_the_proxy_receives_backups_and_wal_and_restor
         .open()
         .unwrap();
     let base = objects(&store, "base/first").await;
-    for object in ["backup.json", "backup_manifest", "base.tar.gz"] {
+    for object in ["backup.json", "backup_manifest", "base.tar.zst"] {
         assert!(
             base.contains(&format!("prod/db/base/first/{object}")),
             "{object} in {base:?}"

@@ -2,11 +2,11 @@
 //! restores ([`restore`]), through one store abstraction ([`store`]). The instance manager runs
 //! them in its pod; the operator asks for base backups over [`api`] and reads their results.
 //!
-//! The format is open: gzip and tar files PostgreSQL's own tools restore, with PostgreSQL's
+//! The format is open: tar, zstd and gzip files PostgreSQL's own tools restore, with PostgreSQL's
 //! `backup_manifest`, below one prefix per cluster:
 //!
 //! ```text
-//! <prefix>/base/<backup>/base.tar.gz      the data directory and the WAL it needs
+//! <prefix>/base/<backup>/base.tar.zst     the data directory and the WAL it needs
 //! <prefix>/base/<backup>/backup_manifest  for pg_verifybackup
 //! <prefix>/base/<backup>/backup.json      written last: the backup is complete
 //! <prefix>/wal/<timeline+log>/<segment>.gz

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{
-    base::{BASE_TAR, BackupRecord, location},
+    base::{BackupRecord, TarCompression, location},
     store::{Cause, Store, StoreConfig, StoreError},
     wal::{hex, parse_lsn},
 };
@@ -101,7 +101,7 @@ impl<R: Read> Read for Hashing<R> {
 /// Unpacks the base backup of `record` into `pgdata` (empty or missing), streaming, and checks
 /// that what was read is what was stored.
 pub async fn unpack(store: &Store, record: &BackupRecord, pgdata: &FsPath) -> Result<(), StoreError> {
-    let path = location(store, &record.name, BASE_TAR);
+    let path = location(store, &record.name, record.tar_object());
     let stream = store
         .inner
         .get(&path)
@@ -111,6 +111,7 @@ pub async fn unpack(store: &Store, record: &BackupRecord, pgdata: &FsPath) -> Re
         .map_err(std::io::Error::other);
     let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
     let pgdata = pgdata.to_path_buf();
+    let compression = record.compression;
     let unpacked = tokio::task::spawn_blocking(move || {
         let mut hashing = Hashing {
             inner: reader,
@@ -118,7 +119,11 @@ pub async fn unpack(store: &Store, record: &BackupRecord, pgdata: &FsPath) -> Re
             bytes: 0,
         };
         {
-            let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&mut hashing));
+            let tar: Box<dyn Read + '_> = match compression {
+                TarCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut hashing)),
+                TarCompression::Zstd => Box::new(zstd::stream::read::Decoder::new(&mut hashing)?),
+            };
+            let mut archive = tar::Archive::new(tar);
             archive.set_preserve_permissions(true);
             archive.unpack(&pgdata)?;
         }
@@ -165,6 +170,79 @@ mod tests {
         assert_eq!(pick(Target::Time("2026-12-01T09:00:00Z".into())), None);
         assert_eq!(pick(Target::Lsn("0/4000000".into())), Some("a"));
         assert_eq!(pick(Target::Lsn("0/5000000".into())), Some("b"));
+    }
+
+    /// A tar holding `PG_VERSION` with `text`.
+    fn tar_of(text: &str) -> Vec<u8> {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(text.len() as u64);
+        header.set_mode(0o600);
+        header.set_cksum();
+        tar.append_data(&mut header, "PG_VERSION", text.as_bytes())
+            .unwrap();
+        tar.into_inner().unwrap()
+    }
+
+    /// Stores `compressed` as backup `name`'s tar with the record `record` (JSON), and unpacks it.
+    async fn unpack_stored(
+        name: &str,
+        object: &str,
+        compressed: Vec<u8>,
+        mut record: serde_json::Value,
+    ) -> String {
+        use object_store::{ObjectStoreExt, PutPayload};
+        let (dir, pgdata) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let store = StoreConfig {
+            s3: None,
+            azure: None,
+            gcs: None,
+            directory: Some(dir.path().to_path_buf()),
+            root: "b/db".into(),
+            url: "file://test".into(),
+        }
+        .open()
+        .unwrap();
+        record["storedBytes"] = compressed.len().into();
+        record["sha256"] = hex(&Sha256::digest(&compressed)).into();
+        let record: BackupRecord = serde_json::from_value(record).unwrap();
+        store
+            .inner
+            .put(&location(&store, name, object), PutPayload::from(compressed))
+            .await
+            .unwrap();
+        unpack(&store, &record, pgdata.path()).await.unwrap();
+        std::fs::read_to_string(pgdata.path().join("PG_VERSION")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn zstd_backups_and_gzip_backups_from_before_unpack() {
+        let record = |name: &str| {
+            serde_json::json!({
+                "name": name, "instance": "db-1", "startedAt": "2026-12-01T10:00:00Z",
+                "stoppedAt": "2026-12-01T10:00:01Z", "timeline": 1, "beginLsn": "0/2000028",
+                "endLsn": "0/2000100", "beginWal": "000000010000000000000002",
+                "endWal": "000000010000000000000002", "postgresMajor": 18,
+                "postgresVersion": "18.6", "tarBytes": 10240,
+            })
+        };
+        // A record that names no compression is a gzip backup, `base.tar.gz`, in however many
+        // gzip members (the file spans three here).
+        let text = "18\n".repeat(4000);
+        let mut gz = Vec::new();
+        for part in tar_of(&text).chunks(4096) {
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            std::io::Write::write_all(&mut encoder, part).unwrap();
+            gz.extend(encoder.finish().unwrap());
+        }
+        assert_eq!(unpack_stored("old", "base.tar.gz", gz, record("old")).await, text);
+        let mut zst = record("new");
+        zst["compression"] = "zstd".into();
+        let compressed = zstd::encode_all(tar_of("18\n").as_slice(), 1).unwrap();
+        assert_eq!(
+            unpack_stored("new", "base.tar.zst", compressed, zst).await,
+            "18\n"
+        );
     }
 
     #[test]
