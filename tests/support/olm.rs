@@ -350,7 +350,7 @@ pub async fn reconciled(env: &OlmCluster, written: &Written) {
             })
             .await;
         if let Err(unmet) = seen {
-            panic!("{unmet}\n{}", env.operator_log_tail(60));
+            panic!("{unmet}\n{}", env.operator_log_tail(40, name));
         }
     }
 }

@@ -142,6 +142,11 @@ impl Supervised {
         &self.log
     }
 
+    /// The file its process id is written to once it runs.
+    pub fn pidfile(&self) -> &Path {
+        &self.pidfile
+    }
+
     /// The name it was started under.
     pub fn name(&self) -> &str {
         &self.name

@@ -307,10 +307,10 @@ impl OlmCluster {
         self.pod.want(mode.map(|m| (m, kubeconfig)));
     }
 
-    /// The last `lines` lines of the local operator's log, to tell why a wait on its work
-    /// failed.
-    pub fn operator_log_tail(&self, lines: usize) -> String {
-        self.pod.log_tail(lines)
+    /// What the local operator is doing and its last `lines` lines of log about `about`, to
+    /// tell why a wait on its work failed (see [`LocalOperator::log_tail`]).
+    pub fn operator_log_tail(&self, lines: usize, about: &str) -> String {
+        self.pod.log_tail(lines, about)
     }
 
     /// Asks for the local operator in `mode` and waits until it runs so.

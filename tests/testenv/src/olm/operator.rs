@@ -42,6 +42,13 @@ pub enum Mode {
     Run,
 }
 
+/// The processes started so far: how many, and the log and pid files of the last.
+#[derive(Clone, Debug, Default)]
+struct Started {
+    count: usize,
+    last: Option<(PathBuf, PathBuf)>,
+}
+
 /// What the local operator process should be: a mode and, to run the controllers, the
 /// kubeconfig of OLM's ServiceAccount.
 pub type Desired = Option<(Mode, Option<PathBuf>)>;
@@ -50,7 +57,7 @@ pub type Desired = Option<(Mode, Option<PathBuf>)>;
 pub struct LocalOperator {
     desired: Arc<Mutex<Desired>>,
     running: Arc<Mutex<Option<Mode>>>,
-    log: Arc<Mutex<Option<PathBuf>>>,
+    log: Arc<Mutex<Started>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -65,7 +72,7 @@ impl LocalOperator {
     pub fn start(client: Client, proxy: Router, work: PathBuf, operator: Operator) -> Self {
         let desired = Arc::new(Mutex::new(None));
         let running = Arc::new(Mutex::new(None));
-        let log = Arc::new(Mutex::new(None));
+        let log = Arc::new(Mutex::new(Started::default()));
         let task = tokio::spawn(keep(
             client,
             proxy,
@@ -89,19 +96,45 @@ impl LocalOperator {
         *self.desired.lock().expect("not poisoned") = desired;
     }
 
-    /// The last `lines` lines of the log of the process started last, to tell why a wait on
-    /// the operator's work failed.
-    pub fn log_tail(&self, lines: usize) -> String {
-        let Some(log) = self.log.lock().expect("not poisoned").clone() else {
+    /// What the process started last is doing, to tell why a wait on the operator's work failed:
+    /// how many were started, whether the last one is alive and uses CPU, when it last logged,
+    /// the last `lines` lines of its log about the object named `about` (its reconciles and their
+    /// failures), and its last 10 lines.
+    pub fn log_tail(&self, lines: usize, about: &str) -> String {
+        let started = self.log.lock().expect("not poisoned").clone();
+        let Some((log, pidfile)) = started.last else {
             return "--- the operator was never started ---".to_owned();
         };
+        let pid = std::fs::read_to_string(&pidfile).ok();
+        let ticks = || {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.as_deref()?.trim())).ok()?;
+            let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split(' ').collect();
+            Some((
+                fields[0].to_owned(),
+                fields[11].parse::<u64>().ok()? + fields[12].parse::<u64>().ok()?,
+            ))
+        };
+        let before = ticks();
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let after = ticks();
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
-        let start = all.len().saturating_sub(lines);
+        let (reconciles, failures) = (format!("/{about}."), format!("\"{about}\""));
+        let about_lines: Vec<&str> = all
+            .iter()
+            .copied()
+            .filter(|l| l.contains(&reconciles) || l.contains(&failures))
+            .collect();
         format!(
-            "--- last lines of {} ---\n{}",
+            "--- the operator: started {} times; the last, pid {}: state and CPU ticks {before:?}, a second later {after:?}; now {:?}; {} lines in {} ---\n\
+             --- its last {lines} lines about {about} ---\n{}\n--- its last 10 lines ---\n{}",
+            started.count,
+            pid.as_deref().unwrap_or("unknown").trim(),
+            std::time::SystemTime::now(),
+            all.len(),
             log.display(),
-            all[start..].join("\n")
+            about_lines[about_lines.len().saturating_sub(lines)..].join("\n"),
+            all[all.len().saturating_sub(10)..].join("\n"),
         )
     }
 
@@ -120,7 +153,7 @@ async fn keep(
     operator: Operator,
     desired: Arc<Mutex<Desired>>,
     running: Arc<Mutex<Option<Mode>>>,
-    log: Arc<Mutex<Option<PathBuf>>>,
+    log: Arc<Mutex<Started>>,
 ) {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), OPERATORS_NAMESPACE);
     let services: Api<Service> = Api::namespaced(client, OPERATORS_NAMESPACE);
@@ -170,7 +203,11 @@ async fn keep(
             &env,
         )
         .expect("starting the operator");
-        *log.lock().expect("not poisoned") = Some(process.log().to_owned());
+        {
+            let mut started = log.lock().expect("not poisoned");
+            started.count += 1;
+            started.last = Some((process.log().to_owned(), process.pidfile().to_owned()));
+        }
         // Routed once it listens; if it never does, the test's own waits say what is missing.
         let listening = Wait::up_to(Duration::from_secs(20))
             .every(Duration::from_millis(100))
