@@ -126,21 +126,13 @@ pub async fn run(
         ctx.leases.clone(),
         wake,
     ));
-    // A cluster's own status write does not reconcile it again: its status carries WAL positions,
-    // so under writes every reconcile would write a new status and start the next one, a loop
-    // the apiserver pays for. What the instances report is read again at the next requeue (every
-    // second while a failover or rollout goes on, else at resync), or when a child changes.
-    let (clusters_store, clusters_writer) = kube::runtime::reflector::store();
-    let clusters = Controller::for_stream(
-        watcher(
-            Api::<PostgresCluster>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .reflect(clusters_writer)
-        .applied_objects()
-        .predicate_filter(cluster_asked_for, Default::default()),
-        clusters_store,
+    // Every event of a cluster reconciles it, its own status writes included. (Filtering those
+    // out with a predicate on a stream of our own left the operator reconciling a stale copy of a
+    // cluster for minutes after a user's change in the OLM channel-upgrade test; see issue 14's
+    // notes.)
+    let clusters = Controller::new(
+        Api::<PostgresCluster>::all(client.clone()),
+        watcher::Config::default(),
     )
     .reconcile_on(woken)
     .owns_stream(metadata::<StatefulSet>(&client, &managed))
@@ -283,39 +275,6 @@ pub async fn run(
 }
 
 /// Every change of any `K` that `config` selects, as metadata only (nothing else is kept).
-/// What a user (or Kubernetes) changes on an object, as opposed to what its controller writes to
-/// its status: the spec (through the generation), labels, annotations, finalizers and deletion.
-/// An event where none of these changed reconciles nothing.
-fn asked_for<K: kube::Resource>(object: &K) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let meta = object.meta();
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    meta.generation.hash(&mut hasher);
-    meta.labels.hash(&mut hasher);
-    meta.annotations.hash(&mut hasher);
-    meta.finalizers.hash(&mut hasher);
-    meta.deletion_timestamp
-        .as_ref()
-        .map(|t| t.0.to_string())
-        .hash(&mut hasher);
-    Some(hasher.finish())
-}
-
-/// [`asked_for`], and every event of a cluster whose status does not show its current
-/// generation reconciled: until its first successful reconcile, each event may be the one that
-/// lets it succeed (as before this filter), so none waits out a long backoff. That includes the
-/// events of a watch that lists again after an error (a conversion webhook away during an
-/// upgrade), which change no resourceVersion: such a cluster has no hash to compare (`None`
-/// lets every event through).
-fn cluster_asked_for(cluster: &PostgresCluster) -> Option<u64> {
-    let observed = cluster.status.as_ref().and_then(|s| s.observed_generation);
-    if observed.is_some() && observed == cluster.metadata.generation {
-        asked_for(cluster)
-    } else {
-        None
-    }
-}
-
 fn metadata<K>(
     client: &Client,
     config: &watcher::Config,
@@ -350,40 +309,4 @@ where
         .filter(|o| o.meta().namespace == namespace && *cluster_of(o) == name)
         .map(|o| ObjectRef::from_obj(o.as_ref()))
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_status_write_is_not_asked_for_but_a_spec_or_annotation_change_is() {
-        let mut cluster: PostgresCluster = serde_json::from_value(serde_json::json!({
-            "apiVersion": "tusk.dev/v1",
-            "kind": "PostgresCluster",
-            "metadata": {"name": "db", "namespace": "ns", "generation": 1},
-            "spec": {"instances": 1, "postgres": {"version": 18}, "storage": {"data": {"size": "1Gi"}}},
-        }))
-        .unwrap();
-        // Not reconciled yet: every event counts, even one that changed nothing.
-        assert_eq!(cluster_asked_for(&cluster), None);
-        cluster.metadata.resource_version = Some("41".into());
-        let first = asked_for(&cluster);
-        cluster.status = Some(Default::default());
-        cluster.metadata.resource_version = Some("42".into());
-        assert_eq!(asked_for(&cluster), first, "status and resourceVersion alone");
-        // Reconciled at its generation: its own status writes do not count.
-        cluster.status.as_mut().unwrap().observed_generation = Some(1);
-        let reconciled = cluster_asked_for(&cluster);
-        assert!(reconciled.is_some());
-        cluster.metadata.resource_version = Some("43".into());
-        assert_eq!(cluster_asked_for(&cluster), reconciled);
-        cluster.metadata.generation = Some(2);
-        let second = asked_for(&cluster);
-        assert_ne!(second, first, "a spec change");
-        cluster
-            .annotations_mut()
-            .insert("tusk.dev/anything".into(), "x".into());
-        assert_ne!(asked_for(&cluster), second, "an annotation");
-    }
 }
