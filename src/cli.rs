@@ -144,6 +144,11 @@ pub struct RunArgs {
     /// Address of `/healthz`, `/readyz` and `/metrics`.
     #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], operator::STATUS_PORT)), env = env::STATUS_LISTEN)]
     pub status_listen: SocketAddr,
+    /// How long the webhook keeps serving after SIGTERM, with `/readyz` failing, so that the
+    /// webhook Service's endpoints drop this replica before it stops answering, such as `5s`.
+    /// The controllers stop and hand over leadership at once.
+    #[arg(long, default_value = "5s", value_parser = crate::process::parse_duration)]
+    pub shutdown_delay: Duration,
     /// Namespace of the leader-election Lease (the operator's own namespace).
     #[arg(long, default_value = operator::NAMESPACE, env = env::POD_NAMESPACE)]
     pub leader_election_namespace: String,
@@ -387,16 +392,20 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             args.status_listen
         )
     })?;
+    // The webhook and the admin endpoints outlive the controllers on SIGTERM by
+    // `--shutdown-delay`, unready, so that conversion requests move to another replica first.
+    let (stop_serving, serving) = tokio::sync::watch::channel(false);
     let admin = tokio::spawn(crate::admin::serve(
         admin,
         state.clone(),
-        until_stopped(stopped.clone()),
+        until_stopped(serving.clone()),
     ));
     let webhook = if args.no_webhook {
         None
     } else {
         let server = Server::bind(args.webhook.config()).await?;
-        Some(tokio::spawn(server.run(until_stopped(stopped.clone()))))
+        let _ = state.webhook_cert.set(server.cert());
+        Some(tokio::spawn(server.run(until_stopped(serving.clone()))))
     };
     state.ready.store(true, Ordering::Relaxed);
     tracing::info!(status = %args.status_listen, webhook = ?webhook.as_ref().map(|_| args.webhook.listen), "serving");
@@ -430,7 +439,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
                 config,
                 endpoints,
                 args.resync_interval,
-                state,
+                state.clone(),
                 until_stopped(stopped.clone()),
             ));
             let ended = tokio::select! {
@@ -455,6 +464,12 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             None
         }
     };
+    state.ready.store(false, Ordering::Relaxed);
+    if ended.is_none() && webhook.is_some() {
+        tracing::info!(delay = ?args.shutdown_delay, "unready; serving conversions a while longer");
+        tokio::time::sleep(args.shutdown_delay).await;
+    }
+    let _ = stop_serving.send(true);
     let _ = admin.await;
     if let Some(webhook) = webhook {
         let _ = webhook.await;

@@ -68,6 +68,83 @@ async fn holder(plane: &ControlPlane) -> Option<String> {
     lease_holder(plane, "ha").await
 }
 
+/// What the operator at `port` answers on `/readyz`, once it answers.
+async fn readyz(port: u16) -> (u16, String) {
+    eventually("/readyz to answer", Duration::from_secs(30), || async {
+        support::http_get("127.0.0.1", port, "/readyz").await
+    })
+    .await
+}
+
+/// A replica takes conversion traffic only while its webhook serves the certificate on disk; on
+/// SIGTERM it turns unready at once but keeps answering for `--shutdown-delay`, so that the
+/// Service moves conversions to another replica before this one stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_is_ready_only_with_the_current_certificate_and_drains_on_sigterm() {
+    let _serial = SERIAL.lock().await;
+    let plane = plane_with_crds().await;
+    let args = [
+        "--leader-election-id=readiness".to_owned(),
+        "--cert-reload-interval=15s".to_owned(),
+        "--shutdown-delay=4s".to_owned(),
+    ];
+    let op = start_operator(plane, "readiness", &args, "info").await;
+    eventually("ready", Duration::from_secs(30), || async {
+        (readyz(op.status_port).await.0 == 200).then_some(())
+    })
+    .await;
+    // A new certificate lands, as when OLM rotates it: unready until it is served.
+    let cert = tusk_testenv::pki::Ca::new("rotated CA").loopback_serving_cert(tusk::facts::operator::NAME);
+    std::fs::write(op.cert_dir.join("tls.crt"), cert.cert_pem).unwrap();
+    std::fs::write(op.cert_dir.join("tls.key"), cert.key_pem).unwrap();
+    let (code, body) = readyz(op.status_port).await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("does not serve the current certificate"), "{body}");
+    eventually(
+        "ready with the new certificate",
+        Duration::from_secs(40),
+        || async { (readyz(op.status_port).await.0 == 200).then_some(()) },
+    )
+    .await;
+    // SIGTERM: unready at once, the webhook still listening, then gone.
+    let pid = op.process.pid().expect("the operator runs");
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let since = Instant::now();
+    let unready = eventually("unready after SIGTERM", Duration::from_secs(3), || async {
+        let (code, body) = support::http_get("127.0.0.1", op.status_port, "/readyz").await?;
+        (code == 503).then_some(body)
+    })
+    .await;
+    assert!(unready.contains("shutting down"), "{unready}");
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", op.webhook_port))
+            .await
+            .is_ok(),
+        "the webhook stopped listening {:?} after SIGTERM, before its shutdown delay",
+        since.elapsed()
+    );
+    eventually(
+        "the webhook to stop after the delay",
+        Duration::from_secs(20),
+        || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", op.webhook_port))
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        since.elapsed() >= Duration::from_secs(3),
+        "the webhook stopped {:?} after SIGTERM, before its 4 s delay",
+        since.elapsed()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_elect_a_leader_serve_health_and_metrics_and_fail_over() {
     let _serial = SERIAL.lock().await;

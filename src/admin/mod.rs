@@ -18,14 +18,34 @@ use tokio::net::TcpListener;
 pub mod metrics;
 
 use self::metrics::Metrics;
+use crate::webhook::tls::ReloadingCert;
 
 /// What the admin endpoints report.
 #[derive(Default)]
 pub struct State {
-    /// Set once the operator serves (webhook bound, controllers started or waiting to lead).
+    /// Set once the operator serves (webhook bound, controllers started or waiting to lead), and
+    /// cleared when it begins to shut down, so that traffic moves to another replica first.
     pub ready: AtomicBool,
+    /// The conversion webhook's certificate, when this replica serves the webhook: the replica
+    /// is ready only while it serves the pair on disk.
+    pub webhook_cert: std::sync::OnceLock<Arc<ReloadingCert>>,
     /// The metrics `/metrics` renders.
     pub metrics: Metrics,
+}
+
+impl State {
+    /// Whether this replica should take traffic, and if not, why.
+    pub fn readiness(&self) -> Result<(), String> {
+        if !self.ready.load(Ordering::Relaxed) {
+            return Err("starting or shutting down".to_owned());
+        }
+        match self.webhook_cert.get() {
+            Some(cert) => cert
+                .serves_files()
+                .map_err(|e| format!("the conversion webhook does not serve the current certificate: {e}")),
+            None => Ok(()),
+        }
+    }
 }
 
 /// A response with `body`.
@@ -44,10 +64,10 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: impl Futu
         async move {
             match path.as_str() {
                 "/healthz" => answer(StatusCode::OK, "ok\n".into(), "text/plain"),
-                "/readyz" if state.ready.load(Ordering::Relaxed) => {
-                    answer(StatusCode::OK, "ok\n".into(), "text/plain")
-                }
-                "/readyz" => answer(StatusCode::SERVICE_UNAVAILABLE, "starting\n".into(), "text/plain"),
+                "/readyz" => match state.readiness() {
+                    Ok(()) => answer(StatusCode::OK, "ok\n".into(), "text/plain"),
+                    Err(why) => answer(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"), "text/plain"),
+                },
                 "/metrics" => answer(StatusCode::OK, state.metrics.render(), OPENMETRICS),
                 _ => answer(StatusCode::NOT_FOUND, "not found\n".into(), "text/plain"),
             }

@@ -15,6 +15,11 @@ pub const METRICS_SERVICE: &str = "tusk-operator-metrics";
 /// The namespace of a plain install, and the one OperatorHub suggests.
 pub const NAMESPACE: &str = "tusk-system";
 
+/// How many replicas of the operator run: one leads and reconciles, every one serves the
+/// conversion webhook, so that an upgrade or a drained node never leaves the webhook without an
+/// answer. A PodDisruptionBudget keeps one of them available.
+pub const REPLICAS: i32 = 2;
+
 /// The port the conversion webhook listens on in the pod.
 pub const WEBHOOK_PORT: u16 = 9443;
 

@@ -121,6 +121,11 @@ impl Server {
             .expect("a bound listener has an address")
     }
 
+    /// The certificate it serves, which follows its files.
+    pub fn cert(&self) -> Arc<ReloadingCert> {
+        self.cert.clone()
+    }
+
     /// Serves until `shutdown` completes, then drains requests in flight for up to the grace
     /// period.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {

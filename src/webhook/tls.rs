@@ -155,6 +155,23 @@ impl ReloadingCert {
         Ok(true)
     }
 
+    /// Whether the pair on disk is the pair served: what readiness waits for, so that a replica
+    /// takes conversion traffic only with the certificate the CRDs' `caBundle` trusts now. `Err`
+    /// says what differs or what cannot be read.
+    pub fn serves_files(&self) -> Result<(), String> {
+        let cert_pem = read(&self.files.cert).map_err(|e| e.to_string())?;
+        let key_pem = read(&self.files.key).map_err(|e| e.to_string())?;
+        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+        if current.cert_pem == cert_pem && current.key_pem == key_pem {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} changed and is not served yet",
+                self.files.cert.display()
+            ))
+        }
+    }
+
     /// Reloads every `interval` until the task is dropped, logging what happens.
     pub async fn watch(self: Arc<Self>, interval: Duration) {
         let mut ticker = tokio::time::interval(interval);

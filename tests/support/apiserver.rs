@@ -182,6 +182,10 @@ pub struct Operator {
     pub process: tusk_testenv::process::Supervised,
     /// Port of `/healthz`, `/readyz` and `/metrics` on 127.0.0.1.
     pub status_port: u16,
+    /// Port of the conversion webhook on 127.0.0.1.
+    pub webhook_port: u16,
+    /// The directory of its serving certificate (`tls.crt`, `tls.key`).
+    pub cert_dir: PathBuf,
     /// Its log.
     pub log: PathBuf,
     /// Its `--sql-endpoints` file; [`Operator::map_cluster`] adds to it.
@@ -233,13 +237,14 @@ pub async fn start_operator_with_env(
     std::fs::write(dir.join("tls.crt"), cert.cert_pem).unwrap();
     std::fs::write(dir.join("tls.key"), cert.key_pem).unwrap();
     let status_port = free_port().unwrap();
+    let webhook_port = free_port().unwrap();
     // Clusters whose pods run locally are added as tests start their PostgreSQL; until then the
     // map is empty, and the operator never looks up in-cluster Service names.
     let sql_endpoints = dir.join("sql-endpoints");
     std::fs::write(&sql_endpoints, "").unwrap();
     let mut args = vec![
         "run".to_owned(),
-        format!("--listen=127.0.0.1:{}", free_port().unwrap()),
+        format!("--listen=127.0.0.1:{webhook_port}"),
         format!("--cert-dir={}", dir.display()),
         format!("--status-listen=127.0.0.1:{status_port}"),
         format!("--leader-election-namespace={OPERATOR_NAMESPACE}"),
@@ -263,6 +268,8 @@ pub async fn start_operator_with_env(
     Operator {
         process,
         status_port,
+        webhook_port,
+        cert_dir: dir.clone(),
         log: dir.join("logs").join(format!("{name}.log")),
         sql_endpoints,
     }

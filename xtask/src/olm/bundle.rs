@@ -1,5 +1,5 @@
-//! One release's bundle: `manifests/` (CSV, CRDs, metrics Service, ServiceMonitor,
-//! PrometheusRule), `metadata/annotations.yaml`, the scorecard configuration and
+//! One release's bundle: `manifests/` (CSV, CRDs, metrics Service, the operator's
+//! PodDisruptionBudget, ServiceMonitor, PrometheusRule), `metadata/annotations.yaml`, the scorecard configuration and
 //! `bundle.Dockerfile`.
 
 use serde_json::{Value, json};
@@ -59,6 +59,21 @@ fn metrics_service() -> Value {
         "spec": {
             "selector": {"app.kubernetes.io/name": DEPLOYMENT},
             "ports": [{"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"}],
+        },
+    })
+}
+
+/// Keeps one operator replica through voluntary disruptions (a node drain), so that the
+/// conversion webhook always answers. `minAvailable: 1` of [`tusk::facts::operator::REPLICAS`]
+/// still lets a drain evict the other.
+fn disruption_budget() -> Value {
+    json!({
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": DEPLOYMENT, "labels": {"app.kubernetes.io/name": DEPLOYMENT}},
+        "spec": {
+            "minAvailable": 1,
+            "selector": {"matchLabels": {"app.kubernetes.io/name": DEPLOYMENT}},
         },
     })
 }
@@ -162,6 +177,12 @@ pub fn manifests(inputs: &Inputs, release: &Release) -> Vec<(String, Value)> {
         manifests.push((file_name(crd), serde_json::to_value(crd).expect("CRDs serialize")));
     }
     manifests.push((format!("{METRICS_SERVICE}_v1_service.yaml"), metrics_service()));
+    if crds.iter().any(|c| c.spec.versions.len() > 1) {
+        manifests.push((
+            format!("{DEPLOYMENT}_policy_v1_poddisruptionbudget.yaml"),
+            disruption_budget(),
+        ));
+    }
     manifests.push((
         format!("{DEPLOYMENT}_monitoring.coreos.com_v1_servicemonitor.yaml"),
         service_monitor(),

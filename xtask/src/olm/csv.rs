@@ -112,9 +112,13 @@ fn deployment(inputs: &Inputs, release: &Release, webhook: bool) -> Value {
         "name": DEPLOYMENT,
         "label": labels,
         "spec": {
-            "replicas": 1,
+            // Every replica serves conversion (one leads the controllers). A new replica
+            // comes up and is ready, serving the current certificate, before an old one
+            // stops, and an old one stops unready after a delay (`--shutdown-delay`): the
+            // webhook answers throughout an upgrade.
+            "replicas": if webhook { operator::REPLICAS } else { 1 },
             "selector": {"matchLabels": labels},
-            "strategy": {"type": "Recreate"},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {
                 "metadata": {
                     "labels": labels,
@@ -122,6 +126,18 @@ fn deployment(inputs: &Inputs, release: &Release, webhook: bool) -> Value {
                 },
                 "spec": {
                     "serviceAccountName": DEPLOYMENT,
+                    // On different nodes where there are several, on one node where there is
+                    // one.
+                    "topologySpreadConstraints": [{
+                        "maxSkew": 1,
+                        "topologyKey": "kubernetes.io/hostname",
+                        "whenUnsatisfiable": "ScheduleAnyway",
+                        "labelSelector": {"matchLabels": labels},
+                    }],
+                    "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
+                        "weight": 100,
+                        "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": labels}},
+                    }]}},
                     "terminationGracePeriodSeconds": 30,
                     "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
                     "containers": [{
@@ -146,9 +162,11 @@ fn deployment(inputs: &Inputs, release: &Release, webhook: bool) -> Value {
                             "httpGet": {"path": "/healthz", "port": "metrics"},
                             "initialDelaySeconds": 5, "periodSeconds": 10, "failureThreshold": 3,
                         },
+                        // Ready once the webhook serves the certificate on disk, unready
+                        // from SIGTERM on.
                         "readinessProbe": {
                             "httpGet": {"path": "/readyz", "port": "metrics"},
-                            "initialDelaySeconds": 2, "periodSeconds": 5,
+                            "periodSeconds": 2, "failureThreshold": 1,
                         },
                         "resources": {
                             "requests": {"cpu": "100m", "memory": "64Mi"},
