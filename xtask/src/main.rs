@@ -66,6 +66,16 @@ enum Task {
     },
     /// Write the upgrade graph, catalog/graph.svg.
     Graph,
+    /// Cut the open release `version`: mark it released, cut from this commit (`HEAD`, on a
+    /// clean tree), open the next release in the plan, make the crate build it, and regenerate,
+    /// which freezes the cut release's bundle.
+    Release {
+        /// The open release, such as 1.1.0.
+        version: semver::Version,
+        /// The release to open next (default: the next minor).
+        #[arg(long)]
+        next: Option<semver::Version>,
+    },
     /// Everything CI checks on generated files: CRDs, bundles, catalog and graph are what the
     /// generator makes, and validation finds no error.
     Check,
@@ -285,6 +295,39 @@ fn bench_generate(rounds: u32) -> Result<(), String> {
     Ok(())
 }
 
+fn release(version: &semver::Version, next: Option<semver::Version>) -> Result<(), String> {
+    let root = repo_root();
+    let git = |args: &[&str]| -> Result<String, String> {
+        let out = std::process::Command::new("git")
+            .current_dir(&root)
+            .args(args)
+            .output()
+            .map_err(|e| format!("running git: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "git {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let dirty = git(&["status", "--porcelain"])?;
+    if !dirty.is_empty() {
+        return Err(format!(
+            "the tree has uncommitted changes; a release is cut from a commit, so commit them first:\n{dirty}"
+        ));
+    }
+    let commit = git(&["rev-parse", "HEAD"])?;
+    let next = next.unwrap_or_else(|| semver::Version::new(version.major, version.minor + 1, 0));
+    olm::release::release(&root, version, &commit, &next)?;
+    println!("{version}: released, cut from {commit}; {next} is open");
+    generate(false)?;
+    graph()?;
+    println!("commit the result: it is the release of {version}");
+    Ok(())
+}
+
 fn check() -> Result<(), String> {
     crds(true)?;
     generate(true)?;
@@ -299,6 +342,7 @@ fn main() -> ExitCode {
         Task::Graph => graph(),
         Task::InlineCatalog { out, with_fixture } => inline_catalog(&out, with_fixture),
         Task::Check => check(),
+        Task::Release { version, next } => release(&version, next),
         Task::BenchGenerate { rounds } => bench_generate(rounds),
         Task::Demo => tokio::runtime::Builder::new_multi_thread()
             .enable_all()

@@ -64,6 +64,7 @@ const CSV_100: &str = "bundle/1.0.0/manifests/tusk-operator.clusterserviceversio
 /// The open release's CSV.
 const CSV_110: &str = "bundle/1.1.0/manifests/tusk-operator.clusterserviceversion.yaml";
 const CLUSTERS_100: &str = "bundle/1.0.0/manifests/tusk.dev_postgresclusters.yaml";
+const CLUSTERS_110: &str = "bundle/1.1.0/manifests/tusk.dev_postgresclusters.yaml";
 const CATALOG: &str = "catalog/tusk-operator/catalog.yaml";
 
 fn edit_yaml(root: &Path, file: &str, edit: impl FnOnce(&mut Value)) {
@@ -113,8 +114,54 @@ struct Breakage {
     opm_refuses: bool,
 }
 
+/// `spec.versions[v1]`'s `spec` schema of `crd`.
+fn v1_spec(crd: &mut Value) -> &mut Value {
+    let versions = crd["spec"]["versions"].as_array_mut().unwrap();
+    let v1 = versions.iter_mut().find(|v| v["name"] == "v1").unwrap();
+    &mut v1["schema"]["openAPIV3Schema"]["properties"]["spec"]
+}
+
 fn breakages() -> Vec<Breakage> {
     vec![
+        Breakage {
+            name: "a bound tightened, which OLM v1's CRD upgrade-safety preflight refuses",
+            breaks: |r| {
+                edit_yaml(r, CLUSTERS_110, |crd| {
+                    v1_spec(crd)["properties"]["instances"]["maximum"] = json!(5)
+                })
+            },
+            file: CLUSTERS_110,
+            field: "spec.versions[v1].schema.^.spec.instances",
+            message: "OLM v1 refuses the upgrade from tusk-operator.v1.0.0 to tusk-operator.v1.1.0: maximum: lowered from 10 to 5",
+            opm_refuses: false,
+        },
+        Breakage {
+            name: "a field removed from a version both releases serve",
+            breaks: |r| {
+                edit_yaml(r, CLUSTERS_110, |crd| {
+                    v1_spec(crd)["properties"]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("instances");
+                })
+            },
+            file: CLUSTERS_110,
+            field: "spec.versions[v1].schema.^.spec.instances",
+            message: "OLM v1 refuses the upgrade from tusk-operator.v1.0.0 to tusk-operator.v1.1.0: existing field removal",
+            opm_refuses: false,
+        },
+        Breakage {
+            name: "a default changed",
+            breaks: |r| {
+                edit_yaml(r, CLUSTERS_110, |crd| {
+                    v1_spec(crd)["properties"]["instances"]["default"] = json!(3)
+                })
+            },
+            file: CLUSTERS_110,
+            field: "spec.versions[v1].schema.^.spec.instances",
+            message: "default: changed from 1 to 3",
+            opm_refuses: false,
+        },
         Breakage {
             name: "a missing owned CRD",
             breaks: |r| {
@@ -877,4 +924,61 @@ fn operator_framework_tools_accept_every_bundle_and_the_catalog() {
         !out.status.success() && report.contains("is not in the set of standard categories"),
         "{report}"
     );
+}
+
+/// `cargo xtask release` on a copy: the open release is cut from a commit and frozen, the next
+/// one opens and replaces it, and the result regenerates and validates cleanly. A bundle of the
+/// cut release changed afterwards is refused.
+#[test]
+fn cutting_a_release_freezes_it_and_opens_the_next() {
+    let dir = copy_inputs();
+    std::fs::copy(root().join("Cargo.lock"), dir.path().join("Cargo.lock")).unwrap();
+    let open = Inputs::load(dir.path())
+        .unwrap()
+        .plan
+        .releases
+        .last()
+        .unwrap()
+        .version
+        .clone();
+    let next = semver::Version::new(open.major, open.minor + 1, 0);
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    olm::release::release(dir.path(), &open, commit, &next).unwrap();
+    let inputs = Inputs::load(dir.path()).unwrap();
+    let files = olm::generate(&inputs);
+    olm::sync(dir.path(), &files, false).unwrap();
+    // Cut: locked by that generate, frozen from then on.
+    let cut_dir = format!("bundle/{open}/");
+    let files = olm::generate(&Inputs::load(dir.path()).unwrap());
+    assert!(files.iter().any(|f| f.frozen && f.path.starts_with(&cut_dir)));
+    let lock = std::fs::read_to_string(dir.path().join(olm::frozen::LOCK_FILE)).unwrap();
+    assert!(lock.contains(&format!(
+        "{cut_dir}manifests/tusk-operator.clusterserviceversion.yaml"
+    )));
+    // Opened: a bundle that replaces it, in the catalog.
+    let csv = std::fs::read_to_string(dir.path().join(format!(
+        "bundle/{next}/manifests/tusk-operator.clusterserviceversion.yaml"
+    )))
+    .unwrap();
+    assert!(csv.contains(&format!("replaces: tusk-operator.v{open}")), "{csv}");
+    let sync = olm::sync(dir.path(), &files, true).unwrap();
+    assert!(sync.changed.is_empty() && sync.stale.is_empty(), "{sync:?}");
+    let findings = validate(dir.path());
+    assert!(errors(&findings).is_empty(), "{findings:#?}");
+    // The cut release is the release now: a change to it is refused by name.
+    let frozen = dir.path().join(format!(
+        "{cut_dir}manifests/tusk-operator.clusterserviceversion.yaml"
+    ));
+    let edited = std::fs::read_to_string(&frozen)
+        .unwrap()
+        .replace("maturity: stable", "maturity: beta");
+    std::fs::write(&frozen, edited).unwrap();
+    let error = olm::sync(dir.path(), &files, false).unwrap_err();
+    assert!(
+        error.contains("released and frozen, but it differs from the bundle as released"),
+        "{error}"
+    );
+    // Cutting it again is refused.
+    let again = olm::release::release(dir.path(), &open, commit, &semver::Version::new(9, 0, 0)).unwrap_err();
+    assert!(again.contains("already released"), "{again}");
 }

@@ -14,6 +14,7 @@ pub mod frozen;
 pub mod graph;
 pub mod plan;
 pub mod range;
+pub mod release;
 pub mod schema;
 pub mod validate;
 

@@ -13,6 +13,7 @@
 mod bundle;
 mod bundle_annotations;
 mod crd;
+pub mod crd_upgrade;
 mod csv;
 mod csv_annotations;
 mod examples;

@@ -486,6 +486,24 @@ pub(super) fn check(file: &str, blobs: &[Value], bundles: &[LoadedBundle], repor
         // Examples the older release accepted.
         let older = &releases[from];
         let Some(next_bundle) = &next.bundle else { continue };
+        // What OLM v1's CRD upgrade-safety preflight refuses.
+        if let Some(older_bundle) = &older.bundle {
+            for (crd_file, crd) in next_bundle.crds() {
+                let Some((_, before)) = older_bundle
+                    .crds()
+                    .find(|(_, c)| c["metadata"]["name"] == crd["metadata"]["name"])
+                else {
+                    continue;
+                };
+                for (field, refusal) in super::crd_upgrade::refusals(before, crd) {
+                    report.error(
+                        crd_file,
+                        field,
+                        format!("OLM v1 refuses the upgrade from {from} to {to}: {refusal}"),
+                    );
+                }
+            }
+        }
         for (i, example) in older.examples.iter().enumerate() {
             let (group, version, kind) = super::gvk(example);
             let Some((crd_file, crd)) = next_bundle
