@@ -123,9 +123,10 @@ pub struct RunArgs {
     /// nothing calls it and no serving certificate is mounted.
     #[arg(long)]
     pub no_webhook: bool,
-    /// The operator image; PostgreSQL pods copy the instance manager from it.
-    #[arg(long, default_value = operator::DEFAULT_IMAGE, env = env::OPERATOR_IMAGE)]
-    pub operator_image: String,
+    /// The image PostgreSQL pods copy the instance manager from: the operator image of the
+    /// release that last changed the instance manager, not necessarily this one's.
+    #[arg(long, default_value = operator::DEFAULT_INSTANCE_MANAGER_IMAGE, env = env::INSTANCE_MANAGER_IMAGE)]
+    pub instance_manager_image: String,
     /// The PostgreSQL image for clusters that name none; `{major}` becomes the major version.
     #[arg(long, default_value = operator::DEFAULT_POSTGRES_IMAGE, env = env::POSTGRES_IMAGE)]
     pub postgres_image: String,
@@ -419,7 +420,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     // The controllers' client refuses every write once leadership has ended.
     let client = guarded(kube_config, &identity, Some(elector.leadership()))?;
     let config = crate::controller::postgres_cluster::build::BuildConfig {
-        operator_image: args.operator_image,
+        instance_manager_image: args.instance_manager_image,
         postgres_image: args.postgres_image,
         postgres_uid: (args.postgres_uid >= 0).then_some(args.postgres_uid),
         proxy: crate::controller::postgres_cluster::build::BuildConfig::proxy_from(|name| {

@@ -311,6 +311,27 @@ async fn operatorhub_install_from_the_stable_channel() {
     );
 }
 
+/// Every StatefulSet in `namespace`: its generation and its pod template, as JSON.
+async fn statefulsets(
+    env: &OlmCluster,
+    namespace: &str,
+) -> std::collections::BTreeMap<String, (i64, String)> {
+    Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(env.client.clone(), namespace)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|s| {
+            let template = serde_json::to_string(&s.spec.as_ref().unwrap().template).unwrap();
+            (
+                s.metadata.name.clone().unwrap(),
+                (s.metadata.generation.unwrap_or_default(), template),
+            )
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channel_upgrades_across_crd_versions_keep_every_object() {
     let mut env = OlmCluster::start(tusk_operator()).await;
@@ -338,16 +359,17 @@ async fn channel_upgrades_across_crd_versions_keep_every_object() {
     );
     println!("0.2.0: {reads} reads");
 
-    // 1.0.0: v1 everywhere; the controllers run.
+    // 1.0.0: v1 everywhere; the controllers run, as 1.0.0's own binary built from the commit
+    // the plan records. It reconciles clusters, users and databases, and marks backups and
+    // schedules `NotReconciled`: it had no backup controllers.
     env.upgrade("0.2.0", "1.0.0", Mode::Run).await;
     let reads = written.check(&env, &served(&inputs, "1.0.0")).await;
     assert_eq!(
         env.stored_versions().await,
         predicted_stored(&inputs, &["0.1.0", "0.2.0", "1.0.0"])
     );
-    reconciled(&env, &written).await;
-    // 1.0.0's permissions let the operator read backups but not create them: a schedule's run
-    // says so in its status and stays due.
+    let every_kind: Vec<&str> = KINDS.iter().map(|(kind, _, _)| *kind).collect();
+    reconciled(&env, &written, &every_kind).await;
     let schedules = tusk_api(&env.client, &written.namespace, "PostgresBackupSchedule", "v1");
     schedules
         .create(
@@ -361,25 +383,6 @@ async fn channel_upgrades_across_crd_versions_keep_every_object() {
         )
         .await
         .unwrap();
-    let refused = eventually(
-        "the run of every-minute refused under 1.0.0's permissions",
-        Duration::from_secs(120),
-        async || {
-            let schedule = value(&schedules.get("every-minute").await.ok()?);
-            let ready = schedule["status"]["conditions"]
-                .as_array()?
-                .iter()
-                .find(|c| c["type"] == "Ready")?
-                .clone();
-            (ready["reason"] == "RunNotCreated").then_some(ready)
-        },
-    )
-    .await;
-    assert_eq!(refused["status"], "False", "{refused:#}");
-    assert!(
-        refused["message"].as_str().unwrap().contains("forbidden"),
-        "{refused:#}"
-    );
     // A change made through v1alpha1 is reconciled too.
     let first = written.objects[0].1.clone();
     let patched = tusk_api(&env.client, &written.namespace, "PostgresCluster", "v1alpha1")
@@ -391,21 +394,45 @@ async fn channel_upgrades_across_crd_versions_keep_every_object() {
         .await
         .unwrap();
     written.objects[0].2 = spec_view(&value(&patched));
-    reconciled(&env, &written).await;
+    reconciled(&env, &written, &every_kind).await;
+    // The genuine 1.0.0 ran: it told the schedule it does not reconcile it.
+    let not_reconciled = eventually(
+        "1.0.0 to mark every-minute NotReconciled",
+        Duration::from_secs(60),
+        async || {
+            let schedule = value(&schedules.get("every-minute").await.ok()?);
+            let ready = schedule["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Ready")?
+                .clone();
+            (ready["reason"] == "NotReconciled").then_some(ready)
+        },
+    )
+    .await;
+    println!("1.0.0 on every-minute: {}", not_reconciled["message"]);
+    let made_by_1_0_0 = statefulsets(&env, &written.namespace).await;
+    assert!(
+        made_by_1_0_0
+            .values()
+            .all(|(_, template)| template.contains("tusk-operator:1.0.0")),
+        "1.0.0's pods copy the instance manager from its image"
+    );
     println!(
-        "1.0.0: {reads} reads, every object reconciled; reads retried while OLM settled the CRDs so far: {}",
+        "1.0.0: {reads} reads, every cluster, user and database reconciled by 1.0.0's own binary; reads retried while OLM settled the CRDs so far: {}",
         written.retried.load(std::sync::atomic::Ordering::Relaxed)
     );
 
-    // Before migration, the next release may not drop v1alpha1: `cargo xtask validate` says so.
-    // 1.1.0, the head: the same versions as 1.0.0.
+    // 1.1.0, the head: the same versions as 1.0.0. It adopts everything, the backup kinds
+    // 1.0.0 did not reconcile included, and it brings a new instance manager: it says which
+    // instances run 1.0.0's, and its template names its own.
     env.upgrade("1.0.0", HEAD, Mode::Run).await;
     let reads = written.check(&env, &served(&inputs, HEAD)).await;
     println!("{HEAD}: {reads} reads");
-    // With this release's permissions the run that was refused is taken.
+    reconciled(&env, &written, &every_kind).await;
     let backups = tusk_api(&env.client, &written.namespace, "PostgresBackup", "v1");
     let run = eventually(
-        "every-minute's run created once permitted",
+        "every-minute's first run created once a release reconciles schedules",
         Duration::from_secs(120),
         async || {
             let list = backups
@@ -416,8 +443,26 @@ async fn channel_upgrades_across_crd_versions_keep_every_object() {
         },
     )
     .await;
-    println!("{HEAD}: the refused run became {run}");
+    println!("{HEAD}: the schedule 1.0.0 did not reconcile made {run}");
+    let outdated = support::event(&env.client, &written.namespace, "InstanceManagerOutdated", |_| {
+        true
+    })
+    .await;
+    println!("{HEAD}: {}", outdated.note.unwrap_or_default());
+    let adopted = eventually(
+        "every StatefulSet on 1.1.0's instance manager",
+        Duration::from_secs(120),
+        async || {
+            let now = statefulsets(&env, &written.namespace).await;
+            now.values()
+                .all(|(_, t)| t.contains(tusk::facts::operator::DEFAULT_INSTANCE_MANAGER_IMAGE))
+                .then_some(now)
+        },
+    )
+    .await;
+    assert_eq!(adopted.len(), made_by_1_0_0.len());
 
+    // Before migration, the next release may not drop v1alpha1: `cargo xtask validate` says so.
     let next = inputs_with_drop(HEAD);
     let refused = validation_errors(&next);
     assert!(
@@ -440,9 +485,22 @@ async fn channel_upgrades_across_crd_versions_keep_every_object() {
     let v1: BTreeSet<String> = ["v1".to_owned()].into();
     assert!(env.stored_versions().await.values().all(|s| s == &v1));
     env.serve(&catalog_files(&[catalog::blobs(&next, true)])).await;
+    let before_next = statefulsets(&env, &written.namespace).await;
     env.upgrade(HEAD, NEXT, Mode::Run).await;
     let reads = written.check(&env, &served(&next, NEXT)).await;
     println!("{NEXT} (drops v1alpha1 after migration): {reads} reads");
+    // An operator upgrade that keeps the instance manager changes no pod template: every
+    // StatefulSet is as 1.1.0 left it, generation and template, so no pod restarts.
+    reconciled(&env, &written, &every_kind).await;
+    let after = statefulsets(&env, &written.namespace).await;
+    assert_eq!(
+        after, before_next,
+        "{NEXT} changed a StatefulSet that {HEAD} made"
+    );
+    println!(
+        "{NEXT}: {} StatefulSets, none changed: no PostgreSQL pod restarts",
+        after.len()
+    );
     let crds: Api<
         k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
     > = Api::all(env.client.clone());

@@ -359,6 +359,9 @@ pub enum Happened {
     Rewound(String),
     /// A pod is restarted to run the current template (a rolling update): `RollingUpdate`.
     RollingUpdate(String),
+    /// Instances run an older instance manager than the operator deploys:
+    /// `InstanceManagerOutdated`.
+    InstanceManagerOutdated(String),
     /// A replica was named the primary, asked for (`SwitchedOver`) or not (a Warning,
     /// `FailedOver`).
     Promoted {
@@ -381,6 +384,7 @@ impl Happened {
             Self::Fenced(note) => (EventType::Warning, "Fenced", note),
             Self::Rewound(note) => (EventType::Normal, "Rewound", note),
             Self::RollingUpdate(note) => (EventType::Normal, "RollingUpdate", note),
+            Self::InstanceManagerOutdated(note) => (EventType::Normal, "InstanceManagerOutdated", note),
             Self::Promoted { asked: true, note } => (EventType::Normal, "SwitchedOver", note),
             Self::Promoted { asked: false, note } => (EventType::Warning, "FailedOver", note),
         };

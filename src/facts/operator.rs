@@ -41,16 +41,31 @@ pub const BINARY_PATH: &str = "/usr/local/bin/tusk-operator";
 /// The operator image's repository.
 pub const IMAGE_REPOSITORY: &str = "ghcr.io/tusk-operator/tusk-operator";
 
-/// The operator image this build of Tusk ships as; pods copy the instance manager from it.
+/// The operator image this build of Tusk ships as.
 pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/tusk-operator/tusk-operator:", env!("CARGO_PKG_VERSION"));
+
+/// The release whose operator image carries the instance manager this build deploys: PostgreSQL
+/// pods copy the instance manager from that image, not from this build's. An operator upgrade
+/// that keeps it changes no pod template, so it restarts no database. Set it to the open release
+/// whenever the instance manager changes, or what it needs from its pod (its command line, its
+/// mounts, its environment): then the pods take the new one through a rolling update, replicas
+/// first, the primary last by a switchover, as `spec.updateStrategy` allows.
+pub const INSTANCE_MANAGER: &str = "1.1.0";
+
+/// The image of [`INSTANCE_MANAGER`].
+pub const DEFAULT_INSTANCE_MANAGER_IMAGE: &str = "ghcr.io/tusk-operator/tusk-operator:1.1.0";
+
+/// The init container of a PostgreSQL pod that copies the instance manager out of its image:
+/// its image is the instance manager the pod runs.
+pub const INSTALL_CONTAINER: &str = "install-tusk";
 
 /// The PostgreSQL image a cluster runs when it names none; `{major}` becomes its major version.
 pub const DEFAULT_POSTGRES_IMAGE: &str = "docker.io/library/postgres:{major}";
 
 /// The environment variables `tusk-operator` reads, each the twin of a command-line flag.
 pub mod env {
-    /// `--operator-image`.
-    pub const OPERATOR_IMAGE: &str = "TUSK_OPERATOR_IMAGE";
+    /// `--instance-manager-image`.
+    pub const INSTANCE_MANAGER_IMAGE: &str = "TUSK_INSTANCE_MANAGER_IMAGE";
     /// `--postgres-image`.
     pub const POSTGRES_IMAGE: &str = "TUSK_POSTGRES_IMAGE";
     /// `--postgres-uid`.
@@ -99,6 +114,10 @@ mod tests {
         assert_eq!(
             DEFAULT_IMAGE,
             format!("{IMAGE_REPOSITORY}:{}", env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(
+            DEFAULT_INSTANCE_MANAGER_IMAGE,
+            format!("{IMAGE_REPOSITORY}:{INSTANCE_MANAGER}")
         );
     }
 }

@@ -624,9 +624,23 @@ fn instance_status() -> impl Strategy<Value = cluster::v1::InstanceStatus> {
         of("[a-z ]{0,20}"),
         of(timestamp()),
         of(timestamp()),
+        of("reg\\.example/tusk-operator:1\\.[0-9]\\.0"),
+        of(any::<bool>()),
     )
         .prop_map(
-            |(name, role, ready, timeline, lsn, lag_bytes, message, fenced_at, rewound_at)| {
+            |(
+                name,
+                role,
+                ready,
+                timeline,
+                lsn,
+                lag_bytes,
+                message,
+                fenced_at,
+                rewound_at,
+                instance_manager,
+                instance_manager_outdated,
+            )| {
                 cluster::v1::InstanceStatus {
                     name,
                     role: role.to_owned(),
@@ -638,6 +652,8 @@ fn instance_status() -> impl Strategy<Value = cluster::v1::InstanceStatus> {
                     message,
                     fenced_at,
                     rewound_at,
+                    instance_manager,
+                    instance_manager_outdated,
                 }
             },
         )

@@ -42,8 +42,11 @@ pub fn csv_name(version: &str) -> String {
     tusk_testenv::olm::install::csv_name(PACKAGE, version)
 }
 
-/// Tusk as OLM installs it, its pod run by this build's `tusk-operator`.
+/// Tusk as OLM installs it, its pod run by this build's `tusk-operator`, except while the newest
+/// released release is installed: then by that release's own binary, built from the commit the
+/// plan records (`hack/released.sh`).
 pub fn tusk_operator() -> Operator {
+    let released = tusk_testenv::toolchain::released().expect("the previous release's tusk-operator");
     Operator {
         package: PACKAGE.to_owned(),
         service: SERVICE.to_owned(),
@@ -52,6 +55,7 @@ pub fn tusk_operator() -> Operator {
             .map(|(_, plural, _)| format!("{plural}.tusk.dev"))
             .collect(),
         program: env!("CARGO_BIN_EXE_tusk-operator").into(),
+        released: vec![released],
         args: tusk_operator_args,
     }
 }
@@ -330,9 +334,9 @@ impl Written {
     }
 }
 
-/// Waits until the operator has reconciled every object's current generation.
-pub async fn reconciled(env: &OlmCluster, written: &Written) {
-    for (kind, name, _) in &written.objects {
+/// Waits until the operator has reconciled the current generation of every object of `kinds`.
+pub async fn reconciled(env: &OlmCluster, written: &Written, kinds: &[&str]) {
+    for (kind, name, _) in written.objects.iter().filter(|(k, _, _)| kinds.contains(k)) {
         let objects = api(&env.client, &written.namespace, kind, "v1");
         let seen = Wait::up_to(Duration::from_secs(180))
             .until(&format!("{kind} {name} reconciled"), async || {

@@ -616,6 +616,15 @@ pub struct InstanceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "date-time"))]
     pub rewound_at: Option<String>,
+    /// The image its instance manager was copied from, as its pod was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_manager: Option<String>,
+    /// Whether that is an older instance manager than the operator deploys: the pod takes the
+    /// current one when the rolling update restarts it (replicas first, the primary last), as
+    /// `spec.updateStrategy` allows. An operator upgrade that keeps the instance manager leaves
+    /// this `false` and restarts nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_manager_outdated: Option<bool>,
 }
 
 /// What a cluster's archive holds.

@@ -273,6 +273,48 @@ struct Roles {
     rollout: Option<(&'static str, String)>,
 }
 
+/// The `InstanceManagerOutdated` note when the instances that run an older instance manager than
+/// `current` are not the ones the status showed (so it is told once per change, as an operator
+/// upgrade that brings a new instance manager begins, or a cluster of an older one is adopted).
+/// Pure.
+fn outdated_note(cluster: &PostgresCluster, reported: &[status::Reported], current: &str) -> Option<String> {
+    let outdated: Vec<String> = reported
+        .iter()
+        .filter_map(|r| match &r.instance_manager {
+            Some((image, false)) => Some(format!("{} ({image})", r.pod)),
+            _ => None,
+        })
+        .collect();
+    let shown: Vec<String> = cluster
+        .status
+        .as_ref()
+        .and_then(|s| s.instance_status.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|i| i.instance_manager_outdated == Some(true))
+        .map(|i| format!("{} ({})", i.name, i.instance_manager.as_deref().unwrap_or("")))
+        .collect();
+    (!outdated.is_empty() && outdated != shown).then(|| {
+        format!(
+            "{} run an older instance manager than {current}; each takes it when the rolling update restarts it, \
+             replicas first and the primary last, as spec.updateStrategy allows",
+            outdated.join(", ")
+        )
+    })
+}
+
+/// The image `pod`'s instance manager was copied from: its install init container's.
+fn instance_manager_of(pod: &Pod) -> Option<&str> {
+    pod.spec
+        .as_ref()?
+        .init_containers
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == crate::facts::operator::INSTALL_CONTAINER)?
+        .image
+        .as_deref()
+}
+
 /// Asks every instance for its state, fails over when the primary's Lease expired, and labels
 /// each pod with its role: the Lease holder is the primary once it reports that it accepts
 /// writes (so `-rw` selects it), every other pod a replica. While the holder is a replica being
@@ -294,9 +336,14 @@ async fn label_roles(ctx: &Context, namespace: &str, cluster: &PostgresCluster) 
                 pod: pod.name_any(),
                 ready: crate::controller::postgres_backup::pod_ready(pod),
                 state: report.clone(),
+                instance_manager: instance_manager_of(pod)
+                    .map(|image| (image.to_owned(), image == ctx.config.instance_manager_image)),
             })
             .collect()
     };
+    if let Some(note) = outdated_note(cluster, &reported(&reports), &ctx.config.instance_manager_image) {
+        record(ctx, cluster, Happened::InstanceManagerOutdated(note)).await;
+    }
     let labelled = list
         .items
         .iter()
@@ -484,6 +531,7 @@ async fn label_roles(ctx: &Context, namespace: &str, cluster: &PostgresCluster) 
     if let Some(rejoined) = instance_events(ctx, cluster, &reports, last).await {
         promotion = Some(rejoined);
     }
+
     // Keep a switchover asked for while the primary was lost as it was.
     let switchover = cluster
         .spec
@@ -723,7 +771,7 @@ mod tests {
             let cluster = build::tests::cluster(build::tests::spec(extra.clone()));
             let config = build::BuildConfig {
                 postgres_uid: uid,
-                operator_image: "ghcr.io/tusk-operator/tusk-operator:1.0.0".into(),
+                instance_manager_image: "ghcr.io/tusk-operator/tusk-operator:1.0.0".into(),
                 ..Default::default()
             };
             let c = build::children(&cluster, "pw", &config, None);
@@ -754,6 +802,42 @@ mod tests {
             assert_eq!(now, before, "the children of spec {} changed", now["spec"]);
         }
         assert_eq!(now.as_array().unwrap().len(), before.as_array().unwrap().len());
+    }
+
+    /// Instances of an older instance manager are told once per change of which they are: not
+    /// while the status already shows the same ones, again when the set changes, never when
+    /// every instance runs the current one.
+    #[test]
+    fn outdated_instance_managers_are_told_once_per_change() {
+        use super::status::Reported;
+        let (old, new) = ("reg/tusk-operator:1.0.0", "reg/tusk-operator:1.1.0");
+        let pod = |name: &str, image: &str| Reported {
+            pod: name.to_owned(),
+            ready: true,
+            state: Err("not asked".to_owned()),
+            instance_manager: Some((image.to_owned(), image == new)),
+        };
+        let cluster = |reported: &[Reported]| {
+            let mut c = build::tests::cluster(build::tests::spec(json!({"instances": 2})));
+            c.status = Some(crate::api::postgres_cluster::v1::PostgresClusterStatus {
+                instance_status: super::status::instance_status(reported, None),
+                ..Default::default()
+            });
+            c
+        };
+        let both_old = [pod("db-0", old), pod("db-1", old)];
+        let note = super::outdated_note(&cluster(&[]), &both_old, new).unwrap();
+        assert!(note.starts_with("db-0 (reg/tusk-operator:1.0.0), db-1 (reg/tusk-operator:1.0.0) run an older instance manager than reg/tusk-operator:1.1.0"), "{note}");
+        assert_eq!(super::outdated_note(&cluster(&both_old), &both_old, new), None);
+        let one_old = [pod("db-0", old), pod("db-1", new)];
+        let note = super::outdated_note(&cluster(&both_old), &one_old, new).unwrap();
+        assert!(note.starts_with("db-0 (reg/tusk-operator:1.0.0) run"), "{note}");
+        let none_old = [pod("db-0", new), pod("db-1", new)];
+        assert_eq!(super::outdated_note(&cluster(&one_old), &none_old, new), None);
+        let status = super::status::instance_status(&one_old, None).unwrap();
+        assert_eq!(status[0].instance_manager_outdated, Some(true));
+        assert_eq!(status[1].instance_manager_outdated, Some(false));
+        assert_eq!(status[1].instance_manager.as_deref(), Some(new));
     }
 
     /// The former primary rejoined once it is in recovery on the timeline the promoted one writes;

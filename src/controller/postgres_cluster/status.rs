@@ -46,6 +46,9 @@ pub struct Reported {
     pub ready: bool,
     /// The report.
     pub state: Result<InstanceState, String>,
+    /// The image its instance manager was copied from, and whether it is the one the operator
+    /// deploys; `None` when the pod does not say.
+    pub instance_manager: Option<(String, bool)>,
 }
 
 /// `status.instanceStatus`: each instance's role and WAL positions, each replica's lag behind
@@ -75,6 +78,8 @@ pub fn instance_status(
                 rewound_at: answered
                     .and_then(|s| s.rewound_at.clone())
                     .or_else(|| shown.and_then(|i| i.rewound_at.clone())),
+                instance_manager: r.instance_manager.as_ref().map(|(image, _)| image.clone()),
+                instance_manager_outdated: r.instance_manager.as_ref().map(|(_, current)| !current),
                 ..InstanceStatus::default()
             };
             match &r.state {
@@ -372,11 +377,13 @@ mod tests {
     fn each_instance_shows_its_role_positions_and_lag_behind_the_primary() {
         let reported = vec![
             Reported {
+                instance_manager: None,
                 pod: "db-0".into(),
                 ready: false,
                 state: Err("db-0: connection refused".into()),
             },
             Reported {
+                instance_manager: None,
                 pod: "db-1".into(),
                 ready: true,
                 state: Ok(InstanceState {
@@ -389,6 +396,7 @@ mod tests {
                 }),
             },
             Reported {
+                instance_manager: None,
                 pod: "db-2".into(),
                 ready: true,
                 state: Ok(InstanceState {
@@ -427,6 +435,7 @@ mod tests {
     #[test]
     fn a_fence_is_shown_and_kept_while_the_instance_does_not_answer() {
         let fenced = |state: Result<InstanceState, String>| Reported {
+            instance_manager: None,
             pod: "db-0".into(),
             ready: false,
             state,
@@ -481,6 +490,7 @@ mod tests {
     #[test]
     fn the_primary_is_stable_only_while_the_lease_holder_takes_writes() {
         let primary = |pod: &str, primary: bool| Reported {
+            instance_manager: None,
             pod: pod.into(),
             ready: true,
             state: Ok(InstanceState {

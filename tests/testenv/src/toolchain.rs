@@ -53,6 +53,15 @@ impl Toolchain {
     }
 }
 
+/// The newest released release's own `tusk-operator`, built by `hack/released.sh` from the
+/// commit the release plan records for it: its version and the program.
+pub fn released() -> Result<(String, PathBuf)> {
+    let dir = find_or_install("released.sh", &["--dir"], "the previous release's tusk-operator")?;
+    let version = std::fs::read_to_string(dir.join("version"))
+        .map_err(io(format!("reading {}/version", dir.display())))?;
+    Ok((version.trim().to_owned(), dir.join("bin").join("tusk-operator")))
+}
+
 /// The directory `hack/<script> <dir_args>` prints, which exits 1 while it is incomplete. Then,
 /// under `CI=true`, an error: `.ci/run` installs it before any test runs, so a missing piece there
 /// is a broken build, never a reason to skip. Otherwise `hack/<script>` (no arguments) installs

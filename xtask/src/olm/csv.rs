@@ -25,6 +25,21 @@ pub fn operator_image(inputs: &Inputs, release: &Release) -> String {
     format!("{}:{}", inputs.plan.images.operator, release.version)
 }
 
+/// The image PostgreSQL pods copy the instance manager from under `release`: the operator image
+/// of the release that last changed the instance manager ([`operator::INSTANCE_MANAGER`], which
+/// `Plan::load` checks is a release of the plan), or `release`'s own image when it is older than
+/// that (a release never runs a later instance manager).
+pub fn instance_manager_image(inputs: &Inputs, release: &Release) -> String {
+    let version: semver::Version = operator::INSTANCE_MANAGER
+        .parse()
+        .expect("INSTANCE_MANAGER is a version");
+    format!(
+        "{}:{}",
+        inputs.plan.images.operator,
+        version.min(release.version.clone())
+    )
+}
+
 /// The PostgreSQL images a cluster may run, one per supported major.
 pub fn postgres_images(inputs: &Inputs) -> Vec<(String, String)> {
     (tusk::api::common::MIN_POSTGRES_MAJOR..=tusk::api::common::MAX_POSTGRES_MAJOR)
@@ -149,7 +164,7 @@ fn deployment(inputs: &Inputs, release: &Release, webhook: bool) -> Value {
                         "env": [
                             {"name": env::POD_NAMESPACE, "valueFrom": field("metadata.namespace")},
                             {"name": env::POD_NAME, "valueFrom": field("metadata.name")},
-                            {"name": env::OPERATOR_IMAGE, "value": image},
+                            {"name": env::INSTANCE_MANAGER_IMAGE, "value": instance_manager_image(inputs, release)},
                             {"name": env::POSTGRES_IMAGE, "value": format!("{}:{{major}}", inputs.plan.images.postgres)},
                             {"name": env::STATUS_LISTEN, "value": format!("0.0.0.0:{METRICS_PORT}")},
                             {"name": env::WEBHOOK_LISTEN, "value": format!("0.0.0.0:{WEBHOOK_PORT}")},
@@ -248,6 +263,10 @@ pub fn csv(
         annotations["olm.skipRange"] = json!(range);
     }
     let mut related = vec![json!({"name": operator::NAME, "image": image})];
+    let instance_manager = instance_manager_image(inputs, release);
+    if instance_manager != image {
+        related.push(json!({"name": "instance-manager", "image": instance_manager}));
+    }
     related.extend(
         postgres_images(inputs)
             .into_iter()

@@ -200,6 +200,14 @@ impl Plan {
                 self.default_channel, self.channels
             ));
         }
+        match tusk::facts::operator::INSTANCE_MANAGER.parse::<Version>() {
+            Ok(v) if self.release(&v).is_some() => {}
+            _ => errors.push(format!(
+                "src/facts/operator.rs: INSTANCE_MANAGER {:?} is not a release of the plan: it names the release whose image carries the instance manager, one of {:?}",
+                tusk::facts::operator::INSTANCE_MANAGER,
+                self.releases.iter().map(|r| r.version.to_string()).collect::<Vec<_>>()
+            )),
+        }
         let all = tusk::api::crds();
         let kinds: Vec<&str> = all.iter().map(|c| c.spec.names.kind.as_str()).collect();
         for (i, release) in self.releases.iter().enumerate() {

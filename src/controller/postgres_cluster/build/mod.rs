@@ -55,8 +55,9 @@ use crate::{
 /// What the builders need besides the cluster.
 #[derive(Clone, Debug)]
 pub struct BuildConfig {
-    /// The operator's image; an init container copies the binary from it.
-    pub operator_image: String,
+    /// The image an init container copies the instance manager from
+    /// ([`operator::DEFAULT_INSTANCE_MANAGER_IMAGE`] unless the operator is told another).
+    pub instance_manager_image: String,
     /// The PostgreSQL image when a cluster names none; `{major}` is replaced by the version.
     pub postgres_image: String,
     /// The user (and group, and `fsGroup`) PostgreSQL pods run as: the image's `postgres` user.
@@ -82,7 +83,7 @@ impl BuildConfig {
 impl Default for BuildConfig {
     fn default() -> Self {
         Self {
-            operator_image: operator::DEFAULT_IMAGE.to_owned(),
+            instance_manager_image: operator::DEFAULT_INSTANCE_MANAGER_IMAGE.to_owned(),
             postgres_image: operator::DEFAULT_POSTGRES_IMAGE.to_owned(),
             postgres_uid: Some(DEFAULT_POSTGRES_UID),
             proxy: Vec::new(),

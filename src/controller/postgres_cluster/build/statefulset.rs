@@ -196,11 +196,12 @@ fn claim(name: &str, volume: &crate::api::common::VolumeSpec) -> PersistentVolum
     }
 }
 
-/// The init container that copies the instance manager out of the operator image.
+/// The init container that copies the instance manager out of its image: the operator image of
+/// the release that last changed it, so that only a new instance manager changes the template.
 fn install_tusk(config: &BuildConfig) -> Container {
     Container {
-        name: "install-tusk".to_owned(),
-        image: Some(config.operator_image.clone()),
+        name: operator::INSTALL_CONTAINER.to_owned(),
+        image: Some(config.instance_manager_image.clone()),
         command: Some(vec![
             operator::BINARY_PATH.to_owned(),
             "copy-binary".to_owned(),
@@ -572,12 +573,15 @@ mod tests {
     }
 
     #[test]
-    fn the_instance_manager_runs_from_the_operator_image_with_its_spec() {
+    fn the_instance_manager_runs_from_its_own_image_with_its_spec() {
         let c = cluster(spec(json!({"instances": 3})));
         let set = desired_statefulset(&c, &BuildConfig::default(), "h", None);
         let pod = pod(&set);
         let init = &pod.init_containers.as_ref().unwrap()[0];
-        assert_eq!(init.image.as_deref(), Some(operator::DEFAULT_IMAGE));
+        assert_eq!(
+            init.image.as_deref(),
+            Some(operator::DEFAULT_INSTANCE_MANAGER_IMAGE)
+        );
         let main = &pod.containers[0];
         assert_eq!(main.image.as_deref(), Some("docker.io/library/postgres:17"));
         assert_eq!(main.args.as_ref().unwrap(), &instance_spec(&c).to_args());

@@ -92,6 +92,9 @@ pub struct OlmCluster {
     work: tempfile::TempDir,
     catalogs: Vec<CatalogServer>,
     pod: LocalOperator,
+    /// The release whose CSV was last approved, once one was through [`OlmCluster::upgrade`]:
+    /// its program runs the pod.
+    installed: std::sync::Mutex<Option<String>>,
 }
 
 impl OlmCluster {
@@ -123,6 +126,7 @@ impl OlmCluster {
             work,
             catalogs: Vec::new(),
             pod,
+            installed: std::sync::Mutex::new(None),
         }
     }
 
@@ -277,6 +281,7 @@ impl OlmCluster {
     /// from the moment OLM makes the webhook Service: the plan completes, `to` succeeds, `from`
     /// is gone and the CRDs convert through OLM's Service.
     pub async fn upgrade(&self, from: &str, to: &str, mode: Mode) {
+        *self.installed.lock().expect("not poisoned") = Some(to.to_owned());
         self.want(Some(mode)).await;
         let plan = self.approve(&self.csv_name(to)).await;
         assert_eq!(plan["status"]["phase"], "Complete", "{:#}", plan["status"]);
@@ -304,7 +309,14 @@ impl OlmCluster {
             ),
             _ => None,
         };
-        self.pod.want(mode.map(|m| (m, kubeconfig)));
+        let installed = self.installed.lock().expect("not poisoned").clone();
+        let program = self
+            .operator
+            .released
+            .iter()
+            .find(|(version, _)| Some(version) == installed.as_ref())
+            .map_or_else(|| self.operator.program.clone(), |(_, program)| program.clone());
+        self.pod.want(mode.map(|m| (m, kubeconfig, program)));
     }
 
     /// What the local operator is doing and its last `lines` lines of log about `about`, to

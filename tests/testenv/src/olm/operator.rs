@@ -28,6 +28,9 @@ pub struct Operator {
     pub crds: Vec<String>,
     /// The program that stands for the operator's container.
     pub program: PathBuf,
+    /// Releases whose own program stands for their container instead, by version: the genuine
+    /// previous release, so that an upgrade test runs real binaries on both ends.
+    pub released: Vec<(String, PathBuf)>,
     /// Its arguments in a mode, given a directory that holds OLM's `tls.crt` and `tls.key` (and
     /// may take files of its own) and the loopback port its webhook must listen on.
     pub args: fn(Mode, &Path, u16) -> Vec<String>,
@@ -49,9 +52,9 @@ struct Started {
     last: Option<(PathBuf, PathBuf)>,
 }
 
-/// What the local operator process should be: a mode and, to run the controllers, the
-/// kubeconfig of OLM's ServiceAccount.
-pub type Desired = Option<(Mode, Option<PathBuf>)>;
+/// What the local operator process should be: a mode, the kubeconfig of OLM's ServiceAccount to
+/// run the controllers, and the program (the installed release's).
+pub type Desired = Option<(Mode, Option<PathBuf>, PathBuf)>;
 
 /// The operator's pod as a local process, kept as desired until dropped.
 pub struct LocalOperator {
@@ -181,7 +184,7 @@ async fn keep(
             old.stop();
             *running.lock().expect("not poisoned") = None;
         }
-        let Some((mode, kubeconfig)) = want.clone() else {
+        let Some((mode, kubeconfig, program)) = want.clone() else {
             continue;
         };
         let data = secret.data.unwrap_or_default();
@@ -198,7 +201,7 @@ async fn keep(
         let process = Supervised::spawn_with_env(
             &dir,
             &operator.package,
-            &operator.program,
+            &program,
             &(operator.args)(mode, &dir, port),
             &env,
         )
