@@ -21,17 +21,53 @@ use support::{
 use tusk::api::postgres_cluster::v1::PostgresCluster;
 use tusk_testenv::{eventually, postgres::Postgres};
 
-static OPERATOR: tokio::sync::OnceCell<support::apiserver::Operator> = tokio::sync::OnceCell::const_new();
+/// The operator every test of this binary runs under; [`replace_operator`] swaps it.
+static OPERATOR: tokio::sync::Mutex<Option<&'static support::apiserver::Operator>> =
+    tokio::sync::Mutex::const_new(None);
 
-/// The operator, once for this test binary.
+/// The operator, started once for this test binary unless a test replaced it.
 async fn operator() -> &'static support::apiserver::Operator {
-    OPERATOR
-        .get_or_init(|| async {
-            let plane = plane_with_crds().await;
-            let args = ["--resync-interval=5s".to_owned()];
-            start_operator(plane, "tusk-operator", &args, "info,kube=warn").await
-        })
-        .await
+    let mut current = OPERATOR.lock().await;
+    if let Some(operator) = *current {
+        return operator;
+    }
+    let plane = plane_with_crds().await;
+    let operator: &'static _ = Box::leak(Box::new(
+        start_operator(
+            plane,
+            "tusk-operator",
+            &["--resync-interval=5s".to_owned()],
+            "info,kube=warn",
+        )
+        .await,
+    ));
+    *current = Some(operator);
+    operator
+}
+
+/// Replaces the operator, as an upgrade does: the running one gets SIGTERM and hands over its
+/// Lease; the new one, named `name`, starts with `extra` arguments and reaches every instance
+/// the old one reached.
+async fn replace_operator(name: &str, extra: &[&str]) -> &'static support::apiserver::Operator {
+    let old = operator().await;
+    let mut current = OPERATOR.lock().await;
+    let pid = old.process.pid().expect("the operator runs");
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    eventually("the old operator to exit", Duration::from_secs(30), || async {
+        (!old.process.alive()).then_some(())
+    })
+    .await;
+    let mut args = vec!["--resync-interval=5s".to_owned(), format!("--identity={name}")];
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    let new: &'static _ = Box::leak(Box::new(
+        start_operator(plane_with_crds().await, name, &args, "info,kube=warn").await,
+    ));
+    std::fs::copy(&old.sql_endpoints, &new.sql_endpoints).unwrap();
+    *current = Some(new);
+    new
 }
 
 /// While alive, makes a failing test print what the operator logged about `namespace`.
@@ -39,7 +75,10 @@ struct OperatorLogOnFailure(String);
 
 impl Drop for OperatorLogOnFailure {
     fn drop(&mut self) {
-        let Some(operator) = OPERATOR.get().filter(|_| std::thread::panicking()) else {
+        if !std::thread::panicking() {
+            return;
+        }
+        let Some(operator) = OPERATOR.try_lock().ok().and_then(|o| *o) else {
             return;
         };
         let log = std::fs::read_to_string(&operator.log).unwrap_or_default();
@@ -176,6 +215,24 @@ async fn switch_over(clusters: &Api<PostgresCluster>, to: &str) {
         )
         .await
         .unwrap();
+}
+
+/// The user's switchover to `to` that a rollout waiting at the primary (`Supervised`) needs,
+/// then the restart of the old primary `primary` it lets the rollout make.
+async fn switch_over_and_restart(
+    c: &mut LocalCluster,
+    clusters: &Api<PostgresCluster>,
+    primary: &str,
+    to: &str,
+) {
+    switch_over(clusters, to).await;
+    let old: i32 = primary.trim_start_matches("db-").parse().unwrap();
+    eventually(
+        "the old primary to restart after the switchover",
+        Duration::from_secs(180),
+        async || c.sync_pods().await.contains(&old).then_some(()),
+    )
+    .await;
 }
 
 /// The pod labelled primary now, if exactly one is.
@@ -1093,14 +1150,7 @@ async fn a_rolling_update_restarts_the_primary_last_after_a_switchover() {
     );
     let expected: Vec<i32> = (0..3).filter(|o| format!("db-{o}") != primary).collect();
     let to = format!("db-{}", expected[0]);
-    switch_over(&clusters, &to).await;
-    let old: i32 = primary.trim_start_matches("db-").parse().unwrap();
-    eventually(
-        "the old primary to restart after the switchover",
-        Duration::from_secs(180),
-        async || c.sync_pods().await.contains(&old).then_some(()),
-    )
-    .await;
+    switch_over_and_restart(&mut c, &clusters, &primary, &to).await;
     assert_ne!(uids().await[&primary], during[&primary]);
     settled(&c).await;
     assert_eq!(labelled_primary(&c).await, Some(to), "the user's choice leads");
@@ -1155,4 +1205,157 @@ async fn assert_max_connections(c: &LocalCluster, value: &str) {
         let shown: String = db.query_one("SHOW max_connections", &[]).await.unwrap().get(0);
         assert_eq!(shown, value, "db-{ordinal}");
     }
+}
+
+/// Each instance's `pg_postmaster_start_time()`, by ordinal.
+async fn postmaster_started(c: &LocalCluster) -> Vec<String> {
+    let mut started = Vec::new();
+    for ordinal in 0..3 {
+        let db = c.connect(ordinal).await.unwrap();
+        let row = db
+            .query_one("SELECT pg_postmaster_start_time()::text", &[])
+            .await
+            .unwrap();
+        started.push(row.get(0));
+    }
+    started
+}
+
+/// An operator upgrade as the instances see it. First the operator is replaced by a new process
+/// that deploys the same instance manager, as OLM's upgrade from one release to the next does:
+/// no PostgreSQL restarts (each keeps its `pg_postmaster_start_time()`), connections held
+/// through it keep working, and the StatefulSet and pods stay as they were. Then by one that
+/// deploys a new instance manager: every instance reports it outdated, the replicas restart, the
+/// operator waits for the user before the primary (`primaryUpdate: Supervised`), and the user's
+/// switchover lets the old primary restart last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_operator_upgrade_restarts_no_database_and_a_new_instance_manager_rolls_primary_last() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut c = three_instances_with(
+        "upgrade",
+        18,
+        json!({"updateStrategy": {"primaryUpdate": "Supervised"}}),
+    )
+    .await;
+    let _log = OperatorLogOnFailure(c.namespace.clone());
+    settled(&c).await;
+    let client = plane_with_crds().await.client().await.unwrap();
+    let clusters = Api::<PostgresCluster>::namespaced(client.clone(), &c.namespace);
+    let sets = Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(client.clone(), &c.namespace);
+    let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), &c.namespace);
+    let uids = async || -> Vec<String> {
+        let mut uids = Vec::new();
+        for o in 0..3 {
+            uids.push(pods.get(&format!("db-{o}")).await.unwrap().metadata.uid.unwrap());
+        }
+        uids
+    };
+    let started = postmaster_started(&c).await;
+    let set = sets.get("db").await.unwrap();
+    let (pods_before, held) = (uids().await, {
+        let mut held = Vec::new();
+        for o in 0..3 {
+            held.push(c.connect(o).await.unwrap());
+        }
+        held
+    });
+
+    // The same instance manager: nothing restarts.
+    let upgraded = replace_operator("tusk-operator-upgraded", &[]).await;
+    eventually(
+        "the new operator to reconcile db",
+        Duration::from_secs(60),
+        || async {
+            let log = std::fs::read_to_string(&upgraded.log).ok()?;
+            log.contains(&c.namespace).then_some(())
+        },
+    )
+    .await;
+    // Three resyncs: whatever it would change, it has.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert!(c.sync_pods().await.is_empty(), "no pod was replaced");
+    assert_eq!(uids().await, pods_before);
+    let after = sets.get("db").await.unwrap();
+    assert_eq!(
+        after.metadata.generation, set.metadata.generation,
+        "the StatefulSet is unchanged"
+    );
+    assert_eq!(after.spec.unwrap().template, set.spec.unwrap().template);
+    assert_eq!(postmaster_started(&c).await, started, "no PostgreSQL restarted");
+    for (o, db) in held.iter().enumerate() {
+        let one: i32 = db
+            .query_one("SELECT 1", &[])
+            .await
+            .unwrap_or_else(|e| panic!("db-{o}: {e}"))
+            .get(0);
+        assert_eq!(one, 1);
+    }
+    let status = serde_json::to_value(clusters.get("db").await.unwrap().status).unwrap();
+    for instance in status["instanceStatus"].as_array().unwrap() {
+        assert_eq!(instance["instanceManagerOutdated"], false, "{instance:#}");
+    }
+    println!(
+        "an operator upgrade keeping the instance manager: 0 of 3 PostgreSQL instances restarted, 3 held connections kept"
+    );
+
+    // A new instance manager: outdated, then rolled, replicas first, the primary by the user.
+    let image = "ghcr.io/tusk-operator/tusk-operator:9.9.9";
+    replace_operator(
+        "tusk-operator-new-instance-manager",
+        &[&format!("--instance-manager-image={image}")],
+    )
+    .await;
+    let told = support::event(&client, &c.namespace, "InstanceManagerOutdated", |_| true).await;
+    assert!(
+        told.note.as_deref().unwrap_or_default().contains(image),
+        "{told:?}"
+    );
+    let primary = labelled_primary(&c).await.expect("a primary");
+    let mut restarted = Vec::new();
+    eventually(
+        "the replicas rolled and the rollout waiting for the user",
+        Duration::from_secs(300),
+        async || {
+            restarted.extend(c.sync_pods().await);
+            let status = serde_json::to_value(clusters.get("db").await.ok()?.status).ok()?;
+            let waiting = status["conditions"]
+                .as_array()?
+                .iter()
+                .any(|c| c["type"] == "Progressing" && c["reason"] == "WaitingForUser");
+            (waiting && restarted.len() == 2).then_some(())
+        },
+    )
+    .await;
+    let replicas: Vec<i32> = (0..3).filter(|o| format!("db-{o}") != primary).collect();
+    let mut rolled = restarted.clone();
+    rolled.sort_unstable();
+    assert_eq!(rolled, replicas, "the replicas, not the primary {primary}");
+    assert_eq!(
+        restarted[0],
+        *replicas.iter().max().unwrap(),
+        "highest ordinal first"
+    );
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(c.sync_pods().await.is_empty(), "the primary waits for the user");
+    let to = format!("db-{}", replicas[0]);
+    switch_over_and_restart(&mut c, &clusters, &primary, &to).await;
+    settled(&c).await;
+    eventually(
+        "every instance on the new instance manager",
+        Duration::from_secs(60),
+        || async {
+            let status = serde_json::to_value(clusters.get("db").await.ok()?.status).ok()?;
+            status["instanceStatus"]
+                .as_array()?
+                .iter()
+                .all(|i| i["instanceManager"] == image && i["instanceManagerOutdated"] == false)
+                .then_some(())
+        },
+    )
+    .await;
+    println!(
+        "a new instance manager: replicas {restarted:?} restarted, then {primary} after the user's switchover to {to}"
+    );
+    // The next tests run under the usual operator.
+    replace_operator("tusk-operator", &[]).await;
 }

@@ -28,8 +28,9 @@ use serde_json::{Value, json};
 use support::{
     apiserver::{KINDS, api as tusk_api},
     olm::{
-        HEAD, NEXT, PACKAGE, SERVICE, Written, canonical_rule, catalog_files, csv_name, inputs_with_drop,
-        predicted_stored, reconciled, repo, served, spec_view, tusk_operator, validation_errors,
+        HEAD, NEXT, PACKAGE, Readers, SERVICE, Written, canonical_rule, catalog_files, csv_name,
+        inputs_with_drop, predicted_stored, reconciled, repo, served, served_by_both, spec_view,
+        tusk_operator, validation_errors,
     },
 };
 use tusk_testenv::{
@@ -311,6 +312,72 @@ async fn operatorhub_install_from_the_stable_channel() {
     );
 }
 
+/// What readers saw through an operator upgrade, and when no operator process served the
+/// webhook: printed, and held to no moment without a ready replica and no failed request but
+/// OLM's own. OLM v0 updates a CRD by writing the bundle's CRD whole (its catalog operator's
+/// `NewCRDV1Step` calls `Update`), whose conversion webhook names the Service in the namespace
+/// the bundle suggests, `tusk-system`, without a CA: until its olm operator writes the install's
+/// own Service and CA back, conversions fail with `service "tusk-operator-service" not found`
+/// whatever the operator does. Those are counted apart.
+async fn through_the_upgrade(env: &OlmCluster, since: std::time::Instant, readers: Readers, step: &str) {
+    // A few more rounds after the new operator took over.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stats = readers.stop().await;
+    let gaps = env.serving_gaps(since);
+    let longest = gaps.iter().map(|(_, d)| *d).max().unwrap_or_default();
+    let olm_placeholder = format!(
+        "tusk-operator-service.{}.svc:443/convert?timeout=30s\": service \"tusk-operator-service\" not found",
+        tusk::facts::operator::NAMESPACE
+    );
+    let (olm, tusk): (Vec<_>, Vec<_>) = stats
+        .failures
+        .iter()
+        .partition(|(_, _, why)| why.contains(&olm_placeholder));
+    println!(
+        "{step}: readers made {} requests at every version both releases serve: {} failed while OLM wrote the bundle's CRDs over its own conversion config, {} otherwise; longest failing stretch {:?}, slowest request {:?}. No operator replica served the webhook for {:?} at most ({} gaps)",
+        stats.requests,
+        olm.len(),
+        tusk.len(),
+        stats.longest_gap,
+        stats.slowest,
+        longest,
+        gaps.len(),
+    );
+    for (at, what, why) in stats.failures.iter().take(10) {
+        println!("  {at:?}: {what}: {why}");
+    }
+    assert!(gaps.is_empty(), "{step}: no replica served the webhook: {gaps:?}");
+    assert!(tusk.is_empty(), "{step}: requests failed: {tusk:#?}");
+}
+
+/// The pods of `namespace` that run their StatefulSet's current template, by name: their uid.
+async fn current_pods(env: &OlmCluster, namespace: &str) -> std::collections::BTreeMap<String, String> {
+    let sets = Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(env.client.clone(), namespace)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    let revisions: BTreeSet<String> = sets
+        .items
+        .iter()
+        .filter_map(|s| s.status.as_ref()?.update_revision.clone())
+        .collect();
+    Api::<k8s_openapi::api::core::v1::Pod>::namespaced(env.client.clone(), namespace)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| {
+            p.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("controller-revision-hash"))
+                .is_some_and(|r| revisions.contains(r))
+        })
+        .map(|p| (p.metadata.name.unwrap(), p.metadata.uid.unwrap()))
+        .collect()
+}
+
 /// Every StatefulSet in `namespace`: its generation and its pod template, as JSON.
 async fn statefulsets(
     env: &OlmCluster,
@@ -426,7 +493,14 @@ async fn channel_upgrades_across_crd_versions_keep_every_object() {
     // 1.1.0, the head: the same versions as 1.0.0. It adopts everything, the backup kinds
     // 1.0.0 did not reconcile included, and it brings a new instance manager: it says which
     // instances run 1.0.0's, and its template names its own.
+    let readers = Readers::start(
+        &env.client,
+        &written.namespace,
+        served_by_both(&served(&inputs, "1.0.0"), &served(&inputs, HEAD)),
+    );
+    let since = std::time::Instant::now();
     env.upgrade("1.0.0", HEAD, Mode::Run).await;
+    through_the_upgrade(&env, since, readers, &format!("1.0.0 -> {HEAD}")).await;
     let reads = written.check(&env, &served(&inputs, HEAD)).await;
     println!("{HEAD}: {reads} reads");
     reconciled(&env, &written, &every_kind).await;
@@ -486,7 +560,15 @@ async fn channel_upgrades_across_crd_versions_keep_every_object() {
     assert!(env.stored_versions().await.values().all(|s| s == &v1));
     env.serve(&catalog_files(&[catalog::blobs(&next, true)])).await;
     let before_next = statefulsets(&env, &written.namespace).await;
+    let pods_before = current_pods(&env, &written.namespace).await;
+    let readers = Readers::start(
+        &env.client,
+        &written.namespace,
+        served_by_both(&served(&inputs, HEAD), &served(&next, NEXT)),
+    );
+    let since = std::time::Instant::now();
     env.upgrade(HEAD, NEXT, Mode::Run).await;
+    through_the_upgrade(&env, since, readers, &format!("{HEAD} -> {NEXT}")).await;
     let reads = written.check(&env, &served(&next, NEXT)).await;
     println!("{NEXT} (drops v1alpha1 after migration): {reads} reads");
     // An operator upgrade that keeps the instance manager changes no pod template: every
@@ -497,10 +579,19 @@ async fn channel_upgrades_across_crd_versions_keep_every_object() {
         after, before_next,
         "{NEXT} changed a StatefulSet that {HEAD} made"
     );
+    let pods_after = current_pods(&env, &written.namespace).await;
+    let restarted: Vec<&String> = pods_before
+        .iter()
+        .filter(|(name, uid)| pods_after.get(*name) != Some(uid))
+        .map(|(name, _)| name)
+        .collect();
     println!(
-        "{NEXT}: {} StatefulSets, none changed: no PostgreSQL pod restarts",
-        after.len()
+        "{HEAD} -> {NEXT}: {} StatefulSets, none changed; PostgreSQL pods restarted: {} of the {} that ran the current template",
+        after.len(),
+        restarted.len(),
+        pods_before.len()
     );
+    assert!(restarted.is_empty(), "{NEXT} restarted {restarted:?}");
     let crds: Api<
         k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
     > = Api::all(env.client.clone());

@@ -358,3 +358,113 @@ pub async fn reconciled(env: &OlmCluster, written: &Written, kinds: &[&str]) {
         }
     }
 }
+
+/// What readers saw while they looped through an upgrade.
+#[derive(Debug, Default)]
+pub struct ReadStats {
+    /// Gets and lists sent.
+    pub requests: usize,
+    /// The ones that failed: when (since the readers started), which, and why.
+    pub failures: Vec<(Duration, String, String)>,
+    /// The longest time from a failed request to the next one that succeeded: how long
+    /// conversion was out.
+    pub longest_gap: Duration,
+    /// The slowest request, failed or not.
+    pub slowest: Duration,
+}
+
+/// Readers that get and list the objects of `namespace` at each of `versions` (kind and
+/// version), one reader per pair, round after round, until [`Readers::stop`]: what a cluster's
+/// clients do while the operator is upgraded under them.
+pub struct Readers {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<ReadStats>>,
+}
+
+impl Readers {
+    /// Starts reading.
+    pub fn start(client: &kube::Client, namespace: &str, versions: Vec<(String, String)>) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let start = std::time::Instant::now();
+        let tasks = versions
+            .into_iter()
+            .map(|(kind, version)| {
+                let objects = api(client, namespace, &kind, &version);
+                let stopped = stop.clone();
+                tokio::spawn(async move {
+                    let mut stats = ReadStats::default();
+                    let mut failing_since: Option<Duration> = None;
+                    while !stopped.load(Ordering::Relaxed) {
+                        let sent = std::time::Instant::now();
+                        let listed = objects.list(&Default::default()).await;
+                        stats.slowest = stats.slowest.max(sent.elapsed());
+                        let first = listed
+                            .as_ref()
+                            .ok()
+                            .and_then(|l| l.items.first())
+                            .and_then(|o| o.metadata.name.clone());
+                        let mut outcomes = vec![("list", listed.map(|_| ()))];
+                        if let Some(name) = first {
+                            let sent = std::time::Instant::now();
+                            outcomes.push(("get", objects.get(&name).await.map(|_| ())));
+                            stats.slowest = stats.slowest.max(sent.elapsed());
+                        }
+                        for (verb, outcome) in outcomes {
+                            stats.requests += 1;
+                            let at = start.elapsed();
+                            match outcome {
+                                Ok(()) => {
+                                    if let Some(since) = failing_since.take() {
+                                        stats.longest_gap = stats.longest_gap.max(at - since);
+                                    }
+                                }
+                                Err(e) => {
+                                    failing_since.get_or_insert(at);
+                                    stats.failures.push((
+                                        at,
+                                        format!("{verb} {kind} {version}"),
+                                        e.to_string(),
+                                    ));
+                                }
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    if let Some(since) = failing_since {
+                        stats.longest_gap = stats.longest_gap.max(start.elapsed() - since);
+                    }
+                    stats
+                })
+            })
+            .collect();
+        Self { stop, tasks }
+    }
+
+    /// Stops reading and says what was seen, every reader's together.
+    pub async fn stop(self) -> ReadStats {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all = ReadStats::default();
+        for task in self.tasks {
+            let stats = task.await.expect("the readers do not panic");
+            all.requests += stats.requests;
+            all.failures.extend(stats.failures);
+            all.longest_gap = all.longest_gap.max(stats.longest_gap);
+            all.slowest = all.slowest.max(stats.slowest);
+        }
+        all.failures.sort_by_key(|(at, _, _)| *at);
+        all
+    }
+}
+
+/// Every kind at every version both `a` and `b` serve.
+pub fn served_by_both(a: &Versions, b: &Versions) -> Vec<(String, String)> {
+    a.iter()
+        .flat_map(|(kind, (versions, _))| {
+            versions
+                .iter()
+                .filter(|v| b.get(kind).is_some_and(|(other, _)| other.contains(v)))
+                .map(|v| (kind.clone(), v.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}

@@ -83,3 +83,20 @@ pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> E
     let context = context.into();
     move |source| Error::Io { context, source }
 }
+
+/// The status code `http://<address><path>` answers a GET with, if it answers.
+pub async fn http_status(address: &str, path: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut head = vec![0; 64];
+    let read = stream.read(&mut head).await.ok()?;
+    String::from_utf8_lossy(&head[..read])
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}

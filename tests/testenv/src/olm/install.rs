@@ -92,9 +92,6 @@ pub struct OlmCluster {
     work: tempfile::TempDir,
     catalogs: Vec<CatalogServer>,
     pod: LocalOperator,
-    /// The release whose CSV was last approved, once one was through [`OlmCluster::upgrade`]:
-    /// its program runs the pod.
-    installed: std::sync::Mutex<Option<String>>,
 }
 
 impl OlmCluster {
@@ -126,7 +123,6 @@ impl OlmCluster {
             work,
             catalogs: Vec::new(),
             pod,
-            installed: std::sync::Mutex::new(None),
         }
     }
 
@@ -281,7 +277,6 @@ impl OlmCluster {
     /// from the moment OLM makes the webhook Service: the plan completes, `to` succeeds, `from`
     /// is gone and the CRDs convert through OLM's Service.
     pub async fn upgrade(&self, from: &str, to: &str, mode: Mode) {
-        *self.installed.lock().expect("not poisoned") = Some(to.to_owned());
         self.want(Some(mode)).await;
         let plan = self.approve(&self.csv_name(to)).await;
         assert_eq!(plan["status"]["phase"], "Complete", "{:#}", plan["status"]);
@@ -309,20 +304,19 @@ impl OlmCluster {
             ),
             _ => None,
         };
-        let installed = self.installed.lock().expect("not poisoned").clone();
-        let program = self
-            .operator
-            .released
-            .iter()
-            .find(|(version, _)| Some(version) == installed.as_ref())
-            .map_or_else(|| self.operator.program.clone(), |(_, program)| program.clone());
-        self.pod.want(mode.map(|m| (m, kubeconfig, program)));
+        self.pod.want(mode.map(|m| (m, kubeconfig)));
     }
 
     /// What the local operator is doing and its last `lines` lines of log about `about`, to
     /// tell why a wait on its work failed (see [`LocalOperator::log_tail`]).
     pub fn operator_log_tail(&self, lines: usize, about: &str) -> String {
         self.pod.log_tail(lines, about)
+    }
+
+    /// Every interval since `since` in which no operator process served the webhook Service
+    /// (see [`LocalOperator::gaps`]).
+    pub fn serving_gaps(&self, since: std::time::Instant) -> Vec<(std::time::Instant, Duration)> {
+        self.pod.gaps(since)
     }
 
     /// Asks for the local operator in `mode` and waits until it runs so.

@@ -3,6 +3,13 @@
 //! started again whenever either changes or the process dies, and in whatever [`Mode`] the test
 //! asks for. The egress proxy routes the Service's address to the process, so the apiserver's
 //! conversion requests reach it.
+//!
+//! A new process replaces the old one as the Deployment's strategy says, read from the
+//! Deployment OLM made: with `RollingUpdate` and `maxUnavailable: 0`, the new one starts first
+//! and takes the Service once it is ready (its `/readyz`, or its webhook port when it serves no
+//! `/readyz`), and only then is the old one stopped (SIGTERM, as a kubelet stops a pod); with
+//! `Recreate`, the old one stops first. Every interval with no process routed is recorded
+//! ([`LocalOperator::gaps`]).
 
 use std::{
     ffi::OsStr,
@@ -11,10 +18,13 @@ use std::{
     time::Duration,
 };
 
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{Secret, Service},
+};
 use kube::{Api, Client};
 
-use crate::{Wait, connect::Router, control_plane::free_port, olm::OPERATORS_NAMESPACE, process::Supervised};
+use crate::{connect::Router, control_plane::free_port, olm::OPERATORS_NAMESPACE, process::Supervised};
 
 /// What an operator package is and how its pod runs here.
 #[derive(Clone, Debug)]
@@ -29,7 +39,9 @@ pub struct Operator {
     /// The program that stands for the operator's container.
     pub program: PathBuf,
     /// Releases whose own program stands for their container instead, by version: the genuine
-    /// previous release, so that an upgrade test runs real binaries on both ends.
+    /// previous release, so that an upgrade test runs real binaries on both ends. The pod runs
+    /// the program of the release whose image (`<repository>:<version>`) the Deployment names,
+    /// as a kubelet would pull that image.
     pub released: Vec<(String, PathBuf)>,
     /// Its arguments in a mode, given a directory that holds OLM's `tls.crt` and `tls.key` (and
     /// may take files of its own) and the loopback port its webhook must listen on.
@@ -52,17 +64,28 @@ struct Started {
     last: Option<(PathBuf, PathBuf)>,
 }
 
-/// What the local operator process should be: a mode, the kubeconfig of OLM's ServiceAccount to
-/// run the controllers, and the program (the installed release's).
-pub type Desired = Option<(Mode, Option<PathBuf>, PathBuf)>;
+/// What the local operator process should be: a mode and, to run the controllers, the
+/// kubeconfig of OLM's ServiceAccount. A new kubeconfig alone restarts nothing: the next process
+/// takes it.
+pub type Desired = Option<(Mode, Option<PathBuf>)>;
 
 /// The operator's pod as a local process, kept as desired until dropped.
 pub struct LocalOperator {
+    shared: Shared,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// What the test and the kubelet's loop share.
+#[derive(Clone, Default)]
+struct Shared {
     desired: Arc<Mutex<Desired>>,
     running: Arc<Mutex<Option<Mode>>>,
     log: Arc<Mutex<Started>>,
-    task: tokio::task::JoinHandle<()>,
+    gaps: Gaps,
 }
+
+/// When no process served the webhook Service, and for how long.
+type Gaps = Arc<Mutex<Vec<(std::time::Instant, Duration)>>>;
 
 impl Drop for LocalOperator {
     fn drop(&mut self) {
@@ -73,30 +96,15 @@ impl Drop for LocalOperator {
 impl LocalOperator {
     /// Starts keeping `operator` as desired (at first: not running), with its files in `work`.
     pub fn start(client: Client, proxy: Router, work: PathBuf, operator: Operator) -> Self {
-        let desired = Arc::new(Mutex::new(None));
-        let running = Arc::new(Mutex::new(None));
-        let log = Arc::new(Mutex::new(Started::default()));
-        let task = tokio::spawn(keep(
-            client,
-            proxy,
-            work,
-            operator,
-            desired.clone(),
-            running.clone(),
-            log.clone(),
-        ));
-        Self {
-            desired,
-            running,
-            log,
-            task,
-        }
+        let shared = Shared::default();
+        let task = tokio::spawn(keep(client, proxy, work, operator, shared.clone()));
+        Self { shared, task }
     }
 
     /// Asks for the process to be as `desired`; it follows within a moment, once OLM has made
     /// the Service and its certificate.
     pub fn want(&self, desired: Desired) {
-        *self.desired.lock().expect("not poisoned") = desired;
+        *self.shared.desired.lock().expect("not poisoned") = desired;
     }
 
     /// What the process started last is doing, to tell why a wait on the operator's work failed:
@@ -104,7 +112,7 @@ impl LocalOperator {
     /// the last `lines` lines of its log about the object named `about` (its reconciles and their
     /// failures), and its last 10 lines.
     pub fn log_tail(&self, lines: usize, about: &str) -> String {
-        let started = self.log.lock().expect("not poisoned").clone();
+        let started = self.shared.log.lock().expect("not poisoned").clone();
         let Some((log, pidfile)) = started.last else {
             return "--- the operator was never started ---".to_owned();
         };
@@ -141,26 +149,57 @@ impl LocalOperator {
         )
     }
 
+    /// Every interval since `since` in which no process served the webhook Service, once one
+    /// had: when it began, and how long it lasted (to now, for one still going on).
+    pub fn gaps(&self, since: std::time::Instant) -> Vec<(std::time::Instant, Duration)> {
+        self.shared
+            .gaps
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .filter(|(at, _)| *at >= since)
+            .copied()
+            .collect()
+    }
+
     /// The mode the process runs in now, if it runs.
     pub fn running(&self) -> Option<Mode> {
-        *self.running.lock().expect("not poisoned")
+        *self.shared.running.lock().expect("not poisoned")
+    }
+}
+
+/// Whether the process with its webhook on `port` is ready: it listens, and its `/readyz` at
+/// `status` (when it has one) answers 200.
+async fn is_ready(port: u16, status: Option<String>) -> bool {
+    if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        return false;
+    }
+    match status {
+        Some(address) => crate::http_status(&address, "/readyz").await == Some(200),
+        None => true,
     }
 }
 
 /// The kubelet's loop: compares what runs with what is desired and with OLM's Service and
 /// certificate, and restarts the process when they differ.
-async fn keep(
-    client: Client,
-    proxy: Router,
-    work: PathBuf,
-    operator: Operator,
-    desired: Arc<Mutex<Desired>>,
-    running: Arc<Mutex<Option<Mode>>>,
-    log: Arc<Mutex<Started>>,
-) {
+async fn keep(client: Client, proxy: Router, work: PathBuf, operator: Operator, shared: Shared) {
+    let Shared {
+        desired,
+        running,
+        log,
+        gaps,
+    } = shared;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), OPERATORS_NAMESPACE);
-    let services: Api<Service> = Api::namespaced(client, OPERATORS_NAMESPACE);
-    let mut current: Option<(Desired, String, String, Supervised)> = None;
+    let services: Api<Service> = Api::namespaced(client.clone(), OPERATORS_NAMESPACE);
+    let deployments: Api<Deployment> = Api::namespaced(client, OPERATORS_NAMESPACE);
+    let mut current: Option<(Option<Mode>, String, String, String, Supervised)> = None;
+    // Since when no process serves, once one did.
+    let mut down_since: Option<std::time::Instant> = None;
+    let record_gap = |down_since: &mut Option<std::time::Instant>| {
+        if let Some(at) = down_since.take() {
+            gaps.lock().expect("not poisoned").push((at, at.elapsed()));
+        }
+    };
     loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let want = desired.lock().expect("not poisoned").clone();
@@ -172,19 +211,51 @@ async fn keep(
         };
         let version = secret.metadata.resource_version.clone().unwrap_or_default();
         let ip = service.spec.and_then(|s| s.cluster_ip).unwrap_or_default();
-        if let Some((d, v, i, process)) = &current
-            && d == &want
+        let deployment = deployments.get(&operator.package).await.ok().and_then(|d| d.spec);
+        let image = deployment
+            .as_ref()
+            .and_then(|d| d.template.spec.as_ref()?.containers.first()?.image.clone())
+            .unwrap_or_default();
+        let mode = want.as_ref().map(|(mode, _)| *mode);
+        if let Some((m, v, i, im, process)) = &current
+            && m == &mode
             && v == &version
             && i == &ip
+            && im == &image
             && process.alive()
         {
             continue;
         }
-        if let Some((_, _, _, mut old)) = current.take() {
-            old.stop();
+        // A surge: the Deployment keeps its old pod until the new one is ready.
+        let surge = deployment.is_some_and(|d| {
+            let strategy = d.strategy.unwrap_or_default();
+            strategy.type_.as_deref() == Some("RollingUpdate")
+                && strategy
+                    .rolling_update
+                    .and_then(|r| r.max_unavailable)
+                    .is_some_and(|m| m == k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(0))
+        });
+        let program = operator
+            .released
+            .iter()
+            .find(|(v, _)| image.ends_with(&format!(":{v}")))
+            .map_or_else(|| operator.program.clone(), |(_, program)| program.clone());
+        let mut old = current.take().map(|(_, _, _, _, old)| old);
+        if let Some(old) = &old
+            && !old.alive()
+        {
+            down_since.get_or_insert_with(std::time::Instant::now);
+        }
+        if !surge && let Some(mut stopped) = old.take() {
+            down_since.get_or_insert_with(std::time::Instant::now);
+            tokio::task::block_in_place(|| stopped.stop());
             *running.lock().expect("not poisoned") = None;
         }
-        let Some((mode, kubeconfig, program)) = want.clone() else {
+        let Some((mode, kubeconfig)) = want.clone() else {
+            if let Some(mut stopped) = old.take() {
+                tokio::task::block_in_place(|| stopped.stop());
+            }
+            *running.lock().expect("not poisoned") = None;
             continue;
         };
         let data = secret.data.unwrap_or_default();
@@ -194,35 +265,42 @@ async fn keep(
         std::fs::write(dir.join("tls.crt"), &data["tls.crt"].0).expect("writing tls.crt");
         std::fs::write(dir.join("tls.key"), &data["tls.key"].0).expect("writing tls.key");
         let port = free_port().expect("a free port");
+        let args = (operator.args)(mode, &dir, port);
         let mut env: Vec<(&str, &OsStr)> = Vec::new();
         if let Some(kubeconfig) = &kubeconfig {
             env.push(("KUBECONFIG", kubeconfig.as_os_str()));
         }
-        let process = Supervised::spawn_with_env(
-            &dir,
-            &operator.package,
-            &program,
-            &(operator.args)(mode, &dir, port),
-            &env,
-        )
-        .expect("starting the operator");
+        let process = Supervised::spawn_with_env(&dir, &operator.package, &program, &args, &env)
+            .expect("starting the operator");
         {
             let mut started = log.lock().expect("not poisoned");
             started.count += 1;
             started.last = Some((process.log().to_owned(), process.pidfile().to_owned()));
         }
-        // Routed once it listens; if it never does, the test's own waits say what is missing.
-        let listening = Wait::up_to(Duration::from_secs(20))
-            .every(Duration::from_millis(100))
-            .until("the local operator to listen", async move || {
-                tokio::net::TcpStream::connect(("127.0.0.1", port)).await
-            })
-            .await;
-        if let Err(unmet) = listening {
-            eprintln!("testenv: {unmet}\n{}", process.log_tail(20));
+        // Routed once ready (its /readyz answers 200; without one, once it listens); if it never
+        // is, the test's own waits say what is missing.
+        let status = args
+            .iter()
+            .find_map(|a| a.strip_prefix("--status-listen="))
+            .map(str::to_owned);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !is_ready(port, status.clone()).await {
+            if std::time::Instant::now() > deadline {
+                eprintln!(
+                    "testenv: the local operator is not ready after 20 s\n{}",
+                    process.log_tail(20)
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         proxy.route(&format!("{ip}:443"), ([127, 0, 0, 1], port).into());
+        record_gap(&mut down_since);
         *running.lock().expect("not poisoned") = Some(mode);
-        current = Some((want, version, ip, process));
+        current = Some((Some(mode), version, ip, image, process));
+        // The old pod of a surge stops once the new one serves, in the background: it drains.
+        if let Some(mut stopped) = old.take() {
+            tokio::task::spawn_blocking(move || stopped.stop());
+        }
     }
 }
