@@ -26,17 +26,79 @@ pub enum Outcome {
 
 /// True when every field of `desired` is in `live` with the same value. Lists must have the same
 /// length and match element by element; `live` may have more fields anywhere (server defaults,
-/// other managers' fields, status).
+/// other managers' fields, status). A resource quantity (the value of `storage`, `cpu`,
+/// `memory`, `ephemeral-storage` or `sizeLimit`) matches by value: the apiserver stores
+/// `1.5Ti` as `1536Gi`, and a string comparison would apply the same object at every reconcile.
 pub fn contains(live: &Value, desired: &Value) -> bool {
+    contains_at(live, desired, "")
+}
+
+/// The keys whose values are resource quantities.
+const QUANTITY_KEYS: [&str; 5] = ["storage", "cpu", "memory", "ephemeral-storage", "sizeLimit"];
+
+fn contains_at(live: &Value, desired: &Value, key: &str) -> bool {
     match (live, desired) {
         (Value::Object(l), Value::Object(d)) => d
             .iter()
-            .all(|(k, dv)| l.get(k).is_some_and(|lv| contains(lv, dv))),
+            .all(|(k, dv)| l.get(k).is_some_and(|lv| contains_at(lv, dv, k))),
         (Value::Array(l), Value::Array(d)) => {
-            l.len() == d.len() && l.iter().zip(d).all(|(lv, dv)| contains(lv, dv))
+            l.len() == d.len() && l.iter().zip(d).all(|(lv, dv)| contains_at(lv, dv, ""))
+        }
+        (Value::String(l), Value::String(d)) if l != d && QUANTITY_KEYS.contains(&key) => {
+            matches!((quantity(l), quantity(d)), (Some(a), Some(b)) if a == b)
         }
         _ => live == desired,
     }
+}
+
+/// A Kubernetes resource quantity (`1.5Ti`, `500Mi`, `100m`, `1e3`) in billionths of its unit,
+/// exactly; `None` when it is not one or is too large.
+fn quantity(text: &str) -> Option<i128> {
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if fraction.len() > 9 || (whole.trim_start_matches(['+', '-']).is_empty() && fraction.is_empty()) {
+        return None;
+    }
+    let negative = whole.starts_with('-');
+    let digits = whole.trim_start_matches(['+', '-']);
+    let whole: i128 = if digits.is_empty() {
+        0
+    } else {
+        digits.parse().ok()?
+    };
+    let fraction: i128 = format!("{fraction:0<9}").parse().ok()?;
+    let nanos = whole.checked_mul(1_000_000_000)?.checked_add(fraction)?;
+    let (multiplier, divisor): (i128, i128) = match suffix {
+        "" => (1, 1),
+        "m" => (1, 1000),
+        "k" => (1000, 1),
+        "M" => (1000_i128.pow(2), 1),
+        "G" => (1000_i128.pow(3), 1),
+        "T" => (1000_i128.pow(4), 1),
+        "P" => (1000_i128.pow(5), 1),
+        "E" => (1000_i128.pow(6), 1),
+        "Ki" => (1 << 10, 1),
+        "Mi" => (1 << 20, 1),
+        "Gi" => (1 << 30, 1),
+        "Ti" => (1 << 40, 1),
+        "Pi" => (1 << 50, 1),
+        "Ei" => (1 << 60, 1),
+        exponent => {
+            let power: u32 = exponent.strip_prefix(['e', 'E'])?.parse().ok()?;
+            (10_i128.checked_pow(power)?, 1)
+        }
+    };
+    let value = nanos.checked_mul(multiplier)?;
+    (value % divisor == 0).then(|| {
+        if negative {
+            -value / divisor
+        } else {
+            value / divisor
+        }
+    })
 }
 
 /// Makes the live object hold `desired`: reads it, and applies only if something differs.
@@ -90,5 +152,39 @@ mod tests {
         ));
         assert!(!contains(&live, &json!({"spec": {"selector": {"a": "b"}}})));
         assert!(contains(&live, &json!({})));
+    }
+
+    /// The apiserver's canonical form of a quantity matches what Tusk asked for; another amount,
+    /// or the same text under a key that is not a quantity, does not.
+    #[test]
+    fn quantities_match_by_value() {
+        let claim = |size: &str| json!({"spec": {"resources": {"requests": {"storage": size}}}});
+        for (asked, stored) in [
+            ("1.5Ti", "1536Gi"),
+            ("1000m", "1"),
+            ("0.5", "500m"),
+            ("1e3", "1k"),
+            ("2G", "2000M"),
+        ] {
+            assert!(contains(&claim(stored), &claim(asked)), "{asked} is {stored}");
+        }
+        for (asked, stored) in [
+            ("1.5Ti", "1535Gi"),
+            ("1Gi", "1G"),
+            ("500Mi", "500m"),
+            ("1Gi", "x"),
+        ] {
+            assert!(
+                !contains(&claim(stored), &claim(asked)),
+                "{asked} is not {stored}"
+            );
+        }
+        assert!(!contains(
+            &json!({"labels": {"size": "1536Gi"}}),
+            &json!({"labels": {"size": "1.5Ti"}})
+        ));
+        assert_eq!(super::quantity("-1.5k"), Some(-1_500_000_000_000));
+        assert_eq!(super::quantity("1.5.5"), None);
+        assert_eq!(super::quantity(""), None);
     }
 }
