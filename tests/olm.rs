@@ -81,6 +81,37 @@ async fn operatorhub_install_from_the_stable_channel() {
         .finished_plan(subscription["status"]["installPlanRef"]["name"].as_str().unwrap())
         .await;
     assert_eq!(plan["status"]["phase"], "Complete", "{:#}", plan["status"]);
+    // A webhook that is always there: two replicas that roll one by one, spread over nodes, and
+    // a PodDisruptionBudget OLM made from the bundle.
+    let deployment =
+        Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(env.client.clone(), OPERATORS_NAMESPACE)
+            .get(PACKAGE)
+            .await
+            .unwrap();
+    let spec = serde_json::to_value(deployment.spec.unwrap()).unwrap();
+    assert_eq!(spec["replicas"], 2, "{spec:#}");
+    assert_eq!(spec["strategy"]["type"], "RollingUpdate", "{spec:#}");
+    assert_eq!(spec["strategy"]["rollingUpdate"]["maxUnavailable"], 0, "{spec:#}");
+    assert_eq!(
+        spec["template"]["spec"]["topologySpreadConstraints"][0]["topologyKey"],
+        "kubernetes.io/hostname"
+    );
+    let budget = eventually("OLM to make the PodDisruptionBudget", INSTALL, async || {
+        Api::<k8s_openapi::api::policy::v1::PodDisruptionBudget>::namespaced(
+            env.client.clone(),
+            OPERATORS_NAMESPACE,
+        )
+        .get(PACKAGE)
+        .await
+        .ok()
+    })
+    .await;
+    let budget = serde_json::to_value(budget.spec.unwrap()).unwrap();
+    assert_eq!(budget["minAvailable"], 1, "{budget:#}");
+    assert_eq!(
+        budget["selector"]["matchLabels"]["app.kubernetes.io/name"],
+        PACKAGE
+    );
 
     // The CRDs convert through the Service OLM made, with OLM's CA, once OLM has settled them
     // (it may re-apply the bundle's placeholder after the CSV is Succeeded).
