@@ -6,8 +6,10 @@
 //! - `cargo xtask validate` checks them as operator-framework's validators would, plus upgrade
 //!   safety.
 //! - `cargo xtask graph` writes the upgrade graph, `catalog/graph.svg`.
-//! - `cargo xtask check` (CI) fails when anything generated differs from what is committed, or
-//!   when validation finds an error.
+//! - `cargo xtask check` (CI) fails when anything generated differs from what is committed, when
+//!   validation finds an error, or when the instance manager's sources changed although
+//!   `INSTANCE_MANAGER` names a released release.
+//! - `cargo xtask release <version>` cuts the open release and opens the next.
 //! - `cargo xtask bench-generate` prints how long generating everything takes.
 //! - `cargo xtask crds` writes `config/crd/*.yaml` from the Rust types.
 //! - `cargo xtask crds --check` fails when those files are not what the types generate.
@@ -322,6 +324,13 @@ fn release(version: &semver::Version, next: Option<semver::Version>) -> Result<(
     let next = next.unwrap_or_else(|| semver::Version::new(version.major, version.minor + 1, 0));
     olm::release::release(&root, version, &commit, &next)?;
     println!("{version}: released, cut from {commit}; {next} is open");
+    if tusk::facts::operator::INSTANCE_MANAGER == version.to_string() {
+        olm::instance_manager::lock(&root, version)?;
+        println!(
+            "{}: the instance manager of {version}, frozen in its image",
+            olm::instance_manager::LOCK_FILE
+        );
+    }
     generate(false)?;
     graph()?;
     println!("commit the result: it is the release of {version}");
@@ -331,6 +340,11 @@ fn release(version: &semver::Version, next: Option<semver::Version>) -> Result<(
 fn check() -> Result<(), String> {
     crds(true)?;
     generate(true)?;
+    let root = repo_root();
+    let instance_manager: semver::Version = tusk::facts::operator::INSTANCE_MANAGER
+        .parse()
+        .map_err(|e| format!("INSTANCE_MANAGER is not a version: {e}"))?;
+    olm::instance_manager::check(&root, &Inputs::load(&root)?.plan, &instance_manager)?;
     validate(None)
 }
 

@@ -12,6 +12,7 @@ pub mod descriptors;
 pub mod fixture;
 pub mod frozen;
 pub mod graph;
+pub mod instance_manager;
 pub mod plan;
 pub mod range;
 pub mod release;
