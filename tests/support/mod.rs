@@ -12,23 +12,7 @@ pub mod olm;
 pub mod refusals;
 pub mod samples;
 
-/// GET `path` on `host`:`port` over plain HTTP/1.0; the status code and body.
-pub async fn http_get(host: &str, port: u16, path: &str) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect((host, port)).await.ok()?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.ok()?;
-    let code = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Some((code, body))
-}
+pub use tusk_testenv::http_get;
 
 /// The first Event in `namespace` with `reason` that `matches`, once there is one (30 s at most).
 pub async fn event(

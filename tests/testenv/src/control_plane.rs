@@ -747,15 +747,8 @@ impl Drop for ControlPlane {
 }
 
 async fn etcd_healthy(port: u16) -> Option<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    stream
-        .write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .await
-        .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.ok()?;
-    response.contains(r#""health":"true""#).then_some(())
+    let (_, body) = crate::http_get("127.0.0.1", port, "/health").await?;
+    body.contains(r#""health":"true""#).then_some(())
 }
 
 fn fake_node() -> Node {

@@ -84,19 +84,20 @@ pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> E
     move |source| Error::Io { context, source }
 }
 
-/// The status code `http://<address><path>` answers a GET with, if it answers.
-pub async fn http_status(address: &str, path: &str) -> Option<u16> {
+/// GET `path` on `host`:`port` over plain HTTP/1.0; the status code and body.
+pub async fn http_get(host: &str, port: u16, path: &str) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+    let mut stream = tokio::net::TcpStream::connect((host, port)).await.ok()?;
     stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
         .await
         .ok()?;
-    let mut head = vec![0; 64];
-    let read = stream.read(&mut head).await.ok()?;
-    String::from_utf8_lossy(&head[..read])
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((code, body))
 }

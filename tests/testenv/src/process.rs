@@ -166,10 +166,18 @@ impl Drop for Supervised {
 }
 
 fn is_zombie(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| stat.rsplit_once(") ").map(|(_, rest)| rest.starts_with('Z')))
-        .unwrap_or(true)
+    proc_stat(pid).is_none_or(|(state, _)| state == 'Z')
+}
+
+/// Process `pid`'s state (`R`, `S`, `Z`...) and the CPU ticks it used (user and system), from
+/// `/proc/<pid>/stat`; `None` when it is gone.
+pub fn proc_stat(pid: u32) -> Option<(char, u64)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split(' ').collect();
+    Some((
+        fields.first()?.chars().next()?,
+        fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?,
+    ))
 }
 
 /// Removes a directory once the test process is gone and every program in it has stopped.

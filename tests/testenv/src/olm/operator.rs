@@ -117,14 +117,7 @@ impl LocalOperator {
             return "--- the operator was never started ---".to_owned();
         };
         let pid = std::fs::read_to_string(&pidfile).ok();
-        let ticks = || {
-            let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.as_deref()?.trim())).ok()?;
-            let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split(' ').collect();
-            Some((
-                fields[0].to_owned(),
-                fields[11].parse::<u64>().ok()? + fields[12].parse::<u64>().ok()?,
-            ))
-        };
+        let ticks = || crate::process::proc_stat(pid.as_deref()?.trim().parse().ok()?);
         let before = ticks();
         std::thread::sleep(std::time::Duration::from_secs(1));
         let after = ticks();
@@ -168,14 +161,16 @@ impl LocalOperator {
     }
 }
 
-/// Whether the process with its webhook on `port` is ready: it listens, and its `/readyz` at
-/// `status` (when it has one) answers 200.
-async fn is_ready(port: u16, status: Option<String>) -> bool {
+/// Whether the process with its webhook on `port` is ready: it listens, and its `/readyz` on
+/// port `status` (when it has one) answers 200.
+async fn is_ready(port: u16, status: Option<u16>) -> bool {
     if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
         return false;
     }
     match status {
-        Some(address) => crate::http_status(&address, "/readyz").await == Some(200),
+        Some(status) => crate::http_get("127.0.0.1", status, "/readyz")
+            .await
+            .is_some_and(|(code, _)| code == 200),
         None => true,
     }
 }
@@ -279,12 +274,15 @@ async fn keep(client: Client, proxy: Router, work: PathBuf, operator: Operator, 
         }
         // Routed once ready (its /readyz answers 200; without one, once it listens); if it never
         // is, the test's own waits say what is missing.
-        let status = args
-            .iter()
-            .find_map(|a| a.strip_prefix("--status-listen="))
-            .map(str::to_owned);
+        let status = args.iter().find_map(|a| {
+            a.strip_prefix("--status-listen=")?
+                .rsplit_once(':')?
+                .1
+                .parse()
+                .ok()
+        });
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while !is_ready(port, status.clone()).await {
+        while !is_ready(port, status).await {
             if std::time::Instant::now() > deadline {
                 eprintln!(
                     "testenv: the local operator is not ready after 20 s\n{}",
