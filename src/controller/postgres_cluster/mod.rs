@@ -277,11 +277,15 @@ struct Roles {
 /// `current` are not the ones the status showed (so it is told once per change, as an operator
 /// upgrade that brings a new instance manager begins, or a cluster of an older one is adopted).
 /// Pure.
-fn outdated_note(cluster: &PostgresCluster, reported: &[status::Reported], current: &str) -> Option<String> {
-    let outdated: Vec<String> = reported
-        .iter()
-        .filter_map(|r| match &r.instance_manager {
-            Some((image, false)) => Some(format!("{} ({image})", r.pod)),
+fn outdated_note<'a>(
+    cluster: &PostgresCluster,
+    instances: impl IntoIterator<Item = (&'a str, Option<&'a (String, bool)>)>,
+    current: &str,
+) -> Option<String> {
+    let outdated: Vec<String> = instances
+        .into_iter()
+        .filter_map(|(pod, manager)| match manager {
+            Some((image, false)) => Some(format!("{pod} ({image})")),
             _ => None,
         })
         .collect();
@@ -328,20 +332,33 @@ async fn label_roles(ctx: &Context, namespace: &str, cluster: &PostgresCluster) 
         .map_err(Error::kube("listing the pods"))?;
     let names: Vec<String> = list.items.iter().map(ResourceExt::name_any).collect();
     let reports = instances::poll(ctx, namespace, &name, &names).await;
+    // Each pod's instance manager, and whether it is the one the operator deploys.
+    let managers: Vec<Option<(String, bool)>> = list
+        .items
+        .iter()
+        .map(|pod| {
+            instance_manager_of(pod)
+                .map(|image| (image.to_owned(), image == ctx.config.instance_manager_image))
+        })
+        .collect();
     let reported = |reports: &[instances::Report]| -> Vec<status::Reported> {
         list.items
             .iter()
             .zip(reports.iter())
-            .map(|(pod, (_, report))| status::Reported {
+            .zip(&managers)
+            .map(|((pod, (_, report)), manager)| status::Reported {
                 pod: pod.name_any(),
                 ready: crate::controller::postgres_backup::pod_ready(pod),
                 state: report.clone(),
-                instance_manager: instance_manager_of(pod)
-                    .map(|image| (image.to_owned(), image == ctx.config.instance_manager_image)),
+                instance_manager: manager.clone(),
             })
             .collect()
     };
-    if let Some(note) = outdated_note(cluster, &reported(&reports), &ctx.config.instance_manager_image) {
+    let instances = names
+        .iter()
+        .map(String::as_str)
+        .zip(managers.iter().map(Option::as_ref));
+    if let Some(note) = outdated_note(cluster, instances, &ctx.config.instance_manager_image) {
         record(ctx, cluster, Happened::InstanceManagerOutdated(note)).await;
     }
     let labelled = list
@@ -531,7 +548,6 @@ async fn label_roles(ctx: &Context, namespace: &str, cluster: &PostgresCluster) 
     if let Some(rejoined) = instance_events(ctx, cluster, &reports, last).await {
         promotion = Some(rejoined);
     }
-
     // Keep a switchover asked for while the primary was lost as it was.
     let switchover = cluster
         .spec
@@ -825,15 +841,21 @@ mod tests {
             });
             c
         };
+        let note_of = |c: &crate::api::postgres_cluster::v1::PostgresCluster, reported: &[Reported]| {
+            let instances = reported
+                .iter()
+                .map(|r| (r.pod.as_str(), r.instance_manager.as_ref()));
+            super::outdated_note(c, instances, new)
+        };
         let both_old = [pod("db-0", old), pod("db-1", old)];
-        let note = super::outdated_note(&cluster(&[]), &both_old, new).unwrap();
+        let note = note_of(&cluster(&[]), &both_old).unwrap();
         assert!(note.starts_with("db-0 (reg/tusk-operator:1.0.0), db-1 (reg/tusk-operator:1.0.0) run an older instance manager than reg/tusk-operator:1.1.0"), "{note}");
-        assert_eq!(super::outdated_note(&cluster(&both_old), &both_old, new), None);
+        assert_eq!(note_of(&cluster(&both_old), &both_old), None);
         let one_old = [pod("db-0", old), pod("db-1", new)];
-        let note = super::outdated_note(&cluster(&both_old), &one_old, new).unwrap();
+        let note = note_of(&cluster(&both_old), &one_old).unwrap();
         assert!(note.starts_with("db-0 (reg/tusk-operator:1.0.0) run"), "{note}");
         let none_old = [pod("db-0", new), pod("db-1", new)];
-        assert_eq!(super::outdated_note(&cluster(&one_old), &none_old, new), None);
+        assert_eq!(note_of(&cluster(&one_old), &none_old), None);
         let status = super::status::instance_status(&one_old, None).unwrap();
         assert_eq!(status[0].instance_manager_outdated, Some(true));
         assert_eq!(status[1].instance_manager_outdated, Some(false));
