@@ -324,11 +324,11 @@ fn release(version: &semver::Version, next: Option<semver::Version>) -> Result<(
     let next = next.unwrap_or_else(|| semver::Version::new(version.major, version.minor + 1, 0));
     olm::release::release(&root, version, &commit, &next)?;
     println!("{version}: released, cut from {commit}; {next} is open");
-    if tusk::facts::operator::INSTANCE_MANAGER == version.to_string() {
+    if &olm::instance_manager::version()? == version {
         olm::instance_manager::lock(&root, version)?;
         println!(
             "{}: the instance manager of {version}, frozen in its image",
-            olm::instance_manager::LOCK_FILE
+            olm::instance_manager::lock_file(version)
         );
     }
     generate(false)?;
@@ -341,10 +341,11 @@ fn check() -> Result<(), String> {
     crds(true)?;
     generate(true)?;
     let root = repo_root();
-    let instance_manager: semver::Version = tusk::facts::operator::INSTANCE_MANAGER
-        .parse()
-        .map_err(|e| format!("INSTANCE_MANAGER is not a version: {e}"))?;
-    olm::instance_manager::check(&root, &Inputs::load(&root)?.plan, &instance_manager)?;
+    olm::instance_manager::check(
+        &root,
+        &Inputs::load(&root)?.plan,
+        &olm::instance_manager::version()?,
+    )?;
     validate(None)
 }
 

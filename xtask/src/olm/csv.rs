@@ -30,9 +30,7 @@ pub fn operator_image(inputs: &Inputs, release: &Release) -> String {
 /// `Plan::load` checks is a release of the plan), or `release`'s own image when it is older than
 /// that (a release never runs a later instance manager).
 pub fn instance_manager_image(inputs: &Inputs, release: &Release) -> String {
-    let version: semver::Version = operator::INSTANCE_MANAGER
-        .parse()
-        .expect("INSTANCE_MANAGER is a version");
+    let version = super::instance_manager::version().expect("Plan::load checked INSTANCE_MANAGER");
     format!(
         "{}:{}",
         inputs.plan.images.operator,

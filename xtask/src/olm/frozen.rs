@@ -34,6 +34,11 @@ pub struct Lock(pub BTreeMap<String, String>);
 impl Lock {
     /// Parses `sha256sum` lines: `<64 hex digits>  <path>`.
     pub fn parse(text: &str) -> Result<Self, String> {
+        Self::parse_file(text, LOCK_FILE)
+    }
+
+    /// [`Lock::parse`] of the text of `file`, which errors name.
+    pub fn parse_file(text: &str, file: &str) -> Result<Self, String> {
         let mut entries = BTreeMap::new();
         for (i, line) in text.lines().enumerate() {
             let parsed = line
@@ -41,7 +46,7 @@ impl Lock {
                 .filter(|(hash, path)| is_sha256(hash) && !path.is_empty());
             let Some((hash, path)) = parsed else {
                 return Err(format!(
-                    "{LOCK_FILE}: line {}: {line:?} is not `<SHA-256 in 64 lowercase hex digits>  <path>`",
+                    "{file}: line {}: {line:?} is not `<SHA-256 in 64 lowercase hex digits>  <path>`",
                     i + 1
                 ));
             };

@@ -5,10 +5,10 @@
 //! runs. So once that release is cut, its instance manager is frozen in its image: a later change
 //! to the instance manager's sources would run nowhere, while the operator would expect it. When
 //! `INSTANCE_MANAGER` names a released release, `cargo xtask check` therefore compares the
-//! sources with the SHA-256 that [`LOCK_FILE`] recorded when that release was cut, and refuses
-//! any difference: set `INSTANCE_MANAGER` to the open release (and the pods roll onto it), or
-//! undo the change. `cargo xtask release` writes the lock when it cuts the release
-//! `INSTANCE_MANAGER` names.
+//! sources with the SHA-256 that its lock ([`lock_file`], in `sha256sum` format) recorded when
+//! that release was cut, and refuses any difference: set `INSTANCE_MANAGER` to the open release
+//! (and the pods roll onto it), or undo the change. `cargo xtask release` writes the lock when
+//! it cuts the release `INSTANCE_MANAGER` names.
 
 use std::{
     collections::BTreeMap,
@@ -17,10 +17,26 @@ use std::{
 
 use semver::Version;
 
-use super::{frozen::sha256_hex, plan::Plan};
+use super::{
+    frozen::{Lock, sha256_hex},
+    plan::Plan,
+};
 
-/// The SHA-256 of each source of the instance manager as the release it names was cut.
-pub const LOCK_FILE: &str = "config/instance-manager.sha256";
+/// The release `INSTANCE_MANAGER` (`src/facts/operator.rs`) names.
+pub fn version() -> Result<Version, String> {
+    tusk::facts::operator::INSTANCE_MANAGER.parse().map_err(|e| {
+        format!(
+            "src/facts/operator.rs: INSTANCE_MANAGER {:?} is not a version: {e}",
+            tusk::facts::operator::INSTANCE_MANAGER
+        )
+    })
+}
+
+/// The lock of the instance manager of `version`: the SHA-256 of each of its sources as the
+/// release was cut.
+pub fn lock_file(version: &Version) -> String {
+    format!("config/instance-manager-{version}.sha256")
+}
 
 /// The instance manager's sources: what runs in a PostgreSQL pod (the `instance` command, WAL
 /// archiving and base backups), the facts it shares with the operator, and process handling.
@@ -62,38 +78,11 @@ pub fn hashes(root: &Path) -> Result<BTreeMap<String, String>, String> {
         .collect()
 }
 
-/// The lock's text for the instance manager of `version` with `hashes`.
-fn render(version: &Version, hashes: &BTreeMap<String, String>) -> String {
-    let mut text = format!("# the instance manager of {version}\n");
-    for (path, hash) in hashes {
-        text.push_str(&format!("{hash}  {path}\n"));
-    }
-    text
-}
-
-/// The version and hashes a lock's text records.
-fn parse(text: &str) -> Result<(Version, BTreeMap<String, String>), String> {
-    let mut lines = text.lines();
-    let version = lines
-        .next()
-        .and_then(|l| l.strip_prefix("# the instance manager of "))
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| format!("{LOCK_FILE}: line 1 is not `# the instance manager of <version>`"))?;
-    let mut hashes = BTreeMap::new();
-    for (i, line) in lines.enumerate() {
-        let (hash, path) = line
-            .split_once("  ")
-            .filter(|(h, p)| h.len() == 64 && !p.is_empty())
-            .ok_or_else(|| format!("{LOCK_FILE}: line {}: {line:?} is not `<SHA-256>  <path>`", i + 2))?;
-        hashes.insert(path.to_owned(), hash.to_owned());
-    }
-    Ok((version, hashes))
-}
-
 /// Records the sources under `root` as the instance manager of `version`.
 pub fn lock(root: &Path, version: &Version) -> Result<(), String> {
-    let text = render(version, &hashes(root)?);
-    std::fs::write(root.join(LOCK_FILE), text).map_err(|e| format!("{LOCK_FILE}: cannot write: {e}"))
+    let file = lock_file(version);
+    std::fs::write(root.join(&file), Lock(hashes(root)?).render())
+        .map_err(|e| format!("{file}: cannot write: {e}"))
 }
 
 /// Checks that the sources under `root` are still the instance manager of `instance_manager`
@@ -111,14 +100,10 @@ pub fn check(root: &Path, plan: &Plan, instance_manager: &Version) -> Result<(),
     let fix = format!(
         "INSTANCE_MANAGER (src/facts/operator.rs) names {instance_manager}, whose image carries the instance manager as it was cut: set it to the open release {open}, so that pods roll onto the changed instance manager, or undo the change"
     );
-    let text = std::fs::read_to_string(root.join(LOCK_FILE))
-        .map_err(|e| format!("{LOCK_FILE}: cannot read ({e}); {fix}"))?;
-    let (locked_version, locked) = parse(&text)?;
-    if &locked_version != instance_manager {
-        return Err(format!(
-            "{LOCK_FILE} records the instance manager of {locked_version}, not {instance_manager}; {fix}"
-        ));
-    }
+    let file = lock_file(instance_manager);
+    let text =
+        std::fs::read_to_string(root.join(&file)).map_err(|e| format!("{file}: cannot read ({e}); {fix}"))?;
+    let Lock(locked) = Lock::parse_file(&text, &file)?;
     let now = hashes(root)?;
     let mut changed: Vec<String> = Vec::new();
     for (path, hash) in &now {
@@ -202,11 +187,12 @@ mod tests {
         // The changed instance manager is the open release's.
         check(root, &cut, &next).unwrap();
         // A lock of another release does not vouch for this one.
+        std::fs::remove_file(root.join(lock_file(&open))).unwrap();
         lock(root, &next).unwrap();
+        let error = check(root, &cut, &open).unwrap_err();
         assert!(
-            check(root, &cut, &open)
-                .unwrap_err()
-                .contains("records the instance manager of")
+            error.starts_with(&format!("{}: cannot read", lock_file(&open))),
+            "{error}"
         );
     }
 }

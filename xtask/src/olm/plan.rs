@@ -200,7 +200,7 @@ impl Plan {
                 self.default_channel, self.channels
             ));
         }
-        match tusk::facts::operator::INSTANCE_MANAGER.parse::<Version>() {
+        match super::instance_manager::version() {
             Ok(v) if self.release(&v).is_some() => {}
             _ => errors.push(format!(
                 "src/facts/operator.rs: INSTANCE_MANAGER {:?} is not a release of the plan: it names the release whose image carries the instance manager, one of {:?}",
