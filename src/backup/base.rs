@@ -37,7 +37,7 @@ pub const BASE_TAR: &str = "base.tar.zst";
 pub const BASE_TAR_GZ: &str = "base.tar.gz";
 /// zstd's level: its fastest regular one, which on pgbench data still compresses better than
 /// gzip's default.
-const ZSTD_LEVEL: i32 = 1;
+pub const ZSTD_LEVEL: i32 = 1;
 /// At most this many zstd worker threads, whatever the pod's CPUs.
 const ZSTD_WORKERS: u32 = 4;
 /// The name of PostgreSQL's manifest object.
@@ -51,6 +51,8 @@ const PART_SIZE: usize = 8 * 1024 * 1024;
 const PARTS_IN_FLIGHT: usize = 2;
 /// Compressed bytes handed from the compressing thread to the uploader at a time.
 const CHUNK: usize = 1024 * 1024;
+/// The capacity asked for the pipe from `pg_basebackup`.
+const PIPE_SIZE: i32 = 1024 * 1024;
 /// The read buffer between the tar reader and the pipe from `pg_basebackup`.
 const READ_BUFFER: usize = 1024 * 1024;
 
@@ -221,7 +223,7 @@ struct Streamed {
 /// zstd's worker threads for this pod: one per CPU it may use (so a second core compresses while
 /// the first reads), up to [`ZSTD_WORKERS`]; none on a single CPU, where the reading thread
 /// compresses.
-fn zstd_workers() -> u32 {
+pub fn zstd_workers() -> u32 {
     let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     match u32::try_from(cpus).unwrap_or(ZSTD_WORKERS) {
         1 => 0,
@@ -376,7 +378,16 @@ pub async fn take(
     let (sender, mut receiver) = mpsc::channel::<Bytes>(2);
     let reader = {
         let progress = progress.clone();
-        let stdout = tokio_util::io::SyncIoBridge::new(stdout);
+        // Read with blocking calls on the streaming thread, not through the runtime's reactor:
+        // a wakeup per pipe buffer would cost more than the read.
+        let stdout = std::fs::File::from(
+            stdout
+                .into_owned_fd()
+                .map_err(|e| BackupError::Postgres(format!("reading its output: {e}")))?,
+        );
+        // A larger pipe lets pg_basebackup and this thread switch less often. The kernel may
+        // refuse it (`fs.pipe-max-size`); the default pipe still works.
+        let _ = nix::fcntl::fcntl(&stdout, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
         tokio::task::spawn_blocking(move || stream(stdout, sender, progress))
     };
     let upload = store

@@ -1,6 +1,10 @@
 //! `cargo xtask bench-backup`: base backup, restore and WAL archiving against a real S3 store
 //! (SeaweedFS on loopback) and a real PostgreSQL 18 filled by `pgbench -i`, beside
-//! `pg_basebackup -Ft` to local disk on the same machine. Prints a table per database size.
+//! `pg_basebackup -Ft` to local disk on the same machine, and beside the same tar piped through
+//! the `zstd` command at Tusk's level and workers: what PostgreSQL's and zstd's own tools do with
+//! the work Tusk does. Prints a table per database size.
+//!
+//! The operator is the release build, the binary a user runs.
 //!
 //! The base backup runs in `tusk-operator base-backup`, a process of its own running the
 //! instance manager's backup code, so its peak resident memory (`VmHWM`) is the backup's alone.
@@ -62,33 +66,35 @@ fn sync() -> Result<(), String> {
 
 /// Runs one measurement at each pgbench scale (about 15 MiB each).
 pub async fn run(root: &Path, scales: &[u32]) -> Result<(), String> {
-    let binary = root.join("target/debug/tusk-operator");
+    let binary = root.join(std::env::var("BENCH_BIN").unwrap_or("target/release/tusk-operator".into()));
     let built = std::process::Command::new("cargo")
-        .args(["build", "--bin", "tusk-operator"])
+        .args(["build", "--quiet", "--release", "--bin", "tusk-operator"])
         .current_dir(root)
         .status()
         .map_err(err)?;
     if !built.success() {
-        return Err("cargo build failed".into());
+        return Err("cargo build --release --bin tusk-operator failed".into());
     }
     let s3 = S3Server::start().await.map_err(err)?;
     s3.create_bucket("bench").map_err(err)?;
     let postgres = Postgres::get(18).map_err(err)?;
     println!(
-        "{:>6} {:>9} {:>10} {:>9} {:>10} {:>10} {:>9} {:>7} {:>9} {:>10} {:>10} {:>10} {:>10}",
+        "{:>6} {:>7} {:>7} {:>9} {:>7} {:>10} {:>7} {:>6} {:>7} {:>6} {:>6} {:>9} {:>10} {:>8} {:>9}",
         "scale",
         "db MiB",
         "tusk s",
         "tusk MB/s",
         "local s",
         "local MB/s",
-        "dir s",
+        "+zstd s",
         "ratio",
-        "dir ratio",
+        "z ratio",
+        "dir s",
+        "dir r",
         "restore s",
         "peak RSS",
         "WAL MB/s",
-        "archive MB/s"
+        "arch MB/s"
     );
     for &scale in scales {
         let server = LocalServer::start(&postgres).await.map_err(err)?;
@@ -143,6 +149,7 @@ pub async fn run(root: &Path, scales: &[u32]) -> Result<(), String> {
         let mut tusk_seconds = f64::INFINITY;
         let mut directory_seconds = f64::INFINITY;
         let mut local_seconds = f64::INFINITY;
+        let mut zstd_seconds = f64::INFINITY;
         let base_backup = |store: &Path, name: &str| {
             std::process::Command::new(&binary)
                 .args([
@@ -181,6 +188,32 @@ pub async fn run(root: &Path, scales: &[u32]) -> Result<(), String> {
             local_seconds = local_seconds.min(started.elapsed().as_secs_f64());
             std::fs::remove_dir_all(&local).map_err(err)?;
             // What one run wrote reaches the disk before the next run starts.
+            sync()?;
+
+            // The same tar through the zstd command, at Tusk's level and workers, to local disk.
+            let compressed = work.path().join(format!("local{round}.tar.zst"));
+            let pipeline = format!(
+                "pg_basebackup -h {} -p {} -U {} -D - -Ft --wal-method=fetch --checkpoint=fast \
+                 | zstd -q --check -{} -T{} -o {}",
+                server.host(),
+                server.port(),
+                server.superuser(),
+                base::ZSTD_LEVEL,
+                base::zstd_workers(),
+                compressed.display()
+            );
+            let started = Instant::now();
+            let out = std::process::Command::new("bash")
+                .args(["-o", "pipefail", "-c", &pipeline])
+                .env("PGPASSWORD", server.password())
+                .env("PATH", format!("{}:/usr/bin:/bin", postgres.bin_dir().display()))
+                .output()
+                .map_err(err)?;
+            if !out.status.success() {
+                return Err(format!("{pipeline}: {}", String::from_utf8_lossy(&out.stderr)));
+            }
+            zstd_seconds = zstd_seconds.min(started.elapsed().as_secs_f64());
+            std::fs::remove_file(&compressed).map_err(err)?;
             sync()?;
 
             // Tusk into a directory.
@@ -267,19 +300,25 @@ pub async fn run(root: &Path, scales: &[u32]) -> Result<(), String> {
 
         let tar_mb = record.tar_bytes as f64 / 1e6;
         println!(
-            "{scale:>6} {:>9.0} {tusk_seconds:>10.1} {:>9.1} {local_seconds:>10.1} {:>10.1} {directory_seconds:>9.1} {:>7.2} {:>9.2} {restore_seconds:>10.1} {peak:>10} {wal_rate:>10.1} {archive_rate:>10.1}",
+            "{scale:>6} {:>7.0} {tusk_seconds:>7.2} {:>9.1} {local_seconds:>7.2} {:>10.1} {zstd_seconds:>7.2} {:>6.2} {:>7.2} {directory_seconds:>6.2} {:>6.2} {restore_seconds:>9.2} {peak:>10} {wal_rate:>8.1} {archive_rate:>9.1}",
             mib(db_bytes),
             tar_mb / tusk_seconds,
             tar_mb / local_seconds,
             local_seconds / tusk_seconds,
+            zstd_seconds / tusk_seconds,
             local_seconds / directory_seconds,
         );
     }
     println!(
-        "ratio: tusk's throughput / pg_basebackup -Ft to local disk (target >= 0.8); dir: Tusk's backup into a directory \
-         on the same disk instead of the store, its ratio likewise; MB/s of the uncompressed tar; \
-         peak RSS: VmHWM of the process running the backup (target < 64 MiB, flat across sizes); \
-         archive MB/s: 16 MiB segments of that load archived 4 at a time (must exceed WAL MB/s)"
+        "ratio: Tusk's throughput / pg_basebackup -Ft to local disk (the issue's target: >= 0.8); \
+         +zstd s: pg_basebackup -Ft piped through `zstd -{level} -T{workers}` to local disk, the \
+         compression Tusk does, with PostgreSQL's and zstd's own tools; z ratio: Tusk's throughput / \
+         that pipeline's; dir: Tusk's backup into a directory on the same disk instead of the \
+         store, and its ratio to pg_basebackup; MB/s of the uncompressed tar; peak RSS: VmHWM of \
+         the process running the backup (target < 64 MiB, flat across sizes); arch MB/s: 16 MiB \
+         segments of that load archived 4 at a time (must exceed WAL MB/s)",
+        level = base::ZSTD_LEVEL,
+        workers = base::zstd_workers(),
     );
     Ok(())
 }
