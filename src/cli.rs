@@ -88,6 +88,9 @@ pub struct BaseBackupArgs {
     /// The backup's name.
     #[arg(long)]
     pub name: String,
+    /// How its tar is compressed, as `spec.backup.compression` says it.
+    #[arg(long, default_value = "zstd", value_parser = ["zstd", "none"])]
+    pub compression: String,
 }
 
 /// Options of `wal-archive` and `wal-restore`.

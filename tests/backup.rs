@@ -1245,11 +1245,29 @@ async fn a_claim_receives_backups_and_wal_and_restores() {
     db.batch_execute("INSERT INTO t (payload) SELECT md5(g::text) FROM generate_series(1, 500) g")
         .await
         .unwrap();
+    // The next backup uncompressed: a plain tar, from which the cluster below restores.
+    support::apiserver::api(&env.client, &env.namespace, "PostgresCluster", "v1")
+        .patch(
+            "db",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"backup": {"compression": "none"}}})),
+        )
+        .await
+        .unwrap();
     let second = env.backup("second", "db", json!({})).await;
     assert_eq!(
         second.status.as_ref().unwrap().phase,
         Some(BackupPhase::Completed)
     );
+    let second_dir = dir.join("db/base/second");
+    assert!(second_dir.join("base.tar").is_file(), "an uncompressed tar");
+    assert!(!second_dir.join("base.tar.zst").exists());
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(second_dir.join("backup.json")).unwrap()).unwrap();
+    assert_eq!(record["compression"], "none", "{record}");
+    let stored = std::fs::metadata(second_dir.join("base.tar")).unwrap().len();
+    assert_eq!(record["storedBytes"], stored, "{record}");
+    assert_eq!(record["tarBytes"], stored, "{record}");
     db.batch_execute("INSERT INTO t (payload) VALUES ('after the second')")
         .await
         .unwrap();

@@ -360,6 +360,23 @@ pub struct BackupConfiguration {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 16), regex(pattern = ARCHIVE_TIMEOUT_PATTERN))]
     pub archive_timeout: Option<String>,
+    /// How base backups are compressed: `zstd` (the default: about a twentieth of the size on
+    /// typical data, for the CPU of zstd's fastest level) or `none` (a plain tar, written as
+    /// fast as `pg_basebackup` reads, for stores where space is cheaper than CPU). WAL files are
+    /// always compressed. A change applies to the next backup; earlier ones restore as they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<BackupCompression>,
+}
+
+/// How base backups are compressed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupCompression {
+    /// zstd, its fastest regular level, with a checksum in every frame: `base.tar.zst`.
+    #[default]
+    Zstd,
+    /// None: `base.tar`.
+    None,
 }
 
 /// An `archive_timeout`: a number and a unit PostgreSQL reads (`s`, `min` or `h`).

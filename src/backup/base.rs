@@ -35,6 +35,8 @@ use super::{
 pub const BASE_TAR: &str = "base.tar.zst";
 /// The name of the tar object of a backup whose record names no compression: gzip.
 pub const BASE_TAR_GZ: &str = "base.tar.gz";
+/// The name of the tar object of an uncompressed backup.
+pub const BASE_TAR_PLAIN: &str = "base.tar";
 /// zstd's level: its fastest regular one, which on pgbench data still compresses better than
 /// gzip's default.
 pub const ZSTD_LEVEL: i32 = 1;
@@ -101,17 +103,36 @@ pub enum TarCompression {
     /// `base.tar.gz`.
     #[default]
     Gzip,
-    /// `base.tar.zst`, what Tusk writes.
+    /// `base.tar.zst`, what Tusk writes unless told otherwise.
     Zstd,
+    /// `base.tar`, uncompressed (`spec.backup.compression: none`).
+    None,
+}
+
+impl From<crate::api::common::BackupCompression> for TarCompression {
+    fn from(compression: crate::api::common::BackupCompression) -> Self {
+        match compression {
+            crate::api::common::BackupCompression::Zstd => Self::Zstd,
+            crate::api::common::BackupCompression::None => Self::None,
+        }
+    }
+}
+
+impl TarCompression {
+    /// The name of the tar object compressed so.
+    pub fn tar_object(self) -> &'static str {
+        match self {
+            Self::Gzip => BASE_TAR_GZ,
+            Self::Zstd => BASE_TAR,
+            Self::None => BASE_TAR_PLAIN,
+        }
+    }
 }
 
 impl BackupRecord {
     /// The name of its tar object.
     pub fn tar_object(&self) -> &'static str {
-        match self.compression {
-            TarCompression::Gzip => BASE_TAR_GZ,
-            TarCompression::Zstd => BASE_TAR,
-        }
+        self.compression.tar_object()
     }
 }
 
@@ -231,9 +252,60 @@ pub fn zstd_workers() -> u32 {
     }
 }
 
-/// Reads the tar from `stdout`, keeps `backup_manifest`, and sends the compressed stream on.
+/// Where the tar goes: through zstd, or as it is, to the uploader.
+enum Compressor {
+    Zstd(zstd::stream::write::Encoder<'static, ChannelWriter>),
+    None(ChannelWriter),
+}
+
+impl Compressor {
+    fn new(compression: TarCompression, writer: ChannelWriter) -> std::io::Result<Self> {
+        Ok(match compression {
+            TarCompression::Zstd => {
+                let mut encoder = zstd::stream::write::Encoder::new(writer, ZSTD_LEVEL)?;
+                encoder.include_checksum(true)?;
+                encoder.multithread(zstd_workers())?;
+                Self::Zstd(encoder)
+            }
+            TarCompression::None => Self::None(writer),
+            TarCompression::Gzip => {
+                return Err(std::io::Error::other("Tusk no longer writes gzip base backups"));
+            }
+        })
+    }
+
+    /// Ends the stream, and hands back the writer with everything passed on.
+    fn finish(self) -> std::io::Result<ChannelWriter> {
+        let mut writer = match self {
+            Self::Zstd(encoder) => encoder.finish()?,
+            Self::None(writer) => writer,
+        };
+        writer.flush()?;
+        Ok(writer)
+    }
+}
+
+impl Write for Compressor {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Zstd(encoder) => encoder.write(buf),
+            Self::None(writer) => writer.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Self::Zstd(encoder) => encoder.flush(),
+            Self::None(writer) => writer.flush(),
+        }
+    }
+}
+
+/// Reads the tar from `stdout`, keeps `backup_manifest`, and sends the stream on, compressed as
+/// `compression` says.
 fn stream(
     stdout: impl Read,
+    compression: TarCompression,
     sender: mpsc::Sender<Bytes>,
     progress: Arc<Progress>,
 ) -> std::io::Result<Streamed> {
@@ -244,12 +316,9 @@ fn stream(
         bytes: 0,
         progress: progress.clone(),
     };
-    let mut encoder = zstd::stream::write::Encoder::new(writer, ZSTD_LEVEL)?;
-    encoder.include_checksum(true)?;
-    encoder.multithread(zstd_workers())?;
     let mut tee = Tee {
         inner: stdout,
-        copy: encoder,
+        copy: Compressor::new(compression, writer)?,
         bytes: 0,
         progress,
     };
@@ -270,8 +339,7 @@ fn stream(
     // Whatever follows the end-of-archive blocks belongs to the stream too.
     std::io::copy(&mut tee, &mut std::io::sink())?;
     let tar_bytes = tee.bytes;
-    let mut writer = tee.copy.finish()?;
-    writer.flush()?;
+    let writer = tee.copy.finish()?;
     Ok(Streamed {
         manifest,
         tar_bytes,
@@ -340,10 +408,11 @@ pub async fn take(
     source: &Source,
     name: &str,
     instance: &str,
+    compression: TarCompression,
     progress: Arc<Progress>,
 ) -> Result<BackupRecord, BackupError> {
     let started_at = now();
-    let tar = location(store, name, BASE_TAR);
+    let tar = location(store, name, compression.tar_object());
     let mut child = tokio::process::Command::new(&source.program)
         .env("PGPASSWORD", &source.password)
         .env("PGCONNECT_TIMEOUT", "10")
@@ -388,7 +457,7 @@ pub async fn take(
         // A larger pipe lets pg_basebackup and this thread switch less often. The kernel may
         // refuse it (`fs.pipe-max-size`); the default pipe still works.
         let _ = nix::fcntl::fcntl(&stdout, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
-        tokio::task::spawn_blocking(move || stream(stdout, sender, progress))
+        tokio::task::spawn_blocking(move || stream(stdout, compression, sender, progress))
     };
     let upload = store
         .inner
@@ -473,7 +542,7 @@ pub async fn take(
         tar_bytes: streamed.tar_bytes,
         stored_bytes: streamed.stored_bytes,
         sha256: streamed.sha256,
-        compression: TarCompression::Zstd,
+        compression,
     };
     put(
         RECORD,

@@ -122,6 +122,7 @@ pub async fn unpack(store: &Store, record: &BackupRecord, pgdata: &FsPath) -> Re
             let tar: Box<dyn Read + '_> = match compression {
                 TarCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut hashing)),
                 TarCompression::Zstd => Box::new(zstd::stream::read::Decoder::new(&mut hashing)?),
+                TarCompression::None => Box::new(&mut hashing),
             };
             let mut archive = tar::Archive::new(tar);
             archive.set_preserve_permissions(true);
@@ -216,7 +217,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn zstd_backups_and_gzip_backups_from_before_unpack() {
+    async fn zstd_plain_and_gzip_backups_from_before_unpack() {
         let record = |name: &str| {
             serde_json::json!({
                 "name": name, "instance": "db-1", "startedAt": "2026-12-01T10:00:00Z",
@@ -242,6 +243,13 @@ mod tests {
         assert_eq!(
             unpack_stored("new", "base.tar.zst", compressed, zst).await,
             "18\n"
+        );
+        // `spec.backup.compression: none`: the plain tar, `base.tar`.
+        let mut plain = record("plain");
+        plain["compression"] = "none".into();
+        assert_eq!(
+            unpack_stored("plain", "base.tar", tar_of("17\n"), plain).await,
+            "17\n"
         );
     }
 

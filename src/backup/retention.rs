@@ -91,7 +91,13 @@ pub async fn apply(store: &Store, names: &BTreeSet<String>) -> Result<Vec<String
     let mut deleted = Vec::new();
     for name in names {
         // The record first: from then on it is no backup, whatever else remains.
-        for object in [base::RECORD, base::MANIFEST, base::BASE_TAR, base::BASE_TAR_GZ] {
+        for object in [
+            base::RECORD,
+            base::MANIFEST,
+            base::BASE_TAR,
+            base::BASE_TAR_GZ,
+            base::BASE_TAR_PLAIN,
+        ] {
             let path = base::location(store, name, object);
             match store.inner.delete(&path).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => deleted.push(path.to_string()),

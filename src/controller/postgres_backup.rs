@@ -278,6 +278,13 @@ async fn start(
     let request = BackupRequest {
         name: backup.name_any(),
         store,
+        compression: cluster
+            .spec
+            .backup
+            .as_ref()
+            .and_then(|b| b.compression)
+            .unwrap_or_default()
+            .into(),
     };
     let body = serde_json::to_vec(&request).expect("a request serializes");
     let at = At {

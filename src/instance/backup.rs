@@ -435,13 +435,20 @@ impl Backups {
             segment_size,
             ..self.source.clone()
         };
-        base::take(&store, &source, &request.name, &self.pod, progress)
-            .await
-            .map_err(|e| match e {
-                base::BackupError::Store(s) => (s.cause.reason().to_owned(), s.message),
-                base::BackupError::Postgres(m) => ("BasebackupFailed".to_owned(), m),
-                base::BackupError::Verify(m) => ("VerificationFailed".to_owned(), m),
-            })
+        base::take(
+            &store,
+            &source,
+            &request.name,
+            &self.pod,
+            request.compression,
+            progress,
+        )
+        .await
+        .map_err(|e| match e {
+            base::BackupError::Store(s) => (s.cause.reason().to_owned(), s.message),
+            base::BackupError::Postgres(m) => ("BasebackupFailed".to_owned(), m),
+            base::BackupError::Verify(m) => ("VerificationFailed".to_owned(), m),
+        })
     }
 
     async fn segment_size(&self) -> Result<u64, tokio_postgres::Error> {
@@ -615,6 +622,11 @@ pub async fn base_backup_once(args: crate::cli::BaseBackupArgs) -> Result<(), St
         &source,
         &args.name,
         "bench",
+        if args.compression == "none" {
+            base::TarCompression::None
+        } else {
+            base::TarCompression::Zstd
+        },
         Arc::new(Progress::default()),
     )
     .await

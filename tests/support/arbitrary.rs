@@ -212,12 +212,16 @@ fn backup_configuration() -> impl Strategy<Value = BackupConfiguration> {
         backup_target(),
         of(select(vec!["30d".to_owned(), "8w".to_owned(), "6m".to_owned()])),
         of(select(vec!["30s".to_owned(), "5min".to_owned(), "1h".to_owned()])),
+        of(select(vec![BackupCompression::Zstd, BackupCompression::None])),
     )
-        .prop_map(|(target, retention, archive_timeout)| BackupConfiguration {
-            target,
-            retention,
-            archive_timeout,
-        })
+        .prop_map(
+            |(target, retention, archive_timeout, compression)| BackupConfiguration {
+                target,
+                retention,
+                archive_timeout,
+                compression,
+            },
+        )
 }
 
 fn major() -> impl Strategy<Value = i32> {

@@ -64,6 +64,21 @@ fn sync() -> Result<(), String> {
         .ok_or_else(|| format!("sync: {status}"))
 }
 
+/// Keeps in `peak` the larger of it and the peak resident memory a `base-backup` `answer`
+/// reports.
+fn note_peak(peak: &mut String, answer: &serde_json::Value) {
+    let this = answer["peak"]
+        .as_str()
+        .unwrap_or("?")
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .to_owned();
+    let kb = |p: &str| p.trim_end_matches(" kB").trim().parse::<u64>().unwrap_or(0);
+    if kb(&this) >= kb(peak) {
+        *peak = this;
+    }
+}
+
 /// Runs one measurement at each pgbench scale (about 15 MiB each).
 pub async fn run(root: &Path, scales: &[u32]) -> Result<(), String> {
     let binary = root.join(std::env::var("BENCH_BIN").unwrap_or("target/release/tusk-operator".into()));
@@ -79,7 +94,7 @@ pub async fn run(root: &Path, scales: &[u32]) -> Result<(), String> {
     s3.create_bucket("bench").map_err(err)?;
     let postgres = Postgres::get(18).map_err(err)?;
     println!(
-        "{:>6} {:>7} {:>7} {:>9} {:>7} {:>10} {:>7} {:>6} {:>7} {:>6} {:>6} {:>9} {:>10} {:>8} {:>9}",
+        "{:>6} {:>7} {:>7} {:>9} {:>7} {:>10} {:>7} {:>6} {:>7} {:>7} {:>7} {:>9} {:>10} {:>8} {:>9}",
         "scale",
         "db MiB",
         "tusk s",
@@ -89,8 +104,8 @@ pub async fn run(root: &Path, scales: &[u32]) -> Result<(), String> {
         "+zstd s",
         "ratio",
         "z ratio",
-        "dir s",
-        "dir r",
+        "plain s",
+        "plain r",
         "restore s",
         "peak RSS",
         "WAL MB/s",
@@ -121,25 +136,6 @@ pub async fn run(root: &Path, scales: &[u32]) -> Result<(), String> {
             .map_err(err)?;
         let config = work.path().join("store.json");
         std::fs::write(&config, serde_json::to_vec(&store).map_err(err)?).map_err(err)?;
-        // The same backup into a directory: Tusk's own work (gzip, SHA-256, reading back)
-        // without the store's, which shares the two cores here.
-        let directory = work.path().join("directory-store");
-        std::fs::create_dir(&directory).map_err(err)?;
-        let directory_config = work.path().join("directory.json");
-        let directory_store = StoreConfig {
-            directory: Some(directory.clone()),
-            root: root_prefix.clone(),
-            url: format!("file://{}", directory.display()),
-            s3: None,
-            azure: None,
-            gcs: None,
-        };
-        std::fs::write(
-            &directory_config,
-            serde_json::to_vec(&directory_store).map_err(err)?,
-        )
-        .map_err(err)?;
-
         // The load's dirty buffers are written now, so neither backup's `--checkpoint=fast`
         // pays for them (the first one measured would, and look slow). Then each is measured
         // twice, alternating, and the faster run of each counts: both read the same files with
@@ -147,10 +143,10 @@ pub async fn run(root: &Path, scales: &[u32]) -> Result<(), String> {
         psql(&server, "CHECKPOINT")?;
         tusk_testenv::postgres::chown_for_postgres(work.path()).map_err(err)?;
         let mut tusk_seconds = f64::INFINITY;
-        let mut directory_seconds = f64::INFINITY;
+        let mut plain_seconds = f64::INFINITY;
         let mut local_seconds = f64::INFINITY;
         let mut zstd_seconds = f64::INFINITY;
-        let base_backup = |store: &Path, name: &str| {
+        let base_backup = |store: &Path, name: &str, compression: &str| {
             std::process::Command::new(&binary)
                 .args([
                     "base-backup",
@@ -161,6 +157,7 @@ pub async fn run(root: &Path, scales: &[u32]) -> Result<(), String> {
                 ])
                 .arg(format!("--store={}", store.display()))
                 .arg(format!("--name={name}"))
+                .arg(format!("--compression={compression}"))
                 .env("PGPASSWORD", server.password())
                 .env("PATH", format!("{}:/usr/bin:/bin", postgres.bin_dir().display()))
                 .output()
@@ -216,19 +213,19 @@ pub async fn run(root: &Path, scales: &[u32]) -> Result<(), String> {
             std::fs::remove_file(&compressed).map_err(err)?;
             sync()?;
 
-            // Tusk into a directory.
+            // Tusk: into the store, uncompressed (`spec.backup.compression: none`).
             let started = Instant::now();
-            let out = base_backup(&directory_config, &format!("d{round}"))?;
-            directory_seconds = directory_seconds.min(started.elapsed().as_secs_f64());
+            let out = base_backup(&config, &format!("p{round}"), "none")?;
+            plain_seconds = plain_seconds.min(started.elapsed().as_secs_f64());
             sync()?;
             if !out.status.success() {
                 return Err(format!("base-backup: {}", String::from_utf8_lossy(&out.stderr)));
             }
-            std::fs::remove_dir_all(directory.join(&root_prefix)).map_err(err)?;
+            note_peak(&mut peak, &serde_json::from_slice(&out.stdout).map_err(err)?);
 
-            // Tusk: into the store, gzipped, read back and checked.
+            // Tusk: into the store, compressed with zstd, read back and checked.
             let started = Instant::now();
-            let out = base_backup(&config, &format!("b{round}"))?;
+            let out = base_backup(&config, &format!("b{round}"), "zstd")?;
             let seconds = started.elapsed().as_secs_f64();
             sync()?;
             if !out.status.success() {
@@ -238,17 +235,7 @@ pub async fn run(root: &Path, scales: &[u32]) -> Result<(), String> {
             if seconds < tusk_seconds {
                 tusk_seconds = seconds;
             }
-            // The larger peak of the two runs.
-            let this_peak = answer["peak"]
-                .as_str()
-                .unwrap_or("?")
-                .trim_start_matches("VmHWM:")
-                .trim()
-                .to_owned();
-            let kb = |p: &str| p.trim_end_matches(" kB").trim().parse::<u64>().unwrap_or(0);
-            if kb(&this_peak) >= kb(&peak) {
-                peak = this_peak;
-            }
+            note_peak(&mut peak, &answer);
             record =
                 Some(serde_json::from_value::<base::BackupRecord>(answer["record"].clone()).map_err(err)?);
         }
@@ -300,21 +287,21 @@ pub async fn run(root: &Path, scales: &[u32]) -> Result<(), String> {
 
         let tar_mb = record.tar_bytes as f64 / 1e6;
         println!(
-            "{scale:>6} {:>7.0} {tusk_seconds:>7.2} {:>9.1} {local_seconds:>7.2} {:>10.1} {zstd_seconds:>7.2} {:>6.2} {:>7.2} {directory_seconds:>6.2} {:>6.2} {restore_seconds:>9.2} {peak:>10} {wal_rate:>8.1} {archive_rate:>9.1}",
+            "{scale:>6} {:>7.0} {tusk_seconds:>7.2} {:>9.1} {local_seconds:>7.2} {:>10.1} {zstd_seconds:>7.2} {:>6.2} {:>7.2} {plain_seconds:>7.2} {:>7.2} {restore_seconds:>9.2} {peak:>10} {wal_rate:>8.1} {archive_rate:>9.1}",
             mib(db_bytes),
             tar_mb / tusk_seconds,
             tar_mb / local_seconds,
             local_seconds / tusk_seconds,
             zstd_seconds / tusk_seconds,
-            local_seconds / directory_seconds,
+            local_seconds / plain_seconds,
         );
     }
     println!(
         "ratio: Tusk's throughput / pg_basebackup -Ft to local disk (the issue's target: >= 0.8); \
          +zstd s: pg_basebackup -Ft piped through `zstd -{level} -T{workers}` to local disk, the \
          compression Tusk does, with PostgreSQL's and zstd's own tools; z ratio: Tusk's throughput / \
-         that pipeline's; dir: Tusk's backup into a directory on the same disk instead of the \
-         store, and its ratio to pg_basebackup; MB/s of the uncompressed tar; peak RSS: VmHWM of \
+         that pipeline's; plain: Tusk's backup into the store uncompressed \
+         (spec.backup.compression: none), and its ratio to pg_basebackup; MB/s of the uncompressed tar; peak RSS: VmHWM of \
          the process running the backup (target < 64 MiB, flat across sizes); arch MB/s: 16 MiB \
          segments of that load archived 4 at a time (must exceed WAL MB/s)",
         level = base::ZSTD_LEVEL,
