@@ -10,6 +10,7 @@
 //!   validation finds an error, or when the instance manager's sources changed although
 //!   `INSTANCE_MANAGER` names a released release.
 //! - `cargo xtask release <version>` cuts the open release and opens the next.
+//! - `cargo xtask test` runs every test of the workspace, several test binaries at once.
 //! - `cargo xtask bench-generate` prints how long generating everything takes.
 //! - `cargo xtask crds` writes `config/crd/*.yaml` from the Rust types.
 //! - `cargo xtask crds --check` fails when those files are not what the types generate.
@@ -22,6 +23,7 @@ mod bench;
 mod bench_backup;
 mod bench_users;
 mod demo;
+mod test;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -81,6 +83,16 @@ enum Task {
     /// Everything CI checks on generated files: CRDs, bundles, catalog and graph are what the
     /// generator makes, and validation finds no error.
     Check,
+    /// Every test of the workspace (what `cargo test --workspace` runs), with several test
+    /// binaries at once, the slowest first; each binary's output is printed whole when it ends.
+    Test {
+        /// Test binaries running at once.
+        #[arg(long, default_value_t = 3)]
+        jobs: usize,
+        /// Passed to every test binary, such as a test name filter or `--nocapture`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Regenerate every bundle and the catalog in memory, and print how long it takes.
     BenchGenerate {
         /// How many rounds.
@@ -357,6 +369,7 @@ fn main() -> ExitCode {
         Task::Graph => graph(),
         Task::InlineCatalog { out, with_fixture } => inline_catalog(&out, with_fixture),
         Task::Check => check(),
+        Task::Test { jobs, args } => test::run(&repo_root(), jobs, &args),
         Task::Release { version, next } => release(&version, next),
         Task::BenchGenerate { rounds } => bench_generate(rounds),
         Task::Demo => tokio::runtime::Builder::new_multi_thread()
