@@ -1,17 +1,18 @@
 //! `cargo xtask test`: every test of the workspace, the way `cargo test --workspace` runs them,
-//! but with several test binaries running at once.
+//! with a table of each test binary's result and time at the end, and optionally several test
+//! binaries at once.
 //!
-//! `cargo test` runs one test binary after another, and most of the end-to-end binaries spend
-//! their time waiting: on a Lease to expire, a pod to become ready, OLM to resolve. So this builds
-//! every test binary once (`cargo test --no-run`), runs the doctests, then runs the binaries
-//! `--jobs` at a time, the longest first. Each binary's tests still run as `cargo test` runs them
-//! (its own threads, its own shared fixtures), from its package's directory. Binaries that run
-//! side by side share nothing: each starts its own control plane, servers and operators on ports
-//! the kernel picks, and the local pods of each take a loopback block of their own (see
-//! `tests/support/local_cluster.rs`).
+//! It builds every test binary once (`cargo test --no-run`), runs the doctests, then runs the
+//! binaries `--jobs` at a time (1 unless told otherwise), the slowest first. Each binary's tests
+//! still run as `cargo test` runs them (its own threads, its own shared fixtures), from its
+//! package's directory. Binaries that run side by side share nothing: each starts its own control
+//! plane, servers and operators on ports the kernel picks, and the local pods of each take a
+//! loopback block of their own (see `tests/support/local_cluster.rs`). But the end-to-end tests'
+//! waits are tuned for one binary at a time: with three at once on 2 cores (load average 22),
+//! failover, backup and olm all passed once, and in the next run a backup test timed out waiting
+//! for archiving to catch up.
 //!
-//! Each binary's output is kept apart and printed whole when it ends, and a table of every
-//! binary's result and time ends the run.
+//! Each binary's output is kept apart (`target/test-logs/`) and printed whole when it ends.
 
 use std::{
     collections::VecDeque,
@@ -21,14 +22,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// The slowest binaries, slowest first, as measured in CI; they start first so that the short
-/// ones fill the gaps at the end. Binaries not named here come after them, in build order.
+/// The slowest binaries by name, slowest first, as measured in CI; they start first so that the
+/// short ones fill the gaps at the end. Binaries not named here come after them, in build order.
 const SLOWEST_FIRST: &[&str] = &[
     "failover",
     "backup",
     "olm",
-    "operations",
     "conversion_properties",
+    "operations",
     "controller",
     "data_plane",
     "users_and_databases",
@@ -40,8 +41,6 @@ struct Binary {
     /// The target, after its package's directory when that is not the root: `failover`,
     /// `xtask/olm`.
     name: String,
-    /// The target's name, such as `failover`.
-    target: String,
     executable: PathBuf,
     /// Its package's directory: where `cargo test` runs it.
     package_dir: PathBuf,
@@ -93,7 +92,6 @@ fn build(root: &Path, cargo_args: &[String]) -> Result<Vec<Binary>, String> {
         };
         binaries.push(Binary {
             name,
-            target,
             executable: executable.into(),
             package_dir,
         });
@@ -106,7 +104,7 @@ fn schedule(mut binaries: Vec<Binary>) -> VecDeque<Binary> {
     let rank = |b: &Binary| {
         SLOWEST_FIRST
             .iter()
-            .position(|s| *s == b.target)
+            .position(|s| *s == b.name)
             .unwrap_or(SLOWEST_FIRST.len())
     };
     binaries.sort_by_key(rank);
