@@ -88,9 +88,14 @@ pub struct BaseBackupArgs {
     /// The backup's name.
     #[arg(long)]
     pub name: String,
-    /// How its tar is compressed, as `spec.backup.compression` says it.
-    #[arg(long, default_value = "zstd", value_parser = ["zstd", "none"])]
-    pub compression: String,
+    /// How its tar is compressed, as `spec.backup.compression` says it: `zstd` or `none`.
+    #[arg(long, default_value = "zstd", value_parser = compression)]
+    pub compression: crate::api::common::BackupCompression,
+}
+
+/// A `spec.backup.compression` value, read as the API reads it.
+fn compression(value: &str) -> Result<crate::api::common::BackupCompression, String> {
+    serde_json::from_value(value.into()).map_err(|_| format!("{value}: allowed values are zstd and none"))
 }
 
 /// Options of `wal-archive` and `wal-restore`.

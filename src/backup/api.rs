@@ -4,10 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{
-    base::{BackupRecord, TarCompression},
-    store::StoreConfig,
-};
+use super::{base::BackupRecord, store::StoreConfig};
+use crate::api::common::BackupCompression;
 
 /// `POST` a [`BackupRequest`] here to start a backup; `GET` `BACKUPS/<name>` for its
 /// [`BackupState`].
@@ -32,13 +30,10 @@ pub struct BackupRequest {
     pub name: String,
     /// Where to write it, secrets inline.
     pub store: StoreConfig,
-    /// How to compress its tar; zstd when an operator from before this field does not say.
-    #[serde(default = "zstd")]
-    pub compression: TarCompression,
-}
-
-fn zstd() -> TarCompression {
-    TarCompression::Zstd
+    /// How to compress its tar; zstd (the default) when an operator from before this field
+    /// does not say.
+    #[serde(default)]
+    pub compression: BackupCompression,
 }
 
 /// Apply a retention rule through an instance manager, for a store only the pods reach.

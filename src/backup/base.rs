@@ -26,6 +26,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use crate::api::common::BackupCompression;
+
 use super::{
     store::{Cause, Store, StoreError},
     wal::{format_lsn, hex, parse_lsn, segment_name},
@@ -109,11 +111,11 @@ pub enum TarCompression {
     None,
 }
 
-impl From<crate::api::common::BackupCompression> for TarCompression {
-    fn from(compression: crate::api::common::BackupCompression) -> Self {
+impl From<BackupCompression> for TarCompression {
+    fn from(compression: BackupCompression) -> Self {
         match compression {
-            crate::api::common::BackupCompression::Zstd => Self::Zstd,
-            crate::api::common::BackupCompression::None => Self::None,
+            BackupCompression::Zstd => Self::Zstd,
+            BackupCompression::None => Self::None,
         }
     }
 }
@@ -259,18 +261,15 @@ enum Compressor {
 }
 
 impl Compressor {
-    fn new(compression: TarCompression, writer: ChannelWriter) -> std::io::Result<Self> {
+    fn new(compression: BackupCompression, writer: ChannelWriter) -> std::io::Result<Self> {
         Ok(match compression {
-            TarCompression::Zstd => {
+            BackupCompression::Zstd => {
                 let mut encoder = zstd::stream::write::Encoder::new(writer, ZSTD_LEVEL)?;
                 encoder.include_checksum(true)?;
                 encoder.multithread(zstd_workers())?;
                 Self::Zstd(encoder)
             }
-            TarCompression::None => Self::None(writer),
-            TarCompression::Gzip => {
-                return Err(std::io::Error::other("Tusk no longer writes gzip base backups"));
-            }
+            BackupCompression::None => Self::None(writer),
         })
     }
 
@@ -305,7 +304,7 @@ impl Write for Compressor {
 /// `compression` says.
 fn stream(
     stdout: impl Read,
-    compression: TarCompression,
+    compression: BackupCompression,
     sender: mpsc::Sender<Bytes>,
     progress: Arc<Progress>,
 ) -> std::io::Result<Streamed> {
@@ -408,11 +407,11 @@ pub async fn take(
     source: &Source,
     name: &str,
     instance: &str,
-    compression: TarCompression,
+    compression: BackupCompression,
     progress: Arc<Progress>,
 ) -> Result<BackupRecord, BackupError> {
     let started_at = now();
-    let tar = location(store, name, compression.tar_object());
+    let tar = location(store, name, TarCompression::from(compression).tar_object());
     let mut child = tokio::process::Command::new(&source.program)
         .env("PGPASSWORD", &source.password)
         .env("PGCONNECT_TIMEOUT", "10")
@@ -542,7 +541,7 @@ pub async fn take(
         tar_bytes: streamed.tar_bytes,
         stored_bytes: streamed.stored_bytes,
         sha256: streamed.sha256,
-        compression,
+        compression: compression.into(),
     };
     put(
         RECORD,

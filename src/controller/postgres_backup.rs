@@ -283,8 +283,7 @@ async fn start(
             .backup
             .as_ref()
             .and_then(|b| b.compression)
-            .unwrap_or_default()
-            .into(),
+            .unwrap_or_default(),
     };
     let body = serde_json::to_vec(&request).expect("a request serializes");
     let at = At {

@@ -622,11 +622,7 @@ pub async fn base_backup_once(args: crate::cli::BaseBackupArgs) -> Result<(), St
         &source,
         &args.name,
         "bench",
-        if args.compression == "none" {
-            base::TarCompression::None
-        } else {
-            base::TarCompression::Zstd
-        },
+        args.compression,
         Arc::new(Progress::default()),
     )
     .await
