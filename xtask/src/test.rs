@@ -18,7 +18,7 @@ use std::{
     collections::VecDeque,
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    sync::{Arc, Mutex},
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -55,15 +55,15 @@ struct Outcome {
 }
 
 /// The test binaries of the workspace, built.
-fn build(root: &Path, cargo_args: &[String]) -> Result<Vec<Binary>, String> {
+fn build(root: &Path) -> Result<Vec<Binary>, String> {
     let output = Command::new("cargo")
         .args([
             "test",
             "--workspace",
+            "--locked",
             "--no-run",
             "--message-format=json-render-diagnostics",
         ])
-        .args(cargo_args)
         .current_dir(root)
         .stderr(Stdio::inherit())
         .output()
@@ -160,20 +160,15 @@ fn run_one(binary: &Binary, test_args: &[String], logs: &Path, print: &Mutex<()>
 /// Builds and runs every test of the workspace, `jobs` test binaries at a time; `test_args` go
 /// to every binary (a name filter, `--nocapture`).
 pub fn run(root: &Path, jobs: usize, test_args: &[String]) -> Result<(), String> {
-    let cargo_args = ["--locked".to_owned()];
-    let binaries = build(root, &cargo_args)?;
+    let binaries = build(root)?;
     let logs = root.join("target/test-logs");
     std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
     let started = Instant::now();
 
     // The doctests: cargo alone runs them.
     let doc = Command::new("cargo")
-        .args(["test", "--workspace", "--doc", "--locked"])
-        .args(if test_args.is_empty() {
-            vec![]
-        } else {
-            [vec!["--".to_owned()], test_args.to_vec()].concat()
-        })
+        .args(["test", "--workspace", "--doc", "--locked", "--"])
+        .args(test_args)
         .current_dir(root)
         .status()
         .map_err(|e| format!("running the doctests: {e}"))?;
@@ -184,12 +179,12 @@ pub fn run(root: &Path, jobs: usize, test_args: &[String]) -> Result<(), String>
         summary: doc.to_string(),
     }];
 
-    let queue = Arc::new(Mutex::new(schedule(binaries)));
-    let print = Arc::new(Mutex::new(()));
-    let done = Arc::new(Mutex::new(Vec::new()));
+    let queue = Mutex::new(schedule(binaries));
+    let print = Mutex::new(());
+    let done = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..jobs.max(1) {
-            let (queue, print, done, logs) = (queue.clone(), print.clone(), done.clone(), &logs);
+            let (queue, print, done, logs) = (&queue, &print, &done, &logs);
             scope.spawn(move || {
                 loop {
                     let next = queue
@@ -197,7 +192,7 @@ pub fn run(root: &Path, jobs: usize, test_args: &[String]) -> Result<(), String>
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .pop_front();
                     let Some(binary) = next else { break };
-                    let outcome = run_one(&binary, test_args, logs, &print);
+                    let outcome = run_one(&binary, test_args, logs, print);
                     done.lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .push(outcome);
@@ -205,9 +200,10 @@ pub fn run(root: &Path, jobs: usize, test_args: &[String]) -> Result<(), String>
             });
         }
     });
-    outcomes.extend(std::mem::take(
-        &mut *done.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
-    ));
+    outcomes.extend(
+        done.into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
 
     println!("\n{:<40} {:>8}  result", "test binary", "seconds");
     for o in &outcomes {
