@@ -188,7 +188,7 @@ impl Env {
     /// them through the mapping.
     async fn start_cluster(&self, name: &str, major: u32, instances: i32) -> LocalCluster {
         let postgres = Postgres::get(major).unwrap_or_else(|e| panic!("PostgreSQL {major}: {e}"));
-        let mut c = LocalCluster::new(&self.client, &self.namespace, name, postgres).await;
+        let mut c = LocalCluster::new(plane_with_crds().await, &self.namespace, name, postgres).await;
         c.share_claims(self.claims.path());
         for ordinal in 0..instances {
             c.start(ordinal).await;

@@ -40,7 +40,6 @@ async fn cluster(prefix: &str, major: u32, instances: i32) -> LocalCluster {
     let postgres = Postgres::get(major).unwrap_or_else(|e| panic!("PostgreSQL {major}: {e}"));
     let plane = plane_with_crds().await;
     operator(plane).await;
-    let client = plane.client().await.unwrap();
     let ns = plane.namespace(prefix).await.unwrap();
     let spec = json!({
         // The user's own synchronous replication, not `spec.replication.synchronous`: Tusk leaves
@@ -53,7 +52,7 @@ async fn cluster(prefix: &str, major: u32, instances: i32) -> LocalCluster {
         "instances": instances,
         "storage": {"data": {"size": "1Gi"}},
     });
-    let c = LocalCluster::create(&client, &ns, "db", spec, postgres).await;
+    let c = LocalCluster::create(plane, &ns, "db", spec, postgres).await;
     // The operator reaches each instance manager on its pod's loopback address.
     let operator = operator(plane).await;
     for ordinal in 0..instances {

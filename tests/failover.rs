@@ -21,11 +21,11 @@ use support::{
 use tusk::api::postgres_cluster::v1::PostgresCluster;
 use tusk_testenv::{eventually, postgres::Postgres};
 
-/// The operator every test of this binary runs under; [`replace_operator`] swaps it.
+/// The operator every test of this binary runs under.
 static OPERATOR: tokio::sync::Mutex<Option<&'static support::apiserver::Operator>> =
     tokio::sync::Mutex::const_new(None);
 
-/// The operator, started once for this test binary unless a test replaced it.
+/// The operator, started once for this test binary.
 async fn operator() -> &'static support::apiserver::Operator {
     let mut current = OPERATOR.lock().await;
     if let Some(operator) = *current {
@@ -43,31 +43,6 @@ async fn operator() -> &'static support::apiserver::Operator {
     ));
     *current = Some(operator);
     operator
-}
-
-/// Replaces the operator, as an upgrade does: the running one gets SIGTERM and hands over its
-/// Lease; the new one, named `name`, starts with `extra` arguments and reaches every instance
-/// the old one reached.
-async fn replace_operator(name: &str, extra: &[&str]) -> &'static support::apiserver::Operator {
-    let old = operator().await;
-    let mut current = OPERATOR.lock().await;
-    let pid = old.process.pid().expect("the operator runs");
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    eventually("the old operator to exit", Duration::from_secs(30), || async {
-        (!old.process.alive()).then_some(())
-    })
-    .await;
-    let mut args = vec!["--resync-interval=5s".to_owned(), format!("--identity={name}")];
-    args.extend(extra.iter().map(|a| (*a).to_owned()));
-    let new: &'static _ = Box::leak(Box::new(
-        start_operator(plane_with_crds().await, name, &args, "info,kube=warn").await,
-    ));
-    std::fs::copy(&old.sql_endpoints, &new.sql_endpoints).unwrap();
-    *current = Some(new);
-    new
 }
 
 /// While alive, makes a failing test print what the operator logged about `namespace`.
@@ -109,14 +84,13 @@ async fn three_instances_with(prefix: &str, major: u32, extra: serde_json::Value
     let postgres = Postgres::get(major).unwrap_or_else(|e| panic!("PostgreSQL {major}: {e}"));
     let plane = plane_with_crds().await;
     let operator = operator().await;
-    let client = plane.client().await.unwrap();
     let ns = plane.namespace(prefix).await.unwrap();
     let mut spec =
         json!({"postgres": {"version": major}, "instances": 3, "storage": {"data": {"size": "1Gi"}}});
     spec.as_object_mut()
         .unwrap()
         .extend(extra.as_object().unwrap().clone());
-    let mut c = LocalCluster::create(&client, &ns, "db", spec, postgres).await;
+    let mut c = LocalCluster::create(plane, &ns, "db", spec, postgres).await;
     for ordinal in 0..3 {
         let address = std::net::SocketAddr::new(c.ip(ordinal), STATUS_PORT);
         operator.map_instance(&ns, "db", &format!("db-{ordinal}"), address);
@@ -235,20 +209,6 @@ async fn switch_over_and_restart(
     .await;
 }
 
-/// The pod labelled primary now, if exactly one is.
-async fn labelled_primary(c: &LocalCluster) -> Option<String> {
-    let client = plane_with_crds().await.client().await.ok()?;
-    let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client, &c.namespace);
-    let list = pods
-        .list(&kube::api::ListParams::default().labels("tusk.dev/cluster=db,tusk.dev/role=primary"))
-        .await
-        .ok()?;
-    match list.items.as_slice() {
-        [one] => one.metadata.name.clone(),
-        _ => None,
-    }
-}
-
 async fn primary_lost(major: u32) {
     let _one = ONE_AT_A_TIME.lock().await;
     let mut c = three_instances(&format!("lost{major}"), major).await;
@@ -257,7 +217,7 @@ async fn primary_lost(major: u32) {
     insert_rows(&db, "before", 200).await;
     // Let the replicas have everything, as asynchronous replication would within moments.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(labelled_primary(&c).await.as_deref(), Some("db-0"));
+    assert_eq!(c.labelled_primary().await.as_deref(), Some("db-0"));
 
     let killed = Instant::now();
     c.kill(0);
@@ -266,7 +226,7 @@ async fn primary_lost(major: u32) {
     eprintln!(
         "PostgreSQL {major}: from the kill to the first committed write on the new primary: {outage:.1?}"
     );
-    let promoted = labelled_primary(&c).await.expect("one pod labelled primary");
+    let promoted = c.labelled_primary().await.expect("one pod labelled primary");
     assert_ne!(promoted, "db-0");
     let (count, _) = rows(&after).await;
     assert_eq!(count, 201, "every row written before the kill, and the new one");
@@ -308,7 +268,7 @@ async fn primary_lost(major: u32) {
     c.wait_ready(0, Duration::from_secs(120)).await;
     let expected = rows(&after).await;
     replica_with(&c, 0, &expected, async || {}).await;
-    assert_eq!(labelled_primary(&c).await, Some(promoted), "no second primary");
+    assert_eq!(c.labelled_primary().await, Some(promoted), "no second primary");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -365,7 +325,7 @@ async fn a_primary_cut_off_from_the_api_fences_itself_before_another_takes_over(
     let promoted = eventually(
         "another pod labelled primary",
         Duration::from_secs(60),
-        || async { labelled_primary(&c).await.filter(|p| p != "db-0") },
+        || async { c.labelled_primary().await.filter(|p| p != "db-0") },
     )
     .await;
     let _ = writable(&c, Duration::from_secs(30)).await;
@@ -444,7 +404,7 @@ async fn switchover_under_load(major: u32) {
     let _log = OperatorLogOnFailure(c.namespace.clone());
     let client = plane_with_crds().await.client().await.unwrap();
     let clusters = Api::<PostgresCluster>::namespaced(client.clone(), &c.namespace);
-    assert_eq!(labelled_primary(&c).await.as_deref(), Some("db-0"));
+    assert_eq!(c.labelled_primary().await.as_deref(), Some("db-0"));
     let mut status = serde_json::Value::Null;
     let outcome = under_load(&mut c, async |c: &mut LocalCluster| {
         switch_over(&clusters, "db-1").await;
@@ -454,7 +414,7 @@ async fn switchover_under_load(major: u32) {
         })
         .await;
         let _ = eventually("db-1 labelled primary", Duration::from_secs(30), || async {
-            (labelled_primary(c).await.as_deref() == Some("db-1")).then_some(())
+            (c.labelled_primary().await.as_deref() == Some("db-1")).then_some(())
         })
         .await;
     })
@@ -604,7 +564,7 @@ async fn synchronous_required_loses_no_acknowledged_commit_when_the_primary_dies
         Some("db-0"),
         "the Lease stays while failoverDelay runs: {message}"
     );
-    let promoted = labelled_primary(&c).await.expect("a new primary");
+    let promoted = c.labelled_primary().await.expect("a new primary");
     assert_ne!(promoted, "db-0");
     eprintln!(
         "synchronous Required: {} commits acknowledged, {} lost; longest pause {:.1?} (the round took {:.1?})",
@@ -675,7 +635,7 @@ async fn a_primary_that_lost_its_volume_clones_and_never_initdbs() {
     let promoted = eventually(
         "another pod labelled primary",
         Duration::from_secs(60),
-        || async { labelled_primary(&c).await.filter(|p| p != "db-0") },
+        || async { c.labelled_primary().await.filter(|p| p != "db-0") },
     )
     .await;
     let after = writable(&c, Duration::from_secs(30)).await;
@@ -703,7 +663,7 @@ async fn a_primary_that_lost_its_volume_clones_and_never_initdbs() {
         "one primary at a time: {primaries_seen:?}"
     );
     assert!(!primaries_seen.contains(&0));
-    assert_eq!(labelled_primary(&c).await, Some(promoted));
+    assert_eq!(c.labelled_primary().await, Some(promoted));
     let log = c.pods[&0].main.log_tail(400);
     // The same log file holds the first start: only what came after the restart.
     let log = log.rsplit("instance manager started").next().unwrap();
@@ -741,7 +701,7 @@ async fn a_replica_ahead_of_the_promoted_one_rewinds_onto_the_new_timeline() {
     c.kill(0);
     c.start(2).await;
     let after = first_write_after_failover(&c, Duration::from_secs(120)).await;
-    assert_eq!(labelled_primary(&c).await.as_deref(), Some("db-2"));
+    assert_eq!(c.labelled_primary().await.as_deref(), Some("db-2"));
     let expected = rows(&after).await;
     assert_eq!(expected.0, 101, "db-2 never had the second hundred rows");
 
@@ -756,7 +716,7 @@ async fn a_replica_ahead_of_the_promoted_one_rewinds_onto_the_new_timeline() {
         "{log}"
     );
     assert_eq!(
-        labelled_primary(&c).await.as_deref(),
+        c.labelled_primary().await.as_deref(),
         Some("db-2"),
         "no second primary"
     );
@@ -903,10 +863,10 @@ async fn rounds(c: &mut LocalCluster, kills: usize, switchovers: usize) -> (Vec<
     let clusters = Api::<PostgresCluster>::namespaced(client, &c.namespace);
     let mut failed_over = Vec::new();
     for _ in 0..kills {
-        let primary = labelled_primary(c).await.expect("a primary");
+        let primary = c.labelled_primary().await.expect("a primary");
         let ordinal: i32 = primary.rsplit('-').next().unwrap().parse().unwrap();
         let outcome = under_load(c, async |c: &mut LocalCluster| c.kill(ordinal)).await;
-        assert_ne!(labelled_primary(c).await.as_deref(), Some(primary.as_str()));
+        assert_ne!(c.labelled_primary().await.as_deref(), Some(primary.as_str()));
         c.start(ordinal).await;
         settled(c).await;
         // Each promotion records its own former primary's return, not an earlier one's.
@@ -925,7 +885,7 @@ async fn rounds(c: &mut LocalCluster, kills: usize, switchovers: usize) -> (Vec<
     }
     let mut switched = Vec::new();
     for _ in 0..switchovers {
-        let primary = labelled_primary(c).await.expect("a primary");
+        let primary = c.labelled_primary().await.expect("a primary");
         let ordinal: i32 = primary.rsplit('-').next().unwrap().parse().unwrap();
         let to = format!("db-{}", (ordinal + 1) % 3);
         let outcome = under_load(c, async |_: &mut LocalCluster| {
@@ -1029,7 +989,7 @@ async fn a_rolling_update_restarts_the_primary_last_after_a_switchover() {
     let _log = OperatorLogOnFailure(c.namespace.clone());
     settled(&c).await;
     assert!(c.sync_pods().await.is_empty(), "nothing restarted yet");
-    assert_eq!(labelled_primary(&c).await.as_deref(), Some("db-0"));
+    assert_eq!(c.labelled_primary().await.as_deref(), Some("db-0"));
     let client = plane_with_crds().await.client().await.unwrap();
     let clusters = Api::<PostgresCluster>::namespaced(client.clone(), &c.namespace);
     let (restarts, outcome) = roll_max_connections(&mut c, &clusters, "150").await;
@@ -1066,7 +1026,7 @@ async fn a_rolling_update_restarts_the_primary_last_after_a_switchover() {
 
     // Lowering it turns the order around: a replica cannot run with less than its primary, so
     // the primary restarts first, in place and without a failover, then the replicas.
-    let primary = labelled_primary(&c).await.expect("a primary");
+    let primary = c.labelled_primary().await.expect("a primary");
     let (restarts, outcome) = roll_max_connections(&mut c, &clusters, "120").await;
     settled(&c).await;
     eprintln!(
@@ -1085,7 +1045,7 @@ async fn a_rolling_update_restarts_the_primary_last_after_a_switchover() {
         "then the replicas, highest ordinal first: {restarts:?}"
     );
     assert_eq!(
-        labelled_primary(&c).await,
+        c.labelled_primary().await,
         Some(primary),
         "restarted in place, not failed over from"
     );
@@ -1093,7 +1053,7 @@ async fn a_rolling_update_restarts_the_primary_last_after_a_switchover() {
 
     // Supervised: the replicas restart, then the operator waits for the user before the
     // primary, and a switchover the user asks for finishes the rollout.
-    let primary = labelled_primary(&c).await.expect("a primary");
+    let primary = c.labelled_primary().await.expect("a primary");
     let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), &c.namespace);
     let uids = async || -> std::collections::BTreeMap<String, String> {
         let mut uids = std::collections::BTreeMap::new();
@@ -1144,7 +1104,7 @@ async fn a_rolling_update_restarts_the_primary_last_after_a_switchover() {
         "the replicas restarted, the primary {primary} did not"
     );
     assert_eq!(
-        labelled_primary(&c).await,
+        c.labelled_primary().await,
         Some(primary.clone()),
         "no switchover by itself"
     );
@@ -1153,7 +1113,7 @@ async fn a_rolling_update_restarts_the_primary_last_after_a_switchover() {
     switch_over_and_restart(&mut c, &clusters, &primary, &to).await;
     assert_ne!(uids().await[&primary], during[&primary]);
     settled(&c).await;
-    assert_eq!(labelled_primary(&c).await, Some(to), "the user's choice leads");
+    assert_eq!(c.labelled_primary().await, Some(to), "the user's choice leads");
     assert_max_connections(&c, "130").await;
 }
 
@@ -1187,7 +1147,7 @@ async fn roll_max_connections(
                     logs.join("\n")
                 );
             }
-            let primary = labelled_primary(c).await;
+            let primary = c.labelled_primary().await;
             for ordinal in c.sync_pods().await {
                 eprintln!("db-{ordinal} restarted; db labelled primary just before: {primary:?}");
                 restarts.push((ordinal, primary.clone()));
@@ -1205,157 +1165,4 @@ async fn assert_max_connections(c: &LocalCluster, value: &str) {
         let shown: String = db.query_one("SHOW max_connections", &[]).await.unwrap().get(0);
         assert_eq!(shown, value, "db-{ordinal}");
     }
-}
-
-/// Each instance's `pg_postmaster_start_time()`, by ordinal.
-async fn postmaster_started(c: &LocalCluster) -> Vec<String> {
-    let mut started = Vec::new();
-    for ordinal in 0..3 {
-        let db = c.connect(ordinal).await.unwrap();
-        let row = db
-            .query_one("SELECT pg_postmaster_start_time()::text", &[])
-            .await
-            .unwrap();
-        started.push(row.get(0));
-    }
-    started
-}
-
-/// An operator upgrade as the instances see it. First the operator is replaced by a new process
-/// that deploys the same instance manager, as OLM's upgrade from one release to the next does:
-/// no PostgreSQL restarts (each keeps its `pg_postmaster_start_time()`), connections held
-/// through it keep working, and the StatefulSet and pods stay as they were. Then by one that
-/// deploys a new instance manager: every instance reports it outdated, the replicas restart, the
-/// operator waits for the user before the primary (`primaryUpdate: Supervised`), and the user's
-/// switchover lets the old primary restart last.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_operator_upgrade_restarts_no_database_and_a_new_instance_manager_rolls_primary_last() {
-    let _one = ONE_AT_A_TIME.lock().await;
-    let mut c = three_instances_with(
-        "upgrade",
-        18,
-        json!({"updateStrategy": {"primaryUpdate": "Supervised"}}),
-    )
-    .await;
-    let _log = OperatorLogOnFailure(c.namespace.clone());
-    settled(&c).await;
-    let client = plane_with_crds().await.client().await.unwrap();
-    let clusters = Api::<PostgresCluster>::namespaced(client.clone(), &c.namespace);
-    let sets = Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(client.clone(), &c.namespace);
-    let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), &c.namespace);
-    let uids = async || -> Vec<String> {
-        let mut uids = Vec::new();
-        for o in 0..3 {
-            uids.push(pods.get(&format!("db-{o}")).await.unwrap().metadata.uid.unwrap());
-        }
-        uids
-    };
-    let started = postmaster_started(&c).await;
-    let set = sets.get("db").await.unwrap();
-    let (pods_before, held) = (uids().await, {
-        let mut held = Vec::new();
-        for o in 0..3 {
-            held.push(c.connect(o).await.unwrap());
-        }
-        held
-    });
-
-    // The same instance manager: nothing restarts.
-    let upgraded = replace_operator("tusk-operator-upgraded", &[]).await;
-    eventually(
-        "the new operator to reconcile db",
-        Duration::from_secs(60),
-        || async {
-            let log = std::fs::read_to_string(&upgraded.log).ok()?;
-            log.contains(&c.namespace).then_some(())
-        },
-    )
-    .await;
-    // Three resyncs: whatever it would change, it has.
-    tokio::time::sleep(Duration::from_secs(15)).await;
-    assert!(c.sync_pods().await.is_empty(), "no pod was replaced");
-    assert_eq!(uids().await, pods_before);
-    let after = sets.get("db").await.unwrap();
-    assert_eq!(
-        after.metadata.generation, set.metadata.generation,
-        "the StatefulSet is unchanged"
-    );
-    assert_eq!(after.spec.unwrap().template, set.spec.unwrap().template);
-    assert_eq!(postmaster_started(&c).await, started, "no PostgreSQL restarted");
-    for (o, db) in held.iter().enumerate() {
-        let one: i32 = db
-            .query_one("SELECT 1", &[])
-            .await
-            .unwrap_or_else(|e| panic!("db-{o}: {e}"))
-            .get(0);
-        assert_eq!(one, 1);
-    }
-    let status = serde_json::to_value(clusters.get("db").await.unwrap().status).unwrap();
-    for instance in status["instanceStatus"].as_array().unwrap() {
-        assert_eq!(instance["instanceManagerOutdated"], false, "{instance:#}");
-    }
-    println!(
-        "an operator upgrade keeping the instance manager: 0 of 3 PostgreSQL instances restarted, 3 held connections kept"
-    );
-
-    // A new instance manager: outdated, then rolled, replicas first, the primary by the user.
-    let image = "ghcr.io/tusk-operator/tusk-operator:9.9.9";
-    replace_operator(
-        "tusk-operator-new-instance-manager",
-        &[&format!("--instance-manager-image={image}")],
-    )
-    .await;
-    let told = support::event(&client, &c.namespace, "InstanceManagerOutdated", |_| true).await;
-    assert!(
-        told.note.as_deref().unwrap_or_default().contains(image),
-        "{told:?}"
-    );
-    let primary = labelled_primary(&c).await.expect("a primary");
-    let mut restarted = Vec::new();
-    eventually(
-        "the replicas rolled and the rollout waiting for the user",
-        Duration::from_secs(300),
-        async || {
-            restarted.extend(c.sync_pods().await);
-            let status = serde_json::to_value(clusters.get("db").await.ok()?.status).ok()?;
-            let waiting = status["conditions"]
-                .as_array()?
-                .iter()
-                .any(|c| c["type"] == "Progressing" && c["reason"] == "WaitingForUser");
-            (waiting && restarted.len() == 2).then_some(())
-        },
-    )
-    .await;
-    let replicas: Vec<i32> = (0..3).filter(|o| format!("db-{o}") != primary).collect();
-    let mut rolled = restarted.clone();
-    rolled.sort_unstable();
-    assert_eq!(rolled, replicas, "the replicas, not the primary {primary}");
-    assert_eq!(
-        restarted[0],
-        *replicas.iter().max().unwrap(),
-        "highest ordinal first"
-    );
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    assert!(c.sync_pods().await.is_empty(), "the primary waits for the user");
-    let to = format!("db-{}", replicas[0]);
-    switch_over_and_restart(&mut c, &clusters, &primary, &to).await;
-    settled(&c).await;
-    eventually(
-        "every instance on the new instance manager",
-        Duration::from_secs(60),
-        || async {
-            let status = serde_json::to_value(clusters.get("db").await.ok()?.status).ok()?;
-            status["instanceStatus"]
-                .as_array()?
-                .iter()
-                .all(|i| i["instanceManager"] == image && i["instanceManagerOutdated"] == false)
-                .then_some(())
-        },
-    )
-    .await;
-    println!(
-        "a new instance manager: replicas {restarted:?} restarted, then {primary} after the user's switchover to {to}"
-    );
-    // The next tests run under the usual operator.
-    replace_operator("tusk-operator", &[]).await;
 }

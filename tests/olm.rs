@@ -11,6 +11,9 @@
 //! not serve. So at 0.2.0 the local process serves only the conversion webhook, and the
 //! controllers run from 1.0.0 on.
 //!
+//! One scenario runs real PostgreSQL under OLM: local pods of this build's instance manager
+//! (`support::local_cluster`), which the operator reaches through its `--sql-endpoints` map.
+//!
 //! The harness is in `tusk_testenv::olm::install` (the cluster with OLM, catalogs, Subscriptions,
 //! InstallPlans, CSVs, the local operator pod) and in `support::olm` (Tusk's pod arguments, its
 //! catalog from the generator, and the objects written and checked across upgrades); this file
@@ -421,6 +424,28 @@ fn operator_writes(
     writes
 }
 
+/// The writes of [`operator_writes`] to a cluster's children (StatefulSets, Services, Secrets,
+/// RBAC...), which a quiet takeover does not make.
+fn child_writes(writes: &std::collections::BTreeMap<String, usize>) -> Vec<&String> {
+    writes
+        .keys()
+        .filter(|w| {
+            let resource = w.split_once(' ').map_or("", |(_, r)| r);
+            [
+                "statefulsets",
+                "configmaps",
+                "secrets",
+                "services",
+                "poddisruptionbudgets",
+                "serviceaccounts",
+                "roles",
+                "rolebindings",
+            ]
+            .contains(&resource)
+        })
+        .collect()
+}
+
 /// The pods of `namespace` that run their StatefulSet's current template, by name: their uid.
 async fn current_pods(env: &OlmCluster, namespace: &str) -> std::collections::BTreeMap<String, String> {
     let sets = Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(env.client.clone(), namespace)
@@ -677,29 +702,404 @@ async fn channel_upgrades_across_crd_versions_keep_every_object() {
         "{HEAD} -> {NEXT}: the operator's writes in {} while it took over, from the audit log: {writes:#?}",
         written.namespace
     );
-    let children: Vec<&String> = writes
-        .keys()
-        .filter(|w| {
-            let resource = w.split_once(' ').map_or("", |(_, r)| r);
-            [
-                "statefulsets",
-                "configmaps",
-                "secrets",
-                "services",
-                "poddisruptionbudgets",
-                "serviceaccounts",
-                "roles",
-                "rolebindings",
-            ]
-            .contains(&resource)
-        })
-        .collect();
+    let children = child_writes(&writes);
     assert!(children.is_empty(), "{NEXT} rewrote children: {children:?}");
     let crds: Api<
         k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
     > = Api::all(env.client.clone());
     let clusters = crds.get("postgresclusters.tusk.dev").await.unwrap();
     assert!(!clusters.spec.versions.iter().any(|v| v.name == "v1alpha1"));
+}
+
+/// Waits until `kind` `name` in `namespace` is Ready for its current generation; returns its
+/// status.
+async fn ready(env: &OlmCluster, namespace: &str, kind: &str, name: &str) -> Value {
+    let objects = tusk_api(&env.client, namespace, kind, "v1");
+    let seen = tusk_testenv::Wait::up_to(Duration::from_secs(180))
+        .until(&format!("{kind} {name} to be Ready"), async || {
+            let object = value(&objects.get(name).await.map_err(|e| e.to_string())?);
+            let status = &object["status"];
+            let ready = status["conditions"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["type"] == "Ready"));
+            match ready {
+                Some(ready)
+                    if ready["status"] == "True"
+                        && status["observedGeneration"] == object["metadata"]["generation"] =>
+                {
+                    Ok(status.clone())
+                }
+                _ => Err(format!("status {status}")),
+            }
+        })
+        .await;
+    seen.unwrap_or_else(|unmet| panic!("{unmet}\n{}", env.operator_log_tail(40, name)))
+}
+
+/// What shows that a PostgreSQL server kept running: its postmaster's PID (the first line of
+/// `postmaster.pid`) and `pg_postmaster_start_time()`.
+async fn postmaster(db: &tokio_postgres::Client) -> (String, String) {
+    let row = db
+        .query_one(
+            "SELECT split_part(pg_read_file('postmaster.pid'), E'\\n', 1), pg_postmaster_start_time()::text",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// Operator upgrades through real OLM, as the databases see them. The head release is installed
+/// from the catalog and runs three clusters of real PostgreSQL (local pods of this build's
+/// instance manager): `alpha` with three instances, `primaryUpdate: Supervised` and a backup
+/// schedule onto a claim, `beta` and `gamma` with one; each has a user and a database.
+///
+/// First OLM upgrades Tusk to the next release, which keeps the instance manager, with a
+/// connection held open on every instance. Every PostgreSQL keeps its postmaster (PID and start
+/// time), every held connection still reads and writes, no pod or StatefulSet is replaced,
+/// readers at every served version see no failure but OLM's own, the new operator writes no
+/// child, every object is Ready for it with no instance manager outdated, and a backup completes.
+///
+/// Then OLM upgrades to a release that brings a new instance manager. The instances report it
+/// outdated, the one-instance clusters restart, `alpha`'s replicas restart highest ordinal first,
+/// its primary waits for the user, and restarts once the user switched over; then every instance
+/// runs the new instance manager, and no row is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upgrades_through_olm_restart_no_database_until_the_instance_manager_changes() {
+    use std::net::SocketAddr;
+    use support::{
+        apiserver::map_endpoint,
+        local_cluster::{LocalCluster, POSTGRES_PORT, STATUS_PORT},
+        olm::{AFTER_NEXT, inputs_with_new_instance_manager, sql_endpoints},
+    };
+    const MAJOR: u32 = 18;
+    let mut env = OlmCluster::start(tusk_operator()).await;
+    let inputs = Inputs::load(&repo()).unwrap();
+    let next = inputs_with_drop(HEAD);
+    env.serve(&catalog_files(&[catalog::blobs(&next, true)])).await;
+    env.subscribe(PACKAGE, "stable", true, Some(&csv_name(HEAD)))
+        .await;
+    let plan = env.approve(&csv_name(HEAD)).await;
+    assert_eq!(plan["status"]["phase"], "Complete", "{:#}", plan["status"]);
+    env.succeeded(&csv_name(HEAD)).await;
+    env.conversion_through_olm().await;
+    env.run_operator(Mode::Run).await;
+
+    let namespace = env.plane.namespace("databases").await.unwrap();
+    let map = sql_endpoints(&env);
+    let claims = tempfile::tempdir().unwrap();
+    let claim: k8s_openapi::api::core::v1::PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": "backups"},
+        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "10Gi"}}},
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(env.client.clone(), &namespace)
+        .create(&PostParams::default(), &claim)
+        .await
+        .unwrap();
+    let shapes = [("alpha", 3), ("beta", 1), ("gamma", 1)];
+    let names = shapes.map(|(name, _)| name);
+    let mut clusters = Vec::new();
+    for (name, instances) in shapes {
+        let mut spec = json!({"postgres": {"version": MAJOR}, "instances": instances, "storage": {"data": {"size": "1Gi"}}});
+        if name == names[0] {
+            spec["backup"] = json!({"target": {"volume": {"claimName": "backups"}}, "archiveTimeout": "10s"});
+            spec["updateStrategy"] = json!({"primaryUpdate": "Supervised"});
+        }
+        let postgres = tusk_testenv::postgres::Postgres::get(MAJOR)
+            .unwrap_or_else(|e| panic!("PostgreSQL {MAJOR}: {e}"));
+        let mut c = LocalCluster::create(&env.plane, &namespace, name, spec, postgres).await;
+        c.share_claims(claims.path());
+        for ordinal in 0..instances {
+            let address = SocketAddr::new(c.ip(ordinal), STATUS_PORT);
+            map_endpoint(&map, &namespace, &format!("{name}/{name}-{ordinal}"), address);
+        }
+        for ordinal in 0..instances {
+            c.start(ordinal).await;
+            c.wait_ready(ordinal, Duration::from_secs(180)).await;
+        }
+        map_endpoint(
+            &map,
+            &namespace,
+            name,
+            SocketAddr::new(c.rw_address(), POSTGRES_PORT),
+        );
+        for (kind, object, spec) in [
+            (
+                "PostgresUser",
+                format!("{name}-app"),
+                json!({"cluster": {"name": name}}),
+            ),
+            (
+                "PostgresDatabase",
+                format!("{name}-shop"),
+                json!({"cluster": {"name": name}, "owner": format!("{name}-app")}),
+            ),
+        ] {
+            let object: DynamicObject = serde_json::from_value(json!({
+                "apiVersion": "tusk.dev/v1", "kind": kind, "metadata": {"name": object}, "spec": spec,
+            }))
+            .unwrap();
+            tusk_api(&env.client, &namespace, kind, "v1")
+                .create(&PostParams::default(), &object)
+                .await
+                .unwrap();
+        }
+        clusters.push(c);
+    }
+    let schedules = tusk_api(&env.client, &namespace, "PostgresBackupSchedule", "v1");
+    schedules
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "tusk.dev/v1", "kind": "PostgresBackupSchedule",
+                "metadata": {"name": "every-minute"},
+                "spec": {"cluster": {"name": names[0]}, "schedule": "* * * * *"},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let every_object = || {
+        names.iter().flat_map(|name| {
+            [
+                ("PostgresCluster", (*name).to_owned()),
+                ("PostgresUser", format!("{name}-app")),
+                ("PostgresDatabase", format!("{name}-shop")),
+            ]
+        })
+    };
+    for (kind, name) in every_object() {
+        ready(&env, &namespace, kind, &name).await;
+    }
+    let instances: usize = clusters.iter().map(|c| c.pods.len()).sum();
+    println!(
+        "{HEAD}: {} clusters of real PostgreSQL {MAJOR} ({instances} instances), each with a user and a database, Ready",
+        names.len(),
+    );
+
+    // Held through the upgrade: a connection to each PostgreSQL, and what shows it kept running.
+    for c in &clusters {
+        c.connect_rw()
+            .await
+            .unwrap()
+            .batch_execute("CREATE TABLE held (at text NOT NULL); INSERT INTO held VALUES ('before')")
+            .await
+            .unwrap();
+    }
+    let mut held = Vec::new();
+    for c in &clusters {
+        for (ordinal, pod) in &c.pods {
+            let db = c.connect(*ordinal).await.unwrap();
+            let started = postmaster(&db).await;
+            held.push((format!("{}-{ordinal}", c.name), db, started, pod.main.pid()));
+        }
+    }
+    let sets_before = statefulsets(&env, &namespace).await;
+    let pods_before = current_pods(&env, &namespace).await;
+    assert_eq!(pods_before.len(), instances, "{pods_before:?}");
+
+    let readers = Readers::start(
+        &env.client,
+        &namespace,
+        served_by_both(&served(&inputs, HEAD), &served(&next, NEXT)),
+    );
+    let since = std::time::Instant::now();
+    let writes_since = k8s_openapi::jiff::Timestamp::now();
+    env.upgrade(HEAD, NEXT, Mode::Run).await;
+    through_the_upgrade(
+        &env,
+        since,
+        readers,
+        &format!("{HEAD} -> {NEXT} with real PostgreSQL"),
+    )
+    .await;
+    for (kind, name) in every_object() {
+        ready(&env, &namespace, kind, &name).await;
+    }
+    ready(&env, &namespace, "PostgresBackupSchedule", "every-minute").await;
+    for c in &clusters {
+        let status = ready(&env, &namespace, "PostgresCluster", &c.name).await;
+        for instance in status["instanceStatus"].as_array().unwrap() {
+            assert_eq!(instance["instanceManagerOutdated"], false, "{instance:#}");
+        }
+    }
+    // Backups still run, from the instance managers that kept running.
+    let backup: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "tusk.dev/v1", "kind": "PostgresBackup",
+        "metadata": {"name": "after-the-upgrade"},
+        "spec": {"cluster": {"name": names[0]}},
+    }))
+    .unwrap();
+    let backups = tusk_api(&env.client, &namespace, "PostgresBackup", "v1");
+    backups.create(&PostParams::default(), &backup).await.unwrap();
+    let after_upgrade = eventually(
+        "the backup after the upgrade to complete",
+        Duration::from_secs(180),
+        async || {
+            let backup = value(&backups.get("after-the-upgrade").await.ok()?);
+            (backup["status"]["phase"] == "Completed").then_some(backup)
+        },
+    )
+    .await;
+    // The kubelet's part: a pod whose object was replaced would start again now.
+    let mut replaced = Vec::new();
+    for c in &mut clusters {
+        replaced.extend(c.sync_pods().await.into_iter().map(|o| format!("{}-{o}", c.name)));
+    }
+    assert!(replaced.is_empty(), "{NEXT} replaced pods {replaced:?}");
+    assert_eq!(
+        current_pods(&env, &namespace).await,
+        pods_before,
+        "the same pod objects"
+    );
+    assert_eq!(
+        statefulsets(&env, &namespace).await,
+        sets_before,
+        "no StatefulSet changed"
+    );
+    let mut restarted = Vec::new();
+    for (pod, db, started, instance_manager) in &held {
+        let rows: i64 = db
+            .query_one("SELECT count(*) FROM held", &[])
+            .await
+            .unwrap_or_else(|e| panic!("{pod}: the held connection: {e}"))
+            .get(0);
+        assert_eq!(rows, 1, "{pod}");
+        let c = clusters
+            .iter()
+            .find(|c| pod.starts_with(&format!("{}-", c.name)))
+            .unwrap();
+        let ordinal: i32 = pod.rsplit('-').next().unwrap().parse().unwrap();
+        if postmaster(db).await != *started || c.pods[&ordinal].main.pid() != *instance_manager {
+            restarted.push(pod.clone());
+        }
+    }
+    for c in &clusters {
+        c.connect_rw()
+            .await
+            .unwrap()
+            .execute("INSERT INTO held VALUES ('after')", &[])
+            .await
+            .unwrap_or_else(|e| panic!("{}: writing after the upgrade: {e}", c.name));
+    }
+    println!(
+        "{HEAD} -> {NEXT} through OLM: PostgreSQL restarted in {} of {} instances ({restarted:?}); {} held connections kept; the same {} pods and StatefulSets; a backup after the upgrade Completed at {}",
+        restarted.len(),
+        held.len(),
+        held.len(),
+        pods_before.len(),
+        after_upgrade["status"]["location"],
+    );
+    assert!(restarted.is_empty(), "PostgreSQL restarted in {restarted:?}");
+    let writes = operator_writes(&env, &namespace, writes_since);
+    println!(
+        "{HEAD} -> {NEXT}: the operator's writes in {namespace} while it took over, from the audit log: {writes:#?}"
+    );
+    let children = child_writes(&writes);
+    assert!(children.is_empty(), "{NEXT} rewrote children: {children:?}");
+    drop(held);
+
+    // A release with a new instance manager: the pods roll, as `updateStrategy` allows.
+    let after = inputs_with_new_instance_manager();
+    let image = format!("{}:{AFTER_NEXT}", after.plan.images.operator);
+    env.serve(&catalog_files(&[catalog::blobs(&after, true)])).await;
+    env.upgrade(NEXT, AFTER_NEXT, Mode::Run).await;
+    let told = support::event(&env.client, &namespace, "InstanceManagerOutdated", |e| {
+        e.note.as_deref().is_some_and(|n| n.contains(&image))
+    })
+    .await;
+    println!("{AFTER_NEXT}: {}", told.note.unwrap_or_default());
+    let [alpha, one_instance @ ..] = clusters.as_mut_slice() else {
+        unreachable!("three clusters")
+    };
+    let primary = alpha.labelled_primary().await.expect("alpha has a primary");
+    let alpha_status = || async {
+        let object = value(
+            &tusk_api(&env.client, &namespace, "PostgresCluster", "v1")
+                .get("alpha")
+                .await
+                .ok()?,
+        );
+        Some(object["status"].clone())
+    };
+    let mut rolled: Vec<String> = Vec::new();
+    eventually(
+        "the one-instance clusters restarted, and alpha's replicas, its rollout waiting for the user",
+        Duration::from_secs(300),
+        async || {
+            for c in std::iter::once(&mut *alpha).chain(one_instance.iter_mut()) {
+                let name = c.name.clone();
+                rolled.extend(c.sync_pods().await.into_iter().map(|o| format!("{name}-{o}")));
+            }
+            let status = alpha_status().await?;
+            let waiting = status["conditions"]
+                .as_array()?
+                .iter()
+                .any(|c| c["type"] == "Progressing" && c["reason"] == "WaitingForUser");
+            (waiting && rolled.len() == 4).then_some(())
+        },
+    )
+    .await;
+    let alpha_rolled: Vec<&String> = rolled.iter().filter(|p| p.starts_with("alpha-")).collect();
+    assert_eq!(
+        alpha_rolled,
+        ["alpha-2", "alpha-1", "alpha-0"]
+            .iter()
+            .filter(|p| **p != primary)
+            .collect::<Vec<_>>(),
+        "alpha's replicas, highest ordinal first, not its primary {primary}"
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        alpha.sync_pods().await.is_empty(),
+        "alpha's primary waits for the user"
+    );
+    let to = alpha_rolled[0].clone();
+    tusk_api(&env.client, &namespace, "PostgresCluster", "v1")
+        .patch(
+            "alpha",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"switchover": {"to": to}}})),
+        )
+        .await
+        .unwrap();
+    let old: i32 = primary.rsplit('-').next().unwrap().parse().unwrap();
+    eventually(
+        "alpha's old primary to restart after the switchover",
+        Duration::from_secs(180),
+        async || alpha.sync_pods().await.contains(&old).then_some(()),
+    )
+    .await;
+    for c in &clusters {
+        eventually(
+            &format!("every instance of {} on {image}", c.name),
+            Duration::from_secs(180),
+            async || {
+                let status = ready(&env, &namespace, "PostgresCluster", &c.name).await;
+                status["instanceStatus"]
+                    .as_array()?
+                    .iter()
+                    .all(|i| i["instanceManager"] == image.as_str() && i["instanceManagerOutdated"] == false)
+                    .then_some(())
+            },
+        )
+        .await;
+        let rows: i64 = eventually(
+            &format!("{}'s primary to answer through -rw", c.name),
+            Duration::from_secs(60),
+            async || {
+                let db = c.connect_rw().await.ok()?;
+                let row = db.query_one("SELECT count(*) FROM held", &[]).await.ok()?;
+                Some(row.get(0))
+            },
+        )
+        .await;
+        assert_eq!(rows, 2, "{}: every row written before", c.name);
+    }
+    println!(
+        "{NEXT} -> {AFTER_NEXT} (a new instance manager) through OLM: restarted {rolled:?}, then {primary} after the user's switchover to {to}; every instance runs {image}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -60,7 +60,7 @@ async fn cluster_with(
     if !bootstrap.is_null() {
         spec["bootstrap"] = bootstrap;
     }
-    let mut c = LocalCluster::create(&client, &ns, "db", spec, postgres).await;
+    let mut c = LocalCluster::create(plane, &ns, "db", spec, postgres).await;
     c.start(0).await;
     c.wait_ready(0, Duration::from_secs(120)).await;
     op.map_cluster(&ns, "db", (c.ip(0), 5432).into());

@@ -195,12 +195,7 @@ pub struct Operator {
 impl Operator {
     /// Makes the operator reach `namespace`/`cluster` at `address` (loopback).
     pub fn map_cluster(&self, namespace: &str, cluster: &str, address: std::net::SocketAddr) {
-        use std::io::Write;
-        let mut file = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&self.sql_endpoints)
-            .unwrap();
-        writeln!(file, "{namespace}/{cluster} {address}").unwrap();
+        map_endpoint(&self.sql_endpoints, namespace, cluster, address);
     }
 
     /// Makes the operator reach the instance manager of `namespace`/`cluster`'s pod `pod` at
@@ -208,6 +203,14 @@ impl Operator {
     pub fn map_instance(&self, namespace: &str, cluster: &str, pod: &str, address: std::net::SocketAddr) {
         self.map_cluster(namespace, &format!("{cluster}/{pod}"), address);
     }
+}
+
+/// Adds `namespace/cluster address` to the operator's `--sql-endpoints` file `file`: the operator
+/// reaches `cluster` (or, as `cluster/pod`, that pod's instance manager) at `address` (loopback).
+pub fn map_endpoint(file: &std::path::Path, namespace: &str, cluster: &str, address: std::net::SocketAddr) {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new().append(true).open(file).unwrap();
+    writeln!(file, "{namespace}/{cluster} {address}").unwrap();
 }
 
 /// Starts the real operator binary as `name` on loopback with its generated RBAC (never admin),

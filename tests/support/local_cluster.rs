@@ -18,7 +18,9 @@ use k8s_openapi::api::{
 };
 use kube::{Api, Client, api::ListParams};
 use tusk_testenv::{
-    Seen, Wait, eventually,
+    Seen, Wait,
+    control_plane::ControlPlane,
+    eventually,
     pod::{ClusterPods, LocalPod},
     postgres::Postgres,
     proxy::Forwarder,
@@ -93,9 +95,10 @@ pub struct LocalCluster {
 }
 
 impl LocalCluster {
-    /// Creates `PostgresCluster` `name` with `spec` in `namespace`, then as [`LocalCluster::new`].
+    /// Creates `PostgresCluster` `name` with `spec` in `namespace` of `plane`, then as
+    /// [`LocalCluster::new`].
     pub async fn create(
-        client: &Client,
+        plane: &ControlPlane,
         namespace: &str,
         name: &str,
         spec: serde_json::Value,
@@ -108,15 +111,18 @@ impl LocalCluster {
                 "spec": spec,
             }))
             .unwrap();
-        Api::<tusk::api::postgres_cluster::v1::PostgresCluster>::namespaced(client.clone(), namespace)
+        let client = plane.client().await.unwrap();
+        Api::<tusk::api::postgres_cluster::v1::PostgresCluster>::namespaced(client, namespace)
             .create(&kube::api::PostParams::default(), &cluster)
             .await
             .unwrap();
-        Self::new(client, namespace, name, postgres).await
+        Self::new(plane, namespace, name, postgres).await
     }
 
-    /// Waits for the operator to build the cluster's StatefulSet and Secret; starts no pod.
-    pub async fn new(client: &Client, namespace: &str, name: &str, postgres: Postgres) -> Self {
+    /// Waits for the operator to build the cluster's StatefulSet and Secret in `namespace` of
+    /// `plane`; starts no pod. The pods reach `plane`'s API server.
+    pub async fn new(plane: &ControlPlane, namespace: &str, name: &str, postgres: Postgres) -> Self {
+        let client = &plane.client().await.unwrap();
         let sts: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
         let template = eventually("the StatefulSet", Duration::from_secs(60), || async {
             sts.get(name).await.ok()
@@ -156,7 +162,7 @@ impl LocalCluster {
             let listen = SocketAddr::new(IpAddr::from([127, block.0, block.1, RW_HOST]), POSTGRES_PORT);
             Forwarder::start(listen, target).await.unwrap()
         };
-        let server = super::apiserver::plane_with_crds().await.server().to_owned();
+        let server = plane.server().to_owned();
         let api_server: SocketAddr = server
             .trim_start_matches("https://")
             .parse()
@@ -298,7 +304,7 @@ impl LocalCluster {
         // As a kubelet, run only a pod whose object exists (its uid goes to the Downward API).
         let objects = Api::<Pod>::namespaced(self.client.clone(), &self.namespace);
         let name = format!("{}-{ordinal}", self.name);
-        let _ = eventually(&format!("pod object {name}"), Duration::from_secs(60), || async {
+        let object = eventually(&format!("pod object {name}"), Duration::from_secs(60), || async {
             objects
                 .get_opt(&name)
                 .await
@@ -310,6 +316,11 @@ impl LocalCluster {
             .await
             .unwrap_or_else(|e| panic!("starting pod {ordinal}: {e}"));
         self.pods.insert(ordinal, pod);
+        // The process runs for this object: once it is replaced, [`LocalCluster::sync_pods`]
+        // restarts the pod.
+        if let Some(uid) = object.metadata.uid {
+            self.uids.insert(ordinal, uid);
+        }
     }
 
     /// GET `path` on pod `ordinal`'s status port.
@@ -375,6 +386,19 @@ impl LocalCluster {
     /// Lets pod `ordinal` reach the API server again.
     pub fn restore_api(&self, ordinal: i32) {
         self.apis[&ordinal].restore();
+    }
+
+    /// The pod labelled primary now, if exactly one is.
+    pub async fn labelled_primary(&self) -> Option<String> {
+        let selector = format!("tusk.dev/cluster={},tusk.dev/role=primary", self.name);
+        let list = Api::<Pod>::namespaced(self.client.clone(), &self.namespace)
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .ok()?;
+        match list.items.as_slice() {
+            [one] => one.metadata.name.clone(),
+            _ => None,
+        }
     }
 
     /// A superuser connection through `<cluster>-rw`, to whichever pod is labelled primary.

@@ -57,6 +57,13 @@ pub fn tusk_operator() -> Operator {
         program: env!("CARGO_BIN_EXE_tusk-operator").into(),
         released: vec![released],
         args: tusk_operator_args,
+        // The images the operator deploys, as the CSV names them.
+        env: [
+            tusk::facts::operator::env::INSTANCE_MANAGER_IMAGE,
+            tusk::facts::operator::env::POSTGRES_IMAGE,
+        ]
+        .map(str::to_owned)
+        .to_vec(),
     }
 }
 
@@ -68,10 +75,16 @@ fn tusk_operator_args(mode: Mode, dir: &Path, port: u16) -> Vec<String> {
             format!("--cert-dir={}", dir.display()),
         ],
         Mode::Run => {
-            // No cluster here serves SQL: an empty map keeps the operator from looking up
-            // in-cluster Service names.
-            let sql_endpoints = dir.join("sql-endpoints");
-            std::fs::write(&sql_endpoints, "").unwrap();
+            // One map for every process of the pod, which a test fills as it starts local
+            // PostgreSQL pods; empty, it keeps the operator from looking up in-cluster Service
+            // names.
+            let sql_endpoints =
+                sql_endpoints_in(dir.parent().expect("the pod's directory is in the work dir"));
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&sql_endpoints)
+                .unwrap();
             vec![
                 "run".into(),
                 format!("--listen=127.0.0.1:{port}"),
@@ -86,6 +99,17 @@ fn tusk_operator_args(mode: Mode, dir: &Path, port: u16) -> Vec<String> {
             ]
         }
     }
+}
+
+/// The `--sql-endpoints` file of every operator process whose pod's directory is in `work`.
+fn sql_endpoints_in(work: &Path) -> PathBuf {
+    work.join("sql-endpoints")
+}
+
+/// The `--sql-endpoints` file of Tusk's operator in `env`, in every release that runs its
+/// controllers: [`super::apiserver::map_endpoint`] adds to it.
+pub fn sql_endpoints(env: &OlmCluster) -> PathBuf {
+    sql_endpoints_in(env.work_dir())
 }
 
 /// The files of a file-based catalog of `packages` (each a list of FBC blobs from the
@@ -139,6 +163,27 @@ crds:
     ))
     .unwrap();
     inputs.plan.releases.push(next);
+    inputs
+}
+
+/// A release after [`NEXT`]; [`inputs_with_new_instance_manager`] makes it up.
+pub const AFTER_NEXT: &str = "1.3.0";
+
+/// [`inputs_with_drop`]`(HEAD)` and a hypothetical [`AFTER_NEXT`] that replaces [`NEXT`] and
+/// brings a new instance manager: the release that changed it, its CSV names its own image for
+/// the PostgreSQL pods.
+pub fn inputs_with_new_instance_manager() -> Inputs {
+    let mut inputs = inputs_with_drop(HEAD);
+    let mut after = inputs
+        .plan
+        .releases
+        .last()
+        .expect("the made-up next release")
+        .clone();
+    after.version = AFTER_NEXT.parse().unwrap();
+    after.replaces = Some(NEXT.parse().unwrap());
+    inputs.instance_manager = after.version.clone();
+    inputs.plan.releases.push(after);
     inputs
 }
 

@@ -26,15 +26,15 @@ pub fn operator_image(inputs: &Inputs, release: &Release) -> String {
 }
 
 /// The image PostgreSQL pods copy the instance manager from under `release`: the operator image
-/// of the release that last changed the instance manager ([`operator::INSTANCE_MANAGER`], which
-/// `Plan::load` checks is a release of the plan), or `release`'s own image when it is older than
-/// that (a release never runs a later instance manager).
+/// of the release that last changed the instance manager ([`Inputs::instance_manager`], from
+/// [`operator::INSTANCE_MANAGER`], which `Plan::load` checks is a release of the plan), or
+/// `release`'s own image when it is older than that (a release never runs a later instance
+/// manager).
 pub fn instance_manager_image(inputs: &Inputs, release: &Release) -> String {
-    let version = super::instance_manager::version().expect("Plan::load checked INSTANCE_MANAGER");
     format!(
         "{}:{}",
         inputs.plan.images.operator,
-        version.min(release.version.clone())
+        (&inputs.instance_manager).min(&release.version)
     )
 }
 

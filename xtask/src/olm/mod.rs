@@ -88,6 +88,9 @@ pub struct Inputs {
     pub lock: Lock,
     /// The committed bundle of every release the lock says was cut, proven unchanged.
     pub frozen: BTreeMap<Version, FrozenBundle>,
+    /// The release whose image carries the instance manager (`INSTANCE_MANAGER` in
+    /// `src/facts/operator.rs`). Tests change it to see what a new instance manager generates.
+    pub instance_manager: Version,
 }
 
 impl Inputs {
@@ -129,6 +132,7 @@ impl Inputs {
             crds: tusk::api::crds(),
             lock,
             frozen,
+            instance_manager: instance_manager::version()?,
         })
     }
 }

@@ -8,7 +8,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::Duration,
 };
 
@@ -129,6 +129,11 @@ impl OlmCluster {
     /// The name of the operator's CSV at `version`.
     pub fn csv_name(&self, version: &str) -> String {
         csv_name(&self.operator.package, version)
+    }
+
+    /// The directory the operator's pods keep their files in, each in a directory of its own.
+    pub fn work_dir(&self) -> &Path {
+        self.work.path()
     }
 
     /// Serves a file-based catalog of `files` (paths relative to the catalog's root, and their

@@ -46,6 +46,10 @@ pub struct Operator {
     /// Its arguments in a mode, given a directory that holds OLM's `tls.crt` and `tls.key` (and
     /// may take files of its own) and the loopback port its webhook must listen on.
     pub args: fn(Mode, &Path, u16) -> Vec<String>,
+    /// The environment variables of the Deployment's container that the process takes, as a
+    /// kubelet passes them (those with a literal value). The others stand for what runs
+    /// differently here, such as listen addresses, which `args` sets.
+    pub env: Vec<String>,
 }
 
 /// What the local operator process does.
@@ -207,10 +211,20 @@ async fn keep(client: Client, proxy: Router, work: PathBuf, operator: Operator, 
         let version = secret.metadata.resource_version.clone().unwrap_or_default();
         let ip = service.spec.and_then(|s| s.cluster_ip).unwrap_or_default();
         let deployment = deployments.get(&operator.package).await.ok().and_then(|d| d.spec);
-        let image = deployment
+        let container = deployment
             .as_ref()
-            .and_then(|d| d.template.spec.as_ref()?.containers.first()?.image.clone())
+            .and_then(|d| d.template.spec.as_ref()?.containers.first().cloned());
+        let image = container
+            .as_ref()
+            .and_then(|c| c.image.clone())
             .unwrap_or_default();
+        let container_env: Vec<(String, String)> = container
+            .and_then(|c| c.env)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| operator.env.contains(&e.name))
+            .filter_map(|e| Some((e.name, e.value?)))
+            .collect();
         let mode = want.as_ref().map(|(mode, _)| *mode);
         if let Some((m, v, i, im, process)) = &current
             && m == &mode
@@ -261,7 +275,10 @@ async fn keep(client: Client, proxy: Router, work: PathBuf, operator: Operator, 
         std::fs::write(dir.join("tls.key"), &data["tls.key"].0).expect("writing tls.key");
         let port = free_port().expect("a free port");
         let args = (operator.args)(mode, &dir, port);
-        let mut env: Vec<(&str, &OsStr)> = Vec::new();
+        let mut env: Vec<(&str, &OsStr)> = container_env
+            .iter()
+            .map(|(name, value)| (name.as_str(), OsStr::new(value)))
+            .collect();
         if let Some(kubeconfig) = &kubeconfig {
             env.push(("KUBECONFIG", kubeconfig.as_os_str()));
         }
