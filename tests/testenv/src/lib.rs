@@ -29,6 +29,7 @@ pub mod pod;
 pub mod postgres;
 pub mod process;
 pub mod proxy;
+pub mod registry;
 pub mod s3;
 pub mod toolchain;
 

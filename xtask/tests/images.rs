@@ -1,0 +1,288 @@
+//! `cargo xtask images`: the operator, bundle and catalog images as OCI layouts, read back file
+//! by file, and reproducible: two builds give the same digests, and another time gives others.
+
+use std::{
+    collections::BTreeMap,
+    io::Read,
+    path::{Path, PathBuf},
+};
+
+use serde_json::Value;
+use xtask::{
+    images::{Image, Sources, build},
+    olm::Inputs,
+};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+}
+
+/// Files standing for the operator's static binary and for opm: their bytes are what the
+/// images must carry.
+fn sources(dir: &Path, epoch: i64) -> Sources {
+    std::fs::write(dir.join("tusk-operator"), b"\x7fELF the operator").unwrap();
+    std::fs::write(dir.join("opm"), b"\x7fELF opm").unwrap();
+    Sources {
+        binary: dir.join("tusk-operator"),
+        opm: dir.join("opm"),
+        epoch,
+    }
+}
+
+fn blob(layout: &Path, digest: &str) -> Vec<u8> {
+    std::fs::read(
+        layout
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:")),
+    )
+    .unwrap()
+}
+
+fn json_blob(layout: &Path, digest: &str) -> Value {
+    serde_json::from_slice(&blob(layout, digest)).unwrap()
+}
+
+/// An image's config and its files (path: mode and bytes), every layer applied in order.
+fn unpack(image: &Image) -> (Value, BTreeMap<String, (u32, Vec<u8>)>) {
+    let manifest = json_blob(&image.layout, &image.digest);
+    let config = json_blob(&image.layout, manifest["config"]["digest"].as_str().unwrap());
+    let mut files = BTreeMap::new();
+    for layer in manifest["layers"].as_array().unwrap() {
+        assert_eq!(layer["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip");
+        let gz = blob(&image.layout, layer["digest"].as_str().unwrap());
+        let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(gz.as_slice()));
+        for entry in tar.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let header = entry.header().clone();
+            assert_eq!((header.uid().unwrap(), header.gid().unwrap()), (0, 0));
+            let path = entry.path().unwrap().display().to_string();
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).unwrap();
+            if header.entry_type().is_file() {
+                files.insert(path, (header.mode().unwrap(), data));
+            }
+        }
+    }
+    (config, files)
+}
+
+fn found<'a>(images: &'a [Image], reference: &str) -> &'a Image {
+    images
+        .iter()
+        .find(|i| i.reference == reference)
+        .unwrap_or_else(|| panic!("no image {reference} in {images:#?}"))
+}
+
+/// Every file below `dir`, relative to it: its bytes.
+fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut stack: Vec<PathBuf> = vec![dir.to_path_buf()];
+    while let Some(next) = stack.pop() {
+        for entry in std::fs::read_dir(&next).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let relative = path.strip_prefix(dir).unwrap().display().to_string();
+                files.insert(relative, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    files
+}
+
+#[test]
+fn images_carry_what_their_containerfiles_add_and_two_builds_give_the_same_digests() {
+    let inputs = Inputs::load(root()).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let sources = sources(work.path(), 1_700_000_000);
+    let first = build(root(), &inputs, &sources, &work.path().join("first")).unwrap();
+    let again = build(root(), &inputs, &sources, &work.path().join("again")).unwrap();
+    let digests = |images: &[Image]| -> Vec<(String, String)> {
+        images
+            .iter()
+            .map(|i| (i.reference.clone(), i.digest.clone()))
+            .collect()
+    };
+    assert_eq!(digests(&first), digests(&again), "two builds, the same digests");
+    let later = build(
+        root(),
+        &inputs,
+        &Sources {
+            epoch: 1_700_000_001,
+            ..sources.clone()
+        },
+        &work.path().join("later"),
+    )
+    .unwrap();
+    for ((reference, a), (_, b)) in digests(&first).iter().zip(digests(&later)) {
+        assert_ne!(*a, b, "{reference}: another time, another digest");
+    }
+    let open = inputs.plan.releases.last().unwrap().version.to_string();
+    let images = &inputs.plan.images;
+    assert_eq!(first.len(), inputs.plan.releases.len() + 2);
+
+    // The operator: the static binary and the licence, as the Containerfile's last stage adds
+    // them, its labels, user and entrypoint.
+    let operator = found(&first, &format!("{}:{open}", images.operator));
+    let (config, files) = unpack(operator);
+    assert_eq!(
+        files.keys().collect::<Vec<_>>(),
+        ["licenses/LICENSE", "usr/local/bin/tusk-operator"]
+    );
+    assert_eq!(
+        files["usr/local/bin/tusk-operator"],
+        (0o755, std::fs::read(&sources.binary).unwrap())
+    );
+    assert_eq!(
+        files["licenses/LICENSE"].1,
+        std::fs::read(root().join("LICENSE")).unwrap()
+    );
+    assert_eq!(config["config"]["User"], "65532:0");
+    assert_eq!(
+        config["config"]["Entrypoint"],
+        serde_json::json!(["/usr/local/bin/tusk-operator"])
+    );
+    assert_eq!(config["config"]["Cmd"], serde_json::json!(["run"]));
+    assert_eq!(config["config"]["Labels"]["version"], open.as_str());
+    for label in [
+        "name",
+        "vendor",
+        "release",
+        "summary",
+        "description",
+        "maintainer",
+        "url",
+    ] {
+        assert!(
+            config["config"]["Labels"][label].is_string(),
+            "certification label {label}: {config:#}"
+        );
+    }
+    assert_eq!(config["created"], "2023-11-14T22:13:20Z");
+    assert_eq!(
+        (config["os"].as_str(), config["architecture"].as_str()),
+        (Some("linux"), Some("amd64"))
+    );
+    println!("{}: {}", operator.reference, operator.digest);
+
+    // A bundle per release: its directory as committed, with the labels of its
+    // metadata/annotations.yaml.
+    for release in &inputs.plan.releases {
+        let bundle = found(&first, &format!("{}:v{}", images.bundle, release.version));
+        let (config, files) = unpack(bundle);
+        let dir = root().join("bundle").join(release.version.to_string());
+        let mut expected = BTreeMap::new();
+        for part in ["manifests", "metadata", "tests/scorecard"] {
+            for (path, data) in tree(&dir.join(part)) {
+                expected.insert(format!("{part}/{path}"), data);
+            }
+        }
+        let got: BTreeMap<String, Vec<u8>> = files.into_iter().map(|(p, (_, d))| (p, d)).collect();
+        assert_eq!(got, expected, "{}", bundle.reference);
+        let annotations: Value =
+            serde_saphyr::from_str(&std::fs::read_to_string(dir.join("metadata/annotations.yaml")).unwrap())
+                .unwrap();
+        for (key, value) in annotations["annotations"].as_object().unwrap() {
+            assert_eq!(
+                &config["config"]["Labels"][key], value,
+                "{}: label {key}",
+                bundle.reference
+            );
+        }
+        println!("{}: {}", bundle.reference, bundle.digest);
+    }
+
+    // The catalog: the file-based catalog under /configs, opm at /bin/opm, opm serve's command.
+    let catalog = found(&first, &format!("{}:{open}", images.catalog));
+    let (config, files) = unpack(catalog);
+    assert_eq!(files["bin/opm"], (0o755, std::fs::read(&sources.opm).unwrap()));
+    assert_eq!(
+        files["configs/tusk-operator/catalog.yaml"].1,
+        std::fs::read(root().join("catalog/tusk-operator/catalog.yaml")).unwrap()
+    );
+    assert_eq!(
+        config["config"]["Labels"]["operators.operatorframework.io.index.configs.v1"],
+        "/configs"
+    );
+    assert_eq!(config["config"]["Entrypoint"], serde_json::json!(["/bin/opm"]));
+    assert_eq!(
+        config["config"]["Cmd"],
+        serde_json::json!(["serve", "/configs", "--cache-dir=/tmp/cache"])
+    );
+    assert!(
+        catalog.differences.iter().any(|d| d.contains("not run: RUN")),
+        "{:?}",
+        catalog.differences
+    );
+    println!("{}: {}", catalog.reference, catalog.digest);
+}
+
+/// The images pushed to a real registry (distribution's, on loopback) keep their digests: each
+/// manifest pulled by digest is the one built, byte for byte, and so is every blob it names.
+#[tokio::test]
+async fn pushed_images_resolve_in_a_registry_by_digest() {
+    use oci_client::{
+        Client, Reference, client::ClientConfig, client::ClientProtocol, secrets::RegistryAuth,
+    };
+    let registry = tusk_testenv::registry::Registry::start().await.unwrap();
+    let inputs = Inputs::load(root()).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let built = build(
+        root(),
+        &inputs,
+        &sources(work.path(), 1_700_000_000),
+        &work.path().join("images"),
+    )
+    .unwrap();
+    let prefix = format!("{}/tusk", registry.host());
+    let pushed = xtask::images::push(&built, &prefix, true)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", registry.log_tail(20)));
+    assert_eq!(pushed.len(), built.len());
+    let client = Client::new(ClientConfig {
+        protocol: ClientProtocol::Http,
+        ..ClientConfig::default()
+    });
+    for (image, by_digest) in built.iter().zip(&pushed) {
+        assert!(by_digest.ends_with(&format!("@{}", image.digest)), "{by_digest}");
+        let reference: Reference = by_digest.parse().unwrap();
+        let (body, digest) = client
+            .pull_manifest_raw(
+                &reference,
+                &RegistryAuth::Anonymous,
+                &[oci_client::manifest::OCI_IMAGE_MEDIA_TYPE],
+            )
+            .await
+            .unwrap();
+        assert_eq!(digest, image.digest, "{by_digest}");
+        assert_eq!(
+            format!("sha256:{}", xtask::olm::frozen::sha256_hex(&body)),
+            image.digest
+        );
+        assert_eq!(body.as_ref(), blob(&image.layout, &image.digest).as_slice());
+        let manifest: Value = serde_json::from_slice(&body).unwrap();
+        let layers = manifest["layers"].as_array().unwrap().clone();
+        for descriptor in std::iter::once(&manifest["config"]).chain(&layers) {
+            let digest = descriptor["digest"].as_str().unwrap();
+            let mut pulled = Vec::new();
+            client
+                .pull_blob(&reference, digest, &mut pulled)
+                .await
+                .unwrap_or_else(|e| panic!("{by_digest}: {digest}: {e}"));
+            assert_eq!(pulled, blob(&image.layout, digest), "{by_digest}: {digest}");
+        }
+        // The tag names the same manifest.
+        let tagged: Reference = xtask::images::pushed_reference(image, &prefix).parse().unwrap();
+        let (_, digest) = client
+            .pull_manifest_raw(
+                &tagged,
+                &RegistryAuth::Anonymous,
+                &[oci_client::manifest::OCI_IMAGE_MEDIA_TYPE],
+            )
+            .await
+            .unwrap();
+        assert_eq!(digest, image.digest, "{tagged}");
+        println!("{by_digest}");
+    }
+}
