@@ -533,19 +533,7 @@ async fn channel_upgrades_across_crd_versions_keep_every_object() {
     );
     let every_kind: Vec<&str> = KINDS.iter().map(|(kind, _, _)| *kind).collect();
     reconciled(&env, &written, &every_kind).await;
-    let schedules = tusk_api(&env.client, &written.namespace, "PostgresBackupSchedule", "v1");
-    schedules
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "apiVersion": "tusk.dev/v1", "kind": "PostgresBackupSchedule",
-                "metadata": {"name": "every-minute"},
-                "spec": {"cluster": {"name": "postgrescluster-0"}, "schedule": "* * * * *"},
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
+    let schedules = every_minute(&env, &written.namespace, "postgrescluster-0").await;
     // A change made through v1alpha1 is reconciled too.
     let first = written.objects[0].1.clone();
     let patched = tusk_api(&env.client, &written.namespace, "PostgresCluster", "v1alpha1")
@@ -711,6 +699,25 @@ async fn channel_upgrades_across_crd_versions_keep_every_object() {
     assert!(!clusters.spec.versions.iter().any(|v| v.name == "v1alpha1"));
 }
 
+/// Creates `PostgresBackupSchedule` `every-minute` of `cluster` in `namespace`; returns the
+/// schedules' API.
+async fn every_minute(env: &OlmCluster, namespace: &str, cluster: &str) -> Api<DynamicObject> {
+    let schedules = tusk_api(&env.client, namespace, "PostgresBackupSchedule", "v1");
+    schedules
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "tusk.dev/v1", "kind": "PostgresBackupSchedule",
+                "metadata": {"name": "every-minute"},
+                "spec": {"cluster": {"name": cluster}, "schedule": "* * * * *"},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    schedules
+}
+
 /// Waits until `kind` `name` in `namespace` is Ready for its current generation; returns its
 /// status.
 async fn ready(env: &OlmCluster, namespace: &str, kind: &str, name: &str) -> Value {
@@ -847,19 +854,7 @@ async fn upgrades_through_olm_restart_no_database_until_the_instance_manager_cha
         }
         clusters.push(c);
     }
-    let schedules = tusk_api(&env.client, &namespace, "PostgresBackupSchedule", "v1");
-    schedules
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "apiVersion": "tusk.dev/v1", "kind": "PostgresBackupSchedule",
-                "metadata": {"name": "every-minute"},
-                "spec": {"cluster": {"name": names[0]}, "schedule": "* * * * *"},
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
+    every_minute(&env, &namespace, names[0]).await;
     let every_object = || {
         names.iter().flat_map(|name| {
             [

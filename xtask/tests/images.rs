@@ -244,17 +244,20 @@ async fn pushed_images_resolve_in_a_registry_by_digest() {
         protocol: ClientProtocol::Http,
         ..ClientConfig::default()
     });
-    for (image, by_digest) in built.iter().zip(&pushed) {
-        assert!(by_digest.ends_with(&format!("@{}", image.digest)), "{by_digest}");
-        let reference: Reference = by_digest.parse().unwrap();
-        let (body, digest) = client
+    let pull_manifest = async |reference: &Reference| {
+        client
             .pull_manifest_raw(
-                &reference,
+                reference,
                 &RegistryAuth::Anonymous,
                 &[oci_client::manifest::OCI_IMAGE_MEDIA_TYPE],
             )
             .await
-            .unwrap();
+            .unwrap_or_else(|e| panic!("{reference}: {e}"))
+    };
+    for (image, by_digest) in built.iter().zip(&pushed) {
+        assert!(by_digest.ends_with(&format!("@{}", image.digest)), "{by_digest}");
+        let reference: Reference = by_digest.parse().unwrap();
+        let (body, digest) = pull_manifest(&reference).await;
         assert_eq!(digest, image.digest, "{by_digest}");
         assert_eq!(
             format!("sha256:{}", xtask::olm::frozen::sha256_hex(&body)),
@@ -274,14 +277,7 @@ async fn pushed_images_resolve_in_a_registry_by_digest() {
         }
         // The tag names the same manifest.
         let tagged: Reference = xtask::images::pushed_reference(image, &prefix).parse().unwrap();
-        let (_, digest) = client
-            .pull_manifest_raw(
-                &tagged,
-                &RegistryAuth::Anonymous,
-                &[oci_client::manifest::OCI_IMAGE_MEDIA_TYPE],
-            )
-            .await
-            .unwrap();
+        let (_, digest) = pull_manifest(&tagged).await;
         assert_eq!(digest, image.digest, "{tagged}");
         println!("{by_digest}");
     }
