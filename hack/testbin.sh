@@ -40,7 +40,7 @@ ROOT="${TUSK_TESTBIN_CACHE:-$HOME/.cache/tusk/testbin}"
 KEY="k8s-$K8S_VERSION.etcd-$ETCD_VERSION.kwok-$KWOK_VERSION.opm-$OPM_VERSION.olm-$OLM_VERSION.api-$OF_API_VERSION-r$OF_API_TOOL_REV.hadolint-$HADOLINT_VERSION.prom-$PROMETHEUS_OPERATOR_VERSION.weed-${SEAWEEDFS_VERSION##*-}.azurite-$AZURITE_VERSION.registry-$DISTRIBUTION_VERSION"
 OUT="$ROOT/$KEY"
 PROGRAMS=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok opm olm catalog
-  bundle-validate hadolint weed azurite-blob registry)
+  bundle-validate hadolint weed azurite-blob registry package-server)
 
 complete() {
   local p
@@ -186,6 +186,16 @@ build_olm() {
   done
 }
 
+# OLM's packageserver, the aggregated API that serves PackageManifests (OperatorHub's view).
+build_packageserver() {
+  local m
+  m=$(scratch_module packageserver)
+  cd "$m"
+  go get "github.com/operator-framework/operator-lifecycle-manager/cmd/package-server@v$OLM_VERSION" >/dev/null
+  go build -ldflags "-s -w -X github.com/operator-framework/operator-lifecycle-manager/pkg/version.OLMVersion=$OLM_VERSION" \
+    -o "$DEST/package-server" github.com/operator-framework/operator-lifecycle-manager/cmd/package-server
+}
+
 build_of_api() {
   local m src
   src=$(go mod download -json "github.com/operator-framework/api@v$OF_API_VERSION" | sed -n 's/^\s*"Dir": "\(.*\)",\?$/\1/p')
@@ -304,6 +314,7 @@ build_component etcd "$ETCD_VERSION" build_etcd
 build_component kubernetes "$K8S_VERSION" build_kubernetes
 build_component opm "$OPM_VERSION" build_opm
 build_component olm "$OLM_VERSION" build_olm
+build_component packageserver "$OLM_VERSION" build_packageserver
 build_component hadolint "$HADOLINT_VERSION" build_hadolint
 build_component prometheus-operator-crds "$PROMETHEUS_OPERATOR_VERSION" build_prometheus_crds
 build_component seaweedfs "$SEAWEEDFS_VERSION" build_seaweedfs
@@ -322,6 +333,7 @@ ln -s "$ROOT/kwok-$KWOK_VERSION/stages" "$OUT.partial/share/kwok-stages"
 ln -s "$ROOT/opm-$OPM_VERSION/opm" "$OUT.partial/bin/opm"
 ln -s "$ROOT/olm-$OLM_VERSION/olm" "$OUT.partial/bin/olm"
 ln -s "$ROOT/olm-$OLM_VERSION/catalog" "$OUT.partial/bin/catalog"
+ln -s "$ROOT/packageserver-$OLM_VERSION/package-server" "$OUT.partial/bin/package-server"
 ln -s "$ROOT/operator-framework-api-$OF_API_VERSION-r$OF_API_TOOL_REV/bundle-validate" "$OUT.partial/bin/bundle-validate"
 ln -s "$ROOT/hadolint-$HADOLINT_VERSION/hadolint" "$OUT.partial/bin/hadolint"
 ln -s "$ROOT/seaweedfs-$SEAWEEDFS_VERSION/weed" "$OUT.partial/bin/weed"

@@ -11,7 +11,8 @@
 //! not serve. So at 0.2.0 the local process serves only the conversion webhook, and the
 //! controllers run from 1.0.0 on.
 //!
-//! One scenario runs real PostgreSQL under OLM: local pods of this build's instance manager
+//! The OperatorHub scenario also runs OLM's packageserver and reads the `PackageManifest` as the
+//! OpenShift console does. One scenario runs real PostgreSQL under OLM: local pods of this build's instance manager
 //! (`support::local_cluster`), which the operator reaches through its `--sql-endpoints` map.
 //!
 //! The harness is in `tusk_testenv::olm::install` (the cluster with OLM, catalogs, Subscriptions,
@@ -156,6 +157,186 @@ async fn operatorhub_install_from_the_stable_channel() {
         );
         assert_eq!(crd["spec"]["versions"].as_array().unwrap().len(), versions.len());
     }
+
+    // OperatorHub's view: the PackageManifest that OLM's packageserver serves from the
+    // catalog, as the OpenShift console reads it. Channels and their heads are the plan's; every
+    // head shows what the CSV OLM installed says, and the icon is Tusk's.
+    env.serve_package_manifests().await;
+    let manifests: Api<DynamicObject> = Api::namespaced_with(
+        env.client.clone(),
+        OPERATORS_NAMESPACE,
+        &tusk_testenv::olm::packageserver::package_manifests(),
+    );
+    let manifest = eventually("PackageManifest tusk-operator", INSTALL, async || {
+        manifests.get(PACKAGE).await.ok()
+    })
+    .await;
+    let status = &manifest.data["status"];
+    assert_eq!(status["packageName"], PACKAGE, "{status:#}");
+    assert_eq!(status["defaultChannel"], inputs.plan.default_channel.as_str());
+    let heads: std::collections::BTreeMap<String, String> = inputs
+        .plan
+        .channels
+        .iter()
+        .filter_map(|channel| {
+            let head = inputs
+                .plan
+                .releases
+                .iter()
+                .rev()
+                .find(|r| r.channels.contains(channel))?;
+            Some((channel.clone(), csv_name(&head.version.to_string())))
+        })
+        .collect();
+    let shown: std::collections::BTreeMap<String, String> = status["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_owned(),
+                c["currentCSV"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(shown, heads, "each channel and its head");
+    let installed = &csv["spec"];
+    // The console reads the icon from the `icon` subresource (packageserver strips it from the
+    // object): the default channel head's, not packageserver's default icon (no ETag).
+    let icon = env
+        .client
+        .send(
+            http::Request::get(format!(
+                "/apis/packages.operators.coreos.com/v1/namespaces/{OPERATORS_NAMESPACE}/packagemanifests/{PACKAGE}/icon"
+            ))
+            .body(Vec::new())
+            .unwrap()
+            .map(kube::client::Body::from),
+        )
+        .await
+        .unwrap();
+    let etag = icon.headers().get("etag").map(|v| v.to_str().unwrap().to_owned());
+    let media = icon
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let icon = {
+        use http_body_util::BodyExt;
+        icon.into_body().collect().await.unwrap().to_bytes()
+    };
+    assert_eq!(
+        icon.as_ref(),
+        std::fs::read(repo().join(&inputs.plan.icon)).unwrap().as_slice(),
+        "the icon"
+    );
+    assert_eq!(media.as_deref(), Some("image/svg+xml"));
+    assert_eq!(
+        etag,
+        Some(format!(
+            "\"{PACKAGE}.{}.{}\"",
+            inputs.plan.default_channel,
+            csv_name(HEAD)
+        ))
+    );
+    for channel in status["channels"].as_array().unwrap() {
+        let shown = &channel["currentCSVDesc"];
+        let name = &channel["name"];
+        assert_eq!(shown["version"], HEAD, "{name}");
+        for (field, from_csv) in [
+            ("displayName", "displayName"),
+            ("description", "description"),
+            ("provider", "provider"),
+            ("installModes", "installModes"),
+            ("keywords", "keywords"),
+            ("maintainers", "maintainers"),
+            ("links", "links"),
+            ("maturity", "maturity"),
+        ] {
+            assert_eq!(shown[field], installed[from_csv], "{name}: {field}");
+        }
+        // What the tile and details page show from the CSV's annotations: capability level,
+        // categories, the short description, the repository, the features.
+        // (The installed CSV has OLM's own annotations besides.)
+        let annotations = shown["annotations"].as_object().unwrap();
+        for (key, value) in annotations {
+            assert_eq!(
+                value, &csv["metadata"]["annotations"][key],
+                "{name}: annotation {key}"
+            );
+        }
+        for key in [
+            "capabilities",
+            "categories",
+            "description",
+            "containerImage",
+            "repository",
+            "support",
+        ] {
+            assert!(annotations.contains_key(key), "{name}: annotation {key}");
+        }
+        // Each owned API as packageserver describes it (`descriptionsForCRDs`: name, version,
+        // kind, display name and description; the descriptors reach the console from the
+        // installed CSV, not from the PackageManifest).
+        let described: Vec<Value> = installed["customresourcedefinitions"]["owned"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|crd| {
+                json!({
+                    "name": crd["name"], "version": crd["version"], "kind": crd["kind"],
+                    "displayName": crd["displayName"], "description": crd["description"],
+                })
+            })
+            .collect();
+        assert_eq!(
+            shown["customresourcedefinitions"]["owned"],
+            json!(described),
+            "{name}: the owned APIs"
+        );
+        assert!(!shown["description"].as_str().unwrap_or_default().is_empty());
+        let owned = shown["customresourcedefinitions"]["owned"].as_array().unwrap();
+        let kinds: BTreeSet<String> = owned
+            .iter()
+            .map(|crd| {
+                assert!(crd["displayName"].is_string(), "{name}: {crd:#}");
+                crd["name"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        let every_kind: BTreeSet<String> = KINDS
+            .iter()
+            .map(|(_, plural, _)| format!("{plural}.tusk.dev"))
+            .collect();
+        assert_eq!(kinds, every_kind, "{name}: the owned APIs");
+    }
+    let head = &status["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == status["defaultChannel"])
+        .unwrap()["currentCSVDesc"];
+    println!(
+        "OperatorHub shows {} from {}: {} by {}, channels {:?} (default {}), {} owned APIs: {}",
+        status["packageName"],
+        status["catalogSource"],
+        head["displayName"],
+        head["provider"]["name"],
+        shown.keys().collect::<Vec<_>>(),
+        status["defaultChannel"],
+        head["customresourcedefinitions"]["owned"]
+            .as_array()
+            .map_or(0, Vec::len),
+        head["customresourcedefinitions"]["owned"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| format!(
+                "{} ({})",
+                c["displayName"].as_str().unwrap_or_default(),
+                c["version"].as_str().unwrap_or_default()
+            ))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
 
     // The RBAC OLM created is exactly what the CSV declares.
     let declared = |field: &str| -> BTreeSet<String> {

@@ -73,6 +73,9 @@ pub struct ControlPlane {
     janitor: Janitor,
 }
 
+/// The name in the client certificate kube-apiserver proxies to aggregated APIs with.
+const FRONT_PROXY_CLIENT: &str = "front-proxy-client";
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
@@ -165,7 +168,14 @@ impl ControlPlane {
         );
         let admin = ca.client_cert("tusk-admin", &["system:masters"]);
         let (sa_key, sa_pub) = pki::key_pair_pem();
+        // The aggregation layer: the apiserver proxies to aggregated APIs (OLM's packageserver)
+        // with a client certificate of a CA of its own, which they trust for request headers.
+        let front_proxy_ca = Ca::new("tusk-testenv-front-proxy-ca");
+        let front_proxy = front_proxy_ca.client_cert(FRONT_PROXY_CLIENT, &[]);
         let files = [
+            ("front-proxy-ca.crt", front_proxy_ca.cert_pem()),
+            ("front-proxy-client.crt", front_proxy.cert_pem),
+            ("front-proxy-client.key", front_proxy.key_pem),
             ("ca.crt", ca.cert_pem()),
             ("apiserver.crt", serving.cert_pem),
             ("apiserver.key", serving.key_pem),
@@ -240,6 +250,13 @@ impl ControlPlane {
             arg("tls-cert-file", p("apiserver.crt")),
             arg("tls-private-key-file", p("apiserver.key")),
             arg("client-ca-file", p("ca.crt")),
+            arg("requestheader-client-ca-file", p("front-proxy-ca.crt")),
+            arg("requestheader-allowed-names", FRONT_PROXY_CLIENT),
+            arg("requestheader-username-headers", "X-Remote-User"),
+            arg("requestheader-group-headers", "X-Remote-Group"),
+            arg("requestheader-extra-headers-prefix", "X-Remote-Extra-"),
+            arg("proxy-client-cert-file", p("front-proxy-client.crt")),
+            arg("proxy-client-key-file", p("front-proxy-client.key")),
             arg("service-account-key-file", p("sa.pub")),
             arg("service-account-signing-key-file", p("sa.key")),
             arg(

@@ -8,6 +8,7 @@
 
 pub mod install;
 pub mod operator;
+pub mod packageserver;
 
 use std::{
     ffi::OsStr,

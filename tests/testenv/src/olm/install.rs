@@ -92,6 +92,7 @@ pub struct OlmCluster {
     work: tempfile::TempDir,
     catalogs: Vec<CatalogServer>,
     pod: LocalOperator,
+    packageserver: Option<super::packageserver::PackageServer>,
 }
 
 impl OlmCluster {
@@ -123,12 +124,25 @@ impl OlmCluster {
             work,
             catalogs: Vec::new(),
             pod,
+            packageserver: None,
         }
     }
 
     /// The name of the operator's CSV at `version`.
     pub fn csv_name(&self, version: &str) -> String {
         csv_name(&self.operator.package, version)
+    }
+
+    /// Starts OLM's packageserver (once), so that `PackageManifest`s are served as the
+    /// OpenShift console reads them (see [`super::packageserver`]).
+    pub async fn serve_package_manifests(&mut self) -> &super::packageserver::PackageServer {
+        if self.packageserver.is_none() {
+            let started = super::packageserver::PackageServer::start(&self.plane, &self.proxy.router())
+                .await
+                .expect("OLM's packageserver");
+            self.packageserver = Some(started);
+        }
+        self.packageserver.as_ref().expect("started")
     }
 
     /// The directory the operator's pods keep their files in, each in a directory of its own.
