@@ -71,6 +71,15 @@ enum Task {
         #[arg(long)]
         with_fixture: bool,
     },
+    /// Write the contribution to the community catalogs (OperatorHub.io and OpenShift's
+    /// community operators): `<out>/operators/<package>/<version>/{manifests,metadata}` for every
+    /// release and `<out>/operators/<package>/ci.yaml`. Point `--out` at a clone of the catalog
+    /// repository.
+    Operatorhub {
+        /// The root of the catalog repository's clone.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Write the upgrade graph, catalog/graph.svg.
     Graph,
     /// Cut the open release `version`: mark it released, cut from this commit (`HEAD`, on a
@@ -292,6 +301,23 @@ fn inline_catalog(out: &std::path::Path, with_fixture: bool) -> Result<(), Strin
     Ok(())
 }
 
+fn operatorhub(out: &Path) -> Result<(), String> {
+    let inputs = Inputs::load(&repo_root())?;
+    let files = olm::operatorhub::files(&inputs);
+    for (path, contents) in &files {
+        let path = out.join(path);
+        std::fs::create_dir_all(path.parent().expect("a file in a directory"))
+            .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+        std::fs::write(&path, contents).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    println!(
+        "wrote {} files under {}",
+        files.len(),
+        out.join("operators").join(&inputs.plan.package).display()
+    );
+    Ok(())
+}
+
 fn graph() -> Result<(), String> {
     let root = repo_root();
     let inputs = Inputs::load(&root)?;
@@ -479,6 +505,7 @@ fn main() -> ExitCode {
         Task::Generate { check } => generate(check),
         Task::Validate { root } => validate(root),
         Task::Graph => graph(),
+        Task::Operatorhub { out } => operatorhub(&out),
         Task::InlineCatalog { out, with_fixture } => inline_catalog(&out, with_fixture),
         Task::Check => check(),
         Task::Test { jobs, args } => test::run(&repo_root(), jobs, &args),

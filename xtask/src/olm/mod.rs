@@ -13,6 +13,7 @@ pub mod fixture;
 pub mod frozen;
 pub mod graph;
 pub mod instance_manager;
+pub mod operatorhub;
 pub mod plan;
 pub mod range;
 pub mod release;
