@@ -179,36 +179,6 @@ async fn replica_with(c: &LocalCluster, ordinal: i32, expected: &(i64, String), 
     }
 }
 
-/// Asks for a switchover to `to` with `spec.switchover.to`, as the README's `kubectl patch` does.
-async fn switch_over(clusters: &Api<PostgresCluster>, to: &str) {
-    clusters
-        .patch(
-            "db",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(json!({"spec": {"switchover": {"to": to}}})),
-        )
-        .await
-        .unwrap();
-}
-
-/// The user's switchover to `to` that a rollout waiting at the primary (`Supervised`) needs,
-/// then the restart of the old primary `primary` it lets the rollout make.
-async fn switch_over_and_restart(
-    c: &mut LocalCluster,
-    clusters: &Api<PostgresCluster>,
-    primary: &str,
-    to: &str,
-) {
-    switch_over(clusters, to).await;
-    let old: i32 = primary.trim_start_matches("db-").parse().unwrap();
-    eventually(
-        "the old primary to restart after the switchover",
-        Duration::from_secs(180),
-        async || c.sync_pods().await.contains(&old).then_some(()),
-    )
-    .await;
-}
-
 async fn primary_lost(major: u32) {
     let _one = ONE_AT_A_TIME.lock().await;
     let mut c = three_instances(&format!("lost{major}"), major).await;
@@ -407,7 +377,7 @@ async fn switchover_under_load(major: u32) {
     assert_eq!(c.labelled_primary().await.as_deref(), Some("db-0"));
     let mut status = serde_json::Value::Null;
     let outcome = under_load(&mut c, async |c: &mut LocalCluster| {
-        switch_over(&clusters, "db-1").await;
+        c.switch_over("db-1").await;
         status = eventually("the switchover to complete", Duration::from_secs(120), || async {
             let s = serde_json::to_value(clusters.get("db").await.ok()?.status).ok()?;
             (s["switchover"]["phase"] == "Completed" && s["currentPrimary"] == "db-1").then_some(s)
@@ -454,7 +424,7 @@ async fn switchover_under_load(major: u32) {
     .await;
 
     // An instance that does not exist: refused, naming the field.
-    switch_over(&clusters, "db-9").await;
+    c.switch_over("db-9").await;
     let refused = eventually(
         "the switchover to db-9 refused",
         Duration::from_secs(30),
@@ -888,8 +858,8 @@ async fn rounds(c: &mut LocalCluster, kills: usize, switchovers: usize) -> (Vec<
         let primary = c.labelled_primary().await.expect("a primary");
         let ordinal: i32 = primary.rsplit('-').next().unwrap().parse().unwrap();
         let to = format!("db-{}", (ordinal + 1) % 3);
-        let outcome = under_load(c, async |_: &mut LocalCluster| {
-            switch_over(&clusters, &to).await;
+        let outcome = under_load(c, async |c: &mut LocalCluster| {
+            c.switch_over(&to).await;
             let _ = eventually("the switchover", Duration::from_secs(120), || async {
                 let s = serde_json::to_value(clusters.get("db").await.ok()?.status).ok()?;
                 (s["switchover"]["to"] == to.as_str() && s["switchover"]["phase"] == "Completed")
@@ -1110,7 +1080,7 @@ async fn a_rolling_update_restarts_the_primary_last_after_a_switchover() {
     );
     let expected: Vec<i32> = (0..3).filter(|o| format!("db-{o}") != primary).collect();
     let to = format!("db-{}", expected[0]);
-    switch_over_and_restart(&mut c, &clusters, &primary, &to).await;
+    c.switch_over_and_restart(&primary, &to).await;
     assert_ne!(uids().await[&primary], during[&primary]);
     settled(&c).await;
     assert_eq!(c.labelled_primary().await, Some(to), "the user's choice leads");

@@ -242,17 +242,17 @@ async fn operatorhub_install_from_the_stable_channel() {
         let shown = &channel["currentCSVDesc"];
         let name = &channel["name"];
         assert_eq!(shown["version"], HEAD, "{name}");
-        for (field, from_csv) in [
-            ("displayName", "displayName"),
-            ("description", "description"),
-            ("provider", "provider"),
-            ("installModes", "installModes"),
-            ("keywords", "keywords"),
-            ("maintainers", "maintainers"),
-            ("links", "links"),
-            ("maturity", "maturity"),
+        for field in [
+            "displayName",
+            "description",
+            "provider",
+            "installModes",
+            "keywords",
+            "maintainers",
+            "links",
+            "maturity",
         ] {
-            assert_eq!(shown[field], installed[from_csv], "{name}: {field}");
+            assert_eq!(shown[field], installed[field], "{name}: {field}");
         }
         // What the tile and details page show from the CSV's annotations: capability level,
         // categories, the short description, the repository, the features.
@@ -1064,11 +1064,11 @@ async fn upgrades_through_olm_restart_no_database_until_the_instance_manager_cha
             .unwrap();
     }
     let mut held = Vec::new();
-    for c in &clusters {
+    for (i, c) in clusters.iter().enumerate() {
         for (ordinal, pod) in &c.pods {
             let db = c.connect(*ordinal).await.unwrap();
             let started = postmaster(&db).await;
-            held.push((format!("{}-{ordinal}", c.name), db, started, pod.main.pid()));
+            held.push((i, *ordinal, db, started, pod.main.pid()));
         }
     }
     let sets_before = statefulsets(&env, &namespace).await;
@@ -1091,15 +1091,14 @@ async fn upgrades_through_olm_restart_no_database_until_the_instance_manager_cha
     )
     .await;
     for (kind, name) in every_object() {
-        ready(&env, &namespace, kind, &name).await;
-    }
-    ready(&env, &namespace, "PostgresBackupSchedule", "every-minute").await;
-    for c in &clusters {
-        let status = ready(&env, &namespace, "PostgresCluster", &c.name).await;
-        for instance in status["instanceStatus"].as_array().unwrap() {
-            assert_eq!(instance["instanceManagerOutdated"], false, "{instance:#}");
+        let status = ready(&env, &namespace, kind, &name).await;
+        if kind == "PostgresCluster" {
+            for instance in status["instanceStatus"].as_array().unwrap() {
+                assert_eq!(instance["instanceManagerOutdated"], false, "{name}: {instance:#}");
+            }
         }
     }
+    ready(&env, &namespace, "PostgresBackupSchedule", "every-minute").await;
     // Backups still run, from the instance managers that kept running.
     let backup: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "tusk.dev/v1", "kind": "PostgresBackup",
@@ -1135,20 +1134,17 @@ async fn upgrades_through_olm_restart_no_database_until_the_instance_manager_cha
         "no StatefulSet changed"
     );
     let mut restarted = Vec::new();
-    for (pod, db, started, instance_manager) in &held {
+    for (i, ordinal, db, started, instance_manager) in &held {
+        let c = &clusters[*i];
+        let pod = format!("{}-{ordinal}", c.name);
         let rows: i64 = db
             .query_one("SELECT count(*) FROM held", &[])
             .await
             .unwrap_or_else(|e| panic!("{pod}: the held connection: {e}"))
             .get(0);
         assert_eq!(rows, 1, "{pod}");
-        let c = clusters
-            .iter()
-            .find(|c| pod.starts_with(&format!("{}-", c.name)))
-            .unwrap();
-        let ordinal: i32 = pod.rsplit('-').next().unwrap().parse().unwrap();
-        if postmaster(db).await != *started || c.pods[&ordinal].main.pid() != *instance_manager {
-            restarted.push(pod.clone());
+        if postmaster(db).await != *started || c.pods[ordinal].main.pid() != *instance_manager {
+            restarted.push(pod);
         }
     }
     for c in &clusters {
@@ -1232,21 +1228,7 @@ async fn upgrades_through_olm_restart_no_database_until_the_instance_manager_cha
         "alpha's primary waits for the user"
     );
     let to = alpha_rolled[0].clone();
-    tusk_api(&env.client, &namespace, "PostgresCluster", "v1")
-        .patch(
-            "alpha",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"switchover": {"to": to}}})),
-        )
-        .await
-        .unwrap();
-    let old: i32 = primary.rsplit('-').next().unwrap().parse().unwrap();
-    eventually(
-        "alpha's old primary to restart after the switchover",
-        Duration::from_secs(180),
-        async || alpha.sync_pods().await.contains(&old).then_some(()),
-    )
-    .await;
+    alpha.switch_over_and_restart(&primary, &to).await;
     for c in &clusters {
         eventually(
             &format!("every instance of {} on {image}", c.name),

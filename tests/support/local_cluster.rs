@@ -388,6 +388,39 @@ impl LocalCluster {
         self.apis[&ordinal].restore();
     }
 
+    /// Asks for a switchover to `to` with `spec.switchover.to`, as the README's `kubectl patch`
+    /// does.
+    pub async fn switch_over(&self, to: &str) {
+        Api::<tusk::api::postgres_cluster::v1::PostgresCluster>::namespaced(
+            self.client.clone(),
+            &self.namespace,
+        )
+        .patch(
+            &self.name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"switchover": {"to": to}}})),
+        )
+        .await
+        .unwrap();
+    }
+
+    /// The user's switchover to `to` that a rollout waiting at the primary (`Supervised`) needs,
+    /// then the restart of the old primary `primary` it lets the rollout make.
+    pub async fn switch_over_and_restart(&mut self, primary: &str, to: &str) {
+        self.switch_over(to).await;
+        let old: i32 = primary
+            .rsplit('-')
+            .next()
+            .and_then(|o| o.parse().ok())
+            .unwrap_or_else(|| panic!("{primary} is not a pod of {}", self.name));
+        eventually(
+            &format!("the old primary {primary} to restart after the switchover"),
+            Duration::from_secs(180),
+            async || self.sync_pods().await.contains(&old).then_some(()),
+        )
+        .await;
+    }
+
     /// The pod labelled primary now, if exactly one is.
     pub async fn labelled_primary(&self) -> Option<String> {
         let selector = format!("tusk.dev/cluster={},tusk.dev/role=primary", self.name);

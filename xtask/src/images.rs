@@ -64,8 +64,6 @@ pub struct Image {
     pub layout: PathBuf,
     /// The digest of its manifest, `sha256:…`.
     pub digest: String,
-    /// Its labels.
-    pub labels: BTreeMap<String, String>,
     /// How it differs from what an engine builds from the same file.
     pub differences: Vec<String>,
 }
@@ -563,7 +561,6 @@ fn write_image(
         reference: reference.to_owned(),
         layout,
         digest: descriptor.digest().to_string(),
-        labels: stage.labels.clone(),
         differences,
     })
 }
