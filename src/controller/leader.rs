@@ -13,10 +13,10 @@
 //! renewal *started* less than `RENEW_DEADLINE` ago, on the monotonic clock, which keeps running
 //! while a process is stopped. The controllers' client ([`guarded`]) refuses every write when it
 //! does not, so a replica that wakes up late cannot write even once before it notices; and its
-//! connections run only while it leads, so a write handed to the client just before a freeze is
-//! not sent after it.
+//! sockets refuse every write once it stops leading, so a request handed to the client just
+//! before a freeze is not sent after it.
 
-use std::{sync::Arc, time::Duration};
+use std::{pin::Pin, sync::Arc, time::Duration};
 
 use k8s_openapi::{
     api::coordination::v1::Lease,
@@ -216,52 +216,178 @@ pub fn guarded(
         leadership: leadership.clone(),
         user_agent,
     };
-    let builder = match leadership {
-        // The connections' tasks stop before their next step once leadership ends: a request
-        // the guard let through just before the process froze is dropped when it wakes, not
-        // sent late.
-        Some(leadership) => kube::client::ClientBuilder::try_from((config, FencedExecutor { leadership }))?,
-        None => kube::client::ClientBuilder::try_from(config)?,
-    };
-    Ok(builder.with_layer(&layer).build())
-}
-
-/// Runs the client's connection tasks (the code that writes requests to the socket) only while
-/// this replica leads: each poll first checks [`Leadership::current`], and a connection polled
-/// after leadership ended closes instead of writing. The guard checks when a request is handed
-/// to the client; this checks again when the request would reach the socket, which may be much
-/// later for a process that was stopped in between.
-#[derive(Clone)]
-struct FencedExecutor {
-    leadership: Arc<Leadership>,
-}
-
-type ConnectionTask = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
-
-impl hyper::rt::Executor<ConnectionTask> for FencedExecutor {
-    fn execute(&self, task: ConnectionTask) {
-        tokio::spawn(Fenced {
-            task,
-            leadership: self.leadership.clone(),
-        });
+    match leadership {
+        Some(leadership) => fenced(config, leadership, layer),
+        None => Ok(kube::client::ClientBuilder::try_from(config)?
+            .with_layer(&layer)
+            .build()),
     }
 }
 
-/// See [`FencedExecutor`].
-struct Fenced {
-    task: ConnectionTask,
+/// The leader's client: kube's own stack (base URI, retries, authentication, extra headers), on
+/// connections whose every socket write first checks [`Leadership::current`]. The guard checks
+/// when a request is handed to the client; the socket checks again right before the bytes leave,
+/// which may be much later for a process that was stopped in between (or for a retry). So a
+/// request the guard let through just before the process froze fails when it wakes, instead of
+/// reaching the apiserver late. What remains is the few instructions between that check and the
+/// `write` system call itself.
+fn fenced(
+    config: kube::Config,
+    leadership: Arc<Leadership>,
+    guard: GuardLayer,
+) -> Result<Client, kube::Error> {
+    use hyper_util::client::legacy::connect::{HttpConnector, proxy::Tunnel};
+
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    let sockets = FencedConnector {
+        inner: http,
+        leadership,
+    };
+    match config.proxy_url.clone() {
+        None => client_on(config, sockets, guard),
+        Some(proxy) if proxy.scheme_str() == Some("http") => {
+            client_on(config, Tunnel::new(proxy, sockets), guard)
+        }
+        Some(proxy) => Err(kube::Error::ProxyProtocolUnsupported {
+            proxy_url: Box::new(proxy),
+        }),
+    }
+}
+
+fn client_on<C>(config: kube::Config, sockets: C, guard: GuardLayer) -> Result<Client, kube::Error>
+where
+    C: tower::Service<http::Uri> + Clone + Send + Sync + 'static,
+    C::Response: hyper_util::client::legacy::connect::Connection
+        + hyper::rt::Read
+        + hyper::rt::Write
+        + Send
+        + Unpin
+        + 'static,
+    C::Future: Send + 'static,
+    C::Error: Into<tower::BoxError>,
+{
+    use kube::client::{ConfigExt, retry::RetryPolicy};
+
+    let mut connector =
+        hyper_timeout::TimeoutConnector::new(config.rustls_https_connector_with_connector(sockets)?);
+    connector.set_connect_timeout(config.connect_timeout);
+    connector.set_read_timeout(config.read_timeout);
+    connector.set_write_timeout(config.write_timeout);
+    connector.set_reset_reader_on_write(config.reset_reader_on_write);
+    let hyper: hyper_util::client::legacy::Client<_, kube::client::Body> =
+        hyper_util::client::legacy::Builder::new(hyper_util::rt::TokioExecutor::new()).build(connector);
+    let service = tower::ServiceBuilder::new()
+        .layer(guard)
+        .layer(config.base_uri_layer())
+        .option_layer(
+            config
+                .default_retry
+                .then(|| tower::retry::RetryLayer::new(RetryPolicy::server_retry())),
+        )
+        .option_layer(config.auth_layer()?)
+        .layer(config.extra_headers_layer()?)
+        .map_err(tower::BoxError::from)
+        .service(hyper);
+    Ok(Client::new(service, config.default_namespace))
+}
+
+/// Opens TCP connections whose writes fail once this replica stops leading; see [`fenced`].
+#[derive(Clone)]
+struct FencedConnector<C> {
+    inner: C,
     leadership: Arc<Leadership>,
 }
 
-impl Future for Fenced {
-    type Output = ();
+impl<C> tower::Service<http::Uri> for FencedConnector<C>
+where
+    C: tower::Service<http::Uri>,
+    C::Future: Send + 'static,
+{
+    type Response = FencedStream<C::Response>;
+    type Error = C::Error;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, C::Error>>;
 
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
-        if !self.leadership.current() {
-            // Dropping the task closes the connection; its pending requests fail.
-            return std::task::Poll::Ready(());
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), C::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let connecting = self.inner.call(uri);
+        let leadership = self.leadership.clone();
+        Box::pin(async move {
+            Ok(FencedStream {
+                inner: connecting.await?,
+                leadership,
+            })
+        })
+    }
+}
+
+/// See [`FencedConnector`].
+struct FencedStream<S> {
+    inner: S,
+    leadership: Arc<Leadership>,
+}
+
+impl<S> FencedStream<S> {
+    fn fence(&self) -> Result<(), std::io::Error> {
+        if self.leadership.current() {
+            Ok(())
+        } else {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "this replica is no longer the leader",
+            ))
         }
-        self.task.as_mut().poll(cx)
+    }
+}
+
+type IoPoll<T> = std::task::Poll<Result<T, std::io::Error>>;
+
+impl<S: hyper::rt::Write + Unpin> hyper::rt::Write for FencedStream<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &[u8]) -> IoPoll<usize> {
+        self.fence()?;
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> IoPoll<usize> {
+        self.fence()?;
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> IoPoll<()> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> IoPoll<()> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl<S: hyper::rt::Read + Unpin> hyper::rt::Read for FencedStream<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> IoPoll<()> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: hyper_util::client::legacy::connect::Connection> hyper_util::client::legacy::connect::Connection
+    for FencedStream<S>
+{
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        self.inner.connected()
     }
 }
 
