@@ -135,9 +135,15 @@ pub struct RunArgs {
     /// release that last changed the instance manager, not necessarily this one's.
     #[arg(long, default_value = operator::DEFAULT_INSTANCE_MANAGER_IMAGE, env = env::INSTANCE_MANAGER_IMAGE)]
     pub instance_manager_image: String,
-    /// The PostgreSQL image for clusters that name none; `{major}` becomes the major version.
-    #[arg(long, default_value = operator::DEFAULT_POSTGRES_IMAGE, env = env::POSTGRES_IMAGE)]
-    pub postgres_image: String,
+    /// The PostgreSQL image of each major for clusters that name none, `15=<image>,16=<image>`;
+    /// the majors it does not name take `--postgres-image`, or else the catalog built into this
+    /// binary (config/postgres-images.yaml: full minor versions, never a floating tag).
+    #[arg(long, env = env::POSTGRES_IMAGES)]
+    pub postgres_images: Option<String>,
+    /// The PostgreSQL image of the majors `--postgres-images` does not name; `{major}` becomes
+    /// the major version (for example a mirror, `registry.example/postgres:{major}`).
+    #[arg(long, env = env::POSTGRES_IMAGE)]
+    pub postgres_image: Option<String>,
     /// The user PostgreSQL pods run as (also their group and `fsGroup`): the `postgres` user of
     /// the PostgreSQL image. -1 leaves it to the platform (OpenShift's `restricted-v2` SCC).
     #[arg(long, default_value_t = crate::facts::cluster::DEFAULT_POSTGRES_UID, env = env::POSTGRES_UID, allow_negative_numbers = true)]
@@ -388,6 +394,12 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
 
     use crate::controller::leader::{Elector, guarded};
 
+    // Bad flags fail before anything starts.
+    let (postgres_images, postgres_image) =
+        crate::controller::postgres_cluster::build::BuildConfig::postgres_images_from(
+            args.postgres_images.as_deref(),
+            args.postgres_image.clone(),
+        )?;
     let identity = args
         .identity
         .unwrap_or_else(|| format!("{}-{}", operator::NAME, std::process::id()));
@@ -429,7 +441,8 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let client = guarded(kube_config, &identity, Some(elector.leadership()))?;
     let config = crate::controller::postgres_cluster::build::BuildConfig {
         instance_manager_image: args.instance_manager_image,
-        postgres_image: args.postgres_image,
+        postgres_images,
+        postgres_image,
         postgres_uid: (args.postgres_uid >= 0).then_some(args.postgres_uid),
         proxy: crate::controller::postgres_cluster::build::BuildConfig::proxy_from(|name| {
             std::env::var(name).ok()

@@ -59,15 +59,14 @@ pub const DEFAULT_INSTANCE_MANAGER_IMAGE: &str = "ghcr.io/tusk-operator/tusk-ope
 /// its image is the instance manager the pod runs.
 pub const INSTALL_CONTAINER: &str = "install-tusk";
 
-/// The PostgreSQL image a cluster runs when it names none; `{major}` becomes its major version.
-pub const DEFAULT_POSTGRES_IMAGE: &str = "docker.io/library/postgres:{major}";
-
 /// The environment variables `tusk-operator` reads, each the twin of a command-line flag.
 pub mod env {
     /// `--instance-manager-image`.
     pub const INSTANCE_MANAGER_IMAGE: &str = "TUSK_INSTANCE_MANAGER_IMAGE";
     /// `--postgres-image`.
     pub const POSTGRES_IMAGE: &str = "TUSK_POSTGRES_IMAGE";
+    /// `--postgres-images`.
+    pub const POSTGRES_IMAGES: &str = "TUSK_POSTGRES_IMAGES";
     /// `--postgres-uid`.
     pub const POSTGRES_UID: &str = "TUSK_POSTGRES_UID";
     /// `--status-listen`.

@@ -61,6 +61,7 @@ pub fn tusk_operator() -> Operator {
         env: [
             tusk::facts::operator::env::INSTANCE_MANAGER_IMAGE,
             tusk::facts::operator::env::POSTGRES_IMAGE,
+            tusk::facts::operator::env::POSTGRES_IMAGES,
         ]
         .map(str::to_owned)
         .to_vec(),

@@ -15,7 +15,8 @@
 //!   `opm serve` builds the cache when it starts.
 //!
 //! Builds are reproducible: every file and directory has the time [`Sources::epoch`] (from
-//! `SOURCE_DATE_EPOCH`, or the last commit's time), owner 0:0 and mode 0644 or 0755, tar
+//! `SOURCE_DATE_EPOCH`, or the last commit's time; a bundle image's, its release's date, so the
+//! catalog can reference it by a digest known before it is built), owner 0:0 and mode 0644 or 0755, tar
 //! entries are in path order, gzip headers carry no name or time, and the JSON is canonical
 //! (ocidir writes it so). Two builds of the same commit give the same digests.
 //!
@@ -379,19 +380,7 @@ pub fn build(root: &Path, inputs: &Inputs, sources: &Sources, out: &Path) -> Res
     )?);
 
     for release in &inputs.plan.releases {
-        let dir = format!("bundle/{}", release.version);
-        let file = format!("{dir}/bundle.Dockerfile");
-        let stage = read_stage(&read(root, &file)?, &root.join(&dir), &BTreeMap::new())
-            .map_err(|e| format!("{file} {e}"))?;
-        built.push(write_image(
-            out,
-            &format!("{}:v{}", images.bundle, release.version),
-            &stage,
-            &[],
-            &stage_files,
-            sources.epoch,
-            Vec::new(),
-        )?);
+        built.push(bundle_image(inputs, release, out)?);
     }
 
     let file = "catalog/catalog.Dockerfile";
@@ -415,6 +404,46 @@ pub fn build(root: &Path, inputs: &Inputs, sources: &Sources, out: &Path) -> Res
         differences,
     )?);
     Ok(built)
+}
+
+/// `release`'s bundle image, written into the layouts under `out`: built from its bundle's files
+/// as the generator makes them (for a released release, the committed ones), laid out in a
+/// scratch build context, with the release's date ([`crate::olm::plan::Release::date`]) as the
+/// time of every file. So its digest depends on nothing but the bundle, and the catalog can
+/// reference it by that digest.
+pub fn bundle_image(
+    inputs: &Inputs,
+    release: &crate::olm::plan::Release,
+    out: &Path,
+) -> Result<Image, String> {
+    let scratch = tempfile::tempdir().map_err(|e| format!("a scratch build context: {e}"))?;
+    let context = scratch.path();
+    for (path, contents) in crate::olm::bundle_files(inputs, release) {
+        let file = context.join(&path);
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        std::fs::write(&file, contents).map_err(|e| format!("{}: {e}", file.display()))?;
+    }
+    let file = format!("bundle/{}/bundle.Dockerfile", release.version);
+    let text =
+        std::fs::read_to_string(context.join("bundle.Dockerfile")).map_err(|e| format!("{file}: {e}"))?;
+    let stage = read_stage(&text, context, &BTreeMap::new()).map_err(|e| format!("{file} {e}"))?;
+    write_image(
+        out,
+        &format!("{}:v{}", inputs.plan.images.bundle, release.version),
+        &stage,
+        &[],
+        &BTreeMap::new(),
+        release.epoch()?,
+        Vec::new(),
+    )
+}
+
+/// The digest of `release`'s bundle image ([`bundle_image`], built into a scratch directory).
+pub fn bundle_digest(inputs: &Inputs, release: &crate::olm::plan::Release) -> Result<String, String> {
+    let scratch = tempfile::tempdir().map_err(|e| format!("a scratch image layout: {e}"))?;
+    Ok(bundle_image(inputs, release, scratch.path())?.digest)
 }
 
 fn read(root: &Path, path: &str) -> Result<String, String> {
@@ -579,8 +608,18 @@ pub fn pushed_reference(image: &Image, prefix: &str) -> String {
 /// `REGISTRY_PASSWORD` when they are set. Returns each reference pushed, by digest
 /// (`<prefix>/<name>@sha256:…`).
 pub async fn push(images: &[Image], prefix: &str, plain_http: bool) -> Result<Vec<String>, String> {
+    let mut pushed = Vec::new();
+    for image in images {
+        pushed.push(push_as(image, &pushed_reference(image, prefix), plain_http).await?);
+    }
+    Ok(pushed)
+}
+
+/// A registry client, over plain HTTP when `plain_http`, and its credentials:
+/// `REGISTRY_USERNAME` with `REGISTRY_PASSWORD` when they are set, else anonymous.
+pub fn registry_client(plain_http: bool) -> (oci_client::Client, oci_client::secrets::RegistryAuth) {
     use oci_client::{
-        Client, Reference, RegistryOperation,
+        Client,
         client::{ClientConfig, ClientProtocol},
         secrets::RegistryAuth,
     };
@@ -599,49 +638,51 @@ pub async fn push(images: &[Image], prefix: &str, plain_http: bool) -> Result<Ve
         (Ok(user), Ok(password)) => RegistryAuth::Basic(user, password),
         _ => RegistryAuth::Anonymous,
     };
-    let mut pushed = Vec::new();
-    for image in images {
-        let target = pushed_reference(image, prefix);
-        let reference: Reference = target.parse().map_err(|e| format!("{target}: {e}"))?;
-        let failed = |what: &str, e: oci_client::errors::OciDistributionError| {
-            format!("{target}: pushing {what}: {e}")
-        };
+    (client, auth)
+}
+
+/// Pushes `image` as `target` (`<registry>/<path>:<tag>`), every blob and then the manifest byte
+/// for byte; returns the reference by digest, `<registry>/<path>@sha256:…`.
+pub async fn push_as(image: &Image, target: &str, plain_http: bool) -> Result<String, String> {
+    use oci_client::{Reference, RegistryOperation};
+    let (client, auth) = registry_client(plain_http);
+    let reference: Reference = target.parse().map_err(|e| format!("{target}: {e}"))?;
+    let failed =
+        |what: &str, e: oci_client::errors::OciDistributionError| format!("{target}: pushing {what}: {e}");
+    client
+        .auth(&reference, &auth, RegistryOperation::Push)
+        .await
+        .map_err(|e| failed("(authenticating)", e))?;
+    let blob = |digest: &str| -> Result<Vec<u8>, String> {
+        let path = image
+            .layout
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"));
+        std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    let manifest = blob(&image.digest)?;
+    let parsed: serde_json::Value =
+        serde_json::from_slice(&manifest).map_err(|e| format!("{target}: its manifest: {e}"))?;
+    let layers = parsed["layers"].as_array().cloned().unwrap_or_default();
+    for descriptor in std::iter::once(&parsed["config"]).chain(layers.iter()) {
+        let digest = descriptor["digest"]
+            .as_str()
+            .ok_or_else(|| format!("{target}: a descriptor without a digest"))?;
         client
-            .auth(&reference, &auth, RegistryOperation::Push)
+            .push_blob(&reference, blob(digest)?, digest)
             .await
-            .map_err(|e| failed("(authenticating)", e))?;
-        let blob = |digest: &str| -> Result<Vec<u8>, String> {
-            let path = image
-                .layout
-                .join("blobs/sha256")
-                .join(digest.trim_start_matches("sha256:"));
-            std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))
-        };
-        let manifest = blob(&image.digest)?;
-        let parsed: serde_json::Value =
-            serde_json::from_slice(&manifest).map_err(|e| format!("{target}: its manifest: {e}"))?;
-        let layers = parsed["layers"].as_array().cloned().unwrap_or_default();
-        for descriptor in std::iter::once(&parsed["config"]).chain(layers.iter()) {
-            let digest = descriptor["digest"]
-                .as_str()
-                .ok_or_else(|| format!("{target}: a descriptor without a digest"))?;
-            client
-                .push_blob(&reference, blob(digest)?, digest)
-                .await
-                .map_err(|e| failed(digest, e))?;
-        }
-        client
-            .push_manifest_raw(
-                &reference,
-                manifest,
-                http::HeaderValue::from_static(oci_client::manifest::OCI_IMAGE_MEDIA_TYPE),
-            )
-            .await
-            .map_err(|e| failed("the manifest", e))?;
-        let (repository, _) = target.rsplit_once(':').expect("a tag");
-        pushed.push(format!("{repository}@{}", image.digest));
+            .map_err(|e| failed(digest, e))?;
     }
-    Ok(pushed)
+    client
+        .push_manifest_raw(
+            &reference,
+            manifest,
+            http::HeaderValue::from_static(oci_client::manifest::OCI_IMAGE_MEDIA_TYPE),
+        )
+        .await
+        .map_err(|e| failed("the manifest", e))?;
+    let (repository, _) = target.rsplit_once(':').expect("a tag");
+    Ok(format!("{repository}@{}", image.digest))
 }
 
 /// A tar header of owner 0:0 with `mode`, `size` and time `epoch`.

@@ -2,3 +2,4 @@
 
 pub mod images;
 pub mod olm;
+pub mod pin;

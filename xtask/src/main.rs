@@ -130,6 +130,15 @@ enum Task {
         #[arg(long, requires = "push")]
         plain_http: bool,
     },
+    /// Read from the registry the digest of each PostgreSQL image of config/postgres-images.yaml
+    /// that has none yet (`<repository>:<version>`; credentials from `REGISTRY_USERNAME` and
+    /// `REGISTRY_PASSWORD`), and record it there; then `cargo xtask generate` pins the open
+    /// release's CSV to it.
+    PinPostgres {
+        /// Read over plain HTTP (a registry on loopback).
+        #[arg(long)]
+        plain_http: bool,
+    },
     /// Regenerate every bundle and the catalog in memory, and print how long it takes.
     BenchGenerate {
         /// How many rounds.
@@ -388,8 +397,14 @@ fn release(version: &semver::Version, next: Option<semver::Version>) -> Result<(
     }
     let commit = git(&["rev-parse", "HEAD"])?;
     let next = next.unwrap_or_else(|| semver::Version::new(version.major, version.minor + 1, 0));
-    olm::release::release(&root, version, &commit, &next)?;
-    println!("{version}: released, cut from {commit}; {next} is open");
+    // The day of the cut (UTC) is the release's date: its CSV's createdAt and its bundle image's
+    // file times.
+    let day = k8s_openapi::jiff::Timestamp::now()
+        .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
+        .date()
+        .to_string();
+    olm::release::release(&root, version, &commit, &next, &day)?;
+    println!("{version}: released on {day}, cut from {commit}; {next} is open");
     if &olm::instance_manager::version()? == version {
         olm::instance_manager::lock(&root, version)?;
         println!(
@@ -517,6 +532,21 @@ fn main() -> ExitCode {
             push,
             plain_http,
         } => images(&out, binary, opm, push.as_deref(), plain_http),
+        Task::PinPostgres { plain_http } => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+            .and_then(|runtime| runtime.block_on(xtask::pin::pin_postgres(&repo_root(), plain_http)))
+            .map(|pinned| {
+                for (_, reference, digest) in &pinned {
+                    println!("{reference}: {digest}");
+                }
+                println!(
+                    "{} digests recorded in {}",
+                    pinned.len(),
+                    tusk::facts::postgres_images::FILE
+                );
+            }),
         Task::BenchGenerate { rounds } => bench_generate(rounds),
         Task::Demo => tokio::runtime::Builder::new_multi_thread()
             .enable_all()

@@ -115,11 +115,30 @@ fn images_carry_what_their_containerfiles_add_and_two_builds_give_the_same_diges
         &work.path().join("later"),
     )
     .unwrap();
-    for ((reference, a), (_, b)) in digests(&first).iter().zip(digests(&later)) {
-        assert_ne!(*a, b, "{reference}: another time, another digest");
-    }
     let open = inputs.plan.releases.last().unwrap().version.to_string();
     let images = &inputs.plan.images;
+    // The operator and the catalog take the build's time; a bundle takes its release's date, so
+    // its digest is the one the committed catalog references it by, wherever it is built.
+    let catalog: Vec<Value> = serde_saphyr::from_multiple(
+        &std::fs::read_to_string(root().join("catalog/tusk-operator/catalog.yaml")).unwrap(),
+    )
+    .unwrap();
+    for ((reference, a), (_, b)) in digests(&first).iter().zip(digests(&later)) {
+        let Some(version) = reference.strip_prefix(&format!("{}:v", images.bundle)) else {
+            assert_ne!(*a, b, "{reference}: another time, another digest");
+            continue;
+        };
+        assert_eq!(*a, b, "{reference}: the release's date, whenever it is built");
+        let entry = catalog
+            .iter()
+            .find(|b| b["schema"] == "olm.bundle" && b["name"] == format!("tusk-operator.v{version}"))
+            .unwrap_or_else(|| panic!("no olm.bundle for {version}"));
+        assert_eq!(
+            entry["image"].as_str(),
+            Some(format!("{}@{a}", images.bundle).as_str()),
+            "the catalog references bundle {version} by the digest it builds to"
+        );
+    }
     assert_eq!(first.len(), inputs.plan.releases.len() + 2);
 
     // The operator: the static binary and the licence, as the Containerfile's last stage adds
@@ -171,6 +190,7 @@ fn images_carry_what_their_containerfiles_add_and_two_builds_give_the_same_diges
     for release in &inputs.plan.releases {
         let bundle = found(&first, &format!("{}:v{}", images.bundle, release.version));
         let (config, files) = unpack(bundle);
+        assert_eq!(config["created"], format!("{}T00:00:00Z", release.date));
         let dir = root().join("bundle").join(release.version.to_string());
         let mut expected = BTreeMap::new();
         for part in ["manifests", "metadata", "tests/scorecard"] {
@@ -281,4 +301,123 @@ async fn pushed_images_resolve_in_a_registry_by_digest() {
         assert_eq!(digest, image.digest, "{tagged}");
         println!("{by_digest}");
     }
+}
+
+/// Digests hold: with the operator image pushed and its digest recorded for the open release,
+/// and every PostgreSQL image's digest read from the registry by `cargo xtask pin-postgres`, the
+/// open release's CSV references every image by digest, each resolves in the registry, and the
+/// CSV says `disconnected: "true"`; with one image by tag, it says `"false"`.
+///
+/// The registry holds no PostgreSQL image (this machine cannot reach docker.io): a bundle image
+/// stands in for each `postgres:<version>` it serves, pushed under that name, so that the digest
+/// `pin-postgres` records is one a registry really served.
+#[tokio::test]
+async fn a_release_with_every_image_pinned_by_digest_is_disconnected_and_resolves() {
+    use oci_client::{
+        Client, Reference, client::ClientConfig, client::ClientProtocol, secrets::RegistryAuth,
+    };
+    use tusk::facts::postgres_images::{Catalog, FILE};
+    let registry = tusk_testenv::registry::Registry::start().await.unwrap();
+    let host = registry.host();
+    let mut inputs = Inputs::load(root()).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let built = build(
+        root(),
+        &inputs,
+        &sources(work.path(), 1_700_000_000),
+        &work.path().join("images"),
+    )
+    .unwrap();
+    let pushed = xtask::images::push(&built, &format!("{host}/tusk"), true)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", registry.log_tail(20)));
+    let open = inputs.plan.releases.last().unwrap().version.clone();
+    let operator = built
+        .iter()
+        .position(|i| i.reference == format!("{}:{open}", inputs.plan.images.operator))
+        .unwrap();
+    let stand_in = built.iter().find(|i| i.reference.contains("-bundle:")).unwrap();
+
+    // pin-postgres on a tree whose catalog names the local registry's repository.
+    let tree = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tree.path().join("config")).unwrap();
+    let catalog = &inputs.postgres_images;
+    let repository = format!("{host}/library/postgres");
+    let mut text = format!("# The catalog, in the local registry.\nrepository: {repository}\nimages:\n");
+    for entry in &catalog.images {
+        text.push_str(&format!(
+            "  - major: {}\n    version: \"{}\"\n",
+            entry.major, entry.version
+        ));
+        xtask::images::push_as(stand_in, &format!("{repository}:{}", entry.version), true)
+            .await
+            .unwrap();
+    }
+    std::fs::write(tree.path().join(FILE), &text).unwrap();
+    let pinned = xtask::pin::pin_postgres(tree.path(), true).await.unwrap();
+    assert_eq!(pinned.len(), catalog.images.len());
+    for (_, reference, digest) in &pinned {
+        assert_eq!(
+            *digest, stand_in.digest,
+            "{reference}: the digest the registry serves"
+        );
+    }
+    assert!(
+        xtask::pin::pin_postgres(tree.path(), true)
+            .await
+            .unwrap()
+            .is_empty(),
+        "pinned once"
+    );
+    let pinned_catalog = Catalog::parse(&std::fs::read_to_string(tree.path().join(FILE)).unwrap()).unwrap();
+    assert!(pinned_catalog.pinned());
+
+    // The open release, run from the local registry by digest.
+    inputs.plan.images.operator = format!("{host}/tusk/tusk-operator");
+    inputs.postgres_images = pinned_catalog.clone();
+    let digest = pushed[operator].rsplit_once('@').unwrap().1.to_owned();
+    inputs.plan.releases.last_mut().unwrap().operator_digest = Some(digest);
+    let csv_of = |inputs: &Inputs| -> Value {
+        let release = inputs.plan.releases.last().unwrap();
+        xtask::olm::bundle_manifests(inputs, release)
+            .into_iter()
+            .find(|(name, _)| name.ends_with(".clusterserviceversion.yaml"))
+            .unwrap()
+            .1
+    };
+    let csv = csv_of(&inputs);
+    let key = "features.operators.openshift.io/disconnected";
+    assert_eq!(csv["metadata"]["annotations"][key], "true");
+    let references = xtask::olm::csv::image_references(&csv);
+    assert!(
+        references
+            .iter()
+            .any(|r| r.field.contains("TUSK_POSTGRES_IMAGES"))
+    );
+    assert!(
+        references
+            .iter()
+            .any(|r| r.field.contains("TUSK_INSTANCE_MANAGER_IMAGE"))
+    );
+    let client = Client::new(ClientConfig {
+        protocol: ClientProtocol::Http,
+        ..ClientConfig::default()
+    });
+    for reference in &references {
+        assert!(reference.pinned(), "{reference:?}");
+        let parsed: Reference = reference.image.parse().unwrap();
+        let (_, digest) = client
+            .pull_manifest_raw(
+                &parsed,
+                &RegistryAuth::Anonymous,
+                &[oci_client::manifest::OCI_IMAGE_MEDIA_TYPE],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", reference.field));
+        assert_eq!(Some(digest.as_str()), parsed.digest(), "{}", reference.field);
+    }
+
+    // One PostgreSQL image by tag: the release is no longer disconnected.
+    inputs.postgres_images.images[0].digest = None;
+    assert_eq!(csv_of(&inputs)["metadata"]["annotations"][key], "false");
 }

@@ -479,6 +479,18 @@ fn breakages() -> Vec<Breakage> {
             opm_refuses: false,
         },
         Breakage {
+            name: "a release that says disconnected while it runs images by tag",
+            breaks: |r| {
+                edit_yaml(r, CSV_110, |csv| {
+                    annotation(csv, "features.operators.openshift.io/disconnected", "true")
+                })
+            },
+            file: CSV_110,
+            field: "spec.install.spec.deployments[0].spec.template.spec.containers[0].image",
+            message: "by tag only, in a release that says features.operators.openshift.io/disconnected: \"true\"",
+            opm_refuses: false,
+        },
+        Breakage {
             name: "a bundle over the size limit",
             breaks: |r| {
                 let mut noise = vec![0u8; 1_200_000];
@@ -674,10 +686,38 @@ fn a_field_added_to_the_types_reaches_only_the_open_release() {
         v1["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"][FIELD]["type"],
         "string"
     );
-    // What `cargo xtask check` would find: that CRD differs, and nothing frozen does.
+    // What `cargo xtask check` would find: that CRD differs, and the catalog, which references
+    // 1.1.0's bundle image by the digest that CRD changes; nothing frozen does.
     let sync = olm::sync(&root(), &files, true).unwrap();
-    assert_eq!(sync.changed, vec![crd_file.to_owned()]);
+    let catalog_file = format!(
+        "{}/{}",
+        olm::CATALOG_DIR,
+        olm::catalog::catalog_file(&inputs.plan.package)
+    );
+    assert_eq!(sync.changed, vec![crd_file.to_owned(), catalog_file.clone()]);
     assert!(sync.stale.is_empty(), "{sync:?}");
+    let bundles = |text: &str| -> Vec<(String, String)> {
+        serde_saphyr::from_multiple::<Value>(text)
+            .unwrap()
+            .into_iter()
+            .filter(|b| b["schema"] == "olm.bundle")
+            .map(|b| {
+                (
+                    b["name"].as_str().unwrap().to_owned(),
+                    b["image"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let now = bundles(&files.iter().find(|f| f.path == catalog_file).unwrap().contents);
+    let before = bundles(&std::fs::read_to_string(root().join(&catalog_file)).unwrap());
+    let moved: Vec<&String> = now
+        .iter()
+        .zip(&before)
+        .filter(|(a, b)| a != b)
+        .map(|((name, _), _)| name)
+        .collect();
+    assert_eq!(moved, ["tusk-operator.v1.1.0"]);
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -943,7 +983,7 @@ fn cutting_a_release_freezes_it_and_opens_the_next() {
         .clone();
     let next = semver::Version::new(open.major, open.minor + 1, 0);
     let commit = "0123456789abcdef0123456789abcdef01234567";
-    olm::release::release(dir.path(), &open, commit, &next).unwrap();
+    olm::release::release(dir.path(), &open, commit, &next, "2027-01-15").unwrap();
     let inputs = Inputs::load(dir.path()).unwrap();
     let files = olm::generate(&inputs);
     olm::sync(dir.path(), &files, false).unwrap();
@@ -979,6 +1019,13 @@ fn cutting_a_release_freezes_it_and_opens_the_next() {
         "{error}"
     );
     // Cutting it again is refused.
-    let again = olm::release::release(dir.path(), &open, commit, &semver::Version::new(9, 0, 0)).unwrap_err();
+    let again = olm::release::release(
+        dir.path(),
+        &open,
+        commit,
+        &semver::Version::new(9, 0, 0),
+        "2027-01-15",
+    )
+    .unwrap_err();
     assert!(again.contains("already released"), "{again}");
 }

@@ -13,7 +13,13 @@ pub fn catalog_file(package: &str) -> String {
 }
 
 fn bundle_image(inputs: &Inputs, release: &Release) -> String {
-    format!("{}:v{}", inputs.plan.images.bundle, release.version)
+    let digest = crate::images::bundle_digest(inputs, release).unwrap_or_else(|e| {
+        panic!(
+            "building the bundle image of {} to learn its digest: {e}",
+            release.version
+        )
+    });
+    format!("{}@{digest}", inputs.plan.images.bundle)
 }
 
 /// JSON as Go's `encoding/json` writes an object it decoded from YAML: keys sorted, compact,

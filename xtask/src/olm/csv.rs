@@ -22,7 +22,10 @@ pub fn csv_name(package: &str, version: &semver::Version) -> String {
 
 /// The operator image of `release`.
 pub fn operator_image(inputs: &Inputs, release: &Release) -> String {
-    format!("{}:{}", inputs.plan.images.operator, release.version)
+    match &release.operator_digest {
+        Some(digest) => format!("{}@{digest}", inputs.plan.images.operator),
+        None => format!("{}:{}", inputs.plan.images.operator, release.version),
+    }
 }
 
 /// The image PostgreSQL pods copy the instance manager from under `release`: the operator image
@@ -31,22 +34,20 @@ pub fn operator_image(inputs: &Inputs, release: &Release) -> String {
 /// `release`'s own image when it is older than that (a release never runs a later instance
 /// manager).
 pub fn instance_manager_image(inputs: &Inputs, release: &Release) -> String {
-    format!(
-        "{}:{}",
-        inputs.plan.images.operator,
-        (&inputs.instance_manager).min(&release.version)
-    )
+    let version = (&inputs.instance_manager).min(&release.version);
+    match inputs.plan.release(version) {
+        Some(carrier) => operator_image(inputs, carrier),
+        None => format!("{}:{version}", inputs.plan.images.operator),
+    }
 }
-
-/// The PostgreSQL images a cluster may run, one per supported major.
+/// The PostgreSQL images a cluster may run by default, one per major of the catalog, named as
+/// `relatedImages` names them.
 pub fn postgres_images(inputs: &Inputs) -> Vec<(String, String)> {
-    (tusk::api::common::MIN_POSTGRES_MAJOR..=tusk::api::common::MAX_POSTGRES_MAJOR)
-        .map(|major| {
-            (
-                format!("postgres-{major}"),
-                format!("{}:{major}", inputs.plan.images.postgres),
-            )
-        })
+    inputs
+        .postgres_images
+        .references()
+        .into_iter()
+        .map(|(major, image)| (format!("postgres-{major}"), image))
         .collect()
 }
 
@@ -163,7 +164,7 @@ fn deployment(inputs: &Inputs, release: &Release, webhook: bool) -> Value {
                             {"name": env::POD_NAMESPACE, "valueFrom": field("metadata.namespace")},
                             {"name": env::POD_NAME, "valueFrom": field("metadata.name")},
                             {"name": env::INSTANCE_MANAGER_IMAGE, "value": instance_manager_image(inputs, release)},
-                            {"name": env::POSTGRES_IMAGE, "value": format!("{}:{{major}}", inputs.plan.images.postgres)},
+                            {"name": env::POSTGRES_IMAGES, "value": inputs.postgres_images.flag_value()},
                             {"name": env::STATUS_LISTEN, "value": format!("0.0.0.0:{METRICS_PORT}")},
                             {"name": env::WEBHOOK_LISTEN, "value": format!("0.0.0.0:{WEBHOOK_PORT}")},
                             {"name": "HTTP_PROXY", "value": ""},
@@ -238,12 +239,15 @@ pub fn csv(
         "categories": "Database",
         "certified": "false",
         "containerImage": image,
+        // The release's day from the plan, not the time of the build: two builds of a release
+        // write the same CSV.
+        "createdAt": format!("{}T00:00:00Z", release.date),
         "description": "PostgreSQL clusters, users, databases and backups, with API upgrades that never lose a field.",
         "repository": PROJECT_URL,
         "support": "Tusk",
         "operatorframework.io/suggested-namespace": operator::NAMESPACE,
         "operators.openshift.io/valid-subscription": "[\"No subscription required: Tusk is open source (Apache-2.0)\"]",
-        // Answered for what this build does: images are pinned by tag, not digest; TLS is rustls
+        // Answered for what this build does: `disconnected` below, from the images; TLS is rustls
         // with ring, not a FIPS-validated module; the operator neither reads the cluster proxy
         // nor the cluster TLS profile; it needs no cloud credentials.
         "features.operators.openshift.io/disconnected": "false",
@@ -311,7 +315,7 @@ pub fn csv(
     if !release.skips.is_empty() {
         spec["skips"] = release.skips.iter().map(|v| csv_name(&plan.package, v)).collect();
     }
-    json!({
+    let mut csv = json!({
         "apiVersion": "operators.coreos.com/v1alpha1",
         "kind": "ClusterServiceVersion",
         "metadata": {
@@ -323,5 +327,86 @@ pub fn csv(
             },
         },
         "spec": spec,
-    })
+    });
+    // A cluster without internet access can mirror the release only when every image it runs is
+    // pinned by digest (and listed in `relatedImages`, which it is by construction).
+    let pinned = image_references(&csv).iter().all(|r| r.pinned());
+    csv["metadata"]["annotations"]["features.operators.openshift.io/disconnected"] =
+        json!(pinned.to_string());
+    csv
+}
+
+/// One image reference in a CSV.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageReference {
+    /// Where it is, as a field path.
+    pub field: String,
+    /// The reference (a `{major}` template for `TUSK_POSTGRES_IMAGE`).
+    pub image: String,
+    /// Whether the operator's pods run it (so a mirror needs it in `relatedImages`); the
+    /// `containerImage` annotation and `relatedImages` themselves only name images.
+    pub runs: bool,
+}
+
+impl ImageReference {
+    /// By digest, whatever tag it also names.
+    pub fn pinned(&self) -> bool {
+        self.image
+            .split_once('@')
+            .is_some_and(|(_, digest)| tusk::facts::postgres_images::is_digest(digest))
+    }
+}
+
+/// Every image `csv` references: its Deployments' containers, the images the operator is told
+/// to deploy (the instance manager's and PostgreSQL's, from their environment variables),
+/// `relatedImages` and the `containerImage` annotation.
+pub fn image_references(csv: &Value) -> Vec<ImageReference> {
+    let mut found = Vec::new();
+    let mut add = |field: String, image: &str, runs: bool| {
+        found.push(ImageReference {
+            field,
+            image: image.to_owned(),
+            runs,
+        })
+    };
+    if let Some(image) = csv["metadata"]["annotations"]["containerImage"].as_str() {
+        add("metadata.annotations.containerImage".to_owned(), image, false);
+    }
+    let deployments = csv["spec"]["install"]["spec"]["deployments"].as_array();
+    for (d, deployment) in deployments.into_iter().flatten().enumerate() {
+        let pod = &deployment["spec"]["template"]["spec"];
+        for list in ["initContainers", "containers"] {
+            for (c, container) in pod[list].as_array().into_iter().flatten().enumerate() {
+                let at = format!("spec.install.spec.deployments[{d}].spec.template.spec.{list}[{c}]");
+                if let Some(image) = container["image"].as_str() {
+                    add(format!("{at}.image"), image, true);
+                }
+                for (e, var) in container["env"].as_array().into_iter().flatten().enumerate() {
+                    let (Some(name), Some(value)) = (var["name"].as_str(), var["value"].as_str()) else {
+                        continue;
+                    };
+                    let field = format!("{at}.env[{e}] ({name})");
+                    if name == env::INSTANCE_MANAGER_IMAGE || name == env::POSTGRES_IMAGE {
+                        add(field, value, true);
+                    } else if name == env::POSTGRES_IMAGES {
+                        let images = tusk::facts::postgres_images::parse_flag(value).unwrap_or_default();
+                        for image in images.values() {
+                            add(field.clone(), image, true);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (i, related) in csv["spec"]["relatedImages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if let Some(image) = related["image"].as_str() {
+            add(format!("spec.relatedImages[{i}].image"), image, false);
+        }
+    }
+    found
 }

@@ -161,8 +161,14 @@ mod tests {
         let open = plan.releases.last().unwrap().version.clone();
         let next = Version::new(open.major, open.minor + 1, 0);
         let cut = Plan::parse(
-            &super::super::release::cut(PLAN, &open, "0123456789abcdef0123456789abcdef01234567", &next)
-                .unwrap(),
+            &super::super::release::cut(
+                PLAN,
+                &open,
+                "0123456789abcdef0123456789abcdef01234567",
+                &next,
+                "2027-01-15",
+            )
+            .unwrap(),
         )
         .unwrap();
         let dir = sources();

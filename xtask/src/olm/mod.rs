@@ -92,6 +92,8 @@ pub struct Inputs {
     /// The release whose image carries the instance manager (`INSTANCE_MANAGER` in
     /// `src/facts/operator.rs`). Tests change it to see what a new instance manager generates.
     pub instance_manager: Version,
+    /// The PostgreSQL image catalog (`config/postgres-images.yaml`) an open release's CSV ships.
+    pub postgres_images: tusk::facts::postgres_images::Catalog,
 }
 
 impl Inputs {
@@ -134,6 +136,11 @@ impl Inputs {
             lock,
             frozen,
             instance_manager: instance_manager::version()?,
+            postgres_images: {
+                use tusk::facts::postgres_images::{Catalog, FILE};
+                let text = String::from_utf8(read(FILE)?).map_err(|e| format!("{FILE}: not UTF-8: {e}"))?;
+                Catalog::parse(&text).map_err(|e| format!("{FILE}: {e}"))?
+            },
         })
     }
 }

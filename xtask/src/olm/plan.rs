@@ -71,8 +71,6 @@ pub struct Images {
     pub bundle: String,
     /// The catalog image.
     pub catalog: String,
-    /// The PostgreSQL image clusters run by default, `<postgres>:<major>`.
-    pub postgres: String,
 }
 
 /// One release.
@@ -89,6 +87,16 @@ pub struct Release {
     /// once released, from [`CUT_FROM_REQUIRED_SINCE`] on.
     #[serde(default)]
     pub cut_from: Option<String>,
+    /// The digest of the operator image built from [`Self::cut_from`] (`sha256:` and 64 hex
+    /// digits, as `cargo xtask images` prints it and the registry stores it), recorded when the
+    /// image is pushed. From then on the CSV runs the operator and the instance manager of this
+    /// release by digest. Never typed: copied from the build that pushed it.
+    #[serde(default)]
+    pub operator_digest: Option<String>,
+    /// The day it was cut, or, while it is open, the day it is planned for (`YYYY-MM-DD`, UTC):
+    /// its CSV's `createdAt`, and the time of every file in its bundle image, so that the image,
+    /// and the digest the catalog references it by, are the same on every machine.
+    pub date: String,
     /// The channels it is in.
     pub channels: Vec<String>,
     /// The release it replaces.
@@ -141,6 +149,22 @@ pub struct Deprecation {
 }
 
 impl Release {
+    /// [`Self::date`], read.
+    pub fn day(&self) -> Result<k8s_openapi::jiff::civil::Date, String> {
+        self.date
+            .parse()
+            .map_err(|e| format!("{:?} is not a day `YYYY-MM-DD`: {e}", self.date))
+    }
+
+    /// The start of [`Self::date`] (UTC), in seconds since the epoch.
+    pub fn epoch(&self) -> Result<i64, String> {
+        let start = self
+            .day()?
+            .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
+            .map_err(|e| format!("{}: {e}", self.date))?;
+        Ok(start.timestamp().as_second())
+    }
+
     /// The `skipRange` of this release's entry in `channel`, if that entry has one.
     pub fn skip_range_in(&self, channel: &str) -> Option<&str> {
         let everywhere = self.skip_range_channels.is_none();
@@ -259,6 +283,16 @@ impl Plan {
                     "{at}.cutFrom: missing: a released release from {CUT_FROM_REQUIRED_SINCE} on records the commit it was cut from (40 lowercase hexadecimal digits)"
                 )),
                 _ => {}
+            }
+            if let Err(e) = release.day() {
+                errors.push(format!("{at}.date: {e}"));
+            }
+            if let Some(digest) = &release.operator_digest
+                && !tusk::facts::postgres_images::is_digest(digest)
+            {
+                errors.push(format!(
+                    "{at}.operatorDigest: {digest:?} is not a digest: `sha256:` and 64 lowercase hexadecimal digits, as `cargo xtask images` prints it"
+                ));
             }
             if !["alpha", "beta", "stable"].contains(&release.maturity.as_str()) {
                 errors.push(format!(

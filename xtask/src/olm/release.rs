@@ -28,7 +28,7 @@ fn block(lines: &[&str], version: &Version) -> Option<(usize, usize)> {
 }
 
 /// The plan `text` with `version` cut from `commit` and `next` opened after it. Pure.
-pub fn cut(text: &str, version: &Version, commit: &str, next: &Version) -> Result<String, String> {
+pub fn cut(text: &str, version: &Version, commit: &str, next: &Version, day: &str) -> Result<String, String> {
     let plan = Plan::parse(text)?;
     let newest = &plan.releases.last().ok_or("releases: empty")?.version;
     let release = plan
@@ -72,7 +72,7 @@ pub fn cut(text: &str, version: &Version, commit: &str, next: &Version) -> Resul
         let indent = line.len() - line.trim_start().len();
         if indent == 4 {
             // Deprecations and skips name older bundles: they belong to the release that made them.
-            in_dropped = matches!(key, "deprecations" | "skips");
+            in_dropped = matches!(key, "deprecations" | "skips" | "operatorDigest");
             if in_dropped {
                 continue;
             }
@@ -81,6 +81,7 @@ pub fn cut(text: &str, version: &Version, commit: &str, next: &Version) -> Resul
         }
         opened.push(match key {
             "replaces" => format!("    replaces: {version}"),
+            "date" => format!("    date: {day}"),
             "skipRange" => line.replace(&format!("<{version}"), &format!("<{next}")),
             _ => (*line).to_owned(),
         });
@@ -91,7 +92,13 @@ pub fn cut(text: &str, version: &Version, commit: &str, next: &Version) -> Resul
     let mut out: Vec<String> = lines[..=start].iter().map(|l| (*l).to_owned()).collect();
     out.push("    released: true".to_owned());
     out.push(format!("    cutFrom: {commit}"));
-    out.extend(lines[start + 1..body_end].iter().map(|l| (*l).to_owned()));
+    out.extend(lines[start + 1..body_end].iter().map(|l| {
+        if l.starts_with("    date:") {
+            format!("    date: {day}")
+        } else {
+            (*l).to_owned()
+        }
+    }));
     out.push(String::new());
     out.extend(opened);
     out.extend(lines[body_end..].iter().map(|l| (*l).to_owned()));
@@ -102,7 +109,11 @@ pub fn cut(text: &str, version: &Version, commit: &str, next: &Version) -> Resul
     let opened = checked
         .release(next)
         .ok_or("the next release is missing after the cut")?;
-    if !cut.released || cut.cut_from.as_deref() != Some(commit) || opened.replaces.as_ref() != Some(version) {
+    if !cut.released
+        || cut.cut_from.as_deref() != Some(commit)
+        || cut.date != day
+        || opened.replaces.as_ref() != Some(version)
+    {
         return Err("the plan after the cut is not what was meant; edit it by hand".to_owned());
     }
     Ok(text)
@@ -143,14 +154,20 @@ pub fn bump_lock(lock: &str, name: &str, from: &Version, to: &Version) -> Result
 
 /// Cuts `version` from `commit` under `root` and opens `next`: the plan, `Cargo.toml` and
 /// `Cargo.lock`. The caller regenerates.
-pub fn release(root: &Path, version: &Version, commit: &str, next: &Version) -> Result<(), String> {
+pub fn release(
+    root: &Path,
+    version: &Version,
+    commit: &str,
+    next: &Version,
+    day: &str,
+) -> Result<(), String> {
     let read = |path: &str| {
         std::fs::read_to_string(root.join(path)).map_err(|e| format!("{path}: cannot read: {e}"))
     };
     let write = |path: &str, text: &str| {
         std::fs::write(root.join(path), text).map_err(|e| format!("{path}: cannot write: {e}"))
     };
-    let plan = cut(&read(PLAN_FILE)?, version, commit, next)?;
+    let plan = cut(&read(PLAN_FILE)?, version, commit, next, day)?;
     let manifest = bump_manifest(&read(OPERATOR_MANIFEST)?, version, next)?;
     let lock = bump_lock(&read("Cargo.lock")?, "tusk-operator", version, next)?;
     write(PLAN_FILE, &plan)?;
@@ -175,12 +192,16 @@ mod tests {
         let open = plan.releases.last().unwrap().clone();
         let next = Version::new(open.version.major, open.version.minor + 1, 0);
         let commit = "0123456789abcdef0123456789abcdef01234567";
-        let text = cut(PLAN, &open.version, commit, &next).unwrap();
+        let text = cut(PLAN, &open.version, commit, &next, "2027-01-15").unwrap();
         let after = Plan::parse(&text).unwrap();
         assert_eq!(after.releases.len(), plan.releases.len() + 1);
         let cut = after.release(&open.version).unwrap();
         assert!(cut.released);
         assert_eq!(cut.cut_from.as_deref(), Some(commit));
+        assert_eq!(
+            (cut.date.as_str(), opened_date(&after)),
+            ("2027-01-15", "2027-01-15")
+        );
         let opened = after.releases.last().unwrap();
         assert_eq!(opened.version, next);
         assert!(!opened.released);
@@ -206,6 +227,10 @@ mod tests {
         assert!(text.starts_with(before));
     }
 
+    fn opened_date(plan: &Plan) -> &str {
+        &plan.releases.last().unwrap().date
+    }
+
     #[test]
     fn a_cut_that_cannot_be_made_says_why() {
         let plan = Plan::parse(PLAN).unwrap();
@@ -224,7 +249,7 @@ mod tests {
             (open.clone(), commit, open.clone(), "must be later than"),
         ];
         for (version, commit, next, message) in cases {
-            let error = cut(PLAN, &version, commit, &next).unwrap_err();
+            let error = cut(PLAN, &version, commit, &next, "2027-01-15").unwrap_err();
             assert!(error.contains(message), "{version}: {error}");
         }
     }

@@ -58,8 +58,13 @@ pub struct BuildConfig {
     /// The image an init container copies the instance manager from
     /// ([`operator::DEFAULT_INSTANCE_MANAGER_IMAGE`] unless the operator is told another).
     pub instance_manager_image: String,
-    /// The PostgreSQL image when a cluster names none; `{major}` is replaced by the version.
-    pub postgres_image: String,
+    /// The PostgreSQL image of each major, for clusters that name none: `--postgres-images`,
+    /// then the built-in catalog ([`crate::facts::postgres_images::BUILT_IN`]) unless
+    /// [`Self::postgres_image`] is given.
+    pub postgres_images: std::collections::BTreeMap<i32, String>,
+    /// `--postgres-image`: the image of the majors [`Self::postgres_images`] does not name, with
+    /// `{major}` replaced by the version.
+    pub postgres_image: Option<String>,
     /// The user (and group, and `fsGroup`) PostgreSQL pods run as: the image's `postgres` user.
     /// `None` leaves it to the platform, as OpenShift's `restricted-v2` SCC assigns one.
     pub postgres_uid: Option<i64>,
@@ -70,6 +75,23 @@ pub struct BuildConfig {
 }
 
 impl BuildConfig {
+    /// The default images from `--postgres-images` (`flag`) and `--postgres-image` (`template`):
+    /// the flag's majors, then the template if given, else the built-in catalog's. Errors name
+    /// the flag and say what it takes.
+    pub fn postgres_images_from(
+        flag: Option<&str>,
+        template: Option<String>,
+    ) -> Result<(std::collections::BTreeMap<i32, String>, Option<String>), String> {
+        let mut images = crate::facts::postgres_images::parse_flag(flag.unwrap_or_default())
+            .map_err(|e| format!("--postgres-images ({}): {e}", operator::env::POSTGRES_IMAGES))?;
+        if template.is_none() {
+            for (major, image) in crate::facts::postgres_images::BUILT_IN.references() {
+                images.entry(major).or_insert(image);
+            }
+        }
+        Ok((images, template))
+    }
+
     /// The proxy variables among `lookup`'s (the operator's environment) that are set and not
     /// empty.
     pub fn proxy_from(lookup: impl Fn(&str) -> Option<String>) -> Vec<(String, String)> {
@@ -84,7 +106,8 @@ impl Default for BuildConfig {
     fn default() -> Self {
         Self {
             instance_manager_image: operator::DEFAULT_INSTANCE_MANAGER_IMAGE.to_owned(),
-            postgres_image: operator::DEFAULT_POSTGRES_IMAGE.to_owned(),
+            postgres_images: crate::facts::postgres_images::BUILT_IN.references(),
+            postgres_image: None,
             postgres_uid: Some(DEFAULT_POSTGRES_UID),
             proxy: Vec::new(),
         }

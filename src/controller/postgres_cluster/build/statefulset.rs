@@ -43,13 +43,21 @@ use crate::{
     instance::args::{InstanceSpec, PodIdentity},
 };
 
-/// The PostgreSQL image: the cluster's, or the default for its major version.
+/// The PostgreSQL image: the cluster's, or the default for its major version (see
+/// [`BuildConfig::postgres_images`]).
 pub fn postgres_image(cluster: &PostgresCluster, config: &BuildConfig) -> String {
-    match &cluster.spec.postgres.image {
-        Some(image) => image.clone(),
-        None => config
-            .postgres_image
-            .replace("{major}", &cluster.spec.postgres.version.to_string()),
+    let major = cluster.spec.postgres.version;
+    if let Some(image) = &cluster.spec.postgres.image {
+        return image.clone();
+    }
+    if let Some(image) = config.postgres_images.get(&major) {
+        return image.clone();
+    }
+    let built_in = &crate::facts::postgres_images::BUILT_IN.repository;
+    match &config.postgres_image {
+        Some(template) => template.replace("{major}", &major.to_string()),
+        // A major the catalog lacks (the API admits none): its repository's major tag.
+        None => format!("{built_in}:{major}"),
     }
 }
 
@@ -562,6 +570,61 @@ mod tests {
         assert_eq!(pod.tolerations.as_ref().unwrap().len(), 1);
         let none = cluster(spec(json!({"scheduling": {"antiAffinity": "Disabled"}})));
         assert!(pod_of(&none).affinity.is_none());
+    }
+
+    #[test]
+    fn every_supported_major_defaults_to_a_pinned_image_and_the_flags_take_precedence() {
+        use crate::api::common::{MAX_POSTGRES_MAJOR, MIN_POSTGRES_MAJOR};
+        let of = |major: i32, config: &BuildConfig| {
+            postgres_image(
+                &cluster(
+                    json!({"postgres": {"version": major}, "instances": 1, "storage": {"data": {"size": "1Gi"}}}),
+                ),
+                config,
+            )
+        };
+        let built_in = &crate::facts::postgres_images::BUILT_IN;
+        for major in MIN_POSTGRES_MAJOR..=MAX_POSTGRES_MAJOR {
+            let entry = built_in.images.iter().find(|e| e.major == major);
+            let entry = entry.unwrap_or_else(|| panic!("the catalog has no image for major {major}"));
+            assert_eq!(
+                of(major, &BuildConfig::default()),
+                entry.reference(&built_in.repository)
+            );
+        }
+        // --postgres-images names 16; --postgres-image covers the rest.
+        let (postgres_images, postgres_image) = BuildConfig::postgres_images_from(
+            Some("16=mirror/pg@sha256:0000000000000000000000000000000000000000000000000000000000000000"),
+            Some("mirror/postgres:{major}".to_owned()),
+        )
+        .unwrap();
+        let config = BuildConfig {
+            postgres_images,
+            postgres_image,
+            ..BuildConfig::default()
+        };
+        assert!(of(16, &config).starts_with("mirror/pg@sha256:"));
+        assert_eq!(of(17, &config), "mirror/postgres:17");
+        // Without a template, the majors the flag leaves out keep the built-in catalog's.
+        let (postgres_images, postgres_image) =
+            BuildConfig::postgres_images_from(Some("16=mirror/pg:16.1"), None).unwrap();
+        let config = BuildConfig {
+            postgres_images,
+            postgres_image,
+            ..BuildConfig::default()
+        };
+        assert_eq!(of(16, &config), "mirror/pg:16.1");
+        assert_eq!(of(17, &config), of(17, &BuildConfig::default()));
+        // The cluster's own image wins over all of them.
+        let own = cluster(
+            json!({"postgres": {"version": 16, "image": "mine:16.3"}, "instances": 1, "storage": {"data": {"size": "1Gi"}}}),
+        );
+        assert_eq!(super::postgres_image(&own, &config), "mine:16.3");
+        let e = BuildConfig::postgres_images_from(Some("16"), None).unwrap_err();
+        assert!(
+            e.contains("--postgres-images") && e.contains("<major>=<image>"),
+            "{e}"
+        );
     }
 
     fn pod_of(c: &PostgresCluster) -> PodSpec {

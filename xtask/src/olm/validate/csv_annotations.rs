@@ -113,6 +113,7 @@ pub(super) fn check(file: &str, csv: &Value, report: &mut Report) {
             ),
         }
     }
+    disconnected(file, csv, &annotations, report);
     match annotations
         .get("operators.openshift.io/valid-subscription")
         .and_then(Value::as_str)
@@ -131,5 +132,45 @@ pub(super) fn check(file: &str, csv: &Value, report: &mut Report) {
             "metadata.annotations.operators.openshift.io/valid-subscription",
             "missing",
         ),
+    }
+}
+
+/// A CSV that says `disconnected: "true"` references every image by digest, and lists every
+/// image its pods run in `relatedImages`, so that a mirror of those has all it needs.
+fn disconnected(file: &str, csv: &Value, annotations: &serde_json::Map<String, Value>, report: &mut Report) {
+    const KEY: &str = "features.operators.openshift.io/disconnected";
+    if annotations.get(KEY).and_then(Value::as_str) != Some("true") {
+        return;
+    }
+    let references = crate::olm::csv::image_references(csv);
+    for reference in &references {
+        if !reference.pinned() {
+            report.error(
+                file,
+                &reference.field,
+                format!(
+                    "references {} by tag only, in a release that says {KEY}: \"true\"; reference it by digest (`<repository>@sha256:<digest>`) or answer \"false\"",
+                    reference.image
+                ),
+            );
+        }
+    }
+    let related: Vec<&str> = csv["spec"]["relatedImages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["image"].as_str())
+        .collect();
+    for reference in references.iter().filter(|r| r.runs) {
+        if !related.contains(&reference.image.as_str()) {
+            report.error(
+                file,
+                &reference.field,
+                format!(
+                    "runs {}, which spec.relatedImages does not list, in a release that says {KEY}: \"true\"; a mirror copies only what relatedImages lists",
+                    reference.image
+                ),
+            );
+        }
     }
 }
