@@ -1,7 +1,7 @@
-# The catalog image: opm serving the file-based catalog beside this file.
+# The catalog image: opm serving the file-based catalog beside this file. Without a
+# pre-built cache (opm builds it when it starts), so two builds give the same image.
 FROM quay.io/operator-framework/opm:v1.73.0
 ENTRYPOINT ["/bin/opm"]
-CMD ["serve", "/configs", "--cache-dir=/tmp/cache"]
+CMD ["serve", "/configs"]
 ADD tusk-operator /configs/tusk-operator
-RUN ["/bin/opm", "serve", "/configs", "--cache-dir=/tmp/cache", "--cache-only"]
 LABEL operators.operatorframework.io.index.configs.v1=/configs

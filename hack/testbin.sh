@@ -40,7 +40,7 @@ ROOT="${TUSK_TESTBIN_CACHE:-$HOME/.cache/tusk/testbin}"
 KEY="k8s-$K8S_VERSION.etcd-$ETCD_VERSION.kwok-$KWOK_VERSION.opm-$OPM_VERSION.olm-$OLM_VERSION.api-$OF_API_VERSION-r$OF_API_TOOL_REV.hadolint-$HADOLINT_VERSION.prom-$PROMETHEUS_OPERATOR_VERSION.weed-${SEAWEEDFS_VERSION##*-}.azurite-$AZURITE_VERSION.registry-$DISTRIBUTION_VERSION"
 OUT="$ROOT/$KEY"
 PROGRAMS=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok opm olm catalog
-  bundle-validate hadolint weed azurite-blob registry package-server)
+  bundle-validate hadolint weed azurite-blob registry package-server cpb)
 
 complete() {
   local p
@@ -186,6 +186,16 @@ build_olm() {
   done
 }
 
+# OLM's cpb, the program its bundle unpack Job copies into the bundle image's container to copy
+# the bundle out (OLM's util image holds it at /bin/cpb).
+build_cpb() {
+  local m
+  m=$(scratch_module cpb)
+  cd "$m"
+  go get "github.com/operator-framework/operator-lifecycle-manager/util/cpb@v$OLM_VERSION" >/dev/null
+  CGO_ENABLED=0 go build -ldflags "-s -w" -o "$DEST/cpb" github.com/operator-framework/operator-lifecycle-manager/util/cpb
+}
+
 # OLM's packageserver, the aggregated API that serves PackageManifests (OperatorHub's view).
 build_packageserver() {
   local m
@@ -315,6 +325,7 @@ build_component kubernetes "$K8S_VERSION" build_kubernetes
 build_component opm "$OPM_VERSION" build_opm
 build_component olm "$OLM_VERSION" build_olm
 build_component packageserver "$OLM_VERSION" build_packageserver
+build_component cpb "$OLM_VERSION" build_cpb
 build_component hadolint "$HADOLINT_VERSION" build_hadolint
 build_component prometheus-operator-crds "$PROMETHEUS_OPERATOR_VERSION" build_prometheus_crds
 build_component seaweedfs "$SEAWEEDFS_VERSION" build_seaweedfs
@@ -334,6 +345,7 @@ ln -s "$ROOT/opm-$OPM_VERSION/opm" "$OUT.partial/bin/opm"
 ln -s "$ROOT/olm-$OLM_VERSION/olm" "$OUT.partial/bin/olm"
 ln -s "$ROOT/olm-$OLM_VERSION/catalog" "$OUT.partial/bin/catalog"
 ln -s "$ROOT/packageserver-$OLM_VERSION/package-server" "$OUT.partial/bin/package-server"
+ln -s "$ROOT/cpb-$OLM_VERSION/cpb" "$OUT.partial/bin/cpb"
 ln -s "$ROOT/operator-framework-api-$OF_API_VERSION-r$OF_API_TOOL_REV/bundle-validate" "$OUT.partial/bin/bundle-validate"
 ln -s "$ROOT/hadolint-$HADOLINT_VERSION/hadolint" "$OUT.partial/bin/hadolint"
 ln -s "$ROOT/seaweedfs-$SEAWEEDFS_VERSION/weed" "$OUT.partial/bin/weed"

@@ -1457,3 +1457,126 @@ async fn olm_refuses_an_upgrade_that_drops_a_stored_version() {
     assert!(new.is_none_or(|c| c["status"]["phase"] != "Succeeded"));
     written.check(&env, &served(&next, "0.1.0")).await;
 }
+
+/// OLM v0 installs and upgrades Tusk from images, as a cluster pulls them: the catalog image in a
+/// registry on loopback, run as its own `opm serve` of its `/configs`, whose bundles are images
+/// referenced by digest, none inlined. Each bundle reaches OLM through a real unpack Job: the
+/// Job controller makes its pod, and its containers run as local processes (OLM's `cpb` in the
+/// bundle image pulled by that digest, then `opm alpha bundle extract` as the pod's
+/// ServiceAccount); OLM installs what they wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn installs_and_upgrades_from_the_catalog_image_through_real_unpack_jobs() {
+    let registry = tusk_testenv::registry::Registry::start().await.unwrap();
+    let host = registry.host();
+    let mut inputs = Inputs::load(&repo()).unwrap();
+    let images = &mut inputs.plan.images;
+    for (image, name) in [
+        (&mut images.operator, "tusk-operator"),
+        (&mut images.bundle, "tusk-operator-bundle"),
+        (&mut images.catalog, "tusk-operator-catalog"),
+    ] {
+        *image = format!("{host}/tusk/{name}");
+    }
+    let work = tempfile::tempdir().unwrap();
+    let mut built = Vec::new();
+    for release in &inputs.plan.releases {
+        built.push(xtask::images::bundle_image(&inputs, release, work.path()).unwrap());
+    }
+    let opm = tusk_testenv::Toolchain::get().unwrap().bin("opm");
+    built.push(xtask::images::catalog_image(&inputs, &opm, 1_700_000_000, work.path()).unwrap());
+    let pushed = xtask::images::push(&built, &format!("{host}/tusk"), true)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", registry.log_tail(20)));
+
+    let mut env = OlmCluster::start(tusk_operator()).await;
+    env.run_unpack_pods().await;
+    let catalog_image = env.serve_image(pushed.last().unwrap()).await;
+    // What the catalog image serves: every bundle an image in the registry, by digest.
+    let served: Vec<Value> = serde_saphyr::from_multiple(
+        &std::fs::read_to_string(catalog_image.path(&format!("/configs/{PACKAGE}/catalog.yaml"))).unwrap(),
+    )
+    .unwrap();
+    let bundle_image = |version: &str| -> String {
+        let bundle = served
+            .iter()
+            .find(|b| b["schema"] == "olm.bundle" && b["name"] == csv_name(version))
+            .unwrap_or_else(|| panic!("no bundle {version} in the catalog image"));
+        assert!(
+            bundle["properties"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| p["type"] != "olm.bundle.object"),
+            "{version} is not inlined"
+        );
+        bundle["image"].as_str().unwrap().to_owned()
+    };
+    for version in ["1.0.0", "1.1.0"] {
+        let image = bundle_image(version);
+        assert!(
+            image.starts_with(&format!("{host}/tusk/tusk-operator-bundle@sha256:")),
+            "{image}"
+        );
+        assert!(pushed.contains(&image), "{image} was pushed: {pushed:#?}");
+    }
+
+    env.subscribe(PACKAGE, "stable", true, Some(&csv_name("1.0.0")))
+        .await;
+    env.approve(&csv_name("1.0.0")).await;
+    env.succeeded(&csv_name("1.0.0")).await;
+    let plan = env.approve(&csv_name("1.1.0")).await;
+    assert_eq!(plan["status"]["phase"], "Complete", "{:#}", plan["status"]);
+    let csv = env.succeeded(&csv_name("1.1.0")).await;
+    // The CSV OLM installed is the one in the bundle image: the open release's date, its images.
+    let open = inputs.plan.releases.last().unwrap();
+    assert_eq!(
+        csv["metadata"]["annotations"]["createdAt"],
+        format!("{}T00:00:00Z", open.date)
+    );
+    assert_eq!(
+        csv["metadata"]["annotations"]["containerImage"],
+        format!("{host}/tusk/tusk-operator:1.1.0")
+    );
+
+    // Each bundle went through its own unpack Job, which completed, and whose pod pulled the
+    // bundle image by digest.
+    let ran = env.run_unpack_pods().await.ran();
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> =
+        Api::namespaced(env.client.clone(), tusk_testenv::olm::OLM_NAMESPACE);
+    let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(env.client.clone(), tusk_testenv::olm::OLM_NAMESPACE);
+    for version in ["1.0.0", "1.1.0"] {
+        let image = bundle_image(version);
+        let pod = ran
+            .iter()
+            .find(|r| r.image == image)
+            .unwrap_or_else(|| panic!("no unpack pod pulled {image}: {ran:#?}"));
+        assert_eq!(pod.outcome, Ok(()), "{pod:#?}");
+        assert_eq!(Some(pod.digest.as_str()), image.split_once('@').map(|(_, d)| d));
+        let job = jobs.get(&pod.config_map).await.unwrap();
+        let conditions = job.status.and_then(|s| s.conditions).unwrap_or_default();
+        assert!(
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Complete" && c.status == "True"),
+            "{conditions:#?}"
+        );
+        let written = config_maps.get(&pod.config_map).await.unwrap();
+        let keys: Vec<String> = written
+            .data
+            .unwrap_or_default()
+            .into_keys()
+            .chain(written.binary_data.unwrap_or_default().into_keys())
+            .collect();
+        assert!(
+            keys.iter().any(|k| k.contains("clusterserviceversion")),
+            "{version}: {keys:?}"
+        );
+        println!(
+            "OLM unpacked {version} from {image} in Job {} ({} files)",
+            pod.config_map,
+            keys.len()
+        );
+    }
+    assert_eq!(ran.len(), 2, "one unpack pod per bundle installed: {ran:#?}");
+}

@@ -149,6 +149,7 @@ pub fn inputs_with_drop(replaces: &str) -> Inputs {
     let next: Release = serde_saphyr::from_str(&format!(
         r#"
 version: {NEXT}
+date: 2027-01-15
 channels: [candidate, fast, stable, stable-v1]
 replaces: {replaces}
 maturity: stable

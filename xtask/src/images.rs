@@ -383,26 +383,7 @@ pub fn build(root: &Path, inputs: &Inputs, sources: &Sources, out: &Path) -> Res
         built.push(bundle_image(inputs, release, out)?);
     }
 
-    let file = "catalog/catalog.Dockerfile";
-    let stage = read_stage(&read(root, file)?, &root.join("catalog"), &BTreeMap::new())
-        .map_err(|e| format!("{file} {e}"))?;
-    let mut differences = vec![format!(
-        "no base image: instead of {}, an opm built from the same operator-registry module at /bin/opm",
-        stage.from
-    )];
-    differences.extend(stage.not_run.iter().map(|run| format!("not run: {run}")));
-    built.push(write_image(
-        out,
-        &format!("{}:{open}", images.catalog),
-        &stage,
-        &[(
-            "/bin/opm".to_owned(),
-            (0o755, Source::Context(sources.opm.clone())),
-        )],
-        &stage_files,
-        sources.epoch,
-        differences,
-    )?);
+    built.push(catalog_image(inputs, &sources.opm, sources.epoch, out)?);
     Ok(built)
 }
 
@@ -416,15 +397,8 @@ pub fn bundle_image(
     release: &crate::olm::plan::Release,
     out: &Path,
 ) -> Result<Image, String> {
-    let scratch = tempfile::tempdir().map_err(|e| format!("a scratch build context: {e}"))?;
+    let scratch = build_context(crate::olm::bundle_files(inputs, release))?;
     let context = scratch.path();
-    for (path, contents) in crate::olm::bundle_files(inputs, release) {
-        let file = context.join(&path);
-        if let Some(parent) = file.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-        }
-        std::fs::write(&file, contents).map_err(|e| format!("{}: {e}", file.display()))?;
-    }
     let file = format!("bundle/{}/bundle.Dockerfile", release.version);
     let text =
         std::fs::read_to_string(context.join("bundle.Dockerfile")).map_err(|e| format!("{file}: {e}"))?;
@@ -438,6 +412,46 @@ pub fn bundle_image(
         release.epoch()?,
         Vec::new(),
     )
+}
+
+/// The catalog image, written into the layouts under `out`: built from the catalog's files as
+/// the generator makes them from `inputs` (the same as committed, when `cargo xtask check`
+/// passes), laid out in a scratch build context, with `opm` standing for its base image's.
+pub fn catalog_image(inputs: &Inputs, opm: &Path, epoch: i64, out: &Path) -> Result<Image, String> {
+    let scratch = build_context(crate::olm::catalog::files(inputs))?;
+    let context = scratch.path();
+    let file = "catalog/catalog.Dockerfile";
+    let text =
+        std::fs::read_to_string(context.join("catalog.Dockerfile")).map_err(|e| format!("{file}: {e}"))?;
+    let stage = read_stage(&text, context, &BTreeMap::new()).map_err(|e| format!("{file} {e}"))?;
+    let mut differences = vec![format!(
+        "no base image: instead of {}, an opm built from the same operator-registry module at /bin/opm",
+        stage.from
+    )];
+    differences.extend(stage.not_run.iter().map(|run| format!("not run: {run}")));
+    let open = inputs.plan.releases.last().ok_or("the plan has no release")?;
+    write_image(
+        out,
+        &format!("{}:{}", inputs.plan.images.catalog, open.version),
+        &stage,
+        &[("/bin/opm".to_owned(), (0o755, Source::Context(opm.to_path_buf())))],
+        &BTreeMap::new(),
+        epoch,
+        differences,
+    )
+}
+
+/// A scratch build context holding `files` (paths relative to it, and their contents).
+fn build_context(files: Vec<(String, String)>) -> Result<tempfile::TempDir, String> {
+    let scratch = tempfile::tempdir().map_err(|e| format!("a scratch build context: {e}"))?;
+    for (path, contents) in files {
+        let file = scratch.path().join(&path);
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        std::fs::write(&file, contents).map_err(|e| format!("{}: {e}", file.display()))?;
+    }
+    Ok(scratch)
 }
 
 /// The digest of `release`'s bundle image ([`bundle_image`], built into a scratch directory).

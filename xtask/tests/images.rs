@@ -226,15 +226,9 @@ fn images_carry_what_their_containerfiles_add_and_two_builds_give_the_same_diges
         "/configs"
     );
     assert_eq!(config["config"]["Entrypoint"], serde_json::json!(["/bin/opm"]));
-    assert_eq!(
-        config["config"]["Cmd"],
-        serde_json::json!(["serve", "/configs", "--cache-dir=/tmp/cache"])
-    );
-    assert!(
-        catalog.differences.iter().any(|d| d.contains("not run: RUN")),
-        "{:?}",
-        catalog.differences
-    );
+    assert_eq!(config["config"]["Cmd"], serde_json::json!(["serve", "/configs"]));
+    // Nothing of the Containerfile is left undone: only the base image differs.
+    assert_eq!(catalog.differences.len(), 1, "{:?}", catalog.differences);
     println!("{}: {}", catalog.reference, catalog.digest);
 }
 

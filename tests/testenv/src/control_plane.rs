@@ -46,6 +46,9 @@ pub struct Options {
     pub dir: Option<PathBuf>,
     /// An `--egress-selector-config-file` for kube-apiserver.
     pub egress_selector_config: Option<PathBuf>,
+    /// Namespaces whose Job pods the test runs itself, as local processes that report how they
+    /// ended (OLM's bundle unpack pods): kwok leaves them running instead of completing them.
+    pub local_job_namespaces: Vec<String>,
 }
 
 /// One TCP connection of a component, from `/proc/net/tcp{,6}`.
@@ -368,6 +371,26 @@ impl ControlPlane {
             .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
             .collect();
         stage_files.sort();
+        if !options.local_job_namespaces.is_empty() {
+            for file in &mut stage_files {
+                if file.file_name().is_some_and(|n| n == "pod-complete.yaml") {
+                    let text =
+                        fs::read_to_string(&*file).map_err(io(format!("reading {}", file.display())))?;
+                    let patched = leave_jobs_of(&text, &options.local_job_namespaces).ok_or_else(|| {
+                        Error::Component {
+                            component: "kwok",
+                            message: format!(
+                                "{}: no `matchExpressions:` to add the namespaces to",
+                                file.display()
+                            ),
+                        }
+                    })?;
+                    let local = plane.dir.join("kwok-pod-complete.yaml");
+                    fs::write(&local, patched).map_err(io(format!("writing {}", local.display())))?;
+                    *file = local;
+                }
+            }
+        }
         args.extend(stage_files.iter().map(|f| arg("config", f.display())));
         plane.spawn("kwok", args)?;
         let client = plane.client().await?;
@@ -680,29 +703,17 @@ impl ControlPlane {
     /// A kubeconfig that authenticates as the existing ServiceAccount `namespace/name`, with a
     /// token valid for a day: a program run with it has exactly that account's permissions.
     pub async fn token_kubeconfig(&self, namespace: &str, name: &str) -> Result<PathBuf> {
-        let client = self.client().await?;
-        let accounts = Api::<ServiceAccount>::namespaced(client, namespace);
-        let request: TokenRequest =
-            serde_json::from_value(json!({"spec": {"expirationSeconds": 86400}})).expect("a token request");
-        let token = accounts
-            .create_token_request(name, &PostParams::default(), &request)
-            .await?
-            .status
-            .map(|s| s.token)
-            .unwrap_or_default();
-        let path = self.dir.join(format!("{namespace}-{name}.kubeconfig"));
-        let kubeconfig = json!({
-            "apiVersion": "v1", "kind": "Config",
-            "clusters": [{"name": "tusk", "cluster": {"server": self.server, "certificate-authority": self.dir.join("pki/ca.crt")}}],
-            "users": [{"name": name, "user": {"token": token}}],
-            "contexts": [{"name": "tusk", "context": {"cluster": "tusk", "user": name, "namespace": namespace}}],
-            "current-context": "tusk",
-        });
-        write(
-            &path,
-            serde_json::to_vec_pretty(&kubeconfig).expect("a kubeconfig serializes"),
-        )?;
-        Ok(path)
+        self.token_kubeconfigs().await?.make(namespace, name).await
+    }
+
+    /// What makes [`ControlPlane::token_kubeconfig`]s, apart from the control plane (for a task
+    /// that outlives a borrow of it).
+    pub async fn token_kubeconfigs(&self) -> Result<TokenKubeconfigs> {
+        Ok(TokenKubeconfigs {
+            client: self.client().await?,
+            server: self.server.clone(),
+            dir: self.dir.clone(),
+        })
     }
 
     /// Every request the apiserver has completed so far, from its audit log (JSON objects with
@@ -788,4 +799,53 @@ fn fake_node() -> Node {
         },
     }))
     .expect("a node")
+}
+
+/// kwok's `pod-complete` stage `text`, selecting no pod in `namespaces`.
+fn leave_jobs_of(text: &str, namespaces: &[String]) -> Option<String> {
+    let anchor = "    matchExpressions:\n";
+    let at = text.find(anchor)? + anchor.len();
+    let mut expression =
+        "    - key: '.metadata.namespace'\n      operator: 'NotIn'\n      values:\n".to_owned();
+    for namespace in namespaces {
+        expression.push_str(&format!("      - '{namespace}'\n"));
+    }
+    Some(format!("{}{expression}{}", &text[..at], &text[at..]))
+}
+
+/// Makes kubeconfigs that authenticate as ServiceAccounts; see [`ControlPlane::token_kubeconfig`].
+#[derive(Clone)]
+pub struct TokenKubeconfigs {
+    client: Client,
+    server: String,
+    dir: PathBuf,
+}
+
+impl TokenKubeconfigs {
+    /// A kubeconfig that authenticates as the existing ServiceAccount `namespace/name`, with a
+    /// token valid for a day.
+    pub async fn make(&self, namespace: &str, name: &str) -> Result<PathBuf> {
+        let accounts = Api::<ServiceAccount>::namespaced(self.client.clone(), namespace);
+        let request: TokenRequest =
+            serde_json::from_value(json!({"spec": {"expirationSeconds": 86400}})).expect("a token request");
+        let token = accounts
+            .create_token_request(name, &PostParams::default(), &request)
+            .await?
+            .status
+            .map(|s| s.token)
+            .unwrap_or_default();
+        let path = self.dir.join(format!("{namespace}-{name}.kubeconfig"));
+        let kubeconfig = json!({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "tusk", "cluster": {"server": self.server, "certificate-authority": self.dir.join("pki/ca.crt")}}],
+            "users": [{"name": name, "user": {"token": token}}],
+            "contexts": [{"name": "tusk", "context": {"cluster": "tusk", "user": name, "namespace": namespace}}],
+            "current-context": "tusk",
+        });
+        write(
+            &path,
+            serde_json::to_vec_pretty(&kubeconfig).expect("a kubeconfig serializes"),
+        )?;
+        Ok(path)
+    }
 }

@@ -1,7 +1,7 @@
 //! Real OLM on the local control plane: its CRDs, the `operators` namespace with its global
 //! OperatorGroup, and the `olm` and `catalog` operators as local processes; plus `opm serve` for
-//! a catalog that a CatalogSource reaches by address. Nothing here runs in a pod, so OLM must be
-//! given bundles with their manifests inlined (no bundle-unpack Job).
+//! a catalog that a CatalogSource reaches by address, from a directory or from a catalog image.
+//! Bundles are either inlined in the catalog, or images whose unpack Jobs [`unpack`] runs.
 //!
 //! [`install`] installs and upgrades an operator through that OLM as an administrator would,
 //! with [`operator`] running the operator's pod as a local process.
@@ -9,6 +9,7 @@
 pub mod install;
 pub mod operator;
 pub mod packageserver;
+pub mod unpack;
 
 use std::{
     ffi::OsStr,
@@ -174,23 +175,62 @@ pub struct CatalogServer {
 impl CatalogServer {
     /// Serves the catalog in `dir` (named `name` in logs) and waits until it accepts connections.
     pub async fn start(plane: &ControlPlane, name: &str, dir: &Path) -> Result<Self> {
-        let port = free_port()?;
-        let process = Supervised::spawn(
-            plane.dir(),
+        Self::run(
+            plane,
             name,
             &plane.toolchain().bin("opm"),
-            &[
-                "serve".to_owned(),
-                dir.display().to_string(),
-                format!("--port={port}"),
-                // Its profiling endpoint would take the same fixed port in every test.
-                format!("--pprof-addr=127.0.0.1:{}", free_port()?),
-                format!(
-                    "--termination-log={}",
-                    plane.dir().join(format!("{name}.termination")).display()
-                ),
-            ],
-        )?;
+            &["serve".to_owned(), dir.display().to_string()],
+        )
+        .await
+    }
+
+    /// Runs catalog image `image` (pulled and unpacked) as its `Entrypoint` and `Cmd` say (`opm
+    /// serve /configs`): its own `opm`, every absolute path of the image in its root, and `/tmp`
+    /// in `scratch`.
+    pub async fn start_image(
+        plane: &ControlPlane,
+        name: &str,
+        image: &crate::image::Unpacked,
+        scratch: &Path,
+    ) -> Result<Self> {
+        let command = image.command();
+        let (program, args) = command.split_first().ok_or_else(|| {
+            failed(
+                "catalog image",
+                format!("{}: no Entrypoint or Cmd", image.reference),
+            )
+        })?;
+        let local = |arg: &str| -> String {
+            let (flag, path) = match arg.split_once('=') {
+                Some((flag, path)) => (format!("{flag}="), path),
+                None => (String::new(), arg),
+            };
+            if !path.starts_with('/') {
+                return arg.to_owned();
+            }
+            let mapped = match path.strip_prefix("/tmp") {
+                Some(rest) => scratch.join(rest.trim_start_matches('/')),
+                None => image.path(path),
+            };
+            format!("{flag}{}", mapped.display())
+        };
+        let args: Vec<String> = args.iter().map(|a| local(a)).collect();
+        Self::run(plane, name, &image.path(program), &args).await
+    }
+
+    async fn run(plane: &ControlPlane, name: &str, program: &Path, args: &[String]) -> Result<Self> {
+        let port = free_port()?;
+        let mut args = args.to_vec();
+        args.extend([
+            format!("--port={port}"),
+            // Its profiling endpoint would take the same fixed port in every test.
+            format!("--pprof-addr=127.0.0.1:{}", free_port()?),
+            format!(
+                "--termination-log={}",
+                plane.dir().join(format!("{name}.termination")).display()
+            ),
+        ]);
+        let process = Supervised::spawn(plane.dir(), name, program, &args)?;
         Wait::up_to(Duration::from_secs(60))
             .every(Duration::from_millis(200))
             .until(

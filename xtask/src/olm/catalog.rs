@@ -212,13 +212,16 @@ pub fn to_yaml(blobs: &[Value]) -> String {
 /// The files under `catalog/`: the catalog itself and the Dockerfile that serves it.
 pub fn files(inputs: &Inputs) -> Vec<(String, String)> {
     let package = &inputs.plan.package;
+    // No `RUN opm serve --cache-only` pre-builds a cache: its files differ between two builds of
+    // the same catalog (pogreb's), which would make the image unreproducible, and opm builds the
+    // cache of a catalog this small at startup in well under a second.
     let dockerfile = format!(
-        "# The catalog image: opm serving the file-based catalog beside this file.\n\
+        "# The catalog image: opm serving the file-based catalog beside this file. Without a\n\
+         # pre-built cache (opm builds it when it starts), so two builds give the same image.\n\
          FROM quay.io/operator-framework/opm:v1.73.0\n\
          ENTRYPOINT [\"/bin/opm\"]\n\
-         CMD [\"serve\", \"/configs\", \"--cache-dir=/tmp/cache\"]\n\
+         CMD [\"serve\", \"/configs\"]\n\
          ADD {package} /configs/{package}\n\
-         RUN [\"/bin/opm\", \"serve\", \"/configs\", \"--cache-dir=/tmp/cache\", \"--cache-only\"]\n\
          LABEL operators.operatorframework.io.index.configs.v1=/configs\n"
     );
     vec![

@@ -93,6 +93,7 @@ pub struct OlmCluster {
     catalogs: Vec<CatalogServer>,
     pod: LocalOperator,
     packageserver: Option<super::packageserver::PackageServer>,
+    unpack: Option<super::unpack::UnpackPods>,
 }
 
 impl OlmCluster {
@@ -102,6 +103,8 @@ impl OlmCluster {
         let proxy = ConnectProxy::start().expect("the egress proxy");
         let plane = ControlPlane::start(Options {
             egress_selector_config: Some(proxy.config_file()),
+            // Bundle unpack Jobs run in OLM's namespace; `run_unpack_pods` runs their pods.
+            local_job_namespaces: vec![OLM_NAMESPACE.to_owned()],
             ..Options::default()
         })
         .await
@@ -125,7 +128,43 @@ impl OlmCluster {
             catalogs: Vec::new(),
             pod,
             packageserver: None,
+            unpack: None,
         }
+    }
+
+    /// Runs OLM's bundle unpack pods from now on (once), as local processes (see
+    /// [`super::unpack`]).
+    pub async fn run_unpack_pods(&mut self) -> &super::unpack::UnpackPods {
+        if self.unpack.is_none() {
+            let started =
+                super::unpack::UnpackPods::start(&self.plane, OLM_NAMESPACE, self.work.path().join("unpack"))
+                    .await
+                    .expect("the unpack pod runner");
+            self.unpack = Some(started);
+        }
+        self.unpack.as_ref().expect("started")
+    }
+
+    /// Serves catalog image `reference` from the registry on loopback: pulls and unpacks it, runs
+    /// it as its `Entrypoint` and `Cmd` say ([`CatalogServer::start_image`]), points the
+    /// CatalogSource at it and waits until OLM is connected. Returns the image as unpacked.
+    pub async fn serve_image(&mut self, reference: &str) -> crate::image::Unpacked {
+        let dir = self.work.path().join(format!("catalog-{}", self.catalogs.len()));
+        let image = crate::image::pull(reference, &dir)
+            .await
+            .unwrap_or_else(|e| panic!("pulling the catalog image: {e}"));
+        let scratch = dir.join("tmp");
+        std::fs::create_dir_all(&scratch).expect("the image's /tmp");
+        let server = CatalogServer::start_image(
+            &self.plane,
+            &format!("opm-{}", self.catalogs.len()),
+            &image,
+            &scratch,
+        )
+        .await
+        .expect("the catalog image's opm serve");
+        self.connect(server).await;
+        image
     }
 
     /// The name of the operator's CSV at `version`.
@@ -162,6 +201,11 @@ impl OlmCluster {
         let server = CatalogServer::start(&self.plane, &format!("opm-{}", self.catalogs.len()), &dir)
             .await
             .expect("opm serve");
+        self.connect(server).await;
+    }
+
+    /// Points the CatalogSource at `server` and waits until OLM is connected.
+    async fn connect(&mut self, server: CatalogServer) {
         let address = server.address();
         crate::olm::apply(&self.plane, &catalog_source(CATALOG, &address)).expect("the CatalogSource");
         self.catalogs.push(server);
