@@ -415,3 +415,87 @@ async fn a_release_with_every_image_pinned_by_digest_is_disconnected_and_resolve
     inputs.postgres_images.images[0].digest = None;
     assert_eq!(csv_of(&inputs)["metadata"]["annotations"][key], "false");
 }
+
+/// The catalog is what opm renders from the bundle images: a basic catalog template (the
+/// package, channels and deprecations as generated, each bundle only its image reference by
+/// digest) rendered by `opm alpha render-template basic` with the bundle images pulled from a
+/// real registry (`--migrate-level=bundle-object-to-csv-metadata`, as catalogs for OpenShift
+/// are rendered) is the generated catalog, object for object: every bundle's `olm.gvk`s,
+/// `olm.package`, `olm.csv.metadata` (what the console shows without unpacking) and
+/// `relatedImages`.
+#[tokio::test]
+async fn opm_renders_the_catalog_from_the_bundle_images() {
+    let registry = tusk_testenv::registry::Registry::start().await.unwrap();
+    let host = registry.host();
+    let mut inputs = Inputs::load(root()).unwrap();
+    inputs.plan.images.bundle = format!("{host}/tusk/tusk-operator-bundle");
+    let work = tempfile::tempdir().unwrap();
+    let mut bundles = Vec::new();
+    for release in &inputs.plan.releases {
+        bundles.push(xtask::images::bundle_image(&inputs, release, work.path()).unwrap());
+    }
+    xtask::images::push(&bundles, &format!("{host}/tusk"), true)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", registry.log_tail(20)));
+    let generated = xtask::olm::catalog::blobs(&inputs, false);
+    let entries: Vec<Value> = generated
+        .iter()
+        .map(|blob| match blob["schema"].as_str() {
+            Some("olm.bundle") => serde_json::json!({"schema": "olm.bundle", "image": blob["image"]}),
+            _ => blob.clone(),
+        })
+        .collect();
+    let template = work.path().join("template.json");
+    std::fs::write(
+        &template,
+        serde_json::to_vec(&serde_json::json!({"schema": "olm.template.basic", "entries": entries})).unwrap(),
+    )
+    .unwrap();
+    // opm pulls with containers/image, which wants a signature policy: accept what the test
+    // registry serves.
+    let home = work.path().join("home");
+    std::fs::create_dir_all(home.join(".config/containers")).unwrap();
+    std::fs::write(
+        home.join(".config/containers/policy.json"),
+        r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(tusk_testenv::Toolchain::get().unwrap().bin("opm"))
+        .args(["alpha", "render-template", "basic"])
+        .arg(&template)
+        .args([
+            "--use-http",
+            "--migrate-level=bundle-object-to-csv-metadata",
+            "-o",
+            "json",
+        ])
+        .env("HOME", &home)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "opm alpha render-template: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rendered: Vec<Value> = serde_json::Deserializer::from_slice(&out.stdout)
+        .into_iter::<Value>()
+        .map(Result::unwrap)
+        .collect();
+    let key = |blob: &Value| format!("{} {}", blob["schema"], blob["name"]);
+    let by_key =
+        |blobs: &[Value]| -> BTreeMap<String, Value> { blobs.iter().map(|b| (key(b), b.clone())).collect() };
+    let (rendered, generated) = (by_key(&rendered), by_key(&generated));
+    assert_eq!(
+        rendered.keys().collect::<Vec<_>>(),
+        generated.keys().collect::<Vec<_>>()
+    );
+    for (name, blob) in &generated {
+        assert_eq!(
+            &rendered[name], blob,
+            "{name}: opm renders it otherwise than the generator"
+        );
+    }
+    let bundles_rendered = rendered.keys().filter(|k| k.contains("olm.bundle")).count();
+    assert_eq!(bundles_rendered, inputs.plan.releases.len());
+    println!("opm rendered {} objects, each as generated", rendered.len());
+}

@@ -47,6 +47,71 @@ fn go_numbers(value: Value) -> Value {
     }
 }
 
+/// The `olm.csv.metadata` of `csv`: operator-registry's `CSVMetadata`, the CSV's annotations,
+/// labels and the parts of its spec the console shows, as Go writes that struct (fields it omits
+/// when empty are left out, `apiServiceDefinitions` is always there).
+pub fn csv_metadata(csv: &Value) -> Value {
+    let spec = &csv["spec"];
+    let mut metadata = serde_json::Map::new();
+    let mut put = |key: &str, value: &Value, omit_empty: bool| {
+        let empty = match value {
+            Value::Null => true,
+            Value::String(s) => s.is_empty(),
+            Value::Array(a) => a.is_empty(),
+            Value::Object(o) => o.is_empty(),
+            _ => false,
+        };
+        if !(omit_empty && empty) {
+            metadata.insert(key.to_owned(), go_numbers(value.clone()));
+        }
+    };
+    put("annotations", &csv["metadata"]["annotations"], true);
+    let api_services = match &spec["apiservicedefinitions"] {
+        Value::Null => json!({}),
+        defined => defined.clone(),
+    };
+    put("apiServiceDefinitions", &api_services, false);
+    put(
+        "crdDescriptions",
+        &omit_empty(&spec["customresourcedefinitions"]),
+        false,
+    );
+    put("description", &spec["description"], true);
+    put("displayName", &spec["displayName"], true);
+    put("installModes", &spec["installModes"], true);
+    put("keywords", &spec["keywords"], true);
+    put("labels", &csv["metadata"]["labels"], true);
+    put("links", &spec["links"], true);
+    put("maintainers", &spec["maintainers"], true);
+    put("maturity", &spec["maturity"], true);
+    put("minKubeVersion", &spec["minKubeVersion"], true);
+    put("nativeAPIs", &spec["nativeAPIs"], true);
+    put("provider", &spec["provider"], true);
+    Value::Object(metadata)
+}
+
+/// `value` as Go writes operator-framework/api's CRD descriptions: every list, and every
+/// `displayName` and `description`, is `omitempty`.
+fn omit_empty(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(key, v)| match v {
+                    Value::Null => false,
+                    Value::Array(a) => !a.is_empty(),
+                    Value::String(s) => {
+                        !(s.is_empty() && matches!(key.as_str(), "displayName" | "description"))
+                    }
+                    _ => true,
+                })
+                .map(|(k, v)| (k.clone(), omit_empty(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(omit_empty).collect()),
+        other => other.clone(),
+    }
+}
+
 /// The properties of a release's `olm.bundle`, from its `manifests`, in the order `opm render`
 /// writes them: sorted by type and value, with the inlined objects last.
 pub fn properties(
@@ -85,6 +150,13 @@ pub fn properties(
             objects.push(("olm.bundle.object".to_owned(), json!({"data": data})));
         }
         objects.sort_by_key(key);
+    } else if let Some((_, csv)) = manifests
+        .iter()
+        .find(|(_, m)| m["kind"] == "ClusterServiceVersion")
+    {
+        // What OLM and the console read of the CSV without unpacking the bundle image: what
+        // `opm render --migrate-level=bundle-object-to-csv-metadata` writes for a bundle image.
+        objects.push(("olm.csv.metadata".to_owned(), csv_metadata(csv)));
     }
     properties
         .into_iter()
