@@ -91,6 +91,26 @@ fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     files
 }
 
+/// Every image of `inputs` built in `work` (from the stand-in binaries) and pushed to `registry`
+/// under `tusk/`: the images, and each reference pushed by digest.
+async fn build_and_push(
+    registry: &tusk_testenv::registry::Registry,
+    inputs: &Inputs,
+    work: &Path,
+) -> (Vec<Image>, Vec<String>) {
+    let built = build(
+        root(),
+        inputs,
+        &sources(work, 1_700_000_000),
+        &work.join("images"),
+    )
+    .unwrap();
+    let pushed = xtask::images::push(&built, &format!("{}/tusk", registry.host()), true)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", registry.log_tail(20)));
+    (built, pushed)
+}
+
 #[test]
 fn images_carry_what_their_containerfiles_add_and_two_builds_give_the_same_digests() {
     let inputs = Inputs::load(root()).unwrap();
@@ -242,17 +262,7 @@ async fn pushed_images_resolve_in_a_registry_by_digest() {
     let registry = tusk_testenv::registry::Registry::start().await.unwrap();
     let inputs = Inputs::load(root()).unwrap();
     let work = tempfile::tempdir().unwrap();
-    let built = build(
-        root(),
-        &inputs,
-        &sources(work.path(), 1_700_000_000),
-        &work.path().join("images"),
-    )
-    .unwrap();
-    let prefix = format!("{}/tusk", registry.host());
-    let pushed = xtask::images::push(&built, &prefix, true)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", registry.log_tail(20)));
+    let (built, pushed) = build_and_push(&registry, &inputs, work.path()).await;
     assert_eq!(pushed.len(), built.len());
     let client = Client::new(ClientConfig {
         protocol: ClientProtocol::Http,
@@ -290,7 +300,9 @@ async fn pushed_images_resolve_in_a_registry_by_digest() {
             assert_eq!(pulled, blob(&image.layout, digest), "{by_digest}: {digest}");
         }
         // The tag names the same manifest.
-        let tagged: Reference = xtask::images::pushed_reference(image, &prefix).parse().unwrap();
+        let tagged: Reference = xtask::images::pushed_reference(image, &format!("{}/tusk", registry.host()))
+            .parse()
+            .unwrap();
         let (_, digest) = pull_manifest(&tagged).await;
         assert_eq!(digest, image.digest, "{tagged}");
         println!("{by_digest}");
@@ -315,16 +327,7 @@ async fn a_release_with_every_image_pinned_by_digest_is_disconnected_and_resolve
     let host = registry.host();
     let mut inputs = Inputs::load(root()).unwrap();
     let work = tempfile::tempdir().unwrap();
-    let built = build(
-        root(),
-        &inputs,
-        &sources(work.path(), 1_700_000_000),
-        &work.path().join("images"),
-    )
-    .unwrap();
-    let pushed = xtask::images::push(&built, &format!("{host}/tusk"), true)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", registry.log_tail(20)));
+    let (built, pushed) = build_and_push(&registry, &inputs, work.path()).await;
     let open = inputs.plan.releases.last().unwrap().version.clone();
     let operator = built
         .iter()
