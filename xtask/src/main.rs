@@ -91,6 +91,11 @@ enum Task {
         /// The release to open next (default: the next minor).
         #[arg(long)]
         next: Option<semver::Version>,
+        /// The digest of the operator image built from this commit and pushed (`cargo xtask
+        /// images --push` prints it): the cut release's CSV then runs the operator and its
+        /// instance manager by digest.
+        #[arg(long)]
+        operator_digest: Option<String>,
     },
     /// Everything CI checks on generated files: CRDs, bundles, catalog and graph are what the
     /// generator makes, and validation finds no error.
@@ -372,7 +377,11 @@ fn bench_generate(rounds: u32) -> Result<(), String> {
     Ok(())
 }
 
-fn release(version: &semver::Version, next: Option<semver::Version>) -> Result<(), String> {
+fn release(
+    version: &semver::Version,
+    next: Option<semver::Version>,
+    operator_digest: Option<&str>,
+) -> Result<(), String> {
     let root = repo_root();
     let git = |args: &[&str]| -> Result<String, String> {
         let out = std::process::Command::new("git")
@@ -403,7 +412,7 @@ fn release(version: &semver::Version, next: Option<semver::Version>) -> Result<(
         .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
         .date()
         .to_string();
-    olm::release::release(&root, version, &commit, &next, &day)?;
+    olm::release::release(&root, version, &commit, &next, &day, operator_digest)?;
     println!("{version}: released on {day}, cut from {commit}; {next} is open");
     if &olm::instance_manager::version()? == version {
         olm::instance_manager::lock(&root, version)?;
@@ -524,7 +533,11 @@ fn main() -> ExitCode {
         Task::InlineCatalog { out, with_fixture } => inline_catalog(&out, with_fixture),
         Task::Check => check(),
         Task::Test { jobs, args } => test::run(&repo_root(), jobs, &args),
-        Task::Release { version, next } => release(&version, next),
+        Task::Release {
+            version,
+            next,
+            operator_digest,
+        } => release(&version, next, operator_digest.as_deref()),
         Task::Images {
             out,
             binary,

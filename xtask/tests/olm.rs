@@ -983,7 +983,9 @@ fn cutting_a_release_freezes_it_and_opens_the_next() {
         .clone();
     let next = semver::Version::new(open.major, open.minor + 1, 0);
     let commit = "0123456789abcdef0123456789abcdef01234567";
-    olm::release::release(dir.path(), &open, commit, &next, "2027-01-15").unwrap();
+    // The operator image pushed from that commit: the cut CSV runs it by digest.
+    let digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    olm::release::release(dir.path(), &open, commit, &next, "2027-01-15", Some(digest)).unwrap();
     let inputs = Inputs::load(dir.path()).unwrap();
     let files = olm::generate(&inputs);
     olm::sync(dir.path(), &files, false).unwrap();
@@ -995,6 +997,23 @@ fn cutting_a_release_freezes_it_and_opens_the_next() {
     assert!(lock.contains(&format!(
         "{cut_dir}manifests/tusk-operator.clusterserviceversion.yaml"
     )));
+    let cut_csv: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(dir.path().join(format!(
+            "{cut_dir}manifests/tusk-operator.clusterserviceversion.yaml"
+        )))
+        .unwrap(),
+    )
+    .unwrap();
+    let by_digest = format!("{}@{digest}", inputs.plan.images.operator);
+    assert_eq!(
+        cut_csv["metadata"]["annotations"]["createdAt"],
+        "2027-01-15T00:00:00Z"
+    );
+    for reference in olm::csv::image_references(&cut_csv) {
+        if reference.image.starts_with(&inputs.plan.images.operator) {
+            assert_eq!(reference.image, by_digest, "{}", reference.field);
+        }
+    }
     // Opened: a bundle that replaces it, in the catalog.
     let csv = std::fs::read_to_string(dir.path().join(format!(
         "bundle/{next}/manifests/tusk-operator.clusterserviceversion.yaml"
@@ -1025,6 +1044,7 @@ fn cutting_a_release_freezes_it_and_opens_the_next() {
         commit,
         &semver::Version::new(9, 0, 0),
         "2027-01-15",
+        None,
     )
     .unwrap_err();
     assert!(again.contains("already released"), "{again}");

@@ -167,6 +167,7 @@ mod tests {
                 "0123456789abcdef0123456789abcdef01234567",
                 &next,
                 "2027-01-15",
+                None,
             )
             .unwrap(),
         )

@@ -28,7 +28,14 @@ fn block(lines: &[&str], version: &Version) -> Option<(usize, usize)> {
 }
 
 /// The plan `text` with `version` cut from `commit` and `next` opened after it. Pure.
-pub fn cut(text: &str, version: &Version, commit: &str, next: &Version, day: &str) -> Result<String, String> {
+pub fn cut(
+    text: &str,
+    version: &Version,
+    commit: &str,
+    next: &Version,
+    day: &str,
+    operator_digest: Option<&str>,
+) -> Result<String, String> {
     let plan = Plan::parse(text)?;
     let newest = &plan.releases.last().ok_or("releases: empty")?.version;
     let release = plan
@@ -56,6 +63,13 @@ pub fn cut(text: &str, version: &Version, commit: &str, next: &Version, day: &st
     }
     if next <= version {
         return Err(format!("the next release {next} must be later than {version}"));
+    }
+    if let Some(digest) = operator_digest
+        && !tusk::facts::postgres_images::is_digest(digest)
+    {
+        return Err(format!(
+            "--operator-digest {digest:?} is not a digest: `sha256:` and 64 lowercase hexadecimal digits, as `cargo xtask images` prints it"
+        ));
     }
     let lines: Vec<&str> = text.lines().collect();
     let (start, end) =
@@ -92,6 +106,9 @@ pub fn cut(text: &str, version: &Version, commit: &str, next: &Version, day: &st
     let mut out: Vec<String> = lines[..=start].iter().map(|l| (*l).to_owned()).collect();
     out.push("    released: true".to_owned());
     out.push(format!("    cutFrom: {commit}"));
+    if let Some(digest) = operator_digest {
+        out.push(format!("    operatorDigest: {digest}"));
+    }
     out.extend(lines[start + 1..body_end].iter().map(|l| {
         if l.starts_with("    date:") {
             format!("    date: {day}")
@@ -112,6 +129,7 @@ pub fn cut(text: &str, version: &Version, commit: &str, next: &Version, day: &st
     if !cut.released
         || cut.cut_from.as_deref() != Some(commit)
         || cut.date != day
+        || cut.operator_digest.as_deref() != operator_digest
         || opened.replaces.as_ref() != Some(version)
     {
         return Err("the plan after the cut is not what was meant; edit it by hand".to_owned());
@@ -160,6 +178,7 @@ pub fn release(
     commit: &str,
     next: &Version,
     day: &str,
+    operator_digest: Option<&str>,
 ) -> Result<(), String> {
     let read = |path: &str| {
         std::fs::read_to_string(root.join(path)).map_err(|e| format!("{path}: cannot read: {e}"))
@@ -167,7 +186,7 @@ pub fn release(
     let write = |path: &str, text: &str| {
         std::fs::write(root.join(path), text).map_err(|e| format!("{path}: cannot write: {e}"))
     };
-    let plan = cut(&read(PLAN_FILE)?, version, commit, next, day)?;
+    let plan = cut(&read(PLAN_FILE)?, version, commit, next, day, operator_digest)?;
     let manifest = bump_manifest(&read(OPERATOR_MANIFEST)?, version, next)?;
     let lock = bump_lock(&read("Cargo.lock")?, "tusk-operator", version, next)?;
     write(PLAN_FILE, &plan)?;
@@ -181,6 +200,7 @@ mod tests {
     use super::*;
 
     const PLAN: &str = include_str!("../../../config/releases.yaml");
+    const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
     fn v(text: &str) -> Version {
         text.parse().unwrap()
@@ -192,7 +212,7 @@ mod tests {
         let open = plan.releases.last().unwrap().clone();
         let next = Version::new(open.version.major, open.version.minor + 1, 0);
         let commit = "0123456789abcdef0123456789abcdef01234567";
-        let text = cut(PLAN, &open.version, commit, &next, "2027-01-15").unwrap();
+        let text = cut(PLAN, &open.version, commit, &next, "2027-01-15", Some(DIGEST)).unwrap();
         let after = Plan::parse(&text).unwrap();
         assert_eq!(after.releases.len(), plan.releases.len() + 1);
         let cut = after.release(&open.version).unwrap();
@@ -249,7 +269,7 @@ mod tests {
             (open.clone(), commit, open.clone(), "must be later than"),
         ];
         for (version, commit, next, message) in cases {
-            let error = cut(PLAN, &version, commit, &next, "2027-01-15").unwrap_err();
+            let error = cut(PLAN, &version, commit, &next, "2027-01-15", None).unwrap_err();
             assert!(error.contains(message), "{version}: {error}");
         }
     }
