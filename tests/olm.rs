@@ -1538,6 +1538,43 @@ async fn installs_and_upgrades_from_the_catalog_image_through_real_unpack_jobs()
         format!("{host}/tusk/tusk-operator:1.1.0")
     );
 
+    // The console's view of an image-based catalog: packageserver shows each channel head's CSV
+    // from the catalog's olm.csv.metadata, without unpacking its bundle image.
+    env.serve_package_manifests().await;
+    let manifests: Api<DynamicObject> = Api::namespaced_with(
+        env.client.clone(),
+        OPERATORS_NAMESPACE,
+        &tusk_testenv::olm::packageserver::package_manifests(),
+    );
+    let manifest = eventually("PackageManifest tusk-operator", INSTALL, async || {
+        manifests.get(PACKAGE).await.ok()
+    })
+    .await;
+    let stable = manifest.data["status"]["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "stable")
+        .unwrap()
+        .clone();
+    assert_eq!(stable["currentCSV"], csv_name("1.1.0"));
+    for field in [
+        "displayName",
+        "description",
+        "provider",
+        "installModes",
+        "keywords",
+    ] {
+        assert_eq!(
+            stable["currentCSVDesc"][field], csv["spec"][field],
+            "the console's {field}"
+        );
+    }
+    assert_eq!(
+        stable["currentCSVDesc"]["annotations"]["createdAt"],
+        csv["metadata"]["annotations"]["createdAt"]
+    );
+
     // Each bundle went through its own unpack Job, which completed, and whose pod pulled the
     // bundle image by digest.
     let ran = env.run_unpack_pods().await.ran();
