@@ -785,9 +785,15 @@ mod tests {
     fn built() -> Value {
         let cases = specs().into_iter().map(|(extra, uid)| {
             let cluster = build::tests::cluster(build::tests::spec(extra.clone()));
+            // The configuration 1.0.0's CSV gave the operator: its instance manager, and the
+            // PostgreSQL image template (`TUSK_POSTGRES_IMAGE`). The children of the same inputs
+            // and configuration never change; a new configuration (a new instance manager, a
+            // new PostgreSQL image catalog) is a rolling update, as the release notes say.
             let config = build::BuildConfig {
                 postgres_uid: uid,
                 instance_manager_image: "ghcr.io/tusk-operator/tusk-operator:1.0.0".into(),
+                postgres_images: Default::default(),
+                postgres_image: Some("docker.io/library/postgres:{major}".into()),
                 ..Default::default()
             };
             let c = build::children(&cluster, "pw", &config, None);

@@ -646,7 +646,10 @@ mod tests {
             Some(operator::DEFAULT_INSTANCE_MANAGER_IMAGE)
         );
         let main = &pod.containers[0];
-        assert_eq!(main.image.as_deref(), Some("docker.io/library/postgres:17"));
+        assert_eq!(
+            main.image.as_deref(),
+            Some(crate::facts::postgres_images::BUILT_IN.references()[&17].as_str())
+        );
         assert_eq!(main.args.as_ref().unwrap(), &instance_spec(&c).to_args());
         assert!(
             main.args
