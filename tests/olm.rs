@@ -161,16 +161,7 @@ async fn operatorhub_install_from_the_stable_channel() {
     // OperatorHub's view: the PackageManifest that OLM's packageserver serves from the
     // catalog, as the OpenShift console reads it. Channels and their heads are the plan's; every
     // head shows what the CSV OLM installed says, and the icon is Tusk's.
-    env.serve_package_manifests().await;
-    let manifests: Api<DynamicObject> = Api::namespaced_with(
-        env.client.clone(),
-        OPERATORS_NAMESPACE,
-        &tusk_testenv::olm::packageserver::package_manifests(),
-    );
-    let manifest = eventually("PackageManifest tusk-operator", INSTALL, async || {
-        manifests.get(PACKAGE).await.ok()
-    })
-    .await;
+    let manifest = env.package_manifest().await;
     let status = &manifest.data["status"];
     assert_eq!(status["packageName"], PACKAGE, "{status:#}");
     assert_eq!(status["defaultChannel"], inputs.plan.default_channel.as_str());
@@ -1540,16 +1531,7 @@ async fn installs_and_upgrades_from_the_catalog_image_through_real_unpack_jobs()
 
     // The console's view of an image-based catalog: packageserver shows each channel head's CSV
     // from the catalog's olm.csv.metadata, without unpacking its bundle image.
-    env.serve_package_manifests().await;
-    let manifests: Api<DynamicObject> = Api::namespaced_with(
-        env.client.clone(),
-        OPERATORS_NAMESPACE,
-        &tusk_testenv::olm::packageserver::package_manifests(),
-    );
-    let manifest = eventually("PackageManifest tusk-operator", INSTALL, async || {
-        manifests.get(PACKAGE).await.ok()
-    })
-    .await;
+    let manifest = env.package_manifest().await;
     let stable = manifest.data["status"]["channels"]
         .as_array()
         .unwrap()

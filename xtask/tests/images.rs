@@ -256,18 +256,13 @@ fn images_carry_what_their_containerfiles_add_and_two_builds_give_the_same_diges
 /// manifest pulled by digest is the one built, byte for byte, and so is every blob it names.
 #[tokio::test]
 async fn pushed_images_resolve_in_a_registry_by_digest() {
-    use oci_client::{
-        Client, Reference, client::ClientConfig, client::ClientProtocol, secrets::RegistryAuth,
-    };
+    use oci_client::{Reference, secrets::RegistryAuth};
     let registry = tusk_testenv::registry::Registry::start().await.unwrap();
     let inputs = Inputs::load(root()).unwrap();
     let work = tempfile::tempdir().unwrap();
     let (built, pushed) = build_and_push(&registry, &inputs, work.path()).await;
     assert_eq!(pushed.len(), built.len());
-    let client = Client::new(ClientConfig {
-        protocol: ClientProtocol::Http,
-        ..ClientConfig::default()
-    });
+    let (client, _) = xtask::images::registry_client(true);
     let pull_manifest = async |reference: &Reference| {
         client
             .pull_manifest_raw(
@@ -319,9 +314,7 @@ async fn pushed_images_resolve_in_a_registry_by_digest() {
 /// `pin-postgres` records is one a registry really served.
 #[tokio::test]
 async fn a_release_with_every_image_pinned_by_digest_is_disconnected_and_resolves() {
-    use oci_client::{
-        Client, Reference, client::ClientConfig, client::ClientProtocol, secrets::RegistryAuth,
-    };
+    use oci_client::{Reference, secrets::RegistryAuth};
     use tusk::facts::postgres_images::{Catalog, FILE};
     let registry = tusk_testenv::registry::Registry::start().await.unwrap();
     let host = registry.host();
@@ -396,10 +389,7 @@ async fn a_release_with_every_image_pinned_by_digest_is_disconnected_and_resolve
             .iter()
             .any(|r| r.field.contains("TUSK_INSTANCE_MANAGER_IMAGE"))
     );
-    let client = Client::new(ClientConfig {
-        protocol: ClientProtocol::Http,
-        ..ClientConfig::default()
-    });
+    let (client, _) = xtask::images::registry_client(true);
     for reference in &references {
         assert!(reference.pinned(), "{reference:?}");
         let parsed: Reference = reference.image.parse().unwrap();

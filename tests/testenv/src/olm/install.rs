@@ -184,6 +184,22 @@ impl OlmCluster {
         self.packageserver.as_ref().expect("started")
     }
 
+    /// The operator's `PackageManifest`, as the OpenShift console reads it: starts packageserver
+    /// (once) and waits until it serves the package from the catalog.
+    pub async fn package_manifest(&mut self) -> DynamicObject {
+        self.serve_package_manifests().await;
+        let manifests: Api<DynamicObject> = Api::namespaced_with(
+            self.client.clone(),
+            OPERATORS_NAMESPACE,
+            &super::packageserver::package_manifests(),
+        );
+        let package = self.operator.package.clone();
+        eventually(&format!("PackageManifest {package}"), INSTALL, async || {
+            manifests.get(&package).await.ok()
+        })
+        .await
+    }
+
     /// The directory the operator's pods keep their files in, each in a directory of its own.
     pub fn work_dir(&self) -> &Path {
         self.work.path()
