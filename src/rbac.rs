@@ -122,6 +122,24 @@ pub const OPERATOR_RULES: &[Rule] = &[
         resources: &["events"],
         verbs: &["create", "patch"],
     },
+    // Who may read /metrics: the caller's token, then its right to `get` the URL.
+    Rule {
+        api_groups: &["authentication.k8s.io"],
+        resources: &["tokenreviews"],
+        verbs: &["create"],
+    },
+    Rule {
+        api_groups: &["authorization.k8s.io"],
+        resources: &["subjectaccessreviews"],
+        verbs: &["create"],
+    },
+    // The cluster's TLS security profile (OpenShift's apiservers.config.openshift.io/cluster),
+    // which the webhook and /metrics follow.
+    Rule {
+        api_groups: &["config.openshift.io"],
+        resources: &["apiservers"],
+        verbs: READ,
+    },
 ];
 
 /// What leader election needs, in the operator's own namespace only: an OLM bundle grants these
@@ -152,6 +170,30 @@ pub fn cluster_role(name: &str) -> ClusterRole {
                 })
                 .collect(),
         ),
+        ..ClusterRole::default()
+    }
+}
+
+/// A ClusterRole named `name` that lets its holder read the operator's `/metrics` (a `get` of the
+/// non-resource URL), for a Prometheus ServiceAccount to be bound to.
+pub fn metrics_reader_role(name: &str) -> ClusterRole {
+    ClusterRole {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            labels: Some(
+                [(
+                    "app.kubernetes.io/name".to_owned(),
+                    crate::facts::operator::NAME.to_owned(),
+                )]
+                .into(),
+            ),
+            ..ObjectMeta::default()
+        },
+        rules: Some(vec![PolicyRule {
+            non_resource_urls: Some(vec![crate::facts::operator::METRICS_PATH.to_owned()]),
+            verbs: vec!["get".to_owned()],
+            ..PolicyRule::default()
+        }]),
         ..ClusterRole::default()
     }
 }

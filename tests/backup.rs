@@ -679,6 +679,10 @@ async fn by_hand(s3: &S3Server, backup: &str, postgres: &Postgres, password: &st
         format!("unix_socket_directories={}", dir.path().display()),
         "-c".to_owned(),
         "archive_mode=off".to_owned(),
+        // The pod's certificates are not in the backup; its pg_hba.conf admits TLS only over the
+        // network, so the README connects over the Unix socket.
+        "-c".to_owned(),
+        "ssl=off".to_owned(),
     ];
     let log = std::fs::File::create(dir.path().join("postgres.log")).unwrap();
     let mut server = postgres
@@ -691,7 +695,7 @@ async fn by_hand(s3: &S3Server, backup: &str, postgres: &Postgres, password: &st
     let what = format!("the hand-restored server (log {})", log.display());
     let db = eventually(&what, Duration::from_secs(60), async || {
         let (client, connection) = tokio_postgres::Config::new()
-            .host("127.0.0.1")
+            .host_path(dir.path())
             .port(port)
             .user("postgres")
             .password(password)
@@ -1084,7 +1088,9 @@ async fn a_schedule_runs_and_retention_deletes_exactly_what_is_expired() {
     );
     assert!(status["lastSuccessfulTime"].is_string(), "{status:#}");
     // The operator's metrics say it is not overdue.
-    let (_, metrics) = support::http_get("127.0.0.1", env.operator.status_port, "/metrics")
+    let metrics = env
+        .operator
+        .metrics()
         .await
         .expect("the operator answers /metrics");
     let series = format!(

@@ -628,7 +628,7 @@ async fn a_panicking_reconcile_is_caught_counted_and_retried_while_others_are_se
     boom.metadata.annotations = Some([("tusk.dev/fault-injection".to_owned(), "panic".to_owned())].into());
     clusters.create(&PostParams::default(), &boom).await.unwrap();
     let panics = || async {
-        let (_, metrics) = support::http_get("127.0.0.1", operator.status_port, "/metrics").await?;
+        let metrics = operator.metrics().await.ok()?;
         metrics
             .lines()
             .find(|l| l.starts_with("tusk_reconcile_errors_total{kind=\"PostgresCluster\",error=\"panic\"}"))?

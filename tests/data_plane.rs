@@ -162,14 +162,9 @@ async fn primary_and_two_replicas(major: u32) {
         .unwrap()
         .get(0);
     assert!(verifier.starts_with("SCRAM-SHA-256$"), "{verifier}");
-    let wrong = tokio_postgres::Config::new()
-        .host(c.ip(0).to_string())
-        .port(5432)
-        .user("postgres")
-        .password("not-the-password")
-        .dbname("postgres")
-        .connect(tokio_postgres::NoTls)
-        .await;
+    let wrong =
+        support::local_cluster::superuser(&c.target(0).await, "not-the-password", Duration::from_secs(5))
+            .await;
     assert!(wrong.is_err(), "a wrong password is refused");
     primary
         .batch_execute("CREATE TABLE rows (id serial PRIMARY KEY, marker text NOT NULL)")

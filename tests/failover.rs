@@ -262,14 +262,14 @@ async fn a_primary_cut_off_from_the_api_fences_itself_before_another_takes_over(
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut writers = Vec::new();
     for ordinal in 0..3 {
-        let (address, password, stop) = (c.ip(ordinal), c.password.clone(), stop.clone());
+        let (address, password, stop) = (c.target(ordinal).await, c.password.clone(), stop.clone());
         writers.push(tokio::spawn(async move {
             // (first, last) acknowledged commit on this pod.
             let mut window: Option<(Instant, Instant)> = None;
             let mut db: Option<tokio_postgres::Client> = None;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 if db.is_none() {
-                    db = superuser(address, &password, Duration::from_secs(1)).await.ok();
+                    db = superuser(&address, &password, Duration::from_secs(1)).await.ok();
                 }
                 if let Some(client) = &db {
                     match client
@@ -747,13 +747,13 @@ struct Outcome {
 /// before and after; then checks every acknowledged commit against the primary `-rw` leads to.
 async fn under_load(c: &mut LocalCluster, act: impl AsyncFnOnce(&mut LocalCluster)) -> Outcome {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (rw, password, flag) = (c.rw_address(), c.password.clone(), stop.clone());
+    let (rw, password, flag) = (c.rw_target().await, c.password.clone(), stop.clone());
     let writer = tokio::spawn(async move {
         let mut acknowledged: Vec<(i64, Instant)> = Vec::new();
         let mut db: Option<tokio_postgres::Client> = None;
         while !flag.load(std::sync::atomic::Ordering::SeqCst) {
             if db.is_none() {
-                db = superuser(rw, &password, Duration::from_secs(1)).await.ok();
+                db = superuser(&rw, &password, Duration::from_secs(1)).await.ok();
             }
             match &db {
                 Some(client) => match client

@@ -195,9 +195,7 @@ async fn two_replicas_elect_a_leader_serve_health_and_metrics_and_fail_over() {
     );
 
     // Only the leader reconciles; its metrics say so.
-    let (_, metrics) = support::http_get("127.0.0.1", a.status_port, "/metrics")
-        .await
-        .unwrap();
+    let metrics = a.metrics().await.unwrap();
     for line in [
         "tusk_reconciles_total{kind=\"PostgresCluster\"}",
         "tusk_reconcile_duration_seconds_bucket{",
@@ -205,9 +203,7 @@ async fn two_replicas_elect_a_leader_serve_health_and_metrics_and_fail_over() {
     ] {
         assert!(metrics.contains(line), "leader /metrics lacks {line}:\n{metrics}");
     }
-    let (_, standby) = support::http_get("127.0.0.1", b.status_port, "/metrics")
-        .await
-        .unwrap();
+    let standby = b.metrics().await.unwrap();
     assert!(
         !standby.contains("tusk_reconciles_total{"),
         "the standby reconciled:\n{standby}"
@@ -331,7 +327,18 @@ async fn sigkill_during_reconciles_leaves_no_duplicates_keeps_the_password_and_c
         .list(&ListParams::default().labels("app.kubernetes.io/managed-by=tusk-operator"))
         .await
         .unwrap();
-    assert_eq!(secrets.items.len(), 3);
+    // The superuser Secret, the CA and the TLS Secret of each.
+    let mut names: Vec<String> = secrets
+        .items
+        .iter()
+        .filter_map(|s| s.metadata.name.clone())
+        .collect();
+    names.sort();
+    let expected: Vec<String> = ["r1", "r2", "r3"]
+        .iter()
+        .flat_map(|c| [format!("{c}-ca"), format!("{c}-superuser"), format!("{c}-tls")])
+        .collect();
+    assert_eq!(names, expected);
     if let Some(before) = passwords {
         let now = superuser_passwords(&Api::<Secret>::namespaced(client.clone(), &ns)).await;
         assert_eq!(before, now, "a password changed");

@@ -101,20 +101,18 @@ async fn login(
     password: &str,
     database: &str,
 ) -> Result<tokio_postgres::Client, String> {
-    let (client, connection) = tokio_postgres::Config::new()
-        .host(c.ip(0).to_string())
-        .port(5432)
-        .user(user)
-        .password(password)
-        .dbname(database)
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(|e| {
-            e.as_db_error()
-                .map_or_else(|| e.to_string(), |d| d.message().to_owned())
-        })?;
-    tokio::spawn(connection);
-    Ok(client)
+    support::local_cluster::connect_as(
+        &c.target(0).await,
+        user,
+        password,
+        database,
+        Duration::from_secs(10),
+    )
+    .await
+    .map_err(|e| {
+        e.as_db_error()
+            .map_or_else(|| e.to_string(), |d| d.message().to_owned())
+    })
 }
 
 async fn secret_data(client: &Client, ns: &str, name: &str) -> std::collections::BTreeMap<String, String> {
@@ -238,12 +236,23 @@ async fn users_and_databases(major: u32) {
     ] {
         assert_eq!(binding[key], value, "binding {key}");
     }
+    // With TLS (PostgreSQL 15 here) the URLs ask for verify-full and the CA comes along.
+    let query = if binding.contains_key("ca.crt") {
+        "?sslmode=verify-full"
+    } else {
+        ""
+    };
+    assert_eq!(binding.contains_key("ca.crt"), c.server_ca().await.is_some());
     assert_eq!(
         binding["uri"],
         format!(
-            "postgresql://app:{}@db-rw.{ns}.svc:5432/reports",
+            "postgresql://app:{}@db-rw.{ns}.svc:5432/reports{query}",
             binding["password"]
         )
+    );
+    assert_eq!(
+        binding["jdbc-url"],
+        format!("jdbc:postgresql://db-rw.{ns}.svc:5432/reports{query}")
     );
     let app = login(&c, "app", &binding["password"], "shop").await.unwrap();
     let extensions: Vec<(String, String)> = app
@@ -265,10 +274,11 @@ async fn users_and_databases(major: u32) {
     assert_eq!(
         cluster_binding["uri"],
         format!(
-            "postgresql://postgres:{}@db-rw.{ns}.svc:5432/postgres",
+            "postgresql://postgres:{}@db-rw.{ns}.svc:5432/postgres{query}",
             c.password
         )
     );
+    assert_eq!(cluster_binding.get("ca.crt"), binding.get("ca.crt"));
 
     // Steady state: resyncs read, and write nothing.
     let before = sql_writes(op, &ns);

@@ -1,5 +1,6 @@
-//! The operator's admin endpoints on their own port: `/healthz` (the process serves), `/readyz`
-//! (it is ready for traffic) and `/metrics` (Prometheus text format).
+//! The operator's admin endpoints: `/healthz` (the process serves) and `/readyz` (it is ready for
+//! traffic) in plain HTTP on their own port, and `/metrics` (OpenMetrics text) over HTTPS on
+//! another, for callers [`auth`] lets in.
 
 use std::{
     convert::Infallible,
@@ -15,6 +16,7 @@ use hyper::{Request, Response, StatusCode, body::Bytes, service::service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
+pub mod auth;
 pub mod metrics;
 
 use self::metrics::Metrics;
@@ -68,12 +70,53 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: impl Futu
                     Ok(()) => answer(StatusCode::OK, "ok\n".into(), "text/plain"),
                     Err(why) => answer(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"), "text/plain"),
                 },
-                "/metrics" => answer(StatusCode::OK, state.metrics.render(), OPENMETRICS),
                 _ => answer(StatusCode::NOT_FOUND, "not found\n".into(), "text/plain"),
             }
         }
     };
     serve_http(listener, handler, shutdown).await;
+}
+
+/// What the HTTPS metrics server answers: `GET /metrics` for a caller whose token may `get` that
+/// URL (401 without a valid token, 403 without the right), 404 elsewhere.
+pub fn metrics_handler(
+    state: Arc<State>,
+    authorizer: Arc<auth::Authorizer>,
+) -> crate::webhook::server::Handler {
+    use crate::facts::operator::METRICS_PATH;
+    Arc::new(move |request| {
+        let state = state.clone();
+        let authorizer = authorizer.clone();
+        Box::pin(async move {
+            if request.uri().path() != METRICS_PATH {
+                return answer(
+                    StatusCode::NOT_FOUND,
+                    format!("not found; this server serves GET {METRICS_PATH}\n"),
+                    "text/plain",
+                );
+            }
+            if request.method() != hyper::Method::GET {
+                return answer(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    format!("{METRICS_PATH} takes GET\n"),
+                    "text/plain",
+                );
+            }
+            let authorization = request
+                .headers()
+                .get(hyper::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            match authorizer.check(authorization, "get", METRICS_PATH).await {
+                auth::Decision::Allowed => answer(StatusCode::OK, state.metrics.render(), OPENMETRICS),
+                auth::Decision::Unauthenticated(why) => {
+                    answer(StatusCode::UNAUTHORIZED, format!("{why}\n"), "text/plain")
+                }
+                auth::Decision::Forbidden(why) => {
+                    answer(StatusCode::FORBIDDEN, format!("{why}\n"), "text/plain")
+                }
+            }
+        })
+    })
 }
 
 /// The content type of `/metrics`.

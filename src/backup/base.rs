@@ -143,11 +143,10 @@ impl BackupRecord {
 pub struct Source {
     /// `pg_basebackup`.
     pub program: std::path::PathBuf,
-    /// The host: the pod's own address (replication connections come over TCP).
-    pub host: String,
-    /// The port.
-    pub port: u16,
-    /// The superuser's password.
+    /// The libpq parameters of the connection: the pod's own address (replication connections
+    /// come over TCP), the port, the user, and TLS's when the cluster has it.
+    pub connection: Vec<(&'static str, String)>,
+    /// The superuser's password, for a connection without a client certificate.
     pub password: String,
     /// PostgreSQL's major version and `postgres --version`.
     pub major: u32,
@@ -415,9 +414,10 @@ pub async fn take(
     let mut child = tokio::process::Command::new(&source.program)
         .env("PGPASSWORD", &source.password)
         .env("PGCONNECT_TIMEOUT", "10")
-        .arg(format!("--host={}", source.host))
-        .arg(format!("--port={}", source.port))
-        .arg(format!("--username={}", crate::facts::cluster::SUPERUSER))
+        .arg(format!(
+            "--dbname={}",
+            crate::instance::tls::conninfo(&source.connection)
+        ))
         .args([
             "--pgdata=-",
             "--format=tar",

@@ -23,14 +23,21 @@ use super::{
     apply::ensure,
     condition::{condition, now_rfc3339, reason_when},
     runtime::{Happened, record, record_problem, with_finalizer, write_status},
-    sql_target::{BindingData, binding_entries, binding_secret, cluster_gone, controlled_by, session},
+    sql_target::{
+        BindingData, binding_entries, binding_secret, cluster_gone, controlled_by, server_ca, session,
+    },
 };
 use crate::{
     api::{
         common::{Binding, ConditionStatus, ReclaimPolicy},
         postgres_user::v1::{PostgresUser, PostgresUserStatus},
     },
-    facts::cluster::{MAINTENANCE_DATABASE, PASSWORD_KEY, binding_secret as binding_secret_name},
+    controller::postgres_cluster::tls::keyed,
+    facts::cluster::{
+        CLIENT_CERTIFICATE_GROUP, MAINTENANCE_DATABASE, Names, PASSWORD_KEY,
+        binding_secret as binding_secret_name, tls,
+    },
+    pki::{self, KeyedCert, Leaf},
     sql::{
         connections::SqlError,
         role::{self, RoleSpec},
@@ -158,6 +165,22 @@ async fn converge(
     let spec = RoleSpec::of(user);
     let (endpoint, session) = session(ctx, namespace, &user.spec.cluster.name, MAINTENANCE_DATABASE).await?;
     let state = role::read(&session, &spec).await?;
+    if spec.member_of.contains(CLIENT_CERTIFICATE_GROUP) {
+        // The group pg_hba.conf sends to certificate authentication; made once per cluster.
+        let exists = session
+            .read(
+                "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)",
+                &[&CLIENT_CERTIFICATE_GROUP],
+            )
+            .await?
+            .first()
+            .is_some_and(|r| r.get::<_, bool>(0));
+        if !exists {
+            session
+                .write(&format!("CREATE ROLE {CLIENT_CERTIFICATE_GROUP} NOLOGIN"))
+                .await?;
+        }
+    }
     let key = (endpoint, spec.name.clone());
     let stored = state.as_ref().and_then(|s| s.verifier.clone());
     let known = ctx.verified.lock().expect("never poisoned").get(&key).cloned();
@@ -307,18 +330,84 @@ async fn observe_and_apply(
         .flatten()
         .next()
         .map_or(MAINTENANCE_DATABASE, |p| p.database.as_str());
+    let ca = match server_ca(ctx, namespace, cluster).await {
+        Ok(ca) => ca,
+        Err(e) => return Ok(Err(Error::Sql(e))),
+    };
+    let client = match (user.spec.client_certificate == Some(true), &ca) {
+        (false, _) => None,
+        (true, None) => {
+            return Ok(Err(Error::Reported(Problem::new(
+                "ClientCertificateWithoutTLS",
+                format!(
+                    "spec.clientCertificate: PostgresCluster {cluster} runs with spec.tls.mode Disabled; \
+                     client certificates need TLS: enable it or drop spec.clientCertificate"
+                ),
+            ))));
+        }
+        (true, Some(_)) => match client_certificate(user, ctx, namespace, &role_name).await? {
+            Ok(cert) => Some(cert),
+            Err(problem) => return Ok(Err(Error::Reported(problem))),
+        },
+    };
     let entries = binding_entries(&BindingData {
         cluster,
         namespace,
         username: &role_name,
         password: &password.value,
         database,
+        ca: ca.as_deref(),
+        client: client.as_ref(),
     });
     let secret = binding_secret(user, &binding_name(user), cluster, entries);
     ensure(&ctx.client, &secret)
         .await
         .map_err(Error::kube("applying the binding Secret"))?;
     Ok(Ok(password.source_version))
+}
+
+/// The role's client certificate: the one in its binding Secret while it is still good (the
+/// cluster's CA signs it, for this role, with more than a third of its lifetime left), a new one
+/// from the cluster's CA otherwise.
+async fn client_certificate(
+    user: &PostgresUser,
+    ctx: &Context,
+    namespace: &str,
+    role: &str,
+) -> Result<Result<KeyedCert, Problem>, Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let cluster = &user.spec.cluster.name;
+    let ca_secret = secrets
+        .get_opt(&Names(cluster).ca_secret())
+        .await
+        .map_err(Error::kube("reading the cluster's CA"))?;
+    let Some(authority) = keyed(ca_secret.as_ref(), tls::CA, tls::CA_KEY) else {
+        return Ok(Err(Problem::new(
+            "ClusterUnreachable",
+            format!(
+                "Secret {} has no CA yet; the cluster's controller makes it",
+                Names(cluster).ca_secret()
+            ),
+        )));
+    };
+    let binding = secrets
+        .get_opt(&binding_name(user))
+        .await
+        .map_err(Error::kube("reading the binding Secret"))?;
+    let stored = keyed(binding.as_ref(), tls::SERVER_CERT, tls::SERVER_KEY);
+    let (cert, why) = pki::keep_or_issue(
+        "client certificate",
+        stored,
+        &authority,
+        &Leaf::Client(role.to_owned()),
+        k8s_openapi::jiff::Timestamp::now(),
+        ctx.config.certificate_validity,
+    )
+    .map_err(|e| Error::Reported(Problem::new("CertificateNotIssued", e.to_string())))?;
+    if let Some(why) = why {
+        info!(%role, "issued a client certificate: {why}");
+    }
+    Ok(Ok(cert))
 }
 
 async fn cleanup(user: &PostgresUser, ctx: &Context, namespace: &str) -> Result<Action, Error> {

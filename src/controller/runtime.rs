@@ -124,7 +124,9 @@ impl Error {
 /// refused a statement.
 pub fn sql_reason(error: &SqlError) -> &'static str {
     match error {
-        SqlError::Endpoint(_) | SqlError::Connect { .. } | SqlError::Password(_) => "ClusterUnreachable",
+        SqlError::Endpoint(_) | SqlError::Connect { .. } | SqlError::Password(_) | SqlError::Tls(_) => {
+            "ClusterUnreachable"
+        }
         SqlError::Statement { .. } => "SqlFailed",
     }
 }

@@ -9,15 +9,18 @@ use kube::{Api, Resource, ResourceExt};
 use super::{Context, Error};
 use crate::{
     api::postgres_cluster::v1::PostgresCluster,
-    facts::cluster::{COMPONENT_LABEL, Names, PASSWORD_KEY, POSTGRES_PORT, labels},
+    api::postgres_cluster::v1::TlsMode,
+    controller::postgres_cluster::build::tls_mode,
+    facts::cluster::{COMPONENT_LABEL, Names, PASSWORD_KEY, POSTGRES_PORT, labels, tls},
     sql::{
-        connections::{Session, SqlError},
+        connections::{Credentials, Session, SqlError},
         endpoint::{Endpoint, Endpoints},
     },
 };
 
 /// A session on `database` of the primary of `namespace`/`cluster`, as the superuser, whose
-/// password is read from the cluster's superuser Secret when a new connection is made.
+/// password (and, with TLS, the CA its certificate must chain to) is read when a new connection
+/// is made.
 pub async fn session(
     ctx: &Context,
     namespace: &str,
@@ -27,20 +30,49 @@ pub async fn session(
     let endpoint = ctx.endpoints.endpoint(namespace, cluster)?;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let name = Names(cluster).superuser_secret();
-    let password = || async move {
+    let credentials = || async move {
         let secret = secrets
             .get_opt(&name)
             .await
             .map_err(|e| SqlError::Password(format!("reading Secret {name}: {e}")))?
             .ok_or_else(|| SqlError::Password(format!("Secret {name} does not exist yet")))?;
-        secret
+        let password = secret
             .data
             .and_then(|mut d| d.remove(PASSWORD_KEY))
             .and_then(|p| String::from_utf8(p.0).ok())
-            .ok_or_else(|| SqlError::Password(format!("Secret {name} has no UTF-8 data.password")))
+            .ok_or_else(|| SqlError::Password(format!("Secret {name} has no UTF-8 data.password")))?;
+        let ca = server_ca(ctx, namespace, cluster).await?;
+        Ok(Credentials {
+            password,
+            ca: ca.map(String::into_bytes),
+        })
     };
-    let session = ctx.connections.get(&endpoint, database, password).await?;
+    let session = ctx.connections.get(&endpoint, database, credentials).await?;
     Ok((endpoint, session))
+}
+
+/// The CA clients verify `cluster`'s server certificate with (`ca.crt` of `<cluster>-tls`), or
+/// `None` when the cluster runs with `spec.tls.mode: Disabled`. A cluster with TLS whose Secret
+/// is not there yet is an error: nothing connects to it without verifying it.
+pub async fn server_ca(ctx: &Context, namespace: &str, cluster: &str) -> Result<Option<String>, SqlError> {
+    let clusters: Api<PostgresCluster> = Api::namespaced(ctx.client.clone(), namespace);
+    let found = clusters
+        .get_opt(cluster)
+        .await
+        .map_err(|e| SqlError::Tls(format!("reading PostgresCluster {cluster}: {e}")))?
+        .ok_or_else(|| SqlError::Tls(format!("PostgresCluster {cluster} does not exist")))?;
+    if tls_mode(&found) == TlsMode::Disabled {
+        return Ok(None);
+    }
+    let name = Names(cluster).tls_secret();
+    let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(&name)
+        .await
+        .map_err(|e| SqlError::Tls(format!("reading Secret {name}: {e}")))?
+        .ok_or_else(|| SqlError::Tls(format!("Secret {name} does not exist yet")))?;
+    crate::controller::postgres_cluster::tls::text(Some(&secret), tls::CA)
+        .map(Some)
+        .ok_or_else(|| SqlError::Tls(format!("Secret {name} has no UTF-8 data.{}", tls::CA)))
 }
 
 /// True when the cluster is gone or being deleted: its roles and databases go with it, so a
@@ -78,25 +110,43 @@ pub struct BindingData<'a> {
     pub password: &'a str,
     /// The database applications connect to.
     pub database: &'a str,
+    /// The CA the server's certificate chains to, PEM, when the cluster has TLS.
+    pub ca: Option<&'a str>,
+    /// The role's client certificate, when it logs in with one.
+    pub client: Option<&'a crate::pki::KeyedCert>,
 }
 
 /// The entries of a servicebinding.io Secret of type `servicebinding.io/postgresql`: `type`,
-/// `provider`, `host`, `port`, `database`, `username`, `password`, and `uri`. The host is the
-/// cluster's `-rw` Service, which applications in the cluster reach.
+/// `provider`, `host`, `port`, `database`, `username`, `password`, `uri` and `jdbc-url`. The host
+/// is the cluster's `-rw` Service, which applications in the cluster reach. With TLS, the URLs
+/// say `sslmode=verify-full`, `ca.crt` holds the CA, and `sslmode` and `sslrootcert` (the name of
+/// the CA's entry, as Spring Cloud Bindings reads it) say how to use it. A role with a client
+/// certificate also gets `tls.crt`, `tls.key`, `sslcert` and `sslkey`.
 pub fn binding_entries(data: &BindingData<'_>) -> BTreeMap<String, ByteString> {
     let service = Endpoints::InCluster
         .endpoint(data.namespace, data.cluster)
         .expect("the in-cluster endpoint always exists");
+    let query = if data.ca.is_some() {
+        "?sslmode=verify-full"
+    } else {
+        ""
+    };
     let uri = format!(
-        "postgresql://{}:{}@{}:{}/{}",
+        "postgresql://{}:{}@{}:{}/{}{query}",
         uri_part(data.username),
         uri_part(data.password),
         service.host,
         service.port,
         uri_part(data.database)
     );
+    let jdbc = format!(
+        "jdbc:postgresql://{}:{}/{}{query}",
+        service.host,
+        service.port,
+        uri_part(data.database)
+    );
     let entry = |k: &str, v: &str| (k.to_owned(), ByteString(v.as_bytes().to_vec()));
-    BTreeMap::from([
+    let mut entries = BTreeMap::from([
         entry("type", "postgresql"),
         entry("provider", "tusk"),
         entry("host", &service.host),
@@ -105,7 +155,24 @@ pub fn binding_entries(data: &BindingData<'_>) -> BTreeMap<String, ByteString> {
         entry("username", data.username),
         entry("password", data.password),
         entry("uri", &uri),
-    ])
+        entry("jdbc-url", &jdbc),
+    ]);
+    if let Some(ca) = data.ca {
+        entries.extend([
+            entry(tls::CA, ca),
+            entry("sslmode", "verify-full"),
+            entry("sslrootcert", tls::CA),
+        ]);
+    }
+    if let Some(client) = data.client {
+        entries.extend([
+            entry(tls::SERVER_CERT, &client.cert),
+            entry(tls::SERVER_KEY, &client.key),
+            entry("sslcert", tls::SERVER_CERT),
+            entry("sslkey", tls::SERVER_KEY),
+        ]);
+    }
+    entries
 }
 
 /// The binding Secret `name`, owned by `owner`.
@@ -156,6 +223,8 @@ mod tests {
             username: "app user",
             password: "p@ss:w/rd",
             database: "orders",
+            ca: None,
+            client: None,
         });
         let get = |k: &str| String::from_utf8(entries[k].0.clone()).unwrap();
         assert_eq!(
@@ -165,5 +234,32 @@ mod tests {
         assert_eq!(get("host"), "db-rw.shop.svc");
         assert_eq!(get("type"), "postgresql");
         assert_eq!(get("password"), "p@ss:w/rd");
+        assert_eq!(get("jdbc-url"), "jdbc:postgresql://db-rw.shop.svc:5432/orders");
+        assert!(!entries.contains_key("ca.crt"));
+    }
+
+    #[test]
+    fn with_tls_the_urls_verify_the_server_and_the_ca_comes_along() {
+        let entries = binding_entries(&BindingData {
+            cluster: "db",
+            namespace: "shop",
+            username: "app",
+            password: "pw",
+            database: "orders",
+            ca: Some("-----BEGIN CERTIFICATE-----\n"),
+            client: None,
+        });
+        let get = |k: &str| String::from_utf8(entries[k].0.clone()).unwrap();
+        assert_eq!(
+            get("uri"),
+            "postgresql://app:pw@db-rw.shop.svc:5432/orders?sslmode=verify-full"
+        );
+        assert_eq!(
+            get("jdbc-url"),
+            "jdbc:postgresql://db-rw.shop.svc:5432/orders?sslmode=verify-full"
+        );
+        assert_eq!(get("ca.crt"), "-----BEGIN CERTIFICATE-----\n");
+        assert_eq!(get("sslmode"), "verify-full");
+        assert_eq!(get("sslrootcert"), "ca.crt");
     }
 }

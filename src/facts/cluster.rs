@@ -101,7 +101,45 @@ pub mod paths {
     pub const KUBE_API_DIR: &str = "/var/run/secrets/tusk/kube-api";
     /// A writable temporary directory (the root filesystem is read-only).
     pub const TMP: &str = "/tmp";
+    /// Mount of the cluster's TLS Secret (`<cluster>-tls`, see [`super::tls`]).
+    pub const TLS_DIR: &str = "/etc/tusk/tls";
 }
+
+/// The cluster's TLS Secret, `<cluster>-tls`: what every pod mounts at [`paths::TLS_DIR`]. The
+/// operator assembles it whatever the certificates' source (its CA, the user's Secret), so the
+/// instance manager reads one layout.
+pub mod tls {
+    /// The server certificate (leaf first).
+    pub const SERVER_CERT: &str = "tls.crt";
+    /// Its private key.
+    pub const SERVER_KEY: &str = "tls.key";
+    /// The CA that signed the server certificate: what clients verify the server with.
+    pub const CA: &str = "ca.crt";
+    /// The CA that signs client certificates (the cluster's own): PostgreSQL's `ssl_ca_file`.
+    pub const CLIENT_CA: &str = "client-ca.crt";
+    /// The replication role's client certificate.
+    pub const REPLICATION_CERT: &str = "replication.crt";
+    /// Its private key.
+    pub const REPLICATION_KEY: &str = "replication.key";
+    /// Every key, in the order the instance manager copies them.
+    pub const KEYS: [&str; 6] = [
+        SERVER_CERT,
+        SERVER_KEY,
+        CA,
+        CLIENT_CA,
+        REPLICATION_CERT,
+        REPLICATION_KEY,
+    ];
+    /// The cluster CA's Secret keys (`<cluster>-ca`, never mounted): the certificate and its key.
+    pub const CA_KEY: &str = "ca.key";
+}
+
+/// The role replicas stream as, logging in with a client certificate of the cluster's CA.
+pub const REPLICATION_USER: &str = "tusk_replication";
+
+/// The group of the roles that log in over the network with a client certificate only
+/// (`PostgresUser.spec.clientCertificate`): `pg_hba.conf` sends its members to `cert`.
+pub const CLIENT_CERTIFICATE_GROUP: &str = "tusk_client_certificate";
 
 /// The names of one cluster's children and pods.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,6 +153,14 @@ impl Names<'_> {
     /// The superuser Secret (also the cluster's binding Secret).
     pub fn superuser_secret(&self) -> String {
         format!("{}-superuser", self.0)
+    }
+    /// The cluster's CA (`ca.crt`, `ca.key`): the operator's alone, never mounted.
+    pub fn ca_secret(&self) -> String {
+        format!("{}-ca", self.0)
+    }
+    /// The TLS Secret every pod mounts ([`tls`]).
+    pub fn tls_secret(&self) -> String {
+        format!("{}-tls", self.0)
     }
     /// The ConfigMap with `postgresql.conf` and `pg_hba.conf`.
     pub fn config_map(&self) -> String {

@@ -26,8 +26,14 @@ pub const WEBHOOK_PORT: u16 = 9443;
 /// The port of the webhook's Service.
 pub const WEBHOOK_SERVICE_PORT: u16 = 443;
 
-/// The port of `/healthz`, `/readyz` and `/metrics` in the pod.
+/// The port of `/healthz` and `/readyz` in the pod (plain HTTP, for the kubelet's probes).
 pub const STATUS_PORT: u16 = 8081;
+
+/// The port of `/metrics` in the pod: HTTPS, for callers with a token that may `get` it.
+pub const METRICS_PORT: u16 = 8443;
+
+/// The non-resource URL a metrics reader needs `get` on.
+pub const METRICS_PATH: &str = "/metrics";
 
 /// The path the conversion webhook serves.
 pub const CONVERT_PATH: &str = "/convert";
@@ -71,6 +77,8 @@ pub mod env {
     pub const POSTGRES_UID: &str = "TUSK_POSTGRES_UID";
     /// `--status-listen`.
     pub const STATUS_LISTEN: &str = "TUSK_STATUS_LISTEN";
+    /// `--metrics-listen`.
+    pub const METRICS_LISTEN: &str = "TUSK_METRICS_LISTEN";
     /// `--listen` of the webhook.
     pub const WEBHOOK_LISTEN: &str = "TUSK_WEBHOOK_LISTEN";
     /// `--cert-dir` of the webhook.

@@ -123,6 +123,10 @@ pub struct InstanceSpec {
     /// primary and nothing fences or fails over.
     #[arg(long)]
     pub kube_api_dir: Option<PathBuf>,
+    /// The mounted TLS Secret of the cluster (see `facts::cluster::tls`). With it PostgreSQL
+    /// serves TLS, and every connection this instance makes over the network verifies the server.
+    #[arg(long)]
+    pub tls_dir: Option<PathBuf>,
 }
 
 impl InstanceSpec {
@@ -146,6 +150,7 @@ impl InstanceSpec {
             backup_target_dir: None,
             recovery_source_dir: None,
             kube_api_dir: None,
+            tls_dir: None,
         }
     }
 
@@ -195,6 +200,9 @@ impl InstanceSpec {
         }
         if let Some(dir) = &self.kube_api_dir {
             args.push(format!("--kube-api-dir={}", dir.display()));
+        }
+        if let Some(dir) = &self.tls_dir {
+            args.push(format!("--tls-dir={}", dir.display()));
         }
         args
     }
@@ -260,6 +268,7 @@ mod tests {
             backup_target_dir: Some("/f".into()),
             recovery_source_dir: Some("/g".into()),
             kube_api_dir: Some("/h".into()),
+            tls_dir: Some("/i".into()),
         };
         assert_eq!(round_trip(&spec), spec);
         // Every option of the struct appears on that line: a new field that to_args forgets fails

@@ -610,8 +610,11 @@ pub async fn base_backup_once(args: crate::cli::BaseBackupArgs) -> Result<(), St
     let store = config.open_with(Patience::Steady).map_err(|e| e.message)?;
     let source = base::Source {
         program: programs.pg_basebackup,
-        host: args.host,
-        port: args.port,
+        connection: vec![
+            ("host", args.host),
+            ("port", args.port.to_string()),
+            ("user", crate::facts::cluster::SUPERUSER.to_owned()),
+        ],
         password: args.password,
         major: programs.major,
         version: programs.version,

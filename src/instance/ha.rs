@@ -209,11 +209,7 @@ async fn diverged(
     // The timeline of the last restartpoint may lag the one replayed; the one it streamed on
     // does not.
     let ours = u32::try_from(row.get::<_, i32>(3)).ok()?.max(*followed);
-    let (primary, connection) = primary_config(args, password)
-        .connect(tokio_postgres::NoTls)
-        .await
-        .ok()?;
-    tokio::spawn(connection);
+    let primary = primary_client(args, password).await?;
     let row = primary
         .query_one(
             "SELECT NOT pg_is_in_recovery(), timeline_id FROM pg_control_checkpoint()",
@@ -284,11 +280,9 @@ async fn primary(leases: &Leases) -> Result<Start, Error> {
 /// Waits until the primary's Service answers with an instance that takes writes: a rewind from
 /// anything else would fail for a reason that says nothing about this data directory.
 async fn wait_for_primary(args: &InstanceArgs, password: &str) -> Result<(), Error> {
-    let config = primary_config(args, password);
     loop {
         let primary = async {
-            let (client, connection) = config.connect(tokio_postgres::NoTls).await.ok()?;
-            tokio::spawn(connection);
+            let client = primary_client(args, password).await?;
             let row = client
                 .query_one("SELECT NOT pg_is_in_recovery()", &[])
                 .await
@@ -306,17 +300,38 @@ async fn wait_for_primary(args: &InstanceArgs, password: &str) -> Result<(), Err
     }
 }
 
-/// A superuser connection to the primary's Service.
-fn primary_config(args: &InstanceArgs, password: &str) -> tokio_postgres::Config {
+/// A superuser session on the primary's Service, verifying its certificate when the cluster has
+/// TLS; `None` when it cannot be had now.
+async fn primary_client(args: &InstanceArgs, password: &str) -> Option<tokio_postgres::Client> {
     let mut config = tokio_postgres::Config::new();
     config
-        .host(&args.spec.primary_host)
-        .port(args.spec.postgres_port)
         .user(SUPERUSER)
         .password(password)
         .dbname("postgres")
         .connect_timeout(Duration::from_secs(3));
-    config
+    let ca = match super::tls_of(args).map(|tls| tls.server_ca()).transpose() {
+        Ok(ca) => ca,
+        Err(e) => {
+            warn!(error = %e, "the cluster's CA cannot be read to reach the primary");
+            return None;
+        }
+    };
+    let connected = crate::sql::tls::connect(
+        config,
+        &args.spec.primary_host,
+        args.spec.postgres_port,
+        &super::tls::primary_server_name(&args.spec.cluster),
+        ca.as_deref(),
+    )
+    .await;
+    match connected {
+        Ok(client) => Some(client),
+        Err(crate::sql::tls::ConnectError::Tls(e)) => {
+            warn!(error = %e, "the cluster's CA cannot be used to reach the primary");
+            None
+        }
+        Err(crate::sql::tls::ConnectError::Postgres(_)) => None,
+    }
 }
 
 /// Brings a former primary back as a replica of the new one: `pg_rewind` onto its timeline, or,
@@ -356,10 +371,16 @@ where
 /// One `pg_rewind` from the primary's Service.
 fn rewind(args: &InstanceArgs, programs: &Programs, password: &str) -> Result<String, Error> {
     let pg_rewind = super::find("pg_rewind")?;
-    let source = format!(
-        "host={} port={} user={SUPERUSER} dbname=postgres connect_timeout=5",
-        args.spec.primary_host, args.spec.postgres_port
+    let mut params = super::tls::connection(
+        super::tls_of(args).as_ref(),
+        &args.spec.primary_host,
+        &super::tls::primary_server_name(&args.spec.cluster),
+        args.spec.postgres_port,
+        super::tls::Login::Superuser,
     );
+    params.push(("dbname", "postgres".to_owned()));
+    params.push(("connect_timeout", "5".to_owned()));
+    let source = super::tls::conninfo(&params);
     let _ = programs;
     let mut command = Command::new(pg_rewind);
     command
@@ -438,11 +459,9 @@ pub async fn keep(
 /// starts without waiting for the operator. Tries for a minute; the operator makes it otherwise.
 pub async fn ensure_own_slot(args: InstanceArgs, password: String) {
     let slot = crate::facts::instance::slot_name(&args.pod.pod_name);
-    let config = primary_config(&args, &password);
     for _ in 0..30 {
         let made = async {
-            let (client, connection) = config.connect(tokio_postgres::NoTls).await.ok()?;
-            tokio::spawn(connection);
+            let client = primary_client(&args, &password).await?;
             let row = client
                 .query_one(
                     "SELECT NOT pg_is_in_recovery(), EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",

@@ -19,6 +19,7 @@ pub mod datadir;
 pub mod ha;
 pub mod lease;
 pub mod status;
+pub mod tls;
 
 use std::{
     os::unix::process::CommandExt,
@@ -227,20 +228,34 @@ pub fn bootstraps_with_initdb(cluster: &str, pod_name: &str) -> bool {
     pod_name == Names(cluster).first_primary()
 }
 
-/// Quotes a value for a libpq connection string.
-fn conninfo_value(value: &str) -> String {
-    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+/// `primary_conninfo` of a replica: with TLS, as the replication role with its client
+/// certificate, verifying the primary; without, as the superuser with its password.
+pub fn primary_conninfo(
+    tls: Option<&tls::Tls>,
+    (cluster, host, port): (&str, &str, u16),
+    password: &str,
+    application_name: &str,
+) -> String {
+    let mut params = tls::connection(
+        tls,
+        host,
+        &tls::primary_server_name(cluster),
+        port,
+        tls::Login::Replication,
+    );
+    if tls.is_none() {
+        params.push(("password", password.to_owned()));
+    }
+    params.push(("application_name", application_name.to_owned()));
+    tls::conninfo(&params)
 }
 
-/// `primary_conninfo` of a replica.
-pub fn primary_conninfo(host: &str, port: u16, password: &str, application_name: &str) -> String {
-    format!(
-        "host={} port={port} user={} password={} application_name={}",
-        conninfo_value(host),
-        conninfo_value(SUPERUSER),
-        conninfo_value(password),
-        conninfo_value(application_name)
-    )
+/// The cluster's TLS files in this pod, when it has TLS.
+pub fn tls_of(args: &InstanceArgs) -> Option<tls::Tls> {
+    args.spec
+        .tls_dir
+        .as_ref()
+        .map(|dir| tls::Tls::new(dir, &args.spec.socket_dir))
 }
 
 /// The `postgresql.conf` the instance writes into its data directory at each start: the
@@ -364,10 +379,15 @@ fn write_config(args: &InstanceArgs, replica: bool, password: &str, extra: &Back
             ))
         })
     };
+    let tls = tls_of(args);
     let conninfo = replica.then(|| {
         primary_conninfo(
-            &args.spec.primary_host,
-            args.spec.postgres_port,
+            tls.as_ref(),
+            (
+                &args.spec.cluster,
+                &args.spec.primary_host,
+                args.spec.postgres_port,
+            ),
             password,
             &args.pod.pod_name,
         )
@@ -377,6 +397,9 @@ fn write_config(args: &InstanceArgs, replica: bool, password: &str, extra: &Back
         &args.spec.config_dir,
         conninfo.as_deref(),
     );
+    if let Some(tls) = &tls {
+        conf.push_str(&tls.server_conf());
+    }
     if let Some(command) = &extra.archive_command {
         conf.push_str(&format!("archive_command = {}\n", conf::conf_value(command)));
     }
@@ -512,9 +535,16 @@ fn basebackup_once(args: &InstanceArgs, programs: &Programs, password: &str) -> 
         .env("PGPASSWORD", password)
         .env("PGCONNECT_TIMEOUT", "5")
         .arg(format!("--pgdata={}", tmp.display()))
-        .arg(format!("--host={}", args.spec.primary_host))
-        .arg(format!("--port={}", args.spec.postgres_port))
-        .arg(format!("--username={SUPERUSER}"))
+        .arg(format!(
+            "--dbname={}",
+            tls::conninfo(&tls::connection(
+                tls_of(args).as_ref(),
+                &args.spec.primary_host,
+                &tls::primary_server_name(&args.spec.cluster),
+                args.spec.postgres_port,
+                tls::Login::Replication,
+            ))
+        ))
         .args(["--wal-method=stream", "--checkpoint=fast", "--no-password"]);
     if let Some(wal) = &tmp_wal {
         command.arg(format!("--waldir={}", wal.display()));
@@ -597,6 +627,10 @@ pub async fn run(args: InstanceArgs) -> Result<(), Error> {
     listen_for_sigterm();
     let password = read_password(&args.spec.superuser_password_file)?;
     let programs = Programs::find()?;
+    let tls = tls_of(&args);
+    if let Some(tls) = &tls {
+        tls.sync()?;
+    }
     let local = LocalConnection {
         socket_dir: args.spec.socket_dir.clone(),
         port: args.spec.postgres_port,
@@ -609,13 +643,19 @@ pub async fn run(args: InstanceArgs) -> Result<(), Error> {
         args.pod.pod_name.clone(),
         crate::backup::base::Source {
             program: programs.pg_basebackup.clone(),
-            // Replication connections come over TCP (pg_hba.conf allows them there).
-            host: args
-                .pod
-                .pod_ips
-                .first()
-                .map_or_else(|| "127.0.0.1".to_owned(), ToString::to_string),
-            port: args.spec.postgres_port,
+            // Replication connections come over TCP (pg_hba.conf allows them there), to the
+            // pod's own address, checked against its own name with TLS.
+            connection: tls::connection(
+                tls_of(&args).as_ref(),
+                &args
+                    .pod
+                    .pod_ips
+                    .first()
+                    .map_or_else(|| "127.0.0.1".to_owned(), ToString::to_string),
+                &tls::own_server_name(&args.spec.cluster, &args.pod.pod_name),
+                args.spec.postgres_port,
+                tls::Login::Replication,
+            ),
             password: password.clone(),
             major: programs.major,
             version: programs.version.clone(),
@@ -633,6 +673,9 @@ pub async fn run(args: InstanceArgs) -> Result<(), Error> {
     ));
     if !args.pod.pod_uid.is_empty() {
         let _ = state.pod_uid.set(args.pod.pod_uid.clone());
+    }
+    if let Some(tls) = tls {
+        tokio::spawn(follow_certificates(tls, state.clone()));
     }
     let (stop_status, status_stopped) = tokio::sync::watch::channel(false);
     let mut servers = status::serve(
@@ -687,6 +730,39 @@ pub async fn run(args: InstanceArgs) -> Result<(), Error> {
         let _ = server.await;
     }
     result
+}
+
+/// How often the mounted TLS Secret is compared with the copies PostgreSQL reads.
+const CERTIFICATES_EVERY: Duration = Duration::from_secs(5);
+
+/// Copies renewed certificates as the kubelet replaces the mounted files, and reloads PostgreSQL
+/// so that new connections get them; a reload that fails is tried again at the next look.
+async fn follow_certificates(tls: tls::Tls, state: Arc<status::State>) {
+    let mut reload = false;
+    loop {
+        tokio::time::sleep(CERTIFICATES_EVERY).await;
+        match tls.sync() {
+            Ok(changed) => reload |= changed,
+            Err(e) => warn!(error = %e, "copying the cluster's TLS files"),
+        }
+        if !reload || !state.running() {
+            continue;
+        }
+        let reloaded = async {
+            let client = state.local().connect().await.map_err(|e| e.to_string())?;
+            client
+                .batch_execute("SELECT pg_reload_conf()")
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match reloaded.await {
+            Ok(()) => {
+                info!("the cluster's certificates changed: PostgreSQL reloaded them");
+                reload = false;
+            }
+            Err(e) => warn!(error = %e, "reloading PostgreSQL for new certificates; trying again"),
+        }
+    }
 }
 
 /// One turn of [`run`]: makes the data directory fit the role the Lease (or, without one, the
@@ -1217,15 +1293,15 @@ mod tests {
 
     #[test]
     fn primary_conninfo_quotes_every_value_for_libpq_and_the_config_file() {
-        let conninfo = primary_conninfo("db-rw", 5432, r"it's \ odd", "db-1");
+        let conninfo = primary_conninfo(None, ("db", "db-rw", 5432), r"it's \ odd", "db-1");
         assert_eq!(
             conninfo,
-            r"host='db-rw' port=5432 user='postgres' password='it\'s \\ odd' application_name='db-1'"
+            r"host='db-rw' port='5432' user='postgres' password='it\'s \\ odd' application_name='db-1'"
         );
         let conf = postgresql_conf("port = 5432", Path::new("/etc/tusk/config"), Some(&conninfo));
         assert!(conf.contains("port = 5432\n"));
         assert!(conf.ends_with(
-            "primary_conninfo = 'host=''db-rw'' port=5432 user=''postgres'' password=''it\\\\''s \\\\\\\\ odd'' application_name=''db-1'''\n"
+            "primary_conninfo = 'host=''db-rw'' port=''5432'' user=''postgres'' password=''it\\\\''s \\\\\\\\ odd'' application_name=''db-1'''\n"
         ), "{conf}");
     }
 }

@@ -93,6 +93,28 @@ async fn replicate(state: &State, request: ReplicationRequest) -> Result<(), Str
     ensure_slots(&client, &request.replicas).await
 }
 
+/// On a primary: the role replicas stream as, logging in only by client certificate (it has no
+/// password), made when it is missing (a cluster made before Tusk used it has none).
+async fn ensure_replication_role(client: &tokio_postgres::Client) -> Result<(), String> {
+    let user = crate::facts::cluster::REPLICATION_USER;
+    let exists = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)",
+            &[&user],
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .get::<_, bool>(0);
+    if !exists {
+        client
+            .batch_execute(&format!("CREATE ROLE {user} WITH LOGIN REPLICATION"))
+            .await
+            .map_err(|e| format!("creating role {user}: {e}"))?;
+        tracing::info!(role = user, "created the replication role");
+    }
+    Ok(())
+}
+
 /// On a primary: a physical slot for each of `replicas`, and none of Tusk's for another pod
 /// unless a replica still streams through it. On a replica: none of Tusk's that is not in use.
 pub async fn ensure_slots(client: &tokio_postgres::Client, replicas: &[String]) -> Result<(), String> {
@@ -118,6 +140,9 @@ pub async fn ensure_slots(client: &tokio_postgres::Client, replicas: &[String]) 
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
+    if !recovering {
+        ensure_replication_role(client).await?;
+    }
     for slot in &wanted {
         if !existing.iter().any(|(name, _)| name == slot) {
             // Reserved now, so the WAL from here on is kept for the replica.
@@ -237,6 +262,16 @@ impl State {
             replication: std::sync::Mutex::new(None),
             pod_uid: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Whether `postgres` runs.
+    pub fn running(&self) -> bool {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    /// The pod's own connection to PostgreSQL.
+    pub fn local(&self) -> &LocalConnection {
+        &self.local
     }
 
     /// Records whether `postgres` runs.

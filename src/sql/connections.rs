@@ -23,6 +23,9 @@ pub enum SqlError {
     /// The superuser password could not be read.
     #[error("{0}")]
     Password(String),
+    /// The CA to verify the cluster's server certificate with could not be had.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The cluster did not answer, or refused the superuser.
     #[error("connecting to {endpoint} (database {database}) as {SUPERUSER}: {message}")]
     Connect {
@@ -133,6 +136,15 @@ impl Session {
     }
 }
 
+/// What the operator logs in to a cluster with.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    /// The superuser's password.
+    pub password: String,
+    /// The CA the server's certificate must chain to (PEM); `None` for a cluster without TLS.
+    pub ca: Option<Vec<u8>>,
+}
+
 /// A cluster endpoint and a database.
 type SessionKey = (Endpoint, String);
 
@@ -152,17 +164,17 @@ impl Connections {
         }
     }
 
-    /// The open connection to `database` at `endpoint`, or a new one made with the superuser
-    /// `password` (only asked for when connecting).
+    /// The open connection to `database` at `endpoint`, or a new one made with the superuser's
+    /// [`Credentials`] (only asked for when connecting).
     pub async fn get<F, Fut>(
         &self,
         endpoint: &Endpoint,
         database: &str,
-        password: F,
+        credentials: F,
     ) -> Result<Arc<Session>, SqlError>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<String, SqlError>>,
+        Fut: Future<Output = Result<Credentials, SqlError>>,
     {
         let key = (endpoint.clone(), database.to_owned());
         if let Some(session) = self.open.lock().expect("never poisoned").get(&key)
@@ -170,27 +182,32 @@ impl Connections {
         {
             return Ok(session.clone());
         }
-        let password = password().await?;
-        let (client, connection) = tokio_postgres::Config::new()
-            .host(&endpoint.host)
-            .port(endpoint.port)
+        let credentials = credentials().await?;
+        let mut config = tokio_postgres::Config::new();
+        config
             .user(SUPERUSER)
-            .password(&password)
+            .password(&credentials.password)
             .dbname(database)
             .application_name(crate::facts::operator::NAME)
-            .connect_timeout(Duration::from_secs(5))
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|e| SqlError::Connect {
+            .connect_timeout(Duration::from_secs(5));
+        // verify-full with TLS: only the cluster's CA is trusted, and the certificate must name
+        // the server.
+        let client = super::tls::connect(
+            config,
+            &endpoint.host,
+            endpoint.port,
+            &endpoint.server_name,
+            credentials.ca.as_deref(),
+        )
+        .await
+        .map_err(|e| match e {
+            super::tls::ConnectError::Tls(message) => SqlError::Tls(message),
+            super::tls::ConnectError::Postgres(e) => SqlError::Connect {
                 endpoint: endpoint.clone(),
                 database: database.to_owned(),
                 message: message(&e).0,
-            })?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "a cluster connection closed");
-            }
-        });
+            },
+        })?;
         let session = Arc::new(Session {
             client,
             statements: self.statements.clone(),

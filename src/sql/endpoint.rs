@@ -19,6 +19,9 @@ pub struct Endpoint {
     pub host: String,
     /// Port.
     pub port: u16,
+    /// The name the server's certificate must carry: the host in a cluster; the `-rw` Service's
+    /// name when a mapping gives an address.
+    pub server_name: String,
 }
 
 impl std::fmt::Display for Endpoint {
@@ -101,6 +104,7 @@ fn lookup(path: &Path, text: &str, namespace: &str, cluster: &str) -> Result<End
             return Ok(Endpoint {
                 host: address.ip().to_string(),
                 port: address.port(),
+                server_name: Names(cluster).rw_host(namespace),
             });
         }
     }
@@ -118,6 +122,7 @@ impl Endpoints {
             Self::InCluster => Ok(Endpoint {
                 host: Names(cluster).rw_host(namespace),
                 port: POSTGRES_PORT,
+                server_name: Names(cluster).rw_host(namespace),
             }),
             Self::Mapped(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| EndpointError::Read {
@@ -134,10 +139,14 @@ impl Endpoints {
     /// `namespace/cluster/pod address:port`.
     pub fn instance(&self, namespace: &str, cluster: &str, pod: &str) -> Result<Endpoint, EndpointError> {
         match self {
-            Self::InCluster => Ok(Endpoint {
-                host: format!("{pod}.{}.{namespace}.svc", Names(cluster).pods_service()),
-                port: STATUS_PORT,
-            }),
+            Self::InCluster => {
+                let host = format!("{pod}.{}.{namespace}.svc", Names(cluster).pods_service());
+                Ok(Endpoint {
+                    server_name: host.clone(),
+                    host,
+                    port: STATUS_PORT,
+                })
+            }
             Self::Mapped(_) => self.endpoint(namespace, &format!("{cluster}/{pod}")),
         }
     }

@@ -9,6 +9,7 @@ pub mod database;
 pub mod endpoint;
 pub mod role;
 pub mod scram;
+pub mod tls;
 
 /// Quotes an identifier (a role, database, schema or extension name) for SQL: always in double
 /// quotes, with double quotes doubled, so any name is taken exactly as written.

@@ -62,7 +62,16 @@ impl RoleSpec {
             inherit: spec.inherit.unwrap_or(true),
             connection_limit: spec.connection_limit.unwrap_or(-1),
             valid_until: spec.valid_until.clone(),
-            member_of: spec.member_of.iter().flatten().cloned().collect(),
+            member_of: spec
+                .member_of
+                .iter()
+                .flatten()
+                .cloned()
+                .chain(
+                    (spec.client_certificate == Some(true))
+                        .then(|| crate::facts::cluster::CLIENT_CERTIFICATE_GROUP.to_owned()),
+                )
+                .collect(),
             privileges,
         }
     }

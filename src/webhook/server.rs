@@ -1,13 +1,17 @@
-//! The HTTPS server in front of [`super::review`].
+//! The operator's HTTPS servers: the conversion webhook in front of [`super::review`], and
+//! `/metrics` (see [`crate::admin::secure`]).
 //!
-//! - `POST /convert` answers ConversionReviews; `GET /healthz` says the server is up.
-//! - TLS with rustls; the certificate follows its files ([`super::tls`]).
+//! - The webhook: `POST /convert` answers ConversionReviews; `GET /healthz` says the server is up.
+//! - TLS with rustls; the certificate follows its files ([`super::tls`]), and the protocol
+//!   versions and ciphers follow the cluster's TLS security profile ([`crate::tls_profile`]).
 //! - Bounded everywhere a client could make it wait or grow: TLS handshake and header timeouts,
 //!   a body size limit and a body read timeout.
 //! - On shutdown it stops accepting, lets requests in flight finish (up to a grace period), then
 //!   returns.
 
-use std::{convert::Infallible, future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible, future::Future, net::SocketAddr, path::PathBuf, pin::Pin, sync::Arc, time::Duration,
+};
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::server::conn::{http1, http2};
@@ -26,9 +30,31 @@ use tokio_rustls::TlsAcceptor;
 
 use super::{
     Reply, review,
-    tls::{CertFiles, ReloadingCert, TlsError},
+    tls::{CertFiles, FixedCert, ReloadingCert, TlsError},
 };
-use crate::facts::operator::{CERT_DIR, CONVERT_PATH, WEBHOOK_PORT};
+use crate::{
+    facts::operator::{CERT_DIR, CONVERT_PATH, WEBHOOK_PORT},
+    tls_profile::{Profile, ProfileError, ProfiledTls},
+};
+
+/// What a server answers: a request in, a response out.
+pub type Handler = Arc<
+    dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>> + Send + Sync,
+>;
+
+/// Where a server's certificate comes from.
+#[derive(Clone, Debug)]
+pub enum ServerCert {
+    /// Files that may be replaced while it runs.
+    Files(CertFiles),
+    /// A PEM pair made at start (a self-signed certificate when none was given).
+    Fixed {
+        /// The certificate chain.
+        cert: String,
+        /// The private key.
+        key: String,
+    },
+}
 
 /// How the webhook server runs.
 #[derive(Clone, Debug)]
@@ -71,7 +97,7 @@ pub enum ServerError {
     Tls(#[from] TlsError),
     /// The TLS configuration was refused.
     #[error("TLS configuration: {0}")]
-    Rustls(#[from] rustls::Error),
+    Profile(#[from] ProfileError),
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -82,24 +108,49 @@ pub enum ServerError {
     },
 }
 
-/// A webhook server bound to its address, ready to [`run`](Self::run).
+/// An HTTPS server bound to its address, ready to [`run`](Self::run).
 pub struct Server {
     config: Config,
     listener: TcpListener,
-    cert: Arc<ReloadingCert>,
-    acceptor: TlsAcceptor,
+    cert: Option<Arc<ReloadingCert>>,
+    tls: Arc<ProfiledTls>,
+    handler: Handler,
+    what: &'static str,
 }
 
 impl Server {
-    /// Loads the certificate and binds the listener.
+    /// The conversion webhook: loads the certificate and binds the listener, under the
+    /// Intermediate profile until [`Self::tls`] is given another.
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
+        let limits = Arc::new(config.clone());
+        let handler: Handler = Arc::new(move |request| {
+            let limits = limits.clone();
+            Box::pin(async move { route(request, &limits).await })
+        });
+        let cert = ServerCert::Files(config.cert_files.clone());
+        Self::bind_with(config, cert, handler, "conversion webhook").await
+    }
+
+    /// A server of `handler`, named `what` in the log, with `cert`.
+    pub async fn bind_with(
+        config: Config,
+        cert: ServerCert,
+        handler: Handler,
+        what: &'static str,
+    ) -> Result<Self, ServerError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let cert = Arc::new(ReloadingCert::load(config.cert_files.clone(), provider.clone())?);
-        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_cert_resolver(cert.clone());
-        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let (cert, resolver): (_, Arc<dyn rustls::server::ResolvesServerCert>) = match cert {
+            ServerCert::Files(files) => {
+                let cert = Arc::new(ReloadingCert::load(files, provider)?);
+                (Some(cert.clone()), cert)
+            }
+            ServerCert::Fixed { cert, key } => (None, Arc::new(FixedCert::new(&cert, &key, &provider)?)),
+        };
+        let tls = Arc::new(ProfiledTls::new(
+            Profile::intermediate(),
+            resolver,
+            &[b"h2", b"http/1.1"],
+        )?);
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServerError::Bind {
@@ -110,7 +161,9 @@ impl Server {
             config,
             listener,
             cert,
-            acceptor: TlsAcceptor::from(Arc::new(tls)),
+            tls,
+            handler,
+            what,
         })
     }
 
@@ -121,9 +174,14 @@ impl Server {
             .expect("a bound listener has an address")
     }
 
-    /// The certificate it serves, which follows its files.
-    pub fn cert(&self) -> Arc<ReloadingCert> {
+    /// The certificate it serves when it follows files.
+    pub fn cert(&self) -> Option<Arc<ReloadingCert>> {
         self.cert.clone()
+    }
+
+    /// Its TLS configuration, which follows the profile [`ProfiledTls::apply`] is given.
+    pub fn tls(&self) -> Arc<ProfiledTls> {
+        self.tls.clone()
     }
 
     /// Serves until `shutdown` completes, then drains requests in flight for up to the grace
@@ -133,10 +191,12 @@ impl Server {
             config,
             listener,
             cert,
-            acceptor,
+            tls,
+            handler,
+            what,
         } = self;
-        tracing::info!(addr = %listener.local_addr().expect("bound"), path = CONVERT_PATH, "conversion webhook listening");
-        let reloader = tokio::spawn(cert.watch(config.cert_reload_interval));
+        tracing::info!(addr = %listener.local_addr().expect("bound"), "{what} listening");
+        let reloader = cert.map(|cert| tokio::spawn(cert.watch(config.cert_reload_interval)));
         let graceful = GracefulShutdown::new();
         let limits = Arc::new(config.clone());
         tokio::pin!(shutdown);
@@ -151,16 +211,20 @@ impl Server {
                 },
                 () = &mut shutdown => break,
             };
+            // Each handshake takes the profile in force when it starts.
             tokio::spawn(serve_connection(
                 stream,
                 peer,
-                acceptor.clone(),
+                TlsAcceptor::from(tls.current()),
                 limits.clone(),
+                handler.clone(),
                 graceful.watcher(),
             ));
         }
         drop(listener);
-        reloader.abort();
+        if let Some(reloader) = reloader {
+            reloader.abort();
+        }
         tracing::info!("shutting down: waiting for requests in flight");
         if tokio::time::timeout(config.shutdown_grace, graceful.shutdown())
             .await
@@ -178,6 +242,7 @@ async fn serve_connection(
     peer: SocketAddr,
     acceptor: TlsAcceptor,
     limits: Arc<Config>,
+    handler: Handler,
     watcher: Watcher,
 ) {
     let timeout = limits.client_timeout;
@@ -188,8 +253,8 @@ async fn serve_connection(
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let service = service_fn(move |request| {
-        let limits = limits.clone();
-        async move { Ok::<_, Infallible>(route(request, &limits).await) }
+        let handler = handler.clone();
+        async move { Ok::<_, Infallible>(handler(request).await) }
     });
     let io = TokioIo::new(tls);
     let result = if h2 {

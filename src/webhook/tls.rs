@@ -192,3 +192,24 @@ impl ResolvesServerCert for ReloadingCert {
         Some(self.current.read().unwrap_or_else(|e| e.into_inner()).key.clone())
     }
 }
+
+/// A certificate that never changes, such as a self-signed one made at start.
+#[derive(Debug)]
+pub struct FixedCert(Arc<CertifiedKey>);
+
+impl FixedCert {
+    /// The pair `cert` (PEM chain) and `key` (PEM).
+    pub fn new(cert: &str, key: &str, provider: &CryptoProvider) -> Result<Self, TlsError> {
+        let files = CertFiles {
+            cert: PathBuf::from("(generated certificate)"),
+            key: PathBuf::from("(generated key)"),
+        };
+        certified_key(&files, cert.as_bytes(), key.as_bytes(), provider).map(|k| Self(Arc::new(k)))
+    }
+}
+
+impl ResolvesServerCert for FixedCert {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}

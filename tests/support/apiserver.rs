@@ -180,8 +180,12 @@ pub async fn operator_kubeconfig(plane: &ControlPlane) -> PathBuf {
 pub struct Operator {
     /// The supervised process; it cannot outlive the test binary.
     pub process: tusk_testenv::process::Supervised,
-    /// Port of `/healthz`, `/readyz` and `/metrics` on 127.0.0.1.
+    /// Port of `/healthz` and `/readyz` on 127.0.0.1.
     pub status_port: u16,
+    /// Port of `/metrics` (HTTPS, with a token) on 127.0.0.1.
+    pub metrics_port: u16,
+    /// The CA of its serving certificate (DER).
+    pub ca_der: Vec<u8>,
     /// Port of the conversion webhook on 127.0.0.1.
     pub webhook_port: u16,
     /// The directory of its serving certificate (`tls.crt`, `tls.key`).
@@ -193,6 +197,18 @@ pub struct Operator {
 }
 
 impl Operator {
+    /// Its `/metrics`, read over HTTPS with a token that may (see
+    /// [`super::https::metrics_reader_token`]).
+    pub async fn metrics(&self) -> Result<String, String> {
+        let connector = super::https::client(&self.ca_der, &[]);
+        let address = std::net::SocketAddr::from(([127, 0, 0, 1], self.metrics_port));
+        let token = super::https::metrics_reader_token().await;
+        match super::https::get(&connector, address, "/metrics", Some(token)).await? {
+            (200, body) => Ok(body),
+            (status, body) => Err(format!("/metrics answered {status}: {body}")),
+        }
+    }
+
     /// Makes the operator reach `namespace`/`cluster` at `address` (loopback).
     pub fn map_cluster(&self, namespace: &str, cluster: &str, address: std::net::SocketAddr) {
         map_endpoint(&self.sql_endpoints, namespace, cluster, address);
@@ -236,10 +252,12 @@ pub async fn start_operator_with_env(
     use tusk_testenv::control_plane::free_port;
     let kubeconfig = operator_kubeconfig(plane).await;
     let dir = tempfile::tempdir().unwrap().keep();
-    let cert = Ca::new("operator test CA").loopback_serving_cert(tusk::facts::operator::NAME);
+    let ca = Ca::new("operator test CA");
+    let cert = ca.loopback_serving_cert(tusk::facts::operator::NAME);
     std::fs::write(dir.join("tls.crt"), cert.cert_pem).unwrap();
     std::fs::write(dir.join("tls.key"), cert.key_pem).unwrap();
     let status_port = free_port().unwrap();
+    let metrics_port = free_port().unwrap();
     let webhook_port = free_port().unwrap();
     // Clusters whose pods run locally are added as tests start their PostgreSQL; until then the
     // map is empty, and the operator never looks up in-cluster Service names.
@@ -250,6 +268,7 @@ pub async fn start_operator_with_env(
         format!("--listen=127.0.0.1:{webhook_port}"),
         format!("--cert-dir={}", dir.display()),
         format!("--status-listen=127.0.0.1:{status_port}"),
+        format!("--metrics-listen=127.0.0.1:{metrics_port}"),
         format!("--leader-election-namespace={OPERATOR_NAMESPACE}"),
         format!("--sql-endpoints={}", sql_endpoints.display()),
     ];
@@ -271,6 +290,8 @@ pub async fn start_operator_with_env(
     Operator {
         process,
         status_port,
+        metrics_port,
+        ca_der: ca.cert_der(),
         webhook_port,
         cert_dir: dir.clone(),
         log: dir.join("logs").join(format!("{name}.log")),

@@ -780,6 +780,7 @@ pub fn user_v1() -> impl Strategy<Value = Value> {
         of(vec("[a-z]{1,8}", 0..3)),
         of(privileges),
         of(select(vec![ReclaimPolicy::Retain, ReclaimPolicy::Delete])),
+        of(any::<bool>()),
     )
         .prop_map(
             |(
@@ -792,6 +793,7 @@ pub fn user_v1() -> impl Strategy<Value = Value> {
                 member_of,
                 privileges,
                 reclaim_policy,
+                client_certificate,
             )| {
                 let member_of = member_of.map(|mut m| {
                     m.sort();
@@ -812,6 +814,7 @@ pub fn user_v1() -> impl Strategy<Value = Value> {
                     member_of,
                     privileges,
                     reclaim_policy,
+                    client_certificate,
                 }
             },
         );

@@ -436,32 +436,103 @@ impl LocalCluster {
 
     /// A superuser connection through `<cluster>-rw`, to whichever pod is labelled primary.
     pub async fn connect_rw(&self) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-        superuser(self.rw_address(), &self.password, Duration::from_secs(2)).await
+        superuser(&self.rw_target().await, &self.password, Duration::from_secs(2)).await
     }
 
     /// A superuser connection to pod `ordinal`'s PostgreSQL.
     pub async fn connect(&self, ordinal: i32) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-        superuser(self.ip(ordinal), &self.password, Duration::from_secs(5)).await
+        superuser(
+            &self.target(ordinal).await,
+            &self.password,
+            Duration::from_secs(5),
+        )
+        .await
+    }
+
+    /// Writes every running pod's `secret` volumes again from the apiserver, as the kubelet does
+    /// every minute or so.
+    pub async fn sync_secret_volumes(&self) {
+        for pod in self.pods.values() {
+            pod.sync_secret_volumes(&self.client).await.unwrap();
+        }
+    }
+
+    /// The CA in the cluster's TLS Secret (`ca.crt` of `<cluster>-tls`), if it has one.
+    pub async fn server_ca(&self) -> Option<Vec<u8>> {
+        let secret = Api::<Secret>::namespaced(self.client.clone(), &self.namespace)
+            .get_opt(&format!("{}-tls", self.name))
+            .await
+            .ok()??;
+        Some(secret.data?.remove("ca.crt")?.0)
+    }
+
+    /// How a client reaches `<cluster>-rw` here: its loopback address, and with TLS the name its
+    /// certificate carries and the CA to verify it with.
+    pub async fn rw_target(&self) -> Target {
+        Target {
+            address: self.rw_address(),
+            server_name: format!("{}-rw", self.name),
+            ca: self.server_ca().await,
+        }
+    }
+
+    /// How a client reaches pod `ordinal` here, as [`LocalCluster::rw_target`].
+    pub async fn target(&self, ordinal: i32) -> Target {
+        Target {
+            address: self.ip(ordinal),
+            server_name: format!("{}-{ordinal}.{}-pods", self.name, self.name),
+            ca: self.server_ca().await,
+        }
     }
 }
 
-/// A superuser connection to the PostgreSQL on `host`, with its own connection task.
+/// Where a client connects, and with TLS what it verifies.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// The loopback address that stands for the Service or pod.
+    pub address: IpAddr,
+    /// The name the server certificate must carry.
+    pub server_name: String,
+    /// The CA to verify it with; `None` connects without TLS.
+    pub ca: Option<Vec<u8>>,
+}
+
+/// A superuser connection to `target`, with its own connection task.
 pub async fn superuser(
-    host: IpAddr,
+    target: &Target,
     password: &str,
     timeout: Duration,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::Config::new()
-        .host(host.to_string())
-        .port(POSTGRES_PORT)
-        .user("postgres")
+    connect_as(target, "postgres", password, "postgres", timeout).await
+}
+
+/// A connection to `database` of `target` as `user`, with its own connection task: with TLS,
+/// `sslmode=verify-full` against the target's CA, as Tusk's own sessions connect.
+pub async fn connect_as(
+    target: &Target,
+    user: &str,
+    password: &str,
+    database: &str,
+    timeout: Duration,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .user(user)
         .password(password)
-        .dbname("postgres")
-        .connect_timeout(timeout)
-        .connect(tokio_postgres::NoTls)
-        .await?;
-    tokio::spawn(connection);
-    Ok(client)
+        .dbname(database)
+        .connect_timeout(timeout);
+    tusk::sql::tls::connect(
+        config,
+        &target.address.to_string(),
+        POSTGRES_PORT,
+        &target.server_name,
+        target.ca.as_deref(),
+    )
+    .await
+    .map_err(|e| match e {
+        tusk::sql::tls::ConnectError::Postgres(e) => e,
+        tusk::sql::tls::ConnectError::Tls(e) => panic!("the cluster's ca.crt is unusable: {e}"),
+    })
 }
 
 impl std::fmt::Debug for LocalCluster {

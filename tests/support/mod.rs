@@ -6,6 +6,7 @@
 
 pub mod apiserver;
 pub mod arbitrary;
+pub mod https;
 pub mod local_cluster;
 pub mod objects;
 pub mod olm;

@@ -65,6 +65,7 @@ pub fn tusk_operator() -> Operator {
         ]
         .map(str::to_owned)
         .to_vec(),
+        listen_env: vec![tusk::facts::operator::env::METRICS_LISTEN.to_owned()],
     }
 }
 

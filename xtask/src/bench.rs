@@ -84,8 +84,28 @@ pub struct Operator {
     pub plane: ControlPlane,
     /// The operator's process.
     pub process: Supervised,
-    /// Its `/metrics` port on 127.0.0.1.
-    pub status_port: u16,
+    /// How to read its `/metrics`.
+    pub metrics: MetricsReader,
+}
+
+/// Reads an operator's `/metrics` over HTTPS with a token that may.
+#[derive(Clone)]
+pub struct MetricsReader {
+    port: u16,
+    ca_der: Vec<u8>,
+    token: String,
+}
+
+impl MetricsReader {
+    /// The metrics text.
+    pub async fn read(&self) -> Result<String, String> {
+        let connector = tusk_testenv::https::client(&self.ca_der, &[]);
+        let address = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
+        match tusk_testenv::https::get(&connector, address, "/metrics", Some(&self.token)).await? {
+            (200, body) => Ok(body),
+            (status, body) => Err(format!("/metrics answered {status}: {body}")),
+        }
+    }
 }
 
 /// Builds the release operator, starts the control plane, installs the CRDs, and runs the
@@ -138,11 +158,31 @@ pub async fn start_operator(
         .await
         .map_err(err)?;
     let status_port = free_port().map_err(err)?;
+    let metrics_port = free_port().map_err(err)?;
+    let reader = plane
+        .service_account_kubeconfig(
+            "monitoring",
+            "metrics-reader",
+            &tusk::rbac::metrics_reader_role("metrics-reader"),
+        )
+        .await
+        .map_err(err)?;
+    let reader: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(reader).map_err(err)?).map_err(err)?;
+    let metrics = MetricsReader {
+        port: metrics_port,
+        ca_der: ca.cert_der(),
+        token: reader["users"][0]["user"]["token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    };
     let mut args = vec![
         "run".to_owned(),
         format!("--listen=127.0.0.1:{port}"),
         format!("--cert-dir={}", dir.display()),
         format!("--status-listen=127.0.0.1:{status_port}"),
+        format!("--metrics-listen=127.0.0.1:{metrics_port}"),
         format!("--leader-election-namespace={OPERATOR_NAMESPACE}"),
         format!("--resync-interval={resync}s"),
     ];
@@ -161,7 +201,7 @@ pub async fn start_operator(
     Ok(Operator {
         plane,
         process,
-        status_port,
+        metrics,
     })
 }
 

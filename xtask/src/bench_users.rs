@@ -32,8 +32,8 @@ struct Counters {
     reconciles: f64,
 }
 
-async fn counters(status_port: u16) -> Result<Counters, String> {
-    let body = reqwest_free_get(status_port, "/metrics").await?;
+async fn counters(metrics: &crate::bench::MetricsReader) -> Result<Counters, String> {
+    let body = metrics.read().await?;
     let value = |prefix: &str| {
         body.lines()
             .find_map(|l| l.strip_prefix(prefix))
@@ -45,21 +45,6 @@ async fn counters(status_port: u16) -> Result<Counters, String> {
         writes: value("tusk_sql_statements_total{kind=\"write\"} "),
         reconciles: value("tusk_reconciles_total{kind=\"PostgresUser\"} "),
     })
-}
-
-/// GET over plain HTTP/1.0 on loopback.
-async fn reqwest_free_get(port: u16, path: &str) -> Result<String, String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .map_err(err)?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
-        .await
-        .map_err(err)?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.map_err(err)?;
-    Ok(response)
 }
 
 fn transactions(server: &LocalServer) -> Result<f64, String> {
@@ -77,7 +62,7 @@ pub async fn run(root: &std::path::Path, users: usize, resync: u64, periods: u64
     let crate::bench::Operator {
         plane,
         process: operator,
-        status_port,
+        metrics,
         ..
     } = crate::bench::start_operator(root, resync, |dir| {
         let endpoints = dir.join("sql-endpoints");
@@ -117,7 +102,7 @@ pub async fn run(root: &std::path::Path, users: usize, resync: u64, periods: u64
         postgres.version()
     );
     let api = Api::<PostgresUser>::namespaced(client.clone(), NAMESPACE);
-    let before = counters(status_port).await?;
+    let before = counters(&metrics).await?;
     let started = Instant::now();
     let mut creates = tokio::task::JoinSet::new();
     for i in 0..users {
@@ -164,17 +149,17 @@ pub async fn run(root: &std::path::Path, users: usize, resync: u64, periods: u64
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let converged = counters(status_port).await?;
+    let converged = counters(&metrics).await?;
     let roles = server
         .psql("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'user-%'")
         .map_err(err)?;
 
     // Steady state: let the last converging reconciles finish, then watch whole resync periods.
     tokio::time::sleep(Duration::from_secs(resync)).await;
-    let mark = counters(status_port).await?;
+    let mark = counters(&metrics).await?;
     let mark_xacts = transactions(&server)?;
     tokio::time::sleep(Duration::from_secs(resync * periods)).await;
-    let end = counters(status_port).await?;
+    let end = counters(&metrics).await?;
     let end_xacts = transactions(&server)?;
 
     let n = users as f64;

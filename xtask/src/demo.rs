@@ -148,6 +148,10 @@ pub async fn run(root: &Path) -> Result<(), String> {
             "--status-listen=127.0.0.1:{}",
             free_port().map_err(|e| e.to_string())?
         ))
+        .arg(format!(
+            "--metrics-listen=127.0.0.1:{}",
+            free_port().map_err(|e| e.to_string())?
+        ))
         .arg("--leader-election-namespace=default")
         .arg(format!("--sql-endpoints={}", sql_endpoints.display()))
         .stdout(Stdio::null())

@@ -30,6 +30,8 @@ pub struct SpecLost {
     privileges: Option<Vec<v1::DatabasePrivileges>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     reclaim_policy: Option<ReclaimPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_certificate: Option<bool>,
 }
 
 /// The `v1` status fields `v1alpha1` cannot express.
@@ -69,6 +71,7 @@ impl Spoke<v1::PostgresUserSpec, v1::PostgresUserStatus> for v1alpha1::PostgresU
             member_of: s.member_of,
             privileges: s.privileges,
             reclaim_policy: s.reclaim_policy,
+            client_certificate: s.client_certificate,
         };
         let (status, status_lost) = match hub.status {
             None => (None, StatusLost::default()),
@@ -112,6 +115,7 @@ impl Spoke<v1::PostgresUserSpec, v1::PostgresUserStatus> for v1alpha1::PostgresU
             member_of: l.member_of,
             privileges: l.privileges,
             reclaim_policy: l.reclaim_policy,
+            client_certificate: l.client_certificate,
         };
         let status = spoke.status.map(|s| v1::PostgresUserStatus {
             conditions: s.conditions,

@@ -110,6 +110,12 @@ pub struct PostgresUserSpec {
     // objects written at older versions, which cannot hold it, so every read at those versions
     // would carry a conversion annotation the user never wrote.
     pub reclaim_policy: Option<ReclaimPolicy>,
+    /// Issue the role a client certificate of the cluster's CA, into its binding Secret
+    /// (`tls.crt`, `tls.key`, renewed like the cluster's own). Over the network the role then
+    /// logs in with that certificate only; its password still works on the pods' own socket.
+    /// The cluster must have TLS (not `spec.tls.mode: Disabled`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<bool>,
 }
 
 /// A Secret that holds the role's password.

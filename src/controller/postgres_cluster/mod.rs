@@ -14,6 +14,7 @@ pub mod replication;
 pub mod rollout;
 pub mod status;
 pub mod switchover;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -64,12 +65,23 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
         let password = superuser_password(&ctx, &namespace, &name).await?;
         let recovery = backups::resolve_recovery(&ctx, &cluster, &namespace).await?;
         let missing_claim = backups::without_missing_claim(&ctx, &cluster, &namespace).await?;
-        match (password, recovery) {
-            (Ok(password), Ok(recovery)) => {
+        let tls = match tls::material(&ctx, &cluster, &namespace).await? {
+            Ok(material) => Ok(material),
+            Err(tls::Refused::Problem(problem)) => Err(problem),
+            Err(tls::Refused::Pki(e)) => {
+                return Err(Error::Reported(Problem::new(
+                    "CertificateNotIssued",
+                    e.to_string(),
+                )));
+            }
+        };
+        match (password, recovery, tls) {
+            (Ok(password), Ok(recovery), Ok(tls)) => {
                 let built = missing_claim
                     .as_ref()
                     .map_or(cluster.as_ref(), |(_, without)| without);
-                let children = build::children(built, &password, &ctx.config, recovery.as_ref());
+                let children =
+                    build::children(built, &password, &ctx.config, recovery.as_ref(), tls.as_ref());
                 apply_children(&cluster, &ctx, &children).await?;
                 let roles = label_roles(&ctx, &namespace, &cluster).await?;
                 observed.primary = roles.primary;
@@ -87,7 +99,9 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
             }
             // Only the user can fix these, so there is no fast retry. The Secret may be the
             // user's own (not labelled as Tusk's, so not watched): look again at resync.
-            (Err(problem), _) | (_, Err(problem)) => observed.problem = Some(problem),
+            (Err(problem), _, _) | (_, Err(problem), _) | (_, _, Err(problem)) => {
+                observed.problem = Some(problem)
+            }
         }
         if cluster.spec.backup.is_some() {
             if let Some(problem) = backups::retain(&ctx, &cluster, &namespace).await? {
@@ -192,6 +206,10 @@ async fn superuser_password(
 /// Applies every child that differs from what the cluster wants, and tells the user what changed.
 async fn apply_children(cluster: &PostgresCluster, ctx: &Context, children: &Children) -> Result<(), Error> {
     apply(cluster, ctx, &children.superuser, "the superuser Secret").await?;
+    if let Some((ca, tls)) = &children.tls {
+        apply(cluster, ctx, ca, "the CA Secret").await?;
+        apply(cluster, ctx, tls, "the TLS Secret").await?;
+    }
     apply(cluster, ctx, &children.config, "the ConfigMap").await?;
     apply(cluster, ctx, &children.service_account, "the ServiceAccount").await?;
     // Permissions of an older release (its bundle's RBAC) may lack these: the cluster runs on
@@ -796,7 +814,7 @@ mod tests {
                 postgres_image: Some("docker.io/library/postgres:{major}".into()),
                 ..Default::default()
             };
-            let c = build::children(&cluster, "pw", &config, None);
+            let c = build::children(&cluster, "pw", &config, None, None);
             json!({
                 "spec": extra,
                 "postgresUid": uid,

@@ -23,6 +23,7 @@ pub mod azure;
 pub mod connect;
 pub mod control_plane;
 pub mod eventually;
+pub mod https;
 pub mod image;
 pub mod olm;
 pub mod pki;

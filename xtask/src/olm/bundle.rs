@@ -1,6 +1,6 @@
-//! One release's bundle: `manifests/` (CSV, CRDs, metrics Service, the operator's
-//! PodDisruptionBudget, ServiceMonitor, PrometheusRule), `metadata/annotations.yaml`, the scorecard configuration and
-//! `bundle.Dockerfile`.
+//! One release's bundle: `manifests/` (CSV, CRDs, metrics Service, the metrics-reader
+//! ClusterRole, the operator's PodDisruptionBudget, ServiceMonitor, PrometheusRule),
+//! `metadata/annotations.yaml`, the scorecard configuration and `bundle.Dockerfile`.
 
 use serde_json::{Value, json};
 
@@ -11,6 +11,7 @@ use super::{
     plan::Release,
 };
 
+use tusk::facts::operator::METRICS_PATH;
 /// The Service in front of the operator's `/metrics`.
 pub use tusk::facts::operator::METRICS_SERVICE;
 
@@ -58,7 +59,7 @@ fn metrics_service() -> Value {
         },
         "spec": {
             "selector": {"app.kubernetes.io/name": DEPLOYMENT},
-            "ports": [{"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"}],
+            "ports": [{"name": "https", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"}],
         },
     })
 }
@@ -85,9 +86,26 @@ fn service_monitor() -> Value {
         "metadata": {"name": DEPLOYMENT, "labels": {"app.kubernetes.io/name": DEPLOYMENT}},
         "spec": {
             "selector": {"matchLabels": {"app.kubernetes.io/name": DEPLOYMENT, "app.kubernetes.io/component": "metrics"}},
-            "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "30s", "scheme": "http"}],
+            // `/metrics` is HTTPS and lets in a token that may `get` it: Prometheus sends its
+            // ServiceAccount's, and the metrics-reader ClusterRole, bound to that account, grants
+            // the right. The server certificate is the webhook's (OLM's CA, which Prometheus does
+            // not hold), so the scrape authenticates the caller, not the server.
+            "endpoints": [{
+                "port": "https", "path": METRICS_PATH, "interval": "30s", "scheme": "https",
+                "bearerTokenFile": "/var/run/secrets/kubernetes.io/serviceaccount/token",
+                "tlsConfig": {"insecureSkipVerify": true},
+            }],
         },
     })
+}
+
+/// What a Prometheus (or anyone) needs to read the operator's `/metrics`: bind it to their
+/// ServiceAccount.
+fn metrics_reader_role() -> Value {
+    serde_json::to_value(tusk::rbac::metrics_reader_role(&format!(
+        "{DEPLOYMENT}-metrics-reader"
+    )))
+    .expect("a ClusterRole serializes")
 }
 
 fn prometheus_rule() -> Value {
@@ -177,6 +195,10 @@ pub fn manifests(inputs: &Inputs, release: &Release) -> Vec<(String, Value)> {
         manifests.push((file_name(crd), serde_json::to_value(crd).expect("CRDs serialize")));
     }
     manifests.push((format!("{METRICS_SERVICE}_v1_service.yaml"), metrics_service()));
+    manifests.push((
+        format!("{DEPLOYMENT}-metrics-reader_rbac.authorization.k8s.io_v1_clusterrole.yaml"),
+        metrics_reader_role(),
+    ));
     if crds.iter().any(|c| c.spec.versions.len() > 1) {
         manifests.push((
             format!("{DEPLOYMENT}_policy_v1_poddisruptionbudget.yaml"),

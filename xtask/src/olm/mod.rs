@@ -34,7 +34,7 @@ use plan::{Plan, Release};
 
 /// The operator's Deployment and ServiceAccount name; where it serves `/healthz`, `/readyz` and
 /// `/metrics`, and the conversion webhook.
-pub use tusk::facts::operator::{NAME as DEPLOYMENT, STATUS_PORT as METRICS_PORT, WEBHOOK_PORT};
+pub use tusk::facts::operator::{METRICS_PORT, NAME as DEPLOYMENT, STATUS_PORT, WEBHOOK_PORT};
 /// The project's home.
 pub const PROJECT_URL: &str = "https://github.com/tusk-operator/tusk";
 /// The capability levels OperatorHub knows.

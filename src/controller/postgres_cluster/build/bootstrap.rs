@@ -42,6 +42,7 @@ pub fn desired_bootstrap(cluster: &PostgresCluster) -> Option<(PostgresUser, Pos
                 privileges: vec![DatabasePrivilege::Connect],
             }]),
             reclaim_policy: None,
+            client_certificate: None,
         },
     );
     user.metadata = meta(cluster, names.bootstrap_user());

@@ -5,15 +5,15 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 
-use super::{meta, name_of};
+use super::{meta, name_of, tls_mode};
 /// `archive_timeout` when `spec.backup.archiveTimeout` is not set: at most 5 minutes of writes
 /// wait in an unarchived segment.
 pub const DEFAULT_ARCHIVE_TIMEOUT: &str = "5min";
 
 use crate::{
-    api::postgres_cluster::v1::PostgresCluster,
+    api::postgres_cluster::v1::{PostgresCluster, TlsMode},
     controller::backup_target::{ResolvedRecovery, Secrets, store_config, volumes},
-    facts::cluster::{Names, PG_HBA_CONF, POSTGRESQL_CONF},
+    facts::cluster::{CLIENT_CERTIFICATE_GROUP, Names, PG_HBA_CONF, POSTGRESQL_CONF, REPLICATION_USER},
     instance::backup::{ARCHIVE_CONFIG, RECOVERY_CONFIG},
     instance::conf::conf_value,
 };
@@ -75,18 +75,39 @@ pub fn desired_config(cluster: &PostgresCluster, recovery: Option<&ResolvedRecov
     for (key, value) in cluster.spec.postgres.parameters.iter().flatten() {
         conf.push_str(&format!("{key} = {}\n", conf_value(value)));
     }
-    // Local connections need the password too: the instance manager has it, and the user a
-    // process in the pod runs as need not be called postgres (OpenShift assigns any UID).
-    let hba = "# Written by Tusk.\n\
-               local all all scram-sha-256\n\
-               host replication all all scram-sha-256\n\
-               host all all all scram-sha-256\n";
     data.insert(POSTGRESQL_CONF.to_owned(), conf);
-    data.insert(PG_HBA_CONF.to_owned(), hba.to_owned());
+    data.insert(
+        PG_HBA_CONF.to_owned(),
+        hba(tls_mode(cluster) != TlsMode::Disabled),
+    );
     ConfigMap {
         metadata: meta(cluster, Names(name_of(cluster)).config_map()),
         data: Some(data),
         ..ConfigMap::default()
+    }
+}
+
+/// `pg_hba.conf`. Local connections need the password too: the instance manager has it, and the
+/// user a process in the pod runs as need not be called postgres (OpenShift assigns any UID).
+/// With TLS, only TLS connections come in over the network (`hostssl`; a plaintext connection
+/// matches no line and is refused), and replicas stream as [`REPLICATION_USER`], which logs in
+/// with its client certificate of the cluster's CA (`cert`), as do the members of
+/// [`CLIENT_CERTIFICATE_GROUP`] (users with `spec.clientCertificate`).
+pub fn hba(tls: bool) -> String {
+    if tls {
+        format!(
+            "# Written by Tusk.\n\
+             local all all scram-sha-256\n\
+             hostssl replication {REPLICATION_USER} all cert\n\
+             hostssl all +{CLIENT_CERTIFICATE_GROUP} all cert\n\
+             hostssl all all all scram-sha-256\n"
+        )
+    } else {
+        "# Written by Tusk. TLS is disabled (spec.tls.mode: Disabled).\n\
+         local all all scram-sha-256\n\
+         host replication all all scram-sha-256\n\
+         host all all all scram-sha-256\n"
+            .to_owned()
     }
 }
 
@@ -123,15 +144,32 @@ mod tests {
             conf.ends_with("search_path = 'it''s'\nwork_mem = '8MB'\n"),
             "{conf}"
         );
-        assert!(config.data.as_ref().unwrap()[PG_HBA_CONF].contains("host all all all scram-sha-256"));
+        let hba = &config.data.as_ref().unwrap()[PG_HBA_CONF];
+        assert!(hba.contains("hostssl all all all scram-sha-256"), "{hba}");
+        assert!(!hba.contains("\nhost "), "{hba}");
+    }
+
+    #[test]
+    fn with_tls_only_tls_comes_in_and_replicas_use_their_certificate() {
+        let with = desired_config(&cluster(spec(json!({}))), None);
+        assert_eq!(
+            with.data.as_ref().unwrap()[PG_HBA_CONF],
+            "# Written by Tusk.\nlocal all all scram-sha-256\nhostssl replication tusk_replication all cert\n\
+             hostssl all +tusk_client_certificate all cert\nhostssl all all all scram-sha-256\n"
+        );
+        let without = desired_config(&cluster(spec(json!({"tls": {"mode": "Disabled"}}))), None);
+        let hba = &without.data.as_ref().unwrap()[PG_HBA_CONF];
+        assert!(hba.contains("\nhost all all all scram-sha-256\n"), "{hba}");
+        assert!(!hba.contains("hostssl"), "{hba}");
     }
 
     #[test]
     fn the_hash_is_fixed_across_builds_and_follows_the_data() {
         let plain = desired_config(&cluster(spec(json!({}))), None);
         // Fixed: an operator upgrade that changes nothing in the ConfigMap must not roll pods.
-        // (1.1.0 changed it on purpose: `wal_log_hints = 'on'`, which pg_rewind needs.)
-        assert_eq!(config_hash(&plain), "7fb8878e113ece1c");
+        // (1.1.0 changed it on purpose: `wal_log_hints = 'on'`, which pg_rewind needs, and
+        // `pg_hba.conf` for TLS.)
+        assert_eq!(config_hash(&plain), "bc060b2d7940d730");
         let tuned = desired_config(
             &cluster(spec(
                 json!({"postgres": {"version": 17, "parameters": {"work_mem": "8MB"}}}),

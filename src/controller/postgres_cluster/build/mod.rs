@@ -18,6 +18,7 @@ mod secret;
 mod service;
 mod service_account;
 mod statefulset;
+mod tls;
 
 use k8s_openapi::{
     api::{
@@ -39,6 +40,7 @@ pub use self::{
     service::desired_services,
     service_account::desired_service_account,
     statefulset::{desired_statefulset, postgres_image},
+    tls::{TlsMaterial, desired_ca_secret, desired_tls_secret, tls_mode},
 };
 use crate::{
     api::{
@@ -72,6 +74,9 @@ pub struct BuildConfig {
     /// ones the operator runs with. A change of proxy is a change of the pod template, rolled out
     /// like any other.
     pub proxy: Vec<(String, String)>,
+    /// How long the certificates the operator issues (server, replication) are valid; each is
+    /// renewed once less than a third of that is left.
+    pub certificate_validity: k8s_openapi::jiff::SignedDuration,
 }
 
 impl BuildConfig {
@@ -110,6 +115,7 @@ impl Default for BuildConfig {
             postgres_image: None,
             postgres_uid: Some(DEFAULT_POSTGRES_UID),
             proxy: Vec::new(),
+            certificate_validity: crate::pki::DEFAULT_CERT_VALIDITY,
         }
     }
 }
@@ -119,6 +125,8 @@ impl Default for BuildConfig {
 pub struct Children {
     /// The superuser Secret.
     pub superuser: Secret,
+    /// `<cluster>-ca` and `<cluster>-tls`, unless TLS is disabled.
+    pub tls: Option<(Secret, Secret)>,
     /// The PostgreSQL configuration.
     pub config: ConfigMap,
     /// The account the pods run as.
@@ -137,17 +145,20 @@ pub struct Children {
 }
 
 /// Builds every child of `cluster`; `password` is the superuser's password.
-/// `recovery` is what a restored cluster restores from, resolved from its `spec.bootstrap`.
+/// `recovery` is what a restored cluster restores from, resolved from its `spec.bootstrap`;
+/// `tls` the certificates it serves, unless TLS is disabled.
 pub fn children(
     cluster: &PostgresCluster,
     password: &str,
     config: &BuildConfig,
     recovery: Option<&ResolvedRecovery>,
+    tls: Option<&TlsMaterial>,
 ) -> Children {
     let configmap = desired_config(cluster, recovery);
     let hash = config_hash(&configmap);
     Children {
-        superuser: desired_superuser_secret(cluster, password),
+        superuser: desired_superuser_secret(cluster, password, tls.map(|m| m.server_ca.as_str())),
+        tls: tls.map(|m| (desired_ca_secret(cluster, m), desired_tls_secret(cluster, m))),
         statefulset: desired_statefulset(cluster, config, &hash, recovery),
         config: configmap,
         service_account: desired_service_account(cluster),
@@ -209,7 +220,7 @@ pub(crate) mod tests {
     #[test]
     fn every_child_is_labelled_and_owned_by_the_cluster() {
         let c = cluster(spec(json!({"bootstrap": {"initdb": {"database": "app"}}})));
-        let children = children(&c, "pw", &BuildConfig::default(), None);
+        let children = children(&c, "pw", &BuildConfig::default(), None, None);
         let (user, database) = children.bootstrap.clone().unwrap();
         let metas = [
             &children.superuser.metadata,
@@ -237,7 +248,7 @@ pub(crate) mod tests {
     fn every_child_kind_is_in_the_registry() {
         use crate::facts::kinds::CLUSTER_CHILDREN;
         let c = cluster(spec(json!({"bootstrap": {"initdb": {"database": "app"}}})));
-        let children = children(&c, "pw", &BuildConfig::default(), None);
+        let children = children(&c, "pw", &BuildConfig::default(), None, None);
         let (user, database) = children.bootstrap.unwrap();
         let kinds = [
             serde_json::to_value(&children.superuser).unwrap()["kind"].clone(),

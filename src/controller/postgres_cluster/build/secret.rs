@@ -12,7 +12,7 @@ use crate::{
 /// The superuser Secret, in the `kubernetes.io/basic-auth` shape, with the entries of a
 /// servicebinding.io binding (`type`, `provider`, `host`, `port`, `database`, `uri`) so that
 /// `status.binding.name` can name it.
-pub fn desired_superuser_secret(cluster: &PostgresCluster, password: &str) -> Secret {
+pub fn desired_superuser_secret(cluster: &PostgresCluster, password: &str, ca: Option<&str>) -> Secret {
     let name = name_of(cluster);
     let namespace = cluster.metadata.namespace.as_deref().unwrap_or("default");
     let entries = binding_entries(&BindingData {
@@ -21,6 +21,8 @@ pub fn desired_superuser_secret(cluster: &PostgresCluster, password: &str) -> Se
         username: SUPERUSER,
         password,
         database: MAINTENANCE_DATABASE,
+        ca,
+        client: None,
     });
     Secret {
         metadata: meta(cluster, Names(name).superuser_secret()),
@@ -38,7 +40,7 @@ mod tests {
 
     #[test]
     fn basic_auth_with_the_binding_entries() {
-        let secret = super::desired_superuser_secret(&cluster(spec(json!({}))), "s3cret");
+        let secret = super::desired_superuser_secret(&cluster(spec(json!({}))), "s3cret", None);
         assert_eq!(secret.metadata.name.as_deref(), Some("db-superuser"));
         assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/basic-auth"));
         let data = secret.data.unwrap();

@@ -31,7 +31,7 @@ use crate::controller::backup_target::{ResolvedRecovery, claim_mount_path, mount
 use crate::{
     api::{
         common::{BackupTarget, ReclaimPolicy},
-        postgres_cluster::v1::PostgresCluster,
+        postgres_cluster::v1::{PostgresCluster, TlsMode},
     },
     facts::{
         cluster::{
@@ -226,6 +226,9 @@ fn install_tusk(config: &BuildConfig) -> Container {
     }
 }
 
+/// The volume of the cluster's TLS Secret.
+const TLS_VOLUME: &str = "tls";
+
 /// The workload.
 pub fn desired_statefulset(
     cluster: &PostgresCluster,
@@ -324,6 +327,13 @@ pub fn desired_statefulset(
     for (volume, _) in &secret_volumes {
         mounts.push(mount(volume, &mount_path(volume), true));
     }
+    // The certificates: a Secret whose files the kubelet replaces when the operator renews them;
+    // the instance manager follows them and reloads PostgreSQL, so a renewal restarts nothing.
+    let tls = super::tls_mode(cluster) != TlsMode::Disabled;
+    if tls {
+        mounts.push(mount(TLS_VOLUME, paths::TLS_DIR, true));
+        instance.tls_dir = Some(paths::TLS_DIR.into());
+    }
     for (volume, _) in &claim_volumes {
         mounts.push(mount(volume, &claim_mount_path(volume), false));
     }
@@ -367,6 +377,16 @@ pub fn desired_statefulset(
         empty_dir("tmp"),
         kube_api_volume(),
     ];
+    if tls {
+        volumes.push(Volume {
+            name: TLS_VOLUME.to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(names.tls_secret()),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
     for (volume, secret) in secret_volumes {
         volumes.push(Volume {
             name: volume.to_owned(),
@@ -650,7 +670,28 @@ mod tests {
             main.image.as_deref(),
             Some(crate::facts::postgres_images::BUILT_IN.references()[&17].as_str())
         );
-        assert_eq!(main.args.as_ref().unwrap(), &instance_spec(&c).to_args());
+        // TLS is on by default: the pods mount the cluster's TLS Secret.
+        let mut expected = instance_spec(&c);
+        expected.tls_dir = Some(paths::TLS_DIR.into());
+        assert_eq!(main.args.as_ref().unwrap(), &expected.to_args());
+        let tls = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == TLS_VOLUME)
+            .unwrap();
+        assert_eq!(
+            tls.secret.as_ref().unwrap().secret_name.as_deref(),
+            Some("db-tls")
+        );
+        let disabled = cluster(spec(json!({"instances": 3, "tls": {"mode": "Disabled"}})));
+        let plain = desired_statefulset(&disabled, &BuildConfig::default(), "h", None);
+        let plain_pod = plain.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        assert_eq!(
+            plain_pod.containers[0].args.as_ref().unwrap(),
+            &instance_spec(&disabled).to_args()
+        );
+        assert!(!plain_pod.volumes.iter().flatten().any(|v| v.name == TLS_VOLUME));
         assert!(
             main.args
                 .as_ref()

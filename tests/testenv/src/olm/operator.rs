@@ -50,6 +50,10 @@ pub struct Operator {
     /// kubelet passes them (those with a literal value). The others stand for what runs
     /// differently here, such as listen addresses, which `args` sets.
     pub env: Vec<String>,
+    /// Environment variables that name an address to listen on: each gets a free port on
+    /// loopback, so replicas side by side do not collide (a release that does not read one
+    /// ignores it, where an unknown flag would stop it).
+    pub listen_env: Vec<String>,
 }
 
 /// What the local operator process does.
@@ -275,8 +279,19 @@ async fn keep(client: Client, proxy: Router, work: PathBuf, operator: Operator, 
         std::fs::write(dir.join("tls.key"), &data["tls.key"].0).expect("writing tls.key");
         let port = free_port().expect("a free port");
         let args = (operator.args)(mode, &dir, port);
+        let listens: Vec<(String, String)> = operator
+            .listen_env
+            .iter()
+            .map(|name| {
+                (
+                    name.clone(),
+                    format!("127.0.0.1:{}", free_port().expect("a free port")),
+                )
+            })
+            .collect();
         let mut env: Vec<(&str, &OsStr)> = container_env
             .iter()
+            .chain(&listens)
             .map(|(name, value)| (name.as_str(), OsStr::new(value)))
             .collect();
         if let Some(kubeconfig) = &kubeconfig {

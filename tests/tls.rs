@@ -1,0 +1,381 @@
+//! TLS for real, on PostgreSQL 15 (Debian's build has OpenSSL): the real operator issues a
+//! cluster's certificates on the real control plane, its pods run as local processes, and every
+//! claim is checked from outside with real clients (tokio-postgres over rustls, libpq's `psql`,
+//! `openssl s_client`):
+//! - a plaintext connection is refused; `sslmode=verify-full` with the binding Secret's `ca.crt`
+//!   gets in, through the binding's own `uri`; a client that trusts another CA is refused;
+//! - a user with `clientCertificate` logs in with the certificate in its binding, and a password
+//!   alone is refused;
+//! - the replica streams over TLS as the replication role, logged in by its certificate;
+//! - a new certificate (the TLS Secret deleted, so the operator issues another from the same CA)
+//!   reaches both instances without a restart: the postmasters keep their start time, a session
+//!   opened before keeps working, and new connections are served the new certificate.
+
+mod support;
+
+use std::{process::Command, time::Duration};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, api::PostParams, core::DynamicObject};
+use serde_json::json;
+use support::{
+    apiserver::{api, plane_with_crds, start_operator},
+    local_cluster::{LocalCluster, STATUS_PORT, Target, connect_as, superuser},
+};
+use tusk_testenv::{eventually, postgres::Postgres};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// `key` of Secret `name`, as text.
+async fn secret_text(secrets: &Api<Secret>, name: &str, key: &str) -> Option<String> {
+    let data = secrets.get_opt(name).await.ok()??.data?;
+    String::from_utf8(data.get(key)?.0.clone()).ok()
+}
+
+/// The certificate the server at `address` presents to a TLS client (PEM), read with OpenSSL's
+/// own PostgreSQL STARTTLS.
+fn served_certificate(address: std::net::IpAddr) -> Option<String> {
+    let out = Command::new("openssl")
+        .args([
+            "s_client",
+            "-starttls",
+            "postgres",
+            "-connect",
+            &format!("{address}:5432"),
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let start = text.find("-----BEGIN CERTIFICATE-----")?;
+    let end = text[start..].find("-----END CERTIFICATE-----")? + start + "-----END CERTIFICATE-----".len();
+    Some(format!("{}\n", &text[start..end]))
+}
+
+/// Creates `PostgresUser` `name` with `spec` and returns its binding Secret's data once it has
+/// `key`.
+async fn user_binding(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    spec: serde_json::Value,
+    key: &str,
+) -> std::collections::BTreeMap<String, k8s_openapi::ByteString> {
+    let user: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "tusk.dev/v1", "kind": "PostgresUser", "metadata": {"name": name}, "spec": spec,
+    }))
+    .unwrap();
+    api(client, ns, "PostgresUser", "v1")
+        .create(&PostParams::default(), &user)
+        .await
+        .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    eventually(
+        &format!("the binding Secret of {name} with {key}"),
+        WAIT,
+        async || {
+            let data = secrets.get_opt(&format!("{name}-binding")).await.ok()??.data?;
+            data.contains_key(key).then_some(data)
+        },
+    )
+    .await
+}
+
+async fn postmaster_start(c: &LocalCluster, ordinal: i32) -> String {
+    c.connect(ordinal)
+        .await
+        .unwrap()
+        .query_one("SELECT pg_postmaster_start_time()::text", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_verified_tls_gets_in_replicas_stream_encrypted_and_certificates_renew_without_a_restart() {
+    let postgres = Postgres::get(15).unwrap_or_else(|e| panic!("PostgreSQL 15: {e}"));
+    let plane = plane_with_crds().await;
+    let op = start_operator(
+        plane,
+        "tusk-operator",
+        &["--resync-interval=5s".to_owned()],
+        "info,kube=warn",
+    )
+    .await;
+    let client = plane.client().await.unwrap();
+    let ns = plane.namespace("tls").await.unwrap();
+    // No spec.tls: TLS is on by default.
+    let spec = json!({"postgres": {"version": 15}, "instances": 2, "storage": {"data": {"size": "1Gi"}}});
+    let mut c = LocalCluster::create(plane, &ns, "db", spec, postgres.clone()).await;
+    for ordinal in 0..2 {
+        let address = std::net::SocketAddr::new(c.ip(ordinal), STATUS_PORT);
+        op.map_instance(&ns, "db", &format!("db-{ordinal}"), address);
+    }
+    c.start(0).await;
+    c.wait_ready(0, Duration::from_secs(120)).await;
+    op.map_cluster(&ns, "db", (c.ip(0), 5432).into());
+    c.start(1).await;
+    c.wait_ready(1, Duration::from_secs(120)).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let ca = secret_text(&secrets, "db-tls", "ca.crt")
+        .await
+        .expect("db-tls has ca.crt");
+    assert_eq!(
+        secret_text(&secrets, "db-ca", "ca.crt").await.as_deref(),
+        Some(ca.as_str()),
+        "the server certificate of an Operator-mode cluster comes from the cluster's CA"
+    );
+
+    // Plaintext is refused, by pg_hba.conf, on the primary and on the replica.
+    for ordinal in 0..2 {
+        let plain = superuser(
+            &Target {
+                address: c.ip(ordinal),
+                server_name: String::new(),
+                ca: None,
+            },
+            &c.password,
+            Duration::from_secs(5),
+        )
+        .await
+        .expect_err("a plaintext connection is refused");
+        let message = plain
+            .as_db_error()
+            .map(|d| d.message().to_owned())
+            .unwrap_or_default();
+        assert!(
+            message.contains("no pg_hba.conf entry") && message.contains("no encryption"),
+            "db-{ordinal}: {plain}"
+        );
+    }
+
+    // An application's binding: verify-full with its ca.crt gets in, through libpq and its uri.
+    let binding = user_binding(&client, &ns, "app", json!({"cluster": {"name": "db"}}), "ca.crt").await;
+    let entry = |k: &str| String::from_utf8(binding[k].0.clone()).unwrap();
+    assert_eq!(entry("ca.crt"), ca);
+    assert_eq!(entry("sslmode"), "verify-full");
+    let uri = entry("uri");
+    assert!(uri.ends_with("/postgres?sslmode=verify-full"), "{uri}");
+    assert!(
+        entry("jdbc-url").ends_with("?sslmode=verify-full"),
+        "{}",
+        entry("jdbc-url")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.crt");
+    std::fs::write(&ca_file, &ca).unwrap();
+    // The uri names the -rw Service; here a loopback address stands for it (hostaddr), and libpq
+    // checks the certificate against the name in the uri.
+    let libpq = format!(
+        "{uri}&hostaddr={}&sslrootcert={}",
+        c.rw_address(),
+        ca_file.display()
+    );
+    let psql = Command::new(postgres.bin("psql"))
+        .args([
+            &libpq,
+            "-XAtc",
+            "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        psql.status.success(),
+        "psql with the binding's uri: {}",
+        String::from_utf8_lossy(&psql.stderr)
+    );
+    let seen = String::from_utf8_lossy(&psql.stdout).trim().to_owned();
+    assert!(seen.starts_with("t|TLSv1."), "{seen}");
+    let host = entry("host");
+    let rw = |server_name: &str, ca: &str| Target {
+        address: c.rw_address(),
+        server_name: server_name.to_owned(),
+        ca: Some(ca.as_bytes().to_vec()),
+    };
+    let app = connect_as(
+        &rw(&host, &ca),
+        "app",
+        &entry("password"),
+        "postgres",
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("verify-full with the binding's ca.crt gets in");
+    let ssl: bool = app
+        .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ssl);
+    // A client that trusts another CA is refused before it sends a password.
+    let other = tusk::pki::new_authority("elsewhere", "other", k8s_openapi::jiff::Timestamp::now()).unwrap();
+    let refused = connect_as(
+        &rw(&host, &other.cert),
+        "app",
+        &entry("password"),
+        "postgres",
+        Duration::from_secs(5),
+    )
+    .await
+    .expect_err("a client trusting another CA is refused");
+    assert!(format!("{refused:?}").contains("UnknownIssuer"), "{refused:?}");
+    // So is a name the certificate does not carry.
+    let wrong_name = connect_as(
+        &rw("db-rw.elsewhere.svc", &ca),
+        "app",
+        &entry("password"),
+        "postgres",
+        Duration::from_secs(5),
+    )
+    .await
+    .expect_err("a name the certificate does not carry is refused");
+    assert!(
+        format!("{wrong_name:?}").contains("NotValidForName"),
+        "{wrong_name:?}"
+    );
+
+    // A user that asks for a client certificate logs in over the network with it, and only with it.
+    let spec = json!({"cluster": {"name": "db"}, "clientCertificate": true});
+    let signed = user_binding(&client, &ns, "signer", spec, "tls.key").await;
+    let signed_entry = |k: &str| String::from_utf8(signed[k].0.clone()).unwrap();
+    assert_eq!(signed_entry("sslcert"), "tls.crt");
+    let issued = tusk::pki::inspect("tls.crt", &signed_entry("tls.crt")).unwrap();
+    assert_eq!(issued.common_name.as_deref(), Some("signer"));
+    assert!(tusk::pki::signed_by(&signed_entry("tls.crt"), &ca));
+    let (cert_file, key_file) = (dir.path().join("signer.crt"), dir.path().join("signer.key"));
+    std::fs::write(&cert_file, signed_entry("tls.crt")).unwrap();
+    std::fs::write(&key_file, signed_entry("tls.key")).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let psql_as = |conninfo: String| {
+        Command::new(postgres.bin("psql"))
+            .args([&conninfo, "-XAtc", "SELECT current_user"])
+            .env("PGCONNECT_TIMEOUT", "5")
+            .output()
+            .unwrap()
+    };
+    let base = format!(
+        "host={host} hostaddr={} port=5432 dbname=postgres user=signer sslmode=verify-full sslrootcert={}",
+        c.rw_address(),
+        ca_file.display()
+    );
+    let by_certificate = psql_as(format!(
+        "{base} sslcert={} sslkey={}",
+        cert_file.display(),
+        key_file.display()
+    ));
+    assert!(
+        by_certificate.status.success(),
+        "login by client certificate: {}",
+        String::from_utf8_lossy(&by_certificate.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&by_certificate.stdout).trim(), "signer");
+    let by_password = Command::new(postgres.bin("psql"))
+        .args([&base, "-XAtc", "SELECT current_user"])
+        .env("PGPASSWORD", signed_entry("password"))
+        .env("PGCONNECT_TIMEOUT", "5")
+        .output()
+        .unwrap();
+    let refused = String::from_utf8_lossy(&by_password.stderr);
+    assert!(
+        !by_password.status.success() && refused.contains("certificate"),
+        "a password alone is refused for signer: {refused}"
+    );
+    println!(
+        "signer logs in by its client certificate; without it: {}",
+        refused.trim()
+    );
+
+    // The replica streams over TLS as the replication role, by its certificate.
+    let primary = c.connect(0).await.unwrap();
+    let streams = eventually("the replica streaming over TLS", WAIT, async || {
+        let rows = primary
+            .query(
+                "SELECT r.application_name, r.usename::text, s.ssl, s.client_dn FROM pg_stat_replication r \
+                 JOIN pg_stat_ssl s USING (pid)",
+                &[],
+            )
+            .await
+            .ok()?;
+        let rows: Vec<(String, String, bool, Option<String>)> = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect();
+        (rows.len() == 1).then_some(rows)
+    })
+    .await;
+    assert_eq!(
+        streams,
+        [(
+            "db-1".to_owned(),
+            "tusk_replication".to_owned(),
+            true,
+            Some("/CN=tusk_replication".to_owned())
+        )]
+    );
+    println!("the replica streams as {streams:?}");
+
+    // A new certificate, without a restart.
+    let old_cert = secret_text(&secrets, "db-tls", "tls.crt").await.unwrap();
+    assert_eq!(served_certificate(c.ip(0)).as_deref(), Some(old_cert.as_str()));
+    let started = [postmaster_start(&c, 0).await, postmaster_start(&c, 1).await];
+    let held = c.connect(0).await.unwrap();
+    secrets.delete("db-tls", &Default::default()).await.unwrap();
+    let new_cert = eventually("the operator to issue a new certificate", WAIT, async || {
+        let cert = secret_text(&secrets, "db-tls", "tls.crt").await?;
+        (cert != old_cert).then_some(cert)
+    })
+    .await;
+    assert_eq!(
+        secret_text(&secrets, "db-tls", "ca.crt").await.as_deref(),
+        Some(ca.as_str()),
+        "the same CA issued it"
+    );
+    // The kubelet's periodic sync of Secret volumes.
+    c.sync_secret_volumes().await;
+    for ordinal in 0..2 {
+        eventually(
+            &format!("db-{ordinal} to serve the new certificate"),
+            WAIT,
+            async || (served_certificate(c.ip(ordinal)).as_deref() == Some(new_cert.as_str())).then_some(()),
+        )
+        .await;
+    }
+    assert_eq!(
+        [postmaster_start(&c, 0).await, postmaster_start(&c, 1).await],
+        started,
+        "no postmaster restarted"
+    );
+    held.query_one("SELECT 1", &[])
+        .await
+        .expect("a session from before keeps working");
+    connect_as(
+        &c.rw_target().await,
+        "app",
+        &entry("password"),
+        "postgres",
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("new connections verify the new certificate with the same CA");
+    primary
+        .batch_execute("CREATE TABLE after_renewal (id int); INSERT INTO after_renewal VALUES (1)")
+        .await
+        .unwrap();
+    let replica = c.connect(1).await.unwrap();
+    eventually(
+        "the replica to replay a write after the renewal",
+        WAIT,
+        async || {
+            replica
+                .query_one("SELECT count(*) FROM after_renewal", &[])
+                .await
+                .ok()
+                .map(|_| ())
+        },
+    )
+    .await;
+    println!("db-0 and db-1 serve the renewed certificate; postmasters started at {started:?} still run");
+}
