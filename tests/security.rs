@@ -1,0 +1,197 @@
+//! The operator's HTTPS servers as OpenShift expects them, on the real control plane: the
+//! conversion webhook and `/metrics` follow the cluster's TLS security profile
+//! (`apiservers.config.openshift.io/cluster`, from OpenShift's own CRD) without a restart, use
+//! Intermediate where that API does not exist, and `/metrics` lets in only a token that may `get`
+//! it (401 without a valid token, 403 without the right).
+
+mod support;
+
+use std::{net::SocketAddr, time::Duration};
+
+use kube::{
+    Api,
+    api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams},
+};
+use serde_json::json;
+use support::{
+    apiserver::{Operator, plane_with_crds, start_operator},
+    https,
+};
+use tusk_testenv::{ControlPlane, Wait, eventually};
+
+const TLS12: &rustls::SupportedProtocolVersion = &rustls::version::TLS12;
+const TLS13: &rustls::SupportedProtocolVersion = &rustls::version::TLS13;
+
+/// What each server answers a client speaking only `version`: `Ok(status)` or the handshake's
+/// error.
+async fn answers(
+    operator: &Operator,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> [Result<u16, String>; 2] {
+    let client = https::client(&operator.ca_der, &[version]);
+    let webhook = SocketAddr::from(([127, 0, 0, 1], operator.webhook_port));
+    let metrics = SocketAddr::from(([127, 0, 0, 1], operator.metrics_port));
+    let token = https::metrics_reader_token().await;
+    [
+        https::get(&client, webhook, "/healthz", None)
+            .await
+            .map(|(s, _)| s),
+        https::get(&client, metrics, "/metrics", Some(token))
+            .await
+            .map(|(s, _)| s),
+    ]
+}
+
+/// Waits until both servers accept (`true`) or refuse (`false`) a client speaking only `version`.
+async fn until_both(operator: &Operator, version: &'static rustls::SupportedProtocolVersion, accepted: bool) {
+    let what = format!(
+        "the webhook and /metrics {} {version:?} clients",
+        if accepted { "accept" } else { "refuse" }
+    );
+    eventually(&what, Duration::from_secs(60), async || {
+        let got = answers(operator, version).await;
+        got.iter()
+            .all(|a| if accepted { a == &Ok(200) } else { a.is_err() })
+            .then_some(())
+    })
+    .await;
+}
+
+fn api_servers(client: kube::Client) -> Api<DynamicObject> {
+    let (group, version, kind) = tusk::tls_profile::API_SERVER_GVK;
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(group, version, kind),
+        tusk::tls_profile::API_SERVER_PLURAL,
+    );
+    Api::all_with(client, &resource)
+}
+
+/// Installs OpenShift's APIServer CRD (from github.com/openshift/api, see hack/testbin.sh).
+fn install_openshift_config_crd(plane: &ControlPlane) {
+    let dir = plane.toolchain().share("openshift-crds");
+    let mut apply = plane.kubectl();
+    apply
+        .args(["apply", "--server-side", "-f"])
+        .arg(format!("{}/", dir.display()));
+    let out = apply.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut wait = plane.kubectl();
+    wait.args([
+        "wait",
+        "--for=condition=Established",
+        "crd/apiservers.config.openshift.io",
+        "--timeout=60s",
+    ]);
+    let out = wait.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_webhook_and_metrics_follow_the_clusters_tls_profile_without_a_restart() {
+    let plane = plane_with_crds().await;
+    let client = plane.client().await.unwrap();
+    let operator = start_operator(plane, "tusk-operator", &[], "info,kube=warn").await;
+
+    // No config.openshift.io API: Intermediate, so TLS 1.2 and 1.3 both get in.
+    until_both(&operator, TLS12, true).await;
+    until_both(&operator, TLS13, true).await;
+    let pid = operator.process.pid();
+    assert!(pid.is_some(), "the operator runs");
+
+    install_openshift_config_crd(plane);
+    let servers = api_servers(client.clone());
+    let cluster: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "config.openshift.io/v1", "kind": "APIServer",
+        "metadata": {"name": "cluster"},
+        "spec": {"tlsSecurityProfile": {"type": "Modern", "modern": {}}},
+    }))
+    .unwrap();
+    servers.create(&PostParams::default(), &cluster).await.unwrap();
+    // Modern: TLS 1.2 is refused by both servers, TLS 1.3 accepted.
+    until_both(&operator, TLS12, false).await;
+    let refused = answers(&operator, TLS12).await;
+    eprintln!("Modern: a TLS 1.2 client gets {refused:?}");
+    assert_eq!(answers(&operator, TLS13).await, [Ok(200), Ok(200)]);
+
+    // Intermediate again: TLS 1.2 gets in, with no restart.
+    let intermediate =
+        json!({"spec": {"tlsSecurityProfile": {"type": "Intermediate", "modern": null, "intermediate": {}}}});
+    servers
+        .patch("cluster", &PatchParams::default(), &Patch::Merge(&intermediate))
+        .await
+        .unwrap();
+    until_both(&operator, TLS12, true).await;
+    assert_eq!(answers(&operator, TLS13).await, [Ok(200), Ok(200)]);
+
+    // Custom: TLS 1.3 and one cipher. TLS 1.2 is refused again.
+    let modern_custom = json!({"spec": {"tlsSecurityProfile": {"type": "Custom", "intermediate": null, "custom": {
+        "minTLSVersion": "VersionTLS13", "ciphers": ["TLS_AES_128_GCM_SHA256"],
+    }}}});
+    servers
+        .patch("cluster", &PatchParams::default(), &Patch::Merge(&modern_custom))
+        .await
+        .unwrap();
+    until_both(&operator, TLS12, false).await;
+
+    // Deleted: Intermediate.
+    servers.delete("cluster", &Default::default()).await.unwrap();
+    until_both(&operator, TLS12, true).await;
+
+    assert!(operator.process.alive(), "{}", operator.process.log_tail(30));
+    assert_eq!(operator.process.pid(), pid, "the operator was not restarted");
+    let log = std::fs::read_to_string(&operator.log).unwrap();
+    assert!(
+        log.contains("TLS security profile applied"),
+        "{}",
+        operator.process.log_tail(30)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_need_a_token_that_may_get_them() {
+    let plane = plane_with_crds().await;
+    let operator = start_operator(plane, "tusk-operator-metrics", &[], "info,kube=warn").await;
+    let client = https::client(&operator.ca_der, &[]);
+    let metrics = SocketAddr::from(([127, 0, 0, 1], operator.metrics_port));
+    let get = async |token: Option<&str>| {
+        eventually("/metrics answers", Duration::from_secs(30), async || {
+            https::get(&client, metrics, "/metrics", token).await.ok()
+        })
+        .await
+    };
+
+    let (status, body) = get(None).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = get(Some("not-a-token")).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("not valid"), "{body}");
+
+    // A ServiceAccount that may read Pods, not /metrics.
+    let reader: k8s_openapi::api::rbac::v1::ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": "pod-reader"},
+        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}],
+    }))
+    .unwrap();
+    let stranger = https::token_for(plane, "monitoring", "pod-reader", &reader).await;
+    let (status, body) = get(Some(&stranger)).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains("system:serviceaccount:monitoring:pod-reader may not get /metrics"),
+        "{body}"
+    );
+
+    // Bound to the bundle's metrics-reader ClusterRole: 200 and the metrics.
+    let (status, body) = get(Some(https::metrics_reader_token().await)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("# TYPE tusk_"), "{body}");
+
+    // The plain status port serves health, not metrics.
+    let (status, _) = support::http_get("127.0.0.1", operator.status_port, "/metrics")
+        .await
+        .unwrap();
+    assert_eq!(status, 404);
+    let (status, _) = support::http_get("127.0.0.1", operator.status_port, "/healthz")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+}
