@@ -430,7 +430,13 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         },
         metrics_cert(&args.webhook.config().cert_files)?,
         crate::admin::metrics_handler(
-            state.clone(),
+            {
+                let state = state.clone();
+                Arc::new(move || {
+                    let text = state.metrics.render();
+                    Box::pin(async move { text })
+                })
+            },
             Arc::new(crate::admin::auth::Authorizer::new(reads.clone())),
         ),
         "metrics",
@@ -544,22 +550,11 @@ fn metrics_cert(files: &CertFiles) -> Result<server::ServerCert, Box<dyn std::er
         return Ok(server::ServerCert::Files(files.clone()));
     }
     tracing::info!(cert = %files.cert.display(), "no serving certificate there: /metrics serves a self-signed one");
-    let now = k8s_openapi::jiff::Timestamp::now();
-    let authority = crate::pki::new_authority(operator::NAMESPACE, operator::NAME, now)?;
-    let leaf = crate::pki::issue(
-        &authority,
-        &crate::pki::Leaf::Server(vec![format!(
-            "{}.{}.svc",
-            operator::METRICS_SERVICE,
-            operator::NAMESPACE
-        )]),
-        now,
-        crate::pki::DEFAULT_CERT_VALIDITY,
-    )?;
-    Ok(server::ServerCert::Fixed {
-        cert: format!("{}{}", leaf.cert, authority.cert),
-        key: leaf.key,
-    })
+    Ok(server::ServerCert::self_signed(&format!(
+        "{}.{}.svc",
+        operator::METRICS_SERVICE,
+        operator::NAMESPACE
+    ))?)
 }
 
 /// `--certificate-validity`: a duration of at least a minute.

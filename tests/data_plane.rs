@@ -243,7 +243,27 @@ async fn primary_and_two_replicas(major: u32) {
 
     // Endpoints: liveness, and metrics with the role, lag, connections, sizes and transactions.
     assert_eq!(c.status(1, "/healthz").await.unwrap().0, 200);
-    let (_, metrics) = c.status(1, "/metrics").await.unwrap();
+    // /metrics is HTTPS with the cluster's certificate, and needs a token that may get it (the
+    // pod asks the API server as the caller): none is 401, a bad one 401, the reader's 200.
+    assert_eq!(c.metrics_as(1, None).await.unwrap().0, 401);
+    assert_eq!(c.metrics_as(1, Some("not-a-token")).await.unwrap().0, 401);
+    assert_eq!(
+        c.status(1, "/metrics").await.unwrap().0,
+        404,
+        "no /metrics on the plain port"
+    );
+    let pods_only: k8s_openapi::api::rbac::v1::ClusterRole = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "pod-reader"},
+        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}],
+    }))
+    .unwrap();
+    let plane = support::apiserver::plane_with_crds().await;
+    let stranger =
+        support::https::token_for(plane, "monitoring", &format!("pods-only-{major}"), &pods_only).await;
+    let (status, body) = c.metrics_as(1, Some(&stranger)).await.unwrap();
+    assert_eq!(status, 403, "{body}");
+    let (status, metrics) = c.metrics(1).await.unwrap();
+    assert_eq!(status, 200, "{metrics}");
     for line in [
         "tusk_instance_up 1",
         "tusk_instance_role{role=\"replica\"} 1",
@@ -255,7 +275,7 @@ async fn primary_and_two_replicas(major: u32) {
         metrics.contains("tusk_instance_replication_lag_bytes "),
         "{metrics}"
     );
-    let (_, metrics) = c.status(0, "/metrics").await.unwrap();
+    let (_, metrics) = c.metrics(0).await.unwrap();
     for line in [
         "tusk_instance_role{role=\"primary\"} 1",
         "tusk_instance_connections{state=",
@@ -327,7 +347,7 @@ async fn primary_and_two_replicas(major: u32) {
         ],
     )
     .await;
-    let (_, metrics) = c.status(1, "/metrics").await.unwrap();
+    let (_, metrics) = c.metrics(1).await.unwrap();
     assert!(
         metrics.contains("tusk_instance_role{role=\"primary\"} 1"),
         "{metrics}"

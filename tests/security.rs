@@ -17,7 +17,7 @@ use support::{
     apiserver::{Operator, plane_with_crds, start_operator},
     https,
 };
-use tusk_testenv::{ControlPlane, Wait, eventually};
+use tusk_testenv::{ControlPlane, eventually};
 
 const TLS12: &rustls::SupportedProtocolVersion = &rustls::version::TLS12;
 const TLS13: &rustls::SupportedProtocolVersion = &rustls::version::TLS13;

@@ -1,7 +1,12 @@
-//! Who may read `/metrics`: the caller's bearer token is checked with a TokenReview, and what it
-//! names with a SubjectAccessReview for `get` on the non-resource URL `/metrics`, as
-//! controller-runtime's metrics filter does. No token, or one the API server does not accept,
-//! is 401; a user without the right is 403.
+//! Who may read `/metrics`. No token, or one the API server does not accept, is 401; a user
+//! without the right to `get` the non-resource URL `/metrics` is 403. Two ways to ask:
+//! - [`Authorizer::new`] (the operator): a TokenReview says who the token is, and a
+//!   SubjectAccessReview whether they may, as controller-runtime's metrics filter does; the
+//!   operator's ServiceAccount may create both.
+//! - [`Authorizer::as_caller`] (the PostgreSQL pods): a SelfSubjectAccessReview sent with the
+//!   caller's own token, which the API server authenticates (401 for a bad token) and answers for
+//!   that caller. Every authenticated user may ask it about themselves, so the pods' ServiceAccount
+//!   needs no cluster-wide grant.
 //!
 //! Decisions are kept for [`DECISION_TTL`] by a hash of the token (never the token), so a
 //! scrape every 30 s costs the API server two requests a minute at most; at most
@@ -15,7 +20,10 @@ use std::{
 
 use k8s_openapi::api::{
     authentication::v1::{TokenReview, TokenReviewSpec},
-    authorization::v1::{NonResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec},
+    authorization::v1::{
+        NonResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec, SubjectAccessReview,
+        SubjectAccessReviewSpec,
+    },
 };
 use kube::{Api, Client, api::PostParams};
 use sha2::{Digest, Sha256};
@@ -36,9 +44,17 @@ pub enum Decision {
     Forbidden(String),
 }
 
+/// How a token is checked.
+enum Reviewer {
+    /// TokenReview and SubjectAccessReview with this client's own rights.
+    Delegated(Client),
+    /// A SelfSubjectAccessReview as the caller, to the API server of this configuration.
+    AsCaller(Box<kube::Config>),
+}
+
 /// Checks callers against the API server.
 pub struct Authorizer {
-    client: Client,
+    reviewer: Reviewer,
     cache: Mutex<HashMap<[u8; 32], (Decision, Instant)>>,
 }
 
@@ -57,10 +73,19 @@ pub fn bearer(header: Option<&str>) -> Option<&str> {
 }
 
 impl Authorizer {
-    /// Checks with the API server `client` talks to.
+    /// Checks with TokenReviews and SubjectAccessReviews that `client` may create.
     pub fn new(client: Client) -> Self {
         Self {
-            client,
+            reviewer: Reviewer::Delegated(client),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Checks by asking the API server of `config` as the caller (its credentials are replaced by
+    /// the caller's token).
+    pub fn as_caller(config: kube::Config) -> Self {
+        Self {
+            reviewer: Reviewer::AsCaller(Box::new(config)),
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -106,6 +131,10 @@ impl Authorizer {
     }
 
     async fn review(&self, token: &str, verb: &str, path: &str) -> Result<Decision, kube::Error> {
+        let client = match &self.reviewer {
+            Reviewer::Delegated(client) => client,
+            Reviewer::AsCaller(config) => return as_caller(config, token, verb, path).await,
+        };
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: Some(token.to_owned()),
@@ -113,7 +142,7 @@ impl Authorizer {
             },
             ..Default::default()
         };
-        let reviewed = Api::<TokenReview>::all(self.client.clone())
+        let reviewed = Api::<TokenReview>::all(client.clone())
             .create(&PostParams::default(), &review)
             .await?;
         let status = reviewed.status.unwrap_or_default();
@@ -141,7 +170,7 @@ impl Authorizer {
             },
             ..Default::default()
         };
-        let answered = Api::<SubjectAccessReview>::all(self.client.clone())
+        let answered = Api::<SubjectAccessReview>::all(client.clone())
             .create(&PostParams::default(), &access)
             .await?;
         let status = answered.status.unwrap_or_default();
@@ -157,6 +186,54 @@ impl Authorizer {
                     .unwrap_or_default()
             ))
         })
+    }
+}
+
+/// A SelfSubjectAccessReview for `verb` on `path`, sent to the API server of `config` with
+/// `token` as the only credential.
+async fn as_caller(
+    config: &kube::Config,
+    token: &str,
+    verb: &str,
+    path: &str,
+) -> Result<Decision, kube::Error> {
+    let mut config = config.clone();
+    config.auth_info = serde_json::from_value(serde_json::json!({ "token": token }))
+        .map_err(|e| kube::Error::Service(format!("a bearer token: {e}").into()))?;
+    let client = Client::try_from(config)?;
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            non_resource_attributes: Some(NonResourceAttributes {
+                path: Some(path.to_owned()),
+                verb: Some(verb.to_owned()),
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    match Api::<SelfSubjectAccessReview>::all(client)
+        .create(&PostParams::default(), &review)
+        .await
+    {
+        Err(kube::Error::Api(status)) if status.code == 401 => {
+            Ok(Decision::Unauthenticated("the token is not valid".into()))
+        }
+        Err(e) => Err(e),
+        Ok(answered) => {
+            let status = answered.status.unwrap_or_default();
+            Ok(if status.allowed {
+                Decision::Allowed
+            } else {
+                Decision::Forbidden(format!(
+                    "the token's holder may not {verb} {path}{}",
+                    status
+                        .reason
+                        .filter(|r| !r.is_empty())
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default()
+                ))
+            })
+        }
     }
 }
 

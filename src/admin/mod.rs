@@ -77,15 +77,15 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: impl Futu
     serve_http(listener, handler, shutdown).await;
 }
 
+/// What renders the metrics text.
+pub type Render = Arc<dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = String> + Send>> + Send + Sync>;
+
 /// What the HTTPS metrics server answers: `GET /metrics` for a caller whose token may `get` that
 /// URL (401 without a valid token, 403 without the right), 404 elsewhere.
-pub fn metrics_handler(
-    state: Arc<State>,
-    authorizer: Arc<auth::Authorizer>,
-) -> crate::webhook::server::Handler {
+pub fn metrics_handler(render: Render, authorizer: Arc<auth::Authorizer>) -> crate::webhook::server::Handler {
     use crate::facts::operator::METRICS_PATH;
     Arc::new(move |request| {
-        let state = state.clone();
+        let render = render.clone();
         let authorizer = authorizer.clone();
         Box::pin(async move {
             if request.uri().path() != METRICS_PATH {
@@ -107,7 +107,7 @@ pub fn metrics_handler(
                 .get(hyper::header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok());
             match authorizer.check(authorization, "get", METRICS_PATH).await {
-                auth::Decision::Allowed => answer(StatusCode::OK, state.metrics.render(), OPENMETRICS),
+                auth::Decision::Allowed => answer(StatusCode::OK, render().await, OPENMETRICS),
                 auth::Decision::Unauthenticated(why) => {
                     answer(StatusCode::UNAUTHORIZED, format!("{why}\n"), "text/plain")
                 }

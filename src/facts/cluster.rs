@@ -21,8 +21,12 @@ pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
 
 /// The PostgreSQL port.
 pub const POSTGRES_PORT: u16 = 5432;
-/// The instance manager's `/healthz`, `/readyz` and `/metrics` port.
+/// The instance manager's `/healthz` and `/readyz` port, and the operator's calls to it.
 pub const STATUS_PORT: u16 = 8000;
+/// The instance manager's `/metrics` port: HTTPS, for a token that may `get` `/metrics`.
+pub const METRICS_PORT: u16 = 8443;
+/// Name of the metrics port on the container.
+pub const METRICS_PORT_NAME: &str = "metrics";
 /// Name of the PostgreSQL port on the container and the Services.
 pub const POSTGRES_PORT_NAME: &str = "postgres";
 /// Name of the instance manager's port on the container.

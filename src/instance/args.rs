@@ -11,7 +11,7 @@ use std::{net::IpAddr, path::PathBuf, time::Duration};
 use clap::Args;
 
 use crate::facts::{
-    cluster::{Names, POSTGRES_PORT, STATUS_PORT, paths},
+    cluster::{METRICS_PORT, Names, POSTGRES_PORT, STATUS_PORT, paths},
     operator::env,
 };
 
@@ -85,9 +85,13 @@ pub struct InstanceSpec {
     /// The PostgreSQL port.
     #[arg(long, default_value_t = POSTGRES_PORT)]
     pub postgres_port: u16,
-    /// Port of `/healthz`, `/readyz` and `/metrics`.
+    /// Port of `/healthz` and `/readyz` (plain HTTP).
     #[arg(long, default_value_t = STATUS_PORT)]
     pub status_port: u16,
+    /// Port of `/metrics` (HTTPS with the cluster's server certificate; a token that may `get`
+    /// `/metrics`).
+    #[arg(long, default_value_t = METRICS_PORT)]
+    pub metrics_port: u16,
     /// Directory of PostgreSQL's Unix socket, shared only within the pod.
     #[arg(long, default_value = paths::SOCKET_DIR)]
     pub socket_dir: PathBuf,
@@ -140,6 +144,7 @@ impl InstanceSpec {
             primary_host: Names(cluster).rw_service(),
             postgres_port: POSTGRES_PORT,
             status_port: STATUS_PORT,
+            metrics_port: METRICS_PORT,
             socket_dir: paths::SOCKET_DIR.into(),
             initdb_encoding: None,
             initdb_locale: None,
@@ -171,6 +176,9 @@ impl InstanceSpec {
             format!("--status-port={}", self.status_port),
             format!("--socket-dir={}", self.socket_dir.display()),
         ];
+        if self.metrics_port != METRICS_PORT {
+            args.push(format!("--metrics-port={}", self.metrics_port));
+        }
         if let Some(encoding) = &self.initdb_encoding {
             args.push(format!("--initdb-encoding={encoding}"));
         }
@@ -258,6 +266,7 @@ mod tests {
             primary_host: "other-rw".into(),
             postgres_port: 6543,
             status_port: 8001,
+            metrics_port: 8444,
             socket_dir: "/d".into(),
             initdb_encoding: Some("LATIN1".into()),
             initdb_locale: Some("en_US.UTF-8".into()),

@@ -93,6 +93,11 @@ impl Leases {
 /// cluster's CA from the projected volume `dir` (`token`, `ca.crt`). The token file is read
 /// again as the kubelet rotates it.
 pub fn client(dir: &Path) -> Result<Client, Error> {
+    Client::try_from(config(dir)?).map_err(|e| Error::Config(format!("the API client: {e}")))
+}
+
+/// The configuration [`client`] makes its client from.
+pub fn config(dir: &Path) -> Result<kube::Config, Error> {
     let env = |name: &str| {
         std::env::var(name)
             .map_err(|_| Error::Config(format!("{name} is not set: the kubelet sets it in every pod")))
@@ -117,7 +122,7 @@ pub fn client(dir: &Path) -> Result<Client, Error> {
     config.connect_timeout = Some(Duration::from_secs(2));
     config.read_timeout = Some(Duration::from_secs(2));
     config.write_timeout = Some(Duration::from_secs(2));
-    Client::try_from(config).map_err(|e| Error::Config(format!("the API client: {e}")))
+    Ok(config)
 }
 
 /// The DER of each certificate in a PEM bundle.

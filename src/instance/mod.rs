@@ -685,6 +685,7 @@ pub async fn run(args: InstanceArgs) -> Result<(), Error> {
         status_stopped.clone(),
     )
     .await?;
+    servers.extend(serve_metrics(&args, state.clone(), status_stopped.clone()).await?);
     servers.push(serve_socket(&args, backups.clone(), status_stopped)?);
     info!(pod = %args.pod.pod_name, cluster = %args.spec.cluster, major = programs.major, "instance manager started");
 
@@ -862,6 +863,40 @@ async fn run_once(
         slot_keeper.abort();
     }
     result
+}
+
+/// `/metrics` over HTTPS, with the cluster's server certificate (a self-signed one when the
+/// cluster has TLS off), for callers whose own token may `get` `/metrics` (asked of the API server
+/// as the caller, so the pod's ServiceAccount needs no grant). A pod without the API (no
+/// `--kube-api-dir`) cannot check a token and serves no metrics.
+async fn serve_metrics(
+    args: &args::InstanceArgs,
+    state: Arc<status::State>,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, Error> {
+    use crate::webhook::{server::ServerCert, tls::CertFiles};
+    let Some(api) = &args.spec.kube_api_dir else {
+        warn!("no --kube-api-dir: /metrics is not served, as no caller's token can be checked");
+        return Ok(Vec::new());
+    };
+    let authorizer = Arc::new(crate::admin::auth::Authorizer::as_caller(lease::config(api)?));
+    let cert = match &args.spec.tls_dir {
+        Some(dir) => ServerCert::Files(CertFiles {
+            cert: dir.join(crate::facts::cluster::tls::SERVER_CERT),
+            key: dir.join(crate::facts::cluster::tls::SERVER_KEY),
+        }),
+        None => ServerCert::self_signed(&format!("{}.{}", args.pod.pod_name, args.pod.namespace))
+            .map_err(|e| Error::Config(format!("a self-signed certificate for /metrics: {e}")))?,
+    };
+    status::serve_metrics(
+        &args.pod.pod_ips,
+        args.spec.metrics_port,
+        cert,
+        authorizer,
+        state,
+        stopped,
+    )
+    .await
 }
 
 /// Serves `archive_command` and `restore_command` on the Unix socket in the socket directory.

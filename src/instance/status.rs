@@ -25,7 +25,7 @@ use tokio::{net::TcpListener, task::JoinHandle};
 
 use super::{Error, LocalConnection, io};
 use crate::{
-    admin::{Call, Listener, OPENMETRICS, answer, serve_calls},
+    admin::{Call, Listener, answer, serve_calls},
     facts::instance::{DEMOTE, Demoted, INSTANCE, InstanceState, REPLICATION, ReplicationRequest, slot_name},
 };
 
@@ -663,22 +663,66 @@ async fn handle(state: Arc<State>, call: Call) -> hyper::Response<http_body_util
                 format!("postgres does not answer: {e}\n"),
             ),
         },
-        "/metrics" => {
-            let s = if state.running.load(Ordering::Relaxed) {
-                snapshot(&state.local).await.ok()
-            } else {
-                None
-            };
-            let mut body = render(s.as_ref());
-            let backups = render_backups(&state.backups.archive_state(), &state.backups.runs());
-            // One exposition: the backup families go before the final `# EOF`.
-            if let Some(head) = body.strip_suffix("# EOF\n") {
-                body = format!("{head}{backups}");
-            }
-            answer(StatusCode::OK, body, OPENMETRICS)
-        }
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     }
+}
+
+/// What `/metrics` shows: the instance, then its backups.
+pub async fn metrics(state: &State) -> String {
+    let s = if state.running.load(Ordering::Relaxed) {
+        snapshot(&state.local).await.ok()
+    } else {
+        None
+    };
+    let mut body = render(s.as_ref());
+    let backups = render_backups(&state.backups.archive_state(), &state.backups.runs());
+    // One exposition: the backup families go before the final `# EOF`.
+    if let Some(head) = body.strip_suffix("# EOF\n") {
+        body = format!("{head}{backups}");
+    }
+    body
+}
+
+/// Serves `/metrics` over HTTPS on `port` of each of `ips` (every address when there are none)
+/// with `cert`, for callers `authorizer` lets in, until `stopped` turns true.
+pub async fn serve_metrics(
+    ips: &[IpAddr],
+    port: u16,
+    cert: crate::webhook::server::ServerCert,
+    authorizer: Arc<crate::admin::auth::Authorizer>,
+    state: Arc<State>,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) -> Result<Vec<JoinHandle<()>>, Error> {
+    use crate::webhook::server::{Config, Server};
+    let ips = if ips.is_empty() {
+        vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)]
+    } else {
+        ips.to_vec()
+    };
+    let mut servers = Vec::new();
+    for ip in ips {
+        let listen = SocketAddr::new(ip, port);
+        let state = state.clone();
+        let render: crate::admin::Render = Arc::new(move || {
+            let state = state.clone();
+            Box::pin(async move { metrics(&state).await })
+        });
+        let server = Server::bind_with(
+            Config {
+                listen,
+                ..Config::default()
+            },
+            cert.clone(),
+            crate::admin::metrics_handler(render, authorizer.clone()),
+            "metrics",
+        )
+        .await
+        .map_err(|e| Error::Config(format!("/metrics on {listen}: {e}")))?;
+        servers.push(tokio::spawn(
+            server.run(crate::process::until_stopped(stopped.clone())),
+        ));
+    }
+    Ok(servers)
 }
 
 /// Binds the status port on each of `ips` (every address when there are none) and serves until

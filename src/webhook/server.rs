@@ -108,6 +108,25 @@ pub enum ServerError {
     },
 }
 
+impl ServerCert {
+    /// A self-signed certificate for `name`, made now, valid for
+    /// [`crate::pki::DEFAULT_CERT_VALIDITY`].
+    pub fn self_signed(name: &str) -> Result<Self, crate::pki::PkiError> {
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let authority = crate::pki::new_authority("self-signed", name, now)?;
+        let leaf = crate::pki::issue(
+            &authority,
+            &crate::pki::Leaf::Server(vec![name.to_owned()]),
+            now,
+            crate::pki::DEFAULT_CERT_VALIDITY,
+        )?;
+        Ok(Self::Fixed {
+            cert: format!("{}{}", leaf.cert, authority.cert),
+            key: leaf.key,
+        })
+    }
+}
+
 /// An HTTPS server bound to its address, ready to [`run`](Self::run).
 pub struct Server {
     config: Config,

@@ -458,6 +458,26 @@ impl LocalCluster {
     }
 
     /// The CA in the cluster's TLS Secret (`ca.crt` of `<cluster>-tls`), if it has one.
+    /// `/metrics` of pod `ordinal` (HTTPS, verified with the cluster's CA and the pod's name) as a
+    /// ServiceAccount bound to the metrics-reader role: the status code and body.
+    pub async fn metrics(&self, ordinal: i32) -> Result<(u16, String), String> {
+        let token = super::https::metrics_reader_token().await;
+        self.metrics_as(ordinal, Some(token)).await
+    }
+
+    /// `/metrics` of pod `ordinal` with `token` (or none).
+    pub async fn metrics_as(&self, ordinal: i32, token: Option<&str>) -> Result<(u16, String), String> {
+        let ca = self
+            .server_ca()
+            .await
+            .ok_or("the cluster's <cluster>-tls has no ca.crt")?;
+        let client = tusk_testenv::https::client(&ca, &[]);
+        let name = format!("{}-{ordinal}.{}-pods", self.name, self.name);
+        let server_name = rustls_pki_types::ServerName::try_from(name).map_err(|e| e.to_string())?;
+        let address = std::net::SocketAddr::new(self.ip(ordinal), tusk::facts::cluster::METRICS_PORT);
+        tusk_testenv::https::get_from(&client, address, server_name, "/metrics", token).await
+    }
+
     pub async fn server_ca(&self) -> Option<Vec<u8>> {
         let secret = Api::<Secret>::namespaced(self.client.clone(), &self.namespace)
             .get_opt(&format!("{}-tls", self.name))

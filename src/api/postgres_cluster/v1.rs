@@ -422,8 +422,8 @@ pub struct FromBackup {
 pub struct TlsSpec {
     /// `Disabled`: no TLS. `Operator`: Tusk issues a certificate. `Provided`: use `secretName`.
     pub mode: TlsMode,
-    /// A `kubernetes.io/tls` Secret with `tls.crt`, `tls.key` and optionally `ca.crt`; only with
-    /// mode `Provided`.
+    /// A `kubernetes.io/tls` Secret with `tls.crt`, `tls.key` and `ca.crt` (the CA that signed
+    /// `tls.crt`); only with mode `Provided`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub secret_name: Option<String>,

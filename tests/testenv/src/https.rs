@@ -10,12 +10,22 @@ use tokio::{
 };
 use tokio_rustls::TlsConnector;
 
-/// A client that trusts `ca_der` and speaks only `versions` (TLS 1.2 and 1.3 when empty).
-pub fn client(ca_der: &[u8], versions: &[&'static rustls::SupportedProtocolVersion]) -> TlsConnector {
+/// A client that trusts `ca` (DER, or PEM certificates) and speaks only `versions` (TLS 1.2 and
+/// 1.3 when empty).
+pub fn client(ca: &[u8], versions: &[&'static rustls::SupportedProtocolVersion]) -> TlsConnector {
+    use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from(ca_der.to_vec()))
-        .expect("a CA certificate");
+    if ca.starts_with(b"-----BEGIN") {
+        for cert in CertificateDer::pem_slice_iter(ca) {
+            roots
+                .add(cert.expect("a PEM certificate"))
+                .expect("a CA certificate");
+        }
+    } else {
+        roots
+            .add(CertificateDer::from(ca.to_vec()))
+            .expect("a CA certificate");
+    }
     let builder =
         rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()));
     let builder = if versions.is_empty() {
@@ -39,11 +49,29 @@ pub async fn get(
     path: &str,
     token: Option<&str>,
 ) -> Result<(u16, String), String> {
+    get_from(
+        connector,
+        address,
+        ServerName::IpAddress(address.ip().into()),
+        path,
+        token,
+    )
+    .await
+}
+
+/// [`get`], checking that the server's certificate names `server_name`.
+pub async fn get_from(
+    connector: &TlsConnector,
+    address: SocketAddr,
+    server_name: ServerName<'static>,
+    path: &str,
+    token: Option<&str>,
+) -> Result<(u16, String), String> {
     let tcp = TcpStream::connect(address)
         .await
         .map_err(|e| format!("connecting to {address}: {e}"))?;
     let mut tls = connector
-        .connect(ServerName::IpAddress(address.ip().into()), tcp)
+        .connect(server_name, tcp)
         .await
         .map_err(|e| format!("TLS handshake with {address}: {e}"))?;
     let authorization = token

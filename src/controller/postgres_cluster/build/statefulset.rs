@@ -35,8 +35,8 @@ use crate::{
     },
     facts::{
         cluster::{
-            CONFIG_HASH_ANNOTATION, Names, POSTGRES_PORT, POSTGRES_PORT_NAME, STATUS_PORT, STATUS_PORT_NAME,
-            labels, paths, selector,
+            CONFIG_HASH_ANNOTATION, METRICS_PORT, METRICS_PORT_NAME, Names, POSTGRES_PORT,
+            POSTGRES_PORT_NAME, STATUS_PORT, STATUS_PORT_NAME, labels, paths, selector,
         },
         operator,
     },
@@ -346,6 +346,7 @@ pub fn desired_statefulset(
         ports: Some(vec![
             port(POSTGRES_PORT_NAME, POSTGRES_PORT),
             port(STATUS_PORT_NAME, STATUS_PORT),
+            port(METRICS_PORT_NAME, METRICS_PORT),
         ]),
         startup_probe: Some(probe("/healthz", 360)),
         liveness_probe: Some(probe("/healthz", 3)),
