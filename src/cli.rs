@@ -485,6 +485,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         }),
         certificate_validity: k8s_openapi::jiff::SignedDuration::try_from(args.certificate_validity)
             .unwrap_or(crate::pki::DEFAULT_CERT_VALIDITY),
+        operator_namespace: args.leader_election_namespace.clone(),
     };
     let signal = crate::process::shutdown_signal();
     tokio::pin!(signal);

@@ -88,6 +88,12 @@ pub const OPERATOR_RULES: &[Rule] = &[
         resources: &["poddisruptionbudgets"],
         verbs: OWN,
     },
+    // A cluster's NetworkPolicy when it asks for one; deleted when it no longer does.
+    Rule {
+        api_groups: &["networking.k8s.io"],
+        resources: &["networkpolicies"],
+        verbs: &["get", "list", "watch", "create", "patch", "update", "delete"],
+    },
     // What lets a cluster's pods read and renew its primary's Lease (granting it needs the
     // operator to hold those permissions too: see the leases rule).
     Rule {

@@ -792,3 +792,69 @@ async fn instances_spread_across_nodes_and_zones() {
         let _ = nodes.delete(name, &DeleteParams::default()).await;
     }
 }
+
+/// `spec.networkPolicy`: enabled, the cluster owns a NetworkPolicy `<cluster>` that selects its
+/// pods and admits its own pods, the operator, `/metrics` and the listed clients; disabled, Tusk
+/// deletes the one it made and leaves a NetworkPolicy it did not make alone. (Nothing here
+/// enforces NetworkPolicies: kwok runs no network plugin, so what traffic it stops is for a real
+/// cluster to show.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_policy_is_kept_while_asked_for_and_removed_after() {
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    let plane = plane_with_crds().await;
+    operator(plane).await;
+    let client = plane.client().await.unwrap();
+    let ns = restricted_namespace(plane, "netpol").await;
+    let clusters = Api::<PostgresCluster>::namespaced(client.clone(), &ns);
+    let mut guarded = cluster("guarded", 1, "Delete");
+    guarded.spec.network_policy = serde_json::from_value(json!({
+        "enabled": true,
+        "allowedClients": [{"podSelector": {"matchLabels": {"app": "web"}}}],
+    }))
+    .unwrap();
+    clusters.create(&PostParams::default(), &guarded).await.unwrap();
+    let guarded = wait_ready(&clusters, "guarded", 1).await;
+    let policies = Api::<NetworkPolicy>::namespaced(client.clone(), &ns);
+    let policy: NetworkPolicy = owned_by(&client, &ns, "guarded", &guarded).await;
+    let spec = serde_json::to_value(policy.spec.unwrap()).unwrap();
+    assert_eq!(
+        spec["podSelector"],
+        json!({"matchLabels": {"tusk.dev/cluster": "guarded"}})
+    );
+    assert_eq!(spec["policyTypes"], json!(["Ingress"]));
+    let ingress = spec["ingress"].as_array().unwrap();
+    assert_eq!(ingress.len(), 4, "{spec:#}");
+    assert_eq!(
+        ingress[1]["from"][0]["namespaceSelector"],
+        json!({"matchLabels": {"kubernetes.io/metadata.name": OPERATOR_NAMESPACE}})
+    );
+    assert_eq!(
+        ingress[3]["from"],
+        json!([{"podSelector": {"matchLabels": {"app": "web"}}}])
+    );
+
+    // Someone else's NetworkPolicy in the namespace stays whatever Tusk does.
+    let foreign: NetworkPolicy = serde_json::from_value(json!({
+        "metadata": {"name": "foreign"}, "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+    }))
+    .unwrap();
+    policies.create(&PostParams::default(), &foreign).await.unwrap();
+
+    clusters
+        .patch(
+            "guarded",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"networkPolicy": {"enabled": false}}})),
+        )
+        .await
+        .unwrap();
+    eventually(
+        "the NetworkPolicy to be deleted",
+        Duration::from_secs(30),
+        || async { policies.get_opt("guarded").await.ok()?.is_none().then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2 * RESYNC_SECONDS)).await;
+    assert!(policies.get_opt("foreign").await.unwrap().is_some());
+    assert!(policies.get_opt("guarded").await.unwrap().is_none());
+}

@@ -473,6 +473,27 @@ pub fn cluster_v1() -> impl Strategy<Value = Value> {
                     },
                 )
                 .boxed()),
+            of((
+                any::<bool>(),
+                of(vec(
+                    (identifier(), identifier(), any::<bool>()).prop_map(|(key, value, namespaces)| {
+                        let selector = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
+                            match_labels: Some(BTreeMap::from([(key, value)])),
+                            ..Default::default()
+                        });
+                        k8s_openapi::api::networking::v1::NetworkPolicyPeer {
+                            namespace_selector: if namespaces { selector.clone() } else { None },
+                            pod_selector: if namespaces { None } else { selector },
+                            ip_block: None,
+                        }
+                    }),
+                    0..3,
+                )),
+            )
+                .prop_map(|(enabled, allowed_clients)| cluster::v1::NetworkPolicySpec {
+                    enabled,
+                    allowed_clients,
+                })),
         )
             // Boxed: the value trees of this many fields would not fit a test thread's stack.
             .boxed(),
@@ -490,7 +511,7 @@ pub fn cluster_v1() -> impl Strategy<Value = Value> {
                 update,
                 paused,
                 failover_delay,
-                (switchover, replication, scheduling),
+                (switchover, replication, scheduling, network_policy),
             )| {
                 // Switchover and synchronous replication need two instances (CEL rules); keep
                 // generated objects valid.
@@ -525,6 +546,7 @@ pub fn cluster_v1() -> impl Strategy<Value = Value> {
                         }),
                     }),
                     scheduling,
+                    network_policy,
                 }
             },
         );

@@ -43,6 +43,8 @@ pub struct SpecLost {
     replication: Option<v1::Replication>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     scheduling: Option<v1::Scheduling>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    network_policy: Option<v1::NetworkPolicySpec>,
 }
 
 /// The `v1` status fields `v1alpha1` and `v1beta1` cannot express.
@@ -85,6 +87,7 @@ fn split_spec_common(spec: &mut v1::PostgresClusterSpec) -> SpecLost {
         switchover: spec.switchover.take(),
         replication: spec.replication.take(),
         scheduling: spec.scheduling.take(),
+        network_policy: spec.network_policy.take(),
     }
 }
 
@@ -116,6 +119,7 @@ fn hub_spec(
         switchover: lost.switchover,
         replication: lost.replication,
         scheduling: lost.scheduling,
+        network_policy: lost.network_policy,
     }
 }
 

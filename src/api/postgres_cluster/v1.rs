@@ -135,6 +135,26 @@ pub struct PostgresClusterSpec {
     /// constraint on `topology.kubernetes.io/zone`, where nodes have that label).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduling: Option<Scheduling>,
+    /// Who may reach the instances over the network. Off by default: without it, Tusk makes no
+    /// NetworkPolicy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<NetworkPolicySpec>,
+}
+
+/// A NetworkPolicy `<cluster>` that admits, to the cluster's pods, only the operator (PostgreSQL
+/// and the instance manager), the cluster's own pods (replication), the clients listed
+/// (PostgreSQL), and anyone to `/metrics` (port 8443, which checks each caller's token).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields)]
+pub struct NetworkPolicySpec {
+    /// Keep the NetworkPolicy. False (or no `networkPolicy`) deletes the one Tusk made.
+    pub enabled: bool,
+    /// Who else may connect to PostgreSQL (port 5432), as NetworkPolicy peers: pods by label
+    /// (in the cluster's namespace), namespaces by label, both together, or address blocks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub allowed_clients: Option<Vec<k8s_openapi::api::networking::v1::NetworkPolicyPeer>>,
 }
 
 /// Where the instances run.

@@ -227,11 +227,44 @@ async fn apply_children(cluster: &PostgresCluster, ctx: &Context, children: &Chi
         apply(cluster, ctx, service, "a Service").await?;
     }
     apply(cluster, ctx, &children.pdb, "the PodDisruptionBudget").await?;
+    match &children.network_policy {
+        Some(policy) => apply(cluster, ctx, policy, "the NetworkPolicy").await?,
+        None => remove_network_policy(cluster, ctx).await?,
+    }
     if let Some((user, database)) = &children.bootstrap {
         apply(cluster, ctx, user, "the bootstrap PostgresUser").await?;
         apply(cluster, ctx, database, "the bootstrap PostgresDatabase").await?;
     }
     apply(cluster, ctx, &children.statefulset, "the StatefulSet").await
+}
+
+/// Deletes the NetworkPolicy this cluster had Tusk make, once the spec no longer asks for it; a
+/// NetworkPolicy of the same name that the cluster does not own is left alone.
+async fn remove_network_policy(cluster: &PostgresCluster, ctx: &Context) -> Result<(), Error> {
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    let step = "the NetworkPolicy";
+    let name = cluster.name_any();
+    let namespace = cluster.namespace().unwrap_or_default();
+    let api = kube::Api::<NetworkPolicy>::namespaced(ctx.client.clone(), &namespace);
+    let Some(policy) = api
+        .get_opt(&name)
+        .await
+        .map_err(|source| Error::Kube { step, source })?
+    else {
+        return Ok(());
+    };
+    let ours = policy
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| Some(&o.uid) == cluster.metadata.uid.as_ref());
+    if ours {
+        api.delete(&name, &Default::default())
+            .await
+            .map_err(|source| Error::Kube { step, source })?;
+    }
+    Ok(())
 }
 
 /// Applies one child; a create or a change is an Event on the cluster. A change while the spec is

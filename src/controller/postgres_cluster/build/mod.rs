@@ -13,6 +13,7 @@
 mod access;
 mod bootstrap;
 mod config_map;
+mod network_policy;
 mod pdb;
 mod secret;
 mod service;
@@ -77,6 +78,8 @@ pub struct BuildConfig {
     /// How long the certificates the operator issues (server, replication) are valid; each is
     /// renewed once less than a third of that is left.
     pub certificate_validity: k8s_openapi::jiff::SignedDuration,
+    /// The operator's own namespace: a cluster's NetworkPolicy admits the operator's pods there.
+    pub operator_namespace: String,
 }
 
 impl BuildConfig {
@@ -116,6 +119,7 @@ impl Default for BuildConfig {
             postgres_uid: Some(DEFAULT_POSTGRES_UID),
             proxy: Vec::new(),
             certificate_validity: crate::pki::DEFAULT_CERT_VALIDITY,
+            operator_namespace: operator::NAMESPACE.to_owned(),
         }
     }
 }
@@ -139,6 +143,8 @@ pub struct Children {
     pub services: [Service; 3],
     /// Keeps voluntary disruptions to one pod at a time.
     pub pdb: PodDisruptionBudget,
+    /// The NetworkPolicy `spec.networkPolicy` asks for, if any.
+    pub network_policy: Option<k8s_openapi::api::networking::v1::NetworkPolicy>,
     /// The application role and database `spec.bootstrap.initdb` asks for, as a `PostgresUser`
     /// and a `PostgresDatabase` the SQL controllers converge like any other.
     pub bootstrap: Option<(PostgresUser, PostgresDatabase)>,
@@ -165,6 +171,7 @@ pub fn children(
         access: (desired_role(cluster), desired_role_binding(cluster)),
         services: desired_services(cluster),
         pdb: desired_pdb(cluster),
+        network_policy: network_policy::desired_network_policy(cluster, &config.operator_namespace),
         bootstrap: desired_bootstrap(cluster),
     }
 }
