@@ -390,8 +390,20 @@ async fn operatorhub_install_from_the_stable_channel() {
     });
     println!("the CSV's clusterPermissions cover its permissions: {covered}");
     let lifted_role = ("ClusterRole".to_owned(), lifted);
+    // The bundle's own ClusterRole for metrics readers, which OLM installs as it is.
+    let metrics_reader =
+        serde_json::to_value(tusk::rbac::metrics_reader_role("tusk-operator-metrics-reader")).unwrap();
     let mut expected = vec![
         ("ClusterRole".to_owned(), declared("clusterPermissions")),
+        (
+            "ClusterRole".to_owned(),
+            metrics_reader["rules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(canonical_rule)
+                .collect(),
+        ),
         lifted_role.clone(),
         ("Role".to_owned(), declared("permissions")),
         (

@@ -173,20 +173,26 @@ impl Authorizer {
         let answered = Api::<SubjectAccessReview>::all(client.clone())
             .create(&PostParams::default(), &access)
             .await?;
-        let status = answered.status.unwrap_or_default();
-        Ok(if status.allowed {
-            Decision::Allowed
-        } else {
-            Decision::Forbidden(format!(
-                "{name} may not {verb} {path}{}",
-                status
-                    .reason
-                    .filter(|r| !r.is_empty())
-                    .map(|r| format!(": {r}"))
-                    .unwrap_or_default()
-            ))
-        })
+        Ok(decide(answered.status.unwrap_or_default(), &name, verb, path))
     }
+}
+
+/// What an access review's answer means for `who`.
+fn decide(
+    status: k8s_openapi::api::authorization::v1::SubjectAccessReviewStatus,
+    who: &str,
+    verb: &str,
+    path: &str,
+) -> Decision {
+    if status.allowed {
+        return Decision::Allowed;
+    }
+    let reason = status
+        .reason
+        .filter(|r| !r.is_empty())
+        .map(|r| format!(": {r}"))
+        .unwrap_or_default();
+    Decision::Forbidden(format!("{who} may not {verb} {path}{reason}"))
 }
 
 /// A SelfSubjectAccessReview for `verb` on `path`, sent to the API server of `config` with
@@ -219,21 +225,12 @@ async fn as_caller(
             Ok(Decision::Unauthenticated("the token is not valid".into()))
         }
         Err(e) => Err(e),
-        Ok(answered) => {
-            let status = answered.status.unwrap_or_default();
-            Ok(if status.allowed {
-                Decision::Allowed
-            } else {
-                Decision::Forbidden(format!(
-                    "the token's holder may not {verb} {path}{}",
-                    status
-                        .reason
-                        .filter(|r| !r.is_empty())
-                        .map(|r| format!(": {r}"))
-                        .unwrap_or_default()
-                ))
-            })
-        }
+        Ok(answered) => Ok(decide(
+            answered.status.unwrap_or_default(),
+            "the token's holder",
+            verb,
+            path,
+        )),
     }
 }
 

@@ -106,8 +106,12 @@ async fn ensure_replication_role(client: &tokio_postgres::Client) -> Result<(), 
         .map_err(|e| e.to_string())?
         .get::<_, bool>(0);
     if !exists {
+        // The commit must not wait for a synchronous standby: none can connect until this role
+        // exists, so with synchronous replication `Required` it would wait forever.
         client
-            .batch_execute(&format!("CREATE ROLE {user} WITH LOGIN REPLICATION"))
+            .batch_execute(&format!(
+                "BEGIN; SET LOCAL synchronous_commit TO local; CREATE ROLE {user} WITH LOGIN REPLICATION; COMMIT"
+            ))
             .await
             .map_err(|e| format!("creating role {user}: {e}"))?;
         tracing::info!(role = user, "created the replication role");
@@ -683,6 +687,15 @@ pub async fn metrics(state: &State) -> String {
     body
 }
 
+/// The addresses to listen on: the pod's IPs, or every address when there are none.
+fn listen_ips(ips: &[IpAddr]) -> Vec<IpAddr> {
+    if ips.is_empty() {
+        vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)]
+    } else {
+        ips.to_vec()
+    }
+}
+
 /// Serves `/metrics` over HTTPS on `port` of each of `ips` (every address when there are none)
 /// with `cert`, for callers `authorizer` lets in, until `stopped` turns true.
 pub async fn serve_metrics(
@@ -694,13 +707,8 @@ pub async fn serve_metrics(
     stopped: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Vec<JoinHandle<()>>, Error> {
     use crate::webhook::server::{Config, Server};
-    let ips = if ips.is_empty() {
-        vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)]
-    } else {
-        ips.to_vec()
-    };
     let mut servers = Vec::new();
-    for ip in ips {
+    for ip in listen_ips(ips) {
         let listen = SocketAddr::new(ip, port);
         let state = state.clone();
         let render: crate::admin::Render = Arc::new(move || {
@@ -733,13 +741,8 @@ pub async fn serve(
     state: Arc<State>,
     stopped: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Vec<JoinHandle<()>>, Error> {
-    let ips = if ips.is_empty() {
-        vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)]
-    } else {
-        ips.to_vec()
-    };
     let mut servers = Vec::new();
-    for ip in ips {
+    for ip in listen_ips(ips) {
         let addr = SocketAddr::new(ip, port);
         let listener = TcpListener::bind(addr)
             .await
