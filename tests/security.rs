@@ -180,10 +180,20 @@ async fn metrics_need_a_token_that_may_get_them() {
         "{body}"
     );
 
-    // Bound to the bundle's metrics-reader ClusterRole: 200 and the metrics.
-    let (status, body) = get(Some(https::metrics_reader_token().await)).await;
+    // Bound to the bundle's metrics-reader ClusterRole: 200 and the metrics, once the
+    // controllers have started (after leader election).
+    let reader = https::metrics_reader_token().await;
+    let (status, body) = get(Some(reader)).await;
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains("# TYPE tusk_"), "{body}");
+    eventually("the controllers' gauges", Duration::from_secs(30), async || {
+        let (status, body) = https::get(&client, metrics, "/metrics", Some(reader))
+            .await
+            .ok()?;
+        assert_eq!(status, 200, "{body}");
+        body.contains("tusk_managed_objects{kind=\"PostgresCluster\"} 0")
+            .then_some(())
+    })
+    .await;
 
     // The plain status port serves health, not metrics.
     let (status, _) = support::http_get("127.0.0.1", operator.status_port, "/metrics")

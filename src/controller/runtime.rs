@@ -200,6 +200,8 @@ pub async fn drive<K, R, Fut>(
     let store = controller.store();
     let reconcile = Arc::new(reconcile);
     let kind = K::kind(&()).into_owned();
+    // Managing none until the first reconcile says otherwise: the gauge exists from the start.
+    ctx.state.metrics.managing(&kind, 0);
     controller
         .with_config(kube::runtime::controller::Config::default().concurrency(MAX_CONCURRENT_RECONCILES))
         .graceful_shutdown_on(shutdown)
