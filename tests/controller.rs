@@ -858,3 +858,43 @@ async fn a_network_policy_is_kept_while_asked_for_and_removed_after() {
     assert!(policies.get_opt("foreign").await.unwrap().is_some());
     assert!(policies.get_opt("guarded").await.unwrap().is_none());
 }
+
+/// `tls.mode: CertManager` where cert-manager's API is not served: `Degraded`, naming the field
+/// and what to do, and no pod is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cert_manager_mode_without_cert_manager_says_so() {
+    let plane = plane_with_crds().await;
+    operator(plane).await;
+    let client = plane.client().await.unwrap();
+    let ns = restricted_namespace(plane, "no-cert-manager").await;
+    let clusters = Api::<PostgresCluster>::namespaced(client.clone(), &ns);
+    let mut db = cluster("db", 1, "Delete");
+    db.spec.tls =
+        serde_json::from_value(json!({"mode": "CertManager", "issuerRef": {"name": "corp"}})).unwrap();
+    clusters.create(&PostParams::default(), &db).await.unwrap();
+    let degraded = eventually(
+        "Degraded CertManagerNotInstalled",
+        Duration::from_secs(60),
+        async || {
+            let status = clusters.get("db").await.ok()?.status?;
+            status
+                .conditions?
+                .into_iter()
+                .find(|c| c.type_ == "Degraded" && c.reason == "CertManagerNotInstalled")
+        },
+    )
+    .await;
+    assert!(
+        degraded.message.starts_with(
+            "spec.tls.issuerRef: tls.mode CertManager needs cert-manager, and this Kubernetes cluster \
+             does not serve its Certificate API (cert-manager.io/v1)"
+        ),
+        "{}",
+        degraded.message
+    );
+    let statefulsets = Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(client.clone(), &ns);
+    assert!(
+        statefulsets.get_opt("db").await.unwrap().is_none(),
+        "no pods without a certificate"
+    );
+}

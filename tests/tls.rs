@@ -12,20 +12,27 @@
 //!   opened before keeps working, and new connections are served the new certificate;
 //! - on PostgreSQL 18, a cluster with `tls.mode: Provided` serves the user's own certificate,
 //!   refuses a Secret whose `ca.crt` did not sign it (naming the field), and follows a replaced
-//!   Secret without a restart.
+//!   Secret without a restart;
+//! - with `tls.mode: CertManager` and real cert-manager controllers, a cluster waits for an
+//!   issuer that does not exist yet (saying so), then serves what cert-manager issues, and a
+//!   renewal (as `cmctl renew` asks for one) without a restart.
 
 mod support;
 
 use std::{process::Command, time::Duration};
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, api::PostParams, core::DynamicObject};
+use kube::{
+    Api,
+    api::{ApiResource, Patch, PatchParams, PostParams},
+    core::{DynamicObject, GroupVersionKind},
+};
 use serde_json::json;
 use support::{
     apiserver::{Operator, api, plane_with_crds, start_operator},
     local_cluster::{LocalCluster, STATUS_PORT, Target, connect_as, superuser},
 };
-use tusk_testenv::{eventually, postgres::Postgres};
+use tusk_testenv::{cert_manager::CertManager, eventually, postgres::Postgres};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -514,5 +521,183 @@ async fn a_provided_certificate_is_served_checked_and_followed_on_postgres_18() 
         .expect("verify-full against the user's CA after the replacement");
     println!(
         "PostgreSQL 18 serves the user's certificate and its replacement, postmaster started at {started}"
+    );
+}
+
+/// cert-manager's controllers, started once for this test binary.
+async fn cert_manager() -> &'static CertManager {
+    static CERT_MANAGER: tokio::sync::OnceCell<CertManager> = tokio::sync::OnceCell::const_new();
+    CERT_MANAGER
+        .get_or_init(|| async {
+            CertManager::start(plane_with_crds().await)
+                .await
+                .unwrap_or_else(|e| panic!("cert-manager: {e}"))
+        })
+        .await
+}
+
+fn certificates(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("cert-manager.io", "v1", "Certificate");
+    Api::namespaced_with(
+        client.clone(),
+        ns,
+        &ApiResource::from_gvk_with_plural(&gvk, "certificates"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cert_manager_issues_the_certificate_and_a_renewal_is_served_without_a_restart() {
+    let postgres = Postgres::get(15).unwrap_or_else(|e| panic!("PostgreSQL 15: {e}"));
+    let plane = plane_with_crds().await;
+    let cert_manager = cert_manager().await;
+    let op = operator().await;
+    let client = plane.client().await.unwrap();
+    let ns = plane.namespace("tls-cert-manager").await.unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+
+    // The issuer does not exist yet: the cluster waits, and says for what.
+    let clusters = api(&client, &ns, "PostgresCluster", "v1");
+    let cluster: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "tusk.dev/v1", "kind": "PostgresCluster", "metadata": {"name": "cm"},
+        "spec": {
+            "postgres": {"version": 15}, "instances": 1, "storage": {"data": {"size": "1Gi"}},
+            "tls": {"mode": "CertManager", "issuerRef": {"name": "corp"}},
+        },
+    }))
+    .unwrap();
+    clusters.create(&PostParams::default(), &cluster).await.unwrap();
+    let waiting = eventually("Degraded CertificateNotIssued", WAIT, async || {
+        let object = clusters.get("cm").await.ok()?;
+        let conditions = object.data["status"]["conditions"].as_array()?.clone();
+        conditions.into_iter().find(|c| {
+            c["type"] == "Degraded" && c["status"] == "True" && c["reason"] == "CertificateNotIssued"
+        })
+    })
+    .await;
+    let message = waiting["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with(
+            "spec.tls.issuerRef: cert-manager has not yet stored Certificate cm-server in Secret cm-server-cert"
+        ),
+        "{message}"
+    );
+    let certificate = certificates(&client, &ns).get("cm-server").await.unwrap();
+    assert_eq!(
+        certificate.data["spec"]["issuerRef"],
+        json!({"name": "corp", "kind": "Issuer", "group": "cert-manager.io"})
+    );
+    let dns_names = certificate.data["spec"]["dnsNames"].as_array().unwrap();
+    assert!(
+        dns_names.contains(&json!(format!("cm-rw.{ns}.svc"))),
+        "{dns_names:?}"
+    );
+    assert!(
+        dns_names.contains(&json!(format!("cm-0.cm-pods.{ns}.svc.cluster.local"))),
+        "{dns_names:?}"
+    );
+
+    // The user's CA, issued by cert-manager itself, and an Issuer of it.
+    let issuer = [
+        json!({
+            "apiVersion": "cert-manager.io/v1", "kind": "Certificate",
+            "metadata": {"name": "corp-ca", "namespace": ns},
+            "spec": {
+                "isCA": true, "commonName": "corp-ca", "secretName": "corp-ca",
+                "privateKey": {"algorithm": "ECDSA", "size": 256},
+                "issuerRef": {
+                    "name": tusk_testenv::cert_manager::SELF_SIGNED_ISSUER,
+                    "kind": "ClusterIssuer", "group": "cert-manager.io",
+                },
+            },
+        }),
+        json!({
+            "apiVersion": "cert-manager.io/v1", "kind": "Issuer",
+            "metadata": {"name": "corp", "namespace": ns},
+            "spec": {"ca": {"secretName": "corp-ca"}},
+        }),
+    ]
+    .map(|o| o.to_string())
+    .join("\n---\n");
+    tusk_testenv::olm::apply(plane, &issuer).unwrap();
+    let corp_ca = eventually("cert-manager to issue the CA", WAIT, async || {
+        secret_text(&secrets, "corp-ca", "tls.crt").await
+    })
+    .await;
+    let first = eventually("cert-manager to issue cm-server", WAIT, async || {
+        secret_text(&secrets, "cm-server-cert", "tls.crt").await
+    })
+    .await;
+    let mut c = LocalCluster::new(plane, &ns, "cm", postgres).await;
+    op.map_instance(&ns, "cm", "cm-0", std::net::SocketAddr::new(c.ip(0), STATUS_PORT));
+    c.start(0).await;
+    c.wait_ready(0, Duration::from_secs(120)).await;
+    op.map_cluster(&ns, "cm", (c.ip(0), 5432).into());
+    assert_eq!(
+        served_certificate(c.ip(0)).as_deref(),
+        Some(first.as_str()),
+        "{}",
+        cert_manager.log_tail(20)
+    );
+    let binding_ca = secret_text(&secrets, "cm-superuser", "ca.crt").await;
+    assert_eq!(
+        binding_ca.as_deref(),
+        Some(corp_ca.as_str()),
+        "the binding hands out the issuer's CA"
+    );
+    let target = Target {
+        address: c.ip(0),
+        server_name: format!("cm-rw.{ns}.svc"),
+        ca: Some(corp_ca.as_bytes().to_vec()),
+    };
+    superuser(&target, &c.password, Duration::from_secs(10))
+        .await
+        .expect("verify-full against the issuer's CA");
+    let started = postmaster_start(&c, 0).await;
+
+    // A renewal, asked for as `cmctl renew` does: the Issuing condition on the Certificate.
+    let mut status = certificates(&client, &ns)
+        .get_status("cm-server")
+        .await
+        .unwrap()
+        .data["status"]
+        .clone();
+    status["conditions"].as_array_mut().unwrap().push(json!({
+        "type": "Issuing", "status": "True", "reason": "ManuallyTriggered",
+        "message": "Certificate re-issuance manually triggered",
+        "lastTransitionTime": k8s_openapi::jiff::Timestamp::now().round(k8s_openapi::jiff::Unit::Second).unwrap().to_string(),
+    }));
+    certificates(&client, &ns)
+        .patch_status(
+            "cm-server",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": status})),
+        )
+        .await
+        .unwrap();
+    let second = eventually("cert-manager to renew cm-server", WAIT, async || {
+        secret_text(&secrets, "cm-server-cert", "tls.crt")
+            .await
+            .filter(|c| *c != first)
+    })
+    .await;
+    eventually("cm-tls to carry the renewed certificate", WAIT, async || {
+        (secret_text(&secrets, "cm-tls", "tls.crt").await? == second).then_some(())
+    })
+    .await;
+    c.sync_secret_volumes().await;
+    eventually("cm-0 to serve the renewed certificate", WAIT, async || {
+        (served_certificate(c.ip(0)).as_deref() == Some(second.as_str())).then_some(())
+    })
+    .await;
+    assert_eq!(
+        postmaster_start(&c, 0).await,
+        started,
+        "the postmaster did not restart"
+    );
+    superuser(&target, &c.password, Duration::from_secs(10))
+        .await
+        .expect("verify-full against the issuer's CA after the renewal");
+    println!(
+        "cert-manager issued and renewed cm-server; PostgreSQL served both, postmaster started at {started}"
     );
 }

@@ -145,6 +145,18 @@ pub async fn run(
         &client, &managed,
     ))
     .owns_stream(metadata::<PodDisruptionBudget>(&client, &managed))
+    // A certificate Secret that names its cluster (cert-manager's, or a user's) is served as
+    // soon as it changes.
+    .watches_stream(
+        metadata::<Secret>(
+            &client,
+            &watcher::Config::default().labels(&crate::facts::cluster::named_for_a_cluster_selector()),
+        ),
+        |secret| {
+            let cluster = secret.labels().get(crate::facts::cluster::CLUSTER_LABEL)?;
+            Some(ObjectRef::<PostgresCluster>::new(cluster).within(&secret.namespace()?))
+        },
+    )
     // A backup that completes moves the cluster's last successful backup.
     .watches_stream(
         watcher(Api::<PostgresBackup>::all(client.clone()), everything.clone())

@@ -166,6 +166,14 @@ impl Names<'_> {
     pub fn tls_secret(&self) -> String {
         format!("{}-tls", self.0)
     }
+    /// The cert-manager `Certificate` of the server, with `tls.mode: CertManager`.
+    pub fn server_certificate(&self) -> String {
+        format!("{}-server", self.0)
+    }
+    /// The Secret cert-manager stores that certificate in.
+    pub fn server_certificate_secret(&self) -> String {
+        format!("{}-server-cert", self.0)
+    }
     /// The ConfigMap with `postgresql.conf` and `pg_hba.conf`.
     pub fn config_map(&self) -> String {
         format!("{}-config", self.0)
@@ -252,6 +260,12 @@ pub fn label_selector(labels: &BTreeMap<String, String>) -> String {
 /// The label selector of everything Tusk manages.
 pub fn managed_selector() -> String {
     format!("{MANAGED_BY_LABEL}={FIELD_MANAGER}")
+}
+
+/// Selects objects that name a cluster but are not Tusk's: the Secrets cert-manager stores
+/// server certificates in, and users' own certificate Secrets labelled for their cluster.
+pub fn named_for_a_cluster_selector() -> String {
+    format!("{CLUSTER_LABEL},{MANAGED_BY_LABEL}!={FIELD_MANAGER}")
 }
 
 #[cfg(test)]

@@ -390,12 +390,28 @@ pub fn cluster_v1() -> impl Strategy<Value = Value> {
     let tls = prop_oneof![
         select(vec![TlsMode::Disabled, TlsMode::Operator]).prop_map(|mode| TlsSpec {
             mode,
-            secret_name: None
+            secret_name: None,
+            issuer_ref: None,
         }),
         dns_name().prop_map(|s| TlsSpec {
             mode: TlsMode::Provided,
-            secret_name: Some(s)
+            secret_name: Some(s),
+            issuer_ref: None,
         }),
+        (
+            dns_name(),
+            of(select(vec!["Issuer", "ClusterIssuer"])),
+            of(dns_name())
+        )
+            .prop_map(|(name, kind, group)| TlsSpec {
+                mode: TlsMode::CertManager,
+                secret_name: None,
+                issuer_ref: Some(IssuerRef {
+                    name,
+                    kind: kind.map(str::to_owned),
+                    group,
+                }),
+            }),
     ];
     let monitoring =
         (of(any::<bool>()), of(dns_name())).prop_map(|(pod_monitor, custom_queries_config_map)| {

@@ -179,9 +179,15 @@ pub fn refusals() -> Vec<Refusal> {
         create(c, "v1", cluster(json!({"postgres": {"parameters": {"port": "5433", "work_mem": "4MB"}}})))
             .rule("spec.postgres", "parameters may not set port: Tusk manages it; all other PostgreSQL parameters are allowed"),
         create(c, "v1", cluster(json!({"tls": {"mode": "Provided"}})))
-            .rule("spec.tls", "tls.secretName is required when tls.mode is Provided, and not allowed with Disabled or Operator"),
+            .rule("spec.tls", "tls.secretName is required when tls.mode is Provided, and not allowed with any other mode"),
         create(c, "v1", cluster(json!({"tls": {"mode": "Operator", "secretName": "x"}})))
-            .rule("spec.tls", "tls.secretName is required when tls.mode is Provided, and not allowed with Disabled or Operator"),
+            .rule("spec.tls", "tls.secretName is required when tls.mode is Provided, and not allowed with any other mode"),
+        create(c, "v1", cluster(json!({"tls": {"mode": "CertManager"}})))
+            .rule("spec.tls", "tls.issuerRef is required when tls.mode is CertManager, and not allowed with any other mode"),
+        create(c, "v1", cluster(json!({"tls": {"mode": "Operator", "issuerRef": {"name": "corp"}}})))
+            .rule("spec.tls", "tls.issuerRef is required when tls.mode is CertManager, and not allowed with any other mode"),
+        create(c, "v1", cluster(json!({"tls": {"mode": "Vault"}})))
+            .schema("spec.tls.mode", "Unsupported value: \"Vault\": supported values: \"Disabled\", \"Operator\", \"Provided\", \"CertManager\""),
         create(c, "v1", cluster(json!({"bootstrap": {"initdb": {}, "fromBackup": {"backupName": "b"}}})))
             .rule("spec.bootstrap", "bootstrap: set exactly one of initdb, fromBackup or recovery"),
         create(c, "v1", cluster(json!({"bootstrap": {"recovery": {}}})))

@@ -436,17 +436,47 @@ pub struct FromBackup {
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
     "rule": "self.mode == 'Provided' ? has(self.secretName) : !has(self.secretName)",
-    "message": "tls.secretName is required when tls.mode is Provided, and not allowed with Disabled or Operator"
+    "message": "tls.secretName is required when tls.mode is Provided, and not allowed with any other mode"
+}, {
+    "rule": "self.mode == 'CertManager' ? has(self.issuerRef) : !has(self.issuerRef)",
+    "message": "tls.issuerRef is required when tls.mode is CertManager, and not allowed with any other mode"
 }]))]
 #[serde(deny_unknown_fields)]
 pub struct TlsSpec {
     /// `Disabled`: no TLS. `Operator`: Tusk issues a certificate. `Provided`: use `secretName`.
+    /// `CertManager`: cert-manager issues it from `issuerRef`.
     pub mode: TlsMode,
     /// A `kubernetes.io/tls` Secret with `tls.crt`, `tls.key` and `ca.crt` (the CA that signed
-    /// `tls.crt`); only with mode `Provided`.
+    /// `tls.crt`); only with mode `Provided`. Label it `tusk.dev/cluster: <cluster>` and a
+    /// change is served at once; otherwise at the next resync.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub secret_name: Option<String>,
+    /// The cert-manager issuer of the server certificate; only with mode `CertManager`. Tusk
+    /// keeps a cert-manager `Certificate` named `<cluster>-server` for the names its own
+    /// certificate would have, and serves what cert-manager stores in the Secret
+    /// `<cluster>-server-cert`, renewals included. The issuer must store `ca.crt` (the CA and
+    /// SelfSigned issuers do).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_ref: Option<IssuerRef>,
+}
+
+/// A cert-manager `Issuer` or `ClusterIssuer`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields)]
+pub struct IssuerRef {
+    /// The issuer's name; an `Issuer` must be in the cluster's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// `Issuer` (the default) or `ClusterIssuer`; another kind for an external issuer of `group`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub kind: Option<String>,
+    /// The API group of the issuer: `cert-manager.io` (the default), or an external issuer's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub group: Option<String>,
 }
 
 /// Where the server certificate comes from.
@@ -454,10 +484,12 @@ pub struct TlsSpec {
 pub enum TlsMode {
     /// No TLS; connections are plain text.
     Disabled,
-    /// Tusk issues and rotates a self-signed certificate.
+    /// Tusk issues and rotates a certificate signed by the cluster's own CA.
     Operator,
     /// The certificate comes from a Secret the user manages.
     Provided,
+    /// cert-manager issues and renews the certificate from `issuerRef`.
+    CertManager,
 }
 
 /// Metrics collection.

@@ -10,9 +10,9 @@ use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
 use kube::{Api, ResourceExt};
 use tracing::info;
 
-use super::build::{TlsMaterial, tls_mode};
+use super::build::{TlsMaterial, certificate, tls_mode};
 use crate::{
-    api::postgres_cluster::v1::{PostgresCluster, TlsMode},
+    api::postgres_cluster::v1::{IssuerRef, PostgresCluster, TlsMode},
     controller::{Context, Error, runtime::Problem},
     facts::cluster::{Names, REPLICATION_USER, tls},
     pki::{self, KeyedCert, Leaf, PkiError},
@@ -44,37 +44,38 @@ pub fn keyed(secret: Option<&Secret>, cert: &str, key: &str) -> Option<KeyedCert
     })
 }
 
-/// The server certificate, its key and its CA from the user's Secret `name`, checked.
-pub fn provided(name: &str, secret: Option<&Secret>) -> Result<(KeyedCert, String), Problem> {
+/// The server certificate, its key and its CA from the Secret `name` that `field` names (the
+/// user's, or the one cert-manager writes), checked.
+pub fn provided(field: &str, name: &str, secret: Option<&Secret>) -> Result<(KeyedCert, String), Problem> {
     let problem = |message: String| Problem::new("InvalidTLSSecret", message);
     let Some(secret) = secret else {
         return Err(problem(format!(
-            "spec.tls.secretName: Secret {name} does not exist; create it with tls.crt, tls.key and ca.crt"
+            "{field}: Secret {name} does not exist; create it with tls.crt, tls.key and ca.crt"
         )));
     };
     let get = |key: &str| {
         text(Some(secret), key).ok_or_else(|| {
             problem(format!(
-                "spec.tls.secretName: Secret {name} has no UTF-8 data.{key}; it needs tls.crt, tls.key and ca.crt \
+                "{field}: Secret {name} has no UTF-8 data.{key}; it needs tls.crt, tls.key and ca.crt \
                  (Tusk verifies the server with ca.crt, and gives it to applications)"
             ))
         })
     };
     let (cert, key, ca) = (get(tls::SERVER_CERT)?, get(tls::SERVER_KEY)?, get(tls::CA)?);
     if let Err(e) = pki::inspect(&format!("Secret {name} data.tls.crt"), &cert) {
-        return Err(problem(format!("spec.tls.secretName: {e}")));
+        return Err(problem(format!("{field}: {e}")));
     }
     {
         use rustls_pki_types::{PrivateKeyDer, pem::PemObject};
         if PrivateKeyDer::from_pem_slice(key.as_bytes()).is_err() {
             return Err(problem(format!(
-                "spec.tls.secretName: Secret {name} data.tls.key is not a PEM private key (PKCS#8, PKCS#1 or SEC1)"
+                "{field}: Secret {name} data.tls.key is not a PEM private key (PKCS#8, PKCS#1 or SEC1)"
             )));
         }
     }
     if !pki::signed_by(&cert, &ca) {
         return Err(problem(format!(
-            "spec.tls.secretName: Secret {name}: tls.crt is not signed by the certificate in ca.crt; ca.crt must \
+            "{field}: Secret {name}: tls.crt is not signed by the certificate in ca.crt; ca.crt must \
              hold the CA that issued tls.crt"
         )));
     }
@@ -171,13 +172,27 @@ pub async fn material(
     };
     let ca = get(names.ca_secret()).await?;
     let own = get(names.tls_secret()).await?;
+    let server_names = pki::server_names(
+        namespace,
+        &name,
+        cluster.spec.instances.unwrap_or(1),
+        CLUSTER_DOMAIN,
+    );
+    let tls_spec = cluster.spec.tls.as_ref();
     let provided = match (
         mode,
-        cluster.spec.tls.as_ref().and_then(|t| t.secret_name.clone()),
+        tls_spec.and_then(|t| t.secret_name.clone()),
+        tls_spec.and_then(|t| t.issuer_ref.as_ref()),
     ) {
-        (TlsMode::Provided, Some(secret)) => {
+        (TlsMode::Provided, Some(secret), _) => {
             let found = get(secret.clone()).await?;
-            match provided(&secret, found.as_ref()) {
+            match provided("spec.tls.secretName", &secret, found.as_ref()) {
+                Ok(p) => Some(p),
+                Err(problem) => return Ok(Err(Refused::Problem(problem))),
+            }
+        }
+        (TlsMode::CertManager, _, Some(issuer)) => {
+            match from_cert_manager(ctx, cluster, &server_names, issuer, &secrets).await? {
                 Ok(p) => Some(p),
                 Err(problem) => return Ok(Err(Refused::Problem(problem))),
             }
@@ -189,12 +204,6 @@ pub async fn material(
         server: keyed(own.as_ref(), tls::SERVER_CERT, tls::SERVER_KEY),
         replication: keyed(own.as_ref(), tls::REPLICATION_CERT, tls::REPLICATION_KEY),
     };
-    let server_names = pki::server_names(
-        namespace,
-        &name,
-        cluster.spec.instances.unwrap_or(1),
-        CLUSTER_DOMAIN,
-    );
     match plan(
         &server_names,
         (namespace, &name),
@@ -211,6 +220,61 @@ pub async fn material(
         }
         Err(e) => Ok(Err(Refused::Pki(e))),
     }
+}
+
+/// With `mode: CertManager`: keeps the cluster's `Certificate` as the spec says, and reads what
+/// cert-manager stored for it. Until cert-manager has issued it, the cluster waits with its
+/// word on why.
+async fn from_cert_manager(
+    ctx: &Context,
+    cluster: &PostgresCluster,
+    server_names: &[String],
+    issuer: &IssuerRef,
+    secrets: &Api<Secret>,
+) -> Result<Result<(KeyedCert, String), Problem>, Error> {
+    const FIELD: &str = "spec.tls.issuerRef";
+    let desired = certificate::desired_certificate(cluster, server_names, issuer);
+    match super::apply(cluster, ctx, &desired, "applying the cert-manager Certificate").await {
+        Ok(()) => {}
+        Err(Error::Kube {
+            source: kube::Error::Api(status),
+            ..
+        }) if status.code == 404 => {
+            return Ok(Err(Problem::new(
+                "CertManagerNotInstalled",
+                format!(
+                    "{FIELD}: tls.mode CertManager needs cert-manager, and this Kubernetes cluster does not serve \
+                     its Certificate API (cert-manager.io/v1); install cert-manager, or choose tls.mode Operator \
+                     or Provided"
+                ),
+            )));
+        }
+        Err(e) => return Err(e),
+    }
+    let name = cluster.name_any();
+    let secret = Names(&name).server_certificate_secret();
+    let found = secrets
+        .get_opt(&secret)
+        .await
+        .map_err(Error::kube("reading the cert-manager Secret"))?;
+    let Some(found) = found else {
+        let namespace = cluster.namespace().unwrap_or_default();
+        let why = Api::<certificate::Certificate>::namespaced(ctx.client.clone(), &namespace)
+            .get_opt(&Names(&name).server_certificate())
+            .await
+            .map_err(Error::kube("reading the cert-manager Certificate"))?
+            .and_then(|c| certificate::not_ready(&c))
+            .unwrap_or_else(|| "no status yet".to_owned());
+        return Ok(Err(Problem::new(
+            "CertificateNotIssued",
+            format!(
+                "{FIELD}: cert-manager has not yet stored Certificate {} in Secret {secret}; the cluster starts \
+                 once it has. cert-manager says: {why}",
+                Names(&name).server_certificate()
+            ),
+        )));
+    };
+    Ok(provided(FIELD, &secret, Some(&found)))
 }
 
 #[cfg(test)]
@@ -272,9 +336,9 @@ mod tests {
             ("tls.key", &cert.key),
             ("ca.crt", &user_ca.cert),
         ]);
-        let (server, ca) = provided("mine", Some(&good)).unwrap();
+        let (server, ca) = provided("spec.tls.secretName", "mine", Some(&good)).unwrap();
         assert_eq!((server, ca), (cert.clone(), user_ca.cert.clone()));
-        let missing = provided("mine", None).unwrap_err();
+        let missing = provided("spec.tls.secretName", "mine", None).unwrap_err();
         assert_eq!(missing.reason, "InvalidTLSSecret");
         assert!(
             missing.message.contains("Secret mine does not exist"),
@@ -282,6 +346,7 @@ mod tests {
             missing.message
         );
         let no_ca = provided(
+            "spec.tls.secretName",
             "mine",
             Some(&secret(&[("tls.crt", &cert.cert), ("tls.key", &cert.key)])),
         )
@@ -296,7 +361,7 @@ mod tests {
             ("tls.key", &cert.key),
             ("ca.crt", &other_ca.cert),
         ]);
-        let wrong = provided("mine", Some(&wrong_ca)).unwrap_err();
+        let wrong = provided("spec.tls.secretName", "mine", Some(&wrong_ca)).unwrap_err();
         assert!(
             wrong.message.contains("not signed by the certificate in ca.crt"),
             "{}",

@@ -10,6 +10,9 @@
 //! of a catalog. [`ConnectProxy`] lets kube-apiserver reach a webhook behind a Service: it
 //! tunnels the apiserver's `cluster` egress to processes on loopback.
 //!
+//! [`cert_manager`] adds cert-manager: its CRDs, and its controllers for Certificates and CA and
+//! SelfSigned issuers as a local process.
+//!
 //! [`postgres`] runs real PostgreSQL servers (15 and 18, from `hack/postgres.sh`) on loopback.
 //!
 //! [`eventually()`] is how every test and harness waits for a condition: a timeout, an interval,
@@ -20,6 +23,7 @@
 //! closes and the supervisor stops its component, so no process outlives the test.
 
 pub mod azure;
+pub mod cert_manager;
 pub mod connect;
 pub mod control_plane;
 pub mod eventually;

@@ -26,14 +26,14 @@ pub const OLM_NAMESPACE: &str = "olm";
 /// The namespace of operators installed for all namespaces.
 pub const OPERATORS_NAMESPACE: &str = "operators";
 
-fn failed(component: &'static str, message: impl Into<String>) -> Error {
+pub(crate) fn failed(component: &'static str, message: impl Into<String>) -> Error {
     Error::Component {
         component,
         message: message.into(),
     }
 }
 
-fn run(mut command: Command, stdin: Option<&str>, what: &'static str) -> Result<String> {
+pub(crate) fn run(mut command: Command, stdin: Option<&str>, what: &'static str) -> Result<String> {
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
     if stdin.is_some() {
         command.stdin(Stdio::piped());

@@ -12,6 +12,7 @@
 
 mod access;
 mod bootstrap;
+pub mod certificate;
 mod config_map;
 mod network_policy;
 mod pdb;
