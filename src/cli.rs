@@ -463,7 +463,11 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         Some(tokio::spawn(server.run(until_stopped(serving.clone()))))
     };
     let metrics = tokio::spawn(metrics.run(until_stopped(serving.clone())));
-    let profile = tokio::spawn(crate::tls_profile::follow(reads.clone(), profiled));
+    let profile = tokio::spawn(crate::tls_profile::follow(
+        reads.clone(),
+        profiled,
+        state.tls_profile.clone(),
+    ));
     state.ready.store(true, Ordering::Relaxed);
     tracing::info!(status = %args.status_listen, webhook = ?webhook.as_ref().map(|_| args.webhook.listen), "serving");
 

@@ -28,6 +28,7 @@ use rustls::{
     server::ResolvesServerCert, version,
 };
 use serde_json::Value;
+use tokio::sync::watch;
 
 /// The group, version and kind of OpenShift's cluster-wide API server configuration.
 pub const API_SERVER_GVK: (&str, &str, &str) = ("config.openshift.io", "v1", "APIServer");
@@ -200,6 +201,58 @@ impl Profile {
         }
     }
 
+    /// The profile as the operator hands it to PostgreSQL pods (the `tls-profile.json` key of a
+    /// cluster's ConfigMap): `{"type", "minTLSVersion", "ciphers"}`.
+    pub fn to_json(&self) -> String {
+        serde_json::json!({
+            "type": self.kind,
+            "minTLSVersion": self.min_version.name(),
+            "ciphers": self.ciphers,
+        })
+        .to_string()
+    }
+
+    /// A profile [`Self::to_json`] wrote.
+    pub fn from_json(text: &str) -> Result<Self, ProfileError> {
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| ProfileError(format!("not a TLS profile: {e}")))?;
+        let custom = serde_json::json!({"spec": {"tlsSecurityProfile": {"type": "Custom", "custom": {
+            "minTLSVersion": value["minTLSVersion"],
+            "ciphers": value["ciphers"],
+        }}}});
+        let mut profile = Self::from_api_server(&custom)?;
+        if let Some(kind) = value["type"].as_str() {
+            kind.clone_into(&mut profile.kind);
+        }
+        Ok(profile)
+    }
+
+    /// PostgreSQL's settings for this profile: `ssl_min_protocol_version`, and `ssl_ciphers` (TLS
+    /// 1.2 and older; OpenShift names them as OpenSSL does) with the ciphers OpenShift's profiles
+    /// know. A name outside those is left out; without any, PostgreSQL's default list stays.
+    pub fn postgres_settings(&self) -> String {
+        let min = match self.min_version {
+            TlsVersion::Tls10 => "TLSv1",
+            TlsVersion::Tls11 => "TLSv1.1",
+            TlsVersion::Tls12 => "TLSv1.2",
+            TlsVersion::Tls13 => "TLSv1.3",
+        };
+        let mut conf = format!(
+            "# The cluster's TLS security profile ({}), from the operator.\nssl_min_protocol_version = '{min}'\n",
+            self.kind.replace(['\n', '\''], "")
+        );
+        let ciphers: Vec<&str> = self
+            .ciphers
+            .iter()
+            .map(String::as_str)
+            .filter(|c| INTERMEDIATE_TLS12_CIPHERS.contains(c) || OLD_EXTRA_CIPHERS.contains(c))
+            .collect();
+        if !ciphers.is_empty() {
+            conf.push_str(&format!("ssl_ciphers = '{}'\n", ciphers.join(":")));
+        }
+        conf
+    }
+
     /// The TLS versions rustls serves for this profile.
     pub fn versions(&self) -> &'static [&'static SupportedProtocolVersion] {
         static TLS13_ONLY: [&SupportedProtocolVersion; 1] = [&version::TLS13];
@@ -359,7 +412,7 @@ impl ProfiledTls {
 }
 
 /// Applies `profile` to every server, logging what changed and what could not be honoured.
-fn apply_all(servers: &[Arc<ProfiledTls>], profile: &Profile, source: &str) {
+pub fn apply_all(servers: &[Arc<ProfiledTls>], profile: &Profile, source: &str) {
     let (_, unknown) = profile.suites(&rustls::crypto::ring::default_provider());
     for server in servers {
         match server.apply(profile) {
@@ -384,7 +437,11 @@ fn apply_all(servers: &[Arc<ProfiledTls>], profile: &Profile, source: &str) {
 /// Follows the cluster's TLS security profile (`apiservers.config.openshift.io/cluster`) for
 /// `servers` until the task is dropped. Without that API, or without the object, the servers use
 /// Intermediate; the watch retries with backoff, so the API may appear later.
-pub async fn follow(client: Client, servers: Vec<Arc<ProfiledTls>>) {
+pub async fn follow(client: Client, servers: Vec<Arc<ProfiledTls>>, current: Arc<Current>) {
+    let apply_all = |servers: &[Arc<ProfiledTls>], p: &Profile, source: &str| {
+        apply_all(servers, p, source);
+        current.set(p);
+    };
     let (group, version, kind) = API_SERVER_GVK;
     let resource =
         ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), API_SERVER_PLURAL);
@@ -445,11 +502,114 @@ pub async fn follow(client: Client, servers: Vec<Arc<ProfiledTls>>) {
     }
 }
 
+/// The profile in force, for whoever hands it on (the operator, to PostgreSQL pods): Intermediate
+/// until [`follow`] learns the cluster's.
+#[derive(Debug)]
+pub struct Current(watch::Sender<Profile>);
+
+impl Default for Current {
+    fn default() -> Self {
+        Self(watch::Sender::new(Profile::intermediate()))
+    }
+}
+
+impl Current {
+    /// The profile in force.
+    pub fn get(&self) -> Profile {
+        self.0.borrow().clone()
+    }
+
+    /// Sees each change.
+    pub fn subscribe(&self) -> watch::Receiver<Profile> {
+        self.0.subscribe()
+    }
+
+    fn set(&self, profile: &Profile) {
+        self.0.send_if_modified(|current| {
+            let changed = current != profile;
+            if changed {
+                profile.clone_into(current);
+            }
+            changed
+        });
+    }
+}
+
+/// Follows the profile the operator writes to `file` (a cluster's `tls-profile.json`, mounted
+/// from its ConfigMap) for `servers`, reading it every `every`, until the task is dropped. A file
+/// that is missing or unreadable leaves the profile in force.
+pub async fn follow_file(
+    file: std::path::PathBuf,
+    servers: Vec<Arc<ProfiledTls>>,
+    every: std::time::Duration,
+) {
+    let mut last = String::new();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&file)
+            && text != last
+        {
+            match Profile::from_json(&text) {
+                Ok(profile) => apply_all(&servers, &profile, &file.display().to_string()),
+                Err(e) => {
+                    tracing::warn!(error = %e, file = %file.display(), "keeping the TLS profile in force")
+                }
+            }
+            last = text;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_profile_handed_to_pods_reads_back_the_same() {
+        let custom = Profile::from_api_server(&api_server(json!({"type": "Custom", "custom": {
+            "minTLSVersion": "VersionTLS13", "ciphers": ["TLS_AES_128_GCM_SHA256"],
+        }})))
+        .unwrap();
+        for profile in [Profile::old(), Profile::intermediate(), Profile::modern(), custom] {
+            assert_eq!(Profile::from_json(&profile.to_json()).unwrap(), profile);
+        }
+        let bad = Profile::from_json(r#"{"type": "Custom", "minTLSVersion": "VersionTLS14"}"#).unwrap_err();
+        assert!(bad.to_string().contains("VersionTLS14"), "{bad}");
+        assert!(Profile::from_json("not json").is_err());
+    }
+
+    #[test]
+    fn postgres_gets_the_minimum_version_and_the_ciphers_it_knows() {
+        let modern = Profile::modern().postgres_settings();
+        assert!(
+            modern.contains("ssl_min_protocol_version = 'TLSv1.3'\n"),
+            "{modern}"
+        );
+        assert!(!modern.contains("ssl_ciphers"), "{modern}");
+        let intermediate = Profile::intermediate().postgres_settings();
+        assert!(
+            intermediate.contains("ssl_min_protocol_version = 'TLSv1.2'\n"),
+            "{intermediate}"
+        );
+        assert!(
+            intermediate
+                .contains("ssl_ciphers = 'ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"),
+            "{intermediate}"
+        );
+        let custom = Profile {
+            kind: "Custom'\nfsync = off".into(),
+            min_version: TlsVersion::Tls12,
+            ciphers: vec!["AES128-SHA".into(), "x' ; evil".into()],
+        }
+        .postgres_settings();
+        assert_eq!(
+            custom,
+            "# The cluster's TLS security profile (Customfsync = off), from the operator.\n\
+             ssl_min_protocol_version = 'TLSv1.2'\nssl_ciphers = 'AES128-SHA'\n"
+        );
+    }
 
     fn api_server(profile: Value) -> Value {
         json!({"apiVersion": "config.openshift.io/v1", "kind": "APIServer", "metadata": {"name": "cluster"}, "spec": {"tlsSecurityProfile": profile}})

@@ -14,20 +14,50 @@ use kube::{
 };
 use serde_json::json;
 use support::{
-    apiserver::{Operator, plane_with_crds, start_operator},
+    apiserver::{Operator, api, plane_with_crds, start_operator},
     https,
+    local_cluster::{LocalCluster, STATUS_PORT},
 };
-use tusk_testenv::{ControlPlane, eventually};
+use tusk_testenv::{ControlPlane, eventually, postgres::Postgres};
 
 const TLS12: &rustls::SupportedProtocolVersion = &rustls::version::TLS12;
 const TLS13: &rustls::SupportedProtocolVersion = &rustls::version::TLS13;
 
-/// What each server answers a client speaking only `version`: `Ok(status)` or the handshake's
-/// error.
+/// Whether PostgreSQL on pod `ordinal` completes a TLS handshake with a client speaking only
+/// `version` (OpenSSL's own PostgreSQL STARTTLS): `Ok(200)` when it does, for [`answers`].
+fn postgres_handshake(
+    pod: &LocalCluster,
+    ordinal: i32,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> Result<u16, String> {
+    let flag = if version == TLS12 { "-tls1_2" } else { "-tls1_3" };
+    let out = std::process::Command::new("openssl")
+        .args(["s_client", "-starttls", "postgres", flag, "-connect"])
+        .arg(format!("{}:5432", pod.ip(ordinal)))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if String::from_utf8_lossy(&out.stdout).contains("-----BEGIN CERTIFICATE-----") {
+        Ok(200)
+    } else {
+        Err(format!(
+            "PostgreSQL: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .next()
+                .unwrap_or_default()
+        ))
+    }
+}
+
+/// What each server answers a client speaking only `version`: the operator's webhook and
+/// `/metrics`, the PostgreSQL pod's `/metrics`, and PostgreSQL itself; `Ok(status)` or the
+/// handshake's error.
 async fn answers(
     operator: &Operator,
+    pod: &LocalCluster,
     version: &'static rustls::SupportedProtocolVersion,
-) -> [Result<u16, String>; 2] {
+) -> [Result<u16, String>; 4] {
     let client = https::client(&operator.ca_der, &[version]);
     let webhook = SocketAddr::from(([127, 0, 0, 1], operator.webhook_port));
     let metrics = SocketAddr::from(([127, 0, 0, 1], operator.metrics_port));
@@ -39,17 +69,27 @@ async fn answers(
         https::get(&client, metrics, "/metrics", Some(token))
             .await
             .map(|(s, _)| s),
+        pod.metrics_over(0, Some(token), &[version]).await.map(|(s, _)| s),
+        postgres_handshake(pod, 0, version),
     ]
 }
 
-/// Waits until both servers accept (`true`) or refuse (`false`) a client speaking only `version`.
-async fn until_both(operator: &Operator, version: &'static rustls::SupportedProtocolVersion, accepted: bool) {
+/// Waits until the three servers accept (`true`) or refuse (`false`) a client speaking only
+/// `version`. The pod follows its ConfigMap, which the kubelet would sync; here the test syncs
+/// the pod's volumes while it waits.
+async fn until_all(
+    operator: &Operator,
+    pod: &LocalCluster,
+    version: &'static rustls::SupportedProtocolVersion,
+    accepted: bool,
+) {
     let what = format!(
-        "the webhook and /metrics {} {version:?} clients",
+        "the webhook, the operator's /metrics, the pod's /metrics and PostgreSQL {} {version:?} clients",
         if accepted { "accept" } else { "refuse" }
     );
     eventually(&what, Duration::from_secs(60), async || {
-        let got = answers(operator, version).await;
+        pod.sync_volumes().await;
+        let got = answers(operator, pod, version).await;
         got.iter()
             .all(|a| if accepted { a == &Ok(200) } else { a.is_err() })
             .then_some(())
@@ -86,15 +126,43 @@ fn install_openshift_config_crd(plane: &ControlPlane) {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+async fn postmaster_start(pod: &LocalCluster) -> String {
+    pod.connect(0)
+        .await
+        .unwrap()
+        .query_one("SELECT pg_postmaster_start_time()::text", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_webhook_and_metrics_follow_the_clusters_tls_profile_without_a_restart() {
     let plane = plane_with_crds().await;
     let client = plane.client().await.unwrap();
     let operator = start_operator(plane, "tusk-operator", &[], "info,kube=warn").await;
+    // A PostgreSQL pod, whose /metrics follow the profile through the cluster's ConfigMap.
+    let postgres = Postgres::get(18).unwrap_or_else(|e| panic!("PostgreSQL 18: {e}"));
+    let ns = plane.namespace("tls-profile").await.unwrap();
+    let db: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "tusk.dev/v1", "kind": "PostgresCluster", "metadata": {"name": "db"},
+        "spec": {"postgres": {"version": 18}, "instances": 1, "storage": {"data": {"size": "1Gi"}}},
+    }))
+    .unwrap();
+    api(&client, &ns, "PostgresCluster", "v1")
+        .create(&PostParams::default(), &db)
+        .await
+        .unwrap();
+    let mut pod = LocalCluster::new(plane, &ns, "db", postgres).await;
+    operator.map_instance(&ns, "db", "db-0", SocketAddr::new(pod.ip(0), STATUS_PORT));
+    pod.start(0).await;
+    pod.wait_ready(0, Duration::from_secs(120)).await;
+    let started = pod.pods[&0].main.pid();
+    let postmaster_started = postmaster_start(&pod).await;
 
     // No config.openshift.io API: Intermediate, so TLS 1.2 and 1.3 both get in.
-    until_both(&operator, TLS12, true).await;
-    until_both(&operator, TLS13, true).await;
+    until_all(&operator, &pod, TLS12, true).await;
+    until_all(&operator, &pod, TLS13, true).await;
     let pid = operator.process.pid();
     assert!(pid.is_some(), "the operator runs");
 
@@ -107,11 +175,14 @@ async fn the_webhook_and_metrics_follow_the_clusters_tls_profile_without_a_resta
     }))
     .unwrap();
     servers.create(&PostParams::default(), &cluster).await.unwrap();
-    // Modern: TLS 1.2 is refused by both servers, TLS 1.3 accepted.
-    until_both(&operator, TLS12, false).await;
-    let refused = answers(&operator, TLS12).await;
+    // Modern: TLS 1.2 is refused by every server, TLS 1.3 accepted.
+    until_all(&operator, &pod, TLS12, false).await;
+    let refused = answers(&operator, &pod, TLS12).await;
     eprintln!("Modern: a TLS 1.2 client gets {refused:?}");
-    assert_eq!(answers(&operator, TLS13).await, [Ok(200), Ok(200)]);
+    assert_eq!(
+        answers(&operator, &pod, TLS13).await,
+        [Ok(200), Ok(200), Ok(200), Ok(200)]
+    );
 
     // Intermediate again: TLS 1.2 gets in, with no restart.
     let intermediate =
@@ -120,8 +191,11 @@ async fn the_webhook_and_metrics_follow_the_clusters_tls_profile_without_a_resta
         .patch("cluster", &PatchParams::default(), &Patch::Merge(&intermediate))
         .await
         .unwrap();
-    until_both(&operator, TLS12, true).await;
-    assert_eq!(answers(&operator, TLS13).await, [Ok(200), Ok(200)]);
+    until_all(&operator, &pod, TLS12, true).await;
+    assert_eq!(
+        answers(&operator, &pod, TLS13).await,
+        [Ok(200), Ok(200), Ok(200), Ok(200)]
+    );
 
     // Custom: TLS 1.3 and one cipher. TLS 1.2 is refused again.
     let modern_custom = json!({"spec": {"tlsSecurityProfile": {"type": "Custom", "intermediate": null, "custom": {
@@ -131,11 +205,21 @@ async fn the_webhook_and_metrics_follow_the_clusters_tls_profile_without_a_resta
         .patch("cluster", &PatchParams::default(), &Patch::Merge(&modern_custom))
         .await
         .unwrap();
-    until_both(&operator, TLS12, false).await;
+    until_all(&operator, &pod, TLS12, false).await;
 
     // Deleted: Intermediate.
     servers.delete("cluster", &Default::default()).await.unwrap();
-    until_both(&operator, TLS12, true).await;
+    until_all(&operator, &pod, TLS12, true).await;
+    assert_eq!(
+        pod.pods[&0].main.pid(),
+        started,
+        "the pod's instance manager was not restarted"
+    );
+    assert_eq!(
+        postmaster_start(&pod).await,
+        postmaster_started,
+        "the postmaster was not restarted"
+    );
 
     assert!(operator.process.alive(), "{}", operator.process.log_tail(30));
     assert_eq!(operator.process.pid(), pid, "the operator was not restarted");

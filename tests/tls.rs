@@ -355,7 +355,7 @@ async fn only_verified_tls_gets_in_replicas_stream_encrypted_and_certificates_re
         "the same CA issued it"
     );
     // The kubelet's periodic sync of Secret volumes.
-    c.sync_secret_volumes().await;
+    c.sync_volumes().await;
     for ordinal in 0..2 {
         eventually(
             &format!("db-{ordinal} to serve the new certificate"),
@@ -506,7 +506,7 @@ async fn a_provided_certificate_is_served_checked_and_followed_on_postgres_18() 
         (secret_text(&secrets, "mine-tls", "tls.crt").await? == second_cert).then_some(())
     })
     .await;
-    c.sync_secret_volumes().await;
+    c.sync_volumes().await;
     eventually("mine-0 to serve the replaced certificate", WAIT, async || {
         (served_certificate(c.ip(0)).as_deref() == Some(second_cert.as_str())).then_some(())
     })
@@ -684,7 +684,7 @@ async fn cert_manager_issues_the_certificate_and_a_renewal_is_served_without_a_r
         (secret_text(&secrets, "cm-tls", "tls.crt").await? == second).then_some(())
     })
     .await;
-    c.sync_secret_volumes().await;
+    c.sync_volumes().await;
     eventually("cm-0 to serve the renewed certificate", WAIT, async || {
         (served_certificate(c.ip(0)).as_deref() == Some(second.as_str())).then_some(())
     })

@@ -33,6 +33,8 @@ pub struct State {
     pub webhook_cert: std::sync::OnceLock<Arc<ReloadingCert>>,
     /// The metrics `/metrics` renders.
     pub metrics: Metrics,
+    /// The TLS security profile the operator's servers follow, which clusters' pods follow too.
+    pub tls_profile: Arc<crate::tls_profile::Current>,
 }
 
 impl State {

@@ -135,6 +135,14 @@ pub async fn run(
         watcher::Config::default(),
     )
     .reconcile_on(woken)
+    // A new TLS security profile reaches every cluster's ConfigMap, and from there its pods.
+    .reconcile_all_on(futures::stream::unfold(
+        ctx.state.tls_profile.subscribe(),
+        |mut profile| async move {
+            profile.changed().await.ok()?;
+            Some(((), profile))
+        },
+    ))
     .owns_stream(metadata::<StatefulSet>(&client, &managed))
     .owns_stream(metadata::<ConfigMap>(&client, &managed))
     .owns_stream(metadata::<Secret>(&client, &managed))

@@ -45,6 +45,10 @@ pub const DEFAULT_POSTGRES_UID: i64 = 999;
 pub const POSTGRESQL_CONF: &str = "postgresql.conf";
 /// See [`POSTGRESQL_CONF`].
 pub const PG_HBA_CONF: &str = "pg_hba.conf";
+/// Key of the cluster's ConfigMap with the TLS security profile the pods' `/metrics` follow
+/// (`tls_profile::Profile::to_json`). Outside the configuration hash: a change reaches running
+/// pods, and restarts none.
+pub const TLS_PROFILE_FILE: &str = "tls-profile.json";
 /// The key of the superuser Secret that holds the password.
 pub const PASSWORD_KEY: &str = "password";
 

@@ -399,6 +399,9 @@ fn write_config(args: &InstanceArgs, replica: bool, password: &str, extra: &Back
     );
     if let Some(tls) = &tls {
         conf.push_str(&tls.server_conf());
+        // The cluster's TLS security profile, which follow_certificates keeps current.
+        sync_tls_profile(&args.spec.config_dir, &args.spec.pgdata)?;
+        conf.push_str(&format!("include_if_exists = '{TLS_PROFILE_CONF}'\n"));
     }
     if let Some(command) = &extra.archive_command {
         conf.push_str(&format!("archive_command = {}\n", conf::conf_value(command)));
@@ -675,7 +678,12 @@ pub async fn run(args: InstanceArgs) -> Result<(), Error> {
         let _ = state.pod_uid.set(args.pod.pod_uid.clone());
     }
     if let Some(tls) = tls {
-        tokio::spawn(follow_certificates(tls, state.clone()));
+        tokio::spawn(follow_certificates(
+            tls,
+            state.clone(),
+            args.spec.config_dir.clone(),
+            args.spec.pgdata.clone(),
+        ));
     }
     let (stop_status, status_stopped) = tokio::sync::watch::channel(false);
     let mut servers = status::serve(
@@ -736,15 +744,51 @@ pub async fn run(args: InstanceArgs) -> Result<(), Error> {
 /// How often the mounted TLS Secret is compared with the copies PostgreSQL reads.
 const CERTIFICATES_EVERY: Duration = Duration::from_secs(5);
 
-/// Copies renewed certificates as the kubelet replaces the mounted files, and reloads PostgreSQL
-/// so that new connections get them; a reload that fails is tried again at the next look.
-async fn follow_certificates(tls: tls::Tls, state: Arc<status::State>) {
+/// The file in the data directory with PostgreSQL's settings for the cluster's TLS security
+/// profile, included by `postgresql.conf`.
+const TLS_PROFILE_CONF: &str = "tusk-tls-profile.conf";
+
+/// Writes [`TLS_PROFILE_CONF`] from the profile in the mounted ConfigMap, when it differs; returns
+/// whether it did. Without a readable profile the file stays as it is (PostgreSQL's defaults when
+/// there is none).
+fn sync_tls_profile(config_dir: &Path, pgdata: &Path) -> Result<bool, Error> {
+    let Ok(text) = std::fs::read_to_string(config_dir.join(crate::facts::cluster::TLS_PROFILE_FILE)) else {
+        return Ok(false);
+    };
+    let profile = match crate::tls_profile::Profile::from_json(&text) {
+        Ok(profile) => profile,
+        Err(e) => {
+            warn!(error = %e, "the cluster's TLS profile: keeping PostgreSQL's in force");
+            return Ok(false);
+        }
+    };
+    let path = pgdata.join(TLS_PROFILE_CONF);
+    let wanted = profile.postgres_settings();
+    if std::fs::read_to_string(&path).ok().as_deref() == Some(wanted.as_str()) {
+        return Ok(false);
+    }
+    write_private(&path, &wanted)?;
+    Ok(true)
+}
+
+/// Copies renewed certificates as the kubelet replaces the mounted files, and PostgreSQL's
+/// settings for a new TLS security profile, and reloads PostgreSQL so that new connections get
+/// them; a reload that fails is tried again at the next look.
+async fn follow_certificates(tls: tls::Tls, state: Arc<status::State>, config_dir: PathBuf, pgdata: PathBuf) {
     let mut reload = false;
     loop {
         tokio::time::sleep(CERTIFICATES_EVERY).await;
         match tls.sync() {
             Ok(changed) => reload |= changed,
             Err(e) => warn!(error = %e, "copying the cluster's TLS files"),
+        }
+        // Only once the data directory holds PostgreSQL's configuration: before that, the next
+        // start writes it.
+        if pgdata.join(POSTGRESQL_CONF).exists() {
+            match sync_tls_profile(&config_dir, &pgdata) {
+                Ok(changed) => reload |= changed,
+                Err(e) => warn!(error = %e, "writing PostgreSQL's TLS profile settings"),
+            }
         }
         if !reload || !state.running() {
             continue;
@@ -758,7 +802,7 @@ async fn follow_certificates(tls: tls::Tls, state: Arc<status::State>) {
         };
         match reloaded.await {
             Ok(()) => {
-                info!("the cluster's certificates changed: PostgreSQL reloaded them");
+                info!("the cluster's certificates or TLS profile changed: PostgreSQL reloaded them");
                 reload = false;
             }
             Err(e) => warn!(error = %e, "reloading PostgreSQL for new certificates; trying again"),
@@ -893,6 +937,7 @@ async fn serve_metrics(
         args.spec.metrics_port,
         cert,
         authorizer,
+        args.spec.config_dir.join(crate::facts::cluster::TLS_PROFILE_FILE),
         state,
         stopped,
     )

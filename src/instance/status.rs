@@ -697,17 +697,25 @@ fn listen_ips(ips: &[IpAddr]) -> Vec<IpAddr> {
 }
 
 /// Serves `/metrics` over HTTPS on `port` of each of `ips` (every address when there are none)
-/// with `cert`, for callers `authorizer` lets in, until `stopped` turns true.
+/// with `cert`, for callers `authorizer` lets in, under the TLS security profile in
+/// `profile_file` (read again every 5 s; Intermediate until there is one), until `stopped` turns
+/// true.
 pub async fn serve_metrics(
     ips: &[IpAddr],
     port: u16,
     cert: crate::webhook::server::ServerCert,
     authorizer: Arc<crate::admin::auth::Authorizer>,
+    profile_file: std::path::PathBuf,
     state: Arc<State>,
     stopped: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Vec<JoinHandle<()>>, Error> {
     use crate::webhook::server::{Config, Server};
     let mut servers = Vec::new();
+    let mut profiled = Vec::new();
+    // The profile in force from the first handshake on.
+    let initial = std::fs::read_to_string(&profile_file)
+        .ok()
+        .and_then(|text| crate::tls_profile::Profile::from_json(&text).ok());
     for ip in listen_ips(ips) {
         let listen = SocketAddr::new(ip, port);
         let state = state.clone();
@@ -726,10 +734,22 @@ pub async fn serve_metrics(
         )
         .await
         .map_err(|e| Error::Config(format!("/metrics on {listen}: {e}")))?;
+        if let Some(profile) = &initial {
+            crate::tls_profile::apply_all(&[server.tls()], profile, "the cluster's ConfigMap");
+        }
+        profiled.push(server.tls());
         servers.push(tokio::spawn(
             server.run(crate::process::until_stopped(stopped.clone())),
         ));
     }
+    let follow = crate::tls_profile::follow_file(profile_file, profiled, std::time::Duration::from_secs(5));
+    let mut stopped = stopped;
+    servers.push(tokio::spawn(async move {
+        tokio::select! {
+            () = follow => {}
+            _ = stopped.wait_for(|s| *s) => {}
+        }
+    }));
     Ok(servers)
 }
 

@@ -451,9 +451,9 @@ impl LocalCluster {
 
     /// Writes every running pod's `secret` volumes again from the apiserver, as the kubelet does
     /// every minute or so.
-    pub async fn sync_secret_volumes(&self) {
+    pub async fn sync_volumes(&self) {
         for pod in self.pods.values() {
-            pod.sync_secret_volumes(&self.client).await.unwrap();
+            pod.sync_volumes(&self.client).await.unwrap();
         }
     }
 
@@ -467,11 +467,22 @@ impl LocalCluster {
 
     /// `/metrics` of pod `ordinal` with `token` (or none).
     pub async fn metrics_as(&self, ordinal: i32, token: Option<&str>) -> Result<(u16, String), String> {
+        self.metrics_over(ordinal, token, &[]).await
+    }
+
+    /// `/metrics` of pod `ordinal` with `token` (or none), from a client speaking only
+    /// `versions` of TLS (any when empty).
+    pub async fn metrics_over(
+        &self,
+        ordinal: i32,
+        token: Option<&str>,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Result<(u16, String), String> {
         let ca = self
             .server_ca()
             .await
             .ok_or("the cluster's <cluster>-tls has no ca.crt")?;
-        let client = tusk_testenv::https::client(&ca, &[]);
+        let client = tusk_testenv::https::client(&ca, versions);
         let name = format!("{}-{ordinal}.{}-pods", self.name, self.name);
         let server_name = rustls_pki_types::ServerName::try_from(name).map_err(|e| e.to_string())?;
         let address = std::net::SocketAddr::new(self.ip(ordinal), tusk::facts::cluster::METRICS_PORT);

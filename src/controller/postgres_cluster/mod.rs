@@ -80,8 +80,14 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
                 let built = missing_claim
                     .as_ref()
                     .map_or(cluster.as_ref(), |(_, without)| without);
-                let children =
-                    build::children(built, &password, &ctx.config, recovery.as_ref(), tls.as_ref());
+                let children = build::children(
+                    built,
+                    &password,
+                    &ctx.config,
+                    recovery.as_ref(),
+                    tls.as_ref(),
+                    &ctx.state.tls_profile.get(),
+                );
                 apply_children(&cluster, &ctx, &children).await?;
                 let roles = label_roles(&ctx, &namespace, &cluster).await?;
                 observed.primary = roles.primary;
@@ -847,7 +853,14 @@ mod tests {
                 postgres_image: Some("docker.io/library/postgres:{major}".into()),
                 ..Default::default()
             };
-            let c = build::children(&cluster, "pw", &config, None, None);
+            let c = build::children(
+                &cluster,
+                "pw",
+                &config,
+                None,
+                None,
+                &crate::tls_profile::Profile::intermediate(),
+            );
             json!({
                 "spec": extra,
                 "postgresUid": uid,

@@ -183,6 +183,8 @@ pub struct LocalPod {
     pub mounts: BTreeMap<String, PathBuf>,
     /// The pod's `secret` volumes: the Secret's namespace and name, and the local directory.
     secrets: Vec<(String, String, PathBuf)>,
+    /// The pod's `configMap` volumes, the same way.
+    config_maps: Vec<(String, String, PathBuf)>,
     /// Who owns the volumes' files.
     run_as: Option<(u32, u32)>,
 }
@@ -281,6 +283,7 @@ impl LocalPod {
         }
         let mut volumes: BTreeMap<String, PathBuf> = BTreeMap::new();
         let mut secret_dirs = Vec::new();
+        let mut config_map_dirs = Vec::new();
         for claim in &run.claims {
             let dir = pod_dir.join("claims").join(claim);
             std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
@@ -299,6 +302,7 @@ impl LocalPod {
                 secret_dirs.push((run.namespace.clone(), name.clone(), dir.clone()));
                 Some(bytes_of(secrets.get(&name).await?.data))
             } else if let Some(source) = &volume.config_map {
+                config_map_dirs.push((run.namespace.clone(), source.name.clone(), dir.clone()));
                 let cm = configmaps.get(&source.name).await?;
                 Some(strings_of(cm.data))
             } else if let Some(projected) = &volume.projected {
@@ -426,23 +430,31 @@ impl LocalPod {
             main,
             mounts,
             secrets: secret_dirs,
+            config_maps: config_map_dirs,
             run_as: run.run_as,
         })
     }
 
-    /// What the kubelet does every minute or so for a running pod: writes each `secret` volume's
-    /// files again from its Secret as the apiserver has it now (each file replaced whole), so that
-    /// a renewed certificate reaches the pod without a restart. A Secret that is gone leaves the
-    /// files as they were, as the kubelet does.
-    pub async fn sync_secret_volumes(&self, client: &Client) -> Result<()> {
+    /// What the kubelet does every minute or so for a running pod: writes each `secret` and
+    /// `configMap` volume's files again from the object as the apiserver has it now (each file
+    /// replaced whole), so that a renewed certificate or a new TLS profile reaches the pod without
+    /// a restart. An object that is gone leaves the files as they were, as the kubelet does.
+    pub async fn sync_volumes(&self, client: &Client) -> Result<()> {
+        let mut volumes = Vec::new();
         for (namespace, name, dir) in &self.secrets {
-            let Some(secret) = Api::<Secret>::namespaced(client.clone(), namespace)
+            let secret = Api::<Secret>::namespaced(client.clone(), namespace)
                 .get_opt(name)
-                .await?
-            else {
-                continue;
-            };
-            for (key, value) in bytes_of(secret.data) {
+                .await?;
+            volumes.push((dir, secret.map(|s| bytes_of(s.data))));
+        }
+        for (namespace, name, dir) in &self.config_maps {
+            let config_map = Api::<ConfigMap>::namespaced(client.clone(), namespace)
+                .get_opt(name)
+                .await?;
+            volumes.push((dir, config_map.map(|c| strings_of(c.data))));
+        }
+        for (dir, data) in volumes {
+            for (key, value) in data.into_iter().flatten() {
                 let path = dir.join(&key);
                 if std::fs::read(&path).ok().as_deref() == Some(value.as_slice()) {
                     continue;

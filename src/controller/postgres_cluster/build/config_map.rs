@@ -115,7 +115,12 @@ pub fn hba(tls: bool) -> String {
 /// an operator upgrade alone never rolls the pods.
 pub fn config_hash(config: &ConfigMap) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for (key, value) in config.data.iter().flatten() {
+    for (key, value) in config
+        .data
+        .iter()
+        .flatten()
+        .filter(|(key, _)| key.as_str() != crate::facts::cluster::TLS_PROFILE_FILE)
+    {
         for byte in key.bytes().chain([0]).chain(value.bytes()).chain([0]) {
             hash ^= u64::from(byte);
             hash = hash.wrapping_mul(0x0100_0000_01b3);
@@ -130,6 +135,21 @@ mod tests {
 
     use super::*;
     use crate::controller::postgres_cluster::build::tests::{cluster, spec};
+
+    #[test]
+    fn the_tls_profile_is_outside_the_hash() {
+        let mut config = desired_config(&cluster(spec(json!({}))), None);
+        let before = config_hash(&config);
+        let data = config.data.get_or_insert_default();
+        data.insert(
+            crate::facts::cluster::TLS_PROFILE_FILE.to_owned(),
+            "{}".to_owned(),
+        );
+        assert_eq!(config_hash(&config), before);
+        let data = config.data.get_or_insert_default();
+        data.insert(POSTGRESQL_CONF.to_owned(), "work_mem = '8MB'".to_owned());
+        assert_ne!(config_hash(&config), before);
+    }
 
     #[test]
     fn tusks_parameters_then_the_users_quoted() {

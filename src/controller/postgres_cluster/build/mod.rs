@@ -160,8 +160,13 @@ pub fn children(
     config: &BuildConfig,
     recovery: Option<&ResolvedRecovery>,
     tls: Option<&TlsMaterial>,
+    tls_profile: &crate::tls_profile::Profile,
 ) -> Children {
-    let configmap = desired_config(cluster, recovery);
+    let mut configmap = desired_config(cluster, recovery);
+    configmap.data.get_or_insert_default().insert(
+        crate::facts::cluster::TLS_PROFILE_FILE.to_owned(),
+        tls_profile.to_json(),
+    );
     let hash = config_hash(&configmap);
     Children {
         superuser: desired_superuser_secret(cluster, password, tls.map(|m| m.server_ca.as_str())),
@@ -228,7 +233,14 @@ pub(crate) mod tests {
     #[test]
     fn every_child_is_labelled_and_owned_by_the_cluster() {
         let c = cluster(spec(json!({"bootstrap": {"initdb": {"database": "app"}}})));
-        let children = children(&c, "pw", &BuildConfig::default(), None, None);
+        let children = children(
+            &c,
+            "pw",
+            &BuildConfig::default(),
+            None,
+            None,
+            &crate::tls_profile::Profile::intermediate(),
+        );
         let (user, database) = children.bootstrap.clone().unwrap();
         let metas = [
             &children.superuser.metadata,
@@ -256,7 +268,14 @@ pub(crate) mod tests {
     fn every_child_kind_is_in_the_registry() {
         use crate::facts::kinds::CLUSTER_CHILDREN;
         let c = cluster(spec(json!({"bootstrap": {"initdb": {"database": "app"}}})));
-        let children = children(&c, "pw", &BuildConfig::default(), None, None);
+        let children = children(
+            &c,
+            "pw",
+            &BuildConfig::default(),
+            None,
+            None,
+            &crate::tls_profile::Profile::intermediate(),
+        );
         let (user, database) = children.bootstrap.unwrap();
         let kinds = [
             serde_json::to_value(&children.superuser).unwrap()["kind"].clone(),
