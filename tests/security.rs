@@ -126,6 +126,24 @@ fn install_openshift_config_crd(plane: &ControlPlane) {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// The operator of this test binary, started on first use. Two operators on one control plane
+/// would both reconcile every cluster. Resyncs are an hour apart: what these tests see happen
+/// follows from events alone.
+async fn operator(plane: &'static ControlPlane) -> &'static Operator {
+    static OPERATOR: tokio::sync::OnceCell<Operator> = tokio::sync::OnceCell::const_new();
+    OPERATOR
+        .get_or_init(|| async {
+            start_operator(
+                plane,
+                "tusk-operator",
+                &["--resync-interval=1h".to_owned()],
+                "info,kube=warn",
+            )
+            .await
+        })
+        .await
+}
+
 async fn postmaster_start(pod: &LocalCluster) -> String {
     pod.connect(0)
         .await
@@ -140,7 +158,7 @@ async fn postmaster_start(pod: &LocalCluster) -> String {
 async fn the_webhook_and_metrics_follow_the_clusters_tls_profile_without_a_restart() {
     let plane = plane_with_crds().await;
     let client = plane.client().await.unwrap();
-    let operator = start_operator(plane, "tusk-operator", &[], "info,kube=warn").await;
+    let operator = operator(plane).await;
     // A PostgreSQL pod, whose /metrics follow the profile through the cluster's ConfigMap.
     let postgres = Postgres::get(18).unwrap_or_else(|e| panic!("PostgreSQL 18: {e}"));
     let ns = plane.namespace("tls-profile").await.unwrap();
@@ -161,8 +179,8 @@ async fn the_webhook_and_metrics_follow_the_clusters_tls_profile_without_a_resta
     let postmaster_started = postmaster_start(&pod).await;
 
     // No config.openshift.io API: Intermediate, so TLS 1.2 and 1.3 both get in.
-    until_all(&operator, &pod, TLS12, true).await;
-    until_all(&operator, &pod, TLS13, true).await;
+    until_all(operator, &pod, TLS12, true).await;
+    until_all(operator, &pod, TLS13, true).await;
     let pid = operator.process.pid();
     assert!(pid.is_some(), "the operator runs");
 
@@ -176,11 +194,11 @@ async fn the_webhook_and_metrics_follow_the_clusters_tls_profile_without_a_resta
     .unwrap();
     servers.create(&PostParams::default(), &cluster).await.unwrap();
     // Modern: TLS 1.2 is refused by every server, TLS 1.3 accepted.
-    until_all(&operator, &pod, TLS12, false).await;
-    let refused = answers(&operator, &pod, TLS12).await;
+    until_all(operator, &pod, TLS12, false).await;
+    let refused = answers(operator, &pod, TLS12).await;
     eprintln!("Modern: a TLS 1.2 client gets {refused:?}");
     assert_eq!(
-        answers(&operator, &pod, TLS13).await,
+        answers(operator, &pod, TLS13).await,
         [Ok(200), Ok(200), Ok(200), Ok(200)]
     );
 
@@ -191,9 +209,9 @@ async fn the_webhook_and_metrics_follow_the_clusters_tls_profile_without_a_resta
         .patch("cluster", &PatchParams::default(), &Patch::Merge(&intermediate))
         .await
         .unwrap();
-    until_all(&operator, &pod, TLS12, true).await;
+    until_all(operator, &pod, TLS12, true).await;
     assert_eq!(
-        answers(&operator, &pod, TLS13).await,
+        answers(operator, &pod, TLS13).await,
         [Ok(200), Ok(200), Ok(200), Ok(200)]
     );
 
@@ -205,11 +223,11 @@ async fn the_webhook_and_metrics_follow_the_clusters_tls_profile_without_a_resta
         .patch("cluster", &PatchParams::default(), &Patch::Merge(&modern_custom))
         .await
         .unwrap();
-    until_all(&operator, &pod, TLS12, false).await;
+    until_all(operator, &pod, TLS12, false).await;
 
     // Deleted: Intermediate.
     servers.delete("cluster", &Default::default()).await.unwrap();
-    until_all(&operator, &pod, TLS12, true).await;
+    until_all(operator, &pod, TLS12, true).await;
     assert_eq!(
         pod.pods[&0].main.pid(),
         started,
@@ -234,7 +252,7 @@ async fn the_webhook_and_metrics_follow_the_clusters_tls_profile_without_a_resta
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metrics_need_a_token_that_may_get_them() {
     let plane = plane_with_crds().await;
-    let operator = start_operator(plane, "tusk-operator-metrics", &[], "info,kube=warn").await;
+    let operator = operator(plane).await;
     let client = https::client(&operator.ca_der, &[]);
     let metrics = SocketAddr::from(([127, 0, 0, 1], operator.metrics_port));
     let get = async |token: Option<&str>| {
@@ -288,4 +306,90 @@ async fn metrics_need_a_token_that_may_get_them() {
         .await
         .unwrap();
     assert_eq!(status, 200);
+}
+
+/// A Provided Secret labelled `tusk.dev/cluster: <cluster>` (and cert-manager's Secrets, which
+/// Tusk labels so) is served as soon as it changes: with an hour between resyncs, only the watch
+/// on such Secrets can carry a replaced certificate into `<cluster>-tls` within a minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_labelled_certificate_secret_is_followed_at_once() {
+    use k8s_openapi::api::core::v1::Secret;
+    let plane = plane_with_crds().await;
+    let client = plane.client().await.unwrap();
+    let operator = operator(plane).await;
+    let ns = plane.namespace("labelled").await.unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let authority = tusk::pki::new_authority(&ns, "mine", now).unwrap();
+    let leaf = || {
+        tusk::pki::issue(
+            &authority,
+            &tusk::pki::Leaf::Server(tusk::pki::server_names(&ns, "db", 1, "cluster.local")),
+            k8s_openapi::jiff::Timestamp::now(),
+            k8s_openapi::jiff::SignedDuration::from_hours(24),
+        )
+        .unwrap()
+    };
+    let secret = |cert: &tusk::pki::KeyedCert| -> Secret {
+        serde_json::from_value(json!({
+            "metadata": {"name": "db-certs", "labels": {"tusk.dev/cluster": "db"}},
+            "type": "kubernetes.io/tls",
+            "stringData": {"tls.crt": cert.cert, "tls.key": cert.key, "ca.crt": authority.cert},
+        }))
+        .unwrap()
+    };
+    let first = leaf();
+    secrets
+        .create(&PostParams::default(), &secret(&first))
+        .await
+        .unwrap();
+    let db: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "tusk.dev/v1", "kind": "PostgresCluster", "metadata": {"name": "db"},
+        "spec": {
+            "postgres": {"version": 18}, "instances": 1, "storage": {"data": {"size": "1Gi"}},
+            "tls": {"mode": "Provided", "secretName": "db-certs"},
+        },
+    }))
+    .unwrap();
+    api(&client, &ns, "PostgresCluster", "v1")
+        .create(&PostParams::default(), &db)
+        .await
+        .unwrap();
+    // Converged, so nothing but an event reconciles it again before the hour is out.
+    let postgres = Postgres::get(18).unwrap_or_else(|e| panic!("PostgreSQL 18: {e}"));
+    let mut pod = LocalCluster::new(plane, &ns, "db", postgres).await;
+    operator.map_instance(&ns, "db", "db-0", SocketAddr::new(pod.ip(0), STATUS_PORT));
+    pod.start(0).await;
+    pod.wait_ready(0, Duration::from_secs(120)).await;
+    let clusters = api(&client, &ns, "PostgresCluster", "v1");
+    eventually("db Ready", Duration::from_secs(60), async || {
+        let object = clusters.get("db").await.ok()?;
+        let conditions = object.data["status"]["conditions"].as_array()?.clone();
+        conditions
+            .into_iter()
+            .find(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let served = async |cert: &str| {
+        let data = secrets.get_opt("db-tls").await.ok()??.data?;
+        (data.get("tls.crt")?.0 == cert.as_bytes()).then_some(())
+    };
+    eventually(
+        "db-tls with the first certificate",
+        Duration::from_secs(60),
+        async || served(&first.cert).await,
+    )
+    .await;
+    let second = leaf();
+    secrets
+        .replace("db-certs", &PostParams::default(), &secret(&second))
+        .await
+        .unwrap();
+    eventually(
+        "db-tls with the replaced certificate",
+        Duration::from_secs(60),
+        async || served(&second.cert).await,
+    )
+    .await;
 }
