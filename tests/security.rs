@@ -144,16 +144,6 @@ async fn operator(plane: &'static ControlPlane) -> &'static Operator {
         .await
 }
 
-async fn postmaster_start(pod: &LocalCluster) -> String {
-    pod.connect(0)
-        .await
-        .unwrap()
-        .query_one("SELECT pg_postmaster_start_time()::text", &[])
-        .await
-        .unwrap()
-        .get(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_webhook_and_metrics_follow_the_clusters_tls_profile_without_a_restart() {
     let plane = plane_with_crds().await;
@@ -176,7 +166,7 @@ async fn the_webhook_and_metrics_follow_the_clusters_tls_profile_without_a_resta
     pod.start(0).await;
     pod.wait_ready(0, Duration::from_secs(120)).await;
     let started = pod.pods[&0].main.pid();
-    let postmaster_started = postmaster_start(&pod).await;
+    let postmaster_started = pod.postmaster_start(0).await;
 
     // No config.openshift.io API: Intermediate, so TLS 1.2 and 1.3 both get in.
     until_all(operator, &pod, TLS12, true).await;
@@ -234,7 +224,7 @@ async fn the_webhook_and_metrics_follow_the_clusters_tls_profile_without_a_resta
         "the pod's instance manager was not restarted"
     );
     assert_eq!(
-        postmaster_start(&pod).await,
+        pod.postmaster_start(0).await,
         postmaster_started,
         "the postmaster was not restarted"
     );

@@ -108,14 +108,38 @@ async fn operator() -> &'static Operator {
         .await
 }
 
-async fn postmaster_start(c: &LocalCluster, ordinal: i32) -> String {
-    c.connect(ordinal)
+/// Waits until `<cluster>-tls` of the single-instance cluster `c` carries `cert` and its pod
+/// serves it (its volumes synced as the kubelet would), then checks that the postmaster still
+/// has its start time `started` and that `target` still gets in with `verify-full`.
+async fn served_without_a_restart(
+    c: &LocalCluster,
+    secrets: &Api<Secret>,
+    cert: &str,
+    started: &str,
+    target: &Target,
+) {
+    let tls_secret = format!("{}-tls", c.name);
+    eventually(
+        &format!("{tls_secret} to carry the new certificate"),
+        WAIT,
+        async || (secret_text(secrets, &tls_secret, "tls.crt").await? == cert).then_some(()),
+    )
+    .await;
+    c.sync_volumes().await;
+    eventually(
+        &format!("{}-0 to serve the new certificate", c.name),
+        WAIT,
+        async || (served_certificate(c.ip(0)).as_deref() == Some(cert)).then_some(()),
+    )
+    .await;
+    assert_eq!(
+        c.postmaster_start(0).await,
+        started,
+        "the postmaster did not restart"
+    );
+    superuser(target, &c.password, Duration::from_secs(10))
         .await
-        .unwrap()
-        .query_one("SELECT pg_postmaster_start_time()::text", &[])
-        .await
-        .unwrap()
-        .get(0)
+        .expect("verify-full with the new certificate");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -341,7 +365,7 @@ async fn only_verified_tls_gets_in_replicas_stream_encrypted_and_certificates_re
     // A new certificate, without a restart.
     let old_cert = secret_text(&secrets, "db-tls", "tls.crt").await.unwrap();
     assert_eq!(served_certificate(c.ip(0)).as_deref(), Some(old_cert.as_str()));
-    let started = [postmaster_start(&c, 0).await, postmaster_start(&c, 1).await];
+    let started = [c.postmaster_start(0).await, c.postmaster_start(1).await];
     let held = c.connect(0).await.unwrap();
     secrets.delete("db-tls", &Default::default()).await.unwrap();
     let new_cert = eventually("the operator to issue a new certificate", WAIT, async || {
@@ -365,7 +389,7 @@ async fn only_verified_tls_gets_in_replicas_stream_encrypted_and_certificates_re
         .await;
     }
     assert_eq!(
-        [postmaster_start(&c, 0).await, postmaster_start(&c, 1).await],
+        [c.postmaster_start(0).await, c.postmaster_start(1).await],
         started,
         "no postmaster restarted"
     );
@@ -493,7 +517,7 @@ async fn a_provided_certificate_is_served_checked_and_followed_on_postgres_18() 
     superuser(&target, &c.password, Duration::from_secs(10))
         .await
         .expect("verify-full against the user's CA");
-    let started = postmaster_start(&c, 0).await;
+    let started = c.postmaster_start(0).await;
 
     // The user replaces the Secret: the pod follows, without a restart.
     let second = provided_secret(&mine, &mine.cert, &ns);
@@ -502,23 +526,7 @@ async fn a_provided_certificate_is_served_checked_and_followed_on_postgres_18() 
         .replace("mine-certs", &PostParams::default(), &second)
         .await
         .unwrap();
-    eventually("mine-tls to carry the replaced certificate", WAIT, async || {
-        (secret_text(&secrets, "mine-tls", "tls.crt").await? == second_cert).then_some(())
-    })
-    .await;
-    c.sync_volumes().await;
-    eventually("mine-0 to serve the replaced certificate", WAIT, async || {
-        (served_certificate(c.ip(0)).as_deref() == Some(second_cert.as_str())).then_some(())
-    })
-    .await;
-    assert_eq!(
-        postmaster_start(&c, 0).await,
-        started,
-        "the postmaster did not restart"
-    );
-    superuser(&target, &c.password, Duration::from_secs(10))
-        .await
-        .expect("verify-full against the user's CA after the replacement");
+    served_without_a_restart(&c, &secrets, &second_cert, &started, &target).await;
     println!(
         "PostgreSQL 18 serves the user's certificate and its replacement, postmaster started at {started}"
     );
@@ -652,7 +660,7 @@ async fn cert_manager_issues_the_certificate_and_a_renewal_is_served_without_a_r
     superuser(&target, &c.password, Duration::from_secs(10))
         .await
         .expect("verify-full against the issuer's CA");
-    let started = postmaster_start(&c, 0).await;
+    let started = c.postmaster_start(0).await;
 
     // A renewal, asked for as `cmctl renew` does: the Issuing condition on the Certificate.
     let mut status = certificates(&client, &ns)
@@ -680,23 +688,7 @@ async fn cert_manager_issues_the_certificate_and_a_renewal_is_served_without_a_r
             .filter(|c| *c != first)
     })
     .await;
-    eventually("cm-tls to carry the renewed certificate", WAIT, async || {
-        (secret_text(&secrets, "cm-tls", "tls.crt").await? == second).then_some(())
-    })
-    .await;
-    c.sync_volumes().await;
-    eventually("cm-0 to serve the renewed certificate", WAIT, async || {
-        (served_certificate(c.ip(0)).as_deref() == Some(second.as_str())).then_some(())
-    })
-    .await;
-    assert_eq!(
-        postmaster_start(&c, 0).await,
-        started,
-        "the postmaster did not restart"
-    );
-    superuser(&target, &c.password, Duration::from_secs(10))
-        .await
-        .expect("verify-full against the issuer's CA after the renewal");
+    served_without_a_restart(&c, &secrets, &second, &started, &target).await;
     println!(
         "cert-manager issued and renewed cm-server; PostgreSQL served both, postmaster started at {started}"
     );

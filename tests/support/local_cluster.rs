@@ -465,6 +465,17 @@ impl LocalCluster {
         self.metrics_as(ordinal, Some(token)).await
     }
 
+    /// `pg_postmaster_start_time()` of pod `ordinal`: unchanged while PostgreSQL did not restart.
+    pub async fn postmaster_start(&self, ordinal: i32) -> String {
+        self.connect(ordinal)
+            .await
+            .unwrap()
+            .query_one("SELECT pg_postmaster_start_time()::text", &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
     /// `/metrics` of pod `ordinal` with `token` (or none).
     pub async fn metrics_as(&self, ordinal: i32, token: Option<&str>) -> Result<(u16, String), String> {
         self.metrics_over(ordinal, token, &[]).await

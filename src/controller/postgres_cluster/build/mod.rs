@@ -230,17 +230,22 @@ pub(crate) mod tests {
         spec
     }
 
-    #[test]
-    fn every_child_is_labelled_and_owned_by_the_cluster() {
-        let c = cluster(spec(json!({"bootstrap": {"initdb": {"database": "app"}}})));
-        let children = children(
-            &c,
+    /// The children of `c` with the default build settings, no TLS material and Intermediate.
+    fn defaults(c: &PostgresCluster) -> Children {
+        children(
+            c,
             "pw",
             &BuildConfig::default(),
             None,
             None,
             &crate::tls_profile::Profile::intermediate(),
-        );
+        )
+    }
+
+    #[test]
+    fn every_child_is_labelled_and_owned_by_the_cluster() {
+        let c = cluster(spec(json!({"bootstrap": {"initdb": {"database": "app"}}})));
+        let children = defaults(&c);
         let (user, database) = children.bootstrap.clone().unwrap();
         let metas = [
             &children.superuser.metadata,
@@ -268,14 +273,7 @@ pub(crate) mod tests {
     fn every_child_kind_is_in_the_registry() {
         use crate::facts::kinds::CLUSTER_CHILDREN;
         let c = cluster(spec(json!({"bootstrap": {"initdb": {"database": "app"}}})));
-        let children = children(
-            &c,
-            "pw",
-            &BuildConfig::default(),
-            None,
-            None,
-            &crate::tls_profile::Profile::intermediate(),
-        );
+        let children = defaults(&c);
         let (user, database) = children.bootstrap.unwrap();
         let kinds = [
             serde_json::to_value(&children.superuser).unwrap()["kind"].clone(),
