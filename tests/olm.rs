@@ -33,8 +33,8 @@ use support::{
     apiserver::{KINDS, api as tusk_api},
     olm::{
         HEAD, NEXT, PACKAGE, Readers, SERVICE, Written, canonical_rule, catalog_files, csv_name,
-        inputs_with_drop, predicted_stored, reconciled, repo, served, served_by_both, spec_view,
-        tusk_operator, validation_errors,
+        inputs_with_drop, postmaster, predicted_stored, push_images, ready, reconciled, repo, served,
+        served_by_both, spec_view, tusk_operator, validation_errors,
     },
 };
 use tusk_testenv::{
@@ -902,44 +902,6 @@ async fn every_minute(env: &OlmCluster, namespace: &str, cluster: &str) -> Api<D
     schedules
 }
 
-/// Waits until `kind` `name` in `namespace` is Ready for its current generation; returns its
-/// status.
-async fn ready(env: &OlmCluster, namespace: &str, kind: &str, name: &str) -> Value {
-    let objects = tusk_api(&env.client, namespace, kind, "v1");
-    let seen = tusk_testenv::Wait::up_to(Duration::from_secs(180))
-        .until(&format!("{kind} {name} to be Ready"), async || {
-            let object = value(&objects.get(name).await.map_err(|e| e.to_string())?);
-            let status = &object["status"];
-            let ready = status["conditions"]
-                .as_array()
-                .and_then(|c| c.iter().find(|c| c["type"] == "Ready"));
-            match ready {
-                Some(ready)
-                    if ready["status"] == "True"
-                        && status["observedGeneration"] == object["metadata"]["generation"] =>
-                {
-                    Ok(status.clone())
-                }
-                _ => Err(format!("status {status}")),
-            }
-        })
-        .await;
-    seen.unwrap_or_else(|unmet| panic!("{unmet}\n{}", env.operator_log_tail(40, name)))
-}
-
-/// What shows that a PostgreSQL server kept running: its postmaster's PID (the first line of
-/// `postmaster.pid`) and `pg_postmaster_start_time()`.
-async fn postmaster(db: &tokio_postgres::Client) -> (String, String) {
-    let row = db
-        .query_one(
-            "SELECT split_part(pg_read_file('postmaster.pid'), E'\\n', 1), pg_postmaster_start_time()::text",
-            &[],
-        )
-        .await
-        .unwrap();
-    (row.get(0), row.get(1))
-}
-
 /// Operator upgrades through real OLM, as the databases see them. The head release is installed
 /// from the catalog and runs three clusters of real PostgreSQL (local pods of this build's
 /// instance manager): `alpha` with three instances, `primaryUpdate: Supervised` and a backup
@@ -1472,24 +1434,7 @@ async fn installs_and_upgrades_from_the_catalog_image_through_real_unpack_jobs()
     let registry = tusk_testenv::registry::Registry::start().await.unwrap();
     let host = registry.host();
     let mut inputs = Inputs::load(&repo()).unwrap();
-    let images = &mut inputs.plan.images;
-    for (image, name) in [
-        (&mut images.operator, "tusk-operator"),
-        (&mut images.bundle, "tusk-operator-bundle"),
-        (&mut images.catalog, "tusk-operator-catalog"),
-    ] {
-        *image = format!("{host}/tusk/{name}");
-    }
-    let work = tempfile::tempdir().unwrap();
-    let mut built = Vec::new();
-    for release in &inputs.plan.releases {
-        built.push(xtask::images::bundle_image(&inputs, release, work.path()).unwrap());
-    }
-    let opm = tusk_testenv::Toolchain::get().unwrap().bin("opm");
-    built.push(xtask::images::catalog_image(&inputs, &opm, 1_700_000_000, work.path()).unwrap());
-    let pushed = xtask::images::push(&built, &format!("{host}/tusk"), true)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", registry.log_tail(20)));
+    let pushed = push_images(&mut inputs, &registry).await;
 
     let mut env = OlmCluster::start(tusk_operator()).await;
     env.run_unpack_pods().await;

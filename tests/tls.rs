@@ -24,7 +24,7 @@ use std::{process::Command, time::Duration};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api,
-    api::{ApiResource, Patch, PatchParams, PostParams},
+    api::{ApiResource, PostParams},
     core::{DynamicObject, GroupVersionKind},
 };
 use serde_json::json;
@@ -663,23 +663,7 @@ async fn cert_manager_issues_the_certificate_and_a_renewal_is_served_without_a_r
     let started = c.postmaster_start(0).await;
 
     // A renewal, asked for as `cmctl renew` does: the Issuing condition on the Certificate.
-    let mut status = certificates(&client, &ns)
-        .get_status("cm-server")
-        .await
-        .unwrap()
-        .data["status"]
-        .clone();
-    status["conditions"].as_array_mut().unwrap().push(json!({
-        "type": "Issuing", "status": "True", "reason": "ManuallyTriggered",
-        "message": "Certificate re-issuance manually triggered",
-        "lastTransitionTime": k8s_openapi::jiff::Timestamp::now().round(k8s_openapi::jiff::Unit::Second).unwrap().to_string(),
-    }));
-    certificates(&client, &ns)
-        .patch_status(
-            "cm-server",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": status})),
-        )
+    tusk_testenv::cert_manager::renew(&client, &ns, "cm-server")
         .await
         .unwrap();
     let second = eventually("cert-manager to renew cm-server", WAIT, async || {

@@ -29,6 +29,40 @@ use super::{
     objects::{random_objects, user_view},
 };
 
+/// A control plane Tusk was installed on by OLM (v0 or v1), with the local operator's log.
+pub trait Installed {
+    /// The control plane.
+    fn plane(&self) -> &tusk_testenv::ControlPlane;
+    /// An admin client.
+    fn client(&self) -> &kube::Client;
+    /// What the local operator did about `about`, in its last `lines` lines.
+    fn operator_log_tail(&self, lines: usize, about: &str) -> String;
+}
+
+impl Installed for OlmCluster {
+    fn plane(&self) -> &tusk_testenv::ControlPlane {
+        &self.plane
+    }
+    fn client(&self) -> &kube::Client {
+        &self.client
+    }
+    fn operator_log_tail(&self, lines: usize, about: &str) -> String {
+        OlmCluster::operator_log_tail(self, lines, about)
+    }
+}
+
+impl Installed for tusk_testenv::olmv1::OlmV1Cluster {
+    fn plane(&self) -> &tusk_testenv::ControlPlane {
+        &self.plane
+    }
+    fn client(&self) -> &kube::Client {
+        &self.client
+    }
+    fn operator_log_tail(&self, lines: usize, about: &str) -> String {
+        tusk_testenv::olmv1::OlmV1Cluster::operator_log_tail(self, lines, about)
+    }
+}
+
 /// Tusk's OLM package, also the name of its Deployment and ServiceAccount; the Service OLM makes
 /// for Tusk's conversion webhook.
 pub use tusk::facts::operator::{NAME as PACKAGE, WEBHOOK_SERVICE as SERVICE};
@@ -69,7 +103,7 @@ pub fn tusk_operator() -> Operator {
     }
 }
 
-fn tusk_operator_args(mode: Mode, dir: &Path, port: u16) -> Vec<String> {
+fn tusk_operator_args(mode: Mode, dir: &Path, port: u16, namespace: &str) -> Vec<String> {
     match mode {
         Mode::Webhook => vec![
             "webhook".into(),
@@ -92,10 +126,7 @@ fn tusk_operator_args(mode: Mode, dir: &Path, port: u16) -> Vec<String> {
                 format!("--listen=127.0.0.1:{port}"),
                 format!("--cert-dir={}", dir.display()),
                 format!("--status-listen=127.0.0.1:{}", free_port().unwrap()),
-                format!(
-                    "--leader-election-namespace={}",
-                    tusk_testenv::olm::OPERATORS_NAMESPACE
-                ),
+                format!("--leader-election-namespace={namespace}"),
                 "--resync-interval=30s".into(),
                 format!("--sql-endpoints={}", sql_endpoints.display()),
             ]
@@ -104,7 +135,7 @@ fn tusk_operator_args(mode: Mode, dir: &Path, port: u16) -> Vec<String> {
 }
 
 /// The `--sql-endpoints` file of every operator process whose pod's directory is in `work`.
-fn sql_endpoints_in(work: &Path) -> PathBuf {
+pub fn sql_endpoints_in(work: &Path) -> PathBuf {
     work.join("sql-endpoints")
 }
 
@@ -286,8 +317,8 @@ pub struct Written {
 
 impl Written {
     /// 20 random valid objects of each kind at `v1alpha1`, the same on every run.
-    pub async fn create(env: &OlmCluster) -> Self {
-        let namespace = env.plane.namespace("upgraded").await.unwrap();
+    pub async fn create(env: &impl Installed) -> Self {
+        let namespace = env.plane().namespace("upgraded").await.unwrap();
         let mut objects = Vec::new();
         for (kind, _, _) in KINDS {
             for (i, mut object) in random_objects(kind, "v1alpha1", 20).into_iter().enumerate() {
@@ -295,7 +326,7 @@ impl Written {
                 object["metadata"]["name"] = json!(name);
                 object["metadata"]["namespace"] = json!(namespace);
                 object.as_object_mut().unwrap().remove("status");
-                let created = api(&env.client, &namespace, kind, "v1alpha1")
+                let created = api(env.client(), &namespace, kind, "v1alpha1")
                     .create(
                         &PostParams::default(),
                         &serde_json::from_value(user_view(&object)).unwrap(),
@@ -316,7 +347,7 @@ impl Written {
     /// Tusk's own conversion); and at every other served version as Tusk's conversion of the
     /// stored object, status included (the operator writes status at `v1`, and what an older
     /// version cannot hold of it travels in the conversion annotation).
-    pub async fn check(&self, env: &OlmCluster, versions: &Versions) -> usize {
+    pub async fn check(&self, env: &impl Installed, versions: &Versions) -> usize {
         let mut reads = 0;
         for (kind, name, written) in &self.objects {
             let (served, storage) = &versions[*kind];
@@ -324,7 +355,7 @@ impl Written {
             // upgrade (it re-applies the bundle's placeholder Service, then its own): a read that
             // fails in the conversion webhook is retried and counted.
             let read = |version: String| async move {
-                let objects = api(&env.client, &self.namespace, kind, &version);
+                let objects = api(env.client(), &self.namespace, kind, &version);
                 let read = while_olm_settles(&format!("{name} at {version}"), async || {
                     let read = objects.get(name).await;
                     if read.is_err() {
@@ -383,9 +414,9 @@ impl Written {
 }
 
 /// Waits until the operator has reconciled the current generation of every object of `kinds`.
-pub async fn reconciled(env: &OlmCluster, written: &Written, kinds: &[&str]) {
+pub async fn reconciled(env: &impl Installed, written: &Written, kinds: &[&str]) {
     for (kind, name, _) in written.objects.iter().filter(|(k, _, _)| kinds.contains(k)) {
-        let objects = api(&env.client, &written.namespace, kind, "v1");
+        let objects = api(env.client(), &written.namespace, kind, "v1");
         let seen = Wait::up_to(Duration::from_secs(180))
             .until(&format!("{kind} {name} reconciled"), async || {
                 let object = value(&objects.get(name).await.map_err(|e| e.to_string())?);
@@ -515,4 +546,67 @@ pub fn served_by_both(a: &Versions, b: &Versions) -> Vec<(String, String)> {
                 .collect::<Vec<_>>()
         })
         .collect()
+}
+
+/// Builds every bundle image of `inputs` and its catalog image, named for the registry at
+/// `host`, and pushes them there (plain HTTP); gives what was pushed, by digest, the catalog last.
+/// `inputs`' image names become the registry's.
+pub async fn push_images(inputs: &mut Inputs, registry: &tusk_testenv::registry::Registry) -> Vec<String> {
+    let host = registry.host();
+    let images = &mut inputs.plan.images;
+    for (image, name) in [
+        (&mut images.operator, "tusk-operator"),
+        (&mut images.bundle, "tusk-operator-bundle"),
+        (&mut images.catalog, "tusk-operator-catalog"),
+    ] {
+        *image = format!("{host}/tusk/{name}");
+    }
+    let work = tempfile::tempdir().unwrap();
+    let mut built = Vec::new();
+    for release in &inputs.plan.releases {
+        built.push(xtask::images::bundle_image(inputs, release, work.path()).unwrap());
+    }
+    let opm = tusk_testenv::Toolchain::get().unwrap().bin("opm");
+    built.push(xtask::images::catalog_image(inputs, &opm, 1_700_000_000, work.path()).unwrap());
+    xtask::images::push(&built, &format!("{host}/tusk"), true)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", registry.log_tail(20)))
+}
+
+/// Waits until `kind` `name` in `namespace` is Ready for its current generation; returns its
+/// status.
+pub async fn ready(env: &impl Installed, namespace: &str, kind: &str, name: &str) -> Value {
+    let objects = api(env.client(), namespace, kind, "v1");
+    let seen = Wait::up_to(Duration::from_secs(180))
+        .until(&format!("{kind} {name} to be Ready"), async || {
+            let object = value(&objects.get(name).await.map_err(|e| e.to_string())?);
+            let status = &object["status"];
+            let ready = status["conditions"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["type"] == "Ready"));
+            match ready {
+                Some(ready)
+                    if ready["status"] == "True"
+                        && status["observedGeneration"] == object["metadata"]["generation"] =>
+                {
+                    Ok(status.clone())
+                }
+                _ => Err(format!("status {status}")),
+            }
+        })
+        .await;
+    seen.unwrap_or_else(|unmet| panic!("{unmet}\n{}", env.operator_log_tail(40, name)))
+}
+
+/// What shows that a PostgreSQL server kept running: its postmaster's PID (the first line of
+/// `postmaster.pid`) and `pg_postmaster_start_time()`.
+pub async fn postmaster(db: &tokio_postgres::Client) -> (String, String) {
+    let row = db
+        .query_one(
+            "SELECT split_part(pg_read_file('postmaster.pid'), E'\\n', 1), pg_postmaster_start_time()::text",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
 }

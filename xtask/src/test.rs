@@ -28,6 +28,7 @@ const SLOWEST_FIRST: &[&str] = &[
     "failover",
     "backup",
     "olm",
+    "olm_v1",
     "conversion_properties",
     "operations",
     "controller",

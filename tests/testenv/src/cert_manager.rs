@@ -1,5 +1,6 @@
-//! cert-manager on the control plane: its CRDs, and its controllers for Certificates and for CA
-//! and SelfSigned issuers as a local process (built by `hack/testbin.sh`).
+//! cert-manager on the control plane: its CRDs, its controllers for Certificates and for CA and
+//! SelfSigned issuers, and its cainjector (which puts a Certificate's CA into the CRDs and webhook
+//! configurations that ask for it), as local processes (built by `hack/testbin.sh`).
 
 use std::time::Duration;
 
@@ -18,11 +19,12 @@ pub const SELF_SIGNED_ISSUER: &str = "self-signed";
 #[derive(Debug)]
 pub struct CertManager {
     process: Supervised,
+    cainjector: Supervised,
 }
 
 impl CertManager {
-    /// Installs cert-manager's CRDs, starts its controllers, and waits until they have made the
-    /// ClusterIssuer [`SELF_SIGNED_ISSUER`] Ready.
+    /// Installs cert-manager's CRDs, starts its controllers and its cainjector, and waits until
+    /// the controllers have made the ClusterIssuer [`SELF_SIGNED_ISSUER`] Ready.
     pub async fn start(plane: &ControlPlane) -> Result<Self> {
         let toolchain = plane.toolchain();
         let mut apply = plane.kubectl();
@@ -59,6 +61,12 @@ impl CertManager {
                 format!("--cluster-resource-namespace={CLUSTER_RESOURCE_NAMESPACE}"),
             ],
         )?;
+        let cainjector = Supervised::spawn(
+            plane.dir(),
+            "cert-manager-cainjector",
+            &toolchain.bin("cert-manager-cainjector"),
+            &[format!("--kubeconfig={}", plane.kubeconfig().display())],
+        )?;
         Wait::up_to(Duration::from_secs(60))
             .every(Duration::from_millis(500))
             .until("cert-manager to make its ClusterIssuer Ready", async || {
@@ -75,6 +83,9 @@ impl CertManager {
                     _ if !process.alive() => {
                         Seen::Never(format!("cert-manager exited:\n{}", process.log_tail(30)))
                     }
+                    _ if !cainjector.alive() => {
+                        Seen::Never(format!("cainjector exited:\n{}", cainjector.log_tail(30)))
+                    }
                     Ok(ready) => Seen::NotYet(format!("Ready is {ready:?}")),
                     Err(e) => Seen::NotYet(e.to_string()),
                 }
@@ -84,11 +95,52 @@ impl CertManager {
                 Unmet::Never { why, .. } => failed("cert-manager", why),
                 timed_out => failed("cert-manager", format!("{timed_out}\n{}", process.log_tail(30))),
             })?;
-        Ok(Self { process })
+        Ok(Self { process, cainjector })
     }
 
-    /// The last lines of the controllers' log.
+    /// The last lines of the controllers' log, and of cainjector's.
     pub fn log_tail(&self, lines: usize) -> String {
-        self.process.log_tail(lines)
+        format!(
+            "{}\n--- cainjector ---\n{}",
+            self.process.log_tail(lines),
+            self.cainjector.log_tail(lines)
+        )
     }
+}
+
+/// Asks cert-manager to renew Certificate `namespace/name` now, as `cmctl renew` does: by setting
+/// the Certificate's `Issuing` condition.
+pub async fn renew(client: &kube::Client, namespace: &str, name: &str) -> Result<()> {
+    let certificates: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
+        client.clone(),
+        namespace,
+        &kube::api::ApiResource {
+            group: "cert-manager.io".to_owned(),
+            version: "v1".to_owned(),
+            api_version: "cert-manager.io/v1".to_owned(),
+            kind: "Certificate".to_owned(),
+            plural: "certificates".to_owned(),
+        },
+    );
+    let mut status = certificates.get_status(name).await?.data["status"].clone();
+    let now = k8s_openapi::jiff::Timestamp::now()
+        .round(k8s_openapi::jiff::Unit::Second)
+        .expect("a time rounds to the second");
+    let issuing = serde_json::json!({
+        "type": "Issuing", "status": "True", "reason": "ManuallyTriggered",
+        "message": "Certificate re-issuance manually triggered",
+        "lastTransitionTime": now.to_string(),
+    });
+    match status["conditions"].as_array_mut() {
+        Some(conditions) => conditions.push(issuing),
+        None => status["conditions"] = serde_json::json!([issuing]),
+    }
+    certificates
+        .patch_status(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"status": status})),
+        )
+        .await?;
+    Ok(())
 }

@@ -11,7 +11,10 @@
 //! tunnels the apiserver's `cluster` egress to processes on loopback.
 //!
 //! [`cert_manager`] adds cert-manager: its CRDs, and its controllers for Certificates and CA and
-//! SelfSigned issuers as a local process.
+//! SelfSigned issuers and its cainjector as local processes.
+//!
+//! [`olmv1`] adds OLM v1: catalogd and operator-controller as local processes, with cert-manager
+//! as their certificate provider, installing from catalog images in a loopback registry.
 //!
 //! [`postgres`] runs real PostgreSQL servers (15 and 18, from `hack/postgres.sh`) on loopback.
 //!
@@ -30,6 +33,7 @@ pub mod eventually;
 pub mod https;
 pub mod image;
 pub mod olm;
+pub mod olmv1;
 pub mod pki;
 pub mod pod;
 pub mod postgres;

@@ -55,9 +55,20 @@ pub fn release_crds(all: &[CustomResourceDefinition], release: &Release) -> Vec<
         } else {
             None
         };
+        // OLM v1 makes its ClusterExtension the owner of every object it installs, so deleting
+        // the extension would delete the CRDs and, with them, every cluster, user, database and
+        // backup; an object with this annotation gets no owner and outlives the extension.
+        crd.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(KEEP_ANNOTATION.to_owned(), "keep".to_owned());
     }
     crds
 }
+
+/// The annotation that keeps an object OLM v1 installed when its ClusterExtension is deleted
+/// (Helm's resource policy, which OLM v1 honours).
+pub const KEEP_ANNOTATION: &str = "helm.sh/resource-policy";
 
 /// The file name a CRD has in a bundle: `<group>_<plural>.yaml`.
 pub fn file_name(crd: &CustomResourceDefinition) -> String {

@@ -12,6 +12,7 @@ pub mod descriptors;
 pub mod fixture;
 pub mod frozen;
 pub mod graph;
+pub mod installer;
 pub mod instance_manager;
 pub mod operatorhub;
 pub mod plan;
@@ -174,7 +175,8 @@ pub struct File {
     pub frozen: bool,
 }
 
-/// Every file of `bundle/` and `catalog/`, and the lock of the released bundles. A released
+/// Every file of `bundle/` and `catalog/`, the lock of the released bundles, and OLM v1's
+/// installer RBAC ([`installer::FILE`]). A released
 /// bundle is the committed one, never regenerated; one the plan has just marked released is cut:
 /// generated a last time, and its files' SHA-256 join the lock.
 pub fn generate(inputs: &Inputs) -> Vec<File> {
@@ -209,6 +211,11 @@ pub fn generate(inputs: &Inputs) -> Vec<File> {
     files.push(File {
         path: format!("{CATALOG_DIR}/graph.svg"),
         contents: graph::svg(&inputs.plan),
+        frozen: false,
+    });
+    files.push(File {
+        path: installer::FILE.to_owned(),
+        contents: installer::file(inputs),
         frozen: false,
     });
     files

@@ -116,6 +116,7 @@ impl OlmCluster {
             client.clone(),
             proxy.router(),
             work.path().to_owned(),
+            OPERATORS_NAMESPACE.to_owned(),
             operator.clone(),
         );
         Self {

@@ -1,7 +1,9 @@
 //! The operator OLM installed, run the way a kubelet would run its Deployment's pod, but as a
-//! local process: started as soon as OLM has made the webhook Service and its certificate Secret,
-//! started again whenever either changes or the process dies, and in whatever [`Mode`] the test
-//! asks for. The egress proxy routes the Service's address to the process, so the apiserver's
+//! local process: started as soon as OLM (v0 or v1) has made the webhook Service and its
+//! certificate Secret, started again whenever the Service or the Deployment's image changes or
+//! the process dies, and in whatever [`Mode`] the test asks for. A renewed certificate is written
+//! over the files of the running process, as a kubelet updates a mounted Secret, and the process
+//! must take it up by itself. The egress proxy routes the Service's address to the process, so the apiserver's
 //! conversion requests reach it.
 //!
 //! A new process replaces the old one as the Deployment's strategy says, read from the
@@ -24,7 +26,7 @@ use k8s_openapi::api::{
 };
 use kube::{Api, Client};
 
-use crate::{connect::Router, control_plane::free_port, olm::OPERATORS_NAMESPACE, process::Supervised};
+use crate::{connect::Router, control_plane::free_port, process::Supervised};
 
 /// What an operator package is and how its pod runs here.
 #[derive(Clone, Debug)]
@@ -44,8 +46,9 @@ pub struct Operator {
     /// as a kubelet would pull that image.
     pub released: Vec<(String, PathBuf)>,
     /// Its arguments in a mode, given a directory that holds OLM's `tls.crt` and `tls.key` (and
-    /// may take files of its own) and the loopback port its webhook must listen on.
-    pub args: fn(Mode, &Path, u16) -> Vec<String>,
+    /// may take files of its own), the loopback port its webhook must listen on, and the
+    /// namespace it is installed in (its pod's namespace).
+    pub args: fn(Mode, &Path, u16, &str) -> Vec<String>,
     /// The environment variables of the Deployment's container that the process takes, as a
     /// kubelet passes them (those with a literal value). The others stand for what runs
     /// differently here, such as listen addresses, which `args` sets.
@@ -88,6 +91,8 @@ pub struct LocalOperator {
 struct Shared {
     desired: Arc<Mutex<Desired>>,
     running: Arc<Mutex<Option<Mode>>>,
+    /// The loopback port of the webhook of the process the Service routes to.
+    port: Arc<Mutex<Option<u16>>>,
     log: Arc<Mutex<Started>>,
     gaps: Gaps,
 }
@@ -102,10 +107,17 @@ impl Drop for LocalOperator {
 }
 
 impl LocalOperator {
-    /// Starts keeping `operator` as desired (at first: not running), with its files in `work`.
-    pub fn start(client: Client, proxy: Router, work: PathBuf, operator: Operator) -> Self {
+    /// Starts keeping `operator`, installed in `namespace`, as desired (at first: not running),
+    /// with its files in `work`.
+    pub fn start(
+        client: Client,
+        proxy: Router,
+        work: PathBuf,
+        namespace: String,
+        operator: Operator,
+    ) -> Self {
         let shared = Shared::default();
-        let task = tokio::spawn(keep(client, proxy, work, operator, shared.clone()));
+        let task = tokio::spawn(keep(client, proxy, work, namespace, operator, shared.clone()));
         Self { shared, task }
     }
 
@@ -163,6 +175,16 @@ impl LocalOperator {
             .collect()
     }
 
+    /// The loopback port where the process the Service routes to serves its webhook.
+    pub fn webhook_port(&self) -> Option<u16> {
+        *self.shared.port.lock().expect("not poisoned")
+    }
+
+    /// How many processes were started so far.
+    pub fn started(&self) -> usize {
+        self.shared.log.lock().expect("not poisoned").count
+    }
+
     /// The mode the process runs in now, if it runs.
     pub fn running(&self) -> Option<Mode> {
         *self.shared.running.lock().expect("not poisoned")
@@ -184,18 +206,27 @@ async fn is_ready(port: u16, status: Option<u16>) -> bool {
 }
 
 /// The kubelet's loop: compares what runs with what is desired and with OLM's Service and
-/// certificate, and restarts the process when they differ.
-async fn keep(client: Client, proxy: Router, work: PathBuf, operator: Operator, shared: Shared) {
+/// certificate, and restarts the process when they differ (a new certificate alone is written
+/// over the running process's files).
+async fn keep(
+    client: Client,
+    proxy: Router,
+    work: PathBuf,
+    namespace: String,
+    operator: Operator,
+    shared: Shared,
+) {
     let Shared {
         desired,
         running,
+        port: routed,
         log,
         gaps,
     } = shared;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), OPERATORS_NAMESPACE);
-    let services: Api<Service> = Api::namespaced(client.clone(), OPERATORS_NAMESPACE);
-    let deployments: Api<Deployment> = Api::namespaced(client, OPERATORS_NAMESPACE);
-    let mut current: Option<(Option<Mode>, String, String, String, Supervised)> = None;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
+    let deployments: Api<Deployment> = Api::namespaced(client, &namespace);
+    let mut current: Option<(Option<Mode>, String, String, String, Supervised, PathBuf)> = None;
     // Since when no process serves, once one did.
     let mut down_since: Option<std::time::Instant> = None;
     let record_gap = |down_since: &mut Option<std::time::Instant>| {
@@ -230,13 +261,24 @@ async fn keep(client: Client, proxy: Router, work: PathBuf, operator: Operator, 
             .filter_map(|e| Some((e.name, e.value?)))
             .collect();
         let mode = want.as_ref().map(|(mode, _)| *mode);
-        if let Some((m, v, i, im, process)) = &current
-            && m == &mode
-            && v == &version
-            && i == &ip
-            && im == &image
+        if let Some((m, v, i, im, process, dir)) = &mut current
+            && *m == mode
+            && *i == ip
+            && *im == image
             && process.alive()
         {
+            if *v != version {
+                // A renewed certificate: the kubelet rewrites the Secret's files in the running
+                // pod's volume, and the process must take them up by itself.
+                let data = secret.data.clone().unwrap_or_default();
+                for file in ["tls.crt", "tls.key"] {
+                    let path = dir.join(file);
+                    let next = dir.join(format!(".{file}.next"));
+                    std::fs::write(&next, &data[file].0).expect("writing a renewed certificate");
+                    std::fs::rename(&next, &path).expect("replacing a certificate file");
+                }
+                *v = version;
+            }
             continue;
         }
         // A surge: the Deployment keeps its old pod until the new one is ready.
@@ -253,7 +295,7 @@ async fn keep(client: Client, proxy: Router, work: PathBuf, operator: Operator, 
             .iter()
             .find(|(v, _)| image.ends_with(&format!(":{v}")))
             .map_or_else(|| operator.program.clone(), |(_, program)| program.clone());
-        let mut old = current.take().map(|(_, _, _, _, old)| old);
+        let mut old = current.take().map(|(_, _, _, _, old, _)| old);
         if let Some(old) = &old
             && !old.alive()
         {
@@ -278,7 +320,7 @@ async fn keep(client: Client, proxy: Router, work: PathBuf, operator: Operator, 
         std::fs::write(dir.join("tls.crt"), &data["tls.crt"].0).expect("writing tls.crt");
         std::fs::write(dir.join("tls.key"), &data["tls.key"].0).expect("writing tls.key");
         let port = free_port().expect("a free port");
-        let args = (operator.args)(mode, &dir, port);
+        let args = (operator.args)(mode, &dir, port, &namespace);
         let listens: Vec<(String, String)> = operator
             .listen_env
             .iter()
@@ -325,9 +367,10 @@ async fn keep(client: Client, proxy: Router, work: PathBuf, operator: Operator, 
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         proxy.route(&format!("{ip}:443"), ([127, 0, 0, 1], port).into());
+        *routed.lock().expect("not poisoned") = Some(port);
         record_gap(&mut down_since);
         *running.lock().expect("not poisoned") = Some(mode);
-        current = Some((Some(mode), version, ip, image, process));
+        current = Some((Some(mode), version, ip, image, process, dir));
         // The old pod of a surge stops once the new one serves, in the background: it drains.
         if let Some(mut stopped) = old.take() {
             tokio::task::spawn_blocking(move || stopped.stop());

@@ -30,9 +30,6 @@ pub const SERVICE: &str = "packageserver-service";
 /// Its ServiceAccount.
 const ACCOUNT: &str = "packageserver";
 
-/// Where a pod finds its ServiceAccount's token and CA.
-const IN_CLUSTER: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
-
 /// The `PackageManifest` API, namespaced: every namespace sees the packages of the global
 /// catalogs (those in the `olm` namespace).
 pub fn package_manifests() -> ApiResource {
@@ -72,58 +69,21 @@ impl PackageServer {
         let port = free_port()?;
         let kubeconfig = plane.kubeconfig().display().to_string();
         // Its ServiceAccount, allowed to ask the apiserver to authenticate and authorize for it.
+        let account = crate::olmv1::service_account_files(plane, OLM_NAMESPACE, ACCOUNT, &dir).await?;
         apply(
             plane,
             &format!(
-                "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {ACCOUNT}\n  namespace: {OLM_NAMESPACE}\n---\n\
-                 apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: {ACCOUNT}-auth-delegator\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: system:auth-delegator\nsubjects:\n- kind: ServiceAccount\n  name: {ACCOUNT}\n  namespace: {OLM_NAMESPACE}\n"
+                "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: {ACCOUNT}-auth-delegator\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: system:auth-delegator\nsubjects:\n- kind: ServiceAccount\n  name: {ACCOUNT}\n  namespace: {OLM_NAMESPACE}\n"
             ),
         )?;
         let client = plane.client().await?;
-        let request: k8s_openapi::api::authentication::v1::TokenRequest =
-            serde_json::from_value(serde_json::json!({"spec": {"expirationSeconds": 86400}}))
-                .expect("a token request");
-        let token = kube::Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(
-            client.clone(),
-            OLM_NAMESPACE,
-        )
-        .create_token_request(ACCOUNT, &kube::api::PostParams::default(), &request)
-        .await?
-        .status
-        .map(|s| s.token)
-        .unwrap_or_default();
-        let account = dir.join("serviceaccount");
-        std::fs::create_dir_all(&account).map_err(|e| failed("packageserver", e.to_string()))?;
-        for (name, contents) in [
-            ("token", token),
-            ("ca.crt", plane.ca_pem().to_owned()),
-            ("namespace", OLM_NAMESPACE.to_owned()),
-        ] {
-            std::fs::write(account.join(name), contents)
-                .map_err(|e| failed("packageserver", e.to_string()))?;
-        }
-        std::fs::create_dir_all(IN_CLUSTER).map_err(|e| {
-            failed(
-                "packageserver",
-                format!("{IN_CLUSTER}: {e} (the in-cluster config's fixed path; the tests run as root)"),
-            )
-        })?;
         let (host, api_port) = plane
             .server()
             .trim_start_matches("https://")
             .rsplit_once(':')
             .map(|(h, p)| (h.to_owned(), p.to_owned()))
             .ok_or_else(|| failed("packageserver", "the apiserver's address has no port"))?;
-        let mut args = vec![
-            "--mount".to_owned(),
-            "--propagation=private".to_owned(),
-            "/bin/sh".to_owned(),
-            "-c".to_owned(),
-            format!("mount --bind \"$0\" {IN_CLUSTER} && exec /usr/bin/env -u CI \"$@\""),
-            account.display().to_string(),
-            toolchain.bin("package-server").display().to_string(),
-        ];
-        args.extend([
+        let args = [
             format!("--secure-port={port}"),
             "--bind-address=127.0.0.1".to_owned(),
             format!("--global-namespace={OLM_NAMESPACE}"),
@@ -133,7 +93,8 @@ impl PackageServer {
             format!("--tls-cert-file={}", cert.display()),
             format!("--tls-private-key-file={}", key.display()),
             "--interval=30s".to_owned(),
-        ]);
+        ];
+        let args = crate::olmv1::as_pod(&account, &toolchain.bin("package-server"), &args);
         let process = Supervised::spawn_with_env(
             plane.dir(),
             "package-server",

@@ -5,15 +5,15 @@
 //! [`csv`](super::csv), [`csv_annotations`](super::csv_annotations),
 //! [`examples`](super::examples), [`install`](super::install),
 //! [`permissions`](super::permissions), [`webhooks`](super::webhooks),
-//! [`owned_crds`](super::owned_crds) and [`crd`](super::crd).
+//! [`owned_crds`](super::owned_crds), [`crd`](super::crd) and [`olm_v1`](super::olm_v1).
 
 use std::io::Write;
 
 use serde_json::Value;
 
 use super::{
-    LoadedBundle, Report, bundle_annotations, crd, csv, csv_annotations, examples, install, owned_crds,
-    permissions, webhooks,
+    LoadedBundle, Report, bundle_annotations, crd, csv, csv_annotations, examples, install, olm_v1,
+    owned_crds, permissions, webhooks,
 };
 
 /// The largest bundle an index accepts: files gzipped one by one, base64-encoded and summed.
@@ -74,6 +74,7 @@ fn gzip_base64_size(bytes: &[u8]) -> usize {
 
 pub(super) fn check(bundle: &LoadedBundle, report: &mut Report) {
     bundle_annotations::check(bundle, report);
+    olm_v1::check_bundle(bundle, report);
 
     // Size.
     let size: usize = bundle.files.iter().map(|(_, b)| gzip_base64_size(b)).sum();

@@ -20,8 +20,15 @@
 //! | minimum, minLength, minItems, minProperties | `property/min.go` | a bound added or raised |
 //! | default | `property/default.go` | a default added, removed or changed |
 //!
-//! Not checked here yet: `pattern`, `format`, `nullable`, `oneOf`/`anyOf`/`allOf`/`not`,
-//! `uniqueItems` and `x-kubernetes-validations`, which crdify also compares.
+//! crdify has no rule for `x-kubernetes-validations` (CEL): any change to a field's rules is an
+//! "unhandled change", which the preflight refuses under its default `Strict` enforcement (seen
+//! against operator-controller 1.5.1: `v1: ^.spec.target: unhandled: unhandled changes found`).
+//! [`unhandled`] finds those; the catalog check warns about them, because an administrator
+//! approves such an upgrade by setting the ClusterExtension's
+//! `spec.install.preflight.crdUpgradeSafety.enforcement` to `None`.
+//!
+//! Not checked here yet: `pattern`, `format`, `nullable`, `oneOf`/`anyOf`/`allOf`/`not` and
+//! `uniqueItems`, which crdify also compares.
 
 use std::collections::BTreeMap;
 
@@ -166,11 +173,60 @@ pub fn refusals(old: &Value, new: &Value) -> Vec<(String, String)> {
     out
 }
 
+/// The changes of CRD `old` to `new` that OLM v1's preflight cannot judge and so refuses unless
+/// its enforcement is `None`: `(field, reason)` pairs, the reason in crdify's words
+/// (`<version>: <path>: unhandled: …`). Pure.
+pub fn unhandled(old: &Value, new: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let new_versions = versions(new);
+    for (version, old_schema) in versions(old) {
+        let Some(new_schema) = new_versions.get(&version) else {
+            continue;
+        };
+        let (mut before, mut after) = (BTreeMap::new(), BTreeMap::new());
+        flatten(old_schema, "^".to_owned(), &mut before);
+        flatten(new_schema, "^".to_owned(), &mut after);
+        for (path, old_field) in &before {
+            let Some(new_field) = after.get(path) else {
+                continue;
+            };
+            let rules = |field: &Value| field["x-kubernetes-validations"].clone();
+            if rules(old_field) != rules(new_field) {
+                out.push((
+                    format!("spec.versions[{version}].schema.{path}.x-kubernetes-validations"),
+                    format!(
+                        "{version}: {path}: unhandled: unhandled changes found (x-kubernetes-validations)"
+                    ),
+                ));
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::{Value, json};
 
-    use super::refusals;
+    use super::{refusals, unhandled};
+
+    #[test]
+    fn a_changed_cel_rule_is_unhandled_and_an_unchanged_one_is_not() {
+        let schema = |rule: &str| {
+            json!({"spec": {"versions": [{"name": "v1", "schema": {"openAPIV3Schema": {
+                "type": "object",
+                "properties": {"spec": {"type": "object", "x-kubernetes-validations": [{"rule": rule}]}},
+            }}}]}})
+        };
+        assert_eq!(
+            unhandled(&schema("a"), &schema("b")),
+            vec![(
+                "spec.versions[v1].schema.^.spec.x-kubernetes-validations".to_owned(),
+                "v1: ^.spec: unhandled: unhandled changes found (x-kubernetes-validations)".to_owned()
+            )]
+        );
+        assert!(unhandled(&schema("a"), &schema("a")).is_empty());
+    }
 
     fn crd(spec: Value) -> Value {
         json!({

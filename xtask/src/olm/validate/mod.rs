@@ -7,8 +7,9 @@
 //! others: `bundle_annotations` (`metadata/annotations.yaml`), `csv` (the CSV's identity and
 //! OperatorHub listing), `csv_annotations`, `examples` (`alm-examples`), `install` (install
 //! modes, strategy, Deployments), `permissions` (RBAC), `webhooks`, `owned_crds` (owned CRDs and
-//! their descriptors) and `crd` (each CRD on its own). `upgrade` checks the catalog and upgrade
-//! safety across releases; `formats` holds the name, image and e-mail rules they share.
+//! their descriptors), `crd` (each CRD on its own) and `olm_v1` (what OLM v1 cannot honour, as
+//! warnings). `upgrade` checks the catalog and upgrade safety across releases, and `olm_v1` the
+//! catalog's dependencies; `formats` holds the name, image and e-mail rules they share.
 
 mod bundle;
 mod bundle_annotations;
@@ -19,6 +20,7 @@ mod csv_annotations;
 mod examples;
 mod formats;
 mod install;
+mod olm_v1;
 mod owned_crds;
 mod permissions;
 mod upgrade;
@@ -250,7 +252,10 @@ pub fn validate(root: &Path) -> Vec<Finding> {
         let file = relative(root, &path);
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         match serde_saphyr::from_multiple::<Value>(&text) {
-            Ok(blobs) => upgrade::check(&file, &blobs, &bundles, &mut report),
+            Ok(blobs) => {
+                upgrade::check(&file, &blobs, &bundles, &mut report);
+                olm_v1::check_catalog(&file, &blobs, &mut report);
+            }
             Err(e) => report.error(&file, "-", format!("not YAML: {e}")),
         }
     }

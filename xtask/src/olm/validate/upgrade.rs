@@ -479,7 +479,7 @@ pub(super) fn check(file: &str, blobs: &[Value], bundles: &[LoadedBundle], repor
                                 .map(|(f, _)| f.to_owned())
                         })
                         .unwrap_or_else(|| next_dir.clone());
-                    report.error(&crd_file, "spec.versions", format!("{to} drops {crd} {version}, which objects may still be stored in after upgrading from {from}; keep serving it until storage is migrated (tusk-operator migrate-storage) on every path into {to}"));
+                    report.error(&crd_file, "spec.versions", format!("{to} drops {crd} {version}, which objects may still be stored in after upgrading from {from}; keep serving it until storage is migrated (tusk-operator migrate-storage) on every path into {to}. OLM v0 refuses it (risk of data loss), and so does OLM v1: validating upgrade for CRD {crd:?}: storedVersionRemoval: stored versions removed : [{version}]"));
                 }
             }
         }
@@ -495,6 +495,17 @@ pub(super) fn check(file: &str, blobs: &[Value], bundles: &[LoadedBundle], repor
                 else {
                     continue;
                 };
+                let name = crd["metadata"]["name"].as_str().unwrap_or_default();
+                for (field, reason) in super::crd_upgrade::unhandled(before, crd) {
+                    report.warn(
+                        crd_file,
+                        field,
+                        format!(
+                            "OLM v1's CRD upgrade-safety preflight refuses the upgrade from {from} to {to} unless an administrator approves it \
+                             (spec.install.preflight.crdUpgradeSafety.enforcement: None): validating upgrade for CRD {name:?}: {reason}"
+                        ),
+                    );
+                }
                 for (field, refusal) in super::crd_upgrade::refusals(before, crd) {
                     report.error(
                         crd_file,
