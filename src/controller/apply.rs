@@ -11,6 +11,7 @@ use kube::{
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
+use super::known::{self, Known};
 use crate::facts::cluster::FIELD_MANAGER;
 
 /// What [`ensure`] did.
@@ -101,8 +102,10 @@ fn quantity(text: &str) -> Option<i128> {
     })
 }
 
-/// Makes the live object hold `desired`: reads it, and applies only if something differs.
-pub async fn ensure<K>(client: &Client, desired: &K) -> Result<Outcome, kube::Error>
+/// Makes the live object hold `desired`: reads it, and applies only if something differs. When
+/// `known` says the object has not changed since it last held what `desired` holds, nothing is
+/// sent at all.
+pub async fn ensure<K>(client: &Client, known: &Known, desired: &K) -> Result<Outcome, kube::Error>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + Serialize
@@ -115,19 +118,27 @@ where
     let namespace = meta.namespace.as_deref().expect("desired objects are namespaced");
     let api = Api::<K>::namespaced(client.clone(), namespace);
     let wanted = serde_json::to_value(desired).expect("Kubernetes objects serialize");
+    let (key, hash) = (known::key::<K>(namespace, name), known::hash(&wanted));
+    if known.unchanged(&key, hash) {
+        return Ok(Outcome::Unchanged);
+    }
     let live = api.get_opt(name).await?;
     if let Some(live) = &live {
+        let version = live.meta().resource_version.clone();
         let live = serde_json::to_value(live).expect("Kubernetes objects serialize");
         if contains(&live, &wanted) {
+            known.applied(key, version, hash);
             return Ok(Outcome::Unchanged);
         }
     }
-    api.patch(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(desired),
-    )
-    .await?;
+    let applied = api
+        .patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(desired),
+        )
+        .await?;
+    known.applied(key, applied.meta().resource_version.clone(), hash);
     Ok(if live.is_some() {
         Outcome::Applied
     } else {

@@ -6,6 +6,7 @@
 pub mod apply;
 pub mod backup_target;
 pub mod condition;
+pub mod known;
 pub mod leader;
 pub mod postgres_backup;
 pub mod postgres_backup_schedule;
@@ -21,7 +22,8 @@ use std::{collections::HashMap, sync::Arc, sync::Mutex, time::Duration};
 
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
-    core::v1::{ConfigMap, Secret, Service, ServiceAccount},
+    core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount},
+    networking::v1::NetworkPolicy,
     policy::v1::PodDisruptionBudget,
 };
 use kube::{
@@ -68,6 +70,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Every cluster's primary Lease, as last seen change.
     pub leases: Arc<postgres_cluster::failover::LeaseTracker>,
+    /// What the cluster controller knows without asking: see [`known`].
+    pub known: Arc<known::Known>,
     /// Consecutive failures per object, for backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -80,6 +84,7 @@ impl Context {
         endpoints: crate::sql::endpoint::Endpoints,
         resync: Duration,
         state: Arc<crate::admin::State>,
+        known: Arc<known::Known>,
     ) -> Self {
         let connections = crate::sql::connections::Connections::new(state.metrics.sql_statements());
         let recorder = Recorder::new(
@@ -91,6 +96,7 @@ impl Context {
         );
         Self {
             leases: Arc::default(),
+            known,
             recorder,
             client,
             config,
@@ -113,10 +119,20 @@ pub async fn run(
     state: Arc<crate::admin::State>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let ctx = Arc::new(Context::new(client.clone(), config, endpoints, resync, state));
-    // Children only trigger reconciles of their owner; reconcile reads what it needs. So they are
-    // watched as metadata only, only when Tusk manages them, and not cached: the operator's
-    // memory then grows with the number of clusters, not with the number of their children.
+    let (known, writers) = known::Known::new();
+    let known = Arc::new(known);
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        config,
+        endpoints,
+        resync,
+        state,
+        known.clone(),
+    ));
+    // Children trigger reconciles of their owner. They are watched as metadata only, only when
+    // Tusk manages them, and only their resourceVersions are kept (see `known`); the
+    // StatefulSets and pods are kept stripped to what a reconcile reads. The operator's memory
+    // grows with the number of clusters, by a few KiB each.
     let managed = watcher::Config::default().labels(&crate::facts::cluster::managed_selector());
     let everything = watcher::Config::default();
     // A primary Lease that expires wakes its cluster at once, whatever the resync.
@@ -143,20 +159,51 @@ pub async fn run(
             Some(((), profile))
         },
     ))
-    .owns_stream(metadata::<StatefulSet>(&client, &managed))
-    .owns_stream(metadata::<ConfigMap>(&client, &managed))
-    .owns_stream(metadata::<Secret>(&client, &managed))
-    .owns_stream(metadata::<Service>(&client, &managed))
-    .owns_stream(metadata::<ServiceAccount>(&client, &managed))
-    .owns_stream(metadata::<k8s_openapi::api::rbac::v1::Role>(&client, &managed))
-    .owns_stream(metadata::<k8s_openapi::api::rbac::v1::RoleBinding>(
-        &client, &managed,
+    .owns_stream(
+        known
+            .note(
+                watcher(Api::<StatefulSet>::all(client.clone()), managed.clone())
+                    .default_backoff()
+                    .modify(known::strip_statefulset),
+            )
+            .reflect(writers.statefulsets)
+            .touched_objects(),
+    )
+    .owns_stream(noted::<ConfigMap>(&known, &client, &managed))
+    .owns_stream(noted::<Secret>(&known, &client, &managed))
+    .owns_stream(noted::<Service>(&known, &client, &managed))
+    .owns_stream(noted::<ServiceAccount>(&known, &client, &managed))
+    .owns_stream(noted::<k8s_openapi::api::rbac::v1::Role>(
+        &known, &client, &managed,
     ))
-    .owns_stream(metadata::<PodDisruptionBudget>(&client, &managed))
+    .owns_stream(noted::<k8s_openapi::api::rbac::v1::RoleBinding>(
+        &known, &client, &managed,
+    ))
+    .owns_stream(noted::<PodDisruptionBudget>(&known, &client, &managed))
+    .owns_stream(noted::<NetworkPolicy>(&known, &client, &managed))
+    .owns_stream(noted::<PostgresUser>(&known, &client, &managed))
+    .owns_stream(noted::<PostgresDatabase>(&known, &client, &managed))
+    // A pod's role label or readiness that changes is seen at once; reconcile reads the pods
+    // from this watch.
+    .watches_stream(
+        known
+            .note(
+                watcher(Api::<Pod>::all(client.clone()), managed.clone())
+                    .default_backoff()
+                    .modify(known::strip_pod),
+            )
+            .reflect(writers.pods)
+            .touched_objects(),
+        |pod| {
+            let cluster = pod.labels().get(crate::facts::cluster::CLUSTER_LABEL)?;
+            Some(ObjectRef::<PostgresCluster>::new(cluster).within(&pod.namespace()?))
+        },
+    )
     // A certificate Secret that names its cluster (cert-manager's, or a user's) is served as
     // soon as it changes.
     .watches_stream(
-        metadata::<Secret>(
+        noted::<Secret>(
+            &known,
             &client,
             &watcher::Config::default().labels(&crate::facts::cluster::named_for_a_cluster_selector()),
         ),
@@ -175,6 +222,7 @@ pub async fn run(
             Some(ObjectRef::<PostgresCluster>::new(&backup.spec.cluster.name).within(&namespace))
         },
     );
+    known.clusters_from(clusters.store());
     let users = Controller::new(
         Api::<PostgresUser>::all(client.clone()),
         watcher::Config::default(),
@@ -184,7 +232,7 @@ pub async fn run(
     // reconciles the PostgresUsers that name it.
     let user_store = users.store();
     let password_users = user_store.clone();
-    let users = users.watches_stream(metadata::<Secret>(&client, &everything), move |secret| {
+    let users = users.watches_stream(noted::<Secret>(&known, &client, &everything), move |secret| {
         let namespace = secret.namespace();
         let name = secret.name_any();
         password_users
@@ -243,6 +291,7 @@ pub async fn run(
         Api::<PostgresBackup>::all(client.clone()),
         watcher::Config::default(),
     );
+    known.backups_from(backups.store());
     let schedules = Controller::new(
         Api::<PostgresBackupSchedule>::all(client.clone()),
         watcher::Config::default(),
@@ -310,6 +359,27 @@ where
 {
     watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), config.clone())
         .default_backoff()
+        .touched_objects()
+}
+
+/// Every change of any `K` that `config` selects, as metadata only, each resourceVersion noted
+/// in `known`.
+fn noted<K>(
+    known: &Arc<known::Known>,
+    client: &Client,
+    config: &watcher::Config,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    known
+        .note(watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), config.clone()).default_backoff())
         .touched_objects()
 }
 

@@ -82,8 +82,9 @@ async fn password(
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     if let Some(source) = &user.spec.password_secret {
         let key = source.key.as_deref().unwrap_or(PASSWORD_KEY);
-        let Some(secret) = secrets
-            .get_opt(&source.name)
+        let Some(secret) = ctx
+            .known
+            .read(&secrets, namespace, &source.name)
             .await
             .map_err(Error::kube("reading the password Secret"))?
         else {
@@ -96,8 +97,9 @@ async fn password(
         return Ok(
             match secret
                 .data
-                .and_then(|mut d| d.remove(key))
-                .map(|v| String::from_utf8(v.0))
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|v| String::from_utf8(v.0.clone()))
             {
                 Some(Ok(value)) if !value.is_empty() => Ok(Password {
                     value,
@@ -114,8 +116,9 @@ async fn password(
         );
     }
     let name = binding_name(user);
-    let existing = secrets
-        .get_opt(&name)
+    let existing = ctx
+        .known
+        .read(&secrets, namespace, &name)
         .await
         .map_err(Error::kube("reading the binding Secret"))?;
     let generated = |value: String| {
@@ -134,8 +137,9 @@ async fn password(
         Some(secret) => {
             let kept = secret
                 .data
-                .and_then(|mut d| d.remove(PASSWORD_KEY))
-                .and_then(|p| String::from_utf8(p.0).ok())
+                .as_ref()
+                .and_then(|d| d.get(PASSWORD_KEY))
+                .and_then(|p| String::from_utf8(p.0.clone()).ok())
                 .filter(|p| !p.is_empty());
             generated(kept.unwrap_or_else(crate::password::generate))
         }
@@ -360,7 +364,7 @@ async fn observe_and_apply(
         client: client.as_ref(),
     });
     let secret = binding_secret(user, &binding_name(user), cluster, entries);
-    ensure(&ctx.client, &secret)
+    ensure(&ctx.client, &ctx.known, &secret)
         .await
         .map_err(Error::kube("applying the binding Secret"))?;
     Ok(Ok(password.source_version))
@@ -377,11 +381,12 @@ async fn client_certificate(
 ) -> Result<Result<KeyedCert, Problem>, Error> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let cluster = &user.spec.cluster.name;
-    let ca_secret = secrets
-        .get_opt(&Names(cluster).ca_secret())
+    let ca_secret = ctx
+        .known
+        .read(&secrets, namespace, &Names(cluster).ca_secret())
         .await
         .map_err(Error::kube("reading the cluster's CA"))?;
-    let Some(authority) = keyed(ca_secret.as_ref(), tls::CA, tls::CA_KEY) else {
+    let Some(authority) = keyed(ca_secret.as_deref(), tls::CA, tls::CA_KEY) else {
         return Ok(Err(Problem::new(
             "ClusterUnreachable",
             format!(
@@ -390,11 +395,12 @@ async fn client_certificate(
             ),
         )));
     };
-    let binding = secrets
-        .get_opt(&binding_name(user))
+    let binding = ctx
+        .known
+        .read(&secrets, namespace, &binding_name(user))
         .await
         .map_err(Error::kube("reading the binding Secret"))?;
-    let stored = keyed(binding.as_ref(), tls::SERVER_CERT, tls::SERVER_KEY);
+    let stored = keyed(binding.as_deref(), tls::SERVER_CERT, tls::SERVER_KEY);
     let (cert, why) = pki::keep_or_issue(
         "client certificate",
         stored,

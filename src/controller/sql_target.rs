@@ -31,15 +31,17 @@ pub async fn session(
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let name = Names(cluster).superuser_secret();
     let credentials = || async move {
-        let secret = secrets
-            .get_opt(&name)
+        let secret = ctx
+            .known
+            .read(&secrets, namespace, &name)
             .await
             .map_err(|e| SqlError::Password(format!("reading Secret {name}: {e}")))?
             .ok_or_else(|| SqlError::Password(format!("Secret {name} does not exist yet")))?;
         let password = secret
             .data
-            .and_then(|mut d| d.remove(PASSWORD_KEY))
-            .and_then(|p| String::from_utf8(p.0).ok())
+            .as_ref()
+            .and_then(|d| d.get(PASSWORD_KEY))
+            .and_then(|p| String::from_utf8(p.0.clone()).ok())
             .ok_or_else(|| SqlError::Password(format!("Secret {name} has no UTF-8 data.password")))?;
         let ca = server_ca(ctx, namespace, cluster).await?;
         Ok(Credentials {
@@ -55,9 +57,7 @@ pub async fn session(
 /// `None` when the cluster runs with `spec.tls.mode: Disabled`. A cluster with TLS whose Secret
 /// is not there yet is an error: nothing connects to it without verifying it.
 pub async fn server_ca(ctx: &Context, namespace: &str, cluster: &str) -> Result<Option<String>, SqlError> {
-    let clusters: Api<PostgresCluster> = Api::namespaced(ctx.client.clone(), namespace);
-    let found = clusters
-        .get_opt(cluster)
+    let found = find_cluster(ctx, namespace, cluster)
         .await
         .map_err(|e| SqlError::Tls(format!("reading PostgresCluster {cluster}: {e}")))?
         .ok_or_else(|| SqlError::Tls(format!("PostgresCluster {cluster} does not exist")))?;
@@ -65,12 +65,14 @@ pub async fn server_ca(ctx: &Context, namespace: &str, cluster: &str) -> Result<
         return Ok(None);
     }
     let name = Names(cluster).tls_secret();
-    let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
-        .get_opt(&name)
+    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), namespace);
+    let secret = ctx
+        .known
+        .read(&secrets, namespace, &name)
         .await
         .map_err(|e| SqlError::Tls(format!("reading Secret {name}: {e}")))?
         .ok_or_else(|| SqlError::Tls(format!("Secret {name} does not exist yet")))?;
-    crate::controller::postgres_cluster::tls::text(Some(&secret), tls::CA)
+    crate::controller::postgres_cluster::tls::text(Some(secret.as_ref()), tls::CA)
         .map(Some)
         .ok_or_else(|| SqlError::Tls(format!("Secret {name} has no UTF-8 data.{}", tls::CA)))
 }
@@ -78,12 +80,24 @@ pub async fn server_ca(ctx: &Context, namespace: &str, cluster: &str) -> Result<
 /// True when the cluster is gone or being deleted: its roles and databases go with it, so a
 /// deleted `PostgresUser` or `PostgresDatabase` has nothing left to drop.
 pub async fn cluster_gone(ctx: &Context, namespace: &str, cluster: &str) -> Result<bool, Error> {
-    let clusters: Api<PostgresCluster> = Api::namespaced(ctx.client.clone(), namespace);
-    let found = clusters
-        .get_opt(cluster)
+    let found = find_cluster(ctx, namespace, cluster)
         .await
         .map_err(Error::kube("reading the PostgresCluster"))?;
     Ok(found.is_none_or(|c| c.metadata.deletion_timestamp.is_some()))
+}
+
+/// The `PostgresCluster` named `cluster`: as the cluster controller's watch last saw it, or read
+/// from the apiserver until that watch has listed.
+async fn find_cluster(
+    ctx: &Context,
+    namespace: &str,
+    cluster: &str,
+) -> Result<Option<Arc<PostgresCluster>>, kube::Error> {
+    if let Some(found) = ctx.known.cluster(namespace, cluster) {
+        return Ok(found);
+    }
+    let clusters: Api<PostgresCluster> = Api::namespaced(ctx.client.clone(), namespace);
+    Ok(clusters.get_opt(cluster).await?.map(Arc::new))
 }
 
 /// Percent-encodes `value` for the user or password part of a URI (RFC 3986 unreserved kept).

@@ -315,11 +315,30 @@ pub async fn run(
     );
     println!("| operator RSS at the end | {:.1} MiB |", now as f64 / 1024.0);
     for (verb, n) in &converge_requests {
-        println!("| requests until Ready: {verb} | {n} |");
+        println!(
+            "| requests until Ready: {verb} | {n} ({:.1} per cluster) |",
+            *n as f64 / clusters as f64
+        );
     }
+    // Each cluster is reconciled once per resync; watches are per kind, not per cluster.
+    let resyncs = steady_seconds as f64 / resync as f64;
     for (verb, n) in &steady_requests {
-        println!("| requests in {steady_seconds} s of steady state ({resync} s resync): {verb} | {n} |");
+        let per = if verb == "watch" {
+            String::new()
+        } else {
+            format!(
+                " ({:.2} per cluster per resync)",
+                *n as f64 / clusters as f64 / resyncs
+            )
+        };
+        println!("| requests in {steady_seconds} s of steady state ({resync} s resync): {verb} | {n}{per} |");
     }
+    let steady_reads: usize = steady_requests
+        .iter()
+        .filter(|(verb, _)| matches!(verb.as_str(), "get" | "list"))
+        .map(|(_, n)| n)
+        .sum();
+    println!("| reads (get, list) in steady state | {steady_reads} |");
     println!("| writes in steady state | {steady_writes} |");
     println!();
     println!("(Lease renewals for leader election are left out of the counts.)");

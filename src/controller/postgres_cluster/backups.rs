@@ -240,12 +240,8 @@ pub async fn observe(
             }
         }
     };
-    let backups = Api::<PostgresBackup>::namespaced(ctx.client.clone(), namespace)
-        .list(&kube::api::ListParams::default())
-        .await
-        .map_err(Error::kube("listing the PostgresBackups"))?;
+    let backups = backups_in(ctx, namespace).await?;
     let mut completed: Vec<(String, String)> = backups
-        .items
         .into_iter()
         .filter(|b| b.spec.cluster.name == name)
         .filter_map(|b| {
@@ -256,6 +252,22 @@ pub async fn observe(
         .collect();
     completed.sort_by(|a, b| a.1.cmp(&b.1));
     Ok(ArchiveObservation { archive, completed })
+}
+
+/// The `PostgresBackup`s in `namespace`: as the backup controller's watch last saw them, or
+/// listed until that watch has listed.
+async fn backups_in(ctx: &Context, namespace: &str) -> Result<Vec<std::sync::Arc<PostgresBackup>>, Error> {
+    if let Some(known) = ctx.known.backups(namespace) {
+        return Ok(known);
+    }
+    Ok(Api::<PostgresBackup>::namespaced(ctx.client.clone(), namespace)
+        .list(&kube::api::ListParams::default())
+        .await
+        .map_err(Error::kube("listing the PostgresBackups"))?
+        .items
+        .into_iter()
+        .map(std::sync::Arc::new)
+        .collect())
 }
 
 /// Applies `spec.backup.retention` to every completed backup of the cluster: those older than it
@@ -277,14 +289,10 @@ pub async fn retain(
     };
     let name = cluster.name_any();
     let now = k8s_openapi::jiff::Timestamp::now();
-    let backups = Api::<PostgresBackup>::namespaced(ctx.client.clone(), namespace)
-        .list(&kube::api::ListParams::default())
-        .await
-        .map_err(Error::kube("listing the PostgresBackups"))?;
+    let backups = backups_in(ctx, namespace).await?;
     // Only backups in the cluster's own target, and only once one is old enough: most
     // reconciles send no request to the store.
     let eligible: std::collections::BTreeSet<String> = backups
-        .items
         .iter()
         .filter(|b| b.spec.cluster.name == name && b.spec.target.is_none())
         .filter(|b| {
@@ -296,7 +304,7 @@ pub async fn retain(
                         .is_some_and(|at| now.duration_since(at) > max_age)
             })
         })
-        .map(ResourceExt::name_any)
+        .map(|b| b.name_any())
         .collect();
     if eligible.is_empty() {
         return Ok(None);

@@ -117,10 +117,9 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
                 Some(backups::observe(&ctx, &cluster, &namespace, observed.primary.as_deref()).await?);
         }
     }
-    observed.statefulset = Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace)
-        .get_opt(&name)
-        .await
-        .map_err(Error::kube("reading the StatefulSet"))?;
+    observed.statefulset = statefulset(&ctx, &namespace, &name)
+        .await?
+        .map(Arc::unwrap_or_clone);
 
     // Status, written only when it changed.
     let status = desired_status(&cluster, &observed, &super::condition::now_rfc3339());
@@ -180,11 +179,16 @@ async fn superuser_password(
     cluster: &str,
 ) -> Result<Result<String, Problem>, Error> {
     let secret = Names(cluster).superuser_secret();
-    let existing = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
-        .get_opt(&secret)
+    let existing = ctx
+        .known
+        .read(
+            &Api::<Secret>::namespaced(ctx.client.clone(), namespace),
+            namespace,
+            &secret,
+        )
         .await
         .map_err(Error::kube("reading the superuser Secret"))?
-        .and_then(|s| s.data?.remove(PASSWORD_KEY));
+        .and_then(|s| s.data.as_ref()?.get(PASSWORD_KEY).cloned());
     let Some(existing) = existing else {
         return Ok(Ok(crate::password::generate()));
     };
@@ -207,6 +211,23 @@ async fn superuser_password(
         )));
     }
     Ok(Ok(password))
+}
+
+/// The StatefulSet of cluster `name`, from its watch (metadata and status: see
+/// [`super::known`]); read from the apiserver until that watch has listed.
+pub async fn statefulset(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Arc<StatefulSet>>, Error> {
+    if let Some(known) = ctx.known.statefulset(namespace, name) {
+        return Ok(known);
+    }
+    Api::<StatefulSet>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .map(|s| s.map(Arc::new))
+        .map_err(Error::kube("reading the StatefulSet"))
 }
 
 /// Applies every child that differs from what the cluster wants, and tells the user what changed.
@@ -251,6 +272,10 @@ async fn remove_network_policy(cluster: &PostgresCluster, ctx: &Context) -> Resu
     let step = "the NetworkPolicy";
     let name = cluster.name_any();
     let namespace = cluster.namespace().unwrap_or_default();
+    // The NetworkPolicies Tusk made are labelled as its own, and watched.
+    if ctx.known.absent::<NetworkPolicy>(&namespace, &name) == Some(true) {
+        return Ok(());
+    }
     let api = kube::Api::<NetworkPolicy>::namespaced(ctx.client.clone(), &namespace);
     let Some(policy) = api
         .get_opt(&name)
@@ -288,7 +313,7 @@ where
         + Clone
         + std::fmt::Debug,
 {
-    let outcome = ensure(&ctx.client, child)
+    let outcome = ensure(&ctx.client, &ctx.known, child)
         .await
         .map_err(|source| Error::Kube { step: what, source })?;
     let child_name = format!(
@@ -383,10 +408,21 @@ fn instance_manager_of(pod: &Pod) -> Option<&str> {
 async fn label_roles(ctx: &Context, namespace: &str, cluster: &PostgresCluster) -> Result<Roles, Error> {
     let name = cluster.name_any();
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), namespace);
-    let list = pods
-        .list(&ListParams::default().labels(&format!("{CLUSTER_LABEL}={name}")))
-        .await
-        .map_err(Error::kube("listing the pods"))?;
+    // From the pod watch; listed only until that watch has listed.
+    let items = match ctx.known.pods(namespace, &name) {
+        Some(items) => items,
+        None => {
+            pods.list(&ListParams::default().labels(&format!("{CLUSTER_LABEL}={name}")))
+                .await
+                .map_err(Error::kube("listing the pods"))?
+                .items
+        }
+    };
+    let list = kube::core::ObjectList {
+        types: Default::default(),
+        metadata: Default::default(),
+        items,
+    };
     let names: Vec<String> = list.items.iter().map(ResourceExt::name_any).collect();
     let reports = instances::poll(ctx, namespace, &name, &names).await;
     // Each pod's instance manager, and whether it is the one the operator deploys.
@@ -652,7 +688,11 @@ async fn roll(
                 if pod == holder {
                     ctx.leases.restarting(namespace, &pod);
                 }
-                if rollout::restart(ctx, namespace, &pod).await? {
+                let uid = pods
+                    .iter()
+                    .find(|p| p.name_any() == pod)
+                    .and_then(|p| p.metadata.uid.clone());
+                if rollout::restart(ctx, namespace, &pod, uid).await? {
                     record(ctx, cluster, Happened::RollingUpdate(what.clone())).await;
                     (note("RollingUpdate", what), true, None)
                 } else {

@@ -19,7 +19,7 @@
 //! [`failover::RESTART_GRACE`]), and each replica after it once it replayed the primary's new
 //! values ([`below`]).
 
-use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, ResourceExt, api::DeleteParams};
 
 use super::failover;
@@ -262,11 +262,7 @@ pub async fn next(
     holder: &str,
     reports: &[super::instances::Report],
 ) -> Result<Next, Error> {
-    let Some(sts) = Api::<StatefulSet>::namespaced(ctx.client.clone(), namespace)
-        .get_opt(&cluster.name_any())
-        .await
-        .map_err(Error::kube("reading the StatefulSet"))?
-    else {
+    let Some(sts) = super::statefulset(ctx, namespace, &cluster.name_any()).await? else {
         return Ok(Next::Done);
     };
     let status = sts.status.as_ref();
@@ -323,14 +319,23 @@ pub async fn next(
 }
 
 /// Restarts `pod`: deletes it, and the StatefulSet makes it again from the current template.
+/// With `uid`, only the pod the decision was made on is deleted: one made again under the same
+/// name since (which a watch may not have shown yet) is left alone, as already restarted.
 /// `Ok(false)` when the operator may not delete pods (an older release's permissions).
-pub async fn restart(ctx: &Context, namespace: &str, pod: &str) -> Result<bool, Error> {
+pub async fn restart(ctx: &Context, namespace: &str, pod: &str, uid: Option<String>) -> Result<bool, Error> {
+    let params = DeleteParams {
+        preconditions: uid.map(|uid| kube::api::Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
     match Api::<Pod>::namespaced(ctx.client.clone(), namespace)
-        .delete(pod, &DeleteParams::default())
+        .delete(pod, &params)
         .await
     {
         Ok(_) => Ok(true),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(true),
         Err(kube::Error::Api(e)) if e.code == 403 => Ok(false),
         Err(e) => Err(Error::Kube {
             step: "deleting a pod to update it",

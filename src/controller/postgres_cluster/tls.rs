@@ -165,8 +165,8 @@ pub async fn material(
     let names = Names(&name);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let get = async |secret: String| {
-        secrets
-            .get_opt(&secret)
+        ctx.known
+            .read(&secrets, namespace, &secret)
             .await
             .map_err(Error::kube("reading a TLS Secret"))
     };
@@ -186,7 +186,7 @@ pub async fn material(
     ) {
         (TlsMode::Provided, Some(secret), _) => {
             let found = get(secret.clone()).await?;
-            match provided("spec.tls.secretName", &secret, found.as_ref()) {
+            match provided("spec.tls.secretName", &secret, found.as_deref()) {
                 Ok(p) => Some(p),
                 Err(problem) => return Ok(Err(Refused::Problem(problem))),
             }
@@ -200,9 +200,9 @@ pub async fn material(
         _ => None,
     };
     let stored = Stored {
-        ca: keyed(ca.as_ref(), tls::CA, tls::CA_KEY),
-        server: keyed(own.as_ref(), tls::SERVER_CERT, tls::SERVER_KEY),
-        replication: keyed(own.as_ref(), tls::REPLICATION_CERT, tls::REPLICATION_KEY),
+        ca: keyed(ca.as_deref(), tls::CA, tls::CA_KEY),
+        server: keyed(own.as_deref(), tls::SERVER_CERT, tls::SERVER_KEY),
+        replication: keyed(own.as_deref(), tls::REPLICATION_CERT, tls::REPLICATION_KEY),
     };
     match plan(
         &server_names,
@@ -253,12 +253,13 @@ async fn from_cert_manager(
     }
     let name = cluster.name_any();
     let secret = Names(&name).server_certificate_secret();
-    let found = secrets
-        .get_opt(&secret)
+    let namespace = cluster.namespace().unwrap_or_default();
+    let found = ctx
+        .known
+        .read(secrets, &namespace, &secret)
         .await
         .map_err(Error::kube("reading the cert-manager Secret"))?;
     let Some(found) = found else {
-        let namespace = cluster.namespace().unwrap_or_default();
         let why = Api::<certificate::Certificate>::namespaced(ctx.client.clone(), &namespace)
             .get_opt(&Names(&name).server_certificate())
             .await
@@ -274,7 +275,7 @@ async fn from_cert_manager(
             ),
         )));
     };
-    Ok(provided(FIELD, &secret, Some(&found)))
+    Ok(provided(FIELD, &secret, Some(found.as_ref())))
 }
 
 #[cfg(test)]

@@ -1,0 +1,468 @@
+//! What the cluster controller knows without asking the apiserver, so that a converged cluster's
+//! resync sends no request at all:
+//!
+//! - the resourceVersion of every child its watches see (metadata only, nothing else kept);
+//! - for each child, the resourceVersion it last applied (or found holding what it wants) and a
+//!   hash of what it wanted then: while both still match, the child needs no read and no write;
+//! - the Secrets it read (the superuser password, the cluster's certificates), kept while their
+//!   watched resourceVersion is the one read;
+//! - the StatefulSets and pods of its clusters, from watches, stripped to what a reconcile reads.
+//!
+//! Everything that changes reaches here through a watch event before the reconcile that event
+//! triggers, so a child changed by anyone else is read once and put back. Whatever is not known
+//! (a watch that has not listed yet, after a restart; a Secret that is not labelled for its
+//! cluster) is read from the apiserver, as before: a gap costs a request, never a wrong answer.
+
+use std::{
+    any::Any,
+    collections::HashMap,
+    hash::{DefaultHasher, Hash, Hasher},
+    sync::{Arc, Mutex, MutexGuard, OnceLock},
+};
+
+use futures::{FutureExt, Stream, TryStreamExt};
+use k8s_openapi::api::{
+    apps::v1::StatefulSet,
+    core::v1::{Container, Pod, PodSpec, PodStatus},
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    runtime::{
+        reflector::{self, ObjectRef, Store, store::Writer},
+        watcher,
+    },
+};
+use serde::de::DeserializeOwned;
+
+use crate::{
+    api::{postgres_backup::v1::PostgresBackup, postgres_cluster::v1::PostgresCluster},
+    facts::cluster::CLUSTER_LABEL,
+};
+
+/// The key of an object: `Kind/namespace/name`.
+fn key_of(kind: &str, namespace: &str, name: &str) -> String {
+    format!("{kind}/{namespace}/{name}")
+}
+
+/// The key of the `K` named `name` in `namespace`.
+pub fn key<K: Resource<DynamicType = ()>>(namespace: &str, name: &str) -> String {
+    key_of(&K::kind(&()), namespace, name)
+}
+
+/// A hash of what Tusk wants an object to hold. It lives only in this process's memory.
+pub fn hash(wanted: &serde_json::Value) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    wanted.to_string().hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The resourceVersion a watch last saw for an object, and which listing of which watch saw it.
+struct Seen {
+    version: String,
+    watch: usize,
+    listing: u64,
+}
+
+/// One watch feeding [`Known`]: its kind, the listing it is on, and whether it has listed once.
+struct Watch {
+    kind: String,
+    listing: u64,
+    listed: bool,
+}
+
+#[derive(Default)]
+struct State {
+    live: HashMap<String, Seen>,
+    watches: Vec<Watch>,
+    /// What was applied, or found holding what was wanted: its resourceVersion and [`hash`].
+    applied: HashMap<String, (String, u64)>,
+    /// Objects read, with the resourceVersion read.
+    read: HashMap<String, (String, Arc<dyn Any + Send + Sync>)>,
+}
+
+impl State {
+    fn forget(&mut self, key: &str) {
+        self.live.remove(key);
+        self.applied.remove(key);
+        self.read.remove(key);
+    }
+}
+
+/// See the module documentation.
+pub struct Known {
+    state: Mutex<State>,
+    statefulsets: Store<StatefulSet>,
+    pods: Store<Pod>,
+    clusters: OnceLock<Store<PostgresCluster>>,
+    backups: OnceLock<Store<PostgresBackup>>,
+}
+
+/// What fills the stores of a [`Known`]: the StatefulSet and pod watches, through
+/// [`WatchStreamExt::reflect`](kube::runtime::WatchStreamExt::reflect).
+pub struct Writers {
+    /// Fills [`Known::statefulset`].
+    pub statefulsets: Writer<StatefulSet>,
+    /// Fills [`Known::pods`].
+    pub pods: Writer<Pod>,
+}
+
+impl Known {
+    /// Knows nothing yet.
+    pub fn new() -> (Self, Writers) {
+        let (statefulsets, statefulset_writer) = reflector::store();
+        let (pods, pod_writer) = reflector::store();
+        let known = Self {
+            state: Mutex::default(),
+            statefulsets,
+            pods,
+            clusters: OnceLock::new(),
+            backups: OnceLock::new(),
+        };
+        (
+            known,
+            Writers {
+                statefulsets: statefulset_writer,
+                pods: pod_writer,
+            },
+        )
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("the known state is never poisoned")
+    }
+
+    /// Passes `events` on, noting the resourceVersion of every object in them.
+    pub fn note<K, S>(
+        self: &Arc<Self>,
+        events: S,
+    ) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
+    where
+        K: Resource<DynamicType = ()> + Send + 'static,
+        S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    {
+        let watch = {
+            let mut state = self.state();
+            state.watches.push(Watch {
+                kind: K::kind(&()).into_owned(),
+                listing: 0,
+                listed: false,
+            });
+            state.watches.len() - 1
+        };
+        let known = self.clone();
+        events.inspect_ok(move |event| known.record(watch, event))
+    }
+
+    fn record<K: Resource<DynamicType = ()>>(&self, watch: usize, event: &watcher::Event<K>) {
+        let mut state = self.state();
+        let key = |object: &K| {
+            let meta = object.meta();
+            key_of(
+                &K::kind(&()),
+                meta.namespace.as_deref().unwrap_or_default(),
+                meta.name.as_deref().unwrap_or_default(),
+            )
+        };
+        match event {
+            watcher::Event::Init => state.watches[watch].listing += 1,
+            watcher::Event::InitApply(object) | watcher::Event::Apply(object) => {
+                let listing = state.watches[watch].listing;
+                let version = object.meta().resource_version.clone().unwrap_or_default();
+                state.live.insert(
+                    key(object),
+                    Seen {
+                        version,
+                        watch,
+                        listing,
+                    },
+                );
+            }
+            watcher::Event::Delete(object) => state.forget(&key(object)),
+            watcher::Event::InitDone => {
+                // What this watch saw before and not in its new listing is gone.
+                let listing = state.watches[watch].listing;
+                state.watches[watch].listed = true;
+                let gone: Vec<String> = state
+                    .live
+                    .iter()
+                    .filter(|(_, s)| s.watch == watch && s.listing != listing)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for key in gone {
+                    state.forget(&key);
+                }
+            }
+        }
+    }
+
+    /// Whether some watch of `kind` has listed every object it selects.
+    fn listed(state: &State, kind: &str) -> bool {
+        state.watches.iter().any(|w| w.kind == kind && w.listed)
+    }
+
+    /// Whether the `K` named `name` is known not to exist (among the objects Tusk manages):
+    /// `None` when no watch of `K` has listed yet.
+    pub fn absent<K: Resource<DynamicType = ()>>(&self, namespace: &str, name: &str) -> Option<bool> {
+        let state = self.state();
+        Self::listed(&state, &K::kind(&())).then(|| !state.live.contains_key(&key::<K>(namespace, name)))
+    }
+
+    /// Whether the object under `key` still is as it was when it held what hashes to `wanted`.
+    pub fn unchanged(&self, key: &str, wanted: u64) -> bool {
+        let state = self.state();
+        match (state.applied.get(key), state.live.get(key)) {
+            (Some((applied, hash)), Some(seen)) => *hash == wanted && *applied == seen.version,
+            _ => false,
+        }
+    }
+
+    /// Notes that the object under `key` held what hashes to `wanted` at `version`.
+    pub fn applied(&self, key: String, version: Option<String>, wanted: u64) {
+        let mut state = self.state();
+        match version {
+            Some(version) => state.applied.insert(key, (version, wanted)),
+            None => state.applied.remove(&key),
+        };
+    }
+
+    /// The `K` named `name` in `namespace`: as read before while its resourceVersion is the one a
+    /// watch sees now, read from the apiserver otherwise. Only objects a watch sees (labelled
+    /// for a cluster, or already noted) are kept: nothing would tell when another changed.
+    pub async fn read<K>(
+        &self,
+        api: &Api<K>,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Arc<K>>, kube::Error>
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    {
+        let key = key::<K>(namespace, name);
+        {
+            let state = self.state();
+            if let (Some((version, object)), Some(seen)) = (state.read.get(&key), state.live.get(&key))
+                && *version == seen.version
+                && let Ok(object) = object.clone().downcast::<K>()
+            {
+                return Ok(Some(object));
+            }
+        }
+        let Some(mut object) = api.get_opt(name).await? else {
+            return Ok(None);
+        };
+        object.meta_mut().managed_fields = None;
+        let object = Arc::new(object);
+        if let Some(version) = object.resource_version() {
+            let mut state = self.state();
+            if object.labels().contains_key(CLUSTER_LABEL) || state.live.contains_key(&key) {
+                state.read.insert(key, (version, object.clone()));
+            }
+        }
+        Ok(Some(object))
+    }
+
+    /// Reads clusters from `store`: the cluster controller's own.
+    pub fn clusters_from(&self, store: Store<PostgresCluster>) {
+        let _ = self.clusters.set(store);
+    }
+
+    /// The `PostgresCluster` named `name` as the cluster controller's watch last saw it; `None`
+    /// until that watch has listed.
+    pub fn cluster(&self, namespace: &str, name: &str) -> Option<Option<Arc<PostgresCluster>>> {
+        let store = self.clusters.get()?;
+        store.wait_until_ready().now_or_never()?.ok()?;
+        Some(store.get(&ObjectRef::new(name).within(namespace)))
+    }
+
+    /// Reads backups from `store`: the backup controller's own.
+    pub fn backups_from(&self, store: Store<PostgresBackup>) {
+        let _ = self.backups.set(store);
+    }
+
+    /// The `PostgresBackup`s in `namespace` as the backup controller's watch last saw them;
+    /// `None` until that watch has listed.
+    pub fn backups(&self, namespace: &str) -> Option<Vec<Arc<PostgresBackup>>> {
+        let store = self.backups.get()?;
+        store.wait_until_ready().now_or_never()?.ok()?;
+        Some(store.state_filter(|b| b.metadata.namespace.as_deref() == Some(namespace)))
+    }
+
+    /// The StatefulSet named `name` as its watch last saw it (metadata and status only); `None`
+    /// until that watch has listed.
+    pub fn statefulset(&self, namespace: &str, name: &str) -> Option<Option<Arc<StatefulSet>>> {
+        let listed = Self::listed(&self.state(), &StatefulSet::kind(&()));
+        listed.then(|| self.statefulsets.get(&ObjectRef::new(name).within(namespace)))
+    }
+
+    /// The pods of `cluster`, by name, as their watch last saw them (see [`strip_pod`]); `None`
+    /// until that watch has listed.
+    pub fn pods(&self, namespace: &str, cluster: &str) -> Option<Vec<Pod>> {
+        if !Self::listed(&self.state(), &Pod::kind(&())) {
+            return None;
+        }
+        let mut pods: Vec<Pod> = self
+            .pods
+            .state()
+            .into_iter()
+            .filter(|p| {
+                p.metadata.namespace.as_deref() == Some(namespace)
+                    && p.labels().get(CLUSTER_LABEL).map(String::as_str) == Some(cluster)
+            })
+            .map(|p| p.as_ref().clone())
+            .collect();
+        pods.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        Some(pods)
+    }
+}
+
+/// A StatefulSet as [`Known`] keeps it: its metadata (without managed fields and annotations)
+/// and its status. A reconcile reads nothing else of it.
+pub fn strip_statefulset(statefulset: &mut StatefulSet) {
+    statefulset.metadata.managed_fields = None;
+    statefulset.metadata.annotations = None;
+    statefulset.spec = None;
+}
+
+/// A pod as [`Known`] keeps it: its metadata (without managed fields and annotations), the name
+/// and image of each init container (the instance manager's image is the install container's),
+/// and its conditions.
+pub fn strip_pod(pod: &mut Pod) {
+    pod.metadata.managed_fields = None;
+    pod.metadata.annotations = None;
+    let init_containers = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.init_containers.as_ref())
+        .map(|cs| {
+            cs.iter()
+                .map(|c| Container {
+                    name: c.name.clone(),
+                    image: c.image.clone(),
+                    ..Container::default()
+                })
+                .collect()
+        });
+    pod.spec = Some(PodSpec {
+        init_containers,
+        ..PodSpec::default()
+    });
+    pod.status = Some(PodStatus {
+        conditions: pod.status.as_mut().and_then(|s| s.conditions.take()),
+        ..PodStatus::default()
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::ObjectMeta;
+    use serde_json::json;
+
+    use super::*;
+
+    fn config_map(name: &str, version: &str) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("shop".into()),
+                resource_version: Some(version.into()),
+                ..ObjectMeta::default()
+            },
+            ..ConfigMap::default()
+        }
+    }
+
+    /// A watch of ConfigMaps registered with `known`, fed by hand.
+    fn watch(known: &Arc<Known>) -> usize {
+        drop(known.note::<ConfigMap, _>(futures::stream::empty()));
+        known.state().watches.len() - 1
+    }
+
+    fn key(name: &str) -> String {
+        super::key::<ConfigMap>("shop", name)
+    }
+
+    #[test]
+    fn a_child_needs_no_request_only_while_it_is_as_it_was_applied() {
+        let known = Arc::new(Known::new().0);
+        let w = watch(&known);
+        let wanted = hash(&json!({"data": {"a": "1"}}));
+        known.record(w, &watcher::Event::Apply(config_map("db", "7")));
+        assert!(!known.unchanged(&key("db"), wanted), "never applied");
+        known.applied(key("db"), Some("7".into()), wanted);
+        assert!(known.unchanged(&key("db"), wanted));
+        assert!(
+            !known.unchanged(&key("db"), hash(&json!({"data": {"a": "2"}}))),
+            "the spec wants something else now"
+        );
+        // Someone else changed it: the watch sees a new resourceVersion.
+        known.record(w, &watcher::Event::Apply(config_map("db", "9")));
+        assert!(!known.unchanged(&key("db"), wanted));
+        // An apply whose response the watch has not caught up with yet is not trusted either.
+        known.applied(key("db"), Some("10".into()), wanted);
+        assert!(!known.unchanged(&key("db"), wanted));
+        known.record(w, &watcher::Event::Apply(config_map("db", "10")));
+        assert!(known.unchanged(&key("db"), wanted));
+        known.record(w, &watcher::Event::Delete(config_map("db", "10")));
+        assert!(!known.unchanged(&key("db"), wanted), "deleted");
+    }
+
+    #[test]
+    fn what_a_new_listing_lacks_is_gone_and_nothing_is_absent_before_a_listing() {
+        let known = Arc::new(Known::new().0);
+        let w = watch(&known);
+        assert_eq!(known.absent::<ConfigMap>("shop", "a"), None, "not listed yet");
+        known.record(w, &watcher::Event::<ConfigMap>::Init);
+        known.record(w, &watcher::Event::InitApply(config_map("a", "1")));
+        known.record(w, &watcher::Event::InitApply(config_map("b", "2")));
+        known.record(w, &watcher::Event::<ConfigMap>::InitDone);
+        known.applied(key("a"), Some("1".into()), 5);
+        assert_eq!(known.absent::<ConfigMap>("shop", "a"), Some(false));
+        assert!(known.unchanged(&key("a"), 5));
+        // The watch broke, and `a` was deleted meanwhile: the new listing lacks it.
+        known.record(w, &watcher::Event::<ConfigMap>::Init);
+        known.record(w, &watcher::Event::InitApply(config_map("b", "2")));
+        assert!(known.unchanged(&key("a"), 5), "kept until the listing is done");
+        known.record(w, &watcher::Event::<ConfigMap>::InitDone);
+        assert_eq!(known.absent::<ConfigMap>("shop", "a"), Some(true));
+        assert!(!known.unchanged(&key("a"), 5));
+        assert_eq!(known.absent::<ConfigMap>("shop", "b"), Some(false));
+        assert_eq!(known.absent::<Pod>("shop", "b"), None, "another kind");
+    }
+
+    #[test]
+    fn a_pod_keeps_only_what_reconcile_reads() {
+        let mut pod: Pod = serde_json::from_value(json!({
+            "metadata": {
+                "name": "db-0", "namespace": "shop", "uid": "u1",
+                "labels": {"tusk.dev/cluster": "db", "tusk.dev/role": "primary"},
+                "annotations": {"big": "x".repeat(1000)},
+                "managedFields": [{"manager": "kubelet"}],
+            },
+            "spec": {
+                "initContainers": [{"name": "install", "image": "tusk:1", "args": ["a"]}],
+                "containers": [{"name": "postgres", "image": "pg:18", "env": [{"name": "A", "value": "1"}]}],
+            },
+            "status": {
+                "podIP": "10.0.0.1",
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "containerStatuses": [{"name": "postgres", "image": "pg:18", "imageID": "", "ready": true, "restartCount": 0}],
+            },
+        }))
+        .unwrap();
+        strip_pod(&mut pod);
+        assert_eq!(
+            serde_json::to_value(&pod).unwrap(),
+            json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {
+                    "name": "db-0", "namespace": "shop", "uid": "u1",
+                    "labels": {"tusk.dev/cluster": "db", "tusk.dev/role": "primary"},
+                },
+                "spec": {"containers": [], "initContainers": [{"name": "install", "image": "tusk:1"}]},
+                "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+            })
+        );
+        assert!(crate::controller::postgres_backup::pod_ready(&pod));
+    }
+}
