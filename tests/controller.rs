@@ -19,7 +19,7 @@ use kube::{
 };
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use support::apiserver::{OPERATOR_ACCOUNT, OPERATOR_NAMESPACE, Operator, plane_with_crds, start_operator};
+use support::apiserver::{OPERATOR_NAMESPACE, Operator, operator_requests, plane_with_crds, start_operator};
 use tusk::api::postgres_cluster::v1::PostgresCluster;
 use tusk_testenv::{eventually, process::Supervised};
 
@@ -336,25 +336,6 @@ async fn deleting_a_cluster_with_reclaim_policy_retain_keeps_its_volumes() {
     }
 }
 
-/// The operator's requests in namespace `ns` among `events`, as `verb resource/name`.
-fn requests_in(events: &[serde_json::Value], ns: &str) -> Vec<String> {
-    let operator_user = format!("system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_ACCOUNT}");
-    events
-        .iter()
-        // A request is logged at ResponseComplete; a watch also at ResponseStarted.
-        .filter(|e| e["stage"] != "ResponseStarted")
-        .filter(|e| e["user"]["username"] == operator_user.as_str() && e["objectRef"]["namespace"] == ns)
-        .map(|e| {
-            format!(
-                "{} {}/{}",
-                e["verb"].as_str().unwrap_or_default(),
-                e["objectRef"]["resource"].as_str().unwrap_or_default(),
-                e["objectRef"]["name"].as_str().unwrap_or_default()
-            )
-        })
-        .collect()
-}
-
 /// A converged cluster's resync sends the apiserver nothing, not even a read: what it applied,
 /// its Secrets, its StatefulSet and its pods are known from the watches. A child changed by hand
 /// is still seen at once, read once and put back.
@@ -385,7 +366,7 @@ async fn a_converged_cluster_costs_no_request_on_resync_and_drift_is_repaired() 
     };
     let (before, mark) = (reconciles().await, plane.audit_events().len());
     tokio::time::sleep(Duration::from_secs(4 * RESYNC_SECONDS)).await;
-    let requests = requests_in(&plane.audit_events()[mark..], &ns);
+    let requests = operator_requests(&plane.audit_events()[mark..], &ns);
     let after = reconciles().await;
     assert!(
         after >= before + 3.0,
@@ -415,7 +396,7 @@ async fn a_converged_cluster_costs_no_request_on_resync_and_drift_is_repaired() 
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2 * RESYNC_SECONDS)).await;
-    let requests = requests_in(&plane.audit_events()[mark..], &ns);
+    let requests = operator_requests(&plane.audit_events()[mark..], &ns);
     let config = |verb: &str| {
         requests
             .iter()

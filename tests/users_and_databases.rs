@@ -280,14 +280,23 @@ async fn users_and_databases(major: u32) {
     );
     assert_eq!(cluster_binding.get("ca.crt"), binding.get("ca.crt"));
 
-    // Steady state: resyncs read, and write nothing.
+    // Steady state: resyncs read the roles in SQL and write nothing; they send the apiserver
+    // nothing at all (the cluster's, the users' and the databases' reconciles alike).
     let before = sql_writes(op, &ns);
     assert!(
         before > 0,
         "the writes that made the role and database are in the log"
     );
+    let plane = plane_with_crds().await;
+    let mark = plane.audit_events().len();
     tokio::time::sleep(Duration::from_secs(3 * RESYNC_SECONDS)).await;
     assert_eq!(sql_writes(op, &ns), before, "no SQL writes when nothing changed");
+    let requests = support::apiserver::operator_requests(&plane.audit_events()[mark..], &ns);
+    assert!(
+        requests.is_empty(),
+        "apiserver requests in {} s of steady state: {requests:#?}",
+        3 * RESYNC_SECONDS
+    );
 
     // Drift is repaired: attributes, membership, privileges and the password.
     su.batch_execute(

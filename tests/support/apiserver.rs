@@ -163,6 +163,25 @@ pub async fn plane_with_crds() -> &'static ControlPlane {
 /// The namespace and ServiceAccount the operator runs as in tests: a plain install's.
 pub use tusk::facts::operator::{NAME as OPERATOR_ACCOUNT, NAMESPACE as OPERATOR_NAMESPACE};
 
+/// The operator's requests in namespace `ns` among `events`, as `verb resource/name`.
+pub fn operator_requests(events: &[serde_json::Value], ns: &str) -> Vec<String> {
+    let operator_user = format!("system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_ACCOUNT}");
+    events
+        .iter()
+        // A request is logged at ResponseComplete; a watch also at ResponseStarted.
+        .filter(|e| e["stage"] != "ResponseStarted")
+        .filter(|e| e["user"]["username"] == operator_user.as_str() && e["objectRef"]["namespace"] == ns)
+        .map(|e| {
+            format!(
+                "{} {}/{}",
+                e["verb"].as_str().unwrap_or_default(),
+                e["objectRef"]["resource"].as_str().unwrap_or_default(),
+                e["objectRef"]["name"].as_str().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
 /// A kubeconfig for the operator's ServiceAccount, bound to exactly the ClusterRole built from
 /// `tusk::rbac`, so tests run the operator with least privilege, never as admin.
 pub async fn operator_kubeconfig(plane: &ControlPlane) -> PathBuf {
