@@ -169,20 +169,24 @@ pub async fn run(
             .reflect(writers.statefulsets)
             .touched_objects(),
     )
-    .owns_stream(noted::<ConfigMap>(&known, &client, &managed))
-    .owns_stream(noted::<Secret>(&known, &client, &managed))
-    .owns_stream(noted::<Service>(&known, &client, &managed))
-    .owns_stream(noted::<ServiceAccount>(&known, &client, &managed))
-    .owns_stream(noted::<k8s_openapi::api::rbac::v1::Role>(
-        &known, &client, &managed,
+    .owns_stream(metadata::<ConfigMap>(&client, &managed, Some(&known)))
+    .owns_stream(metadata::<Secret>(&client, &managed, Some(&known)))
+    .owns_stream(metadata::<Service>(&client, &managed, Some(&known)))
+    .owns_stream(metadata::<ServiceAccount>(&client, &managed, Some(&known)))
+    .owns_stream(metadata::<k8s_openapi::api::rbac::v1::Role>(
+        &client,
+        &managed,
+        Some(&known),
     ))
-    .owns_stream(noted::<k8s_openapi::api::rbac::v1::RoleBinding>(
-        &known, &client, &managed,
+    .owns_stream(metadata::<k8s_openapi::api::rbac::v1::RoleBinding>(
+        &client,
+        &managed,
+        Some(&known),
     ))
-    .owns_stream(noted::<PodDisruptionBudget>(&known, &client, &managed))
-    .owns_stream(noted::<NetworkPolicy>(&known, &client, &managed))
-    .owns_stream(noted::<PostgresUser>(&known, &client, &managed))
-    .owns_stream(noted::<PostgresDatabase>(&known, &client, &managed))
+    .owns_stream(metadata::<PodDisruptionBudget>(&client, &managed, Some(&known)))
+    .owns_stream(metadata::<NetworkPolicy>(&client, &managed, Some(&known)))
+    .owns_stream(metadata::<PostgresUser>(&client, &managed, Some(&known)))
+    .owns_stream(metadata::<PostgresDatabase>(&client, &managed, Some(&known)))
     // A pod's role label or readiness that changes is seen at once; reconcile reads the pods
     // from this watch.
     .watches_stream(
@@ -202,10 +206,10 @@ pub async fn run(
     // A certificate Secret that names its cluster (cert-manager's, or a user's) is served as
     // soon as it changes.
     .watches_stream(
-        noted::<Secret>(
-            &known,
+        metadata::<Secret>(
             &client,
             &watcher::Config::default().labels(&crate::facts::cluster::named_for_a_cluster_selector()),
+            Some(&known),
         ),
         |secret| {
             let cluster = secret.labels().get(crate::facts::cluster::CLUSTER_LABEL)?;
@@ -227,29 +231,33 @@ pub async fn run(
         Api::<PostgresUser>::all(client.clone()),
         watcher::Config::default(),
     )
-    .owns_stream(metadata::<Secret>(&client, &managed));
+    .owns_stream(metadata::<Secret>(&client, &managed, None));
     // A user's own password Secret is not Tusk's: every Secret's metadata is watched, and a change
     // reconciles the PostgresUsers that name it.
     let user_store = users.store();
     let password_users = user_store.clone();
-    let users = users.watches_stream(noted::<Secret>(&known, &client, &everything), move |secret| {
-        let namespace = secret.namespace();
-        let name = secret.name_any();
-        password_users
-            .state()
-            .into_iter()
-            .filter(|u| {
-                u.namespace() == namespace && u.spec.password_secret.as_ref().is_some_and(|p| p.name == name)
-            })
-            .map(|u| ObjectRef::from_obj(u.as_ref()))
-            .collect::<Vec<_>>()
-    });
+    let users = users.watches_stream(
+        metadata::<Secret>(&client, &everything, Some(&known)),
+        move |secret| {
+            let namespace = secret.namespace();
+            let name = secret.name_any();
+            password_users
+                .state()
+                .into_iter()
+                .filter(|u| {
+                    u.namespace() == namespace
+                        && u.spec.password_secret.as_ref().is_some_and(|p| p.name == name)
+                })
+                .map(|u| ObjectRef::from_obj(u.as_ref()))
+                .collect::<Vec<_>>()
+        },
+    );
     // A user or database that waits for its cluster (not up yet, not reachable) tries again as
     // soon as the cluster changes, rather than when its backoff runs out.
     let users = {
         let store = users.store();
         users.watches_stream(
-            metadata::<PostgresCluster>(&client, &everything),
+            metadata::<PostgresCluster>(&client, &everything, None),
             move |cluster| in_cluster(&store, &cluster, |u| &u.spec.cluster.name),
         )
     };
@@ -260,31 +268,34 @@ pub async fn run(
     let databases = {
         let store = databases.store();
         databases.watches_stream(
-            metadata::<PostgresCluster>(&client, &everything),
+            metadata::<PostgresCluster>(&client, &everything, None),
             move |cluster| in_cluster(&store, &cluster, |d| &d.spec.cluster.name),
         )
     };
     // A database whose owner role is missing tries again as soon as a user in its cluster changes.
     let databases = {
         let (store, users) = (databases.store(), user_store.clone());
-        databases.watches_stream(metadata::<PostgresUser>(&client, &everything), move |user| {
-            let Some(user) =
-                users.get(&ObjectRef::new(&user.name_any()).within(&user.namespace().unwrap_or_default()))
-            else {
-                return Vec::new();
-            };
-            let role = crate::sql::role::role_name(&user);
-            store
-                .state()
-                .into_iter()
-                .filter(|d| {
-                    d.namespace() == user.namespace()
-                        && d.spec.cluster.name == user.spec.cluster.name
-                        && d.spec.owner == role
-                })
-                .map(|d| ObjectRef::from_obj(d.as_ref()))
-                .collect()
-        })
+        databases.watches_stream(
+            metadata::<PostgresUser>(&client, &everything, None),
+            move |user| {
+                let Some(user) = users
+                    .get(&ObjectRef::new(&user.name_any()).within(&user.namespace().unwrap_or_default()))
+                else {
+                    return Vec::new();
+                };
+                let role = crate::sql::role::role_name(&user);
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|d| {
+                        d.namespace() == user.namespace()
+                            && d.spec.cluster.name == user.spec.cluster.name
+                            && d.spec.owner == role
+                    })
+                    .map(|d| ObjectRef::from_obj(d.as_ref()))
+                    .collect()
+            },
+        )
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let backups = Controller::new(
@@ -343,44 +354,18 @@ pub async fn run(
     );
 }
 
-/// Every change of any `K` that `config` selects, as metadata only (nothing else is kept).
-fn metadata<K>(
+/// Every change of any `K` that `config` selects, as metadata only; with `known`, each
+/// resourceVersion is noted there (and nothing else is kept).
+fn metadata<K: runtime::Object>(
     client: &Client,
     config: &watcher::Config,
-) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), config.clone())
-        .default_backoff()
-        .touched_objects()
-}
-
-/// Every change of any `K` that `config` selects, as metadata only, each resourceVersion noted
-/// in `known`.
-fn noted<K>(
-    known: &Arc<known::Known>,
-    client: &Client,
-    config: &watcher::Config,
-) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    known
-        .note(watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), config.clone()).default_backoff())
-        .touched_objects()
+    known: Option<&Arc<known::Known>>,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static {
+    let events = watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), config.clone()).default_backoff();
+    match known {
+        Some(known) => futures::future::Either::Left(known.note(events).touched_objects()),
+        None => futures::future::Either::Right(events.touched_objects()),
+    }
 }
 
 /// The objects in `store` that belong to `cluster` (in its namespace, naming it).
