@@ -231,7 +231,9 @@ pub async fn run(
         Api::<PostgresUser>::all(client.clone()),
         watcher::Config::default(),
     )
-    .owns_stream(metadata::<Secret>(&client, &managed, None));
+    // Noted too: a reconcile this event triggers must read the binding Secret as the event left
+    // it, or it could apply the old password over a rotation (see `known`).
+    .owns_stream(metadata::<Secret>(&client, &managed, Some(&known)));
     // A user's own password Secret is not Tusk's: every Secret's metadata is watched, and a change
     // reconciles the PostgresUsers that name it.
     let user_store = users.store();

@@ -71,6 +71,10 @@ pub async fn reconcile(user: Arc<PostgresUser>, ctx: Arc<Context>) -> Result<Act
 struct Password {
     value: String,
     source_version: Option<String>,
+    /// The `resourceVersion` of the binding Secret it was kept from: the binding Secret is
+    /// applied only over that version, so a password rotated there meanwhile is never
+    /// overwritten with the one read before (the apply fails, and the retry reads it again).
+    binding_version: Option<String>,
 }
 
 /// Observes the password.
@@ -104,6 +108,7 @@ async fn password(
                 Some(Ok(value)) if !value.is_empty() => Ok(Password {
                     value,
                     source_version: version,
+                    binding_version: None,
                 }),
                 _ => Err(Problem::new(
                     "PasswordSecretInvalid",
@@ -121,10 +126,11 @@ async fn password(
         .read(&secrets, namespace, &name)
         .await
         .map_err(Error::kube("reading the binding Secret"))?;
-    let generated = |value: String| {
+    let generated = |value: String, binding_version: Option<String>| {
         Ok(Ok(Password {
             value,
             source_version: None,
+            binding_version,
         }))
     };
     match existing {
@@ -141,9 +147,12 @@ async fn password(
                 .and_then(|d| d.get(PASSWORD_KEY))
                 .and_then(|p| String::from_utf8(p.0.clone()).ok())
                 .filter(|p| !p.is_empty());
-            generated(kept.unwrap_or_else(crate::password::generate))
+            generated(
+                kept.unwrap_or_else(crate::password::generate),
+                secret.resource_version(),
+            )
         }
-        None => generated(crate::password::generate()),
+        None => generated(crate::password::generate(), None),
     }
 }
 
@@ -363,7 +372,8 @@ async fn observe_and_apply(
         ca: ca.as_deref(),
         client: client.as_ref(),
     });
-    let secret = binding_secret(user, &binding_name(user), cluster, entries);
+    let mut secret = binding_secret(user, &binding_name(user), cluster, entries);
+    secret.metadata.resource_version = password.binding_version.clone();
     ensure(&ctx.client, &ctx.known, &secret)
         .await
         .map_err(Error::kube("applying the binding Secret"))?;
