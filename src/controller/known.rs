@@ -1,11 +1,11 @@
-//! What the cluster controller knows without asking the apiserver, so that a converged cluster's
-//! resync sends no request at all:
+//! What the controllers know without asking the apiserver, so that a converged cluster's (and
+//! user's, and database's) resync sends no request at all:
 //!
 //! - the resourceVersion of every child its watches see (metadata only, nothing else kept);
 //! - for each child, the resourceVersion it last applied (or found holding what it wants) and a
 //!   hash of what it wanted then: while both still match, the child needs no read and no write;
-//! - the Secrets it read (the superuser password, the cluster's certificates), kept while their
-//!   watched resourceVersion is the one read;
+//! - the Secrets they read (the superuser password, the cluster's certificates, binding and
+//!   user password Secrets), kept while their watched resourceVersion is the one read;
 //! - the StatefulSets and pods of its clusters, from watches, stripped to what a reconcile reads.
 //!
 //! Everything that changes reaches here through a watch event before the reconcile that event
@@ -300,15 +300,15 @@ impl Known {
         if !Self::listed(&self.state(), &Pod::kind(&())) {
             return None;
         }
+        // Filtered in the store: no copy of every pod's handle per reconcile.
         let mut pods: Vec<Pod> = self
             .pods
-            .state()
-            .into_iter()
-            .filter(|p| {
+            .state_filter(|p| {
                 p.metadata.namespace.as_deref() == Some(namespace)
                     && p.labels().get(CLUSTER_LABEL).map(String::as_str) == Some(cluster)
             })
-            .map(|p| p.as_ref().clone())
+            .into_iter()
+            .map(Arc::unwrap_or_clone)
             .collect();
         pods.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         Some(pods)
