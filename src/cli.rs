@@ -447,6 +447,8 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     // The webhook and the admin endpoints outlive the controllers on SIGTERM by
     // `--shutdown-delay`, unready, so that conversion requests move to another replica first.
     let (stop_serving, serving) = tokio::sync::watch::channel(false);
+    // From unready on, the webhook asks its clients to close their connections.
+    let (start_draining, draining) = tokio::sync::watch::channel(false);
     let admin = tokio::spawn(crate::admin::serve(
         admin,
         state.clone(),
@@ -460,7 +462,10 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             let _ = state.webhook_cert.set(cert);
         }
         profiled.push(server.tls());
-        Some(tokio::spawn(server.run(until_stopped(serving.clone()))))
+        Some(tokio::spawn(server.run_draining(
+            until_stopped(draining),
+            until_stopped(serving.clone()),
+        )))
     };
     let metrics = tokio::spawn(metrics.run(until_stopped(serving.clone())));
     let profile = tokio::spawn(crate::tls_profile::follow(
@@ -530,6 +535,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     state.ready.store(false, Ordering::Relaxed);
+    let _ = start_draining.send(true);
     if ended.is_none() && webhook.is_some() {
         tracing::info!(delay = ?args.shutdown_delay, "unready; serving conversions a while longer");
         tokio::time::sleep(args.shutdown_delay).await;

@@ -35,6 +35,10 @@ fn write_cert(dir: &Path, cert: &KeyedCert) {
 }
 
 fn connector(ca: &Ca) -> TlsConnector {
+    TlsConnector::from(connector_config(ca))
+}
+
+fn connector_config(ca: &Ca) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from(ca.cert_der())).unwrap();
     let mut config =
@@ -46,7 +50,7 @@ fn connector(ca: &Ca) -> TlsConnector {
     // A resumed session reports the certificate of the session it resumes; every connection
     // here must show the certificate served now.
     config.resumption = rustls::client::Resumption::disabled();
-    TlsConnector::from(Arc::new(config))
+    Arc::new(config)
 }
 
 async fn connect(connector: &TlsConnector, addr: SocketAddr) -> std::io::Result<TlsStream<TcpStream>> {
@@ -303,4 +307,118 @@ fn the_binary_stops_gracefully_on_sigterm() {
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert!(status.success(), "exit {status}: {stderr}");
     assert!(stderr.contains("SIGTERM received"), "{stderr}");
+}
+
+/// From SIGTERM until it stops accepting, the server asks its clients to leave in band, so that
+/// none meets a keep-alive connection closed under it (the apiserver calls webhooks over
+/// HTTP/1.1 and does not retry a POST that did): each HTTP/1.1 response says `Connection: close`
+/// and the connection ends after it, an idle HTTP/1.1 connection stays open for the client to use
+/// once more, new connections are still served, and HTTP/2 connections get a GOAWAY.
+#[tokio::test]
+async fn while_draining_clients_are_asked_to_close_in_band() {
+    let ca = Ca::new("tusk test CA");
+    let dir = tempfile::tempdir().unwrap();
+    write_cert(dir.path(), &ca.loopback_serving_cert("drain"));
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        cert_files: CertFiles {
+            cert: dir.path().join("tls.crt"),
+            key: dir.path().join("tls.key"),
+        },
+        cert_reload_interval: Duration::from_secs(60),
+        max_body_bytes: 1 << 20,
+        client_timeout: Duration::from_secs(30),
+        shutdown_grace: Duration::from_secs(5),
+    };
+    let server = Server::bind(config).await.unwrap();
+    let addr = server.local_addr();
+    let (drain, draining) = oneshot::channel::<()>();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let done = tokio::spawn(server.run_draining(
+        async {
+            let _ = draining.await;
+        },
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let connector = connector(&ca);
+    type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+    let open = async || -> (Sender, tokio::task::JoinHandle<()>) {
+        let tls = connect(&connector, addr).await.unwrap();
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        (sender, tokio::spawn(async move { connection.await.unwrap() }))
+    };
+    // The status and the Connection header of a GET /healthz on `sender`.
+    let get = async |sender: &mut Sender| -> (u16, Option<String>) {
+        sender.ready().await.unwrap();
+        let request = Request::builder()
+            .uri("/healthz")
+            .header("host", "127.0.0.1")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let connection = response
+            .headers()
+            .get("connection")
+            .map(|v| v.to_str().unwrap().to_owned());
+        (response.status().as_u16(), connection)
+    };
+
+    let (mut busy, busy_connection) = open().await;
+    let (mut idle, idle_connection) = open().await;
+    assert_eq!(get(&mut busy).await, (200, None), "keep-alive before draining");
+    assert_eq!(get(&mut idle).await, (200, None));
+    let mut h2_tls = rustls::ClientConfig::clone(&connector_config(&ca));
+    h2_tls.alpn_protocols = vec![b"h2".to_vec()];
+    let tls = TlsConnector::from(Arc::new(h2_tls));
+    let h2_stream = connect(&tls, addr).await.unwrap();
+    assert_eq!(h2_stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut h2, h2_connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(h2_stream))
+            .await
+            .unwrap();
+    let h2_connection = tokio::spawn(h2_connection);
+    let h2_request = Request::builder()
+        .uri("https://127.0.0.1/healthz")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(h2.send_request(h2_request).await.unwrap().status(), 200);
+
+    drain.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // HTTP/2: a GOAWAY ends the connection once its streams are done.
+    tokio::time::timeout(Duration::from_secs(5), h2_connection)
+        .await
+        .expect("the HTTP/2 connection ends after the GOAWAY")
+        .unwrap()
+        .unwrap();
+    // HTTP/1.1: the idle connection was left open; its next response, and every other, says
+    // close, and the server closes the connection after it.
+    assert!(
+        !idle_connection.is_finished(),
+        "an idle connection is not closed while draining"
+    );
+    assert_eq!(get(&mut busy).await, (200, Some("close".to_owned())));
+    assert_eq!(get(&mut idle).await, (200, Some("close".to_owned())));
+    for connection in [busy_connection, idle_connection] {
+        tokio::time::timeout(Duration::from_secs(5), connection)
+            .await
+            .expect("the server closes a connection after saying so")
+            .unwrap();
+    }
+    let (mut fresh, _) = open().await;
+    assert_eq!(
+        get(&mut fresh).await,
+        (200, Some("close".to_owned())),
+        "a new connection is still served while draining"
+    );
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), done)
+        .await
+        .expect("the server stops")
+        .unwrap();
 }

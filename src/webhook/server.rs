@@ -6,6 +6,10 @@
 //!   versions and ciphers follow the cluster's TLS security profile ([`crate::tls_profile`]).
 //! - Bounded everywhere a client could make it wait or grow: TLS handshake and header timeouts,
 //!   a body size limit and a body read timeout.
+//! - While it drains (from SIGTERM until it stops accepting), it tells every client to leave in
+//!   band: HTTP/1.1 responses carry `Connection: close` and HTTP/2 connections get a GOAWAY. The
+//!   apiserver calls webhooks over HTTP/1.1 and never retries a POST that met a closed
+//!   keep-alive connection, so a connection closed under it while idle would fail a conversion.
 //! - On shutdown it stops accepting, lets requests in flight finish (up to a grace period), then
 //!   returns.
 
@@ -23,7 +27,7 @@ use hyper::{
 };
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::graceful::{GracefulShutdown, Watcher},
+    server::graceful::GracefulConnection,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -206,6 +210,12 @@ impl Server {
     /// Serves until `shutdown` completes, then drains requests in flight for up to the grace
     /// period.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        self.run_draining(std::future::pending(), shutdown).await;
+    }
+
+    /// Like [`run`](Self::run), and from when `drain` completes, still serving, asks every
+    /// client to close its connection (see the module's documentation).
+    pub async fn run_draining(self, drain: impl Future<Output = ()>, shutdown: impl Future<Output = ()>) {
         let Self {
             config,
             listener,
@@ -216,9 +226,12 @@ impl Server {
         } = self;
         tracing::info!(addr = %listener.local_addr().expect("bound"), "{what} listening");
         let reloader = cert.map(|cert| tokio::spawn(cert.watch(config.cert_reload_interval)));
-        let graceful = GracefulShutdown::new();
+        let (phase, phases) = tokio::sync::watch::channel(Phase::Serving);
+        let mut connections = tokio::task::JoinSet::new();
         let limits = Arc::new(config.clone());
+        tokio::pin!(drain);
         tokio::pin!(shutdown);
+        let mut draining = false;
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -228,16 +241,23 @@ impl Server {
                         continue;
                     }
                 },
+                () = &mut drain, if !draining => {
+                    draining = true;
+                    tracing::info!("{what} draining: clients are asked to close their connections");
+                    phase.send_replace(Phase::Draining);
+                    continue;
+                }
                 () = &mut shutdown => break,
             };
+            while connections.try_join_next().is_some() {}
             // Each handshake takes the profile in force when it starts.
-            tokio::spawn(serve_connection(
+            connections.spawn(serve_connection(
                 stream,
                 peer,
                 TlsAcceptor::from(tls.current()),
                 limits.clone(),
                 handler.clone(),
-                graceful.watcher(),
+                phases.clone(),
             ));
         }
         drop(listener);
@@ -245,13 +265,66 @@ impl Server {
             reloader.abort();
         }
         tracing::info!("shutting down: waiting for requests in flight");
-        if tokio::time::timeout(config.shutdown_grace, graceful.shutdown())
+        phase.send_replace(Phase::Stopping);
+        let all_done = async { while connections.join_next().await.is_some() {} };
+        if tokio::time::timeout(config.shutdown_grace, all_done)
             .await
             .is_err()
         {
             tracing::warn!(grace = ?config.shutdown_grace, "requests still in flight after the grace period");
         }
     }
+}
+
+/// Where a server is in its life, as its connections see it.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Phase {
+    Serving,
+    /// Still serving, asking clients to leave: `Connection: close` on HTTP/1.1, GOAWAY on HTTP/2.
+    Draining,
+    /// No longer accepting: idle connections close, requests in flight finish.
+    Stopping,
+}
+
+/// Completes once the server reaches `at` (never, once the server is gone).
+async fn reached(mut phases: tokio::sync::watch::Receiver<Phase>, at: Phase) {
+    loop {
+        let now = *phases.borrow_and_update();
+        if now >= at {
+            return;
+        }
+        if phases.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Drives `connection` to its end, shutting it down gracefully once the server reaches `at`.
+/// Boxed: the compiler cannot prove the generic future `Send` through the watch's borrows.
+fn drive<C: GracefulConnection + Send + 'static>(
+    connection: C,
+    phases: tokio::sync::watch::Receiver<Phase>,
+    at: Phase,
+) -> Pin<Box<dyn Future<Output = Result<(), C::Error>> + Send>>
+where
+    C::Error: Send,
+{
+    Box::pin(drive_inner(connection, phases, at))
+}
+
+async fn drive_inner<C: GracefulConnection>(
+    connection: C,
+    phases: tokio::sync::watch::Receiver<Phase>,
+    at: Phase,
+) -> Result<(), C::Error> {
+    tokio::pin!(connection);
+    let reached = reached(phases, at);
+    tokio::select! {
+        done = connection.as_mut() => return done,
+        () = reached => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    connection.await
 }
 
 /// Serves one client: TLS, then HTTP/2 or HTTP/1.1 as ALPN chose, each with timeouts so an idle
@@ -262,7 +335,7 @@ async fn serve_connection(
     acceptor: TlsAcceptor,
     limits: Arc<Config>,
     handler: Handler,
-    watcher: Watcher,
+    phases: tokio::sync::watch::Receiver<Phase>,
 ) {
     let timeout = limits.client_timeout;
     let tls = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
@@ -271,9 +344,20 @@ async fn serve_connection(
         Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let draining = phases.clone();
     let service = service_fn(move |request| {
         let handler = handler.clone();
-        async move { Ok::<_, Infallible>(handler(request).await) }
+        let close = !h2 && *draining.borrow() >= Phase::Draining;
+        async move {
+            let mut response = handler(request).await;
+            if close {
+                // hyper closes an HTTP/1.1 connection after a response that says so.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+            }
+            Ok::<_, Infallible>(response)
+        }
     });
     let io = TokioIo::new(tls);
     let result = if h2 {
@@ -282,13 +366,15 @@ async fn serve_connection(
             .keep_alive_interval(timeout)
             .keep_alive_timeout(timeout)
             .serve_connection(io, service);
-        watcher.watch(connection).await
+        drive(connection, phases, Phase::Draining).await
     } else {
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(timeout)
             .serve_connection(io, service);
-        watcher.watch(connection).await
+        // An idle HTTP/1.1 connection cannot be told to close in band: it stays open while the
+        // server drains, for the client to use once more (and get `Connection: close`) or close.
+        drive(connection, phases, Phase::Stopping).await
     };
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "connection ended with an error");

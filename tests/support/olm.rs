@@ -450,12 +450,15 @@ pub struct ReadStats {
     pub longest_gap: Duration,
     /// The slowest request, failed or not.
     pub slowest: Duration,
+    /// When the readers started: what the failures' times count from.
+    pub started: Option<std::time::Instant>,
 }
 
 /// Readers that get and list the objects of `namespace` at each of `versions` (kind and
 /// version), one reader per pair, round after round, until [`Readers::stop`]: what a cluster's
 /// clients do while the operator is upgraded under them.
 pub struct Readers {
+    started: std::time::Instant,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<ReadStats>>,
 }
@@ -516,13 +519,20 @@ impl Readers {
                 })
             })
             .collect();
-        Self { stop, tasks }
+        Self {
+            started: start,
+            stop,
+            tasks,
+        }
     }
 
     /// Stops reading and says what was seen, every reader's together.
     pub async fn stop(self) -> ReadStats {
         self.stop.store(true, Ordering::Relaxed);
-        let mut all = ReadStats::default();
+        let mut all = ReadStats {
+            started: Some(self.started),
+            ..ReadStats::default()
+        };
         for task in self.tasks {
             let stats = task.await.expect("the readers do not panic");
             all.requests += stats.requests;

@@ -1,7 +1,10 @@
-//! `cargo xtask bench-controller`: creates many `PostgresCluster` objects at once on the local
-//! control plane and prints a table: the time until all are Ready, the operator's peak RSS, its
-//! API requests by verb, and its writes in steady state. The operator is the release binary,
-//! running with only its generated RBAC; its requests are counted from the apiserver's audit log.
+//! `cargo xtask bench-controller`: at each scale, on a fresh local control plane, creates that
+//! many `PostgresCluster` objects at once and prints, a column per scale: the time until all are
+//! Ready beside the CPU time of the operator, the apiserver, etcd and kwok; the operator's
+//! requests until then by verb; its peak RSS and the slope over the scales; its requests per
+//! cluster per resync in steady state; and how long putting back a ConfigMap edited by hand in
+//! 100 clusters takes, with the requests it costs. The operator is the release binary, running
+//! with only its generated RBAC; its requests are counted from the apiserver's audit log.
 
 use std::{
     collections::BTreeMap,
@@ -38,18 +41,22 @@ fn memory(pid: u32) -> (u64, u64) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
-fn requests_by_verb(events: &[Value], user: &str) -> BTreeMap<String, usize> {
+/// The requests `user` made, by verb; Lease renewals for leader election are left out, and
+/// Events are counted apart (`create (Events)`).
+pub fn requests_by_verb(events: &[Value], user: &str) -> BTreeMap<String, usize> {
     let mut by_verb = BTreeMap::new();
     for event in events {
         // A watch is logged when it starts and when it ends; count each request once.
-        if event["stage"] == "ResponseStarted" {
+        if event["stage"] == "ResponseStarted" || event["user"]["username"] != user {
             continue;
         }
-        if event["user"]["username"] == user && event["objectRef"]["resource"] != "leases" {
-            *by_verb
-                .entry(event["verb"].as_str().unwrap_or("?").to_owned())
-                .or_insert(0) += 1;
-        }
+        let verb = event["verb"].as_str().unwrap_or("?");
+        let key = match event["objectRef"]["resource"].as_str() {
+            Some("leases") => continue,
+            Some("events") => format!("{verb} (Events)"),
+            _ => verb.to_owned(),
+        };
+        *by_verb.entry(key).or_insert(0) += 1;
     }
     by_verb
 }
@@ -68,13 +75,6 @@ pub fn count_ready<K>(
             })
         })
         .count()
-}
-
-fn is_write(verb: &str) -> bool {
-    matches!(
-        verb,
-        "create" | "update" | "patch" | "delete" | "deletecollection"
-    )
 }
 
 /// The release build of the operator, running with only its generated RBAC on a fresh local
@@ -205,12 +205,196 @@ pub async fn start_operator(
     })
 }
 
+/// What one scale measured.
+struct Scale {
+    clusters: usize,
+    created: Duration,
+    ready_after: Option<Duration>,
+    /// CPU seconds from the first create until all were Ready, by process.
+    cpu: BTreeMap<String, f64>,
+    /// The operator's requests until all were Ready, by verb.
+    converge: BTreeMap<String, usize>,
+    /// Peak RSS (VmHWM) until Ready, overall, and the RSS at the end, in KiB.
+    peak_converging: u64,
+    peak: u64,
+    end: u64,
+    /// The operator's requests in steady state, by verb, and how many resyncs that was.
+    steady: BTreeMap<String, usize>,
+    resyncs: f64,
+    drift: Drift,
+}
+
+/// Children edited by hand and put back.
+struct Drift {
+    clusters: usize,
+    repaired_after: Option<Duration>,
+    requests: BTreeMap<String, usize>,
+}
+
+/// CPU ticks (user and system) of `pids` now, by name.
+fn cpu_ticks(pids: &[(String, u32)]) -> BTreeMap<String, u64> {
+    pids.iter()
+        .filter_map(|(name, pid)| Some((name.clone(), tusk_testenv::process::proc_stat(*pid)?.1)))
+        .collect()
+}
+
+/// Clock ticks per second, the unit of /proc's CPU times.
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// `cargo xtask bench-controller`: each scale on a fresh control plane and operator, then one
+/// table with a column per scale.
 pub async fn run(
     root: &Path,
-    clusters: usize,
+    scales: &[usize],
+    instances: u32,
     steady_seconds: u64,
     ready_timeout: u64,
+    drift: usize,
 ) -> Result<(), String> {
+    let mut measured = Vec::new();
+    for &clusters in scales {
+        println!("== {clusters} clusters of {instances} instances ==");
+        measured.push(measure(root, clusters, instances, steady_seconds, ready_timeout, drift).await?);
+    }
+    print_table(&measured, instances, steady_seconds);
+    Ok(())
+}
+
+fn per_cluster(n: usize, clusters: usize) -> String {
+    format!("{n} ({:.2})", n as f64 / clusters as f64)
+}
+
+fn print_table(scales: &[Scale], instances: u32, steady_seconds: u64) {
+    let row = |name: &str, cell: &dyn Fn(&Scale) -> String| {
+        let cells: Vec<String> = scales.iter().map(cell).collect();
+        println!("| {name} | {} |", cells.join(" | "));
+    };
+    println!();
+    let header: Vec<String> = scales.iter().map(|s| s.clusters.to_string()).collect();
+    println!(
+        "| clusters ({instances} instances each) | {} |",
+        header.join(" | ")
+    );
+    println!("|---|{}", "---|".repeat(scales.len()));
+    row("all created after", &|s| {
+        format!("{:.1} s", s.created.as_secs_f64())
+    });
+    row("all Ready after", &|s| match s.ready_after {
+        Some(t) => format!("{:.1} s", t.as_secs_f64()),
+        None => "not Ready in time".to_owned(),
+    });
+    let mut processes: Vec<&String> = scales.iter().flat_map(|s| s.cpu.keys()).collect();
+    processes.sort();
+    processes.dedup();
+    for process in processes {
+        row(&format!("CPU until Ready: {process}"), &|s| {
+            s.cpu.get(process).map_or("-".into(), |c| format!("{c:.1} s"))
+        });
+    }
+    let mut verbs: Vec<&String> = scales.iter().flat_map(|s| s.converge.keys()).collect();
+    verbs.sort();
+    verbs.dedup();
+    for verb in &verbs {
+        row(&format!("requests until Ready: {verb} (per cluster)"), &|s| {
+            per_cluster(s.converge.get(*verb).copied().unwrap_or(0), s.clusters)
+        });
+    }
+    row(
+        "requests until Ready but watches (per cluster; target ≤ 20)",
+        &|s| {
+            per_cluster(
+                s.converge
+                    .iter()
+                    .filter(|(v, _)| *v != "watch")
+                    .map(|(_, n)| n)
+                    .sum(),
+                s.clusters,
+            )
+        },
+    );
+    row("operator peak RSS until Ready", &|s| {
+        format!("{:.1} MiB", s.peak_converging as f64 / 1024.0)
+    });
+    row("operator peak RSS overall", &|s| {
+        format!("{:.1} MiB", s.peak as f64 / 1024.0)
+    });
+    row("operator RSS at the end", &|s| {
+        format!("{:.1} MiB", s.end as f64 / 1024.0)
+    });
+    let mut verbs: Vec<&String> = scales.iter().flat_map(|s| s.steady.keys()).collect();
+    verbs.sort();
+    verbs.dedup();
+    row(
+        &format!("steady state: resyncs watched in {steady_seconds} s"),
+        &|s| format!("{:.0}", s.resyncs),
+    );
+    row("steady state: requests per cluster per resync (target 0)", &|s| {
+        let n: usize = s.steady.values().sum();
+        format!("{:.3}", n as f64 / s.clusters as f64 / s.resyncs)
+    });
+    for verb in verbs {
+        row(&format!("steady state: {verb}"), &|s| {
+            s.steady.get(verb).copied().unwrap_or(0).to_string()
+        });
+    }
+    row("drift: clusters whose ConfigMap was edited", &|s| {
+        s.drift.clusters.to_string()
+    });
+    row("drift: all put back after", &|s| match s.drift.repaired_after {
+        Some(t) => format!("{:.2} s", t.as_secs_f64()),
+        None => "not within 60 s".to_owned(),
+    });
+    row("drift: requests to put them back (per edited cluster)", &|s| {
+        let by_verb: Vec<String> = s
+            .drift
+            .requests
+            .iter()
+            .map(|(verb, n)| format!("{verb} {:.2}", *n as f64 / s.drift.clusters.max(1) as f64))
+            .collect();
+        by_verb.join(", ")
+    });
+    println!();
+    if let Some(slope) = rss_slope(scales) {
+        println!("Peak RSS grows by {slope:.1} KiB per cluster (least squares over the scales).");
+    }
+    println!(
+        "Lease renewals for leader election are left out of the counts; watches are per kind, not per cluster."
+    );
+}
+
+/// The least-squares slope of the peak RSS against the number of clusters, in KiB per cluster.
+fn rss_slope(scales: &[Scale]) -> Option<f64> {
+    if scales.len() < 2 {
+        return None;
+    }
+    let n = scales.len() as f64;
+    let mean_x = scales.iter().map(|s| s.clusters as f64).sum::<f64>() / n;
+    let mean_y = scales.iter().map(|s| s.peak as f64).sum::<f64>() / n;
+    let (mut num, mut den) = (0.0, 0.0);
+    for s in scales {
+        let dx = s.clusters as f64 - mean_x;
+        num += dx * (s.peak as f64 - mean_y);
+        den += dx * dx;
+    }
+    (den > 0.0).then(|| num / den)
+}
+
+async fn measure(
+    root: &Path,
+    clusters: usize,
+    instances: u32,
+    steady_seconds: u64,
+    ready_timeout: u64,
+    drift: usize,
+) -> Result<Scale, String> {
     let resync = steady_seconds / 2;
     let Operator {
         plane,
@@ -226,6 +410,13 @@ pub async fn run(
         .map_err(err)?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let user = format!("system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_ACCOUNT}");
+    let mut pids = plane.pids();
+    if let Some(pid) = operator.pid() {
+        pids.push(("tusk-operator".to_owned(), pid));
+    }
+    pids.retain(|(name, _)| ["tusk-operator", "kube-apiserver", "etcd", "kwok"].contains(&name.as_str()));
+    let ticks_before = cpu_ticks(&pids);
+    let mark = plane.audit_events().len();
 
     // All at once: 32 creates in flight at a time.
     println!("Creating {clusters} PostgresCluster objects...");
@@ -245,7 +436,7 @@ pub async fn run(
             let cluster: PostgresCluster = serde_json::from_value(json!({
                 "apiVersion": "tusk.dev/v1", "kind": "PostgresCluster",
                 "metadata": {"name": format!("pg-{i:04}")},
-                "spec": {"postgres": {"version": 17}, "instances": 1, "storage": {"data": {"size": "1Gi"}}},
+                "spec": {"postgres": {"version": 17}, "instances": instances, "storage": {"data": {"size": "1Gi"}}},
             }))
             .map_err(err)?;
             api.create(&PostParams::default(), &cluster)
@@ -281,68 +472,77 @@ pub async fn run(
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
-    let converge_requests = requests_by_verb(&plane.audit_events(), &user);
+    let ticks_after = cpu_ticks(&pids);
+    let hz = clock_ticks();
+    let cpu = ticks_after
+        .iter()
+        .filter_map(|(name, after)| Some((name.clone(), (after - ticks_before.get(name)?) as f64 / hz)))
+        .collect();
+    let converge = requests_by_verb(&plane.audit_events()[mark..], &user);
     let (peak_converging, _) = operator.pid().map(memory).unwrap_or((0, 0));
 
     // Steady state: settle, then watch two resync periods.
     tokio::time::sleep(Duration::from_secs(resync)).await;
     let mark = plane.audit_events().len();
     tokio::time::sleep(Duration::from_secs(steady_seconds)).await;
-    let steady_requests = requests_by_verb(&plane.audit_events()[mark..], &user);
-    let steady_writes: usize = steady_requests
-        .iter()
-        .filter(|(verb, _)| is_write(verb))
-        .map(|(_, n)| n)
-        .sum();
-    let (peak, now) = operator.pid().map(memory).unwrap_or((0, 0));
+    let steady = requests_by_verb(&plane.audit_events()[mark..], &user);
 
-    println!();
-    println!("| measure | value |");
-    println!("|---|---|");
-    println!("| clusters | {clusters} |");
-    println!("| all created after | {:.1} s |", created.as_secs_f64());
-    match ready_after {
-        Some(t) => println!("| all Ready after | {:.1} s |", t.as_secs_f64()),
-        None => println!("| all Ready after | not within {ready_timeout} s (see above) |"),
+    // Drift: a ConfigMap edited by hand in each of the first `drift` clusters.
+    let drift = drift.min(clusters);
+    let configs = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), NAMESPACE);
+    let names: Vec<String> = (0..drift).map(|i| format!("pg-{i:04}-config")).collect();
+    let mut wanted = Vec::new();
+    for name in &names {
+        wanted.push(configs.get(name).await.map_err(err)?.data);
     }
-    println!(
-        "| operator peak RSS (VmHWM) until Ready | {:.1} MiB |",
-        peak_converging as f64 / 1024.0
-    );
-    println!(
-        "| operator peak RSS (VmHWM) overall | {:.1} MiB |",
-        peak as f64 / 1024.0
-    );
-    println!("| operator RSS at the end | {:.1} MiB |", now as f64 / 1024.0);
-    for (verb, n) in &converge_requests {
-        println!(
-            "| requests until Ready: {verb} | {n} ({:.1} per cluster) |",
-            *n as f64 / clusters as f64
-        );
-    }
-    // Each cluster is reconciled once per resync; watches are per kind, not per cluster.
-    let resyncs = steady_seconds as f64 / resync as f64;
-    for (verb, n) in &steady_requests {
-        let per = if verb == "watch" {
-            String::new()
-        } else {
-            format!(
-                " ({:.2} per cluster per resync)",
-                *n as f64 / clusters as f64 / resyncs
+    let mark = plane.audit_events().len();
+    let edited = Instant::now();
+    for name in &names {
+        configs
+            .patch(
+                name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({"data": {"postgresql.conf": "work_mem = '1GB'"}})),
             )
-        };
-        println!("| requests in {steady_seconds} s of steady state ({resync} s resync): {verb} | {n}{per} |");
+            .await
+            .map_err(err)?;
     }
-    let steady_reads: usize = steady_requests
-        .iter()
-        .filter(|(verb, _)| matches!(verb.as_str(), "get" | "list"))
-        .map(|(_, n)| n)
-        .sum();
-    println!("| reads (get, list) in steady state | {steady_reads} |");
-    println!("| writes in steady state | {steady_writes} |");
-    println!();
-    println!("(Lease renewals for leader election are left out of the counts.)");
+    let repaired_after = loop {
+        let list = configs.list(&ListParams::default()).await.map_err(err)?;
+        let back = names.iter().zip(&wanted).all(|(name, want)| {
+            list.items
+                .iter()
+                .any(|c| c.metadata.name.as_ref() == Some(name) && &c.data == want)
+        });
+        if back {
+            break Some(edited.elapsed());
+        }
+        if edited.elapsed() > Duration::from_secs(60) {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Requests still in flight reach the log a moment later.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let drift = Drift {
+        clusters: drift,
+        repaired_after,
+        requests: requests_by_verb(&plane.audit_events()[mark..], &user),
+    };
+    let (peak, end) = operator.pid().map(memory).unwrap_or((0, 0));
     drop(operator);
     plane.stop();
-    Ok(())
+    Ok(Scale {
+        clusters,
+        created,
+        ready_after,
+        cpu,
+        converge,
+        peak_converging,
+        peak,
+        end,
+        steady,
+        resyncs: steady_seconds as f64 / resync as f64,
+        drift,
+    })
 }

@@ -103,6 +103,7 @@ pub async fn run(root: &std::path::Path, users: usize, resync: u64, periods: u64
     );
     let api = Api::<PostgresUser>::namespaced(client.clone(), NAMESPACE);
     let before = counters(&metrics).await?;
+    let audit_before = plane.audit_events().len();
     let started = Instant::now();
     let mut creates = tokio::task::JoinSet::new();
     for i in 0..users {
@@ -150,6 +151,7 @@ pub async fn run(root: &std::path::Path, users: usize, resync: u64, periods: u64
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let converged = counters(&metrics).await?;
+    let audit_converged = plane.audit_events().len();
     let roles = server
         .psql("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'user-%'")
         .map_err(err)?;
@@ -158,9 +160,19 @@ pub async fn run(root: &std::path::Path, users: usize, resync: u64, periods: u64
     tokio::time::sleep(Duration::from_secs(resync)).await;
     let mark = counters(&metrics).await?;
     let mark_xacts = transactions(&server)?;
+    let audit_mark = plane.audit_events().len();
     tokio::time::sleep(Duration::from_secs(resync * periods)).await;
     let end = counters(&metrics).await?;
     let end_xacts = transactions(&server)?;
+    let audit = plane.audit_events();
+    let operator_user = format!(
+        "system:serviceaccount:{}:{}",
+        tusk::facts::operator::NAMESPACE,
+        tusk::facts::operator::NAME
+    );
+    let converging_requests =
+        crate::bench::requests_by_verb(&audit[audit_before..audit_converged], &operator_user);
+    let steady_requests = crate::bench::requests_by_verb(&audit[audit_mark..], &operator_user);
 
     let n = users as f64;
     let steady_reconciles = end.reconciles - mark.reconciles;
@@ -194,6 +206,25 @@ pub async fn run(root: &std::path::Path, users: usize, resync: u64, periods: u64
     println!(
         "| steady state: server transactions per reconcile (pg_stat_database) | {:.2} |",
         per(end_xacts - mark_xacts, steady_reconciles)
+    );
+    let by_verb = |requests: &std::collections::BTreeMap<String, usize>| {
+        let all: Vec<String> = requests
+            .iter()
+            .map(|(verb, count)| format!("{verb} {:.2}", *count as f64 / n))
+            .collect();
+        if all.is_empty() {
+            "none".to_owned()
+        } else {
+            all.join(", ")
+        }
+    };
+    println!(
+        "| converging: apiserver requests per object, by verb | {} |",
+        by_verb(&converging_requests)
+    );
+    println!(
+        "| steady state: apiserver requests (all objects, {periods} periods) | {} (target 0) |",
+        steady_requests.values().sum::<usize>()
     );
     drop(operator);
     plane.stop();

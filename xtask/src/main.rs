@@ -153,9 +153,15 @@ enum Task {
     /// Create many PostgresClusters at once on the local control plane and print the time to
     /// Ready, the operator's peak RSS, its API requests by verb and its steady-state writes.
     BenchController {
-        /// How many clusters.
-        #[arg(long, default_value_t = 1000)]
-        clusters: usize,
+        /// How many clusters, comma-separated: each scale runs on a fresh control plane.
+        #[arg(long, value_delimiter = ',', default_values_t = [1000usize])]
+        clusters: Vec<usize>,
+        /// Instances per cluster.
+        #[arg(long, default_value_t = 1)]
+        instances: u32,
+        /// How many clusters get their ConfigMap edited by hand, to time the repair.
+        #[arg(long, default_value_t = 100)]
+        drift: usize,
         /// How long to watch steady state, in seconds (the operator resyncs every half of it).
         #[arg(long, default_value_t = 60)]
         steady_seconds: u64,
@@ -583,6 +589,8 @@ fn main() -> ExitCode {
             .and_then(|runtime| runtime.block_on(bench_users::run(&repo_root(), users, resync, periods))),
         Task::BenchController {
             clusters,
+            instances,
+            drift,
             steady_seconds,
             ready_timeout,
         } => tokio::runtime::Builder::new_multi_thread()
@@ -590,7 +598,14 @@ fn main() -> ExitCode {
             .build()
             .map_err(|e| e.to_string())
             .and_then(|runtime| {
-                runtime.block_on(bench::run(&repo_root(), clusters, steady_seconds, ready_timeout))
+                runtime.block_on(bench::run(
+                    &repo_root(),
+                    &clusters,
+                    instances,
+                    steady_seconds,
+                    ready_timeout,
+                    drift,
+                ))
             }),
     };
     match result {

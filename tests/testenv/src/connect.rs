@@ -26,7 +26,7 @@ use crate::{Error, Result};
 pub struct ConnectProxy {
     dir: tempfile::TempDir,
     routes: Arc<Mutex<HashMap<String, SocketAddr>>>,
-    log: Arc<Mutex<Vec<(String, bool)>>>,
+    log: Arc<Mutex<Log>>,
     task: tokio::task::JoinHandle<()>,
     address: Option<SocketAddr>,
 }
@@ -55,7 +55,7 @@ impl ConnectProxy {
             message: format!("cannot write its configuration: {e}"),
         })?;
         let routes: Arc<Mutex<HashMap<String, SocketAddr>>> = Arc::default();
-        let log: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
+        let log: Arc<Mutex<Log>> = Arc::default();
         let task = tokio::spawn(serve(Listener::Unix(listener), routes.clone(), log.clone()));
         Ok(Self {
             dir,
@@ -81,7 +81,7 @@ impl ConnectProxy {
             .map_err(|e| failed(format!("cannot listen on 127.0.0.1: {e}")))?;
         let address = listener.local_addr().map_err(|e| failed(e.to_string()))?;
         let routes: Arc<Mutex<HashMap<String, SocketAddr>>> = Arc::default();
-        let log: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
+        let log: Arc<Mutex<Log>> = Arc::default();
         let task = tokio::spawn(serve(Listener::Tcp(listener), routes.clone(), log.clone()));
         Ok(Self {
             dir,
@@ -132,7 +132,13 @@ impl ConnectProxy {
 
     /// Every CONNECT so far: its target, and whether it was forwarded.
     pub fn connects(&self) -> Vec<(String, bool)> {
-        self.log.lock().expect("log").clone()
+        self.log.lock().expect("log").connects.clone()
+    }
+
+    /// Every forwarded CONNECT so far, with when it was opened and how it ended, to tell which
+    /// process a failed request met.
+    pub fn tunnels(&self) -> Vec<Tunnel> {
+        self.log.lock().expect("log").tunnels.clone()
     }
 }
 
@@ -162,16 +168,34 @@ impl Drop for ConnectProxy {
     }
 }
 
+/// What the proxy saw.
+#[derive(Debug, Default)]
+struct Log {
+    connects: Vec<(String, bool)>,
+    tunnels: Vec<Tunnel>,
+}
+
+/// One forwarded CONNECT.
+#[derive(Clone, Debug)]
+pub struct Tunnel {
+    /// The target the client asked for.
+    pub target: String,
+    /// Where the proxy forwarded it.
+    pub to: SocketAddr,
+    /// When the proxy answered 200.
+    pub opened: std::time::Instant,
+    /// When both directions had ended, once they have.
+    pub closed: Option<std::time::Instant>,
+    /// How it ended: the bytes each way, or the error that cut it.
+    pub ended: String,
+}
+
 enum Listener {
     Unix(UnixListener),
     Tcp(TcpListener),
 }
 
-async fn serve(
-    listener: Listener,
-    routes: Arc<Mutex<HashMap<String, SocketAddr>>>,
-    log: Arc<Mutex<Vec<(String, bool)>>>,
-) {
+async fn serve(listener: Listener, routes: Arc<Mutex<HashMap<String, SocketAddr>>>, log: Arc<Mutex<Log>>) {
     loop {
         let (routes, log) = (routes.clone(), log.clone());
         match &listener {
@@ -194,7 +218,7 @@ async fn serve(
 async fn tunnel<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     mut client: S,
     routes: &Mutex<HashMap<String, SocketAddr>>,
-    log: &Mutex<Vec<(String, bool)>>,
+    log: &Mutex<Log>,
 ) -> std::io::Result<()> {
     // The request head: `CONNECT <target> HTTP/1.1`, headers, an empty line. Nothing follows it
     // until the proxy answers.
@@ -212,7 +236,10 @@ async fn tunnel<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     let to = (method == "CONNECT")
         .then(|| routes.lock().expect("routes").get(target).copied())
         .flatten();
-    log.lock().expect("log").push((target.to_owned(), to.is_some()));
+    log.lock()
+        .expect("log")
+        .connects
+        .push((target.to_owned(), to.is_some()));
     let Some(to) = to else {
         client
             .write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
@@ -231,6 +258,23 @@ async fn tunnel<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     client
         .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
         .await?;
-    tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
-    Ok(())
+    let index = {
+        let mut log = log.lock().expect("log");
+        log.tunnels.push(Tunnel {
+            target: target.to_owned(),
+            to,
+            opened: std::time::Instant::now(),
+            closed: None,
+            ended: String::new(),
+        });
+        log.tunnels.len() - 1
+    };
+    let copied = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    let tunnel = &mut log.lock().expect("log").tunnels[index];
+    tunnel.closed = Some(std::time::Instant::now());
+    tunnel.ended = match &copied {
+        Ok((up, down)) => format!("{up} bytes up, {down} down"),
+        Err(e) => format!("cut: {e}"),
+    };
+    copied.map(|_| ())
 }

@@ -14,10 +14,10 @@ use std::{
 use crate::{Result, io};
 
 const SUPERVISOR: &str = r#"
-log=$1; pidfile=$2; shift 2
+log=$1; pidfile=$2; grace=$3; shift 3
 stop() {
   kill -TERM "$child" 2>/dev/null
-  for _ in $(seq 100); do kill -0 "$child" 2>/dev/null || break; sleep 0.1; done
+  for _ in $(seq "$grace"); do kill -0 "$child" 2>/dev/null || break; sleep 0.1; done
   kill -KILL "$child" 2>/dev/null
   wait "$child" 2>/dev/null
   rm -f "$pidfile"
@@ -40,7 +40,7 @@ dir=$1
 # Outlive a signal to the process group: the directory goes once the owner is gone.
 trap '' INT TERM HUP
 while read -r _; do :; done
-for _ in $(seq 200); do
+for _ in $(seq 900); do
   alive=
   for f in "$dir"/run/*.pid; do
     [ -e "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && alive=1
@@ -83,6 +83,19 @@ impl Supervised {
         args: &[String],
         env: &[(&str, &std::ffi::OsStr)],
     ) -> Result<Self> {
+        Self::spawn_with_grace(dir, name, program, args, env, std::time::Duration::from_secs(10))
+    }
+
+    /// Like [`spawn_with_env`](Self::spawn_with_env), with the time the program has between
+    /// SIGTERM and SIGKILL when it is stopped.
+    pub fn spawn_with_grace(
+        dir: &Path,
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(&str, &std::ffi::OsStr)],
+        grace: std::time::Duration,
+    ) -> Result<Self> {
         let log = dir.join("logs").join(format!("{name}.log"));
         let pidfile = dir.join("run").join(format!("{name}.pid"));
         for d in [log.parent(), pidfile.parent()].into_iter().flatten() {
@@ -94,6 +107,7 @@ impl Supervised {
             .arg(format!("supervise-{name}"))
             .arg(&log)
             .arg(&pidfile)
+            .arg((grace.as_millis() / 100).max(1).to_string())
             .arg(program)
             .args(args)
             .envs(env.iter().copied())

@@ -399,6 +399,12 @@ impl OlmCluster {
         self.pod.gaps(since)
     }
 
+    /// What the stand-in kubelet did with the operator's processes (see
+    /// [`LocalOperator::events`]).
+    pub fn operator_events(&self) -> Vec<(std::time::Instant, super::operator::PodEvent)> {
+        self.pod.events()
+    }
+
     /// Asks for the local operator in `mode` and waits until it runs so.
     pub async fn run_operator(&self, mode: Mode) {
         self.want(Some(mode)).await;

@@ -9,7 +9,8 @@
 //! A new process replaces the old one as the Deployment's strategy says, read from the
 //! Deployment OLM made: with `RollingUpdate` and `maxUnavailable: 0`, the new one starts first
 //! and takes the Service once it is ready (its `/readyz`, or its webhook port when it serves no
-//! `/readyz`), and only then is the old one stopped (SIGTERM, as a kubelet stops a pod); with
+//! `/readyz`), and only then is the old one stopped (SIGTERM, then SIGKILL after the pod's
+//! `terminationGracePeriodSeconds`, as a kubelet stops a pod); with
 //! `Recreate`, the old one stops first. Every interval with no process routed is recorded
 //! ([`LocalOperator::gaps`]).
 
@@ -95,6 +96,71 @@ struct Shared {
     port: Arc<Mutex<Option<u16>>>,
     log: Arc<Mutex<Started>>,
     gaps: Gaps,
+    events: Events,
+}
+
+/// What the kubelet did and when: each process started, routed, signalled and gone.
+type Events = Arc<Mutex<Vec<(std::time::Instant, PodEvent)>>>;
+
+/// One step of the stand-in kubelet. Each process is known by its webhook's loopback port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PodEvent {
+    /// A process of `program` started.
+    Started {
+        /// Its webhook's port.
+        port: u16,
+        /// The program: the build's or a released one.
+        program: PathBuf,
+    },
+    /// The Service's address now leads to it.
+    Routed {
+        /// Its webhook's port.
+        port: u16,
+    },
+    /// It was sent SIGTERM.
+    Terminating {
+        /// Its webhook's port.
+        port: u16,
+    },
+    /// It exited after SIGTERM (or was killed after the grace period).
+    Gone {
+        /// Its webhook's port.
+        port: u16,
+    },
+    /// It exited by itself.
+    Died {
+        /// Its webhook's port.
+        port: u16,
+    },
+}
+
+impl std::fmt::Display for PodEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Started { port, program } => {
+                write!(f, "started {} with its webhook on port {port}", program.display())
+            }
+            Self::Routed { port } => write!(f, "the Service routed to port {port}"),
+            Self::Terminating { port } => write!(f, "SIGTERM to the process on port {port}"),
+            Self::Gone { port } => write!(f, "the process on port {port} is gone"),
+            Self::Died { port } => write!(f, "the process on port {port} died"),
+        }
+    }
+}
+
+fn record(events: &Events, event: PodEvent) {
+    events
+        .lock()
+        .expect("not poisoned")
+        .push((std::time::Instant::now(), event));
+}
+
+/// Stops `process` as a kubelet stops a pod (SIGTERM, SIGKILL after its grace period), and
+/// records both ends.
+fn stop_recorded(events: &Events, process: &mut Supervised, port: u16) {
+    record(events, PodEvent::Terminating { port });
+    process.stop();
+    record(events, PodEvent::Gone { port });
 }
 
 /// When no process served the webhook Service, and for how long.
@@ -175,6 +241,12 @@ impl LocalOperator {
             .collect()
     }
 
+    /// What the stand-in kubelet did, and when: each process started (its program, its webhook
+    /// port), routed to, sent SIGTERM, and gone.
+    pub fn events(&self) -> Vec<(std::time::Instant, PodEvent)> {
+        self.shared.events.lock().expect("not poisoned").clone()
+    }
+
     /// The loopback port where the process the Service routes to serves its webhook.
     pub fn webhook_port(&self) -> Option<u16> {
         *self.shared.port.lock().expect("not poisoned")
@@ -205,6 +277,22 @@ async fn is_ready(port: u16, status: Option<u16>) -> bool {
     }
 }
 
+/// The process the kubelet runs, and what it was started from.
+struct Running {
+    mode: Option<Mode>,
+    /// The resourceVersion of the certificate Secret its files hold.
+    secret_version: String,
+    /// The Service's address.
+    ip: String,
+    /// The Deployment's image.
+    image: String,
+    process: Supervised,
+    /// Where its files are.
+    dir: PathBuf,
+    /// Its webhook's loopback port.
+    port: u16,
+}
+
 /// The kubelet's loop: compares what runs with what is desired and with OLM's Service and
 /// certificate, and restarts the process when they differ (a new certificate alone is written
 /// over the running process's files).
@@ -222,11 +310,12 @@ async fn keep(
         port: routed,
         log,
         gaps,
+        events,
     } = shared;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
     let deployments: Api<Deployment> = Api::namespaced(client, &namespace);
-    let mut current: Option<(Option<Mode>, String, String, String, Supervised, PathBuf)> = None;
+    let mut current: Option<Running> = None;
     // Since when no process serves, once one did.
     let mut down_since: Option<std::time::Instant> = None;
     let record_gap = |down_since: &mut Option<std::time::Instant>| {
@@ -261,7 +350,15 @@ async fn keep(
             .filter_map(|e| Some((e.name, e.value?)))
             .collect();
         let mode = want.as_ref().map(|(mode, _)| *mode);
-        if let Some((m, v, i, im, process, dir)) = &mut current
+        if let Some(Running {
+            mode: m,
+            secret_version: v,
+            ip: i,
+            image: im,
+            process,
+            dir,
+            ..
+        }) = &mut current
             && *m == mode
             && *i == ip
             && *im == image
@@ -281,6 +378,13 @@ async fn keep(
             }
             continue;
         }
+        // A kubelet gives a pod this long between SIGTERM and SIGKILL.
+        let grace = deployment
+            .as_ref()
+            .and_then(|d| d.template.spec.as_ref()?.termination_grace_period_seconds)
+            .map_or(Duration::from_secs(30), |s| {
+                Duration::from_secs(s.max(1).unsigned_abs())
+            });
         // A surge: the Deployment keeps its old pod until the new one is ready.
         let surge = deployment.is_some_and(|d| {
             let strategy = d.strategy.unwrap_or_default();
@@ -295,20 +399,21 @@ async fn keep(
             .iter()
             .find(|(v, _)| image.ends_with(&format!(":{v}")))
             .map_or_else(|| operator.program.clone(), |(_, program)| program.clone());
-        let mut old = current.take().map(|(_, _, _, _, old, _)| old);
-        if let Some(old) = &old
+        let mut old = current.take().map(|running| (running.process, running.port));
+        if let Some((old, port)) = &old
             && !old.alive()
         {
+            record(&events, PodEvent::Died { port: *port });
             down_since.get_or_insert_with(std::time::Instant::now);
         }
-        if !surge && let Some(mut stopped) = old.take() {
+        if !surge && let Some((mut stopped, port)) = old.take() {
             down_since.get_or_insert_with(std::time::Instant::now);
-            tokio::task::block_in_place(|| stopped.stop());
+            tokio::task::block_in_place(|| stop_recorded(&events, &mut stopped, port));
             *running.lock().expect("not poisoned") = None;
         }
         let Some((mode, kubeconfig)) = want.clone() else {
-            if let Some(mut stopped) = old.take() {
-                tokio::task::block_in_place(|| stopped.stop());
+            if let Some((mut stopped, port)) = old.take() {
+                tokio::task::block_in_place(|| stop_recorded(&events, &mut stopped, port));
             }
             *running.lock().expect("not poisoned") = None;
             continue;
@@ -339,8 +444,15 @@ async fn keep(
         if let Some(kubeconfig) = &kubeconfig {
             env.push(("KUBECONFIG", kubeconfig.as_os_str()));
         }
-        let process = Supervised::spawn_with_env(&dir, &operator.package, &program, &args, &env)
+        let process = Supervised::spawn_with_grace(&dir, &operator.package, &program, &args, &env, grace)
             .expect("starting the operator");
+        record(
+            &events,
+            PodEvent::Started {
+                port,
+                program: program.clone(),
+            },
+        );
         {
             let mut started = log.lock().expect("not poisoned");
             started.count += 1;
@@ -367,13 +479,23 @@ async fn keep(
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         proxy.route(&format!("{ip}:443"), ([127, 0, 0, 1], port).into());
+        record(&events, PodEvent::Routed { port });
         *routed.lock().expect("not poisoned") = Some(port);
         record_gap(&mut down_since);
         *running.lock().expect("not poisoned") = Some(mode);
-        current = Some((Some(mode), version, ip, image, process, dir));
+        current = Some(Running {
+            mode: Some(mode),
+            secret_version: version,
+            ip,
+            image,
+            process,
+            dir,
+            port,
+        });
         // The old pod of a surge stops once the new one serves, in the background: it drains.
-        if let Some(mut stopped) = old.take() {
-            tokio::task::spawn_blocking(move || stopped.stop());
+        if let Some((mut stopped, port)) = old.take() {
+            let events = events.clone();
+            tokio::task::spawn_blocking(move || stop_recorded(&events, &mut stopped, port));
         }
     }
 }
