@@ -1,5 +1,6 @@
-//! Writing children: server-side apply with one field manager, and no request at all when the
-//! live object already holds every field Tusk wants.
+//! Writing children: server-side apply with one field manager, no request at all when the
+//! live object already holds every field Tusk wants, and no read before creating a child its
+//! watch has never seen.
 
 use std::fmt::Debug;
 
@@ -111,7 +112,10 @@ where
         + Serialize
         + DeserializeOwned
         + Clone
-        + Debug,
+        + Debug
+        + Send
+        + Sync
+        + 'static,
 {
     let meta = desired.meta();
     let name = meta.name.as_deref().expect("desired objects are named");
@@ -122,12 +126,14 @@ where
     if known.unchanged(&key, hash) {
         return Ok(Outcome::Unchanged);
     }
-    let live = api.get_opt(name).await?;
+    // A child no watch has seen is created without reading it first: the apply creates it.
+    let unseen = known.unseen::<K>(namespace, name);
+    let live = if unseen { None } else { api.get_opt(name).await? };
     if let Some(live) = &live {
-        let version = live.meta().resource_version.clone();
+        let meta = live.meta();
         let live = serde_json::to_value(live).expect("Kubernetes objects serialize");
         if contains(&live, &wanted) {
-            known.applied(key, version, hash);
+            known.applied(key, meta, hash);
             return Ok(Outcome::Unchanged);
         }
     }
@@ -138,12 +144,24 @@ where
             &Patch::Apply(desired),
         )
         .await?;
-    known.applied(key, applied.meta().resource_version.clone(), hash);
-    Ok(if live.is_some() {
+    known.applied(key.clone(), applied.meta(), hash);
+    // An unseen child may have stood there without Tusk's labels, made by someone else, who
+    // then shows among its managers: the apply took it over.
+    let foreign = || {
+        applied
+            .meta()
+            .managed_fields
+            .iter()
+            .flatten()
+            .any(|m| m.manager.as_deref() != Some(FIELD_MANAGER))
+    };
+    let outcome = if live.is_some() || (unseen && foreign()) {
         Outcome::Applied
     } else {
         Outcome::Created
-    })
+    };
+    known.wrote(&key, applied);
+    Ok(outcome)
 }
 
 #[cfg(test)]

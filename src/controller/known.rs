@@ -59,8 +59,32 @@ pub fn hash(wanted: &serde_json::Value) -> u64 {
 /// The resourceVersion a watch last saw for an object, and which listing of which watch saw it.
 struct Seen {
     version: String,
+    /// The generation and the hash of the labels and annotations, for [`Known::unchanged`] of
+    /// kinds whose status changes their resourceVersion.
+    generation: Option<i64>,
+    meta: u64,
     watch: usize,
     listing: u64,
+}
+
+/// What Tusk applied (or found holding what it wanted): the object's resourceVersion,
+/// generation, and hash of labels and annotations then, and the [`hash`] of what it wanted.
+struct Applied {
+    version: String,
+    generation: Option<i64>,
+    meta: u64,
+    wanted: u64,
+}
+
+/// Kinds whose controllers write their status often (a StatefulSet's replicas, a
+/// PodDisruptionBudget's healthy pods), each write a new resourceVersion, and whose generation
+/// counts every change of their spec: for these, the same generation, labels and annotations
+/// mean the same object as far as Tusk applies it.
+const STATUS_KINDS: [&str; 2] = ["StatefulSet", "PodDisruptionBudget"];
+
+/// The hash of an object's labels and annotations.
+fn meta_hash(meta: &kube::api::ObjectMeta) -> u64 {
+    hash(&serde_json::json!([meta.labels, meta.annotations]))
 }
 
 /// One watch feeding [`Known`]: its kind, the listing it is on, and whether it has listed once.
@@ -74,8 +98,8 @@ struct Watch {
 struct State {
     live: HashMap<String, Seen>,
     watches: Vec<Watch>,
-    /// What was applied, or found holding what was wanted: its resourceVersion and [`hash`].
-    applied: HashMap<String, (String, u64)>,
+    /// What was applied, or found holding what was wanted.
+    applied: HashMap<String, Applied>,
     /// Objects read, with the resourceVersion read.
     read: HashMap<String, (String, Arc<dyn Any + Send + Sync>)>,
 }
@@ -167,11 +191,13 @@ impl Known {
             watcher::Event::Init => state.watches[watch].listing += 1,
             watcher::Event::InitApply(object) | watcher::Event::Apply(object) => {
                 let listing = state.watches[watch].listing;
-                let version = object.meta().resource_version.clone().unwrap_or_default();
+                let meta = object.meta();
                 state.live.insert(
                     key(object),
                     Seen {
-                        version,
+                        version: meta.resource_version.clone().unwrap_or_default(),
+                        generation: meta.generation,
+                        meta: meta_hash(meta),
                         watch,
                         listing,
                     },
@@ -207,20 +233,50 @@ impl Known {
         Self::listed(&state, &K::kind(&())).then(|| !state.live.contains_key(&key::<K>(namespace, name)))
     }
 
-    /// Whether the object under `key` still is as it was when it held what hashes to `wanted`.
-    pub fn unchanged(&self, key: &str, wanted: u64) -> bool {
+    /// Whether the `K` named `name` is known never to have been there: a watch of `K` has listed,
+    /// sees no such object, and Tusk has not applied one since (a watch may not show that yet).
+    /// An object of that name without Tusk's labels may still stand, unseen.
+    pub fn unseen<K: Resource<DynamicType = ()>>(&self, namespace: &str, name: &str) -> bool {
         let state = self.state();
-        match (state.applied.get(key), state.live.get(key)) {
-            (Some((applied, hash)), Some(seen)) => *hash == wanted && *applied == seen.version,
-            _ => false,
-        }
+        let key = key::<K>(namespace, name);
+        Self::listed(&state, &K::kind(&()))
+            && !state.live.contains_key(&key)
+            && !state.applied.contains_key(&key)
     }
 
-    /// Notes that the object under `key` held what hashes to `wanted` at `version`.
-    pub fn applied(&self, key: String, version: Option<String>, wanted: u64) {
+    /// Whether the object under `key` still is as it was when it held what hashes to `wanted`:
+    /// the watch sees the resourceVersion it had then or, for the [`STATUS_KINDS`], the same
+    /// generation, labels and annotations (a new status alone changes nothing Tusk applies).
+    pub fn unchanged(&self, key: &str, wanted: u64) -> bool {
+        let state = self.state();
+        let (Some(applied), Some(seen)) = (state.applied.get(key), state.live.get(key)) else {
+            return false;
+        };
+        let status_kind = STATUS_KINDS
+            .iter()
+            .any(|kind| key.starts_with(&format!("{kind}/")));
+        applied.wanted == wanted
+            && (applied.version == seen.version
+                || (status_kind
+                    && applied.generation.is_some()
+                    && applied.generation == seen.generation
+                    && applied.meta == seen.meta))
+    }
+
+    /// Notes that the object with `meta` (as the apiserver returned it) held what hashes to
+    /// `wanted`.
+    pub fn applied(&self, key: String, meta: &kube::api::ObjectMeta, wanted: u64) {
         let mut state = self.state();
-        match version {
-            Some(version) => state.applied.insert(key, (version, wanted)),
+        match &meta.resource_version {
+            Some(version) => state.applied.insert(
+                key,
+                Applied {
+                    version: version.clone(),
+                    generation: meta.generation,
+                    meta: meta_hash(meta),
+                    wanted,
+                },
+            ),
             None => state.applied.remove(&key),
         };
     }
@@ -259,6 +315,24 @@ impl Known {
             }
         }
         Ok(Some(object))
+    }
+
+    /// Keeps `object`, which Tusk just wrote, for [`read`](Self::read): a Secret it applied need
+    /// not be read back while the watch sees the resourceVersion the apply returned. Only
+    /// Secrets are kept (the only kind read that way), without their managedFields.
+    pub fn wrote<K>(&self, key: &str, mut object: K)
+    where
+        K: Resource<DynamicType = ()> + Send + Sync + 'static,
+    {
+        if K::kind(&()) != "Secret" {
+            return;
+        }
+        object.meta_mut().managed_fields = None;
+        if let Some(version) = object.resource_version() {
+            self.state()
+                .read
+                .insert(key.to_owned(), (version, Arc::new(object)));
+        }
     }
 
     /// Reads clusters from `store`: the cluster controller's own.
@@ -389,7 +463,7 @@ mod tests {
         let wanted = hash(&json!({"data": {"a": "1"}}));
         known.record(w, &watcher::Event::Apply(config_map("db", "7")));
         assert!(!known.unchanged(&key("db"), wanted), "never applied");
-        known.applied(key("db"), Some("7".into()), wanted);
+        known.applied(key("db"), &config_map("db", "7").metadata, wanted);
         assert!(known.unchanged(&key("db"), wanted));
         assert!(
             !known.unchanged(&key("db"), hash(&json!({"data": {"a": "2"}}))),
@@ -399,7 +473,7 @@ mod tests {
         known.record(w, &watcher::Event::Apply(config_map("db", "9")));
         assert!(!known.unchanged(&key("db"), wanted));
         // An apply whose response the watch has not caught up with yet is not trusted either.
-        known.applied(key("db"), Some("10".into()), wanted);
+        known.applied(key("db"), &config_map("db", "10").metadata, wanted);
         assert!(!known.unchanged(&key("db"), wanted));
         known.record(w, &watcher::Event::Apply(config_map("db", "10")));
         assert!(known.unchanged(&key("db"), wanted));
@@ -416,7 +490,7 @@ mod tests {
         known.record(w, &watcher::Event::InitApply(config_map("a", "1")));
         known.record(w, &watcher::Event::InitApply(config_map("b", "2")));
         known.record(w, &watcher::Event::<ConfigMap>::InitDone);
-        known.applied(key("a"), Some("1".into()), 5);
+        known.applied(key("a"), &config_map("a", "1").metadata, 5);
         assert_eq!(known.absent::<ConfigMap>("shop", "a"), Some(false));
         assert!(known.unchanged(&key("a"), 5));
         // The watch broke, and `a` was deleted meanwhile: the new listing lacks it.
@@ -428,6 +502,70 @@ mod tests {
         assert!(!known.unchanged(&key("a"), 5));
         assert_eq!(known.absent::<ConfigMap>("shop", "b"), Some(false));
         assert_eq!(known.absent::<Pod>("shop", "b"), None, "another kind");
+    }
+
+    /// A StatefulSet or PodDisruptionBudget whose status alone changed (a new resourceVersion,
+    /// the same generation, labels and annotations) needs no request; any other change does,
+    /// and a ConfigMap's new resourceVersion always does.
+    #[test]
+    fn a_new_status_alone_changes_nothing_applied() {
+        use k8s_openapi::api::apps::v1::StatefulSet;
+        let known = Arc::new(Known::new().0);
+        drop(known.note::<StatefulSet, _>(futures::stream::empty()));
+        let w = known.state().watches.len() - 1;
+        let set = |version: &str, generation: i64, label: &str| StatefulSet {
+            metadata: ObjectMeta {
+                name: Some("db".into()),
+                namespace: Some("shop".into()),
+                resource_version: Some(version.into()),
+                generation: Some(generation),
+                labels: Some([("app".to_owned(), label.to_owned())].into()),
+                ..ObjectMeta::default()
+            },
+            ..StatefulSet::default()
+        };
+        let key = super::key::<StatefulSet>("shop", "db");
+        known.applied(key.clone(), &set("5", 2, "a").metadata, 7);
+        known.record(w, &watcher::Event::Apply(set("5", 2, "a")));
+        assert!(known.unchanged(&key, 7));
+        known.record(w, &watcher::Event::Apply(set("6", 2, "a")));
+        assert!(known.unchanged(&key, 7), "its status changed");
+        known.record(w, &watcher::Event::Apply(set("7", 3, "a")));
+        assert!(!known.unchanged(&key, 7), "its spec changed");
+        known.record(w, &watcher::Event::Apply(set("8", 2, "b")));
+        assert!(!known.unchanged(&key, 7), "its labels changed");
+        // A ConfigMap has no status: a new resourceVersion is a change.
+        let c = watch(&known);
+        let mut config = config_map("db", "3");
+        config.metadata.generation = Some(1);
+        known.applied(super::key::<ConfigMap>("shop", "db"), &config.metadata, 7);
+        config.metadata.resource_version = Some("4".into());
+        known.record(c, &watcher::Event::Apply(config));
+        assert!(!known.unchanged(&super::key::<ConfigMap>("shop", "db"), 7));
+    }
+
+    /// A child is created without a read only when a listed watch never saw it and Tusk has not
+    /// applied it since (the watch may lag its own apply).
+    #[test]
+    fn only_a_child_never_seen_nor_applied_is_unseen() {
+        let known = Arc::new(Known::new().0);
+        let w = watch(&known);
+        assert!(!known.unseen::<ConfigMap>("shop", "new"), "not listed yet");
+        known.record(w, &watcher::Event::<ConfigMap>::Init);
+        known.record(w, &watcher::Event::InitApply(config_map("old", "1")));
+        known.record(w, &watcher::Event::<ConfigMap>::InitDone);
+        assert!(known.unseen::<ConfigMap>("shop", "new"));
+        assert!(!known.unseen::<ConfigMap>("shop", "old"));
+        known.applied(key("new"), &config_map("new", "2").metadata, 5);
+        assert!(
+            !known.unseen::<ConfigMap>("shop", "new"),
+            "applied, not watched yet"
+        );
+        known.record(w, &watcher::Event::Delete(config_map("old", "1")));
+        assert!(
+            known.unseen::<ConfigMap>("shop", "old"),
+            "deleted: made again without a read"
+        );
     }
 
     #[test]

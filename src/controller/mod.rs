@@ -160,12 +160,10 @@ pub async fn run(
         },
     ))
     .owns_stream(
+        // Noted before it is stripped: the annotations count for `Known::unchanged`.
         known
-            .note(
-                watcher(Api::<StatefulSet>::all(client.clone()), managed.clone())
-                    .default_backoff()
-                    .modify(known::strip_statefulset),
-            )
+            .note(watcher(Api::<StatefulSet>::all(client.clone()), managed.clone()).default_backoff())
+            .modify(known::strip_statefulset)
             .reflect(writers.statefulsets)
             .touched_objects(),
     )

@@ -44,21 +44,39 @@ fn memory(pid: u32) -> (u64, u64) {
 /// The requests `user` made, by verb; Lease renewals for leader election are left out, and
 /// Events are counted apart (`create (Events)`).
 pub fn requests_by_verb(events: &[Value], user: &str) -> BTreeMap<String, usize> {
-    let mut by_verb = BTreeMap::new();
+    requests_by(events, user, |verb, resource| match resource {
+        "events" => format!("{verb} (Events)"),
+        _ => verb.to_owned(),
+    })
+}
+
+/// The requests `user` made, by verb and resource, Lease renewals left out.
+fn requests_by_resource(events: &[Value], user: &str) -> BTreeMap<String, usize> {
+    requests_by(events, user, |verb, resource| format!("{verb} {resource}"))
+}
+
+fn requests_by(events: &[Value], user: &str, key: impl Fn(&str, &str) -> String) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
     for event in events {
         // A watch is logged when it starts and when it ends; count each request once.
         if event["stage"] == "ResponseStarted" || event["user"]["username"] != user {
             continue;
         }
-        let verb = event["verb"].as_str().unwrap_or("?");
-        let key = match event["objectRef"]["resource"].as_str() {
-            Some("leases") => continue,
-            Some("events") => format!("{verb} (Events)"),
-            _ => verb.to_owned(),
-        };
-        *by_verb.entry(key).or_insert(0) += 1;
+        let resource = event["objectRef"]["resource"].as_str().unwrap_or("?");
+        if resource == "leases" {
+            continue;
+        }
+        let subresource = event["objectRef"]["subresource"]
+            .as_str()
+            .map(|s| format!("/{s}"))
+            .unwrap_or_default();
+        let key = key(
+            event["verb"].as_str().unwrap_or("?"),
+            &format!("{resource}{subresource}"),
+        );
+        *counts.entry(key).or_insert(0) += 1;
     }
-    by_verb
+    counts
 }
 
 /// How many of `items` have a `Ready` condition that is `True`.
@@ -212,13 +230,15 @@ struct Scale {
     ready_after: Option<Duration>,
     /// CPU seconds from the first create until all were Ready, by process.
     cpu: BTreeMap<String, f64>,
-    /// The operator's requests until all were Ready, by verb.
+    /// The operator's requests until all were Ready, by verb, and by verb and resource.
     converge: BTreeMap<String, usize>,
+    converge_by_resource: BTreeMap<String, usize>,
     /// Peak RSS (VmHWM) until Ready, overall, and the RSS at the end, in KiB.
     peak_converging: u64,
     peak: u64,
     end: u64,
-    /// The operator's requests in steady state, by verb, and how many resyncs that was.
+    /// The operator's requests in steady state, by verb and resource, and how many resyncs that
+    /// was.
     steady: BTreeMap<String, usize>,
     resyncs: f64,
     drift: Drift,
@@ -361,6 +381,19 @@ fn print_table(scales: &[Scale], instances: u32, steady_seconds: u64) {
             .collect();
         by_verb.join(", ")
     });
+    if let Some(last) = scales.last() {
+        println!();
+        println!(
+            "Requests until Ready at {} clusters, by verb and resource, per cluster:",
+            last.clusters
+        );
+        println!();
+        println!("| request | per cluster |");
+        println!("|---|---|");
+        for (request, n) in &last.converge_by_resource {
+            println!("| {request} | {:.2} |", *n as f64 / last.clusters as f64);
+        }
+    }
     println!();
     if let Some(slope) = rss_slope(scales) {
         println!("Peak RSS grows by {slope:.1} KiB per cluster (least squares over the scales).");
@@ -478,14 +511,16 @@ async fn measure(
         .iter()
         .filter_map(|(name, after)| Some((name.clone(), (after - ticks_before.get(name)?) as f64 / hz)))
         .collect();
-    let converge = requests_by_verb(&plane.audit_events()[mark..], &user);
+    let converging = &plane.audit_events()[mark..];
+    let converge = requests_by_verb(converging, &user);
+    let converge_by_resource = requests_by_resource(converging, &user);
     let (peak_converging, _) = operator.pid().map(memory).unwrap_or((0, 0));
 
     // Steady state: settle, then watch two resync periods.
     tokio::time::sleep(Duration::from_secs(resync)).await;
     let mark = plane.audit_events().len();
     tokio::time::sleep(Duration::from_secs(steady_seconds)).await;
-    let steady = requests_by_verb(&plane.audit_events()[mark..], &user);
+    let steady = requests_by_resource(&plane.audit_events()[mark..], &user);
 
     // Drift: a ConfigMap edited by hand in each of the first `drift` clusters.
     let drift = drift.min(clusters);
@@ -538,6 +573,7 @@ async fn measure(
         ready_after,
         cpu,
         converge,
+        converge_by_resource,
         peak_converging,
         peak,
         end,

@@ -230,20 +230,37 @@ pub async fn statefulset(
         .map_err(Error::kube("reading the StatefulSet"))
 }
 
-/// Applies every child that differs from what the cluster wants, and tells the user what changed.
+/// Applies every child that differs from what the cluster wants, and tells the user what changed:
+/// one Event per kind of change (created, changed with the spec, put back after drift) naming
+/// every child it touched, so that bringing a cluster up costs one Event, not one per child.
 async fn apply_children(cluster: &PostgresCluster, ctx: &Context, children: &Children) -> Result<(), Error> {
-    apply(cluster, ctx, &children.superuser, "the superuser Secret").await?;
-    if let Some((ca, tls)) = &children.tls {
-        apply(cluster, ctx, ca, "the CA Secret").await?;
-        apply(cluster, ctx, tls, "the TLS Secret").await?;
+    let mut changes = Changes::default();
+    let applied = apply_each(cluster, ctx, children, &mut changes).await;
+    // What was done before a failure is told too.
+    for happened in changes.events(cluster) {
+        record(ctx, cluster, happened).await;
     }
-    apply(cluster, ctx, &children.config, "the ConfigMap").await?;
-    apply(cluster, ctx, &children.service_account, "the ServiceAccount").await?;
+    applied
+}
+
+async fn apply_each(
+    cluster: &PostgresCluster,
+    ctx: &Context,
+    children: &Children,
+    changes: &mut Changes,
+) -> Result<(), Error> {
+    apply(ctx, &children.superuser, "the superuser Secret", changes).await?;
+    if let Some((ca, tls)) = &children.tls {
+        apply(ctx, ca, "the CA Secret", changes).await?;
+        apply(ctx, tls, "the TLS Secret", changes).await?;
+    }
+    apply(ctx, &children.config, "the ConfigMap", changes).await?;
+    apply(ctx, &children.service_account, "the ServiceAccount", changes).await?;
     // Permissions of an older release (its bundle's RBAC) may lack these: the cluster runs on
     // without a primary Lease, and says so.
     for outcome in [
-        apply(cluster, ctx, &children.access.0, "the Role").await,
-        apply(cluster, ctx, &children.access.1, "the RoleBinding").await,
+        apply(ctx, &children.access.0, "the Role", changes).await,
+        apply(ctx, &children.access.1, "the RoleBinding", changes).await,
     ] {
         match outcome {
             Err(e) if e.forbidden() => warn!(error = %e, "no permission for the pods' Lease access"),
@@ -251,18 +268,103 @@ async fn apply_children(cluster: &PostgresCluster, ctx: &Context, children: &Chi
         }
     }
     for service in &children.services {
-        apply(cluster, ctx, service, "a Service").await?;
+        apply(ctx, service, "a Service", changes).await?;
     }
-    apply(cluster, ctx, &children.pdb, "the PodDisruptionBudget").await?;
+    apply(ctx, &children.pdb, "the PodDisruptionBudget", changes).await?;
     match &children.network_policy {
-        Some(policy) => apply(cluster, ctx, policy, "the NetworkPolicy").await?,
+        Some(policy) => apply(ctx, policy, "the NetworkPolicy", changes).await?,
         None => remove_network_policy(cluster, ctx).await?,
     }
     if let Some((user, database)) = &children.bootstrap {
-        apply(cluster, ctx, user, "the bootstrap PostgresUser").await?;
-        apply(cluster, ctx, database, "the bootstrap PostgresDatabase").await?;
+        apply(ctx, user, "the bootstrap PostgresUser", changes).await?;
+        apply(ctx, database, "the bootstrap PostgresDatabase", changes).await?;
     }
-    apply(cluster, ctx, &children.statefulset, "the StatefulSet").await
+    apply(ctx, &children.statefulset, "the StatefulSet", changes).await
+}
+
+/// The children one reconcile created or changed, as `Kind name`.
+#[derive(Default, Debug, PartialEq, Eq)]
+struct Changes {
+    created: Vec<String>,
+    applied: Vec<String>,
+}
+
+impl Changes {
+    /// The Events that tell them: a change while the spec is the one last reconciled means
+    /// someone else changed the child (drift, repaired); otherwise the spec changed.
+    fn events(&self, cluster: &PostgresCluster) -> Vec<Happened> {
+        let spec_unchanged =
+            cluster.status.as_ref().and_then(|s| s.observed_generation) == cluster.metadata.generation;
+        let mut events = Vec::new();
+        if !self.created.is_empty() {
+            events.push(Happened::Created(format!("created {}", self.created.join(", "))));
+        }
+        if !self.applied.is_empty() {
+            let names = self.applied.join(", ");
+            events.push(if spec_unchanged {
+                let were = if self.applied.len() == 1 { "was" } else { "were" };
+                Happened::DriftRepaired(format!(
+                    "{names} {were} changed outside Tusk; put back as the spec says"
+                ))
+            } else {
+                Happened::Changed(format!("updated {names} to the new spec"))
+            });
+        }
+        events
+    }
+}
+
+/// Applies one child outside [`apply_children`], telling its change as an Event of its own.
+async fn apply_alone<K>(
+    cluster: &PostgresCluster,
+    ctx: &Context,
+    child: &K,
+    what: &'static str,
+) -> Result<(), Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let mut changes = Changes::default();
+    let applied = apply(ctx, child, what, &mut changes).await;
+    for happened in changes.events(cluster) {
+        record(ctx, cluster, happened).await;
+    }
+    applied
+}
+
+/// Applies one child and notes what it took in `changes`.
+async fn apply<K>(ctx: &Context, child: &K, what: &'static str, changes: &mut Changes) -> Result<(), Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let outcome = ensure(&ctx.client, &ctx.known, child)
+        .await
+        .map_err(|source| Error::Kube { step: what, source })?;
+    let child_name = format!(
+        "{} {}",
+        K::kind(&()),
+        child.meta().name.as_deref().unwrap_or_default()
+    );
+    match outcome {
+        Outcome::Unchanged => {}
+        Outcome::Created => changes.created.push(child_name),
+        Outcome::Applied => changes.applied.push(child_name),
+    }
+    Ok(())
 }
 
 /// Deletes the NetworkPolicy this cluster had Tusk make, once the spec no longer asks for it; a
@@ -295,43 +397,6 @@ async fn remove_network_policy(cluster: &PostgresCluster, ctx: &Context) -> Resu
             .await
             .map_err(|source| Error::Kube { step, source })?;
     }
-    Ok(())
-}
-
-/// Applies one child; a create or a change is an Event on the cluster. A change while the spec is
-/// the one last reconciled means someone else changed the child: drift, repaired.
-async fn apply<K>(
-    cluster: &PostgresCluster,
-    ctx: &Context,
-    child: &K,
-    what: &'static str,
-) -> Result<(), Error>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Serialize
-        + DeserializeOwned
-        + Clone
-        + std::fmt::Debug,
-{
-    let outcome = ensure(&ctx.client, &ctx.known, child)
-        .await
-        .map_err(|source| Error::Kube { step: what, source })?;
-    let child_name = format!(
-        "{} {}",
-        K::kind(&()),
-        child.meta().name.as_deref().unwrap_or_default()
-    );
-    let spec_unchanged =
-        cluster.status.as_ref().and_then(|s| s.observed_generation) == cluster.metadata.generation;
-    let happened = match outcome {
-        Outcome::Unchanged => return Ok(()),
-        Outcome::Created => Happened::Created(format!("created {child_name}")),
-        Outcome::Applied if spec_unchanged => Happened::DriftRepaired(format!(
-            "{child_name} was changed outside Tusk; put back as the spec says"
-        )),
-        Outcome::Applied => Happened::Changed(format!("updated {child_name} to the new spec")),
-    };
-    record(ctx, cluster, happened).await;
     Ok(())
 }
 
@@ -1011,5 +1076,36 @@ mod tests {
             rejoined(&reports(Ok(at(Some(false), 3)), at(Some(false), 3))),
             None
         );
+    }
+
+    /// One Event per kind of change, naming every child; a change is drift only while the spec
+    /// is the one last reconciled.
+    #[test]
+    fn changes_are_told_in_one_event_per_kind() {
+        use super::{Changes, Happened};
+        let mut cluster = build::tests::cluster(build::tests::spec(json!({})));
+        cluster.metadata.generation = Some(2);
+        let changes = Changes {
+            created: vec!["ConfigMap db-config".into(), "Service db-rw".into()],
+            applied: vec!["Secret db-superuser".into()],
+        };
+        assert_eq!(
+            changes.events(&cluster),
+            vec![
+                Happened::Created("created ConfigMap db-config, Service db-rw".into()),
+                Happened::Changed("updated Secret db-superuser to the new spec".into()),
+            ]
+        );
+        cluster.status = Some(crate::api::postgres_cluster::v1::PostgresClusterStatus {
+            observed_generation: Some(2),
+            ..Default::default()
+        });
+        assert_eq!(
+            changes.events(&cluster)[1],
+            Happened::DriftRepaired(
+                "Secret db-superuser was changed outside Tusk; put back as the spec says".into()
+            )
+        );
+        assert_eq!(Changes::default().events(&cluster), vec![]);
     }
 }

@@ -234,7 +234,7 @@ async fn from_cert_manager(
 ) -> Result<Result<(KeyedCert, String), Problem>, Error> {
     const FIELD: &str = "spec.tls.issuerRef";
     let desired = certificate::desired_certificate(cluster, server_names, issuer);
-    match super::apply(cluster, ctx, &desired, "applying the cert-manager Certificate").await {
+    match super::apply_alone(cluster, ctx, &desired, "applying the cert-manager Certificate").await {
         Ok(()) => {}
         Err(Error::Kube {
             source: kube::Error::Api(status),
