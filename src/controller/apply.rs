@@ -15,6 +15,31 @@ use serde_json::Value;
 use super::known::{self, Known};
 use crate::facts::cluster::FIELD_MANAGER;
 
+/// A namespaced object Tusk applies as a child of one of its objects.
+pub trait Child:
+    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+    + Serialize
+    + DeserializeOwned
+    + Clone
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Child for K where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// What [`ensure`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -106,17 +131,7 @@ fn quantity(text: &str) -> Option<i128> {
 /// Makes the live object hold `desired`: reads it, and applies only if something differs. When
 /// `known` says the object has not changed since it last held what `desired` holds, nothing is
 /// sent at all.
-pub async fn ensure<K>(client: &Client, known: &Known, desired: &K) -> Result<Outcome, kube::Error>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Serialize
-        + DeserializeOwned
-        + Clone
-        + Debug
-        + Send
-        + Sync
-        + 'static,
-{
+pub async fn ensure<K: Child>(client: &Client, known: &Known, desired: &K) -> Result<Outcome, kube::Error> {
     let meta = desired.meta();
     let name = meta.name.as_deref().expect("desired objects are named");
     let namespace = meta.namespace.as_deref().expect("desired objects are namespaced");

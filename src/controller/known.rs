@@ -16,7 +16,7 @@
 use std::{
     any::Any,
     collections::HashMap,
-    hash::{DefaultHasher, Hash, Hasher},
+    hash::{DefaultHasher, Hasher},
     sync::{Arc, Mutex, MutexGuard, OnceLock},
 };
 
@@ -49,11 +49,33 @@ pub fn key<K: Resource<DynamicType = ()>>(namespace: &str, name: &str) -> String
     key_of(&K::kind(&()), namespace, name)
 }
 
-/// A hash of what Tusk wants an object to hold. It lives only in this process's memory.
+/// A controller's store, once it is set and its watch has listed.
+fn synced<K>(store: Option<&Store<K>>) -> Option<&Store<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let store = store?;
+    store.wait_until_ready().now_or_never()?.ok()?;
+    Some(store)
+}
+
+/// A hash of what Tusk wants an object to hold. It lives only in this process's memory. The
+/// JSON text streams into the hasher; it is never held whole.
 pub fn hash(wanted: &serde_json::Value) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    wanted.to_string().hash(&mut hasher);
-    hasher.finish()
+    /// Feeds what is written into a hasher.
+    struct Feed(DefaultHasher);
+    impl std::io::Write for Feed {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.write(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut feed = Feed(DefaultHasher::new());
+    serde_json::to_writer(&mut feed, wanted).expect("a JSON value serializes");
+    feed.0.finish()
 }
 
 /// The resourceVersion a watch last saw for an object, and which listing of which watch saw it.
@@ -343,9 +365,7 @@ impl Known {
     /// The `PostgresCluster` named `name` as the cluster controller's watch last saw it; `None`
     /// until that watch has listed.
     pub fn cluster(&self, namespace: &str, name: &str) -> Option<Option<Arc<PostgresCluster>>> {
-        let store = self.clusters.get()?;
-        store.wait_until_ready().now_or_never()?.ok()?;
-        Some(store.get(&ObjectRef::new(name).within(namespace)))
+        Some(synced(self.clusters.get())?.get(&ObjectRef::new(name).within(namespace)))
     }
 
     /// Reads backups from `store`: the backup controller's own.
@@ -356,9 +376,7 @@ impl Known {
     /// The `PostgresBackup`s in `namespace` as the backup controller's watch last saw them;
     /// `None` until that watch has listed.
     pub fn backups(&self, namespace: &str) -> Option<Vec<Arc<PostgresBackup>>> {
-        let store = self.backups.get()?;
-        store.wait_until_ready().now_or_never()?.ok()?;
-        Some(store.state_filter(|b| b.metadata.namespace.as_deref() == Some(namespace)))
+        Some(synced(self.backups.get())?.state_filter(|b| b.metadata.namespace.as_deref() == Some(namespace)))
     }
 
     /// The StatefulSet named `name` as its watch last saw it (metadata and status only); `None`

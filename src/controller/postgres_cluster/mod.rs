@@ -37,7 +37,7 @@ use self::{
 };
 use super::{
     Context, Error, Problem,
-    apply::{Outcome, ensure},
+    apply::{Child, Outcome, ensure},
     condition::reason_when,
     runtime::{Happened, record, record_problem, write_status},
 };
@@ -340,17 +340,12 @@ where
 }
 
 /// Applies one child and notes what it took in `changes`.
-async fn apply<K>(ctx: &Context, child: &K, what: &'static str, changes: &mut Changes) -> Result<(), Error>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Serialize
-        + DeserializeOwned
-        + Clone
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
+async fn apply<K: Child>(
+    ctx: &Context,
+    child: &K,
+    what: &'static str,
+    changes: &mut Changes,
+) -> Result<(), Error> {
     let outcome = ensure(&ctx.client, &ctx.known, child)
         .await
         .map_err(|source| Error::Kube { step: what, source })?;
