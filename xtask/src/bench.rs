@@ -283,8 +283,9 @@ pub async fn run(
     for &clusters in scales {
         println!("== {clusters} clusters of {instances} instances ==");
         measured.push(measure(root, clusters, instances, steady_seconds, ready_timeout, drift).await?);
+        // The table so far after each scale: the largest take the longest.
+        print_table(&measured, instances, steady_seconds);
     }
-    print_table(&measured, instances, steady_seconds);
     Ok(())
 }
 
