@@ -151,6 +151,9 @@ impl Problem {
     }
 }
 
+/// The longest wait before a SQL controller tries an unreachable cluster again.
+const UNREACHABLE_RETRY: Duration = Duration::from_secs(10);
+
 /// The delay before retry `n` (1-based): 1 s, doubling, at most 5 minutes.
 pub fn backoff(failures: u32) -> Duration {
     let secs = 1u64 << failures.saturating_sub(1).min(9);
@@ -170,7 +173,14 @@ fn error_policy<K: Resource<DynamicType = ()>>(object: Arc<K>, error: &Error, ct
     let mut failures = ctx.failures.lock().expect("the failure map is never poisoned");
     let count = failures.entry(key(object.as_ref())).or_insert(0);
     *count += 1;
-    let delay = backoff(*count);
+    // A user or database waiting for its cluster to answer looks again at least every 10 s: the
+    // cluster's turning Ready may come before its server accepts connections, and nothing else
+    // would bring it back before a long backoff ran out.
+    let delay = if error.problem().reason == "ClusterUnreachable" {
+        backoff(*count).min(UNREACHABLE_RETRY)
+    } else {
+        backoff(*count)
+    };
     warn!(kind = %K::kind(&()), namespace = ?object.meta().namespace, name = ?object.meta().name, error = %error, label = error.metric_label(), retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
