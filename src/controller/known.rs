@@ -61,7 +61,7 @@ where
 
 /// A hash of what Tusk wants an object to hold. It lives only in this process's memory. The
 /// JSON text streams into the hasher; it is never held whole.
-pub fn hash(wanted: &serde_json::Value) -> u64 {
+pub fn hash<T: serde::Serialize + ?Sized>(wanted: &T) -> u64 {
     /// Feeds what is written into a hasher.
     struct Feed(DefaultHasher);
     impl std::io::Write for Feed {
@@ -74,7 +74,7 @@ pub fn hash(wanted: &serde_json::Value) -> u64 {
         }
     }
     let mut feed = Feed(DefaultHasher::new());
-    serde_json::to_writer(&mut feed, wanted).expect("a JSON value serializes");
+    serde_json::to_writer(&mut feed, wanted).expect("what Tusk hashes serializes");
     feed.0.finish()
 }
 
@@ -106,7 +106,7 @@ const STATUS_KINDS: [&str; 2] = ["StatefulSet", "PodDisruptionBudget"];
 
 /// The hash of an object's labels and annotations.
 fn meta_hash(meta: &kube::api::ObjectMeta) -> u64 {
-    hash(&serde_json::json!([meta.labels, meta.annotations]))
+    hash(&(&meta.labels, &meta.annotations))
 }
 
 /// One watch feeding [`Known`]: its kind, the listing it is on, and whether it has listed once.
@@ -274,9 +274,9 @@ impl Known {
         let (Some(applied), Some(seen)) = (state.applied.get(key), state.live.get(key)) else {
             return false;
         };
-        let status_kind = STATUS_KINDS
-            .iter()
-            .any(|kind| key.starts_with(&format!("{kind}/")));
+        let status_kind = key
+            .split_once('/')
+            .is_some_and(|(kind, _)| STATUS_KINDS.contains(&kind));
         applied.wanted == wanted
             && (applied.version == seen.version
                 || (status_kind

@@ -23,11 +23,10 @@ use k8s_openapi::api::{
     core::v1::{Pod, Secret},
 };
 use kube::{
-    Api, Resource, ResourceExt,
+    Api, ResourceExt,
     api::{ListParams, Patch, PatchParams},
     runtime::controller::Action,
 };
-use serde::{Serialize, de::DeserializeOwned};
 use serde_json::json;
 use tracing::{info, instrument, warn};
 
@@ -237,9 +236,7 @@ async fn apply_children(cluster: &PostgresCluster, ctx: &Context, children: &Chi
     let mut changes = Changes::default();
     let applied = apply_each(cluster, ctx, children, &mut changes).await;
     // What was done before a failure is told too.
-    for happened in changes.events(cluster) {
-        record(ctx, cluster, happened).await;
-    }
+    changes.tell(ctx, cluster).await;
     applied
 }
 
@@ -290,6 +287,13 @@ struct Changes {
 }
 
 impl Changes {
+    /// Records [`events`](Self::events) on the cluster.
+    async fn tell(&self, ctx: &Context, cluster: &PostgresCluster) {
+        for happened in self.events(cluster) {
+            record(ctx, cluster, happened).await;
+        }
+    }
+
     /// The Events that tell them: a change while the spec is the one last reconciled means
     /// someone else changed the child (drift, repaired); otherwise the spec changed.
     fn events(&self, cluster: &PostgresCluster) -> Vec<Happened> {
@@ -315,27 +319,15 @@ impl Changes {
 }
 
 /// Applies one child outside [`apply_children`], telling its change as an Event of its own.
-async fn apply_alone<K>(
+async fn apply_alone<K: Child>(
     cluster: &PostgresCluster,
     ctx: &Context,
     child: &K,
     what: &'static str,
-) -> Result<(), Error>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Serialize
-        + DeserializeOwned
-        + Clone
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
+) -> Result<(), Error> {
     let mut changes = Changes::default();
     let applied = apply(ctx, child, what, &mut changes).await;
-    for happened in changes.events(cluster) {
-        record(ctx, cluster, happened).await;
-    }
+    changes.tell(ctx, cluster).await;
     applied
 }
 
