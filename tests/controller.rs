@@ -933,3 +933,76 @@ async fn cert_manager_mode_without_cert_manager_says_so() {
         "no pods without a certificate"
     );
 }
+
+/// A Secret Tusk makes when it is not there (the superuser's, the CA, the certificate) is taken
+/// as absent from its watch of every Secret, without a read. Someone may have made it a moment
+/// before, still unseen by that watch: Tusk's is then made with a create, which fails, never
+/// with an apply, which would take theirs over (its `stringData` leaves `data` owned by no
+/// field manager, so even an apply without force would), and the next read finds theirs.
+#[tokio::test]
+async fn a_secret_taken_as_absent_but_made_meanwhile_is_never_overwritten() {
+    use futures::TryStreamExt;
+    use kube::runtime::watcher;
+    use tusk::controller::{apply, known::Known};
+
+    let plane = plane_with_crds().await;
+    let client = plane.client().await.unwrap();
+    let ns = plane.namespace("unseen").await.unwrap();
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    let secret = |name: &str, password: &str| -> Secret {
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": ns},
+            "stringData": {"password": password},
+        }))
+        .unwrap()
+    };
+    let known = std::sync::Arc::new(Known::new().0);
+    // The watch lists, then is read no further: what happens next, it does not see.
+    let mut events = Box::pin(known.note(true, watcher(secrets.clone(), watcher::Config::default())));
+    while let Some(event) = events.try_next().await.unwrap() {
+        if matches!(event, watcher::Event::InitDone) {
+            break;
+        }
+    }
+    let params = PostParams {
+        field_manager: Some("kubectl-create".into()),
+        ..PostParams::default()
+    };
+    secrets
+        .create(&params, &secret("db-superuser", "theirs"))
+        .await
+        .unwrap();
+    let password = |s: &Secret| s.data.as_ref().unwrap()["password"].0.clone();
+
+    assert!(
+        known
+            .read_own(&secrets, &ns, "db-superuser")
+            .await
+            .unwrap()
+            .is_none(),
+        "taken as absent: the watch has not seen it"
+    );
+    let error = apply::ensure(&client, &known, &secret("db-superuser", "ours"))
+        .await
+        .expect_err("Tusk's write must not take their Secret over");
+    assert!(
+        matches!(&error, kube::Error::Api(status) if status.is_already_exists()),
+        "{error}"
+    );
+    assert_eq!(password(&secrets.get("db-superuser").await.unwrap()), b"theirs");
+    let read = known.read_own(&secrets, &ns, "db-superuser").await.unwrap();
+    assert_eq!(
+        read.as_deref().map(password),
+        Some(b"theirs".to_vec()),
+        "the next read asks the apiserver"
+    );
+
+    // A Secret nobody made is made by that same create.
+    assert!(known.read_own(&secrets, &ns, "db-ca").await.unwrap().is_none());
+    let outcome = apply::ensure(&client, &known, &secret("db-ca", "ours"))
+        .await
+        .unwrap();
+    assert!(matches!(outcome, apply::Outcome::Created), "{outcome:?}");
+    assert_eq!(password(&secrets.get("db-ca").await.unwrap()), b"ours");
+}

@@ -7,7 +7,7 @@ use std::fmt::Debug;
 use k8s_openapi::NamespaceResourceScope;
 use kube::{
     Api, Client, Resource,
-    api::{Patch, PatchParams},
+    api::{Patch, PatchParams, PostParams},
 };
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
@@ -141,9 +141,27 @@ pub async fn ensure<K: Child>(client: &Client, known: &Known, desired: &K) -> Re
     if known.unchanged(&key, hash) {
         return Ok(Outcome::Unchanged);
     }
+    // A child taken as absent without a read (`Known::read_own`), and so built as new, is made
+    // by a create, not an apply: one someone made meanwhile makes it fail, and the next try
+    // reads it.
+    let create_only = known.create_only(&key);
     // A child no watch has seen is created without reading it first: the apply creates it.
     let unseen = known.unseen::<K>(namespace, name);
     let live = if unseen { None } else { api.get_opt(name).await? };
+    if create_only && live.is_some() {
+        known.present(key);
+        return Err(kube::Error::Api(
+            kube::core::Status::failure(
+                &format!(
+                    "{} {name} was made by someone else while Tusk was making it; it is read again",
+                    K::kind(&())
+                ),
+                "Conflict",
+            )
+            .with_code(409)
+            .boxed(),
+        ));
+    }
     if let Some(live) = &live {
         let meta = live.meta();
         let live = serde_json::to_value(live).expect("Kubernetes objects serialize");
@@ -151,6 +169,23 @@ pub async fn ensure<K: Child>(client: &Client, known: &Known, desired: &K) -> Re
             known.applied(key, meta, hash);
             return Ok(Outcome::Unchanged);
         }
+    }
+    if create_only {
+        // A create fails on anything there, whoever made it and whatever fields they own.
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PostParams::default()
+        };
+        let created = match api.create(&params, desired).await {
+            Err(kube::Error::Api(status)) if status.is_already_exists() => {
+                known.present(key);
+                return Err(kube::Error::Api(status));
+            }
+            other => other?,
+        };
+        known.applied(key.clone(), created.meta(), hash);
+        known.wrote(&key, created);
+        return Ok(Outcome::Created);
     }
     let applied = api
         .patch(

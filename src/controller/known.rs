@@ -15,7 +15,7 @@
 
 use std::{
     any::Any,
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     hash::{DefaultHasher, Hasher},
     sync::{Arc, Mutex, MutexGuard, OnceLock},
 };
@@ -78,15 +78,16 @@ pub fn hash<T: serde::Serialize + ?Sized>(wanted: &T) -> u64 {
     feed.0.finish()
 }
 
-/// The resourceVersion a watch last saw for an object, and which listing of which watch saw it.
+/// The resourceVersion a watch last saw for an object, and which watches see it.
 struct Seen {
+    /// Empty when one watch saw it deleted and another still sees it: not known.
     version: String,
     /// The generation and the hash of the labels and annotations, for [`Known::unchanged`] of
     /// kinds whose status changes their resourceVersion.
     generation: Option<i64>,
     meta: u64,
-    watch: usize,
-    listing: u64,
+    /// One bit per watch (its index in `State::watches`) that sees it now.
+    watches: u64,
 }
 
 /// What Tusk applied (or found holding what it wanted): the object's resourceVersion,
@@ -109,12 +110,17 @@ fn meta_hash(meta: &kube::api::ObjectMeta) -> u64 {
     hash(&(&meta.labels, &meta.annotations))
 }
 
-/// One watch feeding [`Known`]: its kind, the listing it is on, and whether it has listed once.
+/// One watch feeding [`Known`]: its kind, whether it selects every object of it, whether it has
+/// listed once, and whether it is listing again now.
 struct Watch {
     kind: String,
-    listing: u64,
+    everything: bool,
     listed: bool,
+    relisting: bool,
 }
+
+/// At most this many watches feed one [`Known`]: one bit each in [`Seen::watches`].
+const MAX_WATCHES: usize = 64;
 
 #[derive(Default)]
 struct State {
@@ -124,6 +130,11 @@ struct State {
     applied: HashMap<String, Applied>,
     /// Objects read, with the resourceVersion read.
     read: HashMap<String, (String, Arc<dyn Any + Send + Sync>)>,
+    /// Objects [`Known::read_own`] took as absent without a read: the next write of one is a
+    /// create, which fails if someone made it meanwhile (see [`Known::create_only`]).
+    inferred: HashSet<String>,
+    /// Objects such a create found there: read, not taken as absent, until a watch sees them.
+    present: HashSet<String>,
 }
 
 impl State {
@@ -131,6 +142,14 @@ impl State {
         self.live.remove(key);
         self.applied.remove(key);
         self.read.remove(key);
+        self.inferred.remove(key);
+    }
+
+    /// Whether a watch that selects every `kind` has listed, and is not listing again.
+    fn all_listed(&self, kind: &str) -> bool {
+        self.watches
+            .iter()
+            .any(|w| w.kind == kind && w.everything && w.listed && !w.relisting)
     }
 }
 
@@ -177,9 +196,12 @@ impl Known {
         self.state.lock().expect("the known state is never poisoned")
     }
 
-    /// Passes `events` on, noting the resourceVersion of every object in them.
+    /// Passes `events` on, noting the resourceVersion of every object in them. `everything`
+    /// says the watch selects every object of its kind (no label or field selector): then an
+    /// object it does not see is not there (see [`read_own`](Self::read_own)).
     pub fn note<K, S>(
         self: &Arc<Self>,
+        everything: bool,
         events: S,
     ) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
     where
@@ -188,10 +210,15 @@ impl Known {
     {
         let watch = {
             let mut state = self.state();
+            assert!(
+                state.watches.len() < MAX_WATCHES,
+                "at most {MAX_WATCHES} watches feed what is known"
+            );
             state.watches.push(Watch {
                 kind: K::kind(&()).into_owned(),
-                listing: 0,
+                everything,
                 listed: false,
+                relisting: false,
             });
             state.watches.len() - 1
         };
@@ -209,31 +236,52 @@ impl Known {
                 meta.name.as_deref().unwrap_or_default(),
             )
         };
+        let bit = 1u64 << watch;
         match event {
-            watcher::Event::Init => state.watches[watch].listing += 1,
+            watcher::Event::Init => {
+                // Seen by this watch again only if its new listing has it.
+                state.watches[watch].relisting = true;
+                for seen in state.live.values_mut() {
+                    seen.watches &= !bit;
+                }
+            }
             watcher::Event::InitApply(object) | watcher::Event::Apply(object) => {
-                let listing = state.watches[watch].listing;
+                let key = key(object);
                 let meta = object.meta();
+                let watches = state.live.get(&key).map_or(0, |s| s.watches) | bit;
+                state.present.remove(&key);
                 state.live.insert(
-                    key(object),
+                    key,
                     Seen {
                         version: meta.resource_version.clone().unwrap_or_default(),
                         generation: meta.generation,
                         meta: meta_hash(meta),
-                        watch,
-                        listing,
+                        watches,
                     },
                 );
             }
-            watcher::Event::Delete(object) => state.forget(&key(object)),
+            watcher::Event::Delete(object) => {
+                let key = key(object);
+                match state.live.get_mut(&key) {
+                    // Another watch still sees it (this one's selector may no longer match it):
+                    // it is there, as it is now is not known.
+                    Some(seen) if seen.watches & !bit != 0 => {
+                        seen.watches &= !bit;
+                        seen.version.clear();
+                        seen.generation = None;
+                    }
+                    _ => state.forget(&key),
+                }
+            }
             watcher::Event::InitDone => {
-                // What this watch saw before and not in its new listing is gone.
-                let listing = state.watches[watch].listing;
-                state.watches[watch].listed = true;
+                // What no watch sees any more, after this one's new listing, is gone.
+                let w = &mut state.watches[watch];
+                w.listed = true;
+                w.relisting = false;
                 let gone: Vec<String> = state
                     .live
                     .iter()
-                    .filter(|(_, s)| s.watch == watch && s.listing != listing)
+                    .filter(|(_, s)| s.watches == 0)
                     .map(|(k, _)| k.clone())
                     .collect();
                 for key in gone {
@@ -337,6 +385,59 @@ impl Known {
             }
         }
         Ok(Some(object))
+    }
+
+    /// Like [`read`](Self::read), for an object Tusk makes when it is not there (a cluster's
+    /// superuser, CA and certificate Secrets): when a watch that selects every object of its
+    /// kind has listed and does not see it, and Tusk has not written or read it, it is taken as
+    /// absent without a request. That watch may not show yet an object made a moment ago, so
+    /// the write that makes this one is a create, which fails on it: see
+    /// [`create_only`](Self::create_only).
+    pub async fn read_own<K>(
+        &self,
+        api: &Api<K>,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Arc<K>>, kube::Error>
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    {
+        if self.taken_absent::<K>(namespace, name) {
+            return Ok(None);
+        }
+        self.read(api, namespace, name).await
+    }
+
+    /// Whether [`read_own`](Self::read_own) takes the `K` named `name` as absent without a
+    /// request; if so, the write that makes it is [`create_only`](Self::create_only).
+    fn taken_absent<K: Resource<DynamicType = ()>>(&self, namespace: &str, name: &str) -> bool {
+        let key = key::<K>(namespace, name);
+        let mut state = self.state();
+        let absent = state.all_listed(&K::kind(&()))
+            && !state.live.contains_key(&key)
+            && !state.applied.contains_key(&key)
+            && !state.read.contains_key(&key)
+            && !state.present.contains(&key);
+        if absent {
+            state.inferred.insert(key);
+        }
+        absent
+    }
+
+    /// Whether the object under `key` was taken as absent without a read (see
+    /// [`read_own`](Self::read_own)), so that it is made with a create, which fails on one
+    /// someone else made meanwhile, never with an apply, which would take it over. Asking
+    /// clears it.
+    pub fn create_only(&self, key: &str) -> bool {
+        self.state().inferred.remove(key)
+    }
+
+    /// Notes that the object under `key`, taken as absent, is there after all: it is read from
+    /// the apiserver until a watch sees it.
+    pub fn present(&self, key: String) {
+        let mut state = self.state();
+        state.inferred.remove(&key);
+        state.present.insert(key);
     }
 
     /// Keeps `object`, which Tusk just wrote, for [`read`](Self::read): a Secret it applied need
@@ -466,7 +567,7 @@ mod tests {
 
     /// A watch of ConfigMaps registered with `known`, fed by hand.
     fn watch(known: &Arc<Known>) -> usize {
-        drop(known.note::<ConfigMap, _>(futures::stream::empty()));
+        drop(known.note::<ConfigMap, _>(false, futures::stream::empty()));
         known.state().watches.len() - 1
     }
 
@@ -529,7 +630,7 @@ mod tests {
     fn a_new_status_alone_changes_nothing_applied() {
         use k8s_openapi::api::apps::v1::StatefulSet;
         let known = Arc::new(Known::new().0);
-        drop(known.note::<StatefulSet, _>(futures::stream::empty()));
+        drop(known.note::<StatefulSet, _>(false, futures::stream::empty()));
         let w = known.state().watches.len() - 1;
         let set = |version: &str, generation: i64, label: &str| StatefulSet {
             metadata: ObjectMeta {
@@ -584,6 +685,78 @@ mod tests {
             known.unseen::<ConfigMap>("shop", "old"),
             "deleted: made again without a read"
         );
+    }
+
+    /// A watch of every ConfigMap registered with `known`, listed with `objects`.
+    fn listed_everything(known: &Arc<Known>, objects: &[ConfigMap]) -> usize {
+        drop(known.note::<ConfigMap, _>(true, futures::stream::empty()));
+        let w = known.state().watches.len() - 1;
+        known.record(w, &watcher::Event::<ConfigMap>::Init);
+        for object in objects {
+            known.record(w, &watcher::Event::InitApply(object.clone()));
+        }
+        known.record(w, &watcher::Event::<ConfigMap>::InitDone);
+        w
+    }
+
+    /// An object is taken as absent without a read only from a watch of every object of its
+    /// kind that has listed and is not listing again, and never when Tusk wrote it or an apply
+    /// found it there; the apply that makes it is create-only, once.
+    #[test]
+    fn only_a_listed_watch_of_everything_tells_an_object_is_absent() {
+        let known = Arc::new(Known::new().0);
+        let labelled = watch(&known);
+        known.record(labelled, &watcher::Event::<ConfigMap>::Init);
+        known.record(labelled, &watcher::Event::<ConfigMap>::InitDone);
+        assert!(
+            !known.taken_absent::<ConfigMap>("shop", "a"),
+            "a watch with a selector does not see every object"
+        );
+        let all = listed_everything(&known, &[config_map("there", "1")]);
+        assert!(!known.taken_absent::<ConfigMap>("shop", "there"));
+        assert!(known.taken_absent::<ConfigMap>("shop", "a"));
+        assert!(known.create_only(&key("a")));
+        assert!(!known.create_only(&key("a")), "asking clears it");
+        // The apply found it there after all: read until a watch sees it.
+        known.present(key("a"));
+        assert!(!known.taken_absent::<ConfigMap>("shop", "a"));
+        known.record(all, &watcher::Event::Apply(config_map("a", "3")));
+        known.record(all, &watcher::Event::Delete(config_map("a", "3")));
+        assert!(known.taken_absent::<ConfigMap>("shop", "a"), "seen, then deleted");
+        // Tusk wrote it; the watch has not shown it yet.
+        known.applied(key("b"), &config_map("b", "4").metadata, 1);
+        assert!(!known.taken_absent::<ConfigMap>("shop", "b"));
+        // While the watch lists again, nothing is taken as absent.
+        known.record(all, &watcher::Event::<ConfigMap>::Init);
+        assert!(!known.taken_absent::<ConfigMap>("shop", "c"));
+        known.record(all, &watcher::Event::<ConfigMap>::InitDone);
+        assert!(known.taken_absent::<ConfigMap>("shop", "c"));
+    }
+
+    /// One watch that stops seeing an object (its label was taken off) while another still
+    /// sees it does not make it absent: it stays there, and as it is now is not known until
+    /// the other watch tells.
+    #[test]
+    fn an_object_one_watch_lets_go_of_is_still_there() {
+        let known = Arc::new(Known::new().0);
+        let labelled = watch(&known);
+        let all = listed_everything(&known, &[config_map("db", "5")]);
+        known.record(labelled, &watcher::Event::Apply(config_map("db", "5")));
+        known.applied(key("db"), &config_map("db", "5").metadata, 7);
+        assert!(known.unchanged(&key("db"), 7));
+        known.record(labelled, &watcher::Event::Delete(config_map("db", "6")));
+        assert!(!known.unchanged(&key("db"), 7), "not known as it is now");
+        assert!(!known.taken_absent::<ConfigMap>("shop", "db"), "still there");
+        assert!(!known.unseen::<ConfigMap>("shop", "db"));
+        known.record(all, &watcher::Event::Apply(config_map("db", "6")));
+        assert!(!known.taken_absent::<ConfigMap>("shop", "db"));
+        // The labelled watch listing again without it keeps it: the other still sees it.
+        known.record(labelled, &watcher::Event::<ConfigMap>::Init);
+        known.record(labelled, &watcher::Event::<ConfigMap>::InitDone);
+        assert!(!known.taken_absent::<ConfigMap>("shop", "db"));
+        // Deleted: every watch lets go of it.
+        known.record(all, &watcher::Event::Delete(config_map("db", "6")));
+        assert!(known.taken_absent::<ConfigMap>("shop", "db"));
     }
 
     #[test]

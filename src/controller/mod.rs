@@ -146,92 +146,90 @@ pub async fn run(
     // out with a predicate on a stream of our own left the operator reconciling a stale copy of a
     // cluster for minutes after a user's change in the OLM channel-upgrade test; see issue 14's
     // notes.)
-    let clusters = Controller::new(
-        Api::<PostgresCluster>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .reconcile_on(woken)
-    // A new TLS security profile reaches every cluster's ConfigMap, and from there its pods.
-    .reconcile_all_on(futures::stream::unfold(
-        ctx.state.tls_profile.subscribe(),
-        |mut profile| async move {
-            profile.changed().await.ok()?;
-            Some(((), profile))
-        },
-    ))
-    .owns_stream(
-        // Noted before it is stripped: the annotations count for `Known::unchanged`.
-        known
-            .note(watcher(Api::<StatefulSet>::all(client.clone()), managed.clone()).default_backoff())
-            .modify(known::strip_statefulset)
-            .reflect(writers.statefulsets)
-            .touched_objects(),
-    )
-    .owns_stream(metadata::<ConfigMap>(&client, &managed, Some(&known)))
-    .owns_stream(metadata::<Secret>(&client, &managed, Some(&known)))
-    .owns_stream(metadata::<Service>(&client, &managed, Some(&known)))
-    .owns_stream(metadata::<ServiceAccount>(&client, &managed, Some(&known)))
-    .owns_stream(metadata::<k8s_openapi::api::rbac::v1::Role>(
-        &client,
-        &managed,
-        Some(&known),
-    ))
-    .owns_stream(metadata::<k8s_openapi::api::rbac::v1::RoleBinding>(
-        &client,
-        &managed,
-        Some(&known),
-    ))
-    .owns_stream(metadata::<PodDisruptionBudget>(&client, &managed, Some(&known)))
-    .owns_stream(metadata::<NetworkPolicy>(&client, &managed, Some(&known)))
-    .owns_stream(metadata::<PostgresUser>(&client, &managed, Some(&known)))
-    .owns_stream(metadata::<PostgresDatabase>(&client, &managed, Some(&known)))
-    // A pod's role label or readiness that changes is seen at once; reconcile reads the pods
-    // from this watch.
-    .watches_stream(
-        known
-            .note(
-                watcher(Api::<Pod>::all(client.clone()), managed.clone())
-                    .default_backoff()
-                    .modify(known::strip_pod),
-            )
-            .reflect(writers.pods)
-            .touched_objects(),
-        |pod| {
-            let cluster = pod.labels().get(crate::facts::cluster::CLUSTER_LABEL)?;
-            Some(ObjectRef::<PostgresCluster>::new(cluster).within(&pod.namespace()?))
-        },
-    )
-    // A certificate Secret that names its cluster (cert-manager's, or a user's) is served as
-    // soon as it changes.
-    .watches_stream(
-        metadata::<Secret>(
+    let clusters = controller::<PostgresCluster>(&client)
+        .reconcile_on(woken)
+        // A new TLS security profile reaches every cluster's ConfigMap, and from there its pods.
+        .reconcile_all_on(futures::stream::unfold(
+            ctx.state.tls_profile.subscribe(),
+            |mut profile| async move {
+                profile.changed().await.ok()?;
+                Some(((), profile))
+            },
+        ))
+        .owns_stream(
+            // Noted before it is stripped: the annotations count for `Known::unchanged`.
+            known
+                .note(
+                    false,
+                    watcher(Api::<StatefulSet>::all(client.clone()), managed.clone()).default_backoff(),
+                )
+                .modify(known::strip_statefulset)
+                .reflect(writers.statefulsets)
+                .touched_objects(),
+        )
+        .owns_stream(metadata::<ConfigMap>(&client, &managed, Some(&known)))
+        .owns_stream(metadata::<Secret>(&client, &managed, Some(&known)))
+        .owns_stream(metadata::<Service>(&client, &managed, Some(&known)))
+        .owns_stream(metadata::<ServiceAccount>(&client, &managed, Some(&known)))
+        .owns_stream(metadata::<k8s_openapi::api::rbac::v1::Role>(
             &client,
-            &watcher::Config::default().labels(&crate::facts::cluster::named_for_a_cluster_selector()),
+            &managed,
             Some(&known),
-        ),
-        |secret| {
-            let cluster = secret.labels().get(crate::facts::cluster::CLUSTER_LABEL)?;
-            Some(ObjectRef::<PostgresCluster>::new(cluster).within(&secret.namespace()?))
-        },
-    )
-    // A backup that completes moves the cluster's last successful backup.
-    .watches_stream(
-        watcher(Api::<PostgresBackup>::all(client.clone()), everything.clone())
-            .default_backoff()
-            .touched_objects(),
-        |backup| {
-            let namespace = backup.namespace().unwrap_or_default();
-            Some(ObjectRef::<PostgresCluster>::new(&backup.spec.cluster.name).within(&namespace))
-        },
-    );
+        ))
+        .owns_stream(metadata::<k8s_openapi::api::rbac::v1::RoleBinding>(
+            &client,
+            &managed,
+            Some(&known),
+        ))
+        .owns_stream(metadata::<PodDisruptionBudget>(&client, &managed, Some(&known)))
+        .owns_stream(metadata::<NetworkPolicy>(&client, &managed, Some(&known)))
+        .owns_stream(metadata::<PostgresUser>(&client, &managed, Some(&known)))
+        .owns_stream(metadata::<PostgresDatabase>(&client, &managed, Some(&known)))
+        // A pod's role label or readiness that changes is seen at once; reconcile reads the pods
+        // from this watch.
+        .watches_stream(
+            known
+                .note(
+                    false,
+                    watcher(Api::<Pod>::all(client.clone()), managed.clone())
+                        .default_backoff()
+                        .modify(known::strip_pod),
+                )
+                .reflect(writers.pods)
+                .touched_objects(),
+            |pod| {
+                let cluster = pod.labels().get(crate::facts::cluster::CLUSTER_LABEL)?;
+                Some(ObjectRef::<PostgresCluster>::new(cluster).within(&pod.namespace()?))
+            },
+        )
+        // A certificate Secret that names its cluster (cert-manager's, or a user's) is served as
+        // soon as it changes.
+        .watches_stream(
+            metadata::<Secret>(
+                &client,
+                &watcher::Config::default().labels(&crate::facts::cluster::named_for_a_cluster_selector()),
+                Some(&known),
+            ),
+            |secret| {
+                let cluster = secret.labels().get(crate::facts::cluster::CLUSTER_LABEL)?;
+                Some(ObjectRef::<PostgresCluster>::new(cluster).within(&secret.namespace()?))
+            },
+        )
+        // A backup that completes moves the cluster's last successful backup.
+        .watches_stream(
+            watcher(Api::<PostgresBackup>::all(client.clone()), everything.clone())
+                .default_backoff()
+                .touched_objects(),
+            |backup| {
+                let namespace = backup.namespace().unwrap_or_default();
+                Some(ObjectRef::<PostgresCluster>::new(&backup.spec.cluster.name).within(&namespace))
+            },
+        );
     known.clusters_from(clusters.store());
-    let users = Controller::new(
-        Api::<PostgresUser>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    // Noted too: a reconcile this event triggers must read the binding Secret as the event left
-    // it, or it could apply the old password over a rotation (see `known`).
-    .owns_stream(metadata::<Secret>(&client, &managed, Some(&known)));
+    let users = controller::<PostgresUser>(&client)
+        // Noted too: a reconcile this event triggers must read the binding Secret as the event left
+        // it, or it could apply the old password over a rotation (see `known`).
+        .owns_stream(metadata::<Secret>(&client, &managed, Some(&known)));
     // A user's own password Secret is not Tusk's: every Secret's metadata is watched, and a change
     // reconciles the PostgresUsers that name it.
     let user_store = users.store();
@@ -261,10 +259,7 @@ pub async fn run(
             move |cluster| in_cluster(&store, &cluster, |u| &u.spec.cluster.name),
         )
     };
-    let databases = Controller::new(
-        Api::<PostgresDatabase>::all(client.clone()),
-        watcher::Config::default(),
-    );
+    let databases = controller::<PostgresDatabase>(&client);
     let databases = {
         let store = databases.store();
         databases.watches_stream(
@@ -298,16 +293,9 @@ pub async fn run(
         )
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let backups = Controller::new(
-        Api::<PostgresBackup>::all(client.clone()),
-        watcher::Config::default(),
-    );
+    let backups = controller::<PostgresBackup>(&client);
     known.backups_from(backups.store());
-    let schedules = Controller::new(
-        Api::<PostgresBackupSchedule>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(
+    let schedules = controller::<PostgresBackupSchedule>(&client).owns(
         Api::<PostgresBackup>::all(client.clone()),
         watcher::Config::default(),
     );
@@ -354,6 +342,27 @@ pub async fn run(
     );
 }
 
+/// A controller of every `K`, whose store keeps each object without its managedFields: the
+/// reconcilers never read them, and they are often the larger part of an object that several
+/// clients write (the user, Tusk's status, kubectl).
+fn controller<K>(client: &Client) -> Controller<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = kube::runtime::reflector::store();
+    let objects = watcher(Api::<K>::all(client.clone()), watcher::Config::default())
+        .modify(|object| object.meta_mut().managed_fields = None)
+        .reflect(writer)
+        .applied_objects();
+    Controller::for_stream(objects, store)
+}
+
 /// Every change of any `K` that `config` selects, as metadata only; with `known`, each
 /// resourceVersion is noted there (and nothing else is kept).
 fn metadata<K: runtime::Object>(
@@ -363,7 +372,10 @@ fn metadata<K: runtime::Object>(
 ) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static {
     let events = watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), config.clone()).default_backoff();
     match known {
-        Some(known) => futures::future::Either::Left(known.note(events).touched_objects()),
+        Some(known) => {
+            let everything = config.label_selector.is_none() && config.field_selector.is_none();
+            futures::future::Either::Left(known.note(everything, events).touched_objects())
+        }
         None => futures::future::Either::Right(events.touched_objects()),
     }
 }

@@ -205,10 +205,24 @@ pub async fn start_operator(
         format!("--resync-interval={resync}s"),
     ];
     args.extend(extra_args(&dir)?);
+    // TUSK_BENCH_WRAP names a program the operator runs under, such as a heap profiler
+    // (`heaptrack -o FILE`); its figures are then the wrapper's as much as the operator's.
+    let binary = root.join("target/release/tusk-operator");
+    let (program, args) = match std::env::var("TUSK_BENCH_WRAP") {
+        Ok(wrap) if !wrap.trim().is_empty() => {
+            let mut words = wrap.split_whitespace().map(str::to_owned);
+            let program = std::path::PathBuf::from(words.next().unwrap_or_default());
+            let mut wrapped: Vec<String> = words.collect();
+            wrapped.push(binary.display().to_string());
+            wrapped.extend(args);
+            (program, wrapped)
+        }
+        _ => (binary, args),
+    };
     let process = Supervised::spawn_with_env(
         &dir,
         "tusk-operator",
-        &root.join("target/release/tusk-operator"),
+        &program,
         &args,
         &[
             ("KUBECONFIG", kubeconfig.as_os_str()),

@@ -117,10 +117,14 @@ impl LeaseTracker {
             return;
         }
         let changed = previous.is_some_and(|s| facts(&s.lease) != facts(lease) || s.changed);
+        // Kept without its managedFields, most of a Lease's size; a replace without them keeps
+        // the live ones.
+        let mut lease = lease.clone();
+        lease.metadata.managed_fields = None;
         seen.insert(
             key,
             Seen {
-                lease: lease.clone(),
+                lease,
                 at: Instant::now(),
                 woken: false,
                 changed,

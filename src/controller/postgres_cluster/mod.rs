@@ -57,6 +57,8 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
     }
     let mut observed = Observed::default();
     let mut converging = false;
+    // The StatefulSet this reconcile made, while its watch does not show it yet.
+    let mut made = None;
     if cluster.spec.paused == Some(true) {
         observed.primary = cluster.status.as_ref().and_then(|s| s.current_primary.clone());
     } else {
@@ -88,6 +90,9 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
                     &ctx.state.tls_profile.get(),
                 );
                 apply_children(&cluster, &ctx, &children).await?;
+                if matches!(ctx.known.statefulset(&namespace, &name), Some(None)) {
+                    made = Some(children.statefulset.clone());
+                }
                 let roles = label_roles(&ctx, &namespace, &cluster).await?;
                 observed.primary = roles.primary;
                 observed.instances = roles.reported;
@@ -116,9 +121,12 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
                 Some(backups::observe(&ctx, &cluster, &namespace, observed.primary.as_deref()).await?);
         }
     }
+    // One just made stands, with no status yet: the status says it scales up, not that it is
+    // being created, and the reconcile its watch event brings finds nothing new to write.
     observed.statefulset = statefulset(&ctx, &namespace, &name)
         .await?
-        .map(Arc::unwrap_or_clone);
+        .map(Arc::unwrap_or_clone)
+        .or(made);
 
     // Status, written only when it changed.
     let status = desired_status(&cluster, &observed, &super::condition::now_rfc3339());
@@ -180,7 +188,7 @@ async fn superuser_password(
     let secret = Names(cluster).superuser_secret();
     let existing = ctx
         .known
-        .read(
+        .read_own(
             &Api::<Secret>::namespaced(ctx.client.clone(), namespace),
             namespace,
             &secret,

@@ -170,8 +170,15 @@ pub async fn material(
             .await
             .map_err(Error::kube("reading a TLS Secret"))
     };
-    let ca = get(names.ca_secret()).await?;
-    let own = get(names.tls_secret()).await?;
+    // Tusk's own, made when they are not there: a watch of every Secret can tell they are not.
+    let own = async |secret: String| {
+        ctx.known
+            .read_own(&secrets, namespace, &secret)
+            .await
+            .map_err(Error::kube("reading a TLS Secret"))
+    };
+    let ca = own(names.ca_secret()).await?;
+    let own = own(names.tls_secret()).await?;
     let server_names = pki::server_names(
         namespace,
         &name,
