@@ -29,6 +29,13 @@ fn err(e: impl std::fmt::Display) -> String {
 
 /// Peak and current resident memory of `pid`, in KiB, from /proc.
 fn memory(pid: u32) -> (u64, u64) {
+    let (peak, now, _) = memory_parts(pid);
+    (peak, now)
+}
+
+/// Peak and current resident memory of `pid`, and how much of it now is anonymous (the heap and
+/// stacks; the rest is the binary's pages), in KiB, from /proc.
+pub(crate) fn memory_parts(pid: u32) -> (u64, u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         status
@@ -38,7 +45,7 @@ fn memory(pid: u32) -> (u64, u64) {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };
-    (field("VmHWM:"), field("VmRSS:"))
+    (field("VmHWM:"), field("VmRSS:"), field("RssAnon:"))
 }
 
 /// The requests `user` made, by verb; Lease renewals for leader election are left out, and
@@ -251,6 +258,8 @@ struct Scale {
     peak_converging: u64,
     peak: u64,
     end: u64,
+    /// Of `end`, anonymous memory (the rest is the binary's code and data, read from its file).
+    end_anonymous: u64,
     /// The operator's requests in steady state, by verb and resource, and how many resyncs that
     /// was.
     steady: BTreeMap<String, usize>,
@@ -273,7 +282,7 @@ fn cpu_ticks(pids: &[(String, u32)]) -> BTreeMap<String, u64> {
 }
 
 /// Clock ticks per second, the unit of /proc's CPU times.
-fn clock_ticks() -> f64 {
+pub(crate) fn clock_ticks() -> f64 {
     std::process::Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -363,6 +372,13 @@ fn print_table(scales: &[Scale], instances: u32, steady_seconds: u64) {
     });
     row("operator RSS at the end", &|s| {
         format!("{:.1} MiB", s.end as f64 / 1024.0)
+    });
+    row("of it anonymous (heap, stacks) / the binary's pages", &|s| {
+        format!(
+            "{:.1} / {:.1} MiB",
+            s.end_anonymous as f64 / 1024.0,
+            s.end.saturating_sub(s.end_anonymous) as f64 / 1024.0
+        )
     });
     let mut verbs: Vec<&String> = scales.iter().flat_map(|s| s.steady.keys()).collect();
     verbs.sort();
@@ -587,7 +603,7 @@ async fn measure(
         repaired_after,
         requests: requests_by_verb(&plane.audit_events()[mark..], &user),
     };
-    let (peak, end) = operator.pid().map(memory).unwrap_or((0, 0));
+    let (peak, end, end_anonymous) = operator.pid().map(memory_parts).unwrap_or((0, 0, 0));
     drop(operator);
     plane.stop();
     Ok(Scale {
@@ -600,6 +616,7 @@ async fn measure(
         peak_converging,
         peak,
         end,
+        end_anonymous,
         steady,
         resyncs: steady_seconds as f64 / resync as f64,
         drift,

@@ -31,7 +31,7 @@ const DEMO_MAJOR: u32 = 18;
 /// (`127.77.0.1` is the primary).
 async fn run_pods(
     client: &kube::Client,
-    root: &Path,
+    binary: &Path,
     dir: &Path,
     postgres: &Postgres,
     instances: i32,
@@ -46,7 +46,7 @@ async fn run_pods(
     };
     let cluster = ClusterPods {
         statefulset,
-        operator_binary: root.join("target/debug/tusk-operator"),
+        operator_binary: binary.to_path_buf(),
         postgres_bin: postgres.bin_dir().to_path_buf(),
         ip_prefix: [77, 0, 1],
         state_dir: dir.join("pods"),
@@ -80,6 +80,79 @@ async fn run_pods(
     Ok(pods)
 }
 
+/// The instance managers of `pods` (each pod's first process, which runs PostgreSQL under it)
+/// at rest for `idle`, after 30 s for the cluster to settle: their RSS and CPU time, and
+/// PostgreSQL's beside them. Prints a table.
+async fn idle_instance_managers(pods: &[LocalPod], idle: Duration) -> Result<(), String> {
+    use tusk_testenv::process::proc_stat;
+    /// VmRSS, VmHWM and RssAnon (the heap and stacks, not the binary's pages) of `pid`, in KiB.
+    fn memory(pid: u32) -> (u64, u64, u64) {
+        let (peak, now, anonymous) = crate::bench::memory_parts(pid);
+        (now, peak, anonymous)
+    }
+    /// The processes under `pid` (PostgreSQL and its workers), from /proc.
+    fn descendants(pid: u32) -> Vec<u32> {
+        let parent = |p: u32| -> Option<u32> {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            stat.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()
+        };
+        let all: Vec<u32> = std::fs::read_dir("/proc")
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut found = vec![pid];
+        let mut i = 0;
+        while i < found.len() {
+            let p = found[i];
+            found.extend(all.iter().filter(|&&c| parent(c) == Some(p)));
+            i += 1;
+        }
+        found.remove(0);
+        found
+    }
+    println!(
+        "\nMeasuring the instance managers at rest for {} s...",
+        idle.as_secs()
+    );
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let hz = crate::bench::clock_ticks();
+    let pids: Vec<u32> = pods
+        .iter()
+        .map(|p| p.main.pid().ok_or("a pod's process has no pid"))
+        .collect::<Result<_, _>>()?;
+    let ticks = |pid: u32| proc_stat(pid).map_or(0, |(_, t)| t);
+    let postgres_ticks = |pid: u32| descendants(pid).into_iter().map(ticks).sum::<u64>();
+    let before: Vec<(u64, u64)> = pids.iter().map(|&p| (ticks(p), postgres_ticks(p))).collect();
+    tokio::time::sleep(idle).await;
+    println!(
+        "\n| pod | instance manager RSS | of it anonymous (heap, stacks) | its peak RSS | its CPU at rest | \
+         PostgreSQL's RSS (all processes) | PostgreSQL's CPU at rest |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (ordinal, (&pid, (manager_before, postgres_before))) in pids.iter().zip(before).enumerate() {
+        let (rss, peak, anonymous) = memory(pid);
+        let postgres_rss: u64 = descendants(pid).into_iter().map(|p| memory(p).0).sum();
+        let share =
+            |after: u64, before: u64| after.saturating_sub(before) as f64 / hz / idle.as_secs_f64() * 100.0;
+        println!(
+            "| demo-{ordinal} | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.2} % of a core | {:.1} MiB | {:.2} % of a core |",
+            rss as f64 / 1024.0,
+            anonymous as f64 / 1024.0,
+            peak as f64 / 1024.0,
+            share(ticks(pid), manager_before),
+            postgres_rss as f64 / 1024.0,
+            share(postgres_ticks(pid), postgres_before),
+        );
+    }
+    println!(
+        "\nRelease build; PostgreSQL's RSS counts the shared buffers each process touched, so it \
+         overstates what they use together."
+    );
+    Ok(())
+}
+
 /// Whether the instance manager at `ip` answers `/readyz` with 200.
 async fn ready(ip: std::net::IpAddr) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -96,15 +169,23 @@ async fn ready(ip: std::net::IpAddr) -> bool {
 
 const FIELD_MANAGER: &str = "tusk-demo";
 
-pub async fn run(root: &Path) -> Result<(), String> {
-    let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--quiet", "--bin", "tusk-operator"])
+/// Runs the demo until Ctrl-C; with `idle_cost`, a release build instead, and once everything
+/// is Ready, measures the instance managers at rest for that long, prints it, and stops.
+pub async fn run(root: &Path, idle_cost: Option<Duration>) -> Result<(), String> {
+    let profile = if idle_cost.is_some() { "release" } else { "debug" };
+    let mut build = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    build.args(["build", "--quiet", "--bin", "tusk-operator"]);
+    if idle_cost.is_some() {
+        build.arg("--release");
+    }
+    let status = build
         .current_dir(root)
         .status()
         .map_err(|e| format!("cargo build: {e}"))?;
     if !status.success() {
-        return Err("cargo build --bin tusk-operator failed".into());
+        return Err(format!("cargo build --bin tusk-operator ({profile}) failed"));
     }
+    let binary = root.join("target").join(profile).join("tusk-operator");
     let postgres = Postgres::get(DEMO_MAJOR).map_err(|e| e.to_string())?;
     let dir = root.join("target/tusk-demo");
     let _ = std::fs::remove_dir_all(&dir);
@@ -136,7 +217,7 @@ pub async fn run(root: &Path) -> Result<(), String> {
     }
     std::fs::write(&sql_endpoints, endpoints).map_err(|e| e.to_string())?;
     let log = std::fs::File::create(dir.join("logs/tusk-operator.log")).map_err(|e| e.to_string())?;
-    let mut operator = tokio::process::Command::new(root.join("target/debug/tusk-operator"))
+    let mut operator = tokio::process::Command::new(&binary)
         .arg("run")
         .env("KUBECONFIG", plane.kubeconfig())
         .env(tusk::facts::operator::env::LOG_FORMAT, "json")
@@ -260,7 +341,7 @@ pub async fn run(root: &Path) -> Result<(), String> {
         .trim_start_matches("https://")
         .parse()
         .map_err(|e| format!("the API server {}: {e}", plane.server()))?;
-    let pods = run_pods(&client, root, &dir, &postgres, 3, api_server).await?;
+    let pods = run_pods(&client, &binary, &dir, &postgres, 3, api_server).await?;
     println!("Waiting for the cluster, its users and its databases to be Ready...");
     let mut waited = String::new();
     for object in [
@@ -284,6 +365,13 @@ pub async fn run(root: &Path) -> Result<(), String> {
         "--timeout=180s",
     ])?);
     print!("{waited}");
+    if let Some(idle) = idle_cost {
+        let measured = idle_instance_managers(&pods, idle).await;
+        drop(pods);
+        let _ = operator.kill().await;
+        plane.stop();
+        return measured;
+    }
     println!("\nTusk is running on the local control plane. Its objects (kubectl get tusk):\n");
     print!("{}", kubectl(&["get", "tusk"])?);
     println!("\nThe same PostgresCluster read through each version (converted by Tusk's webhook):\n");

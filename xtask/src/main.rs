@@ -168,6 +168,10 @@ enum Task {
         /// Stop waiting for every cluster to be Ready after this many seconds, and report.
         #[arg(long, default_value_t = 1800)]
         ready_timeout: u64,
+        /// Then run the demo's cluster (three local pods with PostgreSQL) and measure its
+        /// instance managers at rest for this many seconds; 0 skips it.
+        #[arg(long, default_value_t = 60)]
+        instance_idle: u64,
     },
     /// Reconcile many PostgresUser objects against one local PostgreSQL server and print the time
     /// taken and the SQL statements per object, converging and in steady state.
@@ -184,7 +188,12 @@ enum Task {
     },
     /// Run Tusk on its embedded default: the local control plane, the CRDs, the operator and the
     /// sample objects, until Ctrl-C.
-    Demo,
+    Demo {
+        /// Instead, with a release build, measure the instance managers at rest for this many
+        /// seconds once everything is Ready, print it, and stop.
+        #[arg(long)]
+        idle_cost: Option<u64>,
+    },
     /// Base backup, restore and WAL archiving against a real S3 store and PostgreSQL 18 at
     /// several database sizes (pgbench scales; 64 is about 1 GiB), beside pg_basebackup to disk.
     BenchBackup {
@@ -567,11 +576,16 @@ fn main() -> ExitCode {
                 );
             }),
         Task::BenchGenerate { rounds } => bench_generate(rounds),
-        Task::Demo => tokio::runtime::Builder::new_multi_thread()
+        Task::Demo { idle_cost } => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .map_err(|e| e.to_string())
-            .and_then(|runtime| runtime.block_on(demo::run(&repo_root()))),
+            .and_then(|runtime| {
+                runtime.block_on(demo::run(
+                    &repo_root(),
+                    idle_cost.map(std::time::Duration::from_secs),
+                ))
+            }),
         Task::BenchFailover { rounds } => bench_failover(rounds),
         Task::BenchBackup { scales } => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -593,19 +607,28 @@ fn main() -> ExitCode {
             drift,
             steady_seconds,
             ready_timeout,
+            instance_idle,
         } => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .map_err(|e| e.to_string())
             .and_then(|runtime| {
-                runtime.block_on(bench::run(
-                    &repo_root(),
-                    &clusters,
-                    instances,
-                    steady_seconds,
-                    ready_timeout,
-                    drift,
-                ))
+                runtime.block_on(async {
+                    bench::run(
+                        &repo_root(),
+                        &clusters,
+                        instances,
+                        steady_seconds,
+                        ready_timeout,
+                        drift,
+                    )
+                    .await?;
+                    if instance_idle == 0 {
+                        return Ok(());
+                    }
+                    println!("\n== the instance manager at rest (the demo's cluster, local pods) ==");
+                    demo::run(&repo_root(), Some(std::time::Duration::from_secs(instance_idle))).await
+                })
             }),
     };
     match result {
