@@ -142,36 +142,9 @@ pub async fn ensure<K: Child>(client: &Client, known: &Known, desired: &K) -> Re
         return Ok(Outcome::Unchanged);
     }
     // A child taken as absent without a read (`Known::read_own`), and so built as new, is made
-    // by a create, not an apply: one someone made meanwhile makes it fail, and the next try
-    // reads it.
-    let create_only = known.create_only(&key);
-    // A child no watch has seen is created without reading it first: the apply creates it.
-    let unseen = known.unseen::<K>(namespace, name);
-    let live = if unseen { None } else { api.get_opt(name).await? };
-    if create_only && live.is_some() {
-        known.present(key);
-        return Err(kube::Error::Api(
-            kube::core::Status::failure(
-                &format!(
-                    "{} {name} was made by someone else while Tusk was making it; it is read again",
-                    K::kind(&())
-                ),
-                "Conflict",
-            )
-            .with_code(409)
-            .boxed(),
-        ));
-    }
-    if let Some(live) = &live {
-        let meta = live.meta();
-        let live = serde_json::to_value(live).expect("Kubernetes objects serialize");
-        if contains(&live, &wanted) {
-            known.applied(key, meta, hash);
-            return Ok(Outcome::Unchanged);
-        }
-    }
-    if create_only {
-        // A create fails on anything there, whoever made it and whatever fields they own.
+    // by a create, not an apply, and without a read either: the create fails on anything there,
+    // whoever made it and whatever fields they own, and the next try reads it.
+    if known.create_only(&key) {
         let params = PostParams {
             field_manager: Some(FIELD_MANAGER.to_owned()),
             ..PostParams::default()
@@ -186,6 +159,17 @@ pub async fn ensure<K: Child>(client: &Client, known: &Known, desired: &K) -> Re
         known.applied(key.clone(), created.meta(), hash);
         known.wrote(&key, created);
         return Ok(Outcome::Created);
+    }
+    // A child no watch has seen is created without reading it first: the apply creates it.
+    let unseen = known.unseen::<K>(namespace, name);
+    let live = if unseen { None } else { api.get_opt(name).await? };
+    if let Some(live) = &live {
+        let meta = live.meta();
+        let live = serde_json::to_value(live).expect("Kubernetes objects serialize");
+        if contains(&live, &wanted) {
+            known.applied(key, meta, hash);
+            return Ok(Outcome::Unchanged);
+        }
     }
     let applied = api
         .patch(

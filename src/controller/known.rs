@@ -32,8 +32,8 @@ use kube::{
         watcher,
     },
 };
-use serde::de::DeserializeOwned;
 
+use super::apply::Child;
 use crate::{
     api::{postgres_backup::v1::PostgresBackup, postgres_cluster::v1::PostgresCluster},
     facts::cluster::CLUSTER_LABEL,
@@ -361,7 +361,7 @@ impl Known {
         name: &str,
     ) -> Result<Option<Arc<K>>, kube::Error>
     where
-        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+        K: Child,
     {
         let key = key::<K>(namespace, name);
         {
@@ -400,7 +400,7 @@ impl Known {
         name: &str,
     ) -> Result<Option<Arc<K>>, kube::Error>
     where
-        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+        K: Child,
     {
         if self.taken_absent::<K>(namespace, name) {
             return Ok(None);

@@ -398,7 +398,7 @@ async fn client_certificate(
         .map_err(Error::kube("reading the cluster's CA"))?;
     let Some(authority) = keyed(ca_secret.as_deref(), tls::CA, tls::CA_KEY) else {
         return Ok(Err(Problem::new(
-            "ClusterUnreachable",
+            crate::controller::runtime::CLUSTER_UNREACHABLE,
             format!(
                 "Secret {} has no CA yet; the cluster's controller makes it",
                 Names(cluster).ca_secret()

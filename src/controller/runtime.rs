@@ -120,12 +120,16 @@ impl Error {
     }
 }
 
+/// The reason of a user's or database's problem while its cluster does not answer (not up yet,
+/// no address, no password or CA yet).
+pub const CLUSTER_UNREACHABLE: &str = "ClusterUnreachable";
+
 /// The reason a SQL failure gets in status: the cluster could not be reached, or PostgreSQL
 /// refused a statement.
 pub fn sql_reason(error: &SqlError) -> &'static str {
     match error {
         SqlError::Endpoint(_) | SqlError::Connect { .. } | SqlError::Password(_) | SqlError::Tls(_) => {
-            "ClusterUnreachable"
+            CLUSTER_UNREACHABLE
         }
         SqlError::Statement { .. } => "SqlFailed",
     }
@@ -176,7 +180,7 @@ fn error_policy<K: Resource<DynamicType = ()>>(object: Arc<K>, error: &Error, ct
     // A user or database waiting for its cluster to answer looks again at least every 10 s: the
     // cluster's turning Ready may come before its server accepts connections, and nothing else
     // would bring it back before a long backoff ran out.
-    let delay = if error.problem().reason == "ClusterUnreachable" {
+    let delay = if error.problem().reason == CLUSTER_UNREACHABLE {
         backoff(*count).min(UNREACHABLE_RETRY)
     } else {
         backoff(*count)

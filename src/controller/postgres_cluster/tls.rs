@@ -171,14 +171,14 @@ pub async fn material(
             .map_err(Error::kube("reading a TLS Secret"))
     };
     // Tusk's own, made when they are not there: a watch of every Secret can tell they are not.
-    let own = async |secret: String| {
+    let get_own = async |secret: String| {
         ctx.known
             .read_own(&secrets, namespace, &secret)
             .await
             .map_err(Error::kube("reading a TLS Secret"))
     };
-    let ca = own(names.ca_secret()).await?;
-    let own = own(names.tls_secret()).await?;
+    let ca = get_own(names.ca_secret()).await?;
+    let own = get_own(names.tls_secret()).await?;
     let server_names = pki::server_names(
         namespace,
         &name,
