@@ -190,6 +190,23 @@ fn non_json_and_truncated_json_are_bad_requests() {
     assert!(bad_request(b"").starts_with("request body is truncated JSON"));
     let body = review_body("tusk.dev/v1", vec![cluster_v1alpha1_object()]);
     assert!(bad_request(&body[..body.len() / 2]).starts_with("request body is truncated JSON"));
+    // Bytes that are not UTF-8, anywhere, and a body cut inside a character.
+    assert!(bad_request(b"\xff{}").starts_with("request body is not JSON: it is not UTF-8"));
+    let mut object = cluster_v1alpha1_object();
+    object["metadata"]["annotations"] = json!({"note": "caf\u{e9}"});
+    let body = review_body("tusk.dev/v1", vec![object]);
+    let cut = body
+        .iter()
+        .position(|b| *b == 0xc3)
+        .expect("the body holds a two-byte character")
+        + 1;
+    assert_eq!(
+        bad_request(&body[..cut]),
+        "request body is truncated JSON: it ends inside a UTF-8 character\n"
+    );
+    let mut broken = body.clone();
+    broken[cut] = b'x';
+    assert!(bad_request(&broken).starts_with("request body is not JSON: it is not UTF-8"));
 }
 
 #[test]

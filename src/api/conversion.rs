@@ -6,13 +6,20 @@
 //! when the object returns to the hub. The result: `A -> B -> A` gives back the identical object.
 //!
 //! Only `spec` and `status` are read as typed values. `metadata` is carried as the exact JSON text
-//! the apiserver sent, and only parsed when the conversion annotation has to change. An object
+//! the apiserver sent, and only parsed when the conversion annotation has to change. Each object's
+//! top level is read in the same pass as the request around it ([`Incoming`]), and each converted
+//! object is written straight into the reply: its text is read once and written once. An object
 //! with a top-level field other than `apiVersion`, `kind`, `metadata`, `spec` and `status` is
 //! refused rather than converted without it (the apiserver prunes such fields, so a stored
 //! object never has one).
 
+use std::{borrow::Cow, fmt, marker::PhantomData};
+
 use kube::Resource;
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{
+    Deserialize, Deserializer, Serialize,
+    de::{DeserializeOwned, IgnoredAny, MapAccess, SeqAccess, Visitor},
+};
 use serde_json::{Map, Value, value::RawValue};
 
 /// The one annotation that carries what a spoke version cannot express.
@@ -143,11 +150,11 @@ struct Stash<L> {
 
 /// An object's `metadata`: the text the apiserver sent, until the conversion annotation changes.
 #[derive(Debug)]
-pub enum Metadata {
+pub enum Metadata<'a> {
     /// The object has no metadata.
     Absent,
-    /// Untouched JSON text.
-    Raw(Box<RawValue>),
+    /// Untouched JSON text, a slice of the request.
+    Raw(&'a RawValue),
     /// Parsed, because an annotation changed.
     Parsed(Map<String, Value>),
 }
@@ -158,7 +165,7 @@ struct AnnotationsOnly {
     annotations: Option<Map<String, Value>>,
 }
 
-impl Metadata {
+impl Metadata<'_> {
     /// The value of [`CONVERSION_DATA_ANNOTATION`], if present.
     fn conversion_annotation(&self) -> Option<String> {
         let value = match self {
@@ -220,7 +227,7 @@ impl Metadata {
     }
 }
 
-impl Serialize for Metadata {
+impl Serialize for Metadata<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
             Metadata::Absent => s.serialize_none(),
@@ -231,37 +238,165 @@ impl Serialize for Metadata {
 }
 
 /// One object on its way through conversion.
-pub struct Object<Spec, Status> {
+pub struct Object<'a, Spec, Status> {
     /// `kind`, carried through.
-    pub kind: String,
+    pub kind: &'static str,
     /// `metadata`, carried through.
-    pub metadata: Metadata,
+    pub metadata: Metadata<'a>,
     /// `spec` and `status`.
     pub parts: Parts<Spec, Status>,
 }
 
-/// The top level of an object, read in one pass without parsing what it holds.
-///
-/// Unknown top-level fields are refused: the apiserver prunes them, so an object that has one did
-/// not come from it, and converting it would drop the field.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The top level of an object: its five fields as slices of the request, not parsed.
+#[derive(Default, Serialize)]
 pub struct Envelope<'a> {
     /// `apiVersion`.
-    #[serde(rename = "apiVersion", borrow, default)]
+    #[serde(rename = "apiVersion", skip_serializing_if = "Option::is_none")]
     pub api_version: Option<&'a RawValue>,
     /// `kind`.
-    #[serde(borrow, default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<&'a RawValue>,
     /// `metadata`.
-    #[serde(borrow, default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<&'a RawValue>,
     /// `spec`.
-    #[serde(borrow, default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub spec: Option<&'a RawValue>,
     /// `status`.
-    #[serde(borrow, default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<&'a RawValue>,
+}
+
+/// The top-level fields of a Kubernetes object, in the order the apiserver writes them.
+const ENVELOPE_FIELDS: [&str; 5] = ["apiVersion", "kind", "metadata", "spec", "status"];
+
+/// One entry of a request's `objects`, read in the same pass as the request: the object's top
+/// level, or what keeps it from being a Kubernetes object.
+///
+/// Reading it never fails on the entry's shape, so the reply can name the object at fault. Unknown
+/// top-level fields are refused: the apiserver prunes them, so an object that has one did not come
+/// from it, and converting it would drop the field.
+pub enum Incoming<'a> {
+    /// A JSON object with only the five top-level fields, each at most once.
+    Object(Envelope<'a>),
+    /// Not a JSON object.
+    NotAnObject,
+    /// A JSON object with a top-level field that is unknown or repeated; the reason names it.
+    NotKubernetes(String),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Incoming<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(IncomingVisitor(PhantomData))
+    }
+}
+
+struct IncomingVisitor<'a>(PhantomData<Incoming<'a>>);
+
+impl<'de: 'a, 'a> Visitor<'de> for IncomingVisitor<'a> {
+    type Value = Incoming<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a Kubernetes object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut envelope = Envelope::default();
+        let mut problem = None;
+        while let Some(TopLevel(field)) = map.next_key()? {
+            let slot = match field {
+                Ok(0) => &mut envelope.api_version,
+                Ok(1) => &mut envelope.kind,
+                Ok(2) => &mut envelope.metadata,
+                Ok(3) => &mut envelope.spec,
+                Ok(4) => &mut envelope.status,
+                Ok(_) => unreachable!("TopLevel gives an index into ENVELOPE_FIELDS"),
+                Err(name) => {
+                    // Skipped without being built, however deep it is.
+                    map.next_value::<IgnoredAny>()?;
+                    problem.get_or_insert_with(|| {
+                        format!(
+                            "unknown field `{name}`, expected one of {}",
+                            ENVELOPE_FIELDS.map(|f| format!("`{f}`")).join(", ")
+                        )
+                    });
+                    continue;
+                }
+            };
+            if slot.replace(map.next_value::<&'de RawValue>()?).is_some() {
+                let name = ENVELOPE_FIELDS[field.unwrap_or_default()];
+                problem.get_or_insert_with(|| format!("duplicate field `{name}`"));
+            }
+        }
+        Ok(match problem {
+            None => Incoming::Object(envelope),
+            Some(reason) => Incoming::NotKubernetes(reason),
+        })
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Incoming::NotAnObject)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Incoming::NotAnObject)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Incoming::NotAnObject)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Incoming::NotAnObject)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Incoming::NotAnObject)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Incoming::NotAnObject)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Incoming::NotAnObject)
+    }
+}
+
+/// A top-level key: its index in [`ENVELOPE_FIELDS`], or the unknown name.
+struct TopLevel(Result<usize, String>);
+
+impl<'de> Deserialize<'de> for TopLevel {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = TopLevel;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+
+            fn visit_str<E>(self, key: &str) -> Result<TopLevel, E> {
+                Ok(TopLevel(
+                    ENVELOPE_FIELDS
+                        .iter()
+                        .position(|f| *f == key)
+                        .ok_or_else(|| key.to_owned()),
+                ))
+            }
+        }
+        deserializer.deserialize_identifier(KeyVisitor)
+    }
+}
+
+/// A JSON string's value, borrowed from the text unless it has escapes; `None` for anything
+/// but a string.
+pub fn string_value(raw: &RawValue) -> Option<Cow<'_, str>> {
+    serde_json::from_str::<&str>(raw.get())
+        .map(Cow::Borrowed)
+        .or_else(|_| serde_json::from_str::<String>(raw.get()).map(Cow::Owned))
+        .ok()
 }
 
 #[derive(Serialize)]
@@ -270,19 +405,23 @@ struct Outgoing<'a, Spec, Status> {
     api_version: &'a str,
     kind: &'a str,
     #[serde(skip_serializing_if = "is_absent")]
-    metadata: &'a Metadata,
+    metadata: &'a Metadata<'a>,
     spec: &'a Spec,
     #[serde(skip_serializing_if = "Option::is_none")]
     status: &'a Option<Status>,
 }
 
-fn is_absent(metadata: &&Metadata) -> bool {
+fn is_absent(metadata: &&Metadata<'_>) -> bool {
     matches!(metadata, Metadata::Absent)
 }
 
-impl<Spec: DeserializeOwned, Status: DeserializeOwned> Object<Spec, Status> {
+impl<'a, Spec: DeserializeOwned, Status: DeserializeOwned> Object<'a, Spec, Status> {
     /// Reads an object of one version: `spec` and `status` typed, the rest carried.
-    pub fn decode(envelope: &Envelope<'_>, kind: &str, at: &Location<'_>) -> Result<Self, ConversionError> {
+    pub fn decode(
+        envelope: &Envelope<'a>,
+        kind: &'static str,
+        at: &Location<'_>,
+    ) -> Result<Self, ConversionError> {
         let spec = envelope.spec.map_or("null", RawValue::get);
         let spec = serde_json::from_str(spec).map_err(|e| at.malformed("spec", &e))?;
         let status = match envelope.status {
@@ -290,26 +429,24 @@ impl<Spec: DeserializeOwned, Status: DeserializeOwned> Object<Spec, Status> {
             Some(raw) => serde_json::from_str(raw.get()).map_err(|e| at.malformed("status", &e))?,
         };
         Ok(Self {
-            kind: kind.to_owned(),
-            metadata: envelope
-                .metadata
-                .map_or(Metadata::Absent, |m| Metadata::Raw(m.to_owned())),
+            kind,
+            metadata: envelope.metadata.map_or(Metadata::Absent, Metadata::Raw),
             parts: Parts { spec, status },
         })
     }
 }
 
-impl<Spec: Serialize, Status: Serialize> Object<Spec, Status> {
-    /// Writes the object as JSON text with the given `apiVersion`.
-    pub fn encode(self, api_version: &str) -> Box<RawValue> {
+impl<Spec: Serialize, Status: Serialize> Object<'_, Spec, Status> {
+    /// Writes the object as JSON text with the given `apiVersion` at the end of `out`.
+    pub fn encode(self, api_version: &str, out: &mut Vec<u8>) {
         let outgoing = Outgoing {
             api_version,
-            kind: &self.kind,
+            kind: self.kind,
             metadata: &self.metadata,
             spec: &self.parts.spec,
             status: &self.parts.status,
         };
-        serde_json::value::to_raw_value(&outgoing).expect("API types serialize")
+        serde_json::to_writer(out, &outgoing).expect("API types serialize");
     }
 }
 
@@ -361,7 +498,7 @@ where
 }
 
 /// Converts a spoke object up to the hub.
-pub fn up<HS, HT, S: Spoke<HS, HT>>(object: Object<S::Spec, S::Status>) -> Object<HS, HT> {
+pub fn up<'a, HS, HT, S: Spoke<HS, HT>>(object: Object<'a, S::Spec, S::Status>) -> Object<'a, HS, HT> {
     let Object {
         kind,
         mut metadata,
@@ -389,7 +526,7 @@ pub fn up<HS, HT, S: Spoke<HS, HT>>(object: Object<S::Spec, S::Status>) -> Objec
 }
 
 /// Converts a hub object down to a spoke, stashing what the spoke cannot express.
-pub fn down<HS, HT, S: Spoke<HS, HT>>(object: Object<HS, HT>) -> Object<S::Spec, S::Status> {
+pub fn down<'a, HS, HT, S: Spoke<HS, HT>>(object: Object<'a, HS, HT>) -> Object<'a, S::Spec, S::Status> {
     let Object {
         kind,
         mut metadata,
@@ -432,15 +569,19 @@ pub struct Lost<S, T> {
 }
 
 /// Reads an object of one version and brings it to the hub.
-type ToHub<HS, HT> = fn(&Envelope<'_>, &str, &Location<'_>) -> Result<Object<HS, HT>, ConversionError>;
+type ToHub<HS, HT> =
+    for<'a> fn(&Envelope<'a>, &'static str, &Location<'_>) -> Result<Object<'a, HS, HT>, ConversionError>;
 
-/// Takes a hub object to one version and writes it as JSON text with the given `apiVersion`.
-type FromHub<HS, HT> = fn(Object<HS, HT>, &str) -> Box<RawValue>;
+/// Takes a hub object to one version and writes it as JSON text with the given `apiVersion` at
+/// the end of the buffer.
+type FromHub<HS, HT> = fn(Object<'_, HS, HT>, &str, &mut Vec<u8>);
 
 /// How one served version of a kind goes to and comes from the hub.
 pub struct Version<HS, HT> {
     /// The version name, for example `v1beta1`.
     pub name: String,
+    /// `<group>/<name>`, set when the version joins its [`Kind`].
+    api_version: String,
     to_hub: ToHub<HS, HT>,
     from_hub: FromHub<HS, HT>,
 }
@@ -454,8 +595,9 @@ where
     pub fn hub<H: Resource<DynamicType = ()>>() -> Self {
         Self {
             name: H::version(&()).into_owned(),
-            to_hub: Object::decode,
-            from_hub: Object::encode,
+            api_version: String::new(),
+            to_hub: |envelope, kind, at| Object::decode(envelope, kind, at),
+            from_hub: |hub, api_version, out| hub.encode(api_version, out),
         }
     }
 
@@ -463,8 +605,9 @@ where
     pub fn spoke<S: Spoke<HS, HT> + Resource<DynamicType = ()>>() -> Self {
         Self {
             name: S::version(&()).into_owned(),
+            api_version: String::new(),
             to_hub: |envelope, kind, at| Ok(up::<HS, HT, S>(Object::decode(envelope, kind, at)?)),
-            from_hub: |hub, api_version| down::<HS, HT, S>(hub).encode(api_version),
+            from_hub: |hub, api_version, out| down::<HS, HT, S>(hub).encode(api_version, out),
         }
     }
 }
@@ -475,33 +618,31 @@ pub trait KindConverter: Send + Sync {
     fn kind(&self) -> &'static str;
     /// The versions served, oldest first.
     fn versions(&self) -> Vec<&str>;
-    /// Converts one object from version `from` to version `to`; both must be served. `object`
-    /// is the whole object and `envelope` its top level.
+    /// Converts one object from version `from` to version `to`, both served, and writes it at
+    /// the end of `out`. An object already at `to` is written with each field as it came.
     fn convert(
         &self,
-        object: &RawValue,
         envelope: &Envelope<'_>,
         from: &str,
         to: &str,
         index: usize,
-    ) -> Result<Box<RawValue>, ConversionError>;
+        out: &mut Vec<u8>,
+    ) -> Result<(), ConversionError>;
 }
 
 /// A [`KindConverter`] built from a kind's version table.
 pub struct Kind<HS, HT> {
     kind: &'static str,
-    group: &'static str,
     versions: Vec<Version<HS, HT>>,
 }
 
 impl<HS, HT> Kind<HS, HT> {
     /// A kind of `group` whose versions are `versions`, oldest first.
-    pub fn new(kind: &'static str, group: &'static str, versions: Vec<Version<HS, HT>>) -> Self {
-        Self {
-            kind,
-            group,
-            versions,
+    pub fn new(kind: &'static str, group: &'static str, mut versions: Vec<Version<HS, HT>>) -> Self {
+        for version in &mut versions {
+            version.api_version = format!("{group}/{}", version.name);
         }
+        Self { kind, versions }
     }
 
     fn version(
@@ -537,16 +678,17 @@ impl<HS, HT> KindConverter for Kind<HS, HT> {
 
     fn convert(
         &self,
-        object: &RawValue,
         envelope: &Envelope<'_>,
         from: &str,
         to: &str,
         index: usize,
-    ) -> Result<Box<RawValue>, ConversionError> {
+        out: &mut Vec<u8>,
+    ) -> Result<(), ConversionError> {
         let source = self.version(from, || format!("object {index}"))?;
         let target = self.version(to, || "desiredAPIVersion".to_owned())?;
         if from == to {
-            return Ok(object.to_owned());
+            serde_json::to_writer(out, envelope).expect("JSON text serializes");
+            return Ok(());
         }
         let at = Location {
             index,
@@ -554,6 +696,7 @@ impl<HS, HT> KindConverter for Kind<HS, HT> {
             version: from,
         };
         let hub = (source.to_hub)(envelope, self.kind, &at)?;
-        Ok((target.from_hub)(hub, &format!("{}/{}", self.group, to)))
+        (target.from_hub)(hub, &target.api_version, out);
+        Ok(())
     }
 }

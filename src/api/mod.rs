@@ -10,7 +10,7 @@ pub mod postgres_user;
 
 use std::sync::LazyLock;
 
-use conversion::{ConversionError, Envelope, KindConverter};
+use conversion::{ConversionError, Incoming, KindConverter, string_value};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::{Value, value::RawValue};
 
@@ -40,31 +40,35 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     ]
 }
 
-/// Converts one object, the `index`th of a request, to `desired_api_version`.
+/// Converts one object, the `index`th of a request, to `desired_api_version`, and writes it at the
+/// end of `out`.
 ///
-/// An object already at that version comes back untouched, byte for byte.
-pub fn convert_raw(
-    object: &RawValue,
+/// An object already at that version comes back with each of its fields as it came.
+pub fn convert_into<'a>(
+    object: &Incoming<'a>,
     desired_api_version: &str,
     index: usize,
-) -> Result<Box<RawValue>, ConversionError> {
-    if !object.get().trim_start().starts_with('{') {
-        return Err(ConversionError::NotAnObject { index });
-    }
-    let envelope: Envelope<'_> =
-        serde_json::from_str(object.get()).map_err(|e| ConversionError::NotAnObjectOfKubernetes {
-            index,
-            reason: e.to_string(),
-        })?;
-    let string = |raw: Option<&RawValue>, field: &'static str| {
-        raw.and_then(|r| serde_json::from_str::<String>(r.get()).ok())
+    out: &mut Vec<u8>,
+) -> Result<(), ConversionError> {
+    let envelope = match object {
+        Incoming::Object(envelope) => envelope,
+        Incoming::NotAnObject => return Err(ConversionError::NotAnObject { index }),
+        Incoming::NotKubernetes(reason) => {
+            return Err(ConversionError::NotAnObjectOfKubernetes {
+                index,
+                reason: reason.clone(),
+            });
+        }
+    };
+    let string = |raw: Option<&'a RawValue>, field: &'static str| {
+        raw.and_then(string_value)
             .ok_or(ConversionError::MissingTypeField { index, field })
     };
     let api_version = string(envelope.api_version, "apiVersion")?;
     let kind = string(envelope.kind, "kind")?;
     let from = in_group(&api_version).ok_or_else(|| ConversionError::ForeignGroup {
         index,
-        api_version: api_version.clone(),
+        api_version: api_version.clone().into_owned(),
         group: GROUP,
     })?;
     let converter =
@@ -73,22 +77,24 @@ pub fn convert_raw(
             .find(|c| c.kind() == kind)
             .ok_or_else(|| ConversionError::UnknownKind {
                 index,
-                kind: kind.clone(),
+                kind: kind.clone().into_owned(),
                 allowed: CONVERTERS.iter().map(|c| c.kind()).collect::<Vec<_>>().join(", "),
             })?;
     let to = desired_version(desired_api_version)?;
-    converter.convert(object, &envelope, from, to, index)
+    converter.convert(envelope, from, to, index, out)
 }
 
-/// [`convert_raw`] for an object already parsed.
+/// [`convert_into`] for one object already parsed.
 pub fn convert_object(
     object: Value,
     desired_api_version: &str,
     index: usize,
 ) -> Result<Value, ConversionError> {
-    let raw = serde_json::value::to_raw_value(&object).expect("a JSON value serializes");
-    let converted = convert_raw(&raw, desired_api_version, index)?;
-    Ok(serde_json::from_str(converted.get()).expect("conversion writes valid JSON"))
+    let text = serde_json::to_string(&object).expect("a JSON value serializes");
+    let incoming: Incoming<'_> = serde_json::from_str(&text).expect("a JSON value reads back");
+    let mut out = Vec::new();
+    convert_into(&incoming, desired_api_version, index, &mut out)?;
+    Ok(serde_json::from_slice(&out).expect("conversion writes valid JSON"))
 }
 
 /// The version part of a desired apiVersion, which must be in [`GROUP`].

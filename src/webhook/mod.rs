@@ -8,9 +8,8 @@ pub mod server;
 pub mod tls;
 
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
-use crate::api;
+use crate::api::{self, conversion::Incoming};
 
 /// The only `ConversionReview` version Tusk speaks; the CRDs ask the apiserver for it.
 pub const REVIEW_API_VERSION: &str = "apiextensions.k8s.io/v1";
@@ -67,14 +66,15 @@ struct Review<'a> {
     request: Option<Request<'a>>,
 }
 
-/// The request; objects stay slices of the body until they are converted.
+/// The request; each object's top level is read with it, and its parts stay slices of the body
+/// until they are converted.
 #[derive(Deserialize)]
 struct Request<'a> {
     uid: String,
     #[serde(rename = "desiredAPIVersion")]
     desired_api_version: String,
     #[serde(borrow)]
-    objects: Vec<&'a RawValue>,
+    objects: Vec<Incoming<'a>>,
 }
 
 #[derive(Serialize)]
@@ -85,12 +85,13 @@ struct OutgoingReview<'a> {
     response: Response<'a>,
 }
 
+/// A response that refuses the request: it converts nothing.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Response<'a> {
     uid: &'a str,
     result: Outcome,
-    converted_objects: Vec<Box<RawValue>>,
+    converted_objects: [(); 0],
 }
 
 /// The `result` of a response, in the shape of `metav1.Status`.
@@ -111,7 +112,15 @@ struct Outcome {
 /// whose objects cannot be converted gets a `Failure` result naming the object and the problem;
 /// the apiserver then shows that message to the user.
 pub fn review(body: &[u8]) -> Reply {
-    let review: Review<'_> = match serde_json::from_slice(body) {
+    // Checked once here, so that no part of the body is checked again when it is taken as it is.
+    let body = match std::str::from_utf8(body) {
+        Ok(body) => body,
+        Err(e) if e.error_len().is_none() => {
+            return Reply::bad_request("request body is truncated JSON: it ends inside a UTF-8 character");
+        }
+        Err(e) => return Reply::bad_request(format!("request body is not JSON: it is not UTF-8 ({e})")),
+    };
+    let review: Review<'_> = match serde_json::from_str(body) {
         Ok(review) => review,
         Err(e) if e.is_eof() => return Reply::bad_request(format!("request body is truncated JSON: {e}")),
         Err(e) if e.is_syntax() => return Reply::bad_request(format!("request body is not JSON: {e}")),
@@ -131,29 +140,15 @@ pub fn review(body: &[u8]) -> Reply {
     let Some(request) = review.request else {
         return Reply::bad_request("ConversionReview has no request");
     };
-    let desired = &request.desired_api_version;
-    let converted: Result<Vec<_>, _> = api::desired_version(desired).and_then(|_| {
-        request
-            .objects
-            .iter()
-            .enumerate()
-            .map(|(index, object)| api::convert_raw(object, desired, index))
-            .collect()
-    });
-    let response = match converted {
-        Ok(converted_objects) => Response {
-            uid: &request.uid,
-            result: Outcome {
-                status: "Success",
-                message: None,
-                reason: None,
-                code: None,
-            },
-            converted_objects,
+    match converted(&request, body.len()) {
+        Ok(body) => Reply {
+            status: 200,
+            content_type: "application/json",
+            body,
         },
         Err(e) => {
             tracing::warn!(uid = %request.uid, error = %e, "conversion failed");
-            Response {
+            Reply::review(Response {
                 uid: &request.uid,
                 result: Outcome {
                     status: "Failure",
@@ -161,9 +156,52 @@ pub fn review(body: &[u8]) -> Reply {
                     reason: Some("BadRequest"),
                     code: Some(400),
                 },
-                converted_objects: vec![],
-            }
+                converted_objects: [],
+            })
         }
-    };
-    Reply::review(response)
+    }
 }
+
+/// The successful `ConversionReview`, each object converted straight into it: the objects' text
+/// is written once, where it stays.
+fn converted(request: &Request<'_>, request_len: usize) -> Result<Vec<u8>, api::conversion::ConversionError> {
+    let desired = &request.desired_api_version;
+    api::desired_version(desired)?;
+    // A converted object is about as long as the one sent; the spare covers a stash.
+    let mut body = Vec::with_capacity(request_len + request_len / 8 + 256);
+    let (head, tail) = success_frame(&request.uid);
+    body.extend_from_slice(head.as_bytes());
+    for (index, object) in request.objects.iter().enumerate() {
+        if index > 0 {
+            body.push(b',');
+        }
+        api::convert_into(object, desired, index, &mut body)?;
+    }
+    body.extend_from_slice(tail.as_bytes());
+    Ok(body)
+}
+
+/// A successful review with no objects, split inside its empty `convertedObjects` list, which
+/// the serialization writes last.
+fn success_frame(uid: &str) -> (String, String) {
+    let empty = serde_json::to_string(&OutgoingReview {
+        api_version: REVIEW_API_VERSION,
+        kind: "ConversionReview",
+        response: Response {
+            uid,
+            result: SUCCESS,
+            converted_objects: [],
+        },
+    })
+    .expect("a ConversionReview serializes");
+    let at = empty.rfind("[]").expect("the empty list of objects is last") + 1;
+    let (head, tail) = empty.split_at(at);
+    (head.to_owned(), tail.to_owned())
+}
+
+const SUCCESS: Outcome = Outcome {
+    status: "Success",
+    message: None,
+    reason: None,
+    code: None,
+};

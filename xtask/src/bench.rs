@@ -214,7 +214,8 @@ pub async fn start_operator(
     args.extend(extra_args(&dir)?);
     // TUSK_BENCH_WRAP names a program the operator runs under, such as a heap profiler
     // (`heaptrack -o FILE`); its figures are then the wrapper's as much as the operator's.
-    let binary = root.join("target/release/tusk-operator");
+    // BENCH_BIN names another build to measure, such as the image's static one (see the README).
+    let binary = root.join(std::env::var("BENCH_BIN").unwrap_or("target/release/tusk-operator".into()));
     let (program, args) = match std::env::var("TUSK_BENCH_WRAP") {
         Ok(wrap) if !wrap.trim().is_empty() => {
             let mut words = wrap.split_whitespace().map(str::to_owned);
