@@ -304,13 +304,8 @@ impl<'de: 'a, 'a> Visitor<'de> for IncomingVisitor<'a> {
         let mut envelope = Envelope::default();
         let mut problem = None;
         while let Some(TopLevel(field)) = map.next_key()? {
-            let slot = match field {
-                Ok(0) => &mut envelope.api_version,
-                Ok(1) => &mut envelope.kind,
-                Ok(2) => &mut envelope.metadata,
-                Ok(3) => &mut envelope.spec,
-                Ok(4) => &mut envelope.status,
-                Ok(_) => unreachable!("TopLevel gives an index into ENVELOPE_FIELDS"),
+            let field = match field {
+                Ok(field) => field,
                 Err(name) => {
                     // Skipped without being built, however deep it is.
                     map.next_value::<IgnoredAny>()?;
@@ -323,9 +318,16 @@ impl<'de: 'a, 'a> Visitor<'de> for IncomingVisitor<'a> {
                     continue;
                 }
             };
+            let slot = match field {
+                0 => &mut envelope.api_version,
+                1 => &mut envelope.kind,
+                2 => &mut envelope.metadata,
+                3 => &mut envelope.spec,
+                4 => &mut envelope.status,
+                _ => unreachable!("TopLevel gives an index into ENVELOPE_FIELDS"),
+            };
             if slot.replace(map.next_value::<&'de RawValue>()?).is_some() {
-                let name = ENVELOPE_FIELDS[field.unwrap_or_default()];
-                problem.get_or_insert_with(|| format!("duplicate field `{name}`"));
+                problem.get_or_insert_with(|| format!("duplicate field `{}`", ENVELOPE_FIELDS[field]));
             }
         }
         Ok(match problem {

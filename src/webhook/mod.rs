@@ -48,7 +48,11 @@ impl Reply {
             kind: "ConversionReview",
             response,
         };
-        let body = serde_json::to_vec(&review).expect("a ConversionReview serializes");
+        Self::json(serde_json::to_vec(&review).expect("a ConversionReview serializes"))
+    }
+
+    /// A `ConversionReview` already written as JSON.
+    fn json(body: Vec<u8>) -> Self {
         Self {
             status: 200,
             content_type: "application/json",
@@ -85,7 +89,7 @@ struct OutgoingReview<'a> {
     response: Response<'a>,
 }
 
-/// A response that refuses the request: it converts nothing.
+/// A response with no objects: a refusal, or the frame the converted objects are written into.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Response<'a> {
@@ -141,11 +145,7 @@ pub fn review(body: &[u8]) -> Reply {
         return Reply::bad_request("ConversionReview has no request");
     };
     match converted(&request, body.len()) {
-        Ok(body) => Reply {
-            status: 200,
-            content_type: "application/json",
-            body,
-        },
+        Ok(body) => Reply::json(body),
         Err(e) => {
             tracing::warn!(uid = %request.uid, error = %e, "conversion failed");
             Reply::review(Response {
@@ -170,33 +170,33 @@ fn converted(request: &Request<'_>, request_len: usize) -> Result<Vec<u8>, api::
     // A converted object is about as long as the one sent; the spare covers a stash.
     let mut body = Vec::with_capacity(request_len + request_len / 8 + 256);
     let (head, tail) = success_frame(&request.uid);
-    body.extend_from_slice(head.as_bytes());
+    body.extend_from_slice(&head);
     for (index, object) in request.objects.iter().enumerate() {
         if index > 0 {
             body.push(b',');
         }
         api::convert_into(object, desired, index, &mut body)?;
     }
-    body.extend_from_slice(tail.as_bytes());
+    body.extend_from_slice(&tail);
     Ok(body)
 }
 
 /// A successful review with no objects, split inside its empty `convertedObjects` list, which
 /// the serialization writes last.
-fn success_frame(uid: &str) -> (String, String) {
-    let empty = serde_json::to_string(&OutgoingReview {
-        api_version: REVIEW_API_VERSION,
-        kind: "ConversionReview",
-        response: Response {
-            uid,
-            result: SUCCESS,
-            converted_objects: [],
-        },
+fn success_frame(uid: &str) -> (Vec<u8>, Vec<u8>) {
+    let mut head = Reply::review(Response {
+        uid,
+        result: SUCCESS,
+        converted_objects: [],
     })
-    .expect("a ConversionReview serializes");
-    let at = empty.rfind("[]").expect("the empty list of objects is last") + 1;
-    let (head, tail) = empty.split_at(at);
-    (head.to_owned(), tail.to_owned())
+    .body;
+    let at = head
+        .windows(2)
+        .rposition(|w| w == b"[]")
+        .expect("the empty list of objects is last")
+        + 1;
+    let tail = head.split_off(at);
+    (head, tail)
 }
 
 const SUCCESS: Outcome = Outcome {

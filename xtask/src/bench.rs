@@ -133,6 +133,12 @@ impl MetricsReader {
     }
 }
 
+/// The operator binary a bench runs: the release build, or the one `BENCH_BIN` names, such as the
+/// image's static build (see the README).
+pub fn operator_binary(root: &Path) -> std::path::PathBuf {
+    root.join(std::env::var("BENCH_BIN").unwrap_or("target/release/tusk-operator".into()))
+}
+
 /// Builds the release operator, starts the control plane, installs the CRDs, and runs the
 /// operator with `--resync-interval` and the arguments `extra_args` returns; it gets the
 /// operator's directory, to write files such as a `--sql-endpoints` map.
@@ -214,8 +220,7 @@ pub async fn start_operator(
     args.extend(extra_args(&dir)?);
     // TUSK_BENCH_WRAP names a program the operator runs under, such as a heap profiler
     // (`heaptrack -o FILE`); its figures are then the wrapper's as much as the operator's.
-    // BENCH_BIN names another build to measure, such as the image's static one (see the README).
-    let binary = root.join(std::env::var("BENCH_BIN").unwrap_or("target/release/tusk-operator".into()));
+    let binary = operator_binary(root);
     let (program, args) = match std::env::var("TUSK_BENCH_WRAP") {
         Ok(wrap) if !wrap.trim().is_empty() => {
             let mut words = wrap.split_whitespace().map(str::to_owned);

@@ -81,7 +81,7 @@ fn note_peak(peak: &mut String, answer: &serde_json::Value) {
 
 /// Runs one measurement at each pgbench scale (about 15 MiB each).
 pub async fn run(root: &Path, scales: &[u32]) -> Result<(), String> {
-    let binary = root.join(std::env::var("BENCH_BIN").unwrap_or("target/release/tusk-operator".into()));
+    let binary = crate::bench::operator_binary(root);
     let built = std::process::Command::new("cargo")
         .args(["build", "--quiet", "--release", "--bin", "tusk-operator"])
         .current_dir(root)
