@@ -15,6 +15,7 @@
 
 use std::{
     any::Any,
+    borrow::Cow,
     collections::{HashMap, HashSet},
     hash::{DefaultHasher, Hasher},
     sync::{Arc, Mutex, MutexGuard, OnceLock},
@@ -22,11 +23,12 @@ use std::{
 
 use futures::{FutureExt, Stream, TryStreamExt};
 use k8s_openapi::api::{
-    apps::v1::StatefulSet,
-    core::v1::{Container, Pod, PodSpec, PodStatus},
+    apps::v1::{StatefulSet, StatefulSetStatus},
+    core::v1::{Container, Pod, PodCondition, PodSpec, PodStatus},
 };
 use kube::{
     Api, Resource, ResourceExt,
+    api::ObjectMeta,
     runtime::{
         reflector::{self, ObjectRef, Store, store::Writer},
         watcher,
@@ -36,7 +38,7 @@ use kube::{
 use super::apply::Child;
 use crate::{
     api::{postgres_backup::v1::PostgresBackup, postgres_cluster::v1::PostgresCluster},
-    facts::cluster::CLUSTER_LABEL,
+    facts::{cluster::CLUSTER_LABEL, operator::INSTALL_CONTAINER},
 };
 
 /// The key of an object: `Kind/namespace/name`.
@@ -156,8 +158,8 @@ impl State {
 /// See the module documentation.
 pub struct Known {
     state: Mutex<State>,
-    statefulsets: Store<StatefulSet>,
-    pods: Store<Pod>,
+    statefulsets: Store<KeptStatefulSet>,
+    pods: Store<KeptPod>,
     clusters: OnceLock<Store<PostgresCluster>>,
     backups: OnceLock<Store<PostgresBackup>>,
 }
@@ -166,9 +168,9 @@ pub struct Known {
 /// [`WatchStreamExt::reflect`](kube::runtime::WatchStreamExt::reflect).
 pub struct Writers {
     /// Fills [`Known::statefulset`].
-    pub statefulsets: Writer<StatefulSet>,
+    pub statefulsets: Writer<KeptStatefulSet>,
     /// Fills [`Known::pods`].
-    pub pods: Writer<Pod>,
+    pub pods: Writer<KeptPod>,
 }
 
 impl Known {
@@ -376,11 +378,12 @@ impl Known {
         let Some(mut object) = api.get_opt(name).await? else {
             return Ok(None);
         };
-        object.meta_mut().managed_fields = None;
+        let labelled = object.labels().contains_key(CLUSTER_LABEL);
+        strip_read(object.meta_mut());
         let object = Arc::new(object);
         if let Some(version) = object.resource_version() {
             let mut state = self.state();
-            if object.labels().contains_key(CLUSTER_LABEL) || state.live.contains_key(&key) {
+            if labelled || state.live.contains_key(&key) {
                 state.read.insert(key, (version, object.clone()));
             }
         }
@@ -442,7 +445,7 @@ impl Known {
 
     /// Keeps `object`, which Tusk just wrote, for [`read`](Self::read): a Secret it applied need
     /// not be read back while the watch sees the resourceVersion the apply returned. Only
-    /// Secrets are kept (the only kind read that way), without their managedFields.
+    /// Secrets are kept (the only kind read that way), as [`strip_read`] leaves them.
     pub fn wrote<K>(&self, key: &str, mut object: K)
     where
         K: Resource<DynamicType = ()> + Send + Sync + 'static,
@@ -450,7 +453,7 @@ impl Known {
         if K::kind(&()) != "Secret" {
             return;
         }
-        object.meta_mut().managed_fields = None;
+        strip_read(object.meta_mut());
         if let Some(version) = object.resource_version() {
             self.state()
                 .read
@@ -484,10 +487,14 @@ impl Known {
     /// until that watch has listed.
     pub fn statefulset(&self, namespace: &str, name: &str) -> Option<Option<Arc<StatefulSet>>> {
         let listed = Self::listed(&self.state(), &StatefulSet::kind(&()));
-        listed.then(|| self.statefulsets.get(&ObjectRef::new(name).within(namespace)))
+        listed.then(|| {
+            self.statefulsets
+                .get(&ObjectRef::new(name).within(namespace))
+                .map(|s| Arc::new(s.statefulset()))
+        })
     }
 
-    /// The pods of `cluster`, by name, as their watch last saw them (see [`strip_pod`]); `None`
+    /// The pods of `cluster`, by name, as their watch last saw them (see [`KeptPod`]); `None`
     /// until that watch has listed.
     pub fn pods(&self, namespace: &str, cluster: &str) -> Option<Vec<Pod>> {
         if !Self::listed(&self.state(), &Pod::kind(&())) {
@@ -500,49 +507,169 @@ impl Known {
                 p.metadata.namespace.as_deref() == Some(namespace)
                     && p.labels().get(CLUSTER_LABEL).map(String::as_str) == Some(cluster)
             })
-            .into_iter()
-            .map(Arc::unwrap_or_clone)
+            .iter()
+            .map(|p| p.pod())
             .collect();
         pods.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         Some(pods)
     }
 }
 
-/// A StatefulSet as [`Known`] keeps it: its metadata (without managed fields and annotations)
-/// and its status. A reconcile reads nothing else of it.
-pub fn strip_statefulset(statefulset: &mut StatefulSet) {
-    statefulset.metadata.managed_fields = None;
-    statefulset.metadata.annotations = None;
-    statefulset.spec = None;
+/// The metadata of an object [`Known::read`] returns and keeps: its name, namespace, uid,
+/// resourceVersion, owners and deletion, which is what a reconcile reads of it. Its labels,
+/// annotations (a `kubectl apply` annotation holds the whole object again) and managed fields
+/// go, so that a user's Secret costs no more kept than Tusk's own.
+fn strip_read(meta: &mut ObjectMeta) {
+    meta.managed_fields = None;
+    meta.annotations = None;
+    meta.labels = None;
 }
 
-/// A pod as [`Known`] keeps it: its metadata (without managed fields and annotations), the name
-/// and image of each init container (the instance manager's image is the install container's),
-/// and its conditions.
-pub fn strip_pod(pod: &mut Pod) {
-    pod.metadata.managed_fields = None;
-    pod.metadata.annotations = None;
-    let init_containers = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.init_containers.as_ref())
-        .map(|cs| {
-            cs.iter()
-                .map(|c| Container {
-                    name: c.name.clone(),
-                    image: c.image.clone(),
-                    ..Container::default()
-                })
-                .collect()
-        });
-    pod.spec = Some(PodSpec {
-        init_containers,
-        ..PodSpec::default()
-    });
-    pod.status = Some(PodStatus {
-        conditions: pod.status.as_mut().and_then(|s| s.conditions.take()),
-        ..PodStatus::default()
-    });
+/// `event` with each object in it made into what is kept of it.
+pub fn keep<K, T>(event: watcher::Event<K>, into: impl Fn(K) -> T) -> watcher::Event<T> {
+    match event {
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitApply(object) => watcher::Event::InitApply(into(object)),
+        watcher::Event::Apply(object) => watcher::Event::Apply(into(object)),
+        watcher::Event::Delete(object) => watcher::Event::Delete(into(object)),
+        watcher::Event::InitDone => watcher::Event::InitDone,
+    }
+}
+
+/// Metadata as [`Known`] keeps it: without managed fields and annotations, which no reconcile
+/// reads of a kept object.
+fn kept_meta(mut metadata: ObjectMeta) -> ObjectMeta {
+    metadata.managed_fields = None;
+    metadata.annotations = None;
+    metadata
+}
+
+/// Makes `$kept` a namespaced [`Resource`] of the same kind as `$of`, for the reflector's store
+/// and the controller's triggers.
+macro_rules! kept_resource {
+    ($kept:ty, $of:ty) => {
+        impl Resource for $kept {
+            type DynamicType = ();
+            type Scope = k8s_openapi::NamespaceResourceScope;
+
+            fn kind(_: &()) -> Cow<'_, str> {
+                <$of>::kind(&())
+            }
+            fn group(_: &()) -> Cow<'_, str> {
+                <$of>::group(&())
+            }
+            fn version(_: &()) -> Cow<'_, str> {
+                <$of>::version(&())
+            }
+            fn plural(_: &()) -> Cow<'_, str> {
+                <$of>::plural(&())
+            }
+            fn meta(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+            fn meta_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+
+/// A StatefulSet as [`Known`] keeps it: its metadata (see [`kept_meta`]) and its status; a
+/// reconcile reads nothing else of it. A struct of its own rather than a `StatefulSet` with no
+/// spec: Kubernetes' types hold every optional field in place, so an empty `StatefulSetSpec`
+/// (with its pod template) still takes kilobytes.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct KeptStatefulSet {
+    metadata: ObjectMeta,
+    status: Option<StatefulSetStatus>,
+}
+
+kept_resource!(KeptStatefulSet, StatefulSet);
+
+impl From<StatefulSet> for KeptStatefulSet {
+    fn from(statefulset: StatefulSet) -> Self {
+        Self {
+            metadata: kept_meta(statefulset.metadata),
+            status: statefulset.status,
+        }
+    }
+}
+
+impl KeptStatefulSet {
+    /// The StatefulSet as kept: no spec.
+    fn statefulset(&self) -> StatefulSet {
+        StatefulSet {
+            metadata: self.metadata.clone(),
+            spec: None,
+            status: self.status.clone(),
+        }
+    }
+}
+
+/// A pod as [`Known`] keeps it: its metadata (see [`kept_meta`]), the image of its install init
+/// container (the instance manager's image is the install container's) and its `Ready`
+/// condition; a reconcile reads nothing else of it. A struct of its own for the reason
+/// [`KeptStatefulSet`] is: a `Pod` stripped to these took about 6 KiB, this a few hundred bytes.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct KeptPod {
+    metadata: ObjectMeta,
+    install_image: Option<String>,
+    ready: Option<PodCondition>,
+}
+
+kept_resource!(KeptPod, Pod);
+
+impl From<Pod> for KeptPod {
+    fn from(pod: Pod) -> Self {
+        let install_image = pod
+            .spec
+            .and_then(|s| s.init_containers)
+            .into_iter()
+            .flatten()
+            .find(|c| c.name == INSTALL_CONTAINER)
+            .and_then(|c| c.image);
+        let ready = pod
+            .status
+            .and_then(|s| s.conditions)
+            .into_iter()
+            .flatten()
+            .find(|c| c.type_ == "Ready")
+            .map(|c| PodCondition {
+                type_: c.type_,
+                status: c.status,
+                last_transition_time: c.last_transition_time,
+                ..PodCondition::default()
+            });
+        Self {
+            metadata: kept_meta(pod.metadata),
+            install_image,
+            ready,
+        }
+    }
+}
+
+impl KeptPod {
+    /// The pod as kept: its metadata, its install container's name and image, and its `Ready`
+    /// condition.
+    fn pod(&self) -> Pod {
+        Pod {
+            metadata: self.metadata.clone(),
+            spec: Some(PodSpec {
+                init_containers: self.install_image.as_ref().map(|image| {
+                    vec![Container {
+                        name: INSTALL_CONTAINER.to_owned(),
+                        image: Some(image.clone()),
+                        ..Container::default()
+                    }]
+                }),
+                ..PodSpec::default()
+            }),
+            status: Some(PodStatus {
+                conditions: self.ready.clone().map(|c| vec![c]),
+                ..PodStatus::default()
+            }),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -761,7 +888,7 @@ mod tests {
 
     #[test]
     fn a_pod_keeps_only_what_reconcile_reads() {
-        let mut pod: Pod = serde_json::from_value(json!({
+        let pod: Pod = serde_json::from_value(json!({
             "metadata": {
                 "name": "db-0", "namespace": "shop", "uid": "u1",
                 "labels": {"tusk.dev/cluster": "db", "tusk.dev/role": "primary"},
@@ -769,17 +896,23 @@ mod tests {
                 "managedFields": [{"manager": "kubelet"}],
             },
             "spec": {
-                "initContainers": [{"name": "install", "image": "tusk:1", "args": ["a"]}],
+                "initContainers": [
+                    {"name": "restore", "image": "tusk:0"},
+                    {"name": "install-tusk", "image": "tusk:1", "args": ["a"]},
+                ],
                 "containers": [{"name": "postgres", "image": "pg:18", "env": [{"name": "A", "value": "1"}]}],
             },
             "status": {
                 "podIP": "10.0.0.1",
-                "conditions": [{"type": "Ready", "status": "True"}],
+                "conditions": [
+                    {"type": "PodScheduled", "status": "True"},
+                    {"type": "Ready", "status": "True", "lastTransitionTime": "2026-12-04T10:00:00Z", "reason": "r"},
+                ],
                 "containerStatuses": [{"name": "postgres", "image": "pg:18", "imageID": "", "ready": true, "restartCount": 0}],
             },
         }))
         .unwrap();
-        strip_pod(&mut pod);
+        let pod = KeptPod::from(pod).pod();
         assert_eq!(
             serde_json::to_value(&pod).unwrap(),
             json!({
@@ -788,8 +921,10 @@ mod tests {
                     "name": "db-0", "namespace": "shop", "uid": "u1",
                     "labels": {"tusk.dev/cluster": "db", "tusk.dev/role": "primary"},
                 },
-                "spec": {"containers": [], "initContainers": [{"name": "install", "image": "tusk:1"}]},
-                "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+                "spec": {"containers": [], "initContainers": [{"name": "install-tusk", "image": "tusk:1"}]},
+                "status": {"conditions": [
+                    {"type": "Ready", "status": "True", "lastTransitionTime": "2026-12-04T10:00:00Z"},
+                ]},
             })
         );
         assert!(crate::controller::postgres_backup::pod_ready(&pod));

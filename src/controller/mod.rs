@@ -6,6 +6,7 @@
 pub mod apply;
 pub mod backup_target;
 pub mod condition;
+pub mod events;
 pub mod known;
 pub mod leader;
 pub mod postgres_backup;
@@ -20,6 +21,8 @@ pub use self::runtime::{Error, Problem};
 
 use std::{collections::HashMap, sync::Arc, sync::Mutex, time::Duration};
 
+use futures::TryStreamExt;
+
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
     core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount},
@@ -31,7 +34,6 @@ use kube::{
     core::PartialObjectMeta,
     runtime::{
         Controller, WatchStreamExt,
-        events::{Recorder, Reporter},
         reflector::{ObjectRef, Store},
         watcher,
     },
@@ -67,7 +69,7 @@ pub struct Context {
     /// is not checked again (a check costs 4096 HMAC rounds).
     pub verified: Mutex<HashMap<VerifiedKey, (String, [u8; 32])>>,
     /// Records Events on the objects Tusk reconciles.
-    pub recorder: Recorder,
+    pub recorder: events::Recorder,
     /// Every cluster's primary Lease, as last seen change.
     pub leases: Arc<postgres_cluster::failover::LeaseTracker>,
     /// What the cluster controller knows without asking: see [`known`].
@@ -87,12 +89,10 @@ impl Context {
         known: Arc<known::Known>,
     ) -> Self {
         let connections = crate::sql::connections::Connections::new(state.metrics.sql_statements());
-        let recorder = Recorder::new(
+        let recorder = events::Recorder::new(
             client.clone(),
-            Reporter {
-                controller: crate::facts::operator::NAME.to_owned(),
-                instance: std::env::var(crate::facts::operator::env::POD_NAME).ok(),
-            },
+            crate::facts::operator::NAME.to_owned(),
+            std::env::var(crate::facts::operator::env::POD_NAME).ok(),
         );
         Self {
             leases: Arc::default(),
@@ -163,7 +163,7 @@ pub async fn run(
                     false,
                     watcher(Api::<StatefulSet>::all(client.clone()), managed.clone()).default_backoff(),
                 )
-                .modify(known::strip_statefulset)
+                .map_ok(|event| known::keep(event, known::KeptStatefulSet::from))
                 .reflect(writers.statefulsets)
                 .touched_objects(),
         )
@@ -193,7 +193,7 @@ pub async fn run(
                     false,
                     watcher(Api::<Pod>::all(client.clone()), managed.clone())
                         .default_backoff()
-                        .modify(known::strip_pod),
+                        .map_ok(|event| known::keep(event, known::KeptPod::from)),
                 )
                 .reflect(writers.pods)
                 .touched_objects(),

@@ -14,7 +14,7 @@ use kube::{
     runtime::{
         Controller,
         controller::Action,
-        events::{Event, EventType},
+        events::EventType,
         finalizer::{self, finalizer},
     },
 };
@@ -22,7 +22,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::json;
 use tracing::warn;
 
-use super::Context;
+use super::{Context, events::Happening};
 use crate::sql::connections::SqlError;
 
 /// What a controller reconciles: a namespaced object of a known kind that serializes.
@@ -391,7 +391,7 @@ pub enum Happened {
 }
 
 impl Happened {
-    fn event(&self) -> Event {
+    fn event(&self) -> Happening {
         let (type_, reason, note): (EventType, &str, &str) = match self {
             Self::Created(note) => (EventType::Normal, "Created", note),
             Self::Changed(note) => (EventType::Normal, "Changed", note),
@@ -408,12 +408,11 @@ impl Happened {
         };
         // The apiserver refuses a note over 1 kB.
         let note: String = note.chars().take(1000).collect();
-        Event {
+        Happening {
             type_,
             reason: reason.to_owned(),
-            note: Some(note),
+            note,
             action: "Reconcile".to_owned(),
-            secondary: None,
         }
     }
 }
@@ -569,7 +568,7 @@ mod tests {
         let event = Happened::Failed(Problem::new("InvalidSecret", "x".repeat(2000))).event();
         assert_eq!(event.reason, "InvalidSecret");
         assert!(matches!(event.type_, EventType::Warning));
-        assert_eq!(event.note.unwrap().len(), 1000);
+        assert_eq!(event.note.len(), 1000);
     }
 
     #[cfg(debug_assertions)]

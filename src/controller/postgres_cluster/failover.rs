@@ -31,11 +31,21 @@ use crate::{
     },
 };
 
-/// A Lease as the operator last saw it change.
+/// A Lease as the operator last saw it change: what failover reads of it, not the Lease (which
+/// with its labels and owner took about 2 KiB per cluster).
 #[derive(Clone, Debug)]
 pub struct Seen {
-    /// The Lease.
-    pub lease: Lease,
+    /// The Lease's name.
+    pub name: String,
+    /// Its resourceVersion: a hand-over writes only over this version.
+    version: Option<String>,
+    /// Who holds it; `None` when nobody does.
+    holder: Option<String>,
+    /// Whether it was ever renewed: a Lease no primary renewed yet belongs to a cluster still
+    /// bootstrapping.
+    pub renewed: bool,
+    /// The cluster it is for (its label).
+    cluster: Option<String>,
     /// When the operator saw this version first.
     pub at: Instant,
     /// Whether the cluster was woken for this version's expiry.
@@ -46,13 +56,24 @@ pub struct Seen {
 }
 
 impl Seen {
+    /// What is kept of `lease`, seen first at `at`.
+    fn of(lease: &Lease, at: Instant) -> Self {
+        let spec = lease.spec.as_ref();
+        Self {
+            name: lease.name_any(),
+            version: lease.resource_version(),
+            holder: spec.and_then(|s| s.holder_identity.clone()),
+            renewed: spec.is_some_and(|s| s.renew_time.is_some()),
+            cluster: lease.labels().get(CLUSTER_LABEL).cloned(),
+            at,
+            woken: false,
+            changed: false,
+        }
+    }
+
     /// Who holds it; empty when nobody does.
     pub fn holder(&self) -> &str {
-        self.lease
-            .spec
-            .as_ref()
-            .and_then(|s| s.holder_identity.as_deref())
-            .unwrap_or("")
+        self.holder.as_deref().unwrap_or("")
     }
 
     /// Whether its holder lost it: given up, or not renewed for [`LEASE_DURATION`].
@@ -105,31 +126,14 @@ impl LeaseTracker {
     pub fn saw(&self, lease: &Lease) {
         let key = (lease.namespace().unwrap_or_default(), lease.name_any());
         let mut seen = self.seen.lock().expect("never poisoned");
-        let facts = |l: &Lease| {
-            let spec = l.spec.as_ref();
-            (
-                spec.and_then(|s| s.holder_identity.clone()),
-                spec.is_some_and(|s| s.renew_time.is_some()),
-            )
-        };
         let previous = seen.get(&key);
-        if previous.is_some_and(|s| s.lease.resource_version() == lease.resource_version()) {
+        if previous.is_some_and(|s| s.version == lease.resource_version()) {
             return;
         }
-        let changed = previous.is_some_and(|s| facts(&s.lease) != facts(lease) || s.changed);
-        // Kept without its managedFields, most of a Lease's size; a replace without them keeps
-        // the live ones.
-        let mut lease = lease.clone();
-        lease.metadata.managed_fields = None;
-        seen.insert(
-            key,
-            Seen {
-                lease,
-                at: Instant::now(),
-                woken: false,
-                changed,
-            },
-        );
+        let mut now = Seen::of(lease, Instant::now());
+        now.changed =
+            previous.is_some_and(|s| (&s.holder, s.renewed) != (&now.holder, now.renewed) || s.changed);
+        seen.insert(key, now);
     }
 
     /// The Lease `name` of `namespace`, if seen.
@@ -149,7 +153,7 @@ impl LeaseTracker {
             if s.changed || (!s.woken && s.expired(now)) {
                 s.woken = s.woken || s.expired(now);
                 s.changed = false;
-                if let Some(cluster) = s.lease.labels().get(CLUSTER_LABEL) {
+                if let Some(cluster) = &s.cluster {
                     out.push(ObjectRef::new(cluster).within(namespace));
                 }
             }
@@ -293,14 +297,25 @@ pub async fn ensure_lease(
 }
 
 /// Hands `seen`'s Lease to `to`, with the resourceVersion seen: `Ok(false)` when the Lease
-/// changed meanwhile (the primary renewed after all), and nothing was written.
+/// changed meanwhile (the primary renewed after all), and nothing was written. The Lease is read
+/// first (a failover is rare; keeping every Lease whole for it cost memory all the time), and
+/// written only if it is still the version seen.
 pub async fn hand_over(
     ctx: &crate::controller::Context,
     namespace: &str,
     seen: &Seen,
     to: &str,
 ) -> Result<bool, crate::controller::Error> {
-    hand_over_lease(ctx, namespace, seen.lease.clone(), to).await
+    let lease = Api::<Lease>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(&seen.name)
+        .await
+        .map_err(crate::controller::Error::kube("reading the primary's Lease"))?;
+    match lease {
+        Some(lease) if lease.metadata.resource_version == seen.version => {
+            hand_over_lease(ctx, namespace, lease, to).await
+        }
+        _ => Ok(false),
+    }
 }
 
 /// Hands `lease` (as read, with its resourceVersion) to `to` as a new transition: `Ok(false)`

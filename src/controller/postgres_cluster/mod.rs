@@ -550,7 +550,7 @@ async fn label_roles(ctx: &Context, namespace: &str, cluster: &PostgresCluster) 
     let now = std::time::Instant::now();
     // A Lease no primary renewed yet belongs to a cluster still bootstrapping (initdb, or a
     // restore that may take hours): nothing to fail over from.
-    let bootstrapping = seen.lease.spec.as_ref().is_none_or(|s| s.renew_time.is_none());
+    let bootstrapping = !seen.renewed;
     // A primary the rolling update restarts in place has its pod made again and PostgreSQL
     // started before a replica is promoted in its place.
     let grace = ctx.leases.grace(namespace, &holder, now);

@@ -222,7 +222,7 @@ pub async fn perform(
     .await;
     let leases = Api::<Lease>::namespaced(ctx.client.clone(), namespace);
     let lease = leases
-        .get(&seen.lease.name_any())
+        .get(&seen.name)
         .await
         .map_err(Error::kube("reading the primary's Lease"))?;
     if !caught_up {
