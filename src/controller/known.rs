@@ -24,7 +24,11 @@ use std::{
 use futures::{FutureExt, Stream, TryStreamExt};
 use k8s_openapi::api::{
     apps::v1::{StatefulSet, StatefulSetStatus},
-    core::v1::{Container, Pod, PodCondition, PodSpec, PodStatus},
+    core::v1::{Container, Pod, PodCondition, PodSpec, PodStatus, Secret},
+};
+use k8s_openapi::{
+    ByteString,
+    apimachinery::pkg::apis::meta::v1::{OwnerReference, Time},
 };
 use kube::{
     Api, Resource, ResourceExt,
@@ -35,7 +39,6 @@ use kube::{
     },
 };
 
-use super::apply::Child;
 use crate::{
     api::{postgres_backup::v1::PostgresBackup, postgres_cluster::v1::PostgresCluster},
     facts::{cluster::CLUSTER_LABEL, operator::INSTALL_CONTAINER},
@@ -80,10 +83,42 @@ pub fn hash<T: serde::Serialize + ?Sized>(wanted: &T) -> u64 {
     feed.0.finish()
 }
 
+/// A resourceVersion as [`Known`] holds it. The apiserver's are decimal numbers (etcd's
+/// revisions), held as one without an allocation; any other text is held as it is. Only
+/// equality is ever asked of them. `Unknown` is no version: never equal to one seen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Version {
+    Unknown,
+    Number(u64),
+    Text(Box<str>),
+}
+
+impl Version {
+    fn of(version: Option<&str>) -> Self {
+        match version {
+            None | Some("") => Self::Unknown,
+            // Only the canonical decimal form: "007" and "+7" must stay unequal to "7".
+            Some(text) => {
+                let canonical =
+                    text.bytes().all(|b| b.is_ascii_digit()) && (text == "0" || !text.starts_with('0'));
+                match text.parse::<u64>() {
+                    Ok(number) if canonical => Self::Number(number),
+                    _ => Self::Text(text.into()),
+                }
+            }
+        }
+    }
+
+    /// Whether `self` and `other` are the same known version.
+    fn same(&self, other: &Self) -> bool {
+        *self != Self::Unknown && self == other
+    }
+}
+
 /// The resourceVersion a watch last saw for an object, and which watches see it.
 struct Seen {
-    /// Empty when one watch saw it deleted and another still sees it: not known.
-    version: String,
+    /// `Unknown` when one watch saw it deleted and another still sees it.
+    version: Version,
     /// The generation and the hash of the labels and annotations, for [`Known::unchanged`] of
     /// kinds whose status changes their resourceVersion.
     generation: Option<i64>,
@@ -95,7 +130,7 @@ struct Seen {
 /// What Tusk applied (or found holding what it wanted): the object's resourceVersion,
 /// generation, and hash of labels and annotations then, and the [`hash`] of what it wanted.
 struct Applied {
-    version: String,
+    version: Version,
     generation: Option<i64>,
     meta: u64,
     wanted: u64,
@@ -131,7 +166,7 @@ struct State {
     /// What was applied, or found holding what was wanted.
     applied: HashMap<String, Applied>,
     /// Objects read, with the resourceVersion read.
-    read: HashMap<String, (String, Arc<dyn Any + Send + Sync>)>,
+    read: HashMap<String, KeptSecret>,
     /// Objects [`Known::read_own`] took as absent without a read: the next write of one is a
     /// create, which fails if someone made it meanwhile (see [`Known::create_only`]).
     inferred: HashSet<String>,
@@ -255,7 +290,7 @@ impl Known {
                 state.live.insert(
                     key,
                     Seen {
-                        version: meta.resource_version.clone().unwrap_or_default(),
+                        version: Version::of(meta.resource_version.as_deref()),
                         generation: meta.generation,
                         meta: meta_hash(meta),
                         watches,
@@ -269,7 +304,7 @@ impl Known {
                     // it is there, as it is now is not known.
                     Some(seen) if seen.watches & !bit != 0 => {
                         seen.watches &= !bit;
-                        seen.version.clear();
+                        seen.version = Version::Unknown;
                         seen.generation = None;
                     }
                     _ => state.forget(&key),
@@ -328,7 +363,7 @@ impl Known {
             .split_once('/')
             .is_some_and(|(kind, _)| STATUS_KINDS.contains(&kind));
         applied.wanted == wanted
-            && (applied.version == seen.version
+            && (applied.version.same(&seen.version)
                 || (status_kind
                     && applied.generation.is_some()
                     && applied.generation == seen.generation
@@ -343,7 +378,7 @@ impl Known {
             Some(version) => state.applied.insert(
                 key,
                 Applied {
-                    version: version.clone(),
+                    version: Version::of(Some(version)),
                     generation: meta.generation,
                     meta: meta_hash(meta),
                     wanted,
@@ -353,41 +388,39 @@ impl Known {
         };
     }
 
-    /// The `K` named `name` in `namespace`: as read before while its resourceVersion is the one a
-    /// watch sees now, read from the apiserver otherwise. Only objects a watch sees (labelled
-    /// for a cluster, or already noted) are kept: nothing would tell when another changed.
-    pub async fn read<K>(
+    /// The Secret named `name` in `namespace`: as read (or written) before while its
+    /// resourceVersion is the one a watch sees now, read from the apiserver otherwise. Only
+    /// Secrets a watch sees (labelled for a cluster, or already noted) are kept: nothing would
+    /// tell when another changed. What is returned is what is kept (see [`KeptSecret`]), read
+    /// from the apiserver or not.
+    pub async fn read(
         &self,
-        api: &Api<K>,
+        api: &Api<Secret>,
         namespace: &str,
         name: &str,
-    ) -> Result<Option<Arc<K>>, kube::Error>
-    where
-        K: Child,
-    {
-        let key = key::<K>(namespace, name);
+    ) -> Result<Option<Arc<Secret>>, kube::Error> {
+        let key = key::<Secret>(namespace, name);
         {
             let state = self.state();
-            if let (Some((version, object)), Some(seen)) = (state.read.get(&key), state.live.get(&key))
-                && *version == seen.version
-                && let Ok(object) = object.clone().downcast::<K>()
+            if let (Some(kept), Some(seen)) = (state.read.get(&key), state.live.get(&key))
+                && kept.version.same(&seen.version)
             {
-                return Ok(Some(object));
+                return Ok(Some(Arc::new(kept.secret())));
             }
         }
-        let Some(mut object) = api.get_opt(name).await? else {
+        let Some(secret) = api.get_opt(name).await? else {
             return Ok(None);
         };
-        let labelled = object.labels().contains_key(CLUSTER_LABEL);
-        strip_read(object.meta_mut());
-        let object = Arc::new(object);
-        if let Some(version) = object.resource_version() {
+        let labelled = secret.labels().contains_key(CLUSTER_LABEL);
+        let kept = KeptSecret::from(secret);
+        let secret = Arc::new(kept.secret());
+        if kept.version != Version::Unknown {
             let mut state = self.state();
             if labelled || state.live.contains_key(&key) {
-                state.read.insert(key, (version, object.clone()));
+                state.read.insert(key, kept);
             }
         }
-        Ok(Some(object))
+        Ok(Some(secret))
     }
 
     /// Like [`read`](Self::read), for an object Tusk makes when it is not there (a cluster's
@@ -396,16 +429,13 @@ impl Known {
     /// absent without a request. That watch may not show yet an object made a moment ago, so
     /// the write that makes this one is a create, which fails on it: see
     /// [`create_only`](Self::create_only).
-    pub async fn read_own<K>(
+    pub async fn read_own(
         &self,
-        api: &Api<K>,
+        api: &Api<Secret>,
         namespace: &str,
         name: &str,
-    ) -> Result<Option<Arc<K>>, kube::Error>
-    where
-        K: Child,
-    {
-        if self.taken_absent::<K>(namespace, name) {
+    ) -> Result<Option<Arc<Secret>>, kube::Error> {
+        if self.taken_absent::<Secret>(namespace, name) {
             return Ok(None);
         }
         self.read(api, namespace, name).await
@@ -445,19 +475,17 @@ impl Known {
 
     /// Keeps `object`, which Tusk just wrote, for [`read`](Self::read): a Secret it applied need
     /// not be read back while the watch sees the resourceVersion the apply returned. Only
-    /// Secrets are kept (the only kind read that way), as [`strip_read`] leaves them.
-    pub fn wrote<K>(&self, key: &str, mut object: K)
+    /// Secrets are kept (the only kind read that way), as a [`KeptSecret`].
+    pub fn wrote<K>(&self, key: &str, object: K)
     where
         K: Resource<DynamicType = ()> + Send + Sync + 'static,
     {
-        if K::kind(&()) != "Secret" {
+        let Ok(secret) = (Box::new(object) as Box<dyn Any>).downcast::<Secret>() else {
             return;
-        }
-        strip_read(object.meta_mut());
-        if let Some(version) = object.resource_version() {
-            self.state()
-                .read
-                .insert(key.to_owned(), (version, Arc::new(object)));
+        };
+        let kept = KeptSecret::from(*secret);
+        if kept.version != Version::Unknown {
+            self.state().read.insert(key.to_owned(), kept);
         }
     }
 
@@ -515,14 +543,70 @@ impl Known {
     }
 }
 
-/// The metadata of an object [`Known::read`] returns and keeps: its name, namespace, uid,
-/// resourceVersion, owners and deletion, which is what a reconcile reads of it. Its labels,
-/// annotations (a `kubectl apply` annotation holds the whole object again) and managed fields
-/// go, so that a user's Secret costs no more kept than Tusk's own.
-fn strip_read(meta: &mut ObjectMeta) {
-    meta.managed_fields = None;
-    meta.annotations = None;
-    meta.labels = None;
+/// A Secret as [`Known`] keeps it: what a reconcile reads of it (its name, uid, resourceVersion,
+/// owners, deletion, type and data), its data as one slice. Its labels, annotations (a `kubectl
+/// apply` annotation holds the whole Secret again) and managed fields go. A struct of its own:
+/// a `Secret` holds its data in a B-tree and its metadata with every optional field in place,
+/// which took about twice the bytes of the data itself.
+struct KeptSecret {
+    name: Option<String>,
+    namespace: Option<String>,
+    uid: Option<String>,
+    /// `Unknown` when the apiserver gave none (never kept then).
+    version: Version,
+    owners: Option<Vec<OwnerReference>>,
+    deleting: Option<Time>,
+    type_: Option<String>,
+    /// Sorted by key, as the data of a `Secret` is.
+    data: Option<Box<[(Box<str>, Box<[u8]>)]>>,
+}
+
+impl From<Secret> for KeptSecret {
+    fn from(secret: Secret) -> Self {
+        let meta = secret.metadata;
+        Self {
+            name: meta.name,
+            namespace: meta.namespace,
+            uid: meta.uid,
+            version: Version::of(meta.resource_version.as_deref()),
+            owners: meta.owner_references,
+            deleting: meta.deletion_timestamp,
+            type_: secret.type_,
+            data: secret.data.map(|data| {
+                data.into_iter()
+                    .map(|(k, v)| (k.into_boxed_str(), v.0.into_boxed_slice()))
+                    .collect()
+            }),
+        }
+    }
+}
+
+impl KeptSecret {
+    /// The Secret as kept.
+    fn secret(&self) -> Secret {
+        Secret {
+            metadata: ObjectMeta {
+                name: self.name.clone(),
+                namespace: self.namespace.clone(),
+                uid: self.uid.clone(),
+                resource_version: match &self.version {
+                    Version::Unknown => None,
+                    Version::Number(n) => Some(n.to_string()),
+                    Version::Text(text) => Some(text.to_string()),
+                },
+                owner_references: self.owners.clone(),
+                deletion_timestamp: self.deleting.clone(),
+                ..ObjectMeta::default()
+            },
+            type_: self.type_.clone(),
+            data: self.data.as_ref().map(|data| {
+                data.iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.to_vec())))
+                    .collect()
+            }),
+            ..Secret::default()
+        }
+    }
 }
 
 /// `event` with each object in it made into what is kept of it.
@@ -884,6 +968,24 @@ mod tests {
         // Deleted: every watch lets go of it.
         known.record(all, &watcher::Event::Delete(config_map("db", "6")));
         assert!(known.taken_absent::<ConfigMap>("shop", "db"));
+    }
+
+    #[test]
+    fn versions_are_equal_only_as_the_same_text() {
+        let v = |s: &str| Version::of(Some(s));
+        assert!(v("42").same(&v("42")));
+        assert!(!v("42").same(&v("43")));
+        assert!(!v("042").same(&v("42")), "another text, even if the same number");
+        assert!(!v("+42").same(&v("42")));
+        assert!(v("0").same(&v("0")));
+        assert!(v("a1").same(&v("a1")));
+        assert!(!v("18446744073709551616").same(&v("0")), "beyond u64 is text");
+        assert!(v("18446744073709551616").same(&v("18446744073709551616")));
+        assert!(
+            !Version::of(None).same(&Version::of(None)),
+            "no version is never the same"
+        );
+        assert!(!v("").same(&v("")));
     }
 
     #[test]
