@@ -558,8 +558,11 @@ struct KeptSecret {
     deleting: Option<Time>,
     type_: Option<String>,
     /// Sorted by key, as the data of a `Secret` is.
-    data: Option<Box<[(Box<str>, Box<[u8]>)]>>,
+    data: Option<Box<[Entry]>>,
 }
+
+/// One key of a kept Secret's data, and its bytes.
+type Entry = (Box<str>, Box<[u8]>);
 
 impl From<Secret> for KeptSecret {
     fn from(secret: Secret) -> Self {
