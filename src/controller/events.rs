@@ -190,26 +190,22 @@ mod tests {
     fn only_the_same_happening_on_the_same_object_is_the_same() {
         let a = same(&happening("Created", "made x"), &object("db", "1"));
         assert_eq!(a, same(&happening("Created", "made x"), &object("db", "1")));
-        assert_ne!(
-            a,
-            same(&happening("Created", "made y"), &object("db", "1")),
-            "another note"
-        );
-        assert_ne!(
-            a,
-            same(&happening("Changed", "made x"), &object("db", "1")),
-            "another reason"
-        );
-        assert_ne!(
-            a,
-            same(&happening("Created", "made x"), &object("db2", "1")),
-            "another object"
-        );
-        assert_ne!(
-            a,
-            same(&happening("Created", "made x"), &object("db", "2")),
-            "made again"
-        );
+        for (other, on, why) in [
+            (happening("Created", "made y"), object("db", "1"), "another note"),
+            (
+                happening("Changed", "made x"),
+                object("db", "1"),
+                "another reason",
+            ),
+            (
+                happening("Created", "made x"),
+                object("db2", "1"),
+                "another object",
+            ),
+            (happening("Created", "made x"), object("db", "2"), "made again"),
+        ] {
+            assert_ne!(a, same(&other, &on), "{why}");
+        }
         let mut warning = happening("Created", "made x");
         warning.type_ = EventType::Warning;
         assert_ne!(a, same(&warning, &object("db", "1")), "another type");
