@@ -1,6 +1,7 @@
 //! Events, written as `events.k8s.io/v1` Events: one per happening, and the same happening again
-//! on the same object (same type, reason and note) within [`SERIES_WINDOW`] counted on the Event
-//! written first (its `series`), as Kubernetes' own recorders do.
+//! on the same object (same type, reason and note; same kind, namespace, name and uid, whatever
+//! its resourceVersion) within [`SERIES_WINDOW`] counted on the Event written first (its
+//! `series`).
 //!
 //! What is remembered of each Event for that is a hash of what makes it the same, its name and its
 //! count: about a hundred bytes, where keeping the Event (as kube's `Recorder` does) took about

@@ -136,6 +136,14 @@ impl LeaseTracker {
         seen.insert(key, now);
     }
 
+    /// Lets go of the Lease `name` of `namespace`: it was found deleted.
+    pub fn forget(&self, namespace: &str, name: &str) {
+        self.seen
+            .lock()
+            .expect("never poisoned")
+            .remove(&(namespace.to_owned(), name.to_owned()));
+    }
+
     /// The Lease `name` of `namespace`, if seen.
     pub fn get(&self, namespace: &str, name: &str) -> Option<Seen> {
         self.seen
@@ -314,7 +322,22 @@ pub async fn hand_over(
         Some(lease) if lease.metadata.resource_version == seen.version => {
             hand_over_lease(ctx, namespace, lease, to).await
         }
-        _ => Ok(false),
+        Some(_) => Ok(false),
+        // Deleted by someone: no failover until it is made again, which the next reconcile
+        // does once the tracker has let go of it.
+        None => {
+            ctx.leases.forget(namespace, &seen.name);
+            Err(crate::controller::Error::Reported(
+                crate::controller::runtime::Problem::new(
+                    "LeaseMissing",
+                    format!(
+                        "the primary's Lease {} was deleted; it is made again, held by the pod the cluster's status \
+                     names as primary",
+                        seen.name
+                    ),
+                ),
+            ))
+        }
     }
 }
 
