@@ -151,12 +151,12 @@ pub async fn ensure<K: Child>(client: &Client, known: &Known, desired: &K) -> Re
         };
         let created = match api.create(&params, desired).await {
             Err(kube::Error::Api(status)) if status.is_already_exists() => {
-                known.present(key);
+                known.present(&key);
                 return Err(kube::Error::Api(status));
             }
             other => other?,
         };
-        known.applied(key.clone(), created.meta(), hash);
+        known.applied(&key, created.meta(), hash);
         known.wrote(&key, created);
         return Ok(Outcome::Created);
     }
@@ -167,7 +167,7 @@ pub async fn ensure<K: Child>(client: &Client, known: &Known, desired: &K) -> Re
         let meta = live.meta();
         let live = serde_json::to_value(live).expect("Kubernetes objects serialize");
         if contains(&live, &wanted) {
-            known.applied(key, meta, hash);
+            known.applied(&key, meta, hash);
             return Ok(Outcome::Unchanged);
         }
     }
@@ -178,7 +178,7 @@ pub async fn ensure<K: Child>(client: &Client, known: &Known, desired: &K) -> Re
             &Patch::Apply(desired),
         )
         .await?;
-    known.applied(key.clone(), applied.meta(), hash);
+    known.applied(&key, applied.meta(), hash);
     // An unseen child may have stood there without Tusk's labels, made by someone else, who
     // then shows among its managers: the apply took it over.
     let foreign = || {

@@ -54,6 +54,23 @@ pub fn key<K: Resource<DynamicType = ()>>(namespace: &str, name: &str) -> String
     key_of(&K::kind(&()), namespace, name)
 }
 
+/// What the maps of [`State`] hold a key as: 128 bits of its SHA-256, not the text. Keys
+/// (`Kind/namespace/name`) are read only for equality, and a fleet's objects each had two or
+/// three copies of theirs, about 60 bytes each on the heap; two keys that share these 128 bits
+/// are as likely as a random guess of a 128-bit secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Id(u128);
+
+impl Id {
+    fn of(key: &str) -> Self {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(key.as_bytes());
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&digest[..16]);
+        Self(u128::from_le_bytes(first))
+    }
+}
+
 /// A controller's store, once it is set and its watch has listed.
 fn synced<K>(store: Option<&Store<K>>) -> Option<&Store<K>>
 where
@@ -161,25 +178,55 @@ const MAX_WATCHES: usize = 64;
 
 #[derive(Default)]
 struct State {
-    live: HashMap<String, Seen>,
+    live: HashMap<Id, Seen>,
     watches: Vec<Watch>,
     /// What was applied, or found holding what was wanted.
-    applied: HashMap<String, Applied>,
+    applied: HashMap<Id, Applied>,
     /// Objects read, with the resourceVersion read.
-    read: HashMap<String, KeptSecret>,
+    read: HashMap<Id, KeptSecret>,
+    /// The values of the Secrets in `read`, each kept once however many Secrets hold it (a
+    /// cluster's CA certificate is in three of its Secrets).
+    values: HashSet<Arc<[u8]>>,
     /// Objects [`Known::read_own`] took as absent without a read: the next write of one is a
     /// create, which fails if someone made it meanwhile (see [`Known::create_only`]).
-    inferred: HashSet<String>,
+    inferred: HashSet<Id>,
     /// Objects such a create found there: read, not taken as absent, until a watch sees them.
-    present: HashSet<String>,
+    present: HashSet<Id>,
 }
 
 impl State {
-    fn forget(&mut self, key: &str) {
-        self.live.remove(key);
-        self.applied.remove(key);
-        self.read.remove(key);
-        self.inferred.remove(key);
+    fn forget(&mut self, id: Id) {
+        self.live.remove(&id);
+        self.applied.remove(&id);
+        self.unread(id);
+        self.inferred.remove(&id);
+    }
+
+    /// Keeps `kept` under `id`, in place of what was kept there; a Secret without a
+    /// resourceVersion is let go.
+    fn keep_read(&mut self, id: Id, kept: KeptSecret) {
+        if kept.version == Version::Unknown {
+            self.release(Some(kept));
+            return;
+        }
+        let old = self.read.insert(id, kept);
+        self.release(old);
+    }
+
+    /// Lets go of the Secret kept under `id`.
+    fn unread(&mut self, id: Id) {
+        let old = self.read.remove(&id);
+        self.release(old);
+    }
+
+    /// Lets go of the values of `kept` that no other kept Secret holds.
+    fn release(&mut self, kept: Option<KeptSecret>) {
+        for (_, value) in kept.into_iter().flat_map(|k| k.data.into_vec()) {
+            // Held by `values` and by `value` alone: no Secret holds it any more.
+            if Arc::strong_count(&value) == 2 {
+                self.values.remove(&value);
+            }
+        }
     }
 
     /// Whether a watch that selects every `kind` has listed, and is not listing again.
@@ -283,12 +330,12 @@ impl Known {
                 }
             }
             watcher::Event::InitApply(object) | watcher::Event::Apply(object) => {
-                let key = key(object);
+                let id = Id::of(&key(object));
                 let meta = object.meta();
-                let watches = state.live.get(&key).map_or(0, |s| s.watches) | bit;
-                state.present.remove(&key);
+                let watches = state.live.get(&id).map_or(0, |s| s.watches) | bit;
+                state.present.remove(&id);
                 state.live.insert(
-                    key,
+                    id,
                     Seen {
                         version: Version::of(meta.resource_version.as_deref()),
                         generation: meta.generation,
@@ -298,8 +345,8 @@ impl Known {
                 );
             }
             watcher::Event::Delete(object) => {
-                let key = key(object);
-                match state.live.get_mut(&key) {
+                let id = Id::of(&key(object));
+                match state.live.get_mut(&id) {
                     // Another watch still sees it (this one's selector may no longer match it):
                     // it is there, as it is now is not known.
                     Some(seen) if seen.watches & !bit != 0 => {
@@ -307,7 +354,7 @@ impl Known {
                         seen.version = Version::Unknown;
                         seen.generation = None;
                     }
-                    _ => state.forget(&key),
+                    _ => state.forget(id),
                 }
             }
             watcher::Event::InitDone => {
@@ -315,14 +362,14 @@ impl Known {
                 let w = &mut state.watches[watch];
                 w.listed = true;
                 w.relisting = false;
-                let gone: Vec<String> = state
+                let gone: Vec<Id> = state
                     .live
                     .iter()
                     .filter(|(_, s)| s.watches == 0)
-                    .map(|(k, _)| k.clone())
+                    .map(|(id, _)| *id)
                     .collect();
-                for key in gone {
-                    state.forget(&key);
+                for id in gone {
+                    state.forget(id);
                 }
             }
         }
@@ -337,7 +384,8 @@ impl Known {
     /// `None` when no watch of `K` has listed yet.
     pub fn absent<K: Resource<DynamicType = ()>>(&self, namespace: &str, name: &str) -> Option<bool> {
         let state = self.state();
-        Self::listed(&state, &K::kind(&())).then(|| !state.live.contains_key(&key::<K>(namespace, name)))
+        Self::listed(&state, &K::kind(&()))
+            .then(|| !state.live.contains_key(&Id::of(&key::<K>(namespace, name))))
     }
 
     /// Whether the `K` named `name` is known never to have been there: a watch of `K` has listed,
@@ -345,10 +393,10 @@ impl Known {
     /// An object of that name without Tusk's labels may still stand, unseen.
     pub fn unseen<K: Resource<DynamicType = ()>>(&self, namespace: &str, name: &str) -> bool {
         let state = self.state();
-        let key = key::<K>(namespace, name);
+        let id = Id::of(&key::<K>(namespace, name));
         Self::listed(&state, &K::kind(&()))
-            && !state.live.contains_key(&key)
-            && !state.applied.contains_key(&key)
+            && !state.live.contains_key(&id)
+            && !state.applied.contains_key(&id)
     }
 
     /// Whether the object under `key` still is as it was when it held what hashes to `wanted`:
@@ -356,7 +404,8 @@ impl Known {
     /// generation, labels and annotations (a new status alone changes nothing Tusk applies).
     pub fn unchanged(&self, key: &str, wanted: u64) -> bool {
         let state = self.state();
-        let (Some(applied), Some(seen)) = (state.applied.get(key), state.live.get(key)) else {
+        let id = Id::of(key);
+        let (Some(applied), Some(seen)) = (state.applied.get(&id), state.live.get(&id)) else {
             return false;
         };
         let status_kind = key
@@ -372,11 +421,12 @@ impl Known {
 
     /// Notes that the object with `meta` (as the apiserver returned it) held what hashes to
     /// `wanted`.
-    pub fn applied(&self, key: String, meta: &kube::api::ObjectMeta, wanted: u64) {
+    pub fn applied(&self, key: &str, meta: &kube::api::ObjectMeta, wanted: u64) {
+        let id = Id::of(key);
         let mut state = self.state();
         match &meta.resource_version {
             Some(version) => state.applied.insert(
-                key,
+                id,
                 Applied {
                     version: Version::of(Some(version)),
                     generation: meta.generation,
@@ -384,7 +434,7 @@ impl Known {
                     wanted,
                 },
             ),
-            None => state.applied.remove(&key),
+            None => state.applied.remove(&id),
         };
     }
 
@@ -399,26 +449,26 @@ impl Known {
         namespace: &str,
         name: &str,
     ) -> Result<Option<Arc<Secret>>, kube::Error> {
-        let key = key::<Secret>(namespace, name);
+        let id = Id::of(&key::<Secret>(namespace, name));
         {
             let state = self.state();
-            if let (Some(kept), Some(seen)) = (state.read.get(&key), state.live.get(&key))
+            if let (Some(kept), Some(seen)) = (state.read.get(&id), state.live.get(&id))
                 && kept.version.same(&seen.version)
             {
-                return Ok(Some(Arc::new(kept.secret())));
+                return Ok(Some(Arc::new(kept.secret(namespace, name))));
             }
         }
         let Some(secret) = api.get_opt(name).await? else {
             return Ok(None);
         };
         let labelled = secret.labels().contains_key(CLUSTER_LABEL);
-        let kept = KeptSecret::from(secret);
-        let secret = Arc::new(kept.secret());
-        if kept.version != Version::Unknown {
-            let mut state = self.state();
-            if labelled || state.live.contains_key(&key) {
-                state.read.insert(key, kept);
-            }
+        let mut state = self.state();
+        let kept = KeptSecret::new(secret, &mut state.values);
+        let secret = Arc::new(kept.secret(namespace, name));
+        if labelled || state.live.contains_key(&id) {
+            state.keep_read(id, kept);
+        } else {
+            state.release(Some(kept));
         }
         Ok(Some(secret))
     }
@@ -444,15 +494,15 @@ impl Known {
     /// Whether [`read_own`](Self::read_own) takes the `K` named `name` as absent without a
     /// request; if so, the write that makes it is [`create_only`](Self::create_only).
     fn taken_absent<K: Resource<DynamicType = ()>>(&self, namespace: &str, name: &str) -> bool {
-        let key = key::<K>(namespace, name);
+        let id = Id::of(&key::<K>(namespace, name));
         let mut state = self.state();
         let absent = state.all_listed(&K::kind(&()))
-            && !state.live.contains_key(&key)
-            && !state.applied.contains_key(&key)
-            && !state.read.contains_key(&key)
-            && !state.present.contains(&key);
+            && !state.live.contains_key(&id)
+            && !state.applied.contains_key(&id)
+            && !state.read.contains_key(&id)
+            && !state.present.contains(&id);
         if absent {
-            state.inferred.insert(key);
+            state.inferred.insert(id);
         }
         absent
     }
@@ -462,15 +512,16 @@ impl Known {
     /// someone else made meanwhile, never with an apply, which would take it over. Asking
     /// clears it.
     pub fn create_only(&self, key: &str) -> bool {
-        self.state().inferred.remove(key)
+        self.state().inferred.remove(&Id::of(key))
     }
 
     /// Notes that the object under `key`, taken as absent, is there after all: it is read from
     /// the apiserver until a watch sees it.
-    pub fn present(&self, key: String) {
+    pub fn present(&self, key: &str) {
+        let id = Id::of(key);
         let mut state = self.state();
-        state.inferred.remove(&key);
-        state.present.insert(key);
+        state.inferred.remove(&id);
+        state.present.insert(id);
     }
 
     /// Keeps `object`, which Tusk just wrote, for [`read`](Self::read): a Secret it applied need
@@ -483,10 +534,9 @@ impl Known {
         let Ok(secret) = (Box::new(object) as Box<dyn Any>).downcast::<Secret>() else {
             return;
         };
-        let kept = KeptSecret::from(*secret);
-        if kept.version != Version::Unknown {
-            self.state().read.insert(key.to_owned(), kept);
-        }
+        let mut state = self.state();
+        let kept = KeptSecret::new(*secret, &mut state.values);
+        state.keep_read(Id::of(key), kept);
     }
 
     /// Reads clusters from `store`: the cluster controller's own.
@@ -549,61 +599,75 @@ impl Known {
 /// a `Secret` holds its data in a B-tree and its metadata with every optional field in place,
 /// which took about twice the bytes of the data itself.
 struct KeptSecret {
-    name: Option<String>,
-    namespace: Option<String>,
-    uid: Option<String>,
+    uid: Option<Box<str>>,
     /// `Unknown` when the apiserver gave none (never kept then).
     version: Version,
-    owners: Option<Vec<OwnerReference>>,
+    owners: Option<Box<[OwnerReference]>>,
     deleting: Option<Time>,
-    type_: Option<String>,
-    /// Sorted by key, as the data of a `Secret` is.
-    data: Option<Box<[Entry]>>,
+    type_: Option<Box<str>>,
+    /// Whether the Secret has data at all (an empty `data` is not none).
+    has_data: bool,
+    /// Sorted by key, as the data of a `Secret` is. Each value is the one [`State::values`]
+    /// holds.
+    data: Box<[Entry]>,
 }
 
 /// One key of a kept Secret's data, and its bytes.
-type Entry = (Box<str>, Box<[u8]>);
-
-impl From<Secret> for KeptSecret {
-    fn from(secret: Secret) -> Self {
-        let meta = secret.metadata;
-        Self {
-            name: meta.name,
-            namespace: meta.namespace,
-            uid: meta.uid,
-            version: Version::of(meta.resource_version.as_deref()),
-            owners: meta.owner_references,
-            deleting: meta.deletion_timestamp,
-            type_: secret.type_,
-            data: secret.data.map(|data| {
-                data.into_iter()
-                    .map(|(k, v)| (k.into_boxed_str(), v.0.into_boxed_slice()))
-                    .collect()
-            }),
-        }
-    }
-}
+type Entry = (Box<str>, Arc<[u8]>);
 
 impl KeptSecret {
-    /// The Secret as kept.
-    fn secret(&self) -> Secret {
+    /// What is kept of `secret`, its values taken from (or added to) `values`. Its name and
+    /// namespace are its key's.
+    fn new(secret: Secret, values: &mut HashSet<Arc<[u8]>>) -> Self {
+        let meta = secret.metadata;
+        let has_data = secret.data.is_some();
+        let data = secret
+            .data
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| {
+                let value = match values.get(v.0.as_slice()) {
+                    Some(value) => value.clone(),
+                    None => {
+                        let value: Arc<[u8]> = v.0.into();
+                        values.insert(value.clone());
+                        value
+                    }
+                };
+                (k.into_boxed_str(), value)
+            })
+            .collect();
+        Self {
+            uid: meta.uid.map(String::into_boxed_str),
+            version: Version::of(meta.resource_version.as_deref()),
+            owners: meta.owner_references.map(Vec::into_boxed_slice),
+            deleting: meta.deletion_timestamp,
+            type_: secret.type_.map(String::into_boxed_str),
+            has_data,
+            data,
+        }
+    }
+
+    /// The Secret named `name` in `namespace`, as kept.
+    fn secret(&self, namespace: &str, name: &str) -> Secret {
         Secret {
             metadata: ObjectMeta {
-                name: self.name.clone(),
-                namespace: self.namespace.clone(),
-                uid: self.uid.clone(),
+                name: Some(name.to_owned()),
+                namespace: Some(namespace.to_owned()),
+                uid: self.uid.as_deref().map(str::to_owned),
                 resource_version: match &self.version {
                     Version::Unknown => None,
                     Version::Number(n) => Some(n.to_string()),
                     Version::Text(text) => Some(text.to_string()),
                 },
-                owner_references: self.owners.clone(),
+                owner_references: self.owners.as_ref().map(|o| o.to_vec()),
                 deletion_timestamp: self.deleting.clone(),
                 ..ObjectMeta::default()
             },
-            type_: self.type_.clone(),
-            data: self.data.as_ref().map(|data| {
-                data.iter()
+            type_: self.type_.as_deref().map(str::to_owned),
+            data: self.has_data.then(|| {
+                self.data
+                    .iter()
                     .map(|(k, v)| (k.to_string(), ByteString(v.to_vec())))
                     .collect()
             }),
@@ -628,6 +692,10 @@ pub fn keep<K, T>(event: watcher::Event<K>, into: impl Fn(K) -> T) -> watcher::E
 fn kept_meta(mut metadata: ObjectMeta) -> ObjectMeta {
     metadata.managed_fields = None;
     metadata.annotations = None;
+    // A list grows four places at once as it is read: one owner took the room of four.
+    if let Some(owners) = &mut metadata.owner_references {
+        owners.shrink_to_fit();
+    }
     metadata
 }
 
@@ -796,7 +864,7 @@ mod tests {
         let wanted = hash(&json!({"data": {"a": "1"}}));
         known.record(w, &watcher::Event::Apply(config_map("db", "7")));
         assert!(!known.unchanged(&key("db"), wanted), "never applied");
-        known.applied(key("db"), &config_map("db", "7").metadata, wanted);
+        known.applied(&key("db"), &config_map("db", "7").metadata, wanted);
         assert!(known.unchanged(&key("db"), wanted));
         assert!(
             !known.unchanged(&key("db"), hash(&json!({"data": {"a": "2"}}))),
@@ -806,7 +874,7 @@ mod tests {
         known.record(w, &watcher::Event::Apply(config_map("db", "9")));
         assert!(!known.unchanged(&key("db"), wanted));
         // An apply whose response the watch has not caught up with yet is not trusted either.
-        known.applied(key("db"), &config_map("db", "10").metadata, wanted);
+        known.applied(&key("db"), &config_map("db", "10").metadata, wanted);
         assert!(!known.unchanged(&key("db"), wanted));
         known.record(w, &watcher::Event::Apply(config_map("db", "10")));
         assert!(known.unchanged(&key("db"), wanted));
@@ -823,7 +891,7 @@ mod tests {
         known.record(w, &watcher::Event::InitApply(config_map("a", "1")));
         known.record(w, &watcher::Event::InitApply(config_map("b", "2")));
         known.record(w, &watcher::Event::<ConfigMap>::InitDone);
-        known.applied(key("a"), &config_map("a", "1").metadata, 5);
+        known.applied(&key("a"), &config_map("a", "1").metadata, 5);
         assert_eq!(known.absent::<ConfigMap>("shop", "a"), Some(false));
         assert!(known.unchanged(&key("a"), 5));
         // The watch broke, and `a` was deleted meanwhile: the new listing lacks it.
@@ -858,7 +926,7 @@ mod tests {
             ..StatefulSet::default()
         };
         let key = super::key::<StatefulSet>("shop", "db");
-        known.applied(key.clone(), &set("5", 2, "a").metadata, 7);
+        known.applied(&key, &set("5", 2, "a").metadata, 7);
         known.record(w, &watcher::Event::Apply(set("5", 2, "a")));
         assert!(known.unchanged(&key, 7));
         known.record(w, &watcher::Event::Apply(set("6", 2, "a")));
@@ -871,7 +939,7 @@ mod tests {
         let c = watch(&known);
         let mut config = config_map("db", "3");
         config.metadata.generation = Some(1);
-        known.applied(super::key::<ConfigMap>("shop", "db"), &config.metadata, 7);
+        known.applied(&super::key::<ConfigMap>("shop", "db"), &config.metadata, 7);
         config.metadata.resource_version = Some("4".into());
         known.record(c, &watcher::Event::Apply(config));
         assert!(!known.unchanged(&super::key::<ConfigMap>("shop", "db"), 7));
@@ -889,7 +957,7 @@ mod tests {
         known.record(w, &watcher::Event::<ConfigMap>::InitDone);
         assert!(known.unseen::<ConfigMap>("shop", "new"));
         assert!(!known.unseen::<ConfigMap>("shop", "old"));
-        known.applied(key("new"), &config_map("new", "2").metadata, 5);
+        known.applied(&key("new"), &config_map("new", "2").metadata, 5);
         assert!(
             !known.unseen::<ConfigMap>("shop", "new"),
             "applied, not watched yet"
@@ -932,13 +1000,13 @@ mod tests {
         assert!(known.create_only(&key("a")));
         assert!(!known.create_only(&key("a")), "asking clears it");
         // The apply found it there after all: read until a watch sees it.
-        known.present(key("a"));
+        known.present(&key("a"));
         assert!(!known.taken_absent::<ConfigMap>("shop", "a"));
         known.record(all, &watcher::Event::Apply(config_map("a", "3")));
         known.record(all, &watcher::Event::Delete(config_map("a", "3")));
         assert!(known.taken_absent::<ConfigMap>("shop", "a"), "seen, then deleted");
         // Tusk wrote it; the watch has not shown it yet.
-        known.applied(key("b"), &config_map("b", "4").metadata, 1);
+        known.applied(&key("b"), &config_map("b", "4").metadata, 1);
         assert!(!known.taken_absent::<ConfigMap>("shop", "b"));
         // While the watch lists again, nothing is taken as absent.
         known.record(all, &watcher::Event::<ConfigMap>::Init);
@@ -956,7 +1024,7 @@ mod tests {
         let labelled = watch(&known);
         let all = listed_everything(&known, &[config_map("db", "5")]);
         known.record(labelled, &watcher::Event::Apply(config_map("db", "5")));
-        known.applied(key("db"), &config_map("db", "5").metadata, 7);
+        known.applied(&key("db"), &config_map("db", "5").metadata, 7);
         assert!(known.unchanged(&key("db"), 7));
         known.record(labelled, &watcher::Event::Delete(config_map("db", "6")));
         assert!(!known.unchanged(&key("db"), 7), "not known as it is now");
@@ -1033,5 +1101,69 @@ mod tests {
             })
         );
         assert!(crate::controller::postgres_backup::pod_ready(&pod));
+    }
+
+    /// A Secret is kept with its name and namespace from its key, and returned as it was
+    /// stored; a value several Secrets hold (a cluster's CA certificate) is held once, and let
+    /// go with the last Secret that holds it.
+    #[test]
+    fn secret_values_are_kept_once_and_let_go_with_the_last_holder() {
+        let secret = |name: &str, version: &str, data: &[(&str, &str)]| -> Secret {
+            serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {
+                    "name": name, "namespace": "shop", "uid": "u", "resourceVersion": version,
+                    "labels": {"tusk.dev/cluster": "db"},
+                    "ownerReferences": [{"apiVersion": "tusk.dev/v1", "kind": "PostgresCluster", "name": "db", "uid": "c", "controller": true}],
+                },
+                "type": "kubernetes.io/tls",
+                "data": data.iter().map(|(k, v)| (k.to_string(), json!(BASE64.encode(v)))).collect::<serde_json::Map<_, _>>(),
+            }))
+            .unwrap()
+        };
+        use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
+        let (a, b) = (Id::of("Secret/shop/a"), Id::of("Secret/shop/b"));
+        let mut state = State::default();
+        let stored = secret(
+            "a",
+            "1",
+            &[("ca.crt", "CA"), ("client-ca.crt", "CA"), ("tls.key", "K")],
+        );
+        let kept = KeptSecret::new(stored.clone(), &mut state.values);
+        state.keep_read(a, kept);
+        let kept = KeptSecret::new(secret("b", "2", &[("ca.crt", "CA")]), &mut state.values);
+        state.keep_read(b, kept);
+        assert_eq!(state.values.len(), 2, "CA once, K once");
+        assert!(Arc::ptr_eq(&state.read[&a].data[0].1, &state.read[&b].data[0].1));
+        let mut back = state.read[&a].secret("shop", "a");
+        assert_eq!(back.metadata.owner_references, stored.metadata.owner_references);
+        assert_eq!(back.data, stored.data);
+        back.metadata.owner_references = None;
+        back.data = None;
+        assert_eq!(
+            serde_json::to_value(&back).unwrap(),
+            json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+                   "metadata": {"name": "a", "namespace": "shop", "uid": "u", "resourceVersion": "1"}})
+        );
+        // A new version of `a` lets go of K; `b` still holds CA.
+        let kept = KeptSecret::new(secret("a", "3", &[("ca.crt", "CA2")]), &mut state.values);
+        state.keep_read(a, kept);
+        let held = |state: &State| {
+            let mut held: Vec<String> = state
+                .values
+                .iter()
+                .map(|v| String::from_utf8(v.to_vec()).unwrap())
+                .collect();
+            held.sort();
+            held
+        };
+        assert_eq!(held(&state), ["CA", "CA2"]);
+        state.forget(b);
+        assert_eq!(held(&state), ["CA2"]);
+        state.forget(a);
+        assert!(state.values.is_empty());
+        // Empty data is not no data.
+        let kept = KeptSecret::new(secret("c", "4", &[]), &mut state.values);
+        assert_eq!(kept.secret("shop", "c").data, Some(Default::default()));
     }
 }

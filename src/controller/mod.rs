@@ -342,9 +342,13 @@ pub async fn run(
     );
 }
 
-/// A controller of every `K`, whose store keeps each object without its managedFields: the
-/// reconcilers never read them, and they are often the larger part of an object that several
-/// clients write (the user, Tusk's status, kubectl).
+/// The annotation `kubectl apply` keeps its last applied object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// A controller of every `K`, whose store keeps each object without its managedFields and
+/// without `kubectl apply`'s copy of the whole object in an annotation: the reconcilers never
+/// read either, and they are often the larger part of an object that several clients write
+/// (the user, Tusk's status, kubectl).
 fn controller<K>(client: &Client) -> Controller<K>
 where
     K: kube::Resource<DynamicType = ()>
@@ -357,7 +361,13 @@ where
 {
     let (store, writer) = kube::runtime::reflector::store();
     let objects = watcher(Api::<K>::all(client.clone()), watcher::Config::default())
-        .modify(|object| object.meta_mut().managed_fields = None)
+        .modify(|object| {
+            let meta = object.meta_mut();
+            meta.managed_fields = None;
+            if let Some(annotations) = &mut meta.annotations {
+                annotations.remove(LAST_APPLIED);
+            }
+        })
         .reflect(writer)
         .applied_objects();
     Controller::for_stream(objects, store)

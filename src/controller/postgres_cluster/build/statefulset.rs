@@ -356,7 +356,11 @@ pub fn desired_statefulset(
         volume_mounts: Some(mounts),
         ..Container::default()
     };
-    let mut volumes = vec![
+    // A `Volume` holds every kind of volume source in place (kilobytes each): the list is made
+    // at its size, not grown to twice it by pushes, as reconciles build one at a time in
+    // parallel.
+    let mut volumes = Vec::with_capacity(6 + usize::from(tls) + secret_volumes.len() + claim_volumes.len());
+    volumes.extend([
         Volume {
             name: "config".to_owned(),
             config_map: Some(ConfigMapVolumeSource {
@@ -377,7 +381,7 @@ pub fn desired_statefulset(
         empty_dir("run"),
         empty_dir("tmp"),
         kube_api_volume(),
-    ];
+    ]);
     if tls {
         volumes.push(Volume {
             name: TLS_VOLUME.to_owned(),
