@@ -593,11 +593,12 @@ impl Known {
     }
 }
 
-/// A Secret as [`Known`] keeps it: what a reconcile reads of it (its name, uid, resourceVersion,
-/// owners, deletion, type and data), its data as one slice. Its labels, annotations (a `kubectl
-/// apply` annotation holds the whole Secret again) and managed fields go. A struct of its own:
-/// a `Secret` holds its data in a B-tree and its metadata with every optional field in place,
-/// which took about twice the bytes of the data itself.
+/// A Secret as [`Known`] keeps it: what a reconcile reads of it (its uid, resourceVersion,
+/// owners, deletion, type and data; its name and namespace are its key's), its data as one
+/// slice whose values [`State::values`] holds once for every Secret. Its labels, annotations (a
+/// `kubectl apply` annotation holds the whole Secret again) and managed fields go. A struct of
+/// its own: a `Secret` holds its data in a B-tree and its metadata with every optional field in
+/// place, which took about twice the bytes of the data itself.
 struct KeptSecret {
     uid: Option<Box<str>>,
     /// `Unknown` when the apiserver gave none (never kept then).

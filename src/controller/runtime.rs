@@ -50,9 +50,13 @@ impl<K> Object for K where
 {
 }
 
-/// Reconciles run at once per kind. Each holds a few objects in flight; without a bound, a
-/// thousand new clusters would all reconcile at once and hold a thousand responses in memory.
-pub const MAX_CONCURRENT_RECONCILES: u16 = 16;
+/// Reconciles run at once per kind. Each holds a few objects in flight (a cluster's reconcile
+/// about 200 KB: its desired children, where a Kubernetes `Volume` alone holds every kind of
+/// volume source in place, the request and the response); without a bound, a thousand new
+/// clusters would all reconcile at once and hold a thousand of those. A reconcile spends most of
+/// its time waiting on the apiserver, one request after another, so eight keep it as busy as
+/// sixteen did (`cargo xtask bench-controller`: the time to Ready is the apiserver's CPU time).
+pub const MAX_CONCURRENT_RECONCILES: u16 = 8;
 
 /// Why a reconcile failed. Every failure is retried with [`backoff`].
 #[derive(Debug, thiserror::Error)]
