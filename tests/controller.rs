@@ -536,6 +536,51 @@ async fn a_superuser_secret_tusk_cannot_use_shows_as_degraded_until_fixed() {
     assert_eq!(degraded.reason, "AsExpected");
 }
 
+/// `kubectl create secret generic` makes an `Opaque` Secret, and the apiserver refuses to change a
+/// Secret's type: a superuser Secret the user made that way keeps its type and its password, and
+/// the cluster comes up on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_superuser_secret_the_user_made_keeps_its_type_and_password() {
+    let plane = plane_with_crds().await;
+    operator(plane).await;
+    let client = plane.client().await.unwrap();
+    let ns = restricted_namespace(plane, "ownsecret").await;
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    let theirs: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "mine-superuser"},
+        "stringData": {"username": "postgres", "password": "chosen-by-the-user"},
+    }))
+    .unwrap();
+    secrets.create(&PostParams::default(), &theirs).await.unwrap();
+    let clusters = Api::<PostgresCluster>::namespaced(client.clone(), &ns);
+    clusters
+        .create(&PostParams::default(), &cluster("mine", 1, "Delete"))
+        .await
+        .unwrap();
+    let c = wait_ready(&clusters, "mine", 1).await;
+    assert_eq!(
+        c.status.and_then(|s| s.binding).map(|b| b.name).as_deref(),
+        Some("mine-superuser")
+    );
+    let kept = secrets.get("mine-superuser").await.unwrap();
+    assert_eq!(
+        kept.type_.as_deref(),
+        Some("Opaque"),
+        "the type the user chose is kept"
+    );
+    let data = kept.data.unwrap();
+    assert_eq!(
+        data["password"].0, b"chosen-by-the-user",
+        "the user's password is kept"
+    );
+    assert!(
+        String::from_utf8(data["uri"].0.clone())
+            .unwrap()
+            .contains("chosen-by-the-user"),
+        "the binding's entries are added to it"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backups_and_schedules_say_what_they_wait_for_and_leave_the_spec_alone() {
     let plane = plane_with_crds().await;

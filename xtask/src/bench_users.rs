@@ -47,6 +47,53 @@ async fn counters(metrics: &crate::bench::MetricsReader) -> Result<Counters, Str
     })
 }
 
+/// The operator issues the cluster's certificate (`<cluster>-tls`) and connects only with TLS
+/// that verifies it, as it would to the cluster's pods: the local server is given that
+/// certificate and its key, and turns TLS on with a reload.
+async fn serve_cluster_certificate(client: &kube::Client, server: &LocalServer) -> Result<(), String> {
+    let secrets = Api::<Secret>::namespaced(client.clone(), NAMESPACE);
+    let name = format!("{CLUSTER}-tls");
+    let started = Instant::now();
+    let data = loop {
+        if let Some(data) = secrets.get_opt(&name).await.map_err(err)?.and_then(|s| s.data) {
+            break data;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            return Err(format!("the operator made no Secret {name} in 60 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let dir = server.data_dir();
+    for (key, file) in [("tls.crt", "bench-server.crt"), ("tls.key", "bench-server.key")] {
+        let value = data
+            .get(key)
+            .ok_or_else(|| format!("Secret {name} has no data.{key}"))?;
+        let path = dir.join(file);
+        std::fs::write(&path, &value.0).map_err(err)?;
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).map_err(err)?;
+        tusk_testenv::postgres::chown_for_postgres(&path).map_err(err)?;
+    }
+    server
+        .psql(
+            "ALTER SYSTEM SET ssl_cert_file = 'bench-server.crt';\n\
+             ALTER SYSTEM SET ssl_key_file = 'bench-server.key';\n\
+             ALTER SYSTEM SET ssl = on;\n\
+             SELECT pg_reload_conf();",
+        )
+        .map_err(err)?;
+    // The reload is a signal: new sessions see it shortly after.
+    for _ in 0..50 {
+        if server.psql("SHOW ssl").map_err(err)? == "on" {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!(
+        "the local server did not turn TLS on:\n{}",
+        server.log_tail(20)
+    ))
+}
+
 fn transactions(server: &LocalServer) -> Result<f64, String> {
     let out = server
         .psql("SELECT sum(xact_commit + xact_rollback) FROM pg_stat_database")
@@ -97,8 +144,10 @@ pub async fn run(root: &std::path::Path, users: usize, resync: u64, periods: u64
         .await
         .map_err(err)?;
 
+    serve_cluster_certificate(&client, &server).await?;
+
     println!(
-        "Creating {users} PostgresUser objects against {} on loopback...",
+        "Creating {users} PostgresUser objects against {} on loopback, over TLS...",
         postgres.version()
     );
     let api = Api::<PostgresUser>::namespaced(client.clone(), NAMESPACE);
