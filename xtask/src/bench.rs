@@ -58,7 +58,7 @@ pub fn requests_by_verb(events: &[Value], user: &str) -> BTreeMap<String, usize>
 }
 
 /// The requests `user` made, by verb and resource, Lease renewals left out.
-fn requests_by_resource(events: &[Value], user: &str) -> BTreeMap<String, usize> {
+pub fn requests_by_resource(events: &[Value], user: &str) -> BTreeMap<String, usize> {
     requests_by(events, user, |verb, resource| format!("{verb} {resource}"))
 }
 

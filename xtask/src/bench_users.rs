@@ -220,8 +220,8 @@ pub async fn run(root: &std::path::Path, users: usize, resync: u64, periods: u64
         tusk::facts::operator::NAME
     );
     let converging_requests =
-        crate::bench::requests_by_verb(&audit[audit_before..audit_converged], &operator_user);
-    let steady_requests = crate::bench::requests_by_verb(&audit[audit_mark..], &operator_user);
+        crate::bench::requests_by_resource(&audit[audit_before..audit_converged], &operator_user);
+    let steady_requests = crate::bench::requests_by_resource(&audit[audit_mark..], &operator_user);
 
     let n = users as f64;
     let steady_reconciles = end.reconciles - mark.reconciles;
@@ -256,10 +256,10 @@ pub async fn run(root: &std::path::Path, users: usize, resync: u64, periods: u64
         "| steady state: server transactions per reconcile (pg_stat_database) | {:.2} |",
         per(end_xacts - mark_xacts, steady_reconciles)
     );
-    let by_verb = |requests: &std::collections::BTreeMap<String, usize>| {
+    let listed = |requests: &std::collections::BTreeMap<String, usize>, per: f64, digits: usize| {
         let all: Vec<String> = requests
             .iter()
-            .map(|(verb, count)| format!("{verb} {:.2}", *count as f64 / n))
+            .map(|(request, count)| format!("{request} {:.digits$}", *count as f64 / per))
             .collect();
         if all.is_empty() {
             "none".to_owned()
@@ -268,12 +268,12 @@ pub async fn run(root: &std::path::Path, users: usize, resync: u64, periods: u64
         }
     };
     println!(
-        "| converging: apiserver requests per object, by verb | {} |",
-        by_verb(&converging_requests)
+        "| converging: apiserver requests per object | {} |",
+        listed(&converging_requests, n, 2)
     );
     println!(
-        "| steady state: apiserver requests (all objects, {periods} periods) | {} (target 0) |",
-        steady_requests.values().sum::<usize>()
+        "| steady state: apiserver requests, all objects, {periods} periods (target 0 per object) | {} |",
+        listed(&steady_requests, 1.0, 0)
     );
     drop(operator);
     plane.stop();
