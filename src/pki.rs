@@ -234,6 +234,37 @@ pub fn inspect(what: &str, pem: &str) -> Result<Inspected, PkiError> {
 
 /// True when `cert` (PEM) carries a signature of `authority` (PEM) that verifies.
 pub fn signed_by(cert: &str, authority: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    // The same certificate is checked against the same CA on every reconcile of its cluster, and
+    // a signature check is public-key arithmetic: one that held is remembered by a digest of
+    // both texts (at most VERIFIED_MAX of them, 16 bytes each; forgotten all at once when full).
+    const VERIFIED_MAX: usize = 16_384;
+    static VERIFIED: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<[u8; 16]>>> =
+        std::sync::LazyLock::new(Default::default);
+    let digest: [u8; 32] = Sha256::new()
+        .chain_update((cert.len() as u64).to_le_bytes())
+        .chain_update(cert)
+        .chain_update(authority)
+        .finalize()
+        .into();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    let verified = || VERIFIED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if verified().contains(&id) {
+        return true;
+    }
+    let signed = verify_signed_by(cert, authority);
+    if signed {
+        let mut verified = verified();
+        if verified.len() >= VERIFIED_MAX {
+            verified.clear();
+        }
+        verified.insert(id);
+    }
+    signed
+}
+
+fn verify_signed_by(cert: &str, authority: &str) -> bool {
     let (Ok(cert), Ok(ca)) = (parse_pem("certificate", cert), parse_pem("CA", authority)) else {
         return false;
     };

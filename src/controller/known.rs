@@ -237,11 +237,59 @@ impl State {
     }
 }
 
+/// The names of the pods the pod watch holds, by namespace and cluster label, so that finding a
+/// cluster's pods costs what the cluster has, not what the fleet has.
+#[derive(Default)]
+struct PodIndex {
+    /// What the store holds.
+    names: ClusterPods,
+    /// While the watch lists again: what the new list gave so far. It replaces `names` when the
+    /// list is done, as the reflector's store does.
+    relisting: Option<ClusterPods>,
+}
+
+/// Pod names by namespace, then cluster label.
+type ClusterPods = HashMap<Box<str>, HashMap<Box<str>, std::collections::BTreeSet<Box<str>>>>;
+
+fn index_insert(index: &mut ClusterPods, namespace: &str, cluster: &str, name: &str) {
+    index
+        .entry(namespace.into())
+        .or_default()
+        .entry(cluster.into())
+        .or_default()
+        .insert(name.into());
+}
+
+fn index_remove(index: &mut ClusterPods, namespace: &str, cluster: &str, name: &str) {
+    let Some(clusters) = index.get_mut(namespace) else {
+        return;
+    };
+    if let Some(names) = clusters.get_mut(cluster) {
+        names.remove(name);
+        if names.is_empty() {
+            clusters.remove(cluster);
+        }
+    }
+    if clusters.is_empty() {
+        index.remove(namespace);
+    }
+}
+
+/// The namespace, cluster label and name of a pod, when it has all three.
+fn pod_place(pod: &KeptPod) -> Option<(&str, &str, &str)> {
+    Some((
+        pod.metadata.namespace.as_deref()?,
+        pod.metadata.labels.as_ref()?.get(CLUSTER_LABEL)?.as_str(),
+        pod.metadata.name.as_deref()?,
+    ))
+}
+
 /// See the module documentation.
 pub struct Known {
     state: Mutex<State>,
     statefulsets: Store<KeptStatefulSet>,
     pods: Store<KeptPod>,
+    pod_index: Mutex<PodIndex>,
     clusters: OnceLock<Store<PostgresCluster>>,
     backups: OnceLock<Store<PostgresBackup>>,
 }
@@ -264,6 +312,7 @@ impl Known {
             state: Mutex::default(),
             statefulsets,
             pods,
+            pod_index: Mutex::default(),
             clusters: OnceLock::new(),
             backups: OnceLock::new(),
         };
@@ -572,23 +621,67 @@ impl Known {
         })
     }
 
+    /// Keeps the index of pods by cluster up to date with a pod watch's `event`. It must see
+    /// every event of the watch that fills the pod store, each before the store does: a pod's
+    /// cluster before the event is read from the store.
+    pub fn index_pods(&self, event: &watcher::Event<KeptPod>) {
+        let mut index = self.pod_index.lock().expect("the pod index is never poisoned");
+        let before = |pod: &KeptPod| {
+            self.pods.get(
+                &ObjectRef::new(pod.metadata.name.as_deref()?).within(pod.metadata.namespace.as_deref()?),
+            )
+        };
+        match event {
+            watcher::Event::Init => index.relisting = Some(ClusterPods::default()),
+            watcher::Event::InitApply(pod) => {
+                if let (Some(relisting), Some((namespace, cluster, name))) =
+                    (index.relisting.as_mut(), pod_place(pod))
+                {
+                    index_insert(relisting, namespace, cluster, name);
+                }
+            }
+            watcher::Event::InitDone => {
+                if let Some(listed) = index.relisting.take() {
+                    index.names = listed;
+                }
+            }
+            watcher::Event::Apply(pod) | watcher::Event::Delete(pod) => {
+                if let Some(old) = before(pod)
+                    && let Some((namespace, cluster, name)) = pod_place(&old)
+                {
+                    index_remove(&mut index.names, namespace, cluster, name);
+                }
+                if let (watcher::Event::Apply(_), Some((namespace, cluster, name))) = (event, pod_place(pod))
+                {
+                    index_insert(&mut index.names, namespace, cluster, name);
+                }
+            }
+        }
+    }
+
     /// The pods of `cluster`, by name, as their watch last saw them (see [`KeptPod`]); `None`
     /// until that watch has listed.
     pub fn pods(&self, namespace: &str, cluster: &str) -> Option<Vec<Pod>> {
         if !Self::listed(&self.state(), &Pod::kind(&())) {
             return None;
         }
-        // Filtered in the store: no copy of every pod's handle per reconcile.
-        let mut pods: Vec<Pod> = self
-            .pods
-            .state_filter(|p| {
-                p.metadata.namespace.as_deref() == Some(namespace)
-                    && p.labels().get(CLUSTER_LABEL).map(String::as_str) == Some(cluster)
-            })
+        // From the index: the cluster's own pods, not a pass over every pod of the fleet.
+        let names: Vec<Box<str>> = self
+            .pod_index
+            .lock()
+            .expect("the pod index is never poisoned")
+            .names
+            .get(namespace)
+            .and_then(|clusters| clusters.get(cluster))
+            .map(|names| names.iter().cloned().collect())
+            .unwrap_or_default();
+        // Sorted by name, as the index holds them. The store may be a moment behind the index.
+        let pods = names
             .iter()
+            .filter_map(|name| self.pods.get(&ObjectRef::new(name).within(namespace)))
+            .filter(|p| p.labels().get(CLUSTER_LABEL).map(String::as_str) == Some(cluster))
             .map(|p| p.pod())
             .collect();
-        pods.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         Some(pods)
     }
 }
@@ -968,6 +1061,69 @@ mod tests {
             known.unseen::<ConfigMap>("shop", "old"),
             "deleted: made again without a read"
         );
+    }
+
+    /// A cluster's pods are found through the index the pod watch keeps: a pod relabelled to
+    /// another cluster moves, a deleted one goes, and a new list replaces the index when it is
+    /// done, as it replaces the store.
+    #[test]
+    fn a_clusters_pods_come_from_the_index_the_pod_watch_keeps() {
+        let (known, mut writers) = Known::new();
+        let known = Arc::new(known);
+        drop(known.note::<KeptPod, _>(false, futures::stream::empty()));
+        let w = known.state().watches.len() - 1;
+        let pod = |name: &str, cluster: &str| {
+            KeptPod::from(Pod {
+                metadata: ObjectMeta {
+                    name: Some(name.to_owned()),
+                    namespace: Some("shop".to_owned()),
+                    labels: Some([(CLUSTER_LABEL.to_owned(), cluster.to_owned())].into()),
+                    ..ObjectMeta::default()
+                },
+                ..Pod::default()
+            })
+        };
+        let mut send = |event: watcher::Event<KeptPod>| {
+            known.record(w, &event);
+            known.index_pods(&event);
+            writers.pods.apply_watcher_event(&event);
+        };
+        let names = |namespace: &str, cluster: &str| -> Vec<String> {
+            known
+                .pods(namespace, cluster)
+                .expect("listed")
+                .into_iter()
+                .map(|p| p.metadata.name.unwrap())
+                .collect()
+        };
+        assert!(known.pods("shop", "db").is_none(), "not listed yet");
+        send(watcher::Event::Init);
+        send(watcher::Event::InitApply(pod("db-1", "db")));
+        send(watcher::Event::InitApply(pod("db-0", "db")));
+        send(watcher::Event::InitApply(pod("other-0", "other")));
+        send(watcher::Event::InitDone);
+        assert_eq!(names("shop", "db"), ["db-0", "db-1"]);
+        assert_eq!(names("shop", "other"), ["other-0"]);
+        assert!(names("elsewhere", "db").is_empty());
+
+        send(watcher::Event::Apply(pod("db-1", "other")));
+        assert_eq!(names("shop", "db"), ["db-0"]);
+        assert_eq!(names("shop", "other"), ["db-1", "other-0"]);
+        send(watcher::Event::Delete(pod("db-0", "db")));
+        assert!(names("shop", "db").is_empty());
+        send(watcher::Event::Apply(pod("db-2", "db")));
+        assert_eq!(names("shop", "db"), ["db-2"]);
+
+        send(watcher::Event::Init);
+        send(watcher::Event::InitApply(pod("db-5", "db")));
+        assert_eq!(
+            names("shop", "db"),
+            ["db-2"],
+            "the old list stands until the new one is done"
+        );
+        send(watcher::Event::InitDone);
+        assert_eq!(names("shop", "db"), ["db-5"]);
+        assert!(names("shop", "other").is_empty());
     }
 
     /// A watch of every ConfigMap registered with `known`, listed with `objects`.

@@ -195,6 +195,10 @@ pub async fn run(
                         .default_backoff()
                         .map_ok(|event| known::keep(event, known::KeptPod::from)),
                 )
+                .inspect_ok({
+                    let known = known.clone();
+                    move |event| known.index_pods(event)
+                })
                 .reflect(writers.pods)
                 .touched_objects(),
             |pod| {

@@ -245,7 +245,7 @@ pub async fn drive<K, R, Fut>(
                         started.elapsed(),
                         result.as_ref().err().map(Error::metric_label),
                     );
-                    metrics.managing(&kind, store.state().len());
+                    metrics.managing(&kind, store.len());
                     if result.is_ok() {
                         ctx.failures
                             .lock()
