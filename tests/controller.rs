@@ -537,10 +537,10 @@ async fn a_superuser_secret_tusk_cannot_use_shows_as_degraded_until_fixed() {
 }
 
 /// `kubectl create secret generic` makes an `Opaque` Secret, and the apiserver refuses to change a
-/// Secret's type: a superuser Secret the user made that way keeps its type and its password, and
-/// the cluster comes up on it.
+/// Secret's type: a superuser Secret and a TLS Secret the user made that way keep their type and
+/// what they hold (the password, a key of their own), and the cluster comes up on them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_superuser_secret_the_user_made_keeps_its_type_and_password() {
+async fn secrets_the_user_made_keep_their_type_and_what_they_hold() {
     let plane = plane_with_crds().await;
     operator(plane).await;
     let client = plane.client().await.unwrap();
@@ -549,6 +549,13 @@ async fn a_superuser_secret_the_user_made_keeps_its_type_and_password() {
     let theirs: Secret = serde_json::from_value(json!({
         "metadata": {"name": "mine-superuser"},
         "stringData": {"username": "postgres", "password": "chosen-by-the-user"},
+    }))
+    .unwrap();
+    secrets.create(&PostParams::default(), &theirs).await.unwrap();
+    // The TLS Secret too, which Tusk makes as kubernetes.io/tls.
+    let theirs: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "mine-tls"},
+        "stringData": {"note": "made before the cluster"},
     }))
     .unwrap();
     secrets.create(&PostParams::default(), &theirs).await.unwrap();
@@ -578,6 +585,22 @@ async fn a_superuser_secret_the_user_made_keeps_its_type_and_password() {
             .unwrap()
             .contains("chosen-by-the-user"),
         "the binding's entries are added to it"
+    );
+    let kept = secrets.get("mine-tls").await.unwrap();
+    assert_eq!(
+        kept.type_.as_deref(),
+        Some("Opaque"),
+        "the TLS Secret keeps its type"
+    );
+    let data = kept.data.unwrap();
+    assert_eq!(
+        data["note"].0, b"made before the cluster",
+        "what the user stored is kept"
+    );
+    assert!(
+        data.contains_key("tls.crt") && data.contains_key("tls.key"),
+        "the server certificate is added to it: {:?}",
+        data.keys()
     );
 }
 

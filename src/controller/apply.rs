@@ -162,22 +162,30 @@ pub async fn ensure<K: Child>(client: &Client, known: &Known, desired: &K) -> Re
     }
     // A child no watch has seen is created without reading it first: the apply creates it.
     let unseen = known.unseen::<K>(namespace, name);
-    let live = if unseen { None } else { api.get_opt(name).await? };
-    if let Some(live) = &live {
-        let meta = live.meta();
-        let live = serde_json::to_value(live).expect("Kubernetes objects serialize");
-        if contains(&live, &wanted) {
-            known.applied(&key, meta, hash);
-            return Ok(Outcome::Unchanged);
-        }
+    let mut wanted = wanted;
+    let mut live = if unseen { None } else { api.get_opt(name).await? };
+    if let Some(found) = &live
+        && adopt(found, &mut wanted)
+    {
+        known.applied(&key, found.meta(), hash);
+        return Ok(Outcome::Unchanged);
     }
-    let applied = api
-        .patch(
-            name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(desired),
-        )
-        .await?;
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let applied = match api.patch(name, &params, &Patch::Apply(&wanted)).await {
+        // One that stood there unseen, made by someone else with another value of a field that
+        // cannot change, keeps that value: read it once, and apply again.
+        Err(kube::Error::Api(status)) if unseen && immutable::<K>(&status) => {
+            live = api.get_opt(name).await?;
+            if let Some(found) = &live
+                && adopt(found, &mut wanted)
+            {
+                known.applied(&key, found.meta(), hash);
+                return Ok(Outcome::Unchanged);
+            }
+            api.patch(name, &params, &Patch::Apply(&wanted)).await?
+        }
+        other => other?,
+    };
     known.applied(&key, applied.meta(), hash);
     // An unseen child may have stood there without Tusk's labels, made by someone else, who
     // then shows among its managers: the apply took it over.
@@ -198,11 +206,73 @@ pub async fn ensure<K: Child>(client: &Client, known: &Known, desired: &K) -> Re
     Ok(outcome)
 }
 
+/// The fields the apiserver refuses to change once an object of kind `K` is made, by kind. A
+/// Secret's `type` is one: a Secret the user made first (`kubectl create secret generic` makes an
+/// `Opaque` one) keeps its own, with the keys Tusk wants in it.
+fn immutable_fields<K: Child>() -> &'static [&'static str] {
+    match K::kind(&()).as_ref() {
+        "Secret" => &["type"],
+        _ => &[],
+    }
+}
+
+/// Whether the apiserver refused a write because it would change one of
+/// [`immutable_fields`].
+fn immutable<K: Child>(status: &kube::core::Status) -> bool {
+    let fields = immutable_fields::<K>();
+    status.is_invalid()
+        && status
+            .details
+            .iter()
+            .flat_map(|d| &d.causes)
+            .any(|cause| fields.contains(&cause.field.as_str()))
+}
+
+/// Takes the values of [`immutable_fields`] from `live` into `wanted`, and says whether `live`
+/// then holds all of `wanted`, so that nothing need be sent.
+fn adopt<K: Child>(live: &K, wanted: &mut Value) -> bool {
+    let live = serde_json::to_value(live).expect("Kubernetes objects serialize");
+    keep_immutable(immutable_fields::<K>(), &live, wanted);
+    contains(&live, wanted)
+}
+
+/// Sets each of `fields` that `live` has in `wanted` to the value in `live`.
+fn keep_immutable(fields: &[&str], live: &Value, wanted: &mut Value) {
+    for field in fields {
+        if let (Some(kept), Some(wanted)) = (live.get(field), wanted.as_object_mut()) {
+            wanted.insert((*field).to_owned(), kept.clone());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::contains;
+
+    /// A Secret someone else made keeps its type, and nothing else is taken from it.
+    #[test]
+    fn immutable_fields_are_taken_from_the_live_object() {
+        let live = json!({"type": "Opaque", "data": {"note": "bm90ZQ=="}});
+        let mut wanted = json!({"type": "kubernetes.io/tls", "data": {"tls.crt": "Y2VydA=="}});
+        super::keep_immutable(&["type"], &live, &mut wanted);
+        assert_eq!(wanted, json!({"type": "Opaque", "data": {"tls.crt": "Y2VydA=="}}));
+        let mut wanted = json!({"type": "kubernetes.io/tls"});
+        super::keep_immutable(&["type"], &json!({}), &mut wanted);
+        assert_eq!(
+            wanted,
+            json!({"type": "kubernetes.io/tls"}),
+            "nothing live, nothing kept"
+        );
+        let mut wanted = json!({"type": "kubernetes.io/tls"});
+        super::keep_immutable(&[], &live, &mut wanted);
+        assert_eq!(
+            wanted,
+            json!({"type": "kubernetes.io/tls"}),
+            "only the fields named"
+        );
+    }
 
     #[test]
     fn live_objects_may_have_more_but_never_other_values() {

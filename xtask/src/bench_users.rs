@@ -14,7 +14,10 @@ use kube::{
     api::{ListParams, PostParams},
 };
 use serde_json::json;
-use tusk::api::postgres_user::v1::PostgresUser;
+use tusk::{
+    api::postgres_user::v1::PostgresUser,
+    facts::cluster::{Names, tls},
+};
 use tusk_testenv::postgres::{LocalServer, Postgres};
 
 const NAMESPACE: &str = "bench";
@@ -52,7 +55,7 @@ async fn counters(metrics: &crate::bench::MetricsReader) -> Result<Counters, Str
 /// certificate and its key, and turns TLS on with a reload.
 async fn serve_cluster_certificate(client: &kube::Client, server: &LocalServer) -> Result<(), String> {
     let secrets = Api::<Secret>::namespaced(client.clone(), NAMESPACE);
-    let name = format!("{CLUSTER}-tls");
+    let name = Names(CLUSTER).tls_secret();
     let started = Instant::now();
     let data = loop {
         if let Some(data) = secrets.get_opt(&name).await.map_err(err)?.and_then(|s| s.data) {
@@ -64,7 +67,10 @@ async fn serve_cluster_certificate(client: &kube::Client, server: &LocalServer) 
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let dir = server.data_dir();
-    for (key, file) in [("tls.crt", "bench-server.crt"), ("tls.key", "bench-server.key")] {
+    for (key, file) in [
+        (tls::SERVER_CERT, "bench-server.crt"),
+        (tls::SERVER_KEY, "bench-server.key"),
+    ] {
         let value = data
             .get(key)
             .ok_or_else(|| format!("Secret {name} has no data.{key}"))?;
@@ -256,10 +262,10 @@ pub async fn run(root: &std::path::Path, users: usize, resync: u64, periods: u64
         "| steady state: server transactions per reconcile (pg_stat_database) | {:.2} |",
         per(end_xacts - mark_xacts, steady_reconciles)
     );
-    let listed = |requests: &std::collections::BTreeMap<String, usize>, per: f64, digits: usize| {
+    let listed = |requests: &std::collections::BTreeMap<String, usize>, objects: f64, digits: usize| {
         let all: Vec<String> = requests
             .iter()
-            .map(|(request, count)| format!("{request} {:.digits$}", *count as f64 / per))
+            .map(|(request, count)| format!("{request} {:.digits$}", *count as f64 / objects))
             .collect();
         if all.is_empty() {
             "none".to_owned()

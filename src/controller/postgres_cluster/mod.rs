@@ -63,7 +63,7 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
         observed.primary = cluster.status.as_ref().and_then(|s| s.current_primary.clone());
     } else {
         // Observe, build, apply.
-        let superuser = superuser(&ctx, &namespace, &name).await?;
+        let password = superuser_password(&ctx, &namespace, &name).await?;
         let recovery = backups::resolve_recovery(&ctx, &cluster, &namespace).await?;
         let missing_claim = backups::without_missing_claim(&ctx, &cluster, &namespace).await?;
         let tls = match tls::material(&ctx, &cluster, &namespace).await? {
@@ -76,23 +76,19 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
                 )));
             }
         };
-        match (superuser, recovery, tls) {
-            (Ok(superuser), Ok(recovery), Ok(tls)) => {
+        match (password, recovery, tls) {
+            (Ok(password), Ok(recovery), Ok(tls)) => {
                 let built = missing_claim
                     .as_ref()
                     .map_or(cluster.as_ref(), |(_, without)| without);
-                let mut children = build::children(
+                let children = build::children(
                     built,
-                    &superuser.password,
+                    &password,
                     &ctx.config,
                     recovery.as_ref(),
                     tls.as_ref(),
                     &ctx.state.tls_profile.get(),
                 );
-                // A Secret's type cannot change once made: one the user made first keeps theirs.
-                if let Some(kept) = superuser.type_ {
-                    children.superuser.type_ = Some(kept);
-                }
                 apply_children(&cluster, &ctx, &children).await?;
                 if matches!(ctx.known.statefulset(&namespace, &name), Some(None)) {
                     made = Some(children.statefulset.clone());
@@ -181,22 +177,14 @@ async fn archiving_events(
     }
 }
 
-/// What the superuser Secret already holds that Tusk keeps.
-struct Superuser {
-    /// The password in the Secret when it has one, a new one otherwise.
-    password: String,
-    /// The type of the Secret when it exists: the apiserver refuses to change it, so a Secret the
-    /// user made first (`kubectl create secret generic` makes it `Opaque`) keeps its own.
-    type_: Option<String>,
-}
-
-/// The superuser's password and the type of its Secret. A password the instance manager would
-/// refuse is a problem for the status, never a pod that crash-loops.
-async fn superuser(
+/// The superuser's password: the one in the Secret when it has one, a new one otherwise. A
+/// password the instance manager would refuse is a problem for the status, never a pod that
+/// crash-loops.
+async fn superuser_password(
     ctx: &Context,
     namespace: &str,
     cluster: &str,
-) -> Result<Result<Superuser, Problem>, Error> {
+) -> Result<Result<String, Problem>, Error> {
     let secret = Names(cluster).superuser_secret();
     let existing = ctx
         .known
@@ -206,13 +194,10 @@ async fn superuser(
             &secret,
         )
         .await
-        .map_err(Error::kube("reading the superuser Secret"))?;
-    let type_ = existing.as_ref().and_then(|s| s.type_.clone());
-    let Some(existing) = existing.and_then(|s| s.data.as_ref()?.get(PASSWORD_KEY).cloned()) else {
-        return Ok(Ok(Superuser {
-            password: crate::password::generate(),
-            type_,
-        }));
+        .map_err(Error::kube("reading the superuser Secret"))?
+        .and_then(|s| s.data.as_ref()?.get(PASSWORD_KEY).cloned());
+    let Some(existing) = existing else {
+        return Ok(Ok(crate::password::generate()));
     };
     let Ok(password) = String::from_utf8(existing.0) else {
         return Ok(Err(Problem::new(
@@ -232,7 +217,7 @@ async fn superuser(
             ),
         )));
     }
-    Ok(Ok(Superuser { password, type_ }))
+    Ok(Ok(password))
 }
 
 /// The StatefulSet of cluster `name`, from its watch (metadata and status: see
