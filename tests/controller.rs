@@ -604,6 +604,115 @@ async fn secrets_the_user_made_keep_their_type_and_what_they_hold() {
     );
 }
 
+/// A child the apiserver refuses (here an admission policy that takes no headless Service in the
+/// namespace) is named in the cluster's status with the apiserver's reason, not only in the
+/// operator's log; once the policy is gone, the cluster comes up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_the_apiserver_refuses_is_told_in_the_status() {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    let plane = plane_with_crds().await;
+    operator(plane).await;
+    let client = plane.client().await.unwrap();
+    let ns = restricted_namespace(plane, "refused").await;
+    let policy_name = format!("no-headless-{ns}");
+    let policy: ValidatingAdmissionPolicy = serde_json::from_value(json!({
+        "metadata": {"name": policy_name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": [""], "apiVersions": ["v1"],
+                "operations": ["CREATE", "UPDATE"], "resources": ["services"],
+            }]},
+            "validations": [{
+                "expression": "!object.metadata.name.endsWith('-pods')",
+                "message": "this namespace takes no headless Service",
+            }],
+        },
+    }))
+    .unwrap();
+    Api::<ValidatingAdmissionPolicy>::all(client.clone())
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
+        "metadata": {"name": policy_name},
+        "spec": {
+            "policyName": policy_name,
+            "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}},
+        },
+    }))
+    .unwrap();
+    let bindings = Api::<ValidatingAdmissionPolicyBinding>::all(client.clone());
+    bindings.create(&PostParams::default(), &binding).await.unwrap();
+    // The policy is in force once the apiserver refuses such a Service.
+    let services = Api::<Service>::namespaced(client.clone(), &ns);
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let probe: Service = serde_json::from_value(json!({
+        "metadata": {"name": "probe-pods"},
+        "spec": {"clusterIP": "None", "ports": [{"port": 5432}]},
+    }))
+    .unwrap();
+    eventually("the policy in force", Duration::from_secs(30), async || {
+        services.create(&dry_run, &probe).await.is_err().then_some(())
+    })
+    .await;
+    let clusters = Api::<PostgresCluster>::namespaced(client.clone(), &ns);
+    clusters
+        .create(&PostParams::default(), &cluster("held", 1, "Delete"))
+        .await
+        .unwrap();
+    let degraded = eventually(
+        "held's status to name the refusal",
+        Duration::from_secs(60),
+        async || {
+            let status = clusters.get("held").await.ok()?.status?;
+            status
+                .conditions?
+                .into_iter()
+                .find(|c| c.type_ == "Degraded" && c.reason == "ChildRefused")
+        },
+    )
+    .await;
+    assert_eq!(degraded.status, tusk::api::common::ConditionStatus::True);
+    assert!(
+        degraded.message.contains("the apiserver refused a Service")
+            && degraded
+                .message
+                .contains("this namespace takes no headless Service"),
+        "{}",
+        degraded.message
+    );
+    // Gone the policy, the next try makes the rest; a change to the cluster brings it at once.
+    bindings
+        .delete(&policy_name, &DeleteParams::default())
+        .await
+        .unwrap();
+    Api::<ValidatingAdmissionPolicy>::all(client.clone())
+        .delete(&policy_name, &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the policy gone", Duration::from_secs(30), async || {
+        services.create(&dry_run, &probe).await.is_ok().then_some(())
+    })
+    .await;
+    clusters
+        .patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"example.com/nudge": "1"}}})),
+        )
+        .await
+        .unwrap();
+    wait_ready(&clusters, "held", 1).await;
+    owned_by::<Service>(&client, &ns, "held-pods", &clusters.get("held").await.unwrap()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backups_and_schedules_say_what_they_wait_for_and_leave_the_spec_alone() {
     let plane = plane_with_crds().await;

@@ -99,6 +99,28 @@ impl Error {
         matches!(self, Self::Kube { source: kube::Error::Api(e), .. } if e.code == 403)
     }
 
+    /// What the status says when the apiserver refused a write for a reason a retry alone does
+    /// not fix: an invalid or immutable field, a quota, an admission policy or webhook, a missing
+    /// permission (any 4xx but a conflict, a missing object or throttling). `None` for any other
+    /// failure, which is retried without a word in the status.
+    pub fn refused(&self) -> Option<Problem> {
+        match self {
+            Self::Kube {
+                step,
+                source: kube::Error::Api(status),
+            } if (400..500).contains(&status.code) && ![404, 409, 429].contains(&status.code) => {
+                Some(Problem::new(
+                    "ChildRefused",
+                    format!(
+                        "the apiserver refused {step} ({} {}): {}",
+                        status.code, status.reason, status.message
+                    ),
+                ))
+            }
+            _ => None,
+        }
+    }
+
     /// A short label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
@@ -557,6 +579,36 @@ mod tests {
             Problem::new("OwnerMissing", "spec.owner: role app does not exist")
         );
         assert_eq!(Error::Panic("boom".into()).metric_label(), "panic");
+    }
+
+    /// A refusal a retry alone does not fix is told in the status; a conflict, a missing object,
+    /// throttling, a server error or any other failure is not.
+    #[test]
+    fn only_a_refusal_is_told() {
+        let refusal = |code: u16, reason: &str| Error::Kube {
+            step: "a Service",
+            source: kube::Error::Api(
+                kube::core::Status::failure("Service \"db-pods\" is forbidden: no", reason)
+                    .with_code(code)
+                    .boxed(),
+            ),
+        };
+        let told = refusal(403, "Forbidden").refused().expect("a 403 is told");
+        assert_eq!(told.reason, "ChildRefused");
+        assert_eq!(
+            told.message,
+            "the apiserver refused a Service (403 Forbidden): Service \"db-pods\" is forbidden: no"
+        );
+        assert!(refusal(422, "Invalid").refused().is_some());
+        for (code, reason) in [
+            (404, "NotFound"),
+            (409, "Conflict"),
+            (429, "TooManyRequests"),
+            (500, "InternalError"),
+        ] {
+            assert_eq!(refusal(code, reason).refused(), None, "{code}");
+        }
+        assert_eq!(Error::Panic("boom".into()).refused(), None);
     }
 
     #[test]

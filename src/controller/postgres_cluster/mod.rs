@@ -59,6 +59,8 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
     let mut converging = false;
     // The StatefulSet this reconcile made, while its watch does not show it yet.
     let mut made = None;
+    // What the apiserver refused of the children, told in the status, then retried with backoff.
+    let mut refused = None;
     if cluster.spec.paused == Some(true) {
         observed.primary = cluster.status.as_ref().and_then(|s| s.current_primary.clone());
     } else {
@@ -89,9 +91,15 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
                     tls.as_ref(),
                     &ctx.state.tls_profile.get(),
                 );
-                apply_children(&cluster, &ctx, &children).await?;
-                if matches!(ctx.known.statefulset(&namespace, &name), Some(None)) {
-                    made = Some(children.statefulset.clone());
+                // A child the apiserver refuses is a problem for the status; the rest of the
+                // cluster is still observed, and the reconcile fails after the status is written.
+                match apply_children(&cluster, &ctx, &children).await {
+                    Ok(()) => {
+                        if matches!(ctx.known.statefulset(&namespace, &name), Some(None)) {
+                            made = Some(children.statefulset.clone());
+                        }
+                    }
+                    Err(e) => refused = Some(e.refused().ok_or(e)?),
                 }
                 let roles = label_roles(&ctx, &namespace, &cluster).await?;
                 observed.primary = roles.primary;
@@ -101,8 +109,9 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
                 observed.switchover = roles.switchover;
                 observed.rollout = roles.rollout;
                 observed.binding = Some(Names(&name).superuser_secret());
-                observed.problem = roles
-                    .problem
+                observed.problem = refused
+                    .clone()
+                    .or(roles.problem)
                     .or_else(|| missing_claim.map(|(problem, _)| problem))
                     .or_else(|| backups::target_problem(&cluster));
                 converging = roles.converging;
@@ -138,6 +147,9 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
         let conditions = cluster.status.as_ref().and_then(|s| s.conditions.as_deref());
         let told = reason_when(conditions, "Degraded", ConditionStatus::True);
         record_problem(&ctx, cluster.as_ref(), told, problem).await;
+    }
+    if let Some(problem) = refused {
+        return Err(Error::Reported(problem));
     }
     // While a failover goes on, look every second; otherwise an expiring Lease wakes the
     // cluster (see failover::track).
