@@ -680,6 +680,15 @@ async fn a_child_the_apiserver_refuses_is_told_in_the_status() {
     )
     .await;
     assert_eq!(degraded.status, tusk::api::common::ConditionStatus::True);
+    let status = clusters.get("held").await.unwrap().status.unwrap();
+    assert_eq!(
+        status.observed_generation, None,
+        "a spec not all applied is not claimed as observed"
+    );
+    assert_eq!(
+        status.binding, None,
+        "no binding is named before the children are made"
+    );
     assert!(
         degraded.message.contains("the apiserver refused a Service")
             && degraded

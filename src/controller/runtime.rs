@@ -101,14 +101,15 @@ impl Error {
 
     /// What the status says when the apiserver refused a write for a reason a retry alone does
     /// not fix: an invalid or immutable field, a quota, an admission policy or webhook, a missing
-    /// permission (any 4xx but a conflict, a missing object or throttling). `None` for any other
-    /// failure, which is retried without a word in the status.
+    /// permission (any 4xx but the operator's own credentials refused, a missing object, a
+    /// conflict or throttling). `None` for any other failure, which is retried without a word in
+    /// the status.
     pub fn refused(&self) -> Option<Problem> {
         match self {
             Self::Kube {
                 step,
                 source: kube::Error::Api(status),
-            } if (400..500).contains(&status.code) && ![404, 409, 429].contains(&status.code) => {
+            } if (400..500).contains(&status.code) && ![401, 404, 409, 429].contains(&status.code) => {
                 Some(Problem::new(
                     "ChildRefused",
                     format!(

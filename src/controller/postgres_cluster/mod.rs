@@ -108,10 +108,16 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
                 observed.promotion = roles.promotion;
                 observed.switchover = roles.switchover;
                 observed.rollout = roles.rollout;
-                observed.binding = Some(Names(&name).superuser_secret());
-                observed.problem = refused
-                    .clone()
-                    .or(roles.problem)
+                // Named once applied; the one named before stays meanwhile.
+                if refused.is_none() {
+                    observed.binding = Some(Names(&name).superuser_secret());
+                }
+                observed.refused = refused.is_some();
+                // A failover's problem comes first: a refusal is told by the reconcile's error
+                // too.
+                observed.problem = roles
+                    .problem
+                    .or_else(|| refused.clone())
                     .or_else(|| missing_claim.map(|(problem, _)| problem))
                     .or_else(|| backups::target_problem(&cluster));
                 converging = roles.converging;

@@ -35,6 +35,9 @@ pub struct Observed {
     pub switchover: Option<SwitchoverStatus>,
     /// What a rolling update does or waits for: the `Progressing` reason and message.
     pub rollout: Option<(&'static str, String)>,
+    /// Whether the apiserver refused a child of this spec, so that the spec is not all applied:
+    /// `observedGeneration` stays where it was, and `Progressing` says it is blocked.
+    pub refused: bool,
 }
 
 /// What one pod's instance manager reported, or why it could not be asked.
@@ -214,6 +217,12 @@ pub fn desired_status(cluster: &PostgresCluster, observed: &Observed, now: &str)
             "Paused",
             "spec.paused is true: Tusk leaves the children as they are".to_owned(),
         )
+    } else if observed.refused {
+        (
+            ConditionStatus::False,
+            "ChildRefused",
+            "the spec is not all applied: the apiserver refused a child (see Degraded)".to_owned(),
+        )
     } else if let Some((reason, message)) = &observed.rollout {
         (ConditionStatus::True, *reason, message.clone())
     } else if all_ready {
@@ -279,7 +288,11 @@ pub fn desired_status(cluster: &PostgresCluster, observed: &Observed, now: &str)
     });
     PostgresClusterStatus {
         conditions: Some(conditions),
-        observed_generation: generation,
+        observed_generation: if observed.refused {
+            previous_status.observed_generation
+        } else {
+            generation
+        },
         instances: Some(replicas),
         ready_instances: Some(ready),
         current_primary: observed.primary.clone(),
@@ -485,6 +498,40 @@ mod tests {
         );
         assert_eq!(s.current_primary.as_deref(), Some("db-0"));
         assert_eq!(s.binding.map(|b| b.name).as_deref(), Some("db-superuser"));
+    }
+
+    /// A spec the apiserver refused part of is not observed: its generation is not claimed,
+    /// and `Progressing` says why it does not go on, beside the refusal in `Degraded`.
+    #[test]
+    fn a_refused_spec_is_not_claimed_as_observed() {
+        let mut before = cluster(3, None);
+        before.status = Some(PostgresClusterStatus {
+            observed_generation: Some(3),
+            ..PostgresClusterStatus::default()
+        });
+        let observed = Observed {
+            statefulset: Some(sts(3, 3, 3)),
+            problem: Some(Problem::new(
+                "ChildRefused",
+                "the apiserver refused the StatefulSet",
+            )),
+            refused: true,
+            ..Observed::default()
+        };
+        let s = desired_status(&before, &observed, "2026-11-22T00:00:00Z");
+        assert_eq!(s.observed_generation, Some(3));
+        assert_eq!(get(&s, "Progressing").reason, "ChildRefused");
+        assert_eq!(get(&s, "Degraded").reason, "ChildRefused");
+        let applied = Observed {
+            refused: false,
+            problem: None,
+            ..observed
+        };
+        let s = desired_status(&before, &applied, "2026-11-22T00:00:00Z");
+        assert_eq!(
+            (s.observed_generation, get(&s, "Progressing").reason.as_str()),
+            (Some(4), "Stable")
+        );
     }
 
     #[test]
