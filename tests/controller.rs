@@ -667,18 +667,7 @@ async fn a_child_the_apiserver_refuses_is_told_in_the_status() {
         .create(&PostParams::default(), &cluster("held", 1, "Delete"))
         .await
         .unwrap();
-    let degraded = eventually(
-        "held's status to name the refusal",
-        Duration::from_secs(60),
-        async || {
-            let status = clusters.get("held").await.ok()?.status?;
-            status
-                .conditions?
-                .into_iter()
-                .find(|c| c.type_ == "Degraded" && c.reason == "ChildRefused")
-        },
-    )
-    .await;
+    let degraded = degraded_with(&clusters, "held", "ChildRefused").await;
     assert_eq!(degraded.status, tusk::api::common::ConditionStatus::True);
     let status = clusters.get("held").await.unwrap().status.unwrap();
     assert_eq!(

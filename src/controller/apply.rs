@@ -163,11 +163,17 @@ pub async fn ensure<K: Child>(client: &Client, known: &Known, desired: &K) -> Re
     // A child no watch has seen is created without reading it first: the apply creates it.
     let unseen = known.unseen::<K>(namespace, name);
     let mut wanted = wanted;
+    // Whether the live object, with the fields that cannot change kept, already holds what is
+    // wanted; if so, that is noted and nothing need be sent.
+    let holds = |live: &Option<K>, wanted: &mut Value| match live {
+        Some(found) if adopt(found, wanted) => {
+            known.applied(&key, found.meta(), hash);
+            true
+        }
+        _ => false,
+    };
     let mut live = if unseen { None } else { api.get_opt(name).await? };
-    if let Some(found) = &live
-        && adopt(found, &mut wanted)
-    {
-        known.applied(&key, found.meta(), hash);
+    if holds(&live, &mut wanted) {
         return Ok(Outcome::Unchanged);
     }
     let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -176,10 +182,7 @@ pub async fn ensure<K: Child>(client: &Client, known: &Known, desired: &K) -> Re
         // cannot change, keeps that value: read it once, and apply again.
         Err(kube::Error::Api(status)) if unseen && immutable::<K>(&status) => {
             live = api.get_opt(name).await?;
-            if let Some(found) = &live
-                && adopt(found, &mut wanted)
-            {
-                known.applied(&key, found.meta(), hash);
+            if holds(&live, &mut wanted) {
                 return Ok(Outcome::Unchanged);
             }
             api.patch(name, &params, &Patch::Apply(&wanted)).await?
